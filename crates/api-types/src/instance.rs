@@ -1,0 +1,178 @@
+//! Instances: the create/update bodies and the instance object.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+/// `POST /v1/instances` body. Every field is optional; an empty body works.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInstance {
+    /// Display name, up to 100 chars.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Template id (default `berth-agent`).
+    #[serde(default)]
+    pub template: Option<String>,
+    /// Size class: 1, 2, 4 or 8 (default 1).
+    #[serde(default)]
+    pub size: Option<u32>,
+    /// Opaque attribution tag (your end user's id), filterable in list.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Placement hint; a single Docker host is region `local`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Your own string→string pairs; stored, never interpreted.
+    #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    pub metadata: Option<serde_json::Value>,
+    /// Environment of the instance's processes; values are never echoed back.
+    #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    pub env: Option<serde_json::Value>,
+    /// Managed-usage budget.
+    #[serde(default)]
+    pub budget: Option<BudgetInput>,
+    /// Always-on or cold-start.
+    #[serde(default)]
+    pub lifecycle: Option<Lifecycle>,
+}
+
+/// `PATCH /v1/instances/{id}` body: only given fields change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateInstance {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Replaces all metadata.
+    #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    pub metadata: Option<serde_json::Value>,
+    /// New size class: the instance is resized in place, data kept.
+    #[serde(default)]
+    pub size: Option<u32>,
+    /// Replaces the environment: the container is recreated, data kept.
+    #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    pub env: Option<serde_json::Value>,
+    /// New budget cap.
+    #[serde(default)]
+    pub budget: Option<BudgetInput>,
+}
+
+/// Budget as given on create or update.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetInput {
+    /// Hard cap on managed LLM usage in USD.
+    #[serde(default)]
+    pub managed_cap_usd: Option<f64>,
+    /// One-time headroom in micro-USD.
+    #[serde(default)]
+    pub topup_micros: Option<i64>,
+}
+
+/// Budget as reported.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct Budget {
+    pub managed_cap_usd: Option<f64>,
+    pub managed_used_usd: f64,
+    pub remaining_usd: Option<f64>,
+}
+
+/// How the instance is kept alive.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Lifecycle {
+    /// `always_on` (default) or `cold_start`.
+    pub mode: String,
+    /// For `cold_start`: stop after this many idle seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_secs: Option<u64>,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self {
+            mode: "always_on".into(),
+            idle_timeout_secs: None,
+        }
+    }
+}
+
+/// Template reference inside an instance.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TemplateRef {
+    pub id: String,
+    pub version: u32,
+}
+
+/// Resources of a size class.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SizeInfo {
+    /// The size class (1, 2, 4, 8).
+    pub size: u32,
+    pub vcpu: u32,
+    pub memory_mb: u64,
+    pub disk_gb: u64,
+}
+
+/// One exposed port of an instance.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Port {
+    pub port: u16,
+    pub default: bool,
+    pub url: String,
+}
+
+/// The instance object.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Instance {
+    /// `inst_` + 10 chars; the 10 chars are its URL's DNS label.
+    pub id: String,
+    /// Always `instance`.
+    pub object: String,
+    pub name: Option<String>,
+    /// `creating`, `running`, `stopping`, `stopped`, `paused`, `error` or `deleted`.
+    pub status: String,
+    /// Why the instance is in `error`, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    pub template: TemplateRef,
+    /// The agents the template installed.
+    pub agents: Vec<String>,
+    pub size: SizeInfo,
+    pub user: Option<String>,
+    pub region: String,
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub metadata: BTreeMap<String, String>,
+    /// Keys of the environment; every value is `***`.
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub env: BTreeMap<String, String>,
+    /// URL of the default port (null for private sandboxes).
+    pub url: Option<String>,
+    pub ports: Vec<Port>,
+    pub budget: Budget,
+    pub lifecycle: Lifecycle,
+    pub update_available: bool,
+    /// Times the instance was brought back after dying unexpectedly.
+    pub restart_count: u32,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// When it was deleted (soft), if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<i64>,
+}
+
+/// Answer of `DELETE /v1/instances/{id}?purge=true`: the instance and its data are gone.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Purged {
+    pub id: String,
+    /// Always `instance`.
+    pub object: String,
+    /// Always true.
+    pub deleted: bool,
+    /// Always true: nothing is kept.
+    pub purged: bool,
+}

@@ -1,0 +1,57 @@
+//! Workspaces (tenants) and their API keys.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A tenant: every instance and key belongs to exactly one workspace.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Workspace {
+    pub id: String,
+    /// Always `workspace`.
+    pub object: String,
+    pub name: String,
+    /// Most instances (not counting deleted ones) this workspace may hold.
+    pub instance_limit: u32,
+    pub created_at: i64,
+    /// The workspace's first key, present only in the answer to its creation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// `POST /v1/workspaces` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkspace {
+    /// Display name, 1–100 chars.
+    pub name: String,
+    /// Most instances the workspace may hold (default: the server's `--instance-limit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_limit: Option<u32>,
+}
+
+/// An API key as listed: never the secret, only its prefix.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApiKey {
+    pub id: String,
+    /// Always `api_key`.
+    pub object: String,
+    pub name: String,
+    pub workspace_id: String,
+    /// First characters of the secret, to recognise it.
+    pub prefix: String,
+    /// Admin keys manage workspaces.
+    pub admin: bool,
+    pub created_at: i64,
+    /// The full secret, present only in the answer to its creation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// `POST /v1/keys` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    /// Display name, up to 100 chars.
+    #[serde(default)]
+    pub name: Option<String>,
+}

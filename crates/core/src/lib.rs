@@ -1,0 +1,20 @@
+//! Domain of berth: identifiers, sizes, the instance state machine and money.
+//!
+//! No I/O lives here; every other crate builds on these types so that the API,
+//! the store and the reconciler agree on what an instance is and what it may do.
+
+pub mod ids;
+pub mod lifecycle;
+pub mod size;
+
+pub use ids::{InstanceId, KeyId, WorkspaceId};
+pub use lifecycle::{Action, InvalidTransition, Status};
+pub use size::{Size, SizeSpec};
+
+/// Current unix time in whole seconds.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,578 @@
+//! The Docker driver: the Docker Engine API through bollard, never the CLI.
+//!
+//! One container (`berth-<id>`) and one named volume (`berth-<id>-home`) per
+//! instance. Containers are hardened (capabilities dropped, `no-new-privileges`,
+//! an init as PID 1, no host mounts but the read-only agent binary) and sit on a
+//! bridge network with inter-container traffic disabled. Every Engine API call
+//! goes through a small semaphore: dockerd has been seen to lock up when hundreds
+//! of calls land at once.
+
+use crate::{
+    ContainerState, InstanceSpec, ManagedContainer, Observed, Result, Runtime, RuntimeError,
+    AGENT_PORT, HOME_DIR, LABEL_INSTALL, LABEL_INSTANCE, LABEL_WORKSPACE,
+};
+use async_trait::async_trait;
+use berth_core::{InstanceId, SizeSpec};
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerCreateBody, ContainerStateStatusEnum, ContainerUpdateBody, EndpointSettings,
+    HostConfig, HostConfigLogConfig, Mount, MountTypeEnum, NetworkCreateRequest, NetworkingConfig,
+    RestartPolicy, RestartPolicyNameEnum, VolumeCreateOptions,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListVolumesOptions,
+    RemoveContainerOptions, RemoveVolumeOptions, StopContainerOptions,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+const NO_INSPECT: Option<bollard::query_parameters::InspectContainerOptions> = None;
+
+/// Path of the injected agent binary inside every container.
+pub const AGENT_PATH: &str = "/opt/berth/bin/berth-agent";
+
+/// Capabilities an agent computer keeps: enough to install packages, own files and
+/// switch users, not enough to touch the network stack, devices or the kernel.
+const KEPT_CAPS: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "NET_BIND_SERVICE",
+];
+
+/// How the Docker driver is set up.
+#[derive(Debug, Clone)]
+pub struct DockerConfig {
+    /// Image of the system template when a spec names none.
+    pub base_image: String,
+    /// Host path of the static `berth-agent` binary, bind-mounted read-only.
+    pub agent_bin: PathBuf,
+    /// Id of this berth installation (the `berth.install` label).
+    pub install_id: String,
+    /// Bridge network the instances join.
+    pub network: String,
+    /// Most Engine API calls in flight at once.
+    pub max_concurrent_calls: usize,
+    /// Seconds between SIGTERM and SIGKILL on stop.
+    pub stop_grace_secs: i32,
+}
+
+/// [`Runtime`] on a Docker Engine.
+pub struct DockerRuntime {
+    docker: Docker,
+    cfg: DockerConfig,
+    permits: Arc<Semaphore>,
+}
+
+fn container_name(id: &InstanceId) -> String {
+    format!("berth-{id}")
+}
+
+fn volume_name(id: &str) -> String {
+    format!("berth-{id}-home")
+}
+
+fn is_not_found(e: &DockerError) -> bool {
+    matches!(
+        e,
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+fn is_not_modified(e: &DockerError) -> bool {
+    matches!(
+        e,
+        DockerError::DockerResponseServerError {
+            status_code: 304,
+            ..
+        }
+    )
+}
+
+fn map_err(e: DockerError) -> RuntimeError {
+    match e {
+        DockerError::DockerResponseServerError {
+            status_code,
+            message,
+        } => RuntimeError::Failed(format!("docker answered {status_code}: {message}")),
+        DockerError::HyperResponseError { .. }
+        | DockerError::IOError { .. }
+        | DockerError::RequestTimeoutError
+        | DockerError::SocketNotFoundError(_) => RuntimeError::Unavailable(e.to_string()),
+        other => RuntimeError::Failed(other.to_string()),
+    }
+}
+
+fn limits(size: &SizeSpec) -> (i64, i64, i64) {
+    let memory = (size.memory_mb * 1024 * 1024) as i64;
+    (size.vcpu as i64 * 1_000_000_000, memory, size.pids)
+}
+
+impl DockerRuntime {
+    /// Connects to the daemon named by `DOCKER_HOST` (or the local socket) and
+    /// negotiates the API version, so older engines (Debian's 20.10) work.
+    pub async fn connect(cfg: DockerConfig) -> Result<Self> {
+        let docker = Docker::connect_with_defaults().map_err(map_err)?;
+        let docker = docker.negotiate_version().await.map_err(map_err)?;
+        let permits = Arc::new(Semaphore::new(cfg.max_concurrent_calls.max(1)));
+        Ok(Self {
+            docker,
+            cfg,
+            permits,
+        })
+    }
+
+    /// The underlying client, for callers in this crate's tests.
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.permits
+            .acquire()
+            .await
+            .expect("semaphore never closed")
+    }
+
+    async fn ensure_image(&self, image: &str) -> Result<()> {
+        {
+            let _p = self.permit().await;
+            match self.docker.inspect_image(image).await {
+                Ok(_) => return Ok(()),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        tracing::info!(image, "image missing locally, pulling");
+        let opts = CreateImageOptions {
+            from_image: Some(image.to_string()),
+            ..Default::default()
+        };
+        let mut pull = self.docker.create_image(Some(opts), None, None);
+        let outcome = tokio::time::timeout(Duration::from_secs(120), async {
+            while let Some(step) = pull.next().await {
+                step?;
+            }
+            Ok::<_, DockerError>(())
+        })
+        .await;
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(RuntimeError::ImageMissing {
+                image: image.into(),
+                detail: format!(
+                    "pull failed ({e}); build it locally with scripts/build-images.sh --base-only"
+                ),
+            }),
+            Err(_) => Err(RuntimeError::ImageMissing {
+                image: image.into(),
+                detail: "pull timed out".into(),
+            }),
+        }
+    }
+
+    fn labels(&self, spec: &InstanceSpec) -> HashMap<String, String> {
+        HashMap::from([
+            (LABEL_INSTANCE.to_string(), spec.id.to_string()),
+            (LABEL_WORKSPACE.to_string(), spec.workspace_id.to_string()),
+            (LABEL_INSTALL.to_string(), self.cfg.install_id.clone()),
+        ])
+    }
+
+    fn install_filter(&self) -> HashMap<String, Vec<String>> {
+        HashMap::from([(
+            "label".to_string(),
+            vec![format!("{LABEL_INSTALL}={}", self.cfg.install_id)],
+        )])
+    }
+
+    async fn remove_container_named(&self, name: &str) -> Result<()> {
+        let _p = self.permit().await;
+        let opts = RemoveContainerOptions {
+            force: true,
+            v: false,
+            link: false,
+        };
+        match self.docker.remove_container(name, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            // Removal already under way: wait for it to finish.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => {
+                drop(_p);
+                for _ in 0..50 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let _p = self.permit().await;
+                    if let Err(e) = self.docker.inspect_container(name, NO_INSPECT).await {
+                        if is_not_found(&e) {
+                            return Ok(());
+                        }
+                    }
+                }
+                Err(RuntimeError::Failed(format!(
+                    "container {name} could not be removed"
+                )))
+            }
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    async fn remove_volume_named(&self, name: &str) -> Result<()> {
+        let _p = self.permit().await;
+        match self
+            .docker
+            .remove_volume(name, Some(RemoveVolumeOptions { force: true }))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl Runtime for DockerRuntime {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let _p = self.permit().await;
+        self.docker.ping().await.map(|_| ()).map_err(map_err)
+    }
+
+    async fn prepare(&self) -> Result<()> {
+        if !self.cfg.agent_bin.is_file() {
+            return Err(RuntimeError::Failed(format!(
+                "agent binary {} not found (build it with scripts/build-agent.sh, or pass --agent-bin)",
+                self.cfg.agent_bin.display()
+            )));
+        }
+        let _p = self.permit().await;
+        match self
+            .docker
+            .inspect_network(
+                &self.cfg.network,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(map_err(e)),
+        }
+        let req = NetworkCreateRequest {
+            name: self.cfg.network.clone(),
+            driver: Some("bridge".into()),
+            // Instances must not reach each other: no inter-container traffic.
+            options: Some(HashMap::from([(
+                "com.docker.network.bridge.enable_icc".into(),
+                "false".into(),
+            )])),
+            labels: Some(HashMap::from([(
+                "berth.network".into(),
+                "instances".into(),
+            )])),
+            ..Default::default()
+        };
+        match self.docker.create_network(req).await {
+            Ok(_) => Ok(()),
+            // Another server created it meanwhile.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    async fn create(&self, spec: &InstanceSpec) -> Result<()> {
+        let image = spec
+            .image
+            .clone()
+            .unwrap_or_else(|| self.cfg.base_image.clone());
+        self.ensure_image(&image).await?;
+        let labels = self.labels(spec);
+        let volume = volume_name(spec.id.as_str());
+        {
+            let _p = self.permit().await;
+            let opts = VolumeCreateOptions {
+                name: Some(volume.clone()),
+                labels: Some(labels.clone()),
+                ..Default::default()
+            };
+            self.docker.create_volume(opts).await.map_err(map_err)?;
+        }
+        let name = container_name(&spec.id);
+        self.remove_container_named(&name).await?;
+
+        let mut env: Vec<String> = spec
+            .env
+            .iter()
+            .filter(|(k, _)| !k.starts_with("BERTH_INSTANCE"))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        env.push(format!("HOME={HOME_DIR}"));
+        env.push(format!("BERTH_INSTANCE_ID={}", spec.id));
+        let (nano_cpus, memory, pids) = limits(&spec.size);
+        let host_config = HostConfig {
+            nano_cpus: Some(nano_cpus),
+            memory: Some(memory),
+            memory_swap: Some(memory),
+            pids_limit: Some(pids),
+            init: Some(true),
+            cap_drop: Some(vec!["ALL".into()]),
+            cap_add: Some(KEPT_CAPS.iter().map(|c| c.to_string()).collect()),
+            security_opt: Some(vec!["no-new-privileges:true".into()]),
+            privileged: Some(false),
+            network_mode: Some(self.cfg.network.clone()),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".into(), "10m".into()),
+                    ("max-file".into(), "3".into()),
+                ])),
+            }),
+            mounts: Some(vec![
+                Mount {
+                    target: Some(HOME_DIR.into()),
+                    source: Some(volume),
+                    typ: Some(MountTypeEnum::VOLUME),
+                    ..Default::default()
+                },
+                Mount {
+                    target: Some(AGENT_PATH.into()),
+                    source: Some(self.cfg.agent_bin.display().to_string()),
+                    typ: Some(MountTypeEnum::BIND),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(image),
+            hostname: Some(spec.id.label().to_string()),
+            entrypoint: Some(vec![AGENT_PATH.into()]),
+            cmd: Some(vec![
+                "--listen".into(),
+                format!("0.0.0.0:{AGENT_PORT}"),
+                "--data".into(),
+                format!("{HOME_DIR}/.berth"),
+            ]),
+            env: Some(env),
+            working_dir: Some(HOME_DIR.into()),
+            labels: Some(labels),
+            host_config: Some(host_config),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    self.cfg.network.clone(),
+                    EndpointSettings::default(),
+                )])),
+            }),
+            ..Default::default()
+        };
+        let _p = self.permit().await;
+        let opts = CreateContainerOptions {
+            name: Some(name),
+            platform: String::new(),
+        };
+        self.docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn start(&self, id: &InstanceId) -> Result<()> {
+        let _p = self.permit().await;
+        match self
+            .docker
+            .start_container(
+                &container_name(id),
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_modified(&e) => Ok(()),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    async fn stop(&self, id: &InstanceId) -> Result<()> {
+        let name = container_name(id);
+        let _p = self.permit().await;
+        // A paused container cannot receive SIGTERM: thaw it first.
+        if let Ok(info) = self.docker.inspect_container(&name, NO_INSPECT).await {
+            if info.state.and_then(|s| s.paused).unwrap_or(false) {
+                let _ = self.docker.unpause_container(&name).await;
+            }
+        }
+        let opts = StopContainerOptions {
+            t: Some(self.cfg.stop_grace_secs),
+            signal: None,
+        };
+        match self.docker.stop_container(&name, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_modified(&e) || is_not_found(&e) => Ok(()),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    async fn pause(&self, id: &InstanceId) -> Result<()> {
+        let _p = self.permit().await;
+        self.docker
+            .pause_container(&container_name(id))
+            .await
+            .map_err(map_err)
+    }
+
+    async fn resume(&self, id: &InstanceId) -> Result<()> {
+        let _p = self.permit().await;
+        self.docker
+            .unpause_container(&container_name(id))
+            .await
+            .map_err(map_err)
+    }
+
+    async fn resize(&self, id: &InstanceId, size: &SizeSpec) -> Result<()> {
+        let (nano_cpus, memory, pids) = limits(size);
+        let body = ContainerUpdateBody {
+            nano_cpus: Some(nano_cpus),
+            memory: Some(memory),
+            memory_swap: Some(memory),
+            pids_limit: Some(pids),
+            ..Default::default()
+        };
+        let _p = self.permit().await;
+        self.docker
+            .update_container(&container_name(id), body)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn remove(&self, id: &InstanceId) -> Result<()> {
+        self.remove_container_named(&container_name(id)).await
+    }
+
+    async fn purge(&self, id: &InstanceId) -> Result<()> {
+        self.remove_container_named(&container_name(id)).await?;
+        self.remove_volume_named(&volume_name(id.as_str())).await
+    }
+
+    async fn inspect(&self, id: &InstanceId) -> Result<ContainerState> {
+        let _p = self.permit().await;
+        let info = match self
+            .docker
+            .inspect_container(&container_name(id), NO_INSPECT)
+            .await
+        {
+            Ok(info) => info,
+            Err(e) if is_not_found(&e) => {
+                return Ok(ContainerState {
+                    observed: Observed::Missing,
+                    agent_addr: None,
+                })
+            }
+            Err(e) => return Err(map_err(e)),
+        };
+        let state = info.state.unwrap_or_default();
+        let observed = match state.status {
+            Some(ContainerStateStatusEnum::RUNNING) if state.paused == Some(true) => {
+                Observed::Paused
+            }
+            Some(ContainerStateStatusEnum::RUNNING) => Observed::Running,
+            Some(ContainerStateStatusEnum::PAUSED) => Observed::Paused,
+            Some(ContainerStateStatusEnum::CREATED) => Observed::Created,
+            Some(ContainerStateStatusEnum::EXITED) => Observed::Exited {
+                code: state.exit_code.unwrap_or(-1),
+                oom_killed: state.oom_killed.unwrap_or(false),
+            },
+            other => Observed::Other(
+                other
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "unknown".into()),
+            ),
+        };
+        let agent_addr = info
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut nets| nets.remove(&self.cfg.network))
+            .and_then(|ep| ep.ip_address)
+            .and_then(|ip| ip.parse::<IpAddr>().ok())
+            .map(|ip| SocketAddr::new(ip, AGENT_PORT));
+        Ok(ContainerState {
+            observed,
+            agent_addr,
+        })
+    }
+
+    async fn list(&self) -> Result<Vec<ManagedContainer>> {
+        let opts = ListContainersOptions {
+            all: true,
+            filters: Some(self.install_filter()),
+            ..Default::default()
+        };
+        let _p = self.permit().await;
+        let found = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(map_err)?;
+        Ok(found
+            .into_iter()
+            .filter_map(|c| {
+                let instance_id = c.labels?.get(LABEL_INSTANCE)?.clone();
+                Some(ManagedContainer {
+                    instance_id,
+                    name: c.id?,
+                })
+            })
+            .collect())
+    }
+
+    async fn list_volumes(&self) -> Result<Vec<String>> {
+        let opts = ListVolumesOptions {
+            filters: Some(self.install_filter()),
+        };
+        let _p = self.permit().await;
+        let found = self
+            .docker
+            .list_volumes(Some(opts))
+            .await
+            .map_err(map_err)?;
+        Ok(found
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|v| v.labels.get(LABEL_INSTANCE).cloned())
+            .collect())
+    }
+
+    async fn remove_orphan(&self, c: &ManagedContainer) -> Result<()> {
+        self.remove_container_named(&c.name).await
+    }
+
+    async fn remove_orphan_volume(&self, instance_id: &str) -> Result<()> {
+        self.remove_volume_named(&volume_name(instance_id)).await
+    }
+}

@@ -1,0 +1,128 @@
+//! Where instances actually run, behind the [`Runtime`] trait.
+//!
+//! Handlers and the reconciler speak only this trait. The Docker driver
+//! ([`docker::DockerRuntime`], feature `docker`) is the one implementation today;
+//! a Kubernetes driver implements the same trait without touching its callers.
+
+#[cfg(feature = "docker")]
+pub mod docker;
+
+use async_trait::async_trait;
+use berth_core::{InstanceId, SizeSpec, WorkspaceId};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+/// Label carrying the instance id on every container and volume berth makes.
+pub const LABEL_INSTANCE: &str = "berth.instance";
+/// Label carrying the workspace id.
+pub const LABEL_WORKSPACE: &str = "berth.workspace";
+/// Label naming the berth installation (one data dir) that owns the object, so
+/// two servers sharing one Docker host never adopt or remove each other's containers.
+pub const LABEL_INSTALL: &str = "berth.install";
+
+/// Port of the agent gateway inside every `berth-agent` instance.
+pub const AGENT_PORT: u16 = 3737;
+/// Where the instance's persistent home is mounted.
+pub const HOME_DIR: &str = "/home/agent";
+
+/// Everything a driver needs to (re)create an instance's container.
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    pub id: InstanceId,
+    pub workspace_id: WorkspaceId,
+    /// Image to run; `None` means the server's base image.
+    pub image: Option<String>,
+    pub size: SizeSpec,
+    /// Environment given by the client, added to berth's own variables.
+    pub env: BTreeMap<String, String>,
+}
+
+/// What the runtime sees of an instance's container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observed {
+    /// No container exists.
+    Missing,
+    /// Created but never started.
+    Created,
+    Running,
+    Paused,
+    /// The main process ended.
+    Exited {
+        code: i64,
+        oom_killed: bool,
+    },
+    /// Anything else the runtime reports (restarting, removing, dead).
+    Other(String),
+}
+
+/// Observed state plus where to reach the agent.
+#[derive(Debug, Clone)]
+pub struct ContainerState {
+    pub observed: Observed,
+    /// The agent's address, when the container has one.
+    pub agent_addr: Option<SocketAddr>,
+}
+
+/// A container of this installation, as found by label.
+#[derive(Debug, Clone)]
+pub struct ManagedContainer {
+    /// Value of the `berth.instance` label.
+    pub instance_id: String,
+    /// Runtime-level name or id, for removal.
+    pub name: String,
+}
+
+/// Why a runtime call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The runtime (Docker daemon) could not be reached.
+    #[error("container runtime unavailable: {0}")]
+    Unavailable(String),
+    /// The image to run is not present and could not be pulled.
+    #[error("image `{image}` is not available: {detail}")]
+    ImageMissing { image: String, detail: String },
+    /// The runtime refused the operation.
+    #[error("runtime error: {0}")]
+    Failed(String),
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+/// A place that runs instances: one container and one volume each.
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// `docker`, `kubernetes`, ...
+    fn name(&self) -> &'static str;
+    /// Answers when the runtime is reachable.
+    async fn ping(&self) -> Result<()>;
+    /// One-time setup at server start (networks, image checks).
+    async fn prepare(&self) -> Result<()>;
+    /// Creates the volume when missing and a fresh container (replacing any old
+    /// one, keeping the volume), without starting it.
+    async fn create(&self, spec: &InstanceSpec) -> Result<()>;
+    /// Starts a created or exited container.
+    async fn start(&self, id: &InstanceId) -> Result<()>;
+    /// Stops the container (SIGTERM, then SIGKILL after a grace period).
+    async fn stop(&self, id: &InstanceId) -> Result<()>;
+    /// Freezes every process of the instance.
+    async fn pause(&self, id: &InstanceId) -> Result<()>;
+    /// Thaws a paused instance.
+    async fn resume(&self, id: &InstanceId) -> Result<()>;
+    /// Applies a new size to the container in place.
+    async fn resize(&self, id: &InstanceId, size: &SizeSpec) -> Result<()>;
+    /// Removes the container; the volume (the instance's data) stays.
+    async fn remove(&self, id: &InstanceId) -> Result<()>;
+    /// Removes the container and the volume.
+    async fn purge(&self, id: &InstanceId) -> Result<()>;
+    /// What the container is doing now.
+    async fn inspect(&self, id: &InstanceId) -> Result<ContainerState>;
+    /// Every container of this installation.
+    async fn list(&self) -> Result<Vec<ManagedContainer>>;
+    /// Instance ids of every data volume of this installation.
+    async fn list_volumes(&self) -> Result<Vec<String>>;
+    /// Removes a container found by [`Runtime::list`] that has no record.
+    async fn remove_orphan(&self, container: &ManagedContainer) -> Result<()>;
+    /// Removes a volume that belongs to no record.
+    async fn remove_orphan_volume(&self, instance_id: &str) -> Result<()>;
+}

@@ -1,0 +1,98 @@
+//! Persistence of berth's desired state behind the [`Store`] trait.
+//!
+//! Handlers and the reconciler only see the trait; SQLite is the one backend
+//! today ([`SqliteStore`]), and a PostgreSQL backend implements the same trait.
+
+mod records;
+mod sqlite;
+
+pub use records::*;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use berth_core::{InstanceId, KeyId, Status, WorkspaceId};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The workspace already holds as many instances as it may.
+    #[error("workspace instance limit of {limit} reached")]
+    LimitExceeded { limit: u32 },
+    /// The database could not be reached or refused the statement.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed at start.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored row could not be decoded.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Filters of the instance list.
+#[derive(Debug, Default, Clone)]
+pub struct InstanceFilter {
+    pub user: Option<String>,
+    pub status: Option<Status>,
+    pub template: Option<String>,
+}
+
+/// Everything berth keeps durably.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Answers when the database is reachable.
+    async fn ping(&self) -> Result<()>;
+    /// A value of the key/value meta table.
+    async fn meta(&self, key: &str) -> Result<Option<String>>;
+    /// Sets a meta value unless one exists; returns the value now stored.
+    async fn meta_init(&self, key: &str, value: &str) -> Result<String>;
+
+    /// Creates a workspace.
+    async fn create_workspace(&self, ws: &WorkspaceRecord) -> Result<()>;
+    /// One workspace.
+    async fn workspace(&self, id: &WorkspaceId) -> Result<Option<WorkspaceRecord>>;
+    /// Every workspace, oldest first.
+    async fn workspaces(&self) -> Result<Vec<WorkspaceRecord>>;
+    /// Number of workspaces.
+    async fn workspace_count(&self) -> Result<i64>;
+
+    /// Stores a key (its hash only).
+    async fn create_key(&self, key: &KeyRecord) -> Result<()>;
+    /// The key whose secret hashes to `hash`.
+    async fn key_by_hash(&self, hash: &str) -> Result<Option<KeyRecord>>;
+    /// A workspace's keys, oldest first.
+    async fn keys(&self, ws: &WorkspaceId) -> Result<Vec<KeyRecord>>;
+    /// Revokes a key of the workspace; false when there is no such key.
+    async fn delete_key(&self, ws: &WorkspaceId, id: &KeyId) -> Result<bool>;
+
+    /// Inserts an instance unless its workspace already holds `limit` live instances.
+    async fn insert_instance(&self, rec: &InstanceRecord, limit: u32) -> Result<()>;
+    /// One instance, scoped to a workspace when given.
+    async fn instance(
+        &self,
+        ws: Option<&WorkspaceId>,
+        id: &InstanceId,
+    ) -> Result<Option<InstanceRecord>>;
+    /// A page of a workspace's instances, newest first, older than `before_seq`.
+    async fn list_instances(
+        &self,
+        ws: &WorkspaceId,
+        filter: &InstanceFilter,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<InstanceRecord>>;
+    /// Every instance of every workspace (the reconciler's view).
+    async fn all_instances(&self) -> Result<Vec<InstanceRecord>>;
+    /// Writes back every mutable field of an instance and bumps `updated_at`.
+    async fn update_instance(&self, rec: &InstanceRecord) -> Result<()>;
+    /// Removes an instance's record for good.
+    async fn delete_instance(&self, id: &InstanceId) -> Result<()>;
+
+    /// Appends to an instance's audit trail.
+    async fn record_event(&self, ev: &EventRecord) -> Result<()>;
+    /// An instance's audit trail, oldest first.
+    async fn events(&self, id: &InstanceId, limit: u32) -> Result<Vec<EventRecord>>;
+}

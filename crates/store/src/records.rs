@@ -1,0 +1,66 @@
+//! Rows as the rest of berth sees them.
+
+use berth_core::{InstanceId, KeyId, Status, WorkspaceId};
+use std::collections::BTreeMap;
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkspaceRecord {
+    pub id: WorkspaceId,
+    pub name: String,
+    pub instance_limit: u32,
+    pub created_at: i64,
+}
+
+/// An API key; only the SHA-256 of the secret is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    pub id: KeyId,
+    pub workspace_id: WorkspaceId,
+    pub name: String,
+    pub prefix: String,
+    pub hash: String,
+    pub admin: bool,
+    pub created_at: i64,
+}
+
+/// The desired and observed state of one instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRecord {
+    /// Insertion order; newest-first listing and cursors use it.
+    pub seq: i64,
+    pub id: InstanceId,
+    pub workspace_id: WorkspaceId,
+    pub name: Option<String>,
+    pub template: String,
+    pub template_version: u32,
+    pub size: u32,
+    pub user: Option<String>,
+    pub region: String,
+    pub metadata: BTreeMap<String, String>,
+    /// Plain values: needed to (re)create the container; never sent to clients.
+    pub env: BTreeMap<String, String>,
+    pub budget_cap_usd: Option<f64>,
+    pub topup_micros: i64,
+    pub lifecycle_mode: String,
+    pub idle_timeout_secs: Option<u64>,
+    /// The status clients see; for resting states it is also the desired state.
+    pub status: Status,
+    pub status_reason: Option<String>,
+    pub restart_count: u32,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub deleted_at: Option<i64>,
+}
+
+/// One entry of an instance's audit trail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    pub instance_id: InstanceId,
+    pub at: i64,
+    pub from: Option<Status>,
+    pub to: Status,
+    /// `key:<id>` or `reconciler`.
+    pub actor: String,
+    pub reason: Option<String>,
+}

@@ -1,0 +1,387 @@
+//! The SQLite backend (sqlx, WAL mode, embedded migrations).
+
+use crate::{
+    EventRecord, InstanceFilter, InstanceRecord, KeyRecord, Result, Store, StoreError,
+    WorkspaceRecord,
+};
+use async_trait::async_trait;
+use berth_core::{now_secs, InstanceId, KeyId, Status, WorkspaceId};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// [`Store`] on a SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) the database file and runs migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        Self::connect(opts).await
+    }
+
+    /// Opens a `sqlite:` URL (as given by `--database-url`).
+    pub async fn open_url(url: &str) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        Self::connect(opts).await
+    }
+
+    async fn connect(opts: SqliteConnectOptions) -> Result<Self> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+const INSTANCE_COLUMNS: &str = "seq, id, workspace_id, name, template, template_version, size, \
+    user_tag, region, metadata, env, budget_cap_usd, topup_micros, lifecycle_mode, idle_timeout, \
+    status, status_reason, restart_count, created_at, updated_at, deleted_at";
+
+fn json_map(row: &SqliteRow, col: &str) -> Result<std::collections::BTreeMap<String, String>> {
+    let text: String = row.try_get(col)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+}
+
+fn status(text: &str) -> Result<Status> {
+    text.parse().map_err(StoreError::Corrupt)
+}
+
+fn instance_from_row(row: &SqliteRow) -> Result<InstanceRecord> {
+    Ok(InstanceRecord {
+        seq: row.try_get("seq")?,
+        id: InstanceId::from_trusted(row.try_get("id")?),
+        workspace_id: WorkspaceId::from_trusted(row.try_get("workspace_id")?),
+        name: row.try_get("name")?,
+        template: row.try_get("template")?,
+        template_version: row.try_get::<i64, _>("template_version")? as u32,
+        size: row.try_get::<i64, _>("size")? as u32,
+        user: row.try_get("user_tag")?,
+        region: row.try_get("region")?,
+        metadata: json_map(row, "metadata")?,
+        env: json_map(row, "env")?,
+        budget_cap_usd: row.try_get("budget_cap_usd")?,
+        topup_micros: row.try_get("topup_micros")?,
+        lifecycle_mode: row.try_get("lifecycle_mode")?,
+        idle_timeout_secs: row
+            .try_get::<Option<i64>, _>("idle_timeout")?
+            .map(|v| v as u64),
+        status: status(row.try_get("status")?)?,
+        status_reason: row.try_get("status_reason")?,
+        restart_count: row.try_get::<i64, _>("restart_count")? as u32,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        deleted_at: row.try_get("deleted_at")?,
+    })
+}
+
+fn workspace_from_row(row: &SqliteRow) -> Result<WorkspaceRecord> {
+    Ok(WorkspaceRecord {
+        id: WorkspaceId::from_trusted(row.try_get("id")?),
+        name: row.try_get("name")?,
+        instance_limit: row.try_get::<i64, _>("instance_limit")? as u32,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn key_from_row(row: &SqliteRow) -> Result<KeyRecord> {
+    Ok(KeyRecord {
+        id: KeyId::from_trusted(row.try_get("id")?),
+        workspace_id: WorkspaceId::from_trusted(row.try_get("workspace_id")?),
+        name: row.try_get("name")?,
+        prefix: row.try_get("prefix")?,
+        hash: row.try_get("hash")?,
+        admin: row.try_get::<i64, _>("admin")? != 0,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn to_json(map: &std::collections::BTreeMap<String, String>) -> String {
+    serde_json::to_string(map).unwrap_or_else(|_| "{}".into())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn meta(&self, key: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get("value")))
+    }
+
+    async fn meta_init(&self, key: &str, value: &str) -> Result<String> {
+        sqlx::query("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(self.meta(key).await?.unwrap_or_else(|| value.to_string()))
+    }
+
+    async fn create_workspace(&self, ws: &WorkspaceRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO workspaces (id, name, instance_limit, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(ws.id.as_str())
+        .bind(&ws.name)
+        .bind(ws.instance_limit as i64)
+        .bind(ws.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn workspace(&self, id: &WorkspaceId) -> Result<Option<WorkspaceRecord>> {
+        let row = sqlx::query("SELECT * FROM workspaces WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(workspace_from_row).transpose()
+    }
+
+    async fn workspaces(&self) -> Result<Vec<WorkspaceRecord>> {
+        let rows = sqlx::query("SELECT * FROM workspaces ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(workspace_from_row).collect()
+    }
+
+    async fn workspace_count(&self) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM workspaces")
+            .fetch_one(&self.pool)
+            .await?
+            .get("n"))
+    }
+
+    async fn create_key(&self, key: &KeyRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, workspace_id, name, prefix, hash, admin, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(key.id.as_str())
+        .bind(key.workspace_id.as_str())
+        .bind(&key.name)
+        .bind(&key.prefix)
+        .bind(&key.hash)
+        .bind(key.admin as i64)
+        .bind(key.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn key_by_hash(&self, hash: &str) -> Result<Option<KeyRecord>> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn keys(&self, ws: &WorkspaceId) -> Result<Vec<KeyRecord>> {
+        let rows =
+            sqlx::query("SELECT * FROM api_keys WHERE workspace_id = ? ORDER BY created_at, id")
+                .bind(ws.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn delete_key(&self, ws: &WorkspaceId, id: &KeyId) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM api_keys WHERE workspace_id = ? AND id = ?")
+            .bind(ws.as_str())
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn insert_instance(&self, r: &InstanceRecord, limit: u32) -> Result<()> {
+        // One statement, so the limit check and the insert cannot interleave with
+        // another create: SQLite serialises writers.
+        let done = sqlx::query(
+            "INSERT INTO instances (id, workspace_id, name, template, template_version, size, user_tag, region, \
+             metadata, env, budget_cap_usd, topup_micros, lifecycle_mode, idle_timeout, status, status_reason, \
+             restart_count, created_at, updated_at, deleted_at) \
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+             WHERE (SELECT COUNT(*) FROM instances WHERE workspace_id = ? AND status != 'deleted') < ?",
+        )
+        .bind(r.id.as_str())
+        .bind(r.workspace_id.as_str())
+        .bind(&r.name)
+        .bind(&r.template)
+        .bind(r.template_version as i64)
+        .bind(r.size as i64)
+        .bind(&r.user)
+        .bind(&r.region)
+        .bind(to_json(&r.metadata))
+        .bind(to_json(&r.env))
+        .bind(r.budget_cap_usd)
+        .bind(r.topup_micros)
+        .bind(&r.lifecycle_mode)
+        .bind(r.idle_timeout_secs.map(|v| v as i64))
+        .bind(r.status.as_str())
+        .bind(&r.status_reason)
+        .bind(r.restart_count as i64)
+        .bind(r.created_at)
+        .bind(r.updated_at)
+        .bind(r.deleted_at)
+        .bind(r.workspace_id.as_str())
+        .bind(limit as i64)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::LimitExceeded { limit });
+        }
+        Ok(())
+    }
+
+    async fn instance(
+        &self,
+        ws: Option<&WorkspaceId>,
+        id: &InstanceId,
+    ) -> Result<Option<InstanceRecord>> {
+        let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = ? AND (? IS NULL OR workspace_id = ?)");
+        let ws = ws.map(|w| w.as_str().to_string());
+        let row = sqlx::query(&sql)
+            .bind(id.as_str())
+            .bind(&ws)
+            .bind(&ws)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(instance_from_row).transpose()
+    }
+
+    async fn list_instances(
+        &self,
+        ws: &WorkspaceId,
+        f: &InstanceFilter,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<InstanceRecord>> {
+        // Deleted instances only show when asked for by status.
+        let sql = format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE workspace_id = ? \
+             AND (? IS NULL OR seq < ?) \
+             AND (? IS NULL OR user_tag = ?) \
+             AND (? IS NULL OR template = ?) \
+             AND (CASE WHEN ? IS NULL THEN status != 'deleted' ELSE status = ? END) \
+             ORDER BY seq DESC LIMIT ?"
+        );
+        let status = f.status.map(|s| s.as_str());
+        let rows = sqlx::query(&sql)
+            .bind(ws.as_str())
+            .bind(before_seq)
+            .bind(before_seq)
+            .bind(&f.user)
+            .bind(&f.user)
+            .bind(&f.template)
+            .bind(&f.template)
+            .bind(status)
+            .bind(status)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(instance_from_row).collect()
+    }
+
+    async fn all_instances(&self) -> Result<Vec<InstanceRecord>> {
+        let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances ORDER BY seq");
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(instance_from_row).collect()
+    }
+
+    async fn update_instance(&self, r: &InstanceRecord) -> Result<()> {
+        sqlx::query(
+            "UPDATE instances SET name = ?, template_version = ?, size = ?, metadata = ?, env = ?, \
+             budget_cap_usd = ?, topup_micros = ?, lifecycle_mode = ?, idle_timeout = ?, status = ?, \
+             status_reason = ?, restart_count = ?, updated_at = ?, deleted_at = ? WHERE id = ?",
+        )
+        .bind(&r.name)
+        .bind(r.template_version as i64)
+        .bind(r.size as i64)
+        .bind(to_json(&r.metadata))
+        .bind(to_json(&r.env))
+        .bind(r.budget_cap_usd)
+        .bind(r.topup_micros)
+        .bind(&r.lifecycle_mode)
+        .bind(r.idle_timeout_secs.map(|v| v as i64))
+        .bind(r.status.as_str())
+        .bind(&r.status_reason)
+        .bind(r.restart_count as i64)
+        .bind(now_secs().max(r.updated_at))
+        .bind(r.deleted_at)
+        .bind(r.id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_instance(&self, id: &InstanceId) -> Result<()> {
+        sqlx::query("DELETE FROM instances WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn record_event(&self, ev: &EventRecord) -> Result<()> {
+        sqlx::query("INSERT INTO events (instance_id, at, from_status, to_status, actor, reason) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(ev.instance_id.as_str())
+            .bind(ev.at)
+            .bind(ev.from.map(|s| s.as_str()))
+            .bind(ev.to.as_str())
+            .bind(&ev.actor)
+            .bind(&ev.reason)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn events(&self, id: &InstanceId, limit: u32) -> Result<Vec<EventRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM (SELECT * FROM events WHERE instance_id = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+        )
+        .bind(id.as_str())
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let from: Option<String> = row.try_get("from_status")?;
+                Ok(EventRecord {
+                    instance_id: InstanceId::from_trusted(row.try_get("instance_id")?),
+                    at: row.try_get("at")?,
+                    from: from.as_deref().map(status).transpose()?,
+                    to: status(row.try_get("to_status")?)?,
+                    actor: row.try_get("actor")?,
+                    reason: row.try_get("reason")?,
+                })
+            })
+            .collect()
+    }
+}
