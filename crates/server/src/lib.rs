@@ -1,1 +1,21 @@
-//! placeholder
+//! The berth control plane: the hosting API (axum), auth, the reconciler and the
+//! wiring between the store and the runtime. Handlers never talk to Docker or
+//! SQL directly; they go through [`instances`] operations, which use the
+//! `Store` and `Runtime` traits.
+
+pub mod auth;
+pub mod bootstrap;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod instances;
+pub mod locks;
+pub mod metrics;
+pub mod openapi;
+pub mod reconciler;
+pub mod routes;
+pub mod serve;
+pub mod state;
+
+pub use config::ServerArgs;
+pub use serve::run;

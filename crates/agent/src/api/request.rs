@@ -1,0 +1,195 @@
+//! `POST /v1/responses` request body and the parsing of its `input`.
+
+use super::items::{ContentPart, FunctionCallOutputItem, Item, MessageItem, Role};
+use crate::error::ApiError;
+use crate::ids::new_id;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// The request body. Fields of the OpenAI API that the agent does not use
+/// (`tools`, `store`, `reasoning`, ...) are accepted and ignored.
+#[derive(Debug, Default, Deserialize)]
+pub struct CreateResponse {
+    pub model: Option<String>,
+    /// A string or a list of input items; validated by [`parse_input`].
+    pub input: Option<Value>,
+    pub instructions: Option<String>,
+    pub previous_response_id: Option<String>,
+    pub stream: Option<bool>,
+    pub metadata: Option<Map<String, Value>>,
+    /// berth extension: continue this session.
+    pub session_id: Option<String>,
+    /// berth extension: `openai` (chat completions) or `anthropic`.
+    pub provider: Option<String>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub max_output_tokens: Option<u32>,
+    /// Caps the tool calls of this turn (never above the agent's own step limit).
+    pub max_tool_calls: Option<u32>,
+}
+
+/// Turns `input` into history items, with ids assigned.
+pub fn parse_input(input: Option<Value>) -> Result<Vec<Item>, ApiError> {
+    let input = match input {
+        None | Some(Value::Null) => {
+            return Err(ApiError::missing_param("input"));
+        }
+        Some(v) => v,
+    };
+    let items = match input {
+        Value::String(text) => vec![user_text(text)],
+        Value::Array(list) => list
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| parse_item(v, &format!("input[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => {
+            return Err(ApiError::invalid_param(
+                "input",
+                "'input' must be a string or an array of input items.",
+            ))
+        }
+    };
+    if items.is_empty() {
+        return Err(ApiError::invalid_param("input", "'input' must not be empty."));
+    }
+    Ok(items)
+}
+
+fn user_text(text: String) -> Item {
+    Item::Message(MessageItem {
+        id: new_id("msg"),
+        role: Role::User,
+        content: vec![ContentPart::InputText { text }],
+        status: "completed".into(),
+    })
+}
+
+fn parse_item(v: Value, param: &str) -> Result<Item, ApiError> {
+    let Value::Object(mut obj) = v else {
+        return Err(ApiError::invalid_param(param, format!("'{param}' must be an object.")));
+    };
+    let kind = obj.get("type").and_then(Value::as_str).unwrap_or("message");
+    match kind {
+        "message" => parse_message(&mut obj, param),
+        "function_call_output" => {
+            let call_id = string_field(&obj, "call_id", param)?;
+            let output = match obj.remove("output") {
+                Some(Value::String(s)) => s,
+                Some(other) => other.to_string(),
+                None => return Err(ApiError::missing_param(&format!("{param}.output"))),
+            };
+            Ok(Item::FunctionCallOutput(FunctionCallOutputItem {
+                id: new_id("fco"),
+                call_id,
+                output,
+                status: "completed".into(),
+            }))
+        }
+        "function_call" | "reasoning" => {
+            obj.entry("id").or_insert_with(|| new_id("item").into());
+            serde_json::from_value(Value::Object(obj))
+                .map_err(|e| ApiError::invalid_param(param, format!("Invalid '{param}': {e}.")))
+        }
+        other => Err(ApiError::invalid_param(
+            &format!("{param}.type"),
+            format!("Unsupported input item type '{other}'."),
+        )),
+    }
+}
+
+fn parse_message(obj: &mut Map<String, Value>, param: &str) -> Result<Item, ApiError> {
+    let role: Role = match obj.get("role") {
+        None => return Err(ApiError::missing_param(&format!("{param}.role"))),
+        Some(r) => serde_json::from_value(r.clone()).map_err(|_| {
+            ApiError::invalid_param(
+                &format!("{param}.role"),
+                format!(
+                    "Invalid '{param}.role': expected 'user', 'assistant', 'system' or 'developer'."
+                ),
+            )
+        })?,
+    };
+    let content = match obj.remove("content") {
+        Some(Value::String(text)) => vec![text_part(role, text)],
+        Some(Value::Array(parts)) => parts
+            .into_iter()
+            .enumerate()
+            .map(|(j, p)| parse_part(p, role, &format!("{param}.content[{j}]")))
+            .collect::<Result<_, _>>()?,
+        _ => {
+            return Err(ApiError::invalid_param(
+                &format!("{param}.content"),
+                format!("'{param}.content' must be a string or an array of content parts."),
+            ))
+        }
+    };
+    Ok(Item::Message(MessageItem {
+        id: new_id("msg"),
+        role,
+        content,
+        status: "completed".into(),
+    }))
+}
+
+fn parse_part(p: Value, role: Role, param: &str) -> Result<ContentPart, ApiError> {
+    let kind = p.get("type").and_then(Value::as_str).unwrap_or("");
+    match (kind, p.get("text").and_then(Value::as_str)) {
+        ("input_text" | "output_text" | "text", Some(text)) => Ok(text_part(role, text.into())),
+        ("input_text" | "output_text" | "text", None) => {
+            Err(ApiError::missing_param(&format!("{param}.text")))
+        }
+        _ => Err(ApiError::invalid_param(
+            &format!("{param}.type"),
+            format!("Unsupported content part type '{kind}': this agent takes text only."),
+        )),
+    }
+}
+
+fn text_part(role: Role, text: String) -> ContentPart {
+    match role {
+        Role::Assistant => ContentPart::OutputText {
+            text,
+            annotations: Vec::new(),
+        },
+        _ => ContentPart::InputText { text },
+    }
+}
+
+fn string_field(obj: &Map<String, Value>, key: &str, param: &str) -> Result<String, ApiError> {
+    match obj.get(key) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(ApiError::invalid_param(
+            &format!("{param}.{key}"),
+            format!("'{param}.{key}' must be a string."),
+        )),
+        None => Err(ApiError::missing_param(&format!("{param}.{key}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn string_and_list_inputs_become_messages() {
+        let items = parse_input(Some(json!("hi"))).unwrap();
+        assert!(matches!(&items[0], Item::Message(m) if m.role == Role::User && m.text() == "hi"));
+        let items = parse_input(Some(json!([
+            {"role": "developer", "content": "be brief"},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "yo"}]}
+        ])))
+        .unwrap();
+        assert_eq!(items.len(), 2);
+    }
+
+    #[test]
+    fn bad_inputs_name_the_parameter() {
+        assert_eq!(parse_input(None).unwrap_err().param.as_deref(), Some("input"));
+        let e = parse_input(Some(json!(5))).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("input"));
+        let e = parse_input(Some(json!([{"role": "wizard", "content": "x"}]))).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("input[0].role"));
+    }
+}

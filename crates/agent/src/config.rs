@@ -1,0 +1,113 @@
+//! How the agent is configured: flags from `main`, the rest from the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the agent needs to start.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Address to listen on (`--listen`).
+    pub listen: SocketAddr,
+    /// Where sessions and memory live (`--data`).
+    pub data_dir: PathBuf,
+    /// Where tools run and relative paths resolve (`BERTH_AGENT_WORKDIR`, default: cwd).
+    pub workdir: PathBuf,
+    /// When set, every route but `/health` needs `Authorization: Bearer <token>`.
+    pub gateway_token: Option<String>,
+    pub llm: LlmConfig,
+    pub limits: Limits,
+}
+
+/// Which wire protocol a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// OpenAI-compatible chat completions (OpenAI, OpenRouter, vLLM, Ollama, llama.cpp).
+    OpenAi,
+    /// Anthropic Messages.
+    Anthropic,
+}
+
+/// The model providers and defaults.
+#[derive(Debug, Clone)]
+pub struct LlmConfig {
+    /// `BERTH_LLM_BASE_URL`, e.g. `https://api.openai.com/v1`.
+    pub openai_base_url: String,
+    /// `BERTH_LLM_API_KEY`.
+    pub openai_api_key: Option<String>,
+    /// `BERTH_ANTHROPIC_BASE_URL`, default `https://api.anthropic.com`.
+    pub anthropic_base_url: String,
+    /// `BERTH_ANTHROPIC_API_KEY`, else `ANTHROPIC_API_KEY`.
+    pub anthropic_api_key: Option<String>,
+    /// `BERTH_MODEL`: used when a request names none.
+    pub default_model: Option<String>,
+    /// `BERTH_LLM_PROVIDER` (`openai` or `anthropic`), default `openai`.
+    pub default_provider: ProviderKind,
+    /// Longest silence tolerated from a provider, before and between chunks
+    /// (`BERTH_LLM_TIMEOUT_SECS`, default 300).
+    pub idle_timeout: Duration,
+}
+
+/// Bounds on one turn of the agent loop.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Model calls per turn (`BERTH_AGENT_MAX_STEPS`, default 32).
+    pub max_steps: u32,
+    /// Default and ceiling of a shell command's run time (`BERTH_AGENT_SHELL_TIMEOUT_SECS`, 120).
+    pub shell_timeout: Duration,
+    /// Bytes of tool output handed back to the model (`BERTH_AGENT_OUTPUT_CAP`, 32768).
+    pub output_cap: usize,
+}
+
+impl ProviderKind {
+    /// Parses `openai` / `anthropic` (and a few aliases).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "openai" | "openai-compatible" | "chat" | "chat_completions" => Some(Self::OpenAi),
+            "anthropic" | "claude" => Some(Self::Anthropic),
+            _ => None,
+        }
+    }
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn num<T: std::str::FromStr>(name: &str, default: T) -> T {
+    var(name).and_then(|v| v.trim().parse().ok()).unwrap_or(default)
+}
+
+impl AgentConfig {
+    /// The configuration for the given flags, the rest read from the environment.
+    pub fn from_env(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        let workdir = var("BERTH_AGENT_WORKDIR")
+            .map(PathBuf::from)
+            .or_else(|| std::env::current_dir().ok())
+            .unwrap_or_else(|| PathBuf::from("/"));
+        AgentConfig {
+            listen,
+            data_dir,
+            workdir,
+            gateway_token: var("BERTH_GATEWAY_TOKEN"),
+            llm: LlmConfig {
+                openai_base_url: var("BERTH_LLM_BASE_URL")
+                    .unwrap_or_else(|| "https://api.openai.com/v1".into()),
+                openai_api_key: var("BERTH_LLM_API_KEY"),
+                anthropic_base_url: var("BERTH_ANTHROPIC_BASE_URL")
+                    .unwrap_or_else(|| "https://api.anthropic.com".into()),
+                anthropic_api_key: var("BERTH_ANTHROPIC_API_KEY").or_else(|| var("ANTHROPIC_API_KEY")),
+                default_model: var("BERTH_MODEL"),
+                default_provider: var("BERTH_LLM_PROVIDER")
+                    .and_then(|p| ProviderKind::parse(&p))
+                    .unwrap_or(ProviderKind::OpenAi),
+                idle_timeout: Duration::from_secs(num("BERTH_LLM_TIMEOUT_SECS", 300)),
+            },
+            limits: Limits {
+                max_steps: num("BERTH_AGENT_MAX_STEPS", 32u32).max(1),
+                shell_timeout: Duration::from_secs(num("BERTH_AGENT_SHELL_TIMEOUT_SECS", 120)),
+                output_cap: num("BERTH_AGENT_OUTPUT_CAP", 32 * 1024usize).max(256),
+            },
+        }
+    }
+}

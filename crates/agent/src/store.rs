@@ -1,0 +1,230 @@
+//! Sessions, their history and their responses, in one SQLite file under `--data`.
+//!
+//! Calls are synchronous and short (one small transaction each), so they run on
+//! the async workers under a mutex; that also lets a `Drop` guard record a
+//! cancelled turn.
+
+use crate::api::sessions::{HistoryItem, SessionSummary};
+use crate::api::{Item, Response};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("session database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored JSON is unreadable: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts those done.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE sessions (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        title TEXT NOT NULL
+    );
+    CREATE TABLE items (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        response_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (session_id, seq)
+    );
+    CREATE TABLE responses (
+        id TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX responses_by_session ON responses(session_id, created_at);
+"];
+
+/// Handle to the session database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Store {
+    /// Opens (creating and migrating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "busy_timeout", 5000)?;
+        // Keep the page cache small: the agent should idle in a few MiB.
+        conn.pragma_update(None, "cache_size", -512)?;
+        let done: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i + 1)?;
+            tx.commit()?;
+        }
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        // A panic while holding the lock leaves SQLite itself consistent.
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn)
+    }
+
+    /// Creates an empty session.
+    pub fn create_session(&self, id: &str, title: &str, now: u64) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO sessions (id, created_at, updated_at, title) VALUES (?1, ?2, ?2, ?3)",
+                params![id, now, title],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The session's summary, if it exists.
+    pub fn session(&self, id: &str) -> Result<Option<SessionSummary>> {
+        self.with(|c| Ok(c.query_row(SUMMARY_SQL_BY_ID, [id], summary).optional()?))
+    }
+
+    /// Sessions newest first, `limit` of them after the session `after`;
+    /// also says whether more follow.
+    pub fn list_sessions(
+        &self,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<(Vec<SessionSummary>, bool)> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(SUMMARY_SQL_PAGE)?;
+            let rows = stmt.query_map(params![after, limit as i64 + 1], summary)?;
+            let mut list = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            let more = list.len() > limit;
+            list.truncate(limit);
+            Ok((list, more))
+        })
+    }
+
+    /// Deletes a session with its history and responses; false if it did not exist.
+    pub fn delete_session(&self, id: &str) -> Result<bool> {
+        self.with(|c| Ok(c.execute("DELETE FROM sessions WHERE id = ?1", [id])? > 0))
+    }
+
+    /// Appends items to a session's history in one transaction.
+    pub fn append_items(&self, session_id: &str, response_id: &str, items: &[Item]) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let next: i64 = tx.query_row(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM items WHERE session_id = ?1",
+                [session_id],
+                |r| r.get(0),
+            )?;
+            for (i, item) in items.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO items (session_id, seq, response_id, body) VALUES (?1, ?2, ?3, ?4)",
+                    params![session_id, next + i as i64, response_id, serde_json::to_string(item)?],
+                )?;
+            }
+            tx.execute(
+                "UPDATE sessions SET updated_at = ?2 WHERE id = ?1",
+                params![session_id, crate::ids::now_secs()],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// The whole history of a session, oldest first.
+    pub fn history(&self, session_id: &str) -> Result<Vec<HistoryItem>> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT response_id, body FROM items WHERE session_id = ?1 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map([session_id], |r| Ok((r.get(0)?, r.get::<_, String>(1)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (response_id, body) = row?;
+                out.push(HistoryItem {
+                    response_id,
+                    item: serde_json::from_str(&body)?,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Inserts or replaces a response.
+    pub fn put_response(&self, r: &Response) -> Result<()> {
+        let body = serde_json::to_string(r)?;
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO responses (id, session_id, created_at, body) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(id) DO UPDATE SET body = excluded.body",
+                params![r.id, r.session_id, r.created_at, body],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Marks a response that never finished as cancelled (the client went away).
+    pub fn cancel_response(&self, id: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE responses SET body = json_set(body, '$.status', 'cancelled')
+                 WHERE id = ?1 AND json_extract(body, '$.status') = 'in_progress'",
+                [id],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// A stored response.
+    pub fn response(&self, id: &str) -> Result<Option<Response>> {
+        let body: Option<String> = self.with(|c| {
+            Ok(c.query_row("SELECT body FROM responses WHERE id = ?1", [id], |r| r.get(0))
+                .optional()?)
+        })?;
+        Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
+    }
+
+    /// Ids of a session's responses, oldest first.
+    pub fn response_ids(&self, session_id: &str) -> Result<Vec<String>> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id FROM responses WHERE session_id = ?1 ORDER BY created_at, rowid",
+            )?;
+            let ids = stmt.query_map([session_id], |r| r.get(0))?;
+            Ok(ids.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+}
+
+const SUMMARY_SQL_BY_ID: &str = "SELECT s.id, s.created_at, s.updated_at, s.title,
+        (SELECT COUNT(*) FROM items i WHERE i.session_id = s.id)
+     FROM sessions s WHERE s.id = ?1";
+
+/// Newest first, after the cursor session `?1` when given.
+const SUMMARY_SQL_PAGE: &str = "SELECT s.id, s.created_at, s.updated_at, s.title,
+        (SELECT COUNT(*) FROM items i WHERE i.session_id = s.id)
+     FROM sessions s
+     WHERE ?1 IS NULL OR s.seq < (SELECT seq FROM sessions WHERE id = ?1)
+     ORDER BY s.seq DESC LIMIT ?2";
+
+fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionSummary> {
+    Ok(SessionSummary {
+        id: r.get(0)?,
+        object: "session".into(),
+        created_at: r.get(1)?,
+        updated_at: r.get(2)?,
+        title: r.get(3)?,
+        item_count: r.get(4)?,
+    })
+}

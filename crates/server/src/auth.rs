@@ -1,0 +1,69 @@
+//! API keys: generation, hashing, and the [`Auth`] extractor that every
+//! authenticated route takes.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use berth_core::{ids::random_label, KeyId, WorkspaceId};
+use sha2::{Digest, Sha256};
+
+/// The caller, as established from its key.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub workspace_id: WorkspaceId,
+    pub key_id: KeyId,
+    pub admin: bool,
+}
+
+impl Auth {
+    /// Actor string for the audit trail.
+    pub fn actor(&self) -> String {
+        format!("key:{}", self.key_id)
+    }
+
+    /// Refuses non-admin keys.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.admin {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden("this action needs an admin key".into()))
+        }
+    }
+}
+
+/// A new secret: `sk_` + 40 chars of `[a-z0-9]`.
+pub fn generate_secret() -> String {
+    format!("sk_{}", random_label(40))
+}
+
+/// What is stored instead of the secret.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// The displayable start of a secret.
+pub fn secret_prefix(secret: &str) -> String {
+    secret.chars().take(10).collect()
+}
+
+/// The key carried by `Authorization: Bearer ...` or `X-API-Key`.
+pub fn presented_key(parts: &Parts) -> Option<String> {
+    if let Some(v) = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        if let Some(token) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) {
+            return Some(token.trim().to_string());
+        }
+    }
+    parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string())
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let secret = presented_key(parts).filter(|s| !s.is_empty()).ok_or(ApiError::Unauthorized)?;
+        let key = state.store.key_by_hash(&hash_secret(&secret)).await?.ok_or(ApiError::Unauthorized)?;
+        Ok(Auth { workspace_id: key.workspace_id, key_id: key.id, admin: key.admin })
+    }
+}

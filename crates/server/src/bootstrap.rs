@@ -1,0 +1,50 @@
+//! First start: the `default` workspace and its admin key.
+
+use crate::auth::{generate_secret, hash_secret, secret_prefix};
+use berth_core::{now_secs, KeyId, WorkspaceId};
+use berth_store::{KeyRecord, Store, WorkspaceRecord};
+use std::io::Write;
+use std::path::Path;
+
+/// Creates workspace `default` with an admin key when the database is empty.
+///
+/// The key is `BERTH_ADMIN_KEY` when set; otherwise a fresh one, printed once and
+/// written to `DIR/admin.key` (mode 0600).
+pub async fn ensure_default_workspace(store: &dyn Store, data_dir: &Path, instance_limit: u32) -> anyhow::Result<()> {
+    if store.workspace_count().await? > 0 {
+        return Ok(());
+    }
+    let now = now_secs();
+    let ws = WorkspaceRecord { id: WorkspaceId::generate(), name: "default".into(), instance_limit, created_at: now };
+    store.create_workspace(&ws).await?;
+    let (secret, generated) = match std::env::var("BERTH_ADMIN_KEY") {
+        Ok(k) if !k.trim().is_empty() => (k.trim().to_string(), false),
+        _ => (generate_secret(), true),
+    };
+    store
+        .create_key(&KeyRecord {
+            id: KeyId::generate(),
+            workspace_id: ws.id.clone(),
+            name: "admin".into(),
+            prefix: secret_prefix(&secret),
+            hash: hash_secret(&secret),
+            admin: true,
+            created_at: now,
+        })
+        .await?;
+    if generated {
+        let path = data_dir.join("admin.key");
+        write_private(&path, &format!("{secret}\n"))?;
+        println!("Created workspace `default` ({}) with admin key:\n\n    {secret}\n", ws.id);
+        println!("It is shown once; a copy is in {} (mode 0600).", path.display());
+    } else {
+        println!("Created workspace `default` ({}) with the admin key from BERTH_ADMIN_KEY.", ws.id);
+    }
+    Ok(())
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(text.as_bytes())
+}

@@ -1,0 +1,87 @@
+//! `berth server` flags. Every flag also reads `BERTH_<FLAG>`.
+
+use clap::{Args, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Which runtime driver runs instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeKind {
+    Docker,
+    Kubernetes,
+}
+
+/// Flags of `berth server` (SPEC §2).
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Data directory: SQLite database, admin key.
+    #[arg(long, env = "BERTH_DATA", default_value = "./.berth")]
+    pub data: PathBuf,
+    /// Address of the hosting API.
+    #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// Address of the edge proxy (instance URLs point here).
+    #[arg(long, env = "BERTH_EDGE_LISTEN", default_value = "127.0.0.1:7071")]
+    pub edge_listen: SocketAddr,
+    /// Domain under which instance URLs live (`{label}.{domain}`).
+    #[arg(long, env = "BERTH_DOMAIN", default_value = "localhost")]
+    pub domain: String,
+    /// Database URL; default: SQLite file `berth.db` in the data dir.
+    #[arg(long, env = "BERTH_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Runtime driver.
+    #[arg(long, env = "BERTH_RUNTIME", value_enum, default_value = "docker")]
+    pub runtime: RuntimeKind,
+    /// Image the system template runs (any image with /bin/sh).
+    #[arg(long, env = "BERTH_BASE_IMAGE", default_value = "debian:bookworm-slim")]
+    pub base_image: String,
+    /// Host path of the static berth-agent binary; default: `berth-agent` beside this executable.
+    #[arg(long, env = "BERTH_AGENT_BIN")]
+    pub agent_bin: Option<PathBuf>,
+    /// Docker network instances join (inter-container traffic disabled).
+    #[arg(long, env = "BERTH_NETWORK", default_value = "berth-instances")]
+    pub network: String,
+    /// Default most live instances per workspace.
+    #[arg(long, env = "BERTH_INSTANCE_LIMIT", default_value_t = 100)]
+    pub instance_limit: u32,
+    /// Seconds a deleted instance's data is kept before it is purged.
+    #[arg(long, env = "BERTH_RETENTION_SECS", default_value_t = 7 * 24 * 3600)]
+    pub retention_secs: i64,
+    /// Milliseconds between reconciler passes.
+    #[arg(long, env = "BERTH_RECONCILE_INTERVAL_MS", default_value_t = 2000)]
+    pub reconcile_interval_ms: u64,
+    /// Seconds create/start wait for the agent to answer before giving up.
+    #[arg(long, env = "BERTH_START_TIMEOUT_SECS", default_value_t = 60)]
+    pub start_timeout_secs: u64,
+    /// Most Docker Engine API calls in flight at once.
+    #[arg(long, env = "BERTH_RUNTIME_CONCURRENCY", default_value_t = 4)]
+    pub runtime_concurrency: usize,
+    /// Upstream of the managed LLM proxy (not served by this build yet).
+    #[arg(long, env = "BERTH_LLM_BASE_URL")]
+    pub llm_base_url: Option<String>,
+    /// Key of the managed LLM upstream; never enters an instance.
+    #[arg(long, env = "BERTH_LLM_API_KEY", hide_env_values = true)]
+    pub llm_api_key: Option<String>,
+    /// Managed-usage price `MODEL=IN,OUT` (USD per million tokens), repeatable.
+    #[arg(long = "llm-price", env = "BERTH_LLM_PRICE", value_delimiter = ';')]
+    pub llm_price: Vec<String>,
+    /// Turn on wallet enforcement.
+    #[arg(long, env = "BERTH_BILLING")]
+    pub billing: bool,
+    /// Compute price `SIZE=USD_PER_MONTH`, repeatable.
+    #[arg(long = "size-price", env = "BERTH_SIZE_PRICE", value_delimiter = ';')]
+    pub size_price: Vec<String>,
+}
+
+impl ServerArgs {
+    /// The agent binary to inject: the flag, or `berth-agent` next to the running executable.
+    pub fn agent_bin_path(&self) -> PathBuf {
+        if let Some(p) = &self.agent_bin {
+            return std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+        }
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join("berth-agent")))
+            .unwrap_or_else(|| PathBuf::from("berth-agent"))
+    }
+}

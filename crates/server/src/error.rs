@@ -1,0 +1,106 @@
+//! [`ApiError`]: every failure of the hosting API, mapped to a status and a
+//! stable code in one place. Handlers never build error JSON by hand.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use berth_api_types::{ErrorBody, ErrorDetail};
+use berth_core::{InvalidTransition, Status};
+use berth_runtime::RuntimeError;
+use berth_store::StoreError;
+use serde_json::{json, Map, Value};
+
+/// A failure answered to a client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed; `field` names what was wrong.
+    #[error("{message}")]
+    InvalidRequest { field: Option<String>, message: String },
+    /// 401: no key or an unknown key.
+    #[error("missing or invalid API key")]
+    Unauthorized,
+    /// 403: the key may not do this (admin-only routes).
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404 with a resource-specific code (`instance_not_found`, ...).
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    /// 409: the instance is not in a state that allows the action.
+    #[error("{0}")]
+    InvalidState(InvalidTransition),
+    /// 422: a workspace limit would be exceeded.
+    #[error("{0}")]
+    LimitExceeded(String),
+    /// 503: the runtime could not do what was asked.
+    #[error("{0}")]
+    Runtime(#[from] RuntimeError),
+    /// 500: the database failed.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    /// 400 naming a field.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::InvalidRequest { field: Some(field.into()), message: message.into() }
+    }
+
+    /// 404 for an instance id.
+    pub fn instance_not_found(id: &str) -> Self {
+        ApiError::NotFound { code: "instance_not_found", message: format!("no instance `{id}` in this workspace") }
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, Map<String, Value>) {
+        let mut details = Map::new();
+        let (status, code) = match self {
+            ApiError::InvalidRequest { field, .. } => {
+                if let Some(f) = field {
+                    details.insert("field".into(), json!(f));
+                }
+                (StatusCode::BAD_REQUEST, "invalid_request")
+            }
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound { code, .. } => (StatusCode::NOT_FOUND, *code),
+            ApiError::InvalidState(t) => {
+                details.insert("current_status".into(), json!(t.current.as_str()));
+                (StatusCode::CONFLICT, "invalid_state")
+            }
+            ApiError::LimitExceeded(_) => (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
+            ApiError::Runtime(_) => (StatusCode::SERVICE_UNAVAILABLE, "runtime_unavailable"),
+            ApiError::Store(StoreError::LimitExceeded { .. }) => (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
+            ApiError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        };
+        (status, code, details)
+    }
+}
+
+impl From<InvalidTransition> for ApiError {
+    fn from(t: InvalidTransition) -> Self {
+        ApiError::InvalidState(t)
+    }
+}
+
+/// Builds the 409 for an action refused in `current`.
+pub fn invalid_state(action: &'static str, current: Status) -> ApiError {
+    ApiError::InvalidState(InvalidTransition { action, current })
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, details) = self.parts();
+        let message = match &self {
+            ApiError::Store(StoreError::LimitExceeded { .. }) => self.to_string(),
+            ApiError::Store(e) => {
+                tracing::error!(error = %e, "store failure");
+                "internal error: the database failed; try again".to_string()
+            }
+            _ => self.to_string(),
+        };
+        let body = ErrorBody { error: ErrorDetail { code: code.into(), message, details } };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;

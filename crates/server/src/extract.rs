@@ -1,0 +1,105 @@
+//! Request extractors that answer bad input with `400 invalid_request` naming
+//! the field, instead of axum's plain-text rejections.
+
+use crate::error::ApiError;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+/// A JSON body. An empty body means `T::default()` (every create field is
+/// optional); anything else must be `application/json` and match `T` exactly.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Default,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.to_ascii_lowercase());
+        let body = bytes::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::InvalidRequest { field: None, message: format!("could not read the body: {e}") })?;
+        if body.iter().all(|b| b.is_ascii_whitespace()) {
+            return Ok(ApiJson(T::default()));
+        }
+        let is_json = content_type
+            .as_deref()
+            .map(|ct| {
+                let mime = ct.split(';').next().unwrap_or("").trim();
+                mime == "application/json" || mime.ends_with("+json")
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::InvalidRequest {
+                field: None,
+                message: format!(
+                    "Content-Type must be application/json (got {})",
+                    content_type.as_deref().unwrap_or("none")
+                ),
+            });
+        }
+        parse_json(&body).map(ApiJson)
+    }
+}
+
+/// Parses JSON into `T`, naming the offending field on failure.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let msg = inner.to_string();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::InvalidRequest { field: None, message: format!("malformed JSON body: {msg}") };
+        }
+        // serde reports an unknown field at its parent's path; name the field itself.
+        let field = match msg.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
+            Some(name) if path == "." => name.to_string(),
+            Some(name) => format!("{path}.{name}"),
+            None if path == "." => String::new(),
+            None => path,
+        };
+        let message = match msg.find(" at line ") {
+            Some(i) => msg[..i].to_string(),
+            None => msg,
+        };
+        if field.is_empty() {
+            ApiError::InvalidRequest { field: None, message: format!("invalid body: {message}") }
+        } else {
+            ApiError::InvalidRequest { message: format!("invalid `{field}`: {message}"), field: Some(field) }
+        }
+    })
+}
+
+/// Query parameters, with `400 invalid_request` naming the parameter on failure.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de).map(ApiQuery).map_err(|err| {
+            let field = err.path().to_string();
+            let message = err.into_inner().to_string();
+            let field = match message.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
+                Some(name) => name.to_string(),
+                None => field,
+            };
+            ApiError::InvalidRequest { message: format!("invalid query parameter `{field}`: {message}"), field: Some(field) }
+        })
+    }
+}

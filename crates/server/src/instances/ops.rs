@@ -1,0 +1,331 @@
+//! Lifecycle operations. Each one takes the instance's lock, checks the state
+//! machine, drives the runtime, and records the outcome (record + audit event).
+//! They run detached from the request, so a client that hangs up mid-create
+//! cannot leave a half-made instance behind.
+
+use super::validate::{ValidCreate, ValidUpdate};
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use berth_core::lifecycle::{transition, Action};
+use berth_core::{now_secs, size, InstanceId, Status};
+use berth_runtime::{InstanceSpec, Observed, RuntimeError};
+use berth_store::{EventRecord, InstanceRecord};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Runs `fut` on its own task so it completes even if the caller goes away.
+pub async fn detached<T: Send + 'static>(fut: impl Future<Output = ApiResult<T>> + Send + 'static) -> ApiResult<T> {
+    match tokio::spawn(fut).await {
+        Ok(r) => r,
+        Err(e) => Err(ApiError::Runtime(RuntimeError::Failed(format!("operation aborted: {e}")))),
+    }
+}
+
+/// What the runtime needs to run a record.
+pub fn spec_of(r: &InstanceRecord) -> InstanceSpec {
+    InstanceSpec {
+        id: r.id.clone(),
+        workspace_id: r.workspace_id.clone(),
+        image: None,
+        size: size::lookup(r.size).unwrap_or(size::SIZES[0]),
+        env: r.env.clone(),
+    }
+}
+
+/// Writes a new status (and reason) and appends the audit event.
+pub async fn set_status(
+    state: &AppState,
+    rec: &mut InstanceRecord,
+    to: Status,
+    actor: &str,
+    reason: Option<String>,
+) -> ApiResult<()> {
+    let from = rec.status;
+    rec.status = to;
+    rec.status_reason = if to == Status::Error { reason.clone() } else { None };
+    rec.updated_at = now_secs();
+    state.store.update_instance(rec).await?;
+    if from != to || reason.is_some() {
+        let ev = EventRecord { instance_id: rec.id.clone(), at: rec.updated_at, from: Some(from), to, actor: actor.into(), reason };
+        state.store.record_event(&ev).await?;
+    }
+    Ok(())
+}
+
+/// Waits until the container runs and its agent answers `/health`.
+pub async fn wait_ready(state: &AppState, id: &InstanceId) -> Result<(), RuntimeError> {
+    let deadline = Instant::now() + state.settings.start_timeout;
+    let mut last = String::from("no answer yet");
+    while Instant::now() < deadline {
+        let cs = state.runtime.inspect(id).await?;
+        match cs.observed {
+            Observed::Exited { code, oom_killed } => {
+                let why = if oom_killed { " (out of memory)".to_string() } else { String::new() };
+                return Err(RuntimeError::Failed(format!("the instance's main process exited with code {code}{why} while starting")));
+            }
+            Observed::Missing => return Err(RuntimeError::Failed("the instance's container disappeared while starting".into())),
+            Observed::Running => {
+                if let Some(addr) = cs.agent_addr {
+                    let url = format!("http://{addr}/health");
+                    match state.http.get(&url).timeout(Duration::from_secs(2)).send().await {
+                        Ok(resp) if resp.status().is_success() => return Ok(()),
+                        Ok(resp) => last = format!("agent answered {}", resp.status()),
+                        Err(e) => last = e.to_string(),
+                    }
+                }
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(RuntimeError::Failed(format!(
+        "the agent did not answer /health within {} s ({last})",
+        state.settings.start_timeout.as_secs()
+    )))
+}
+
+/// Makes sure a container exists (recreating it from the record when it was
+/// removed), starts it and waits for the agent.
+pub async fn bring_up(state: &AppState, rec: &InstanceRecord) -> Result<(), RuntimeError> {
+    if state.runtime.inspect(&rec.id).await?.observed == Observed::Missing {
+        state.runtime.create(&spec_of(rec)).await?;
+    }
+    state.runtime.start(&rec.id).await?;
+    wait_ready(state, &rec.id).await
+}
+
+async fn load(state: &AppState, auth: &Auth, id: &str) -> ApiResult<InstanceRecord> {
+    let parsed = InstanceId::parse(id).ok_or_else(|| ApiError::instance_not_found(id))?;
+    state.store.instance(Some(&auth.workspace_id), &parsed).await?.ok_or_else(|| ApiError::instance_not_found(id))
+}
+
+/// Loads an instance of the caller's workspace (404 otherwise).
+pub async fn get(state: &AppState, auth: &Auth, id: &str) -> ApiResult<InstanceRecord> {
+    load(state, auth, id).await
+}
+
+/// `POST /v1/instances`: answers once the agent is healthy, or leaves nothing behind.
+pub async fn create(state: AppState, auth: Auth, v: ValidCreate) -> ApiResult<InstanceRecord> {
+    let id = InstanceId::generate();
+    let _guard = state.locks.lock(&id).await;
+    let ws = state
+        .store
+        .workspace(&auth.workspace_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound { code: "workspace_not_found", message: "workspace not found".into() })?;
+    let now = now_secs();
+    let mut rec = InstanceRecord {
+        seq: 0,
+        id: id.clone(),
+        workspace_id: auth.workspace_id.clone(),
+        name: v.name,
+        template: v.template,
+        template_version: super::SYSTEM_TEMPLATE_VERSION,
+        size: v.size.size,
+        user: v.user,
+        region: v.region,
+        metadata: v.metadata,
+        env: v.env,
+        budget_cap_usd: v.budget_cap_usd,
+        topup_micros: v.topup_micros,
+        lifecycle_mode: v.lifecycle.mode,
+        idle_timeout_secs: v.lifecycle.idle_timeout_secs,
+        status: Status::Creating,
+        status_reason: None,
+        restart_count: 0,
+        created_at: now,
+        updated_at: now,
+        deleted_at: None,
+    };
+    match state.store.insert_instance(&rec, ws.instance_limit).await {
+        Err(berth_store::StoreError::LimitExceeded { limit }) => {
+            return Err(ApiError::LimitExceeded(format!(
+                "workspace `{}` already holds its limit of {limit} instances; delete one or raise the limit",
+                ws.name
+            )))
+        }
+        other => other?,
+    }
+    let actor = auth.actor();
+    state
+        .store
+        .record_event(&EventRecord { instance_id: id.clone(), at: now, from: None, to: Status::Creating, actor: actor.clone(), reason: None })
+        .await?;
+    let outcome = async {
+        state.runtime.create(&spec_of(&rec)).await?;
+        state.runtime.start(&id).await?;
+        wait_ready(&state, &id).await
+    }
+    .await;
+    match outcome {
+        Ok(()) => {
+            set_status(&state, &mut rec, Status::Running, &actor, None).await?;
+            Ok(rec)
+        }
+        Err(e) => {
+            state.metrics.runtime_error("create");
+            tracing::warn!(instance = %id, error = %e, "create failed; cleaning up");
+            if let Err(clean) = state.runtime.purge(&id).await {
+                tracing::error!(instance = %id, error = %clean, "cleanup after failed create failed; the reconciler will retry");
+                return Err(e.into());
+            }
+            state.store.delete_instance(&id).await?;
+            Err(e.into())
+        }
+    }
+}
+
+/// stop / start / restart / pause / resume / update / restore.
+pub async fn act(state: AppState, auth: Auth, id: String, action: Action) -> ApiResult<InstanceRecord> {
+    let mut rec = load(&state, &auth, &id).await?;
+    let _guard = state.locks.lock(&rec.id).await;
+    // Re-read under the lock: another operation may have finished meanwhile.
+    rec = load(&state, &auth, &id).await?;
+    let target = transition(rec.status, action)?;
+    if action == Action::Restore {
+        check_room_to_restore(&state, &rec).await?;
+    }
+    let actor = auth.actor();
+    let result: Result<(), RuntimeError> = async {
+        match action {
+            Action::Stop => {
+                set_status(&state, &mut rec, Status::Stopping, &actor, None).await.map_err(to_rt)?;
+                state.runtime.stop(&rec.id).await
+            }
+            Action::Start => bring_up(&state, &rec).await,
+            Action::Restart => {
+                state.runtime.stop(&rec.id).await?;
+                bring_up(&state, &rec).await
+            }
+            Action::Pause => state.runtime.pause(&rec.id).await,
+            Action::Resume => state.runtime.resume(&rec.id).await,
+            Action::Update => {
+                state.runtime.create(&spec_of(&rec)).await?;
+                if target == Status::Running {
+                    state.runtime.start(&rec.id).await?;
+                    wait_ready(&state, &rec.id).await?;
+                }
+                rec.template_version = super::SYSTEM_TEMPLATE_VERSION;
+                Ok(())
+            }
+            Action::Restore => {
+                state.runtime.create(&spec_of(&rec)).await?;
+                state.runtime.start(&rec.id).await?;
+                wait_ready(&state, &rec.id).await?;
+                rec.deleted_at = None;
+                Ok(())
+            }
+            Action::Delete | Action::Reconfigure => Ok(()),
+        }
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            set_status(&state, &mut rec, target, &actor, None).await?;
+            Ok(rec)
+        }
+        Err(e) => {
+            state.metrics.runtime_error(action.as_str());
+            if action != Action::Restore {
+                let reason = format!("{} failed: {e}", action.as_str());
+                set_status(&state, &mut rec, Status::Error, &actor, Some(reason)).await?;
+            } else {
+                let _ = state.runtime.remove(&rec.id).await;
+            }
+            Err(e.into())
+        }
+    }
+}
+
+async fn check_room_to_restore(state: &AppState, rec: &InstanceRecord) -> ApiResult<()> {
+    let limit = state.store.workspace(&rec.workspace_id).await?.map(|w| w.instance_limit).unwrap_or(u32::MAX);
+    let live = state
+        .store
+        .all_instances()
+        .await?
+        .iter()
+        .filter(|r| r.workspace_id == rec.workspace_id && r.status != Status::Deleted)
+        .count();
+    if live as u64 >= limit as u64 {
+        return Err(ApiError::LimitExceeded(format!(
+            "the workspace already holds its limit of {limit} instances; delete one before restoring"
+        )));
+    }
+    Ok(())
+}
+
+fn to_rt(e: ApiError) -> RuntimeError {
+    RuntimeError::Failed(e.to_string())
+}
+
+/// `PATCH`: name, metadata and budget change the record; size resizes in place;
+/// env recreates the container. Data is kept in every case.
+pub async fn patch(state: AppState, auth: Auth, id: String, v: ValidUpdate) -> ApiResult<InstanceRecord> {
+    let rec = load(&state, &auth, &id).await?;
+    let _guard = state.locks.lock(&rec.id).await;
+    let mut rec = load(&state, &auth, &id).await?;
+    let runtime_change = v.size.is_some() || v.env.is_some();
+    if runtime_change {
+        transition(rec.status, Action::Reconfigure)?;
+    } else if matches!(rec.status, Status::Creating) {
+        transition(rec.status, Action::Reconfigure)?;
+    }
+    if let Some(name) = v.name {
+        rec.name = name;
+    }
+    if let Some(m) = v.metadata {
+        rec.metadata = m;
+    }
+    if let Some((cap, topup)) = v.budget {
+        rec.budget_cap_usd = cap;
+        rec.topup_micros = topup;
+    }
+    if let Some(size) = v.size {
+        if rec.status != Status::Deleted && state.runtime.inspect(&rec.id).await?.observed != Observed::Missing {
+            state.runtime.resize(&rec.id, &size).await?;
+        }
+        rec.size = size.size;
+    }
+    if let Some(env) = v.env {
+        rec.env = env;
+        state.runtime.create(&spec_of(&rec)).await?;
+        if matches!(rec.status, Status::Running | Status::Paused | Status::Error) {
+            state.runtime.start(&rec.id).await?;
+            wait_ready(&state, &rec.id).await?;
+            if rec.status == Status::Paused {
+                state.runtime.pause(&rec.id).await?;
+            }
+            if rec.status == Status::Error {
+                let actor = auth.actor();
+                set_status(&state, &mut rec, Status::Running, &actor, None).await?;
+            }
+        }
+    }
+    rec.updated_at = now_secs();
+    state.store.update_instance(&rec).await?;
+    Ok(rec)
+}
+
+/// `DELETE`: soft (container removed, data kept for the retention period) or purge.
+pub async fn delete(state: AppState, auth: Auth, id: String, purge: bool) -> ApiResult<Option<InstanceRecord>> {
+    let rec = load(&state, &auth, &id).await?;
+    let _guard = state.locks.lock(&rec.id).await;
+    let mut rec = load(&state, &auth, &id).await?;
+    let actor = auth.actor();
+    if purge {
+        if rec.status == Status::Creating {
+            transition(rec.status, Action::Delete)?;
+        }
+        state.runtime.purge(&rec.id).await?;
+        state.store.delete_instance(&rec.id).await?;
+        let ev = EventRecord { instance_id: rec.id.clone(), at: now_secs(), from: Some(rec.status), to: Status::Deleted, actor, reason: Some("purged".into()) };
+        state.store.record_event(&ev).await?;
+        return Ok(None);
+    }
+    transition(rec.status, Action::Delete)?;
+    state.runtime.remove(&rec.id).await?;
+    rec.deleted_at = Some(now_secs());
+    set_status(&state, &mut rec, Status::Deleted, &actor, None).await?;
+    Ok(Some(rec))
+}

@@ -1,0 +1,45 @@
+//! Records as clients see them: env redacted, URLs derived from the id.
+
+use crate::state::Settings;
+use berth_api_types::{Budget, Instance, Lifecycle, Port, SizeInfo, TemplateRef};
+use berth_core::size;
+use berth_runtime::AGENT_PORT;
+use berth_store::InstanceRecord;
+
+/// The instance's URL: its id's label under the edge's domain.
+pub fn instance_url(settings: &Settings, label: &str) -> String {
+    match settings.edge_port {
+        80 => format!("http://{label}.{}", settings.domain),
+        port => format!("http://{label}.{}:{port}", settings.domain),
+    }
+}
+
+/// The instance object of a record.
+pub fn instance(settings: &Settings, r: &InstanceRecord) -> Instance {
+    let spec = size::lookup(r.size).unwrap_or(size::SIZES[0]);
+    let url = instance_url(settings, r.id.label());
+    let cap = r.budget_cap_usd.map(|c| c + r.topup_micros as f64 / 1e6);
+    Instance {
+        id: r.id.to_string(),
+        object: "instance".into(),
+        name: r.name.clone(),
+        status: r.status.as_str().into(),
+        status_reason: r.status_reason.clone(),
+        template: TemplateRef { id: r.template.clone(), version: r.template_version },
+        agents: vec!["berth-agent".into()],
+        size: SizeInfo { size: spec.size, vcpu: spec.vcpu, memory_mb: spec.memory_mb, disk_gb: spec.disk_gb },
+        user: r.user.clone(),
+        region: r.region.clone(),
+        metadata: r.metadata.clone(),
+        env: r.env.keys().map(|k| (k.clone(), "***".to_string())).collect(),
+        ports: vec![Port { port: AGENT_PORT, default: true, url: url.clone() }],
+        url: Some(url),
+        budget: Budget { managed_cap_usd: r.budget_cap_usd, managed_used_usd: 0.0, remaining_usd: cap },
+        lifecycle: Lifecycle { mode: r.lifecycle_mode.clone(), idle_timeout_secs: r.idle_timeout_secs },
+        update_available: r.template_version < super::SYSTEM_TEMPLATE_VERSION,
+        restart_count: r.restart_count,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+        deleted_at: r.deleted_at,
+    }
+}

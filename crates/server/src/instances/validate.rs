@@ -1,0 +1,243 @@
+//! Validation of create and update bodies: every field checked, errors name it.
+
+use crate::error::ApiError;
+use berth_api_types::{BudgetInput, CreateInstance, Lifecycle, UpdateInstance};
+use berth_core::size::{self, SizeSpec};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+const MAX_NAME: usize = 100;
+const MAX_USER: usize = 200;
+const MAX_META_KEYS: usize = 50;
+const MAX_META_KEY: usize = 64;
+const MAX_META_VALUE: usize = 512;
+const MAX_ENV_KEYS: usize = 100;
+const MAX_ENV_VALUE: usize = 32 * 1024;
+/// Variables berth sets itself in every instance.
+const RESERVED_ENV: &[&str] = &["HOME", "BERTH_INSTANCE_ID", "BERTH_GATEWAY_TOKEN"];
+
+/// A create body that passed validation.
+#[derive(Debug, Clone)]
+pub struct ValidCreate {
+    pub name: Option<String>,
+    pub template: String,
+    pub size: SizeSpec,
+    pub user: Option<String>,
+    pub region: String,
+    pub metadata: BTreeMap<String, String>,
+    pub env: BTreeMap<String, String>,
+    pub budget_cap_usd: Option<f64>,
+    pub topup_micros: i64,
+    pub lifecycle: Lifecycle,
+}
+
+/// Checks a create body.
+pub fn create(body: CreateInstance) -> Result<ValidCreate, ApiError> {
+    let template = match body.template {
+        None => super::SYSTEM_TEMPLATE.to_string(),
+        Some(t) if t == super::SYSTEM_TEMPLATE => t,
+        Some(t) => {
+            return Err(ApiError::invalid(
+                "template",
+                format!("unknown template `{}`; available: {}", clip(&t), super::SYSTEM_TEMPLATE),
+            ))
+        }
+    };
+    let region = match body.region.as_deref() {
+        None | Some("local") => "local".to_string(),
+        Some(r) => return Err(ApiError::invalid("region", format!("unknown region `{}`; this server offers: local", clip(r)))),
+    };
+    let (budget_cap_usd, topup_micros) = budget(body.budget.as_ref())?;
+    Ok(ValidCreate {
+        name: name(body.name)?,
+        template,
+        size: size_of(body.size.unwrap_or(1))?,
+        user: text("user", body.user, MAX_USER)?,
+        region,
+        metadata: metadata(body.metadata.as_ref())?.unwrap_or_default(),
+        env: env(body.env.as_ref())?.unwrap_or_default(),
+        budget_cap_usd,
+        topup_micros,
+        lifecycle: lifecycle(body.lifecycle)?,
+    })
+}
+
+/// A PATCH body that passed validation; `None` leaves a field unchanged.
+#[derive(Debug, Clone, Default)]
+pub struct ValidUpdate {
+    pub name: Option<Option<String>>,
+    pub metadata: Option<BTreeMap<String, String>>,
+    pub size: Option<SizeSpec>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub budget: Option<(Option<f64>, i64)>,
+}
+
+/// Checks a PATCH body.
+pub fn update(body: UpdateInstance) -> Result<ValidUpdate, ApiError> {
+    Ok(ValidUpdate {
+        name: body.name.map(|n| name(Some(n))).transpose()?,
+        metadata: metadata(body.metadata.as_ref())?,
+        size: body.size.map(size_of).transpose()?,
+        env: env(body.env.as_ref())?,
+        budget: body.budget.as_ref().map(|b| budget(Some(b))).transpose()?,
+    })
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
+fn text(field: &str, value: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
+    let Some(v) = value else { return Ok(None) };
+    if v.chars().count() > max {
+        return Err(ApiError::invalid(field, format!("`{field}` is longer than {max} characters")));
+    }
+    if v.chars().any(|c| c.is_control()) {
+        return Err(ApiError::invalid(field, format!("`{field}` must not contain control characters")));
+    }
+    Ok(Some(v))
+}
+
+fn name(value: Option<String>) -> Result<Option<String>, ApiError> {
+    text("name", value, MAX_NAME)
+}
+
+fn size_of(s: u32) -> Result<SizeSpec, ApiError> {
+    size::lookup(s).ok_or_else(|| ApiError::invalid("size", format!("unknown size {s}; sizes are 1, 2, 4 and 8")))
+}
+
+fn string_map(field: &str, value: Option<&Value>) -> Result<Option<BTreeMap<String, String>>, ApiError> {
+    let Some(v) = value else { return Ok(None) };
+    let obj = match v {
+        Value::Null => return Ok(Some(BTreeMap::new())),
+        Value::Object(o) => o,
+        _ => return Err(ApiError::invalid(field, format!("`{field}` must be an object of strings"))),
+    };
+    let mut out = BTreeMap::new();
+    for (k, v) in obj {
+        match v {
+            Value::String(s) => {
+                out.insert(k.clone(), s.clone());
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    format!("{field}.{k}"),
+                    format!("`{field}.{k}` must be a string (nested values are not allowed)"),
+                ))
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
+fn metadata(value: Option<&Value>) -> Result<Option<BTreeMap<String, String>>, ApiError> {
+    let Some(map) = string_map("metadata", value)? else { return Ok(None) };
+    if map.len() > MAX_META_KEYS {
+        return Err(ApiError::invalid("metadata", format!("`metadata` has more than {MAX_META_KEYS} keys")));
+    }
+    for (k, v) in &map {
+        if k.is_empty() || k.chars().count() > MAX_META_KEY {
+            return Err(ApiError::invalid(format!("metadata.{}", clip(k)), format!("metadata keys are 1–{MAX_META_KEY} characters")));
+        }
+        if v.chars().count() > MAX_META_VALUE {
+            return Err(ApiError::invalid(format!("metadata.{k}"), format!("metadata values are at most {MAX_META_VALUE} characters")));
+        }
+    }
+    Ok(Some(map))
+}
+
+fn env(value: Option<&Value>) -> Result<Option<BTreeMap<String, String>>, ApiError> {
+    let Some(map) = string_map("env", value)? else { return Ok(None) };
+    if map.len() > MAX_ENV_KEYS {
+        return Err(ApiError::invalid("env", format!("`env` has more than {MAX_ENV_KEYS} variables")));
+    }
+    for (k, v) in &map {
+        let valid = !k.is_empty()
+            && k.len() <= 128
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !k.as_bytes()[0].is_ascii_digit();
+        if !valid {
+            return Err(ApiError::invalid(
+                format!("env.{}", clip(k)),
+                format!("`{}` is not a valid variable name (letters, digits and _, not starting with a digit)", clip(k)),
+            ));
+        }
+        if RESERVED_ENV.contains(&k.as_str()) {
+            return Err(ApiError::invalid(format!("env.{k}"), format!("`{k}` is set by berth and cannot be overridden")));
+        }
+        if v.len() > MAX_ENV_VALUE || v.contains('\0') {
+            return Err(ApiError::invalid(format!("env.{k}"), format!("value of `{k}` is longer than {MAX_ENV_VALUE} bytes or contains NUL")));
+        }
+    }
+    Ok(Some(map))
+}
+
+fn budget(b: Option<&BudgetInput>) -> Result<(Option<f64>, i64), ApiError> {
+    let Some(b) = b else { return Ok((None, 0)) };
+    if let Some(cap) = b.managed_cap_usd {
+        if !cap.is_finite() || cap < 0.0 {
+            return Err(ApiError::invalid("budget.managed_cap_usd", "`budget.managed_cap_usd` must be a number ≥ 0"));
+        }
+    }
+    let topup = b.topup_micros.unwrap_or(0);
+    if topup < 0 {
+        return Err(ApiError::invalid("budget.topup_micros", "`budget.topup_micros` must be ≥ 0"));
+    }
+    Ok((b.managed_cap_usd, topup))
+}
+
+fn lifecycle(l: Option<Lifecycle>) -> Result<Lifecycle, ApiError> {
+    let Some(l) = l else { return Ok(Lifecycle::default()) };
+    match (l.mode.as_str(), l.idle_timeout_secs) {
+        ("always_on", None) => Ok(l),
+        ("always_on", Some(_)) => Err(ApiError::invalid(
+            "lifecycle.idle_timeout_secs",
+            "`idle_timeout_secs` applies only to mode `cold_start`",
+        )),
+        ("cold_start", Some(t)) if (60..=30 * 24 * 3600).contains(&t) => Ok(l),
+        ("cold_start", None) => Ok(Lifecycle { mode: l.mode, idle_timeout_secs: Some(900) }),
+        ("cold_start", Some(_)) => Err(ApiError::invalid(
+            "lifecycle.idle_timeout_secs",
+            "`idle_timeout_secs` must be between 60 and 2592000",
+        )),
+        (m, _) => Err(ApiError::invalid(
+            "lifecycle.mode",
+            format!("unknown lifecycle mode `{}`; modes are always_on and cold_start", clip(m)),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn field_of(e: ApiError) -> String {
+        match e {
+            ApiError::InvalidRequest { field, .. } => field.unwrap_or_default(),
+            other => panic!("expected invalid_request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_body_gets_defaults() {
+        let v = create(CreateInstance::default()).unwrap();
+        assert_eq!(v.template, "berth-agent");
+        assert_eq!(v.size.size, 1);
+        assert_eq!(v.region, "local");
+        assert_eq!(v.lifecycle.mode, "always_on");
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let bad = |body: CreateInstance| field_of(create(body).unwrap_err());
+        assert_eq!(bad(CreateInstance { size: Some(3), ..Default::default() }), "size");
+        assert_eq!(bad(CreateInstance { name: Some("x".repeat(101)), ..Default::default() }), "name");
+        assert_eq!(bad(CreateInstance { metadata: Some(json!({"a": {"b": "c"}})), ..Default::default() }), "metadata.a");
+        assert_eq!(bad(CreateInstance { env: Some(json!({"1BAD": "x"})), ..Default::default() }), "env.1BAD");
+        assert_eq!(bad(CreateInstance { env: Some(json!({"A-B": "x"})), ..Default::default() }), "env.A-B");
+        assert_eq!(bad(CreateInstance { template: Some("nope".into()), ..Default::default() }), "template");
+        let many: serde_json::Map<_, _> = (0..51).map(|i| (format!("k{i}"), json!("v"))).collect();
+        assert_eq!(bad(CreateInstance { metadata: Some(Value::Object(many)), ..Default::default() }), "metadata");
+    }
+}

@@ -1,0 +1,78 @@
+//! Prometheus metrics of the control plane, served at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of one API request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+/// Label of a route alone.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: String,
+}
+
+/// Label naming an action or a status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+/// Every metric berth exports.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_seconds: Family<RouteLabel, Histogram>,
+    pub instances: Family<KindLabel, Gauge>,
+    pub reconciler_actions: Family<KindLabel, Counter>,
+    pub runtime_errors: Family<KindLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("berth");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_seconds = Family::<RouteLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+        });
+        let instances = Family::<KindLabel, Gauge>::default();
+        let reconciler_actions = Family::<KindLabel, Counter>::default();
+        let runtime_errors = Family::<KindLabel, Counter>::default();
+        registry.register("http_requests", "Hosting API requests by route and status", requests.clone());
+        registry.register("http_request_duration_seconds", "Hosting API latency by route", request_seconds.clone());
+        registry.register("instances", "Instances by status", instances.clone());
+        registry.register("reconciler_actions", "Actions taken by the reconciler", reconciler_actions.clone());
+        registry.register("runtime_errors", "Failed runtime calls by operation", runtime_errors.clone());
+        Self { registry, requests, request_seconds, instances, reconciler_actions, runtime_errors }
+    }
+}
+
+impl Metrics {
+    /// Counts one reconciler action.
+    pub fn reconciled(&self, kind: &str) {
+        self.reconciler_actions.get_or_create(&KindLabel { kind: kind.into() }).inc();
+    }
+
+    /// Counts one failed runtime call.
+    pub fn runtime_error(&self, kind: &str) {
+        self.runtime_errors.get_or_create(&KindLabel { kind: kind.into() }).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,301 @@
+//! The reconciler: the database holds desired state, the runtime is brought to it.
+//!
+//! Every pass adopts this installation's containers by label, brings back
+//! instances whose container died or vanished (with backoff, ending in `error`
+//! on a crash loop), removes containers and volumes that have no record, cleans
+//! up creates interrupted by a crash of the server, and purges deleted
+//! instances past their retention. Instances with an operation in flight are
+//! skipped (their lock is held).
+
+use crate::instances::ops::{bring_up, set_status};
+use crate::locks::InstanceGuard;
+use crate::state::AppState;
+use berth_core::{now_secs, InstanceId, Status};
+use berth_runtime::{Observed, RuntimeError};
+use berth_store::{EventRecord, InstanceRecord};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Actor name in the audit trail.
+const ACTOR: &str = "reconciler";
+
+/// Restarts of one instance within a window, with exponential backoff.
+#[derive(Debug, Default)]
+pub struct CrashTracker {
+    restarts: VecDeque<Instant>,
+    next_try: Option<Instant>,
+}
+
+/// What the tracker allows now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Restart now.
+    Restart,
+    /// Still backing off.
+    Wait,
+    /// Too many restarts in the window: give up.
+    GiveUp { restarts: usize },
+}
+
+impl CrashTracker {
+    /// Most restarts tolerated within [`CrashTracker::WINDOW`].
+    pub const LIMIT: usize = 5;
+    /// The crash-loop window.
+    pub const WINDOW: Duration = Duration::from_secs(300);
+
+    /// Decides about a restart at `now`, recording it when allowed.
+    pub fn decide(&mut self, now: Instant) -> Verdict {
+        if self.next_try.is_some_and(|t| now < t) {
+            return Verdict::Wait;
+        }
+        while self.restarts.front().is_some_and(|t| now.duration_since(*t) > Self::WINDOW) {
+            self.restarts.pop_front();
+        }
+        if self.restarts.len() >= Self::LIMIT {
+            return Verdict::GiveUp { restarts: self.restarts.len() };
+        }
+        self.restarts.push_back(now);
+        let backoff = Duration::from_secs(1 << (self.restarts.len() - 1).min(6));
+        self.next_try = Some(now + backoff);
+        Verdict::Restart
+    }
+}
+
+/// Runs reconciliation passes forever.
+pub struct Reconciler {
+    state: AppState,
+    crashes: Arc<Mutex<HashMap<InstanceId, CrashTracker>>>,
+}
+
+impl Reconciler {
+    /// A reconciler over the server's state.
+    pub fn new(state: AppState) -> Self {
+        Self { state, crashes: Arc::default() }
+    }
+
+    /// Loops with `interval` between passes.
+    pub async fn run(self, interval: Duration) {
+        loop {
+            if let Err(e) = self.pass().await {
+                tracing::warn!(error = %e, "reconciler pass failed");
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    /// One pass over every record, container and volume.
+    pub async fn pass(&self) -> anyhow::Result<()> {
+        // Containers and volumes first, records second: anything listed was made
+        // after its record was inserted, so it cannot be mistaken for an orphan.
+        let containers = self.state.runtime.list().await?;
+        let volumes = self.state.runtime.list_volumes().await?;
+        let records = self.state.store.all_instances().await?;
+        let known: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        let gone_or_deleted: HashSet<&str> =
+            records.iter().filter(|r| r.status == Status::Deleted).map(|r| r.id.as_str()).collect();
+
+        for c in &containers {
+            if known.contains(c.instance_id.as_str()) && !gone_or_deleted.contains(c.instance_id.as_str()) {
+                continue;
+            }
+            if let Some(id) = InstanceId::parse(&c.instance_id) {
+                if self.state.locks.try_lock(&id).is_none() {
+                    continue;
+                }
+            }
+            tracing::info!(instance = %c.instance_id, "removing container with no live record");
+            self.state.metrics.reconciled("remove_orphan_container");
+            self.state.runtime.remove_orphan(c).await?;
+        }
+        for v in &volumes {
+            if known.contains(v.as_str()) {
+                continue;
+            }
+            tracing::info!(instance = %v, "removing volume with no record");
+            self.state.metrics.reconciled("remove_orphan_volume");
+            self.state.runtime.remove_orphan_volume(v).await?;
+        }
+        for rec in records {
+            let Some(guard) = self.state.locks.try_lock(&rec.id) else { continue };
+            // Re-read under the lock: an operation may have just finished.
+            let Some(rec) = self.state.store.instance(None, &rec.id).await? else { continue };
+            self.reconcile_instance(rec, guard).await;
+        }
+        Ok(())
+    }
+
+    async fn reconcile_instance(&self, rec: InstanceRecord, guard: InstanceGuard) {
+        let state = self.state.clone();
+        let crashes = self.crashes.clone();
+        let id = rec.id.clone();
+        // Slow work (restarts wait for the agent) runs on its own task, holding the lock.
+        tokio::spawn(async move {
+            if let Err(e) = reconcile_one(&state, &crashes, rec).await {
+                state.metrics.runtime_error("reconcile");
+                tracing::warn!(instance = %id, error = %e, "reconcile failed");
+            }
+            drop(guard);
+        });
+    }
+}
+
+async fn reconcile_one(
+    state: &AppState,
+    crashes: &Mutex<HashMap<InstanceId, CrashTracker>>,
+    mut rec: InstanceRecord,
+) -> anyhow::Result<()> {
+    let observed = state.runtime.inspect(&rec.id).await?.observed;
+    match rec.status {
+        Status::Creating => {
+            // Nobody holds the lock, so no create is in flight: the server died mid-create.
+            tracing::info!(instance = %rec.id, "cleaning up a create interrupted by a server crash");
+            state.metrics.reconciled("abandoned_create");
+            state.runtime.purge(&rec.id).await?;
+            state.store.delete_instance(&rec.id).await?;
+            let ev = EventRecord {
+                instance_id: rec.id.clone(),
+                at: now_secs(),
+                from: Some(Status::Creating),
+                to: Status::Deleted,
+                actor: ACTOR.into(),
+                reason: Some("create was interrupted (server stopped); removed".into()),
+            };
+            state.store.record_event(&ev).await?;
+        }
+        Status::Deleted => {
+            let expired = rec.deleted_at.is_some_and(|t| now_secs() >= t + state.settings.retention_secs);
+            if expired {
+                state.metrics.reconciled("purge_expired");
+                state.runtime.purge(&rec.id).await?;
+                state.store.delete_instance(&rec.id).await?;
+            } else if observed != Observed::Missing {
+                state.runtime.remove(&rec.id).await?;
+            }
+        }
+        Status::Running => match observed {
+            Observed::Running => {}
+            Observed::Paused => {
+                state.metrics.reconciled("resume");
+                state.runtime.resume(&rec.id).await?;
+            }
+            other => revive(state, crashes, &mut rec, &other).await?,
+        },
+        Status::Paused => match observed {
+            Observed::Paused => {}
+            Observed::Running => {
+                state.metrics.reconciled("pause");
+                state.runtime.pause(&rec.id).await?;
+            }
+            other => {
+                revive(state, crashes, &mut rec, &other).await?;
+                if rec.status == Status::Paused {
+                    state.runtime.pause(&rec.id).await?;
+                }
+            }
+        },
+        Status::Stopped | Status::Stopping => {
+            if matches!(observed, Observed::Running | Observed::Paused) {
+                state.metrics.reconciled("stop");
+                state.runtime.stop(&rec.id).await?;
+            }
+            if rec.status == Status::Stopping {
+                set_status(state, &mut rec, Status::Stopped, ACTOR, None).await?;
+            }
+        }
+        Status::Error => {}
+    }
+    Ok(())
+}
+
+fn describe(observed: &Observed) -> String {
+    match observed {
+        Observed::Missing => "container was removed".into(),
+        Observed::Exited { code, oom_killed: true } => format!("container was killed for lack of memory (exit code {code})"),
+        Observed::Exited { code, .. } => format!("container exited with code {code}"),
+        Observed::Created => "container was not running".into(),
+        Observed::Other(s) => format!("container was {s}"),
+        Observed::Running | Observed::Paused => "container was running".into(),
+    }
+}
+
+/// Brings a dead instance back, unless it is crash-looping.
+async fn revive(
+    state: &AppState,
+    crashes: &Mutex<HashMap<InstanceId, CrashTracker>>,
+    rec: &mut InstanceRecord,
+    observed: &Observed,
+) -> anyhow::Result<()> {
+    let why = describe(observed);
+    let verdict = crashes.lock().unwrap_or_else(|e| e.into_inner()).entry(rec.id.clone()).or_default().decide(Instant::now());
+    match verdict {
+        Verdict::Wait => Ok(()),
+        Verdict::GiveUp { restarts } => {
+            crashes.lock().unwrap_or_else(|e| e.into_inner()).remove(&rec.id);
+            state.metrics.reconciled("crash_loop");
+            let reason = format!(
+                "crash loop: restarted {restarts} times within {} s and it died again ({why}); start or restart it to try again",
+                CrashTracker::WINDOW.as_secs()
+            );
+            set_status(state, rec, Status::Error, ACTOR, Some(reason)).await?;
+            Ok(())
+        }
+        Verdict::Restart => {
+            state.metrics.reconciled("restart");
+            tracing::info!(instance = %rec.id, %why, "bringing instance back");
+            if matches!(observed, Observed::Exited { .. } | Observed::Created | Observed::Other(_)) {
+                // Keep the data, replace the dead container only if start fails.
+                if let Err(e) = bring_up(state, rec).await {
+                    tracing::info!(instance = %rec.id, error = %e, "restart failed; recreating the container");
+                    state.runtime.remove(&rec.id).await?;
+                    bring_up(state, rec).await.map_err(anyhow_rt)?;
+                }
+            } else {
+                bring_up(state, rec).await.map_err(anyhow_rt)?;
+            }
+            rec.restart_count += 1;
+            let status = rec.status;
+            set_status(state, rec, status, ACTOR, Some(format!("{why}; brought back"))).await?;
+            Ok(())
+        }
+    }
+}
+
+fn anyhow_rt(e: RuntimeError) -> anyhow::Error {
+    anyhow::anyhow!(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_a_loop_ends_in_give_up() {
+        let mut t = CrashTracker::default();
+        let start = Instant::now();
+        assert_eq!(t.decide(start), Verdict::Restart);
+        // Within the 1 s backoff: wait.
+        assert_eq!(t.decide(start + Duration::from_millis(500)), Verdict::Wait);
+        let mut now = start;
+        for n in 1..CrashTracker::LIMIT {
+            now += Duration::from_secs(1 << (n - 1));
+            assert_eq!(t.decide(now), Verdict::Restart, "restart {n}");
+        }
+        now += Duration::from_secs(60);
+        assert_eq!(t.decide(now), Verdict::GiveUp { restarts: CrashTracker::LIMIT });
+    }
+
+    #[test]
+    fn old_restarts_leave_the_window() {
+        let mut t = CrashTracker::default();
+        let start = Instant::now();
+        let mut now = start;
+        for _ in 0..CrashTracker::LIMIT {
+            assert_eq!(t.decide(now), Verdict::Restart);
+            now += Duration::from_secs(100);
+        }
+        // The first restarts are older than the window now.
+        now += CrashTracker::WINDOW;
+        assert_eq!(t.decide(now), Verdict::Restart);
+    }
+}

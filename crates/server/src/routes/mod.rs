@@ -1,0 +1,51 @@
+//! HTTP routers, one module per resource, merged in [`router`].
+
+pub mod instances;
+pub mod system;
+pub mod workspaces;
+
+use crate::error::ApiError;
+use crate::metrics::{RequestLabels, RouteLabel};
+use crate::state::AppState;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use std::time::Instant;
+
+/// The whole hosting API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(system::router())
+        .merge(instances::router())
+        .merge(workspaces::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound { code: "not_found", message: "no such route".into() }
+}
+
+async fn method_not_allowed() -> Response {
+    let mut resp =
+        ApiError::InvalidRequest { field: None, message: "method not allowed on this route".into() }.into_response();
+    *resp.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    resp
+}
+
+/// Counts and times every request by matched route, and logs it.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let secs = started.elapsed().as_secs_f64();
+    let status = resp.status().as_u16();
+    state.metrics.requests.get_or_create(&RequestLabels { method: method.clone(), route: route.clone(), status }).inc();
+    state.metrics.request_seconds.get_or_create(&RouteLabel { route: route.clone() }).observe(secs);
+    tracing::info!(%method, %route, status, ms = (secs * 1000.0) as u64, "request");
+    resp
+}

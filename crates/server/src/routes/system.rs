@@ -1,0 +1,56 @@
+//! Unauthenticated operational routes: `/healthz`, `/metrics`, `/openapi.json`, `/docs`.
+
+use crate::metrics::KindLabel;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use berth_core::Status;
+use serde_json::json;
+
+/// Routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/docs", get(docs))
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    let db = state.store.ping().await;
+    let rt = state.runtime.ping().await;
+    match (db, rt) {
+        (Ok(()), Ok(())) => Json(json!({"status": "ok"})).into_response(),
+        (db, rt) => {
+            let mut problems = serde_json::Map::new();
+            if let Err(e) = db {
+                problems.insert("database".into(), json!(e.to_string()));
+            }
+            if let Err(e) = rt {
+                problems.insert("runtime".into(), json!(e.to_string()));
+            }
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "problems": problems}))).into_response()
+        }
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    if let Ok(all) = state.store.all_instances().await {
+        for st in Status::ALL {
+            let n = all.iter().filter(|r| r.status == st).count() as i64;
+            state.metrics.instances.get_or_create(&KindLabel { kind: st.as_str().into() }).set(n);
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], crate::openapi::document_json()).into_response()
+}
+
+async fn docs() -> Html<String> {
+    Html(crate::openapi::render_html())
+}

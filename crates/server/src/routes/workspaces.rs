@@ -1,0 +1,145 @@
+//! `/v1/workspaces` (admin) and `/v1/keys` (per workspace).
+
+use crate::auth::{generate_secret, hash_secret, secret_prefix, Auth};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiJson;
+use crate::state::AppState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use berth_api_types::{ApiKey, CreateKey, CreateWorkspace, ErrorBody, List, Workspace};
+use berth_core::{now_secs, KeyId, WorkspaceId};
+use berth_store::{KeyRecord, WorkspaceRecord};
+use serde_json::{json, Value};
+
+/// Routes of workspaces and keys.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/workspaces", get(list_workspaces).post(create_workspace))
+        .route("/v1/keys", get(list_keys).post(create_key))
+        .route("/v1/keys/{id}", delete(delete_key))
+}
+
+fn workspace(ws: &WorkspaceRecord, key: Option<String>) -> Workspace {
+    Workspace {
+        id: ws.id.to_string(),
+        object: "workspace".into(),
+        name: ws.name.clone(),
+        instance_limit: ws.instance_limit,
+        created_at: ws.created_at,
+        key,
+    }
+}
+
+fn api_key(k: &KeyRecord, secret: Option<String>) -> ApiKey {
+    ApiKey {
+        id: k.id.to_string(),
+        object: "api_key".into(),
+        name: k.name.clone(),
+        workspace_id: k.workspace_id.to_string(),
+        prefix: k.prefix.clone(),
+        admin: k.admin,
+        created_at: k.created_at,
+        key: secret,
+    }
+}
+
+fn check_name(field: &str, name: &str, required: bool) -> ApiResult<()> {
+    if required && name.trim().is_empty() {
+        return Err(ApiError::invalid(field, format!("`{field}` must not be empty")));
+    }
+    if name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(field, format!("`{field}` must be at most 100 printable characters")));
+    }
+    Ok(())
+}
+
+/// Create a workspace and its first key (admin keys only).
+#[utoipa::path(post, path = "/v1/workspaces", tag = "workspaces", request_body = CreateWorkspace,
+    responses((status = 201, body = Workspace), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_workspace(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiJson(body): ApiJson<CreateWorkspace>,
+) -> ApiResult<(StatusCode, Json<Workspace>)> {
+    auth.require_admin()?;
+    check_name("name", &body.name, true)?;
+    let limit = body.instance_limit.unwrap_or(state.settings.instance_limit);
+    if limit > 100_000 {
+        return Err(ApiError::invalid("instance_limit", "`instance_limit` must be at most 100000"));
+    }
+    let now = now_secs();
+    let ws = WorkspaceRecord { id: WorkspaceId::generate(), name: body.name, instance_limit: limit, created_at: now };
+    state.store.create_workspace(&ws).await?;
+    let secret = generate_secret();
+    let key = KeyRecord {
+        id: KeyId::generate(),
+        workspace_id: ws.id.clone(),
+        name: "default".into(),
+        prefix: secret_prefix(&secret),
+        hash: hash_secret(&secret),
+        admin: false,
+        created_at: now,
+    };
+    state.store.create_key(&key).await?;
+    Ok((StatusCode::CREATED, Json(workspace(&ws, Some(secret)))))
+}
+
+/// List workspaces: all of them for an admin key, the caller's own otherwise.
+#[utoipa::path(get, path = "/v1/workspaces", tag = "workspaces",
+    responses((status = 200, body = List<Workspace>), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn list_workspaces(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<List<Workspace>>> {
+    let all = if auth.admin {
+        state.store.workspaces().await?
+    } else {
+        state.store.workspace(&auth.workspace_id).await?.into_iter().collect()
+    };
+    Ok(Json(List::new(all.iter().map(|w| workspace(w, None)).collect(), None)))
+}
+
+/// Create a key for the caller's workspace; the secret is shown only here.
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
+    responses((status = 201, body = ApiKey), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn create_key(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiJson(body): ApiJson<CreateKey>,
+) -> ApiResult<(StatusCode, Json<ApiKey>)> {
+    let name = body.name.unwrap_or_default();
+    check_name("name", &name, false)?;
+    let secret = generate_secret();
+    let key = KeyRecord {
+        id: KeyId::generate(),
+        workspace_id: auth.workspace_id.clone(),
+        name,
+        prefix: secret_prefix(&secret),
+        hash: hash_secret(&secret),
+        admin: false,
+        created_at: now_secs(),
+    };
+    state.store.create_key(&key).await?;
+    Ok((StatusCode::CREATED, Json(api_key(&key, Some(secret)))))
+}
+
+/// List the caller's workspace's keys (prefixes only).
+#[utoipa::path(get, path = "/v1/keys", tag = "keys",
+    responses((status = 200, body = List<ApiKey>)), security(("bearer" = [])))]
+pub async fn list_keys(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<List<ApiKey>>> {
+    let keys = state.store.keys(&auth.workspace_id).await?;
+    Ok(Json(List::new(keys.iter().map(|k| api_key(k, None)).collect(), None)))
+}
+
+/// Revoke a key of the caller's workspace.
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
+    responses((status = 200, description = "`{id, object, deleted: true}`"), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete_key(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let not_found = || ApiError::NotFound { code: "key_not_found", message: format!("no key `{id}` in this workspace") };
+    let key_id = KeyId::parse(&id).ok_or_else(not_found)?;
+    if !state.store.delete_key(&auth.workspace_id, &key_id).await? {
+        return Err(not_found());
+    }
+    Ok(Json(json!({"id": id, "object": "api_key", "deleted": true})))
+}

@@ -1,0 +1,84 @@
+//! `berth server`: opens the store, connects the runtime, bootstraps, serves the
+//! hosting API and runs the reconciler until SIGTERM.
+
+use crate::config::{RuntimeKind, ServerArgs};
+use crate::locks::InstanceLocks;
+use crate::metrics::Metrics;
+use crate::reconciler::Reconciler;
+use crate::state::{AppState, Settings};
+use anyhow::{bail, Context};
+use berth_runtime::docker::{DockerConfig, DockerRuntime};
+use berth_runtime::Runtime;
+use berth_store::{SqliteStore, Store};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs the server until SIGTERM or Ctrl-C; instances keep running afterwards.
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data).with_context(|| format!("creating data dir {}", args.data.display()))?;
+    let store: Arc<dyn Store> = match args.database_url.as_deref() {
+        None => Arc::new(SqliteStore::open(&args.data.join("berth.db")).await.context("opening the SQLite database")?),
+        Some(url) if url.starts_with("sqlite:") => Arc::new(SqliteStore::open_url(url).await.context("opening the database")?),
+        Some(url) => bail!("unsupported --database-url `{url}`: this build stores state in SQLite (sqlite:PATH)"),
+    };
+    let install_id = store.meta_init("install_id", &berth_core::ids::random_label(12)).await?;
+
+    let runtime: Arc<dyn Runtime> = match args.runtime {
+        RuntimeKind::Docker => {
+            let cfg = DockerConfig {
+                base_image: args.base_image.clone(),
+                agent_bin: args.agent_bin_path(),
+                install_id: install_id.clone(),
+                network: args.network.clone(),
+                max_concurrent_calls: args.runtime_concurrency,
+                stop_grace_secs: 10,
+            };
+            Arc::new(DockerRuntime::connect(cfg).await.context("connecting to Docker")?)
+        }
+        RuntimeKind::Kubernetes => bail!("the kubernetes runtime is not available in this build; use --runtime docker"),
+    };
+    runtime.prepare().await.context("preparing the runtime")?;
+    crate::bootstrap::ensure_default_workspace(store.as_ref(), &args.data, args.instance_limit).await?;
+    if args.llm_base_url.is_some() || args.billing {
+        tracing::warn!("the managed LLM proxy and billing are not part of this build; --llm-* and --billing are ignored");
+    }
+
+    let state = AppState {
+        store,
+        runtime,
+        locks: Arc::new(InstanceLocks::default()),
+        metrics: Arc::new(Metrics::default()),
+        settings: Arc::new(Settings {
+            domain: args.domain.clone(),
+            edge_port: args.edge_listen.port(),
+            instance_limit: args.instance_limit,
+            retention_secs: args.retention_secs,
+            start_timeout: Duration::from_secs(args.start_timeout_secs),
+        }),
+        http: reqwest::Client::builder().no_proxy().build()?,
+    };
+    let reconciler = Reconciler::new(state.clone());
+    tokio::spawn(reconciler.run(Duration::from_millis(args.reconcile_interval_ms.max(100))));
+
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, install = %install_id, "berth server listening");
+    println!("berth server listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, crate::routes::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("berth server stopped; instances keep running");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The test command: gets Docker running, builds the test image (busybox) and the base
+# image (one end-to-end test runs on the real default debian:bookworm-slim), builds the
+# static agent, then runs the whole workspace's tests. Extra arguments are test filters
+# (passed to cargo nextest run, or after `--` to cargo test).
+#
+#   scripts/test.sh [FILTER...]
+#
+# Exports for the tests: BERTH_AGENT_BIN (absolute path of the static agent) and
+# BERTH_TEST_IMAGE (berth-test/busybox:latest unless already set).
+#   BERTH_TEST_THREADS  parallel tests (default 4)
+# shellcheck source-path=SCRIPTDIR
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$BERTH_ROOT"
+
+threads="${BERTH_TEST_THREADS:-4}"
+
+require_cargo
+apt_install gcc libc6-dev pkg-config
+"$BERTH_ROOT/scripts/ensure-docker.sh"
+"$BERTH_ROOT/scripts/build-images.sh"
+
+BERTH_AGENT_BIN="$("$BERTH_ROOT/scripts/build-agent.sh")"
+BERTH_TEST_IMAGE="${BERTH_TEST_IMAGE:-berth-test/busybox:latest}"
+export BERTH_AGENT_BIN BERTH_TEST_IMAGE
+log "BERTH_AGENT_BIN=$BERTH_AGENT_BIN"
+log "BERTH_TEST_IMAGE=$BERTH_TEST_IMAGE"
+
+if cargo nextest --version >/dev/null 2>&1; then
+  log "cargo nextest run --workspace --test-threads $threads $*"
+  cargo nextest run --workspace --test-threads "$threads" "$@"
+else
+  log "cargo test --workspace -- --test-threads=$threads $*"
+  cargo test --workspace -- --test-threads="$threads" "$@"
+fi
