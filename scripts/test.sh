@@ -28,6 +28,10 @@ export BERTH_AGENT_BIN BERTH_TEST_IMAGE
 log "BERTH_AGENT_BIN=$BERTH_AGENT_BIN"
 log "BERTH_TEST_IMAGE=$BERTH_TEST_IMAGE"
 
+# The end-to-end tests (crates/e2e) drive the real `berth` binary.
+log "cargo build -p berth-cli"
+cargo build -p berth-cli
+
 if cargo nextest --version >/dev/null 2>&1; then
   log "cargo nextest run --workspace --test-threads $threads $*"
   cargo nextest run --workspace --test-threads "$threads" "$@"

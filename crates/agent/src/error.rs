@@ -48,12 +48,22 @@ impl ApiError {
 
     /// 400 with a given code.
     pub fn bad_request(code: &'static str, message: String) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", code, message)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            code,
+            message,
+        )
     }
 
     /// 404 for an unknown object (`session_not_found`, `response_not_found`, ...).
     pub fn not_found(code: &'static str, message: String) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "invalid_request_error", code, message)
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            code,
+            message,
+        )
     }
 
     /// 409: the session is answering another message.

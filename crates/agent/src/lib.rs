@@ -1,59 +1,71 @@
 //! berth-agent: the process that makes an instance an agent (SPEC §4).
 //!
 //! It runs as the main process of every `berth-agent` instance, listening on
-//! 3737, and also runs on its own outside any container.
+//! 3737, and also runs on its own outside any container. The binary only
+//! parses flags; everything else lives here so tests can drive it.
+//!
+//! Code map: `api` (wire types) ← `store` (SQLite sessions) ← `provider` (LLM
+//! protocols) ← `tools` (shell, files, memory) ← `turn` (the agent loop) ←
+//! `routes` (HTTP). See README.md for the design.
 
-use axum::{routing::get, Json, Router};
-use serde::Serialize;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Instant;
+pub mod api;
+mod busy;
+pub mod config;
+pub mod error;
+mod ids;
+pub mod provider;
+mod routes;
+mod state;
+pub mod store;
+pub mod tools;
+mod turn;
+
+pub use config::AgentConfig;
+pub use state::AppState;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Version reported by `/health`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// How the agent is started.
-#[derive(Debug, Clone)]
-pub struct AgentConfig {
-    /// Address to listen on.
-    pub listen: SocketAddr,
-    /// Where sessions and memory live.
-    pub data_dir: PathBuf,
+/// How long in-flight turns get to finish after SIGTERM before the agent exits.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The agent's HTTP routes over its state.
+pub fn router(state: Arc<AppState>) -> axum::Router {
+    routes::router(state)
 }
 
-#[derive(Serialize)]
-struct Health {
-    status: &'static str,
-    version: &'static str,
-    uptime_secs: u64,
-}
-
-/// The agent's HTTP routes.
-pub fn router() -> Router {
-    let started = Instant::now();
-    Router::new().route(
-        "/health",
-        get(move || async move {
-            Json(Health {
-                status: "ok",
-                version: VERSION,
-                uptime_secs: started.elapsed().as_secs(),
-            })
-        }),
-    )
-}
-
-/// Serves the agent until SIGTERM or Ctrl-C.
+/// Opens the data directory and serves the agent until SIGTERM or Ctrl-C.
 pub async fn run(cfg: AgentConfig) -> std::io::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)?;
+    let store = store::Store::open(&cfg.data_dir.join("sessions.db"))
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
-    tracing::info!(addr = %listener.local_addr()?, "berth-agent listening");
-    axum::serve(listener, router())
-        .with_graceful_shutdown(shutdown())
-        .await
+    tracing::info!(addr = %listener.local_addr()?, data = %cfg.data_dir.display(), "berth-agent listening");
+    let app = router(AppState::new(cfg, store));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    // Streams may stay open for long; after the grace period, exit anyway.
+    let deadline = async move {
+        let mut rx = stop_rx;
+        let _ = rx.wait_for(|stopped| *stopped).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        r = serve => r,
+        _ = deadline => {
+            tracing::warn!("shutdown grace period over; exiting with turns still running");
+            Ok(())
+        }
+    }
 }
 
-async fn shutdown() {
+async fn shutdown_signal() {
     let term = async {
         if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         {

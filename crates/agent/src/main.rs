@@ -37,8 +37,8 @@ fn main() -> std::io::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(berth_agent::run(berth_agent::AgentConfig {
-            listen: args.listen,
+        .block_on(berth_agent::run(berth_agent::AgentConfig::from_env(
+            args.listen,
             data_dir,
-        }))
+        )))
 }

@@ -189,8 +189,12 @@ impl Store {
     /// A stored response.
     pub fn response(&self, id: &str) -> Result<Option<Response>> {
         let body: Option<String> = self.with(|c| {
-            Ok(c.query_row("SELECT body FROM responses WHERE id = ?1", [id], |r| r.get(0))
-                .optional()?)
+            Ok(
+                c.query_row("SELECT body FROM responses WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .optional()?,
+            )
         })?;
         Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
     }

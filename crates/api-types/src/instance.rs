@@ -94,10 +94,7 @@ pub struct Lifecycle {
 
 impl Default for Lifecycle {
     fn default() -> Self {
-        Self {
-            mode: "always_on".into(),
-            idle_timeout_secs: None,
-        }
+        Self { mode: "always_on".into(), idle_timeout_secs: None }
     }
 }
 

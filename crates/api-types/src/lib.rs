@@ -28,12 +28,7 @@ pub struct List<T> {
 impl<T> List<T> {
     /// A page of items.
     pub fn new(data: Vec<T>, next_cursor: Option<String>) -> Self {
-        Self {
-            object: "list".into(),
-            has_more: next_cursor.is_some(),
-            data,
-            next_cursor,
-        }
+        Self { object: "list".into(), has_more: next_cursor.is_some(), data, next_cursor }
     }
 }
 

@@ -1,6 +1,6 @@
 //! `berth`: runs the server (`berth server`) and is the client of its API.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "berth", version, about = "Self-hosted, always-on agent computers: one per user")]
@@ -13,6 +13,13 @@ struct Cli {
 enum Command {
     /// Run the control plane (hosting API and reconciler).
     Server(berth_server::ServerArgs),
+    #[command(flatten)]
+    Client(berth_cli::ClientCommand),
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -24,5 +31,16 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Server(args) => rt.block_on(berth_server::run(args)),
+        Command::Client(command) => {
+            if let Err(err) = rt.block_on(berth_cli::run(command)) {
+                berth_cli::report(&err);
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "berth", &mut std::io::stdout());
+            Ok(())
+        }
     }
 }

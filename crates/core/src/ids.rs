@@ -10,9 +10,7 @@ const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 /// Random string of `len` chars from `[a-z0-9]`.
 pub fn random_label(len: usize) -> String {
     let mut rng = rand::rng();
-    (0..len)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
+    (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
 }
 
 macro_rules! typed_id {
@@ -92,14 +90,7 @@ mod tests {
 
     #[test]
     fn malformed_ids_are_refused() {
-        for bad in [
-            "inst_",
-            "inst_ABCDEFGHIJ",
-            "inst_abc",
-            "ws_abcdefghij12",
-            "inst_abcdefghij1",
-            "inst_abc/efghij",
-        ] {
+        for bad in ["inst_", "inst_ABCDEFGHIJ", "inst_abc", "ws_abcdefghij12", "inst_abcdefghij1", "inst_abc/efghij"] {
             assert_eq!(InstanceId::parse(bad), None, "{bad}");
         }
     }

@@ -53,10 +53,7 @@ impl fmt::Display for Status {
 impl FromStr for Status {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Status::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown status `{s}`"))
+        Status::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| format!("unknown status `{s}`"))
     }
 }
 
@@ -113,18 +110,13 @@ pub fn transition(current: Status, action: Action) -> Result<Status, InvalidTran
         (Action::Restart, Running | Error) => Some(Running),
         (Action::Pause, Running) => Some(Paused),
         (Action::Resume, Paused) => Some(Running),
-        (Action::Update, Running | Stopped | Error) => {
-            Some(if current == Stopped { Stopped } else { Running })
-        }
+        (Action::Update, Running | Stopped | Error) => Some(if current == Stopped { Stopped } else { Running }),
         (Action::Delete, Running | Stopped | Paused | Error | Stopping) => Some(Deleted),
         (Action::Restore, Deleted) => Some(Running),
         (Action::Reconfigure, Running | Stopped | Paused | Error) => Some(current),
         _ => None,
     };
-    target.ok_or(InvalidTransition {
-        action: action.as_str(),
-        current,
-    })
+    target.ok_or(InvalidTransition { action: action.as_str(), current })
 }
 
 #[cfg(test)]
@@ -133,26 +125,11 @@ mod tests {
 
     #[test]
     fn legal_transitions_land_where_expected() {
-        assert_eq!(
-            transition(Status::Running, Action::Stop),
-            Ok(Status::Stopped)
-        );
-        assert_eq!(
-            transition(Status::Stopped, Action::Start),
-            Ok(Status::Running)
-        );
-        assert_eq!(
-            transition(Status::Running, Action::Pause),
-            Ok(Status::Paused)
-        );
-        assert_eq!(
-            transition(Status::Paused, Action::Resume),
-            Ok(Status::Running)
-        );
-        assert_eq!(
-            transition(Status::Deleted, Action::Restore),
-            Ok(Status::Running)
-        );
+        assert_eq!(transition(Status::Running, Action::Stop), Ok(Status::Stopped));
+        assert_eq!(transition(Status::Stopped, Action::Start), Ok(Status::Running));
+        assert_eq!(transition(Status::Running, Action::Pause), Ok(Status::Paused));
+        assert_eq!(transition(Status::Paused, Action::Resume), Ok(Status::Running));
+        assert_eq!(transition(Status::Deleted, Action::Restore), Ok(Status::Running));
     }
 
     #[test]

@@ -22,34 +22,10 @@ pub struct SizeSpec {
 
 /// The default size table of SPEC §3.
 pub const SIZES: [SizeSpec; 4] = [
-    SizeSpec {
-        size: 1,
-        vcpu: 1,
-        memory_mb: 2048,
-        disk_gb: 10,
-        pids: 1024,
-    },
-    SizeSpec {
-        size: 2,
-        vcpu: 2,
-        memory_mb: 4096,
-        disk_gb: 20,
-        pids: 2048,
-    },
-    SizeSpec {
-        size: 4,
-        vcpu: 4,
-        memory_mb: 8192,
-        disk_gb: 40,
-        pids: 4096,
-    },
-    SizeSpec {
-        size: 8,
-        vcpu: 8,
-        memory_mb: 16384,
-        disk_gb: 80,
-        pids: 8192,
-    },
+    SizeSpec { size: 1, vcpu: 1, memory_mb: 2048, disk_gb: 10, pids: 1024 },
+    SizeSpec { size: 2, vcpu: 2, memory_mb: 4096, disk_gb: 20, pids: 2048 },
+    SizeSpec { size: 4, vcpu: 4, memory_mb: 8192, disk_gb: 40, pids: 4096 },
+    SizeSpec { size: 8, vcpu: 8, memory_mb: 16384, disk_gb: 80, pids: 8192 },
 ];
 
 /// Looks a size class up in the default table.

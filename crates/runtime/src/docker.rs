@@ -8,20 +8,20 @@
 //! of calls land at once.
 
 use crate::{
-    ContainerState, InstanceSpec, ManagedContainer, Observed, Result, Runtime, RuntimeError,
-    AGENT_PORT, HOME_DIR, LABEL_INSTALL, LABEL_INSTANCE, LABEL_WORKSPACE,
+    ContainerState, InstanceSpec, ManagedContainer, Observed, Result, Runtime, RuntimeError, AGENT_PORT, HOME_DIR,
+    LABEL_INSTALL, LABEL_INSTANCE, LABEL_WORKSPACE,
 };
 use async_trait::async_trait;
 use berth_core::{InstanceId, SizeSpec};
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, ContainerStateStatusEnum, ContainerUpdateBody, EndpointSettings,
-    HostConfig, HostConfigLogConfig, Mount, MountTypeEnum, NetworkCreateRequest, NetworkingConfig,
-    RestartPolicy, RestartPolicyNameEnum, VolumeCreateOptions,
+    ContainerCreateBody, ContainerStateStatusEnum, ContainerUpdateBody, EndpointSettings, HostConfig,
+    HostConfigLogConfig, Mount, MountTypeEnum, NetworkCreateRequest, NetworkingConfig, RestartPolicy,
+    RestartPolicyNameEnum, VolumeCreateOptions,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListVolumesOptions,
-    RemoveContainerOptions, RemoveVolumeOptions, StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListVolumesOptions, RemoveContainerOptions,
+    RemoveVolumeOptions, StopContainerOptions,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -39,16 +39,8 @@ pub const AGENT_PATH: &str = "/opt/berth/bin/berth-agent";
 
 /// Capabilities an agent computer keeps: enough to install packages, own files and
 /// switch users, not enough to touch the network stack, devices or the kernel.
-const KEPT_CAPS: &[&str] = &[
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "SETGID",
-    "SETUID",
-    "NET_BIND_SERVICE",
-];
+const KEPT_CAPS: &[&str] =
+    &["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "NET_BIND_SERVICE"];
 
 /// How the Docker driver is set up.
 #[derive(Debug, Clone)]
@@ -72,6 +64,8 @@ pub struct DockerRuntime {
     docker: Docker,
     cfg: DockerConfig,
     permits: Arc<Semaphore>,
+    /// Id of the instances' network, resolved by `prepare`.
+    network_id: std::sync::RwLock<String>,
 }
 
 fn container_name(id: &InstanceId) -> String {
@@ -83,37 +77,33 @@ fn volume_name(id: &str) -> String {
 }
 
 fn is_not_found(e: &DockerError) -> bool {
-    matches!(
-        e,
-        DockerError::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
+    matches!(e, DockerError::DockerResponseServerError { status_code: 404, .. })
 }
 
 fn is_not_modified(e: &DockerError) -> bool {
-    matches!(
-        e,
-        DockerError::DockerResponseServerError {
-            status_code: 304,
-            ..
-        }
-    )
+    matches!(e, DockerError::DockerResponseServerError { status_code: 304, .. })
 }
 
 fn map_err(e: DockerError) -> RuntimeError {
     match e {
-        DockerError::DockerResponseServerError {
-            status_code,
-            message,
-        } => RuntimeError::Failed(format!("docker answered {status_code}: {message}")),
+        DockerError::DockerResponseServerError { status_code, message } => {
+            RuntimeError::Failed(format!("docker answered {status_code}: {message}"))
+        }
         DockerError::HyperResponseError { .. }
         | DockerError::IOError { .. }
         | DockerError::RequestTimeoutError
         | DockerError::SocketNotFoundError(_) => RuntimeError::Unavailable(e.to_string()),
         other => RuntimeError::Failed(other.to_string()),
     }
+}
+
+/// Docker's RFC 3339 times drop trailing zeros of the fraction; pad it to nine
+/// digits so that times compare correctly as text.
+fn sortable_time(t: &str) -> String {
+    let Some((secs, rest)) = t.split_once('.') else { return t.to_string() };
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    let zone = &rest[digits.len()..];
+    format!("{secs}.{digits:0<9}{zone}")
 }
 
 fn limits(size: &SizeSpec) -> (i64, i64, i64) {
@@ -128,11 +118,7 @@ impl DockerRuntime {
         let docker = Docker::connect_with_defaults().map_err(map_err)?;
         let docker = docker.negotiate_version().await.map_err(map_err)?;
         let permits = Arc::new(Semaphore::new(cfg.max_concurrent_calls.max(1)));
-        Ok(Self {
-            docker,
-            cfg,
-            permits,
-        })
+        Ok(Self { docker, cfg, permits, network_id: Default::default() })
     }
 
     /// The underlying client, for callers in this crate's tests.
@@ -141,10 +127,7 @@ impl DockerRuntime {
     }
 
     async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
-        self.permits
-            .acquire()
-            .await
-            .expect("semaphore never closed")
+        self.permits.acquire().await.expect("semaphore never closed")
     }
 
     async fn ensure_image(&self, image: &str) -> Result<()> {
@@ -157,10 +140,7 @@ impl DockerRuntime {
             }
         }
         tracing::info!(image, "image missing locally, pulling");
-        let opts = CreateImageOptions {
-            from_image: Some(image.to_string()),
-            ..Default::default()
-        };
+        let opts = CreateImageOptions { from_image: Some(image.to_string()), ..Default::default() };
         let mut pull = self.docker.create_image(Some(opts), None, None);
         let outcome = tokio::time::timeout(Duration::from_secs(120), async {
             while let Some(step) = pull.next().await {
@@ -173,14 +153,9 @@ impl DockerRuntime {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(RuntimeError::ImageMissing {
                 image: image.into(),
-                detail: format!(
-                    "pull failed ({e}); build it locally with scripts/build-images.sh --base-only"
-                ),
+                detail: format!("pull failed ({e}); build it locally with scripts/build-images.sh --base-only"),
             }),
-            Err(_) => Err(RuntimeError::ImageMissing {
-                image: image.into(),
-                detail: "pull timed out".into(),
-            }),
+            Err(_) => Err(RuntimeError::ImageMissing { image: image.into(), detail: "pull timed out".into() }),
         }
     }
 
@@ -192,27 +167,40 @@ impl DockerRuntime {
         ])
     }
 
+    /// (created, id) of every network named exactly `cfg.network`.
+    async fn networks_named(&self) -> Result<Vec<(String, String)>> {
+        let opts = bollard::query_parameters::ListNetworksOptions {
+            filters: Some(HashMap::from([("name".to_string(), vec![self.cfg.network.clone()])])),
+        };
+        let found = self.docker.list_networks(Some(opts)).await.map_err(map_err)?;
+        Ok(found
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(self.cfg.network.as_str()))
+            .filter_map(|n| Some((sortable_time(&n.created.map(|c| c.to_string()).unwrap_or_default()), n.id?)))
+            .collect())
+    }
+
+    fn network_ref(&self) -> String {
+        let id = self.network_id.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if id.is_empty() {
+            self.cfg.network.clone()
+        } else {
+            id
+        }
+    }
+
     fn install_filter(&self) -> HashMap<String, Vec<String>> {
-        HashMap::from([(
-            "label".to_string(),
-            vec![format!("{LABEL_INSTALL}={}", self.cfg.install_id)],
-        )])
+        HashMap::from([("label".to_string(), vec![format!("{LABEL_INSTALL}={}", self.cfg.install_id)])])
     }
 
     async fn remove_container_named(&self, name: &str) -> Result<()> {
         let _p = self.permit().await;
-        let opts = RemoveContainerOptions {
-            force: true,
-            v: false,
-            link: false,
-        };
+        let opts = RemoveContainerOptions { force: true, v: false, link: false };
         match self.docker.remove_container(name, Some(opts)).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             // Removal already under way: wait for it to finish.
-            Err(DockerError::DockerResponseServerError {
-                status_code: 409, ..
-            }) => {
+            Err(DockerError::DockerResponseServerError { status_code: 409, .. }) => {
                 drop(_p);
                 for _ in 0..50 {
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -223,9 +211,7 @@ impl DockerRuntime {
                         }
                     }
                 }
-                Err(RuntimeError::Failed(format!(
-                    "container {name} could not be removed"
-                )))
+                Err(RuntimeError::Failed(format!("container {name} could not be removed")))
             }
             Err(e) => Err(map_err(e)),
         }
@@ -233,11 +219,7 @@ impl DockerRuntime {
 
     async fn remove_volume_named(&self, name: &str) -> Result<()> {
         let _p = self.permit().await;
-        match self
-            .docker
-            .remove_volume(name, Some(RemoveVolumeOptions { force: true }))
-            .await
-        {
+        match self.docker.remove_volume(name, Some(RemoveVolumeOptions { force: true })).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(map_err(e)),
@@ -264,57 +246,41 @@ impl Runtime for DockerRuntime {
             )));
         }
         let _p = self.permit().await;
-        match self
-            .docker
-            .inspect_network(
-                &self.cfg.network,
-                None::<bollard::query_parameters::InspectNetworkOptions>,
-            )
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(map_err(e)),
+        let mut nets = self.networks_named().await?;
+        if nets.is_empty() {
+            let req = NetworkCreateRequest {
+                name: self.cfg.network.clone(),
+                driver: Some("bridge".into()),
+                // Instances must not reach each other: no inter-container traffic.
+                options: Some(HashMap::from([("com.docker.network.bridge.enable_icc".into(), "false".into())])),
+                labels: Some(HashMap::from([("berth.network".into(), "instances".into())])),
+                ..Default::default()
+            };
+            self.docker.create_network(req).await.map_err(map_err)?;
+            nets = self.networks_named().await?;
         }
-        let req = NetworkCreateRequest {
-            name: self.cfg.network.clone(),
-            driver: Some("bridge".into()),
-            // Instances must not reach each other: no inter-container traffic.
-            options: Some(HashMap::from([(
-                "com.docker.network.bridge.enable_icc".into(),
-                "false".into(),
-            )])),
-            labels: Some(HashMap::from([(
-                "berth.network".into(),
-                "instances".into(),
-            )])),
-            ..Default::default()
+        // Docker allows several networks of one name; servers starting at once may
+        // each have made one. All of them keep the oldest and remove the rest.
+        nets.sort();
+        let Some((_, winner)) = nets.first().cloned() else {
+            return Err(RuntimeError::Failed(format!("network {} could not be created", self.cfg.network)));
         };
-        match self.docker.create_network(req).await {
-            Ok(_) => Ok(()),
-            // Another server created it meanwhile.
-            Err(DockerError::DockerResponseServerError {
-                status_code: 409, ..
-            }) => Ok(()),
-            Err(e) => Err(map_err(e)),
+        for (_, loser) in nets.iter().skip(1) {
+            let _ = self.docker.remove_network(loser).await;
         }
+        *self.network_id.write().unwrap_or_else(|e| e.into_inner()) = winner;
+        Ok(())
     }
 
     async fn create(&self, spec: &InstanceSpec) -> Result<()> {
-        let image = spec
-            .image
-            .clone()
-            .unwrap_or_else(|| self.cfg.base_image.clone());
+        let image = spec.image.clone().unwrap_or_else(|| self.cfg.base_image.clone());
         self.ensure_image(&image).await?;
         let labels = self.labels(spec);
         let volume = volume_name(spec.id.as_str());
         {
             let _p = self.permit().await;
-            let opts = VolumeCreateOptions {
-                name: Some(volume.clone()),
-                labels: Some(labels.clone()),
-                ..Default::default()
-            };
+            let opts =
+                VolumeCreateOptions { name: Some(volume.clone()), labels: Some(labels.clone()), ..Default::default() };
             self.docker.create_volume(opts).await.map_err(map_err)?;
         }
         let name = container_name(&spec.id);
@@ -339,17 +305,11 @@ impl Runtime for DockerRuntime {
             cap_add: Some(KEPT_CAPS.iter().map(|c| c.to_string()).collect()),
             security_opt: Some(vec!["no-new-privileges:true".into()]),
             privileged: Some(false),
-            network_mode: Some(self.cfg.network.clone()),
-            restart_policy: Some(RestartPolicy {
-                name: Some(RestartPolicyNameEnum::NO),
-                maximum_retry_count: None,
-            }),
+            network_mode: Some(self.network_ref()),
+            restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::NO), maximum_retry_count: None }),
             log_config: Some(HostConfigLogConfig {
                 typ: Some("json-file".into()),
-                config: Some(HashMap::from([
-                    ("max-size".into(), "10m".into()),
-                    ("max-file".into(), "3".into()),
-                ])),
+                config: Some(HashMap::from([("max-size".into(), "10m".into()), ("max-file".into(), "3".into())])),
             }),
             mounts: Some(vec![
                 Mount {
@@ -383,22 +343,13 @@ impl Runtime for DockerRuntime {
             labels: Some(labels),
             host_config: Some(host_config),
             networking_config: Some(NetworkingConfig {
-                endpoints_config: Some(HashMap::from([(
-                    self.cfg.network.clone(),
-                    EndpointSettings::default(),
-                )])),
+                endpoints_config: Some(HashMap::from([(self.network_ref(), EndpointSettings::default())])),
             }),
             ..Default::default()
         };
         let _p = self.permit().await;
-        let opts = CreateContainerOptions {
-            name: Some(name),
-            platform: String::new(),
-        };
-        self.docker
-            .create_container(Some(opts), body)
-            .await
-            .map_err(map_err)?;
+        let opts = CreateContainerOptions { name: Some(name), platform: String::new() };
+        self.docker.create_container(Some(opts), body).await.map_err(map_err)?;
         Ok(())
     }
 
@@ -406,10 +357,7 @@ impl Runtime for DockerRuntime {
         let _p = self.permit().await;
         match self
             .docker
-            .start_container(
-                &container_name(id),
-                None::<bollard::query_parameters::StartContainerOptions>,
-            )
+            .start_container(&container_name(id), None::<bollard::query_parameters::StartContainerOptions>)
             .await
         {
             Ok(()) => Ok(()),
@@ -427,10 +375,7 @@ impl Runtime for DockerRuntime {
                 let _ = self.docker.unpause_container(&name).await;
             }
         }
-        let opts = StopContainerOptions {
-            t: Some(self.cfg.stop_grace_secs),
-            signal: None,
-        };
+        let opts = StopContainerOptions { t: Some(self.cfg.stop_grace_secs), signal: None };
         match self.docker.stop_container(&name, Some(opts)).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_modified(&e) || is_not_found(&e) => Ok(()),
@@ -440,18 +385,12 @@ impl Runtime for DockerRuntime {
 
     async fn pause(&self, id: &InstanceId) -> Result<()> {
         let _p = self.permit().await;
-        self.docker
-            .pause_container(&container_name(id))
-            .await
-            .map_err(map_err)
+        self.docker.pause_container(&container_name(id)).await.map_err(map_err)
     }
 
     async fn resume(&self, id: &InstanceId) -> Result<()> {
         let _p = self.permit().await;
-        self.docker
-            .unpause_container(&container_name(id))
-            .await
-            .map_err(map_err)
+        self.docker.unpause_container(&container_name(id)).await.map_err(map_err)
     }
 
     async fn resize(&self, id: &InstanceId, size: &SizeSpec) -> Result<()> {
@@ -464,10 +403,7 @@ impl Runtime for DockerRuntime {
             ..Default::default()
         };
         let _p = self.permit().await;
-        self.docker
-            .update_container(&container_name(id), body)
-            .await
-            .map_err(map_err)
+        self.docker.update_container(&container_name(id), body).await.map_err(map_err)
     }
 
     async fn remove(&self, id: &InstanceId) -> Result<()> {
@@ -481,37 +417,21 @@ impl Runtime for DockerRuntime {
 
     async fn inspect(&self, id: &InstanceId) -> Result<ContainerState> {
         let _p = self.permit().await;
-        let info = match self
-            .docker
-            .inspect_container(&container_name(id), NO_INSPECT)
-            .await
-        {
+        let info = match self.docker.inspect_container(&container_name(id), NO_INSPECT).await {
             Ok(info) => info,
-            Err(e) if is_not_found(&e) => {
-                return Ok(ContainerState {
-                    observed: Observed::Missing,
-                    agent_addr: None,
-                })
-            }
+            Err(e) if is_not_found(&e) => return Ok(ContainerState { observed: Observed::Missing, agent_addr: None }),
             Err(e) => return Err(map_err(e)),
         };
         let state = info.state.unwrap_or_default();
         let observed = match state.status {
-            Some(ContainerStateStatusEnum::RUNNING) if state.paused == Some(true) => {
-                Observed::Paused
-            }
+            Some(ContainerStateStatusEnum::RUNNING) if state.paused == Some(true) => Observed::Paused,
             Some(ContainerStateStatusEnum::RUNNING) => Observed::Running,
             Some(ContainerStateStatusEnum::PAUSED) => Observed::Paused,
             Some(ContainerStateStatusEnum::CREATED) => Observed::Created,
-            Some(ContainerStateStatusEnum::EXITED) => Observed::Exited {
-                code: state.exit_code.unwrap_or(-1),
-                oom_killed: state.oom_killed.unwrap_or(false),
-            },
-            other => Observed::Other(
-                other
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| "unknown".into()),
-            ),
+            Some(ContainerStateStatusEnum::EXITED) => {
+                Observed::Exited { code: state.exit_code.unwrap_or(-1), oom_killed: state.oom_killed.unwrap_or(false) }
+            }
+            other => Observed::Other(other.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into())),
         };
         let agent_addr = info
             .network_settings
@@ -520,46 +440,26 @@ impl Runtime for DockerRuntime {
             .and_then(|ep| ep.ip_address)
             .and_then(|ip| ip.parse::<IpAddr>().ok())
             .map(|ip| SocketAddr::new(ip, AGENT_PORT));
-        Ok(ContainerState {
-            observed,
-            agent_addr,
-        })
+        Ok(ContainerState { observed, agent_addr })
     }
 
     async fn list(&self) -> Result<Vec<ManagedContainer>> {
-        let opts = ListContainersOptions {
-            all: true,
-            filters: Some(self.install_filter()),
-            ..Default::default()
-        };
+        let opts = ListContainersOptions { all: true, filters: Some(self.install_filter()), ..Default::default() };
         let _p = self.permit().await;
-        let found = self
-            .docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(map_err)?;
+        let found = self.docker.list_containers(Some(opts)).await.map_err(map_err)?;
         Ok(found
             .into_iter()
             .filter_map(|c| {
                 let instance_id = c.labels?.get(LABEL_INSTANCE)?.clone();
-                Some(ManagedContainer {
-                    instance_id,
-                    name: c.id?,
-                })
+                Some(ManagedContainer { instance_id, name: c.id? })
             })
             .collect())
     }
 
     async fn list_volumes(&self) -> Result<Vec<String>> {
-        let opts = ListVolumesOptions {
-            filters: Some(self.install_filter()),
-        };
+        let opts = ListVolumesOptions { filters: Some(self.install_filter()) };
         let _p = self.permit().await;
-        let found = self
-            .docker
-            .list_volumes(Some(opts))
-            .await
-            .map_err(map_err)?;
+        let found = self.docker.list_volumes(Some(opts)).await.map_err(map_err)?;
         Ok(found
             .volumes
             .unwrap_or_default()

@@ -19,11 +19,8 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let content_type = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.to_ascii_lowercase());
+        let content_type =
+            req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|s| s.to_ascii_lowercase());
         let body = bytes::Bytes::from_request(req, state)
             .await
             .map_err(|e| ApiError::InvalidRequest { field: None, message: format!("could not read the body: {e}") })?;
@@ -99,7 +96,10 @@ where
                 Some(name) => name.to_string(),
                 None => field,
             };
-            ApiError::InvalidRequest { message: format!("invalid query parameter `{field}`: {message}"), field: Some(field) }
+            ApiError::InvalidRequest {
+                message: format!("invalid query parameter `{field}`: {message}"),
+                field: Some(field),
+            }
         })
     }
 }

@@ -69,7 +69,10 @@ pub fn render_html() -> String {
                 }
                 body.push_str("<ul>");
                 for (status, resp) in op["responses"].as_object().into_iter().flatten() {
-                    body.push_str(&format!("<li>{status}: {}</li>", escape(resp["description"].as_str().unwrap_or(""))));
+                    body.push_str(&format!(
+                        "<li>{status}: {}</li>",
+                        escape(resp["description"].as_str().unwrap_or(""))
+                    ));
                 }
                 body.push_str("</ul></section>");
             }

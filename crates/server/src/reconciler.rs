@@ -211,7 +211,9 @@ async fn reconcile_one(
 fn describe(observed: &Observed) -> String {
     match observed {
         Observed::Missing => "container was removed".into(),
-        Observed::Exited { code, oom_killed: true } => format!("container was killed for lack of memory (exit code {code})"),
+        Observed::Exited { code, oom_killed: true } => {
+            format!("container was killed for lack of memory (exit code {code})")
+        }
         Observed::Exited { code, .. } => format!("container exited with code {code}"),
         Observed::Created => "container was not running".into(),
         Observed::Other(s) => format!("container was {s}"),
@@ -227,7 +229,8 @@ async fn revive(
     observed: &Observed,
 ) -> anyhow::Result<()> {
     let why = describe(observed);
-    let verdict = crashes.lock().unwrap_or_else(|e| e.into_inner()).entry(rec.id.clone()).or_default().decide(Instant::now());
+    let verdict =
+        crashes.lock().unwrap_or_else(|e| e.into_inner()).entry(rec.id.clone()).or_default().decide(Instant::now());
     match verdict {
         Verdict::Wait => Ok(()),
         Verdict::GiveUp { restarts } => {
@@ -243,6 +246,9 @@ async fn revive(
         Verdict::Restart => {
             state.metrics.reconciled("restart");
             tracing::info!(instance = %rec.id, %why, "bringing instance back");
+            // Every attempt counts, so a crash loop shows in restart_count too.
+            rec.restart_count += 1;
+            state.store.update_instance(rec).await?;
             if matches!(observed, Observed::Exited { .. } | Observed::Created | Observed::Other(_)) {
                 // Keep the data, replace the dead container only if start fails.
                 if let Err(e) = bring_up(state, rec).await {
@@ -253,7 +259,6 @@ async fn revive(
             } else {
                 bring_up(state, rec).await.map_err(anyhow_rt)?;
             }
-            rec.restart_count += 1;
             let status = rec.status;
             set_status(state, rec, status, ACTOR, Some(format!("{why}; brought back"))).await?;
             Ok(())

@@ -18,10 +18,18 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data).with_context(|| format!("creating data dir {}", args.data.display()))?;
     let store: Arc<dyn Store> = match args.database_url.as_deref() {
         None => Arc::new(SqliteStore::open(&args.data.join("berth.db")).await.context("opening the SQLite database")?),
-        Some(url) if url.starts_with("sqlite:") => Arc::new(SqliteStore::open_url(url).await.context("opening the database")?),
+        Some(url) if url.starts_with("sqlite:") => {
+            Arc::new(SqliteStore::open_url(url).await.context("opening the database")?)
+        }
         Some(url) => bail!("unsupported --database-url `{url}`: this build stores state in SQLite (sqlite:PATH)"),
     };
-    let install_id = store.meta_init("install_id", &berth_core::ids::random_label(12)).await?;
+    // The installation id scopes this server's containers (label `berth.install`);
+    // BERTH_INSTALL_ID names it on first start (tests use it to clean up after themselves).
+    let proposed = std::env::var("BERTH_INSTALL_ID")
+        .ok()
+        .filter(|s| !s.is_empty() && s.len() <= 40 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .unwrap_or_else(|| berth_core::ids::random_label(12));
+    let install_id = store.meta_init("install_id", &proposed).await?;
 
     let runtime: Arc<dyn Runtime> = match args.runtime {
         RuntimeKind::Docker => {
@@ -40,7 +48,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     runtime.prepare().await.context("preparing the runtime")?;
     crate::bootstrap::ensure_default_workspace(store.as_ref(), &args.data, args.instance_limit).await?;
     if args.llm_base_url.is_some() || args.billing {
-        tracing::warn!("the managed LLM proxy and billing are not part of this build; --llm-* and --billing are ignored");
+        tracing::warn!(
+            "the managed LLM proxy and billing are not part of this build; --llm-* and --billing are ignored"
+        );
     }
 
     let state = AppState {
@@ -60,7 +70,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let reconciler = Reconciler::new(state.clone());
     tokio::spawn(reconciler.run(Duration::from_millis(args.reconcile_interval_ms.max(100))));
 
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, install = %install_id, "berth server listening");
     println!("berth server listening on http://{}", listener.local_addr()?);
     axum::serve(listener, crate::routes::router(state)).with_graceful_shutdown(shutdown_signal()).await?;

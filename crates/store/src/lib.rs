@@ -71,11 +71,7 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts an instance unless its workspace already holds `limit` live instances.
     async fn insert_instance(&self, rec: &InstanceRecord, limit: u32) -> Result<()>;
     /// One instance, scoped to a workspace when given.
-    async fn instance(
-        &self,
-        ws: Option<&WorkspaceId>,
-        id: &InstanceId,
-    ) -> Result<Option<InstanceRecord>>;
+    async fn instance(&self, ws: Option<&WorkspaceId>, id: &InstanceId) -> Result<Option<InstanceRecord>>;
     /// A page of a workspace's instances, newest first, older than `before_seq`.
     async fn list_instances(
         &self,

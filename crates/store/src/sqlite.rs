@@ -1,14 +1,9 @@
 //! The SQLite backend (sqlx, WAL mode, embedded migrations).
 
-use crate::{
-    EventRecord, InstanceFilter, InstanceRecord, KeyRecord, Result, Store, StoreError,
-    WorkspaceRecord,
-};
+use crate::{EventRecord, InstanceFilter, InstanceRecord, KeyRecord, Result, Store, StoreError, WorkspaceRecord};
 use async_trait::async_trait;
 use berth_core::{now_secs, InstanceId, KeyId, Status, WorkspaceId};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
@@ -44,10 +39,7 @@ impl SqliteStore {
     }
 
     async fn connect(opts: SqliteConnectOptions) -> Result<Self> {
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(opts)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })
     }
@@ -82,9 +74,7 @@ fn instance_from_row(row: &SqliteRow) -> Result<InstanceRecord> {
         budget_cap_usd: row.try_get("budget_cap_usd")?,
         topup_micros: row.try_get("topup_micros")?,
         lifecycle_mode: row.try_get("lifecycle_mode")?,
-        idle_timeout_secs: row
-            .try_get::<Option<i64>, _>("idle_timeout")?
-            .map(|v| v as u64),
+        idle_timeout_secs: row.try_get::<Option<i64>, _>("idle_timeout")?.map(|v| v as u64),
         status: status(row.try_get("status")?)?,
         status_reason: row.try_get("status_reason")?,
         restart_count: row.try_get::<i64, _>("restart_count")? as u32,
@@ -127,10 +117,7 @@ impl Store for SqliteStore {
     }
 
     async fn meta(&self, key: &str) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT value FROM meta WHERE key = ?")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query("SELECT value FROM meta WHERE key = ?").bind(key).fetch_optional(&self.pool).await?;
         Ok(row.map(|r| r.get("value")))
     }
 
@@ -144,38 +131,29 @@ impl Store for SqliteStore {
     }
 
     async fn create_workspace(&self, ws: &WorkspaceRecord) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO workspaces (id, name, instance_limit, created_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(ws.id.as_str())
-        .bind(&ws.name)
-        .bind(ws.instance_limit as i64)
-        .bind(ws.created_at)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query("INSERT INTO workspaces (id, name, instance_limit, created_at) VALUES (?, ?, ?, ?)")
+            .bind(ws.id.as_str())
+            .bind(&ws.name)
+            .bind(ws.instance_limit as i64)
+            .bind(ws.created_at)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     async fn workspace(&self, id: &WorkspaceId) -> Result<Option<WorkspaceRecord>> {
-        let row = sqlx::query("SELECT * FROM workspaces WHERE id = ?")
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT * FROM workspaces WHERE id = ?").bind(id.as_str()).fetch_optional(&self.pool).await?;
         row.as_ref().map(workspace_from_row).transpose()
     }
 
     async fn workspaces(&self) -> Result<Vec<WorkspaceRecord>> {
-        let rows = sqlx::query("SELECT * FROM workspaces ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query("SELECT * FROM workspaces ORDER BY created_at, id").fetch_all(&self.pool).await?;
         rows.iter().map(workspace_from_row).collect()
     }
 
     async fn workspace_count(&self) -> Result<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM workspaces")
-            .fetch_one(&self.pool)
-            .await?
-            .get("n"))
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM workspaces").fetch_one(&self.pool).await?.get("n"))
     }
 
     async fn create_key(&self, key: &KeyRecord) -> Result<()> {
@@ -195,19 +173,15 @@ impl Store for SqliteStore {
     }
 
     async fn key_by_hash(&self, hash: &str) -> Result<Option<KeyRecord>> {
-        let row = sqlx::query("SELECT * FROM api_keys WHERE hash = ?")
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query("SELECT * FROM api_keys WHERE hash = ?").bind(hash).fetch_optional(&self.pool).await?;
         row.as_ref().map(key_from_row).transpose()
     }
 
     async fn keys(&self, ws: &WorkspaceId) -> Result<Vec<KeyRecord>> {
-        let rows =
-            sqlx::query("SELECT * FROM api_keys WHERE workspace_id = ? ORDER BY created_at, id")
-                .bind(ws.as_str())
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query("SELECT * FROM api_keys WHERE workspace_id = ? ORDER BY created_at, id")
+            .bind(ws.as_str())
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(key_from_row).collect()
     }
 
@@ -260,19 +234,10 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn instance(
-        &self,
-        ws: Option<&WorkspaceId>,
-        id: &InstanceId,
-    ) -> Result<Option<InstanceRecord>> {
+    async fn instance(&self, ws: Option<&WorkspaceId>, id: &InstanceId) -> Result<Option<InstanceRecord>> {
         let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = ? AND (? IS NULL OR workspace_id = ?)");
         let ws = ws.map(|w| w.as_str().to_string());
-        let row = sqlx::query(&sql)
-            .bind(id.as_str())
-            .bind(&ws)
-            .bind(&ws)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&sql).bind(id.as_str()).bind(&ws).bind(&ws).fetch_optional(&self.pool).await?;
         row.as_ref().map(instance_from_row).transpose()
     }
 
@@ -342,23 +307,22 @@ impl Store for SqliteStore {
     }
 
     async fn delete_instance(&self, id: &InstanceId) -> Result<()> {
-        sqlx::query("DELETE FROM instances WHERE id = ?")
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await?;
+        sqlx::query("DELETE FROM instances WHERE id = ?").bind(id.as_str()).execute(&self.pool).await?;
         Ok(())
     }
 
     async fn record_event(&self, ev: &EventRecord) -> Result<()> {
-        sqlx::query("INSERT INTO events (instance_id, at, from_status, to_status, actor, reason) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(ev.instance_id.as_str())
-            .bind(ev.at)
-            .bind(ev.from.map(|s| s.as_str()))
-            .bind(ev.to.as_str())
-            .bind(&ev.actor)
-            .bind(&ev.reason)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO events (instance_id, at, from_status, to_status, actor, reason) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(ev.instance_id.as_str())
+        .bind(ev.at)
+        .bind(ev.from.map(|s| s.as_str()))
+        .bind(ev.to.as_str())
+        .bind(&ev.actor)
+        .bind(&ev.reason)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

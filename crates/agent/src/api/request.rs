@@ -51,7 +51,10 @@ pub fn parse_input(input: Option<Value>) -> Result<Vec<Item>, ApiError> {
         }
     };
     if items.is_empty() {
-        return Err(ApiError::invalid_param("input", "'input' must not be empty."));
+        return Err(ApiError::invalid_param(
+            "input",
+            "'input' must not be empty.",
+        ));
     }
     Ok(items)
 }
@@ -67,7 +70,10 @@ fn user_text(text: String) -> Item {
 
 fn parse_item(v: Value, param: &str) -> Result<Item, ApiError> {
     let Value::Object(mut obj) = v else {
-        return Err(ApiError::invalid_param(param, format!("'{param}' must be an object.")));
+        return Err(ApiError::invalid_param(
+            param,
+            format!("'{param}' must be an object."),
+        ));
     };
     let kind = obj.get("type").and_then(Value::as_str).unwrap_or("message");
     match kind {
@@ -186,7 +192,10 @@ mod tests {
 
     #[test]
     fn bad_inputs_name_the_parameter() {
-        assert_eq!(parse_input(None).unwrap_err().param.as_deref(), Some("input"));
+        assert_eq!(
+            parse_input(None).unwrap_err().param.as_deref(),
+            Some("input")
+        );
         let e = parse_input(Some(json!(5))).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("input"));
         let e = parse_input(Some(json!([{"role": "wizard", "content": "x"}]))).unwrap_err();

@@ -36,7 +36,11 @@ fn status_message(status: u16, url: &str, detail: &str) -> String {
         500..=599 => "the provider is failing or overloaded; try again later",
         _ => "unexpected status",
     };
-    let detail = if detail.is_empty() { String::new() } else { format!(": {detail}") };
+    let detail = if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    };
     format!("The model provider at {url} answered {status} ({hint}){detail}")
 }
 

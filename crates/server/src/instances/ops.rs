@@ -47,7 +47,14 @@ pub async fn set_status(
     rec.updated_at = now_secs();
     state.store.update_instance(rec).await?;
     if from != to || reason.is_some() {
-        let ev = EventRecord { instance_id: rec.id.clone(), at: rec.updated_at, from: Some(from), to, actor: actor.into(), reason };
+        let ev = EventRecord {
+            instance_id: rec.id.clone(),
+            at: rec.updated_at,
+            from: Some(from),
+            to,
+            actor: actor.into(),
+            reason,
+        };
         state.store.record_event(&ev).await?;
     }
     Ok(())
@@ -62,9 +69,13 @@ pub async fn wait_ready(state: &AppState, id: &InstanceId) -> Result<(), Runtime
         match cs.observed {
             Observed::Exited { code, oom_killed } => {
                 let why = if oom_killed { " (out of memory)".to_string() } else { String::new() };
-                return Err(RuntimeError::Failed(format!("the instance's main process exited with code {code}{why} while starting")));
+                return Err(RuntimeError::Failed(format!(
+                    "the instance's main process exited with code {code}{why} while starting"
+                )));
             }
-            Observed::Missing => return Err(RuntimeError::Failed("the instance's container disappeared while starting".into())),
+            Observed::Missing => {
+                return Err(RuntimeError::Failed("the instance's container disappeared while starting".into()))
+            }
             Observed::Running => {
                 if let Some(addr) = cs.agent_addr {
                     let url = format!("http://{addr}/health");
@@ -150,7 +161,14 @@ pub async fn create(state: AppState, auth: Auth, v: ValidCreate) -> ApiResult<In
     let actor = auth.actor();
     state
         .store
-        .record_event(&EventRecord { instance_id: id.clone(), at: now, from: None, to: Status::Creating, actor: actor.clone(), reason: None })
+        .record_event(&EventRecord {
+            instance_id: id.clone(),
+            at: now,
+            from: None,
+            to: Status::Creating,
+            actor: actor.clone(),
+            reason: None,
+        })
         .await?;
     let outcome = async {
         state.runtime.create(&spec_of(&rec)).await?;
@@ -265,10 +283,10 @@ pub async fn patch(state: AppState, auth: Auth, id: String, v: ValidUpdate) -> A
     let rec = load(&state, &auth, &id).await?;
     let _guard = state.locks.lock(&rec.id).await;
     let mut rec = load(&state, &auth, &id).await?;
+    // Size and env need a live (not deleted) instance; name, metadata and budget
+    // may change on a deleted one too, but not mid-create.
     let runtime_change = v.size.is_some() || v.env.is_some();
-    if runtime_change {
-        transition(rec.status, Action::Reconfigure)?;
-    } else if matches!(rec.status, Status::Creating) {
+    if runtime_change || rec.status == Status::Creating {
         transition(rec.status, Action::Reconfigure)?;
     }
     if let Some(name) = v.name {
@@ -319,7 +337,14 @@ pub async fn delete(state: AppState, auth: Auth, id: String, purge: bool) -> Api
         }
         state.runtime.purge(&rec.id).await?;
         state.store.delete_instance(&rec.id).await?;
-        let ev = EventRecord { instance_id: rec.id.clone(), at: now_secs(), from: Some(rec.status), to: Status::Deleted, actor, reason: Some("purged".into()) };
+        let ev = EventRecord {
+            instance_id: rec.id.clone(),
+            at: now_secs(),
+            from: Some(rec.status),
+            to: Status::Deleted,
+            actor,
+            reason: Some("purged".into()),
+        };
         state.store.record_event(&ev).await?;
         return Ok(None);
     }

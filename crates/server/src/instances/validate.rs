@@ -45,7 +45,9 @@ pub fn create(body: CreateInstance) -> Result<ValidCreate, ApiError> {
     };
     let region = match body.region.as_deref() {
         None | Some("local") => "local".to_string(),
-        Some(r) => return Err(ApiError::invalid("region", format!("unknown region `{}`; this server offers: local", clip(r)))),
+        Some(r) => {
+            return Err(ApiError::invalid("region", format!("unknown region `{}`; this server offers: local", clip(r))))
+        }
     };
     let (budget_cap_usd, topup_micros) = budget(body.budget.as_ref())?;
     Ok(ValidCreate {
@@ -137,10 +139,16 @@ fn metadata(value: Option<&Value>) -> Result<Option<BTreeMap<String, String>>, A
     }
     for (k, v) in &map {
         if k.is_empty() || k.chars().count() > MAX_META_KEY {
-            return Err(ApiError::invalid(format!("metadata.{}", clip(k)), format!("metadata keys are 1–{MAX_META_KEY} characters")));
+            return Err(ApiError::invalid(
+                format!("metadata.{}", clip(k)),
+                format!("metadata keys are 1–{MAX_META_KEY} characters"),
+            ));
         }
         if v.chars().count() > MAX_META_VALUE {
-            return Err(ApiError::invalid(format!("metadata.{k}"), format!("metadata values are at most {MAX_META_VALUE} characters")));
+            return Err(ApiError::invalid(
+                format!("metadata.{k}"),
+                format!("metadata values are at most {MAX_META_VALUE} characters"),
+            ));
         }
     }
     Ok(Some(map))
@@ -159,14 +167,23 @@ fn env(value: Option<&Value>) -> Result<Option<BTreeMap<String, String>>, ApiErr
         if !valid {
             return Err(ApiError::invalid(
                 format!("env.{}", clip(k)),
-                format!("`{}` is not a valid variable name (letters, digits and _, not starting with a digit)", clip(k)),
+                format!(
+                    "`{}` is not a valid variable name (letters, digits and _, not starting with a digit)",
+                    clip(k)
+                ),
             ));
         }
         if RESERVED_ENV.contains(&k.as_str()) {
-            return Err(ApiError::invalid(format!("env.{k}"), format!("`{k}` is set by berth and cannot be overridden")));
+            return Err(ApiError::invalid(
+                format!("env.{k}"),
+                format!("`{k}` is set by berth and cannot be overridden"),
+            ));
         }
         if v.len() > MAX_ENV_VALUE || v.contains('\0') {
-            return Err(ApiError::invalid(format!("env.{k}"), format!("value of `{k}` is longer than {MAX_ENV_VALUE} bytes or contains NUL")));
+            return Err(ApiError::invalid(
+                format!("env.{k}"),
+                format!("value of `{k}` is longer than {MAX_ENV_VALUE} bytes or contains NUL"),
+            ));
         }
     }
     Ok(Some(map))
@@ -196,10 +213,9 @@ fn lifecycle(l: Option<Lifecycle>) -> Result<Lifecycle, ApiError> {
         )),
         ("cold_start", Some(t)) if (60..=30 * 24 * 3600).contains(&t) => Ok(l),
         ("cold_start", None) => Ok(Lifecycle { mode: l.mode, idle_timeout_secs: Some(900) }),
-        ("cold_start", Some(_)) => Err(ApiError::invalid(
-            "lifecycle.idle_timeout_secs",
-            "`idle_timeout_secs` must be between 60 and 2592000",
-        )),
+        ("cold_start", Some(_)) => {
+            Err(ApiError::invalid("lifecycle.idle_timeout_secs", "`idle_timeout_secs` must be between 60 and 2592000"))
+        }
         (m, _) => Err(ApiError::invalid(
             "lifecycle.mode",
             format!("unknown lifecycle mode `{}`; modes are always_on and cold_start", clip(m)),
@@ -233,7 +249,10 @@ mod tests {
         let bad = |body: CreateInstance| field_of(create(body).unwrap_err());
         assert_eq!(bad(CreateInstance { size: Some(3), ..Default::default() }), "size");
         assert_eq!(bad(CreateInstance { name: Some("x".repeat(101)), ..Default::default() }), "name");
-        assert_eq!(bad(CreateInstance { metadata: Some(json!({"a": {"b": "c"}})), ..Default::default() }), "metadata.a");
+        assert_eq!(
+            bad(CreateInstance { metadata: Some(json!({"a": {"b": "c"}})), ..Default::default() }),
+            "metadata.a"
+        );
         assert_eq!(bad(CreateInstance { env: Some(json!({"1BAD": "x"})), ..Default::default() }), "env.1BAD");
         assert_eq!(bad(CreateInstance { env: Some(json!({"A-B": "x"})), ..Default::default() }), "env.A-B");
         assert_eq!(bad(CreateInstance { template: Some("nope".into()), ..Default::default() }), "template");

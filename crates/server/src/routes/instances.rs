@@ -68,11 +68,8 @@ pub async fn list(
     if !(1..=100).contains(&limit) {
         return Err(ApiError::invalid("limit", "`limit` must be between 1 and 100"));
     }
-    let status = q
-        .status
-        .as_deref()
-        .map(|s| s.parse::<Status>().map_err(|e| ApiError::invalid("status", e)))
-        .transpose()?;
+    let status =
+        q.status.as_deref().map(|s| s.parse::<Status>().map_err(|e| ApiError::invalid("status", e))).transpose()?;
     let before = q
         .cursor
         .as_deref()
@@ -166,7 +163,9 @@ pub async fn lifecycle(
         "resume" => Action::Resume,
         "update" => Action::Update,
         "restore" => Action::Restore,
-        _ => return Err(ApiError::NotFound { code: "not_found", message: format!("no action `{action}` on instances") }),
+        _ => {
+            return Err(ApiError::NotFound { code: "not_found", message: format!("no action `{action}` on instances") })
+        }
     };
     // Existence (and tenancy) first, so a foreign id is 404 whatever the action.
     ops::get(&state, &auth, &id).await?;

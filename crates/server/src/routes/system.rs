@@ -32,7 +32,8 @@ async fn healthz(State(state): State<AppState>) -> Response {
             if let Err(e) = rt {
                 problems.insert("runtime".into(), json!(e.to_string()));
             }
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "problems": problems}))).into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "problems": problems})))
+                .into_response()
         }
     }
 }

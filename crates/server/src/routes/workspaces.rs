@@ -136,7 +136,8 @@ pub async fn list_keys(State(state): State<AppState>, auth: Auth) -> ApiResult<J
     responses((status = 200, description = "`{id, object, deleted: true}`"), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn delete_key(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let not_found = || ApiError::NotFound { code: "key_not_found", message: format!("no key `{id}` in this workspace") };
+    let not_found =
+        || ApiError::NotFound { code: "key_not_found", message: format!("no key `{id}` in this workspace") };
     let key_id = KeyId::parse(&id).ok_or_else(not_found)?;
     if !state.store.delete_key(&auth.workspace_id, &key_id).await? {
         return Err(not_found());

@@ -1,0 +1,307 @@
+//! LLM providers: one HTTP client, two wire protocols (OpenAI-compatible chat
+//! completions, Anthropic Messages), both streamed and decoded into
+//! [`ProviderEvent`]s as the bytes arrive.
+
+mod anthropic;
+mod error;
+mod openai;
+mod sse;
+
+pub use error::ProviderError;
+
+use crate::api::{FunctionCallOutputItem, Item, MessageItem};
+use crate::config::ProviderKind;
+use serde_json::Value;
+use sse::{SseEvent, SseParser};
+use std::collections::{HashSet, VecDeque};
+use std::time::Duration;
+
+/// A tool the model may call, described as a JSON-schema function.
+#[derive(Debug, Clone)]
+pub struct ToolSpec {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub parameters: Value,
+}
+
+/// One model call: the whole conversation so far plus the tools offered.
+#[derive(Debug)]
+pub struct ChatRequest<'a> {
+    pub model: &'a str,
+    pub system: &'a str,
+    pub history: &'a [Item],
+    pub tools: &'a [ToolSpec],
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub max_output_tokens: Option<u32>,
+}
+
+/// What a model stream yields, provider-neutral.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderEvent {
+    Text(String),
+    Reasoning(String),
+    /// A tool call begins; `index` identifies it for the argument deltas.
+    ToolCallStart {
+        index: usize,
+        call_id: String,
+        name: String,
+    },
+    ToolCallArgs {
+        index: usize,
+        delta: String,
+    },
+    Usage {
+        input: u64,
+        output: u64,
+    },
+}
+
+/// A configured endpoint of one protocol.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub kind: ProviderKind,
+    pub base_url: String,
+    pub api_key: Option<String>,
+    pub http: reqwest::Client,
+    pub idle_timeout: Duration,
+}
+
+/// Decodes one protocol's SSE events.
+enum Decoder {
+    OpenAi(openai::Decoder),
+    Anthropic(anthropic::Decoder),
+}
+
+/// A model answer being streamed; pull events with [`ModelStream::next`].
+pub struct ModelStream {
+    body: reqwest::Response,
+    url: String,
+    idle_timeout: Duration,
+    parser: SseParser,
+    decoder: Decoder,
+    queue: VecDeque<ProviderEvent>,
+    /// No more bytes will be read.
+    finished: bool,
+    /// An error was returned; nothing more is.
+    failed: bool,
+}
+
+impl Provider {
+    /// Sends the request and returns once the provider has accepted it.
+    pub async fn start(&self, req: &ChatRequest<'_>) -> Result<ModelStream, ProviderError> {
+        let history = normalize(req.history);
+        let (url, builder, decoder) = match self.kind {
+            ProviderKind::OpenAi => {
+                let url = format!("{}/chat/completions", self.base_url.trim_end_matches('/'));
+                let mut b = self.http.post(&url).json(&openai::body(req, &history));
+                if let Some(key) = &self.api_key {
+                    b = b.bearer_auth(key);
+                }
+                (url, b, Decoder::OpenAi(Default::default()))
+            }
+            ProviderKind::Anthropic => {
+                let url = anthropic::endpoint(&self.base_url, "messages");
+                let b = anthropic::headers(self.http.post(&url), self.api_key.as_deref())
+                    .json(&anthropic::body(req, &history));
+                (url, b, Decoder::Anthropic(Default::default()))
+            }
+        };
+        let body = self.send(&url, builder).await?;
+        Ok(ModelStream {
+            body,
+            url,
+            idle_timeout: self.idle_timeout,
+            parser: SseParser::default(),
+            decoder,
+            queue: VecDeque::new(),
+            finished: false,
+            failed: false,
+        })
+    }
+
+    /// Model ids the provider reports.
+    pub async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
+        let (url, builder) = match self.kind {
+            ProviderKind::OpenAi => {
+                let url = format!("{}/models", self.base_url.trim_end_matches('/'));
+                let mut b = self.http.get(&url);
+                if let Some(key) = &self.api_key {
+                    b = b.bearer_auth(key);
+                }
+                (url, b)
+            }
+            ProviderKind::Anthropic => {
+                let url = anthropic::endpoint(&self.base_url, "models");
+                (
+                    url.clone(),
+                    anthropic::headers(self.http.get(&url), self.api_key.as_deref()),
+                )
+            }
+        };
+        let resp = self
+            .send(&url, builder.timeout(Duration::from_secs(5)))
+            .await?;
+        let v: Value = resp
+            .json()
+            .await
+            .map_err(|e| ProviderError::Malformed(e.to_string()))?;
+        let ids = v["data"].as_array().map(Vec::as_slice).unwrap_or_default();
+        Ok(ids
+            .iter()
+            .filter_map(|m| m["id"].as_str().map(str::to_string))
+            .collect())
+    }
+
+    async fn send(
+        &self,
+        url: &str,
+        b: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let resp = match tokio::time::timeout(self.idle_timeout, b.send()).await {
+            Err(_) => {
+                return Err(ProviderError::Timeout {
+                    url: url.into(),
+                    after: self.idle_timeout,
+                })
+            }
+            Ok(r) => r.map_err(|e| ProviderError::from_reqwest(url, e))?,
+        };
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.text().await.unwrap_or_default();
+        Err(ProviderError::Status {
+            status: status.as_u16(),
+            url: url.into(),
+            detail: error::error_detail(&body),
+        })
+    }
+}
+
+impl ModelStream {
+    /// The next event; `None` once the answer is complete. After an error,
+    /// the stream yields nothing more.
+    pub async fn next(&mut self) -> Option<Result<ProviderEvent, ProviderError>> {
+        let r = self.pull().await;
+        if matches!(r, Some(Err(_))) {
+            self.finished = true;
+            self.failed = true;
+            self.queue.clear();
+        }
+        r
+    }
+
+    async fn pull(&mut self) -> Option<Result<ProviderEvent, ProviderError>> {
+        loop {
+            if self.failed {
+                return None;
+            }
+            if let Some(e) = self.queue.pop_front() {
+                return Some(Ok(e));
+            }
+            if self.finished {
+                return (!self.complete()).then_some(Err(ProviderError::Interrupted));
+            }
+            let mut events = Vec::new();
+            match tokio::time::timeout(self.idle_timeout, self.body.chunk()).await {
+                Err(_) => {
+                    return Some(Err(ProviderError::Timeout {
+                        url: self.url.clone(),
+                        after: self.idle_timeout,
+                    }));
+                }
+                Ok(Err(e)) => return Some(Err(ProviderError::from_reqwest(&self.url, e))),
+                Ok(Ok(Some(bytes))) => self.parser.feed(&bytes, &mut events),
+                Ok(Ok(None)) => {
+                    self.finished = true;
+                    self.parser.finish(&mut events);
+                }
+            }
+            if let Err(e) = self.decode(&events) {
+                return Some(Err(e));
+            }
+        }
+    }
+
+    fn decode(&mut self, events: &[SseEvent]) -> Result<(), ProviderError> {
+        for ev in events {
+            match &mut self.decoder {
+                Decoder::OpenAi(d) => d.decode(ev, &mut self.queue)?,
+                Decoder::Anthropic(d) => d.decode(ev, &mut self.queue)?,
+            }
+            if self.complete() {
+                // The protocol says the answer is over: stop reading.
+                self.finished = true;
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn complete(&self) -> bool {
+        match &self.decoder {
+            Decoder::OpenAi(d) => d.done || (self.finished && d.saw_finish),
+            Decoder::Anthropic(d) => d.done,
+        }
+    }
+}
+
+/// The history as a provider may take it: every tool call answered (a turn
+/// cut short leaves calls without results) and no result without its call.
+fn normalize(history: &[Item]) -> Vec<Item> {
+    let calls: HashSet<&str> = history
+        .iter()
+        .filter_map(|i| match i {
+            Item::FunctionCall(c) => Some(c.call_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let answered: HashSet<&str> = history
+        .iter()
+        .filter_map(|i| match i {
+            Item::FunctionCallOutput(o) => Some(o.call_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut out = Vec::with_capacity(history.len());
+    let mut unanswered: Vec<String> = Vec::new();
+    let flush = |out: &mut Vec<Item>, unanswered: &mut Vec<String>| {
+        for call_id in unanswered.drain(..) {
+            out.push(Item::FunctionCallOutput(FunctionCallOutputItem {
+                id: String::new(),
+                call_id,
+                output: "(no result: the turn was interrupted before this tool finished)".into(),
+                status: "incomplete".into(),
+            }));
+        }
+    };
+    for item in history {
+        match item {
+            Item::FunctionCall(c) => {
+                if !answered.contains(c.call_id.as_str()) {
+                    unanswered.push(c.call_id.clone());
+                }
+                out.push(item.clone());
+            }
+            Item::FunctionCallOutput(o) if !calls.contains(o.call_id.as_str()) => {
+                flush(&mut out, &mut unanswered);
+                let text = format!("Result of tool call {}: {}", o.call_id, o.output);
+                out.push(Item::Message(MessageItem {
+                    id: String::new(),
+                    role: crate::api::Role::User,
+                    content: vec![crate::api::ContentPart::InputText { text }],
+                    status: "completed".into(),
+                }));
+            }
+            Item::FunctionCallOutput(_) => out.push(item.clone()),
+            _ => {
+                flush(&mut out, &mut unanswered);
+                out.push(item.clone());
+            }
+        }
+    }
+    flush(&mut out, &mut unanswered);
+    out
+}

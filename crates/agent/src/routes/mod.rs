@@ -1,0 +1,59 @@
+//! HTTP routes of the instance plane, one module per resource, merged here
+//! behind the gateway-token check.
+
+mod auth;
+mod health;
+mod models;
+mod responses;
+mod sessions;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use axum::Router;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+/// Every route of the agent.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .merge(health::router())
+        .merge(responses::router())
+        .merge(sessions::router())
+        .merge(models::router())
+        .fallback(|| async {
+            ApiError::not_found("not_found", "No such route on this agent.".into())
+        })
+        .method_not_allowed_fallback(|| async {
+            let mut e = ApiError::bad_request(
+                "method_not_allowed",
+                "This method is not allowed on this route.".into(),
+            );
+            e.status = StatusCode::METHOD_NOT_ALLOWED;
+            e
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_gateway_token,
+        ))
+        .with_state(state)
+}
+
+/// Parses a JSON body, answering OpenAI-style 400s for what is wrong with it.
+fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "The request body is empty; send a JSON object.".into(),
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        use serde_json::error::Category;
+        let code = match e.classify() {
+            Category::Data => "invalid_type",
+            _ => "invalid_json",
+        };
+        ApiError::bad_request(code, format!("Invalid request body: {e}."))
+    })
+}

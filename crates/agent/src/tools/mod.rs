@@ -1,0 +1,130 @@
+//! The tools the model may call, acting on the instance's own computer.
+//! Every tool answers with text for the model; failures are text too
+//! (`error: ...`), so the model can see them and try something else.
+
+mod files;
+pub mod memory;
+mod shell;
+
+use crate::config::Limits;
+use crate::provider::ToolSpec;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the tools act on.
+#[derive(Debug, Clone)]
+pub struct ToolContext {
+    /// Where commands run and relative paths resolve.
+    pub workdir: PathBuf,
+    /// The memory notes file.
+    pub memory_path: PathBuf,
+    pub limits: Limits,
+    /// Serialises memory writes from concurrent sessions.
+    pub memory_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The tool descriptions offered to the model.
+pub fn specs() -> Vec<ToolSpec> {
+    vec![
+        ToolSpec {
+            name: "shell",
+            description: "Run a shell command (sh -c) on this computer. stdout and stderr are \
+                returned together with the exit code. Long-running commands are killed at the timeout.",
+            parameters: json!({"type": "object", "properties": {
+                "command": {"type": "string", "description": "The command line."},
+                "cwd": {"type": "string", "description": "Working directory (default: the agent's)."},
+                "timeout_secs": {"type": "integer", "description": "Time limit in seconds."}
+            }, "required": ["command"]}),
+        },
+        ToolSpec {
+            name: "read_file",
+            description: "Read a text file. Long files are cut; read on with offset.",
+            parameters: json!({"type": "object", "properties": {
+                "path": {"type": "string"},
+                "offset": {"type": "integer", "description": "Byte offset to start at."}
+            }, "required": ["path"]}),
+        },
+        ToolSpec {
+            name: "write_file",
+            description: "Write a text file (replacing it, or appending), creating parent directories.",
+            parameters: json!({"type": "object", "properties": {
+                "path": {"type": "string"},
+                "content": {"type": "string"},
+                "append": {"type": "boolean", "description": "Append instead of replacing."}
+            }, "required": ["path", "content"]}),
+        },
+        ToolSpec {
+            name: "list_dir",
+            description: "List a directory: directories end in '/', files show their size.",
+            parameters: json!({"type": "object", "properties": {
+                "path": {"type": "string", "description": "Directory (default: the working directory)."}
+            }}),
+        },
+        ToolSpec {
+            name: "memory_read",
+            description: "Read your persistent memory notes, kept across all sessions.",
+            parameters: json!({"type": "object", "properties": {}}),
+        },
+        ToolSpec {
+            name: "memory_write",
+            description: "Save to your persistent memory notes: append a note, or replace all notes.",
+            parameters: json!({"type": "object", "properties": {
+                "content": {"type": "string"},
+                "mode": {"type": "string", "enum": ["append", "replace"]}
+            }, "required": ["content"]}),
+        },
+    ]
+}
+
+/// Runs one tool call and returns its output for the model.
+pub async fn run(ctx: &ToolContext, name: &str, arguments: &str) -> String {
+    let args: Value = match serde_json::from_str(if arguments.trim().is_empty() {
+        "{}"
+    } else {
+        arguments
+    }) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => return "error: arguments must be a JSON object".into(),
+        Err(e) => return format!("error: arguments are not valid JSON ({e})"),
+    };
+    let str_arg = |k: &str| args.get(k).and_then(Value::as_str);
+    let path_arg = |k: &str| files::resolve(&ctx.workdir, str_arg(k).unwrap_or("."));
+    let cap = ctx.limits.output_cap;
+    match name {
+        "shell" => {
+            let Some(command) = str_arg("command") else {
+                return "error: missing 'command'".into();
+            };
+            let max = ctx.limits.shell_timeout;
+            let timeout = args["timeout_secs"]
+                .as_u64()
+                .map(|s| Duration::from_secs(s.max(1)).min(max))
+                .unwrap_or(max);
+            shell::run(command, &path_arg("cwd"), timeout, cap).await
+        }
+        "read_file" if str_arg("path").is_some() => {
+            files::read_file(&path_arg("path"), args["offset"].as_u64().unwrap_or(0), cap).await
+        }
+        "write_file" => match (str_arg("path"), str_arg("content")) {
+            (Some(_), Some(content)) => {
+                let append = args["append"].as_bool().unwrap_or(false);
+                files::write_file(&path_arg("path"), content, append).await
+            }
+            _ => "error: 'path' and 'content' are required".into(),
+        },
+        "list_dir" => files::list_dir(&path_arg("path")).await,
+        "memory_read" => memory::read(&ctx.memory_path).await,
+        "memory_write" => match str_arg("content") {
+            Some(content) => {
+                let _one_writer = ctx.memory_lock.lock().await;
+                let replace = str_arg("mode") == Some("replace");
+                memory::write(&ctx.memory_path, content, replace).await
+            }
+            None => "error: missing 'content'".into(),
+        },
+        "read_file" => "error: missing 'path'".into(),
+        other => format!("error: there is no tool named '{other}'"),
+    }
+}

@@ -1,0 +1,239 @@
+//! One turn of the agent: the user's input goes into the session, then the
+//! loop calls the model, runs the tools it asks for and feeds their results
+//! back, until the model answers or the step limit is hit.
+
+pub mod emitter;
+mod prepare;
+mod step;
+
+pub use emitter::{Emitter, Frame};
+pub use prepare::prepare;
+
+use crate::api::events;
+use crate::api::response::IncompleteDetails;
+use crate::api::{FunctionCallOutputItem, Item, Response, ResponseError, Status};
+use crate::busy::SessionGuard;
+use crate::ids::new_id;
+use crate::provider::{ChatRequest, Provider, ToolSpec};
+use crate::state::AppState;
+use std::sync::Arc;
+use step::StepError;
+
+/// A validated turn, its session claimed and its input stored.
+pub struct Turn {
+    state: Arc<AppState>,
+    _busy: SessionGuard,
+    response: Response,
+    history: Vec<Item>,
+    provider: Provider,
+    system: String,
+    max_steps: u32,
+    finished: bool,
+}
+
+/// How the loop ended.
+enum End {
+    Completed,
+    StepLimit,
+    Failed(ResponseError),
+    Cancelled,
+}
+
+impl Turn {
+    /// Runs the loop to its end and returns the final response.
+    pub async fn run(mut self, mut emitter: Emitter) -> Response {
+        let end = match self.steps(&mut emitter).await {
+            Ok(end) => end,
+            Err(StepError::Cancelled) => End::Cancelled,
+            Err(StepError::Provider(e)) => End::Failed(ResponseError {
+                code: e.code().into(),
+                message: e.to_string(),
+            }),
+            Err(StepError::Internal(message)) => End::Failed(ResponseError {
+                code: "internal_error".into(),
+                message,
+            }),
+        };
+        let kind = match end {
+            End::Completed => {
+                self.response.status = Status::Completed;
+                "response.completed"
+            }
+            End::StepLimit => {
+                self.response.status = Status::Incomplete;
+                self.response.incomplete_details = Some(IncompleteDetails {
+                    reason: "max_steps".into(),
+                });
+                "response.incomplete"
+            }
+            End::Failed(err) => {
+                tracing::warn!(response = %self.response.id, code = %err.code, "turn failed: {}", err.message);
+                self.response.status = Status::Failed;
+                self.response.error = Some(err);
+                "response.failed"
+            }
+            End::Cancelled => {
+                tracing::info!(response = %self.response.id, "client went away; turn cancelled");
+                self.response.status = Status::Cancelled;
+                ""
+            }
+        };
+        if let Err(e) = self.state.store.put_response(&self.response) {
+            tracing::error!(response = %self.response.id, "cannot store response: {e}");
+        }
+        self.finished = true;
+        if !kind.is_empty() {
+            let _ = emitter.emit(events::lifecycle(kind, &self.response)).await;
+        }
+        self.response.clone()
+    }
+
+    async fn steps(&mut self, emitter: &mut Emitter) -> Result<End, StepError> {
+        emitter
+            .emit(events::lifecycle("response.created", &self.response))
+            .await?;
+        emitter
+            .emit(events::lifecycle("response.in_progress", &self.response))
+            .await?;
+        let tools = crate::tools::specs();
+        for step in 1..=self.max_steps {
+            // The last step offers no tools, so the model has to answer.
+            let offered: &[ToolSpec] = if step < self.max_steps { &tools } else { &[] };
+            let first_new = self.response.output.len();
+            let result = self.model_call(offered, emitter).await;
+            let calls = self.keep_completed(first_new)?;
+            result?;
+            if calls.is_empty() {
+                return Ok(End::Completed);
+            }
+            for (name, call_id, arguments) in calls {
+                self.tool_output_started(emitter, &call_id).await?;
+                let output = if offered.is_empty() {
+                    "not run: the step limit of this turn was reached".to_string()
+                } else {
+                    crate::tools::run(&self.state.tools, &name, &arguments).await
+                };
+                self.tool_output_done(emitter, call_id, output).await?;
+            }
+            if offered.is_empty() {
+                return Ok(End::StepLimit);
+            }
+        }
+        Ok(End::StepLimit)
+    }
+
+    async fn model_call(
+        &mut self,
+        tools: &[ToolSpec],
+        emitter: &mut Emitter,
+    ) -> Result<(), StepError> {
+        let req = ChatRequest {
+            model: &self.response.model,
+            system: &self.system,
+            history: &self.history,
+            tools,
+            temperature: self.response.temperature,
+            top_p: self.response.top_p,
+            max_output_tokens: self.response.max_output_tokens,
+        };
+        let mut stream = self
+            .provider
+            .start(&req)
+            .await
+            .map_err(StepError::Provider)?;
+        step::run(&mut stream, &mut self.response, emitter).await
+    }
+
+    /// Stores the completed items of the last model call in the session
+    /// (cut-off ones stay only in the response) and returns its tool calls.
+    fn keep_completed(
+        &mut self,
+        first_new: usize,
+    ) -> Result<Vec<(String, String, String)>, StepError> {
+        let done: Vec<Item> = self.response.output[first_new..]
+            .iter()
+            .filter(|i| match i {
+                Item::Message(m) => m.status == "completed",
+                Item::FunctionCall(c) => c.status == "completed",
+                _ => true,
+            })
+            .cloned()
+            .collect();
+        self.persist(&done)?;
+        Ok(done
+            .into_iter()
+            .filter_map(|i| match i {
+                Item::FunctionCall(c) => Some((c.name, c.call_id, c.arguments)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    fn persist(&mut self, items: &[Item]) -> Result<(), StepError> {
+        let store = &self.state.store;
+        store
+            .append_items(&self.response.session_id, &self.response.id, items)
+            .map_err(|e| {
+                StepError::Internal(format!("The agent could not save the session: {e}"))
+            })?;
+        self.history.extend_from_slice(items);
+        Ok(())
+    }
+
+    async fn tool_output_started(
+        &mut self,
+        emitter: &mut Emitter,
+        call_id: &str,
+    ) -> Result<(), StepError> {
+        let item = Item::FunctionCallOutput(FunctionCallOutputItem {
+            id: new_id("fco"),
+            call_id: call_id.into(),
+            output: String::new(),
+            status: "in_progress".into(),
+        });
+        emitter
+            .emit(events::item_added(self.response.output.len(), &item))
+            .await?;
+        self.response.output.push(item);
+        Ok(())
+    }
+
+    async fn tool_output_done(
+        &mut self,
+        emitter: &mut Emitter,
+        call_id: String,
+        output: String,
+    ) -> Result<(), StepError> {
+        let item = FunctionCallOutputItem {
+            id: String::new(),
+            call_id,
+            output,
+            status: "completed".into(),
+        };
+        // Fill in the placeholder `tool_output_started` pushed last.
+        let idx = self.response.output.len() - 1;
+        let item = match &mut self.response.output[idx] {
+            Item::FunctionCallOutput(o) => {
+                *o = FunctionCallOutputItem {
+                    id: o.id.clone(),
+                    ..item
+                };
+                Item::FunctionCallOutput(o.clone())
+            }
+            _ => return Err(StepError::Internal("tool output out of order".into())),
+        };
+        self.persist(std::slice::from_ref(&item))?;
+        emitter.emit(events::item_done(idx, &item)).await?;
+        Ok(())
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        // Dropped mid-turn: the client disconnected and the task was aborted.
+        if !self.finished {
+            tracing::info!(response = %self.response.id, "turn dropped; marking it cancelled");
+            let _ = self.state.store.cancel_response(&self.response.id);
+        }
+    }
+}

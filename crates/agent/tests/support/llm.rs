@@ -1,0 +1,279 @@
+//! Scripted model servers on 127.0.0.1: real HTTP and real SSE, speaking
+//! OpenAI chat completions or Anthropic Messages, answering each request with
+//! what the test's script says. Every request is recorded.
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::stream::{self, StreamExt};
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What the scripted model answers to one request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// Text streamed in these chunks.
+    Text(Vec<String>),
+    /// Text streamed in these chunks, one every given interval.
+    SlowText(Vec<String>, Duration),
+    /// Reasoning, then text.
+    Reasoning(String, Vec<String>),
+    /// Tool calls `(name, arguments)`, arguments streamed in two halves.
+    Tools(Vec<(String, Value)>),
+    /// An HTTP error with this JSON body.
+    Status(u16, Value),
+    /// These text chunks, then the connection breaks.
+    CutAfter(Vec<String>),
+    /// One chunk that is not JSON.
+    Garbage,
+    /// Headers, then silence.
+    Hang,
+}
+
+/// `Reply::Text` from string slices.
+pub fn text(chunks: &[&str]) -> Reply {
+    Reply::Text(chunks.iter().map(|c| c.to_string()).collect())
+}
+
+/// `Reply::Tools` with one call.
+pub fn tool(name: &str, args: Value) -> Reply {
+    Reply::Tools(vec![(name.to_string(), args)])
+}
+
+type Script = dyn Fn(&Value) -> Reply + Send + Sync;
+
+/// One request the model server received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub body: Value,
+    pub headers: HeaderMap,
+}
+
+#[derive(Clone)]
+struct Shared {
+    script: Arc<Script>,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+}
+
+/// A running scripted model server; stops when dropped.
+pub struct ScriptedLlm {
+    /// Base URL as the agent wants it (`.../v1` for OpenAI, the root for Anthropic).
+    pub base_url: String,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ScriptedLlm {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ScriptedLlm {
+    /// An OpenAI-compatible server (`/v1/chat/completions`, `/v1/models`).
+    pub async fn openai(script: impl Fn(&Value) -> Reply + Send + Sync + 'static) -> Self {
+        let app = Router::new()
+            .route("/v1/chat/completions", post(openai_chat))
+            .route("/v1/models", get(|| async {
+                Json(json!({"object": "list", "data": [{"id": "scripted-1", "object": "model"}]}))
+            }));
+        Self::serve(app, script, "/v1").await
+    }
+
+    /// An Anthropic Messages server (`/v1/messages`).
+    pub async fn anthropic(script: impl Fn(&Value) -> Reply + Send + Sync + 'static) -> Self {
+        let app = Router::new().route("/v1/messages", post(anthropic_messages));
+        Self::serve(app, script, "").await
+    }
+
+    async fn serve(
+        app: Router<Shared>,
+        script: impl Fn(&Value) -> Reply + Send + Sync + 'static,
+        suffix: &str,
+    ) -> Self {
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let shared = Shared {
+            script: Arc::new(script),
+            requests: requests.clone(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = app.with_state(shared);
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        ScriptedLlm {
+            base_url: format!("http://{addr}{suffix}"),
+            requests,
+            task,
+        }
+    }
+
+    /// Requests received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn record(s: &Shared, headers: HeaderMap, body: &Value) -> Reply {
+    s.requests.lock().unwrap().push(Recorded {
+        body: body.clone(),
+        headers,
+    });
+    (s.script)(body)
+}
+
+/// A streamed body of SSE frames; `then_break` ends it with an I/O error.
+fn sse(frames: Vec<(String, Duration)>, then_break: bool, hang: bool) -> Response {
+    let items = stream::iter(frames).then(|(frame, delay)| async move {
+        tokio::time::sleep(delay).await;
+        Ok::<Bytes, std::io::Error>(Bytes::from(frame))
+    });
+    let tail = stream::iter(then_break.then(|| Err(std::io::Error::other("cut"))));
+    let body = items.chain(tail);
+    let body = if hang {
+        Body::from_stream(body.chain(stream::pending()))
+    } else {
+        Body::from_stream(body)
+    };
+    ([("content-type", "text/event-stream")], body).into_response()
+}
+
+fn data(v: Value) -> String {
+    format!("data: {v}\n\n")
+}
+
+async fn openai_chat(State(s): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let reply = record(&s, headers, &body);
+    let chunk = |delta: Value, finish: Option<&str>| {
+        data(json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": body["model"],
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+    };
+    let now = Duration::ZERO;
+    let texts = |chunks: &[String], delay: Duration| -> Vec<(String, Duration)> {
+        chunks.iter().map(|c| (chunk(json!({"content": c}), None), delay)).collect()
+    };
+    let end = |reason: &str| {
+        vec![
+            (chunk(json!({}), Some(reason)), now),
+            (data(json!({"id": "chatcmpl-1", "choices": [],
+                "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}})), now),
+            ("data: [DONE]\n\n".to_string(), now),
+        ]
+    };
+    match reply {
+        Reply::Text(chunks) => sse([texts(&chunks, now), end("stop")].concat(), false, false),
+        Reply::SlowText(chunks, d) => sse([texts(&chunks, d), end("stop")].concat(), false, false),
+        Reply::Reasoning(r, chunks) => {
+            let mut frames = vec![(chunk(json!({"reasoning_content": r}), None), now)];
+            frames.extend(texts(&chunks, now));
+            frames.extend(end("stop"));
+            sse(frames, false, false)
+        }
+        Reply::Tools(calls) => {
+            let mut frames = Vec::new();
+            for (i, (name, args)) in calls.iter().enumerate() {
+                let a = args.to_string();
+                let (h1, h2) = a.split_at(a.len() / 2);
+                frames.push((chunk(json!({"tool_calls": [{"index": i, "id": format!("call_{i}_{}", body["messages"].as_array().map_or(0, |m| m.len())),
+                    "type": "function", "function": {"name": name, "arguments": h1}}]}), None), now));
+                frames.push((chunk(json!({"tool_calls": [{"index": i, "function": {"arguments": h2}}]}), None), now));
+            }
+            frames.extend(end("tool_calls"));
+            sse(frames, false, false)
+        }
+        Reply::Status(code, body) => (StatusCode::from_u16(code).unwrap(), Json(body)).into_response(),
+        Reply::CutAfter(chunks) => sse(texts(&chunks, now), true, false),
+        Reply::Garbage => sse(vec![("data: {this is not json\n\n".into(), now)], false, false),
+        Reply::Hang => sse(vec![(": waiting\n\n".into(), now)], false, true),
+    }
+}
+
+async fn anthropic_messages(State(s): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let reply = record(&s, headers, &body);
+    let now = Duration::ZERO;
+    let ev = |name: &str, v: Value| (format!("event: {name}\ndata: {v}\n\n"), now);
+    let start = ev("message_start", json!({"type": "message_start", "message": {"id": "msg_1",
+        "role": "assistant", "content": [], "usage": {"input_tokens": 13, "output_tokens": 1}}}));
+    let stop = |reason: &str| vec![
+        ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": reason},
+            "usage": {"output_tokens": 5}})),
+        ev("message_stop", json!({"type": "message_stop"})),
+    ];
+    let text_block = |index: usize, chunks: &[String]| {
+        let mut f = vec![ev("content_block_start", json!({"type": "content_block_start", "index": index,
+            "content_block": {"type": "text", "text": ""}}))];
+        for c in chunks {
+            f.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": index,
+                "delta": {"type": "text_delta", "text": c}})));
+        }
+        f.push(ev("content_block_stop", json!({"type": "content_block_stop", "index": index})));
+        f
+    };
+    match reply {
+        Reply::Text(chunks) | Reply::SlowText(chunks, _) | Reply::Reasoning(_, chunks) => {
+            sse([vec![start], text_block(0, &chunks), stop("end_turn")].concat(), false, false)
+        }
+        Reply::Tools(calls) => {
+            let mut frames = vec![start, ev("ping", json!({"type": "ping"}))];
+            for (i, (name, args)) in calls.iter().enumerate() {
+                frames.push(ev("content_block_start", json!({"type": "content_block_start", "index": i,
+                    "content_block": {"type": "tool_use", "id": format!("toolu_{i}_{}", body["messages"].as_array().map_or(0, |m| m.len())),
+                    "name": name, "input": {}}})));
+                let a = args.to_string();
+                let (h1, h2) = a.split_at(a.len() / 2);
+                for part in [h1, h2] {
+                    frames.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": i,
+                        "delta": {"type": "input_json_delta", "partial_json": part}})));
+                }
+                frames.push(ev("content_block_stop", json!({"type": "content_block_stop", "index": i})));
+            }
+            frames.extend(stop("tool_use"));
+            sse(frames, false, false)
+        }
+        Reply::Status(code, body) => (StatusCode::from_u16(code).unwrap(), Json(body)).into_response(),
+        Reply::CutAfter(chunks) => {
+            let mut frames = vec![start];
+            frames.extend(text_block(0, &chunks));
+            sse(frames, true, false)
+        }
+        Reply::Garbage => sse(vec![("event: message_start\ndata: {oops\n\n".into(), now)], false, false),
+        Reply::Hang => sse(vec![start], false, true),
+    }
+}
+
+// Helpers for scripts: what the last message of a request says.
+
+/// Text of the last message of a chat-completions or Messages request.
+pub fn last_text(body: &Value) -> String {
+    let last = body["messages"].as_array().and_then(|m| m.last()).cloned().unwrap_or_default();
+    match &last["content"] {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .map(|b| b["text"].as_str().or(b["content"].as_str()).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// Role of the last message (`tool` for a chat tool result; Anthropic tool results are `user`).
+pub fn last_role(body: &Value) -> String {
+    body["messages"].as_array().and_then(|m| m.last()).map(|m| m["role"].as_str().unwrap_or("").to_string()).unwrap_or_default()
+}
+
+/// Text of the first user message.
+pub fn first_user_text(body: &Value) -> String {
+    let first = body["messages"].as_array().and_then(|m| m.iter().find(|m| m["role"] == "user")).cloned().unwrap_or_default();
+    last_text(&json!({"messages": [first]}))
+}
+
+/// How many messages with this role the request carries.
+pub fn count_role(body: &Value, role: &str) -> usize {
+    body["messages"].as_array().map_or(0, |m| m.iter().filter(|m| m["role"] == role).count())
+}

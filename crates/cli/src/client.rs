@@ -1,0 +1,143 @@
+//! The HTTP client of the hosting API: base URL, bearer auth, and errors decoded
+//! from the API's `{"error": {...}}` envelope into messages a person can act on.
+
+use berth_api_types::{ErrorBody, ErrorDetail};
+use reqwest::{Method, RequestBuilder};
+use serde_json::Value;
+use std::time::Duration;
+
+/// Where the server is, how to authenticate, how to print: shared by every client command.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Client options")]
+pub struct ClientArgs {
+    /// Base URL of the berth server.
+    #[arg(long, env = "BERTH_URL", default_value = "http://127.0.0.1:7070", global = true)]
+    pub url: String,
+    /// Workspace API key (`sk_...`).
+    #[arg(long, env = "BERTH_API_KEY", hide_env_values = true, global = true)]
+    pub api_key: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Why a call to the hosting API failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "no API key: set BERTH_API_KEY (or pass --api-key)\n  \
+         the server prints the admin key at its first start and writes it to DATA_DIR/admin.key \
+         (./.berth/admin.key by default)"
+    )]
+    MissingKey,
+    #[error(
+        "cannot reach the berth server at {url} ({cause})\n  \
+         is `berth server` running there? Point the CLI at it with BERTH_URL or --url"
+    )]
+    Unreachable { url: String, cause: String },
+    #[error("{}", api_message(.0))]
+    Api(ErrorDetail),
+    #[error("unexpected answer from {url}: HTTP {status}: {body}")]
+    Unexpected { url: String, status: u16, body: String },
+    #[error("request to {url} failed: {cause}")]
+    Transport { url: String, cause: String },
+}
+
+/// `<message> (<code>)`, then each detail (`field`, `current_status`, ...) on its own line.
+fn api_message(e: &ErrorDetail) -> String {
+    let mut out = format!("{} ({})", e.message, e.code);
+    for (key, value) in &e.details {
+        let value = value.as_str().map_or_else(|| value.to_string(), str::to_string);
+        out.push_str(&format!("\n  {key}: {value}"));
+    }
+    if e.code == "unauthorized" {
+        out.push_str("\n  check BERTH_API_KEY (or --api-key)");
+    }
+    out
+}
+
+/// A client of one berth server, authenticated by one key.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+impl Client {
+    /// A client for `args.url`; fails when no key is configured.
+    pub fn new(args: &ClientArgs) -> Result<Self, ClientError> {
+        let key = args.api_key.as_deref().map(str::trim).filter(|k| !k.is_empty());
+        let key = key.ok_or(ClientError::MissingKey)?.to_string();
+        // Accept the URL with or without the `/v1` suffix.
+        let base = args.url.trim_end_matches('/');
+        let base = base.strip_suffix("/v1").unwrap_or(base).to_string();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("berth-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Transport { url: base.clone(), cause: e.to_string() })?;
+        Ok(Self { http, base, key })
+    }
+
+    /// `GET /v1{path}?{query}`.
+    pub async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ClientError> {
+        self.send(self.request(Method::GET, path).query(query)).await
+    }
+
+    /// `POST /v1{path}` with a JSON body, or none.
+    pub async fn post(&self, path: &str, body: Option<&impl serde::Serialize>) -> Result<Value, ClientError> {
+        let req = self.request(Method::POST, path);
+        self.send(match body {
+            Some(body) => req.json(body),
+            None => req,
+        })
+        .await
+    }
+
+    /// `DELETE /v1{path}?{query}`.
+    pub async fn delete(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ClientError> {
+        self.send(self.request(Method::DELETE, path).query(query)).await
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}/v1{path}", self.base)).bearer_auth(&self.key)
+    }
+
+    async fn send(&self, req: RequestBuilder) -> Result<Value, ClientError> {
+        let resp = req.send().await.map_err(|e| self.transport(&e))?;
+        let status = resp.status();
+        let url = resp.url().to_string();
+        let text = resp.text().await.map_err(|e| self.transport(&e))?;
+        if status.is_success() {
+            if let Ok(value) = serde_json::from_str(&text) {
+                return Ok(value);
+            }
+        } else if let Ok(body) = serde_json::from_str::<ErrorBody>(&text) {
+            return Err(ClientError::Api(body.error));
+        }
+        let body = text.chars().take(300).collect();
+        Err(ClientError::Unexpected { url, status: status.as_u16(), body })
+    }
+
+    fn transport(&self, err: &reqwest::Error) -> ClientError {
+        let url = self.base.clone();
+        let cause = root_cause(err);
+        if err.is_connect() {
+            ClientError::Unreachable { url, cause }
+        } else {
+            ClientError::Transport { url, cause }
+        }
+    }
+}
+
+/// The innermost cause, which names what actually happened ("connection refused").
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = err;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    match cur.downcast_ref::<std::io::Error>().map(std::io::Error::kind) {
+        Some(std::io::ErrorKind::ConnectionRefused) => "connection refused".into(),
+        _ => cur.to_string(),
+    }
+}

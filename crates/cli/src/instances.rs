@@ -1,0 +1,242 @@
+//! `berth instances ...`: create, list, get, delete, restore and the lifecycle actions.
+
+use crate::client::{Client, ClientArgs};
+use crate::instance_view;
+use crate::output;
+use crate::progress::spin;
+use berth_api_types::{CreateInstance, Instance, List};
+use clap::{Args, Subcommand};
+use serde_json::{json, Map, Value};
+
+/// `berth instances`: its connection flags and the action.
+#[derive(Debug, Args)]
+pub struct InstancesArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(subcommand)]
+    pub command: InstancesCommand,
+}
+
+/// What to do with instances.
+#[derive(Debug, Subcommand)]
+pub enum InstancesCommand {
+    /// Create an instance; waits until it runs and its agent answers.
+    Create(CreateArgs),
+    /// List instances, newest first.
+    List(ListArgs),
+    /// Show one instance.
+    Get(IdArg),
+    /// Delete an instance (restorable during the retention period unless --purge).
+    Delete(DeleteArgs),
+    /// Bring back a deleted instance with its data.
+    Restore(IdArg),
+    /// Stop an instance (its data is kept).
+    Stop(IdArg),
+    /// Start a stopped instance.
+    Start(IdArg),
+    /// Restart an instance.
+    Restart(IdArg),
+    /// Recreate an instance on the newest version of its template, data kept.
+    Update(IdArg),
+    /// Freeze an instance's processes.
+    Pause(IdArg),
+    /// Unfreeze a paused instance.
+    Resume(IdArg),
+}
+
+/// An instance id.
+#[derive(Debug, Args)]
+pub struct IdArg {
+    /// Instance id (`inst_...`).
+    pub id: String,
+}
+
+/// `berth instances create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Display name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Size class: 1, 2, 4 or 8.
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<u32>,
+    /// Attribution tag (your end user's id), filterable in list.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Template id (default `berth-agent`).
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Placement hint (`local` on a single Docker host).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Metadata pair, repeatable.
+    #[arg(long = "meta", value_name = "K=V", value_parser = parse_pair)]
+    pub meta: Vec<(String, String)>,
+    /// Environment variable of the instance, repeatable.
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_pair)]
+    pub env: Vec<(String, String)>,
+}
+
+/// `berth instances list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only instances with this user tag.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Only instances in this status (`deleted` lists soft-deleted ones).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only instances of this template.
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Page size, 1-100.
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Follow `next_cursor` until the last page.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `berth instances delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Instance id (`inst_...`).
+    pub id: String,
+    /// Remove the data now instead of keeping it for the retention period.
+    #[arg(long)]
+    pub purge: bool,
+}
+
+/// Run `berth instances ...`.
+pub async fn run(args: InstancesArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.client)?;
+    let json = args.client.json;
+    use InstancesCommand as C;
+    let (verb, doing, id) = match args.command {
+        C::Create(c) => return create(&client, c, json).await,
+        C::List(l) => return list(&client, l, json).await,
+        C::Get(a) => return show(client.get(&format!("/instances/{}", a.id), &[]).await?, json),
+        C::Delete(d) => return delete(&client, d, json).await,
+        C::Restore(a) => ("restore", "restoring", a.id),
+        C::Stop(a) => ("stop", "stopping", a.id),
+        C::Start(a) => ("start", "starting", a.id),
+        C::Restart(a) => ("restart", "restarting", a.id),
+        C::Update(a) => ("update", "updating", a.id),
+        C::Pause(a) => ("pause", "pausing", a.id),
+        C::Resume(a) => ("resume", "resuming", a.id),
+    };
+    let path = format!("/instances/{id}/{verb}");
+    let call = client.post(&path, None::<&()>);
+    show(spin(format!("{doing} {id}"), call).await?, json)
+}
+
+async fn create(client: &Client, args: CreateArgs, json: bool) -> anyhow::Result<()> {
+    let body = CreateInstance {
+        name: args.name,
+        template: args.template,
+        size: args.size,
+        user: args.user,
+        region: args.region,
+        metadata: object(args.meta),
+        env: object(args.env),
+        ..CreateInstance::default()
+    };
+    let call = client.post("/instances", Some(&body));
+    show(spin("creating instance".into(), call).await?, json)
+}
+
+async fn list(client: &Client, args: ListArgs, json: bool) -> anyhow::Result<()> {
+    let mut query: Vec<(&str, String)> = [("user", args.user), ("status", args.status), ("template", args.template)]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect();
+    query.extend(args.limit.map(|n| ("limit", n.to_string())));
+    let mut data = Vec::new();
+    let mut cursor: Option<String> = None;
+    let more = loop {
+        let mut q = query.clone();
+        q.extend(cursor.take().map(|c| ("cursor", c)));
+        let page: Value = client.get("/instances", &q).await?;
+        let typed: List<Instance> = serde_json::from_value(page.clone())?;
+        data.extend(page.get("data").and_then(Value::as_array).cloned().unwrap_or_default());
+        match typed.next_cursor {
+            Some(next) if args.all => cursor = Some(next),
+            next => break next,
+        }
+    };
+    if json {
+        let has_more = more.is_some();
+        return output::json(&json!({"object": "list", "data": data, "has_more": has_more, "next_cursor": more}));
+    }
+    let instances: Vec<Instance> = serde_json::from_value(Value::Array(data))?;
+    instance_view::table(&instances);
+    if more.is_some() {
+        eprintln!("(more instances: pass --all to list them all)");
+    }
+    Ok(())
+}
+
+async fn delete(client: &Client, args: DeleteArgs, json: bool) -> anyhow::Result<()> {
+    let query = if args.purge { vec![("purge", "true".to_string())] } else { vec![] };
+    let path = format!("/instances/{}", args.id);
+    let answer = spin(format!("deleting {}", args.id), client.delete(&path, &query)).await?;
+    if json {
+        return output::json(&answer);
+    }
+    if answer.get("purged").and_then(Value::as_bool) == Some(true) {
+        println!("purged {}: the instance and its data are gone", args.id);
+        return Ok(());
+    }
+    show(answer, false)?;
+    println!("\nrestore it with `berth instances restore {}` during the retention period", args.id);
+    Ok(())
+}
+
+/// Print one instance as JSON or as a detail view.
+fn show(answer: Value, json: bool) -> anyhow::Result<()> {
+    if json {
+        return output::json(&answer);
+    }
+    instance_view::details(&serde_json::from_value(answer)?);
+    Ok(())
+}
+
+/// `K=V` pairs as a JSON object, or nothing when there are none.
+fn object(pairs: Vec<(String, String)>) -> Option<Value> {
+    let map: Map<String, Value> = pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+    (!map.is_empty()).then_some(Value::Object(map))
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got `{s}`")),
+    }
+}
+
+fn parse_size(s: &str) -> Result<u32, String> {
+    match s.parse() {
+        Ok(n @ (1 | 2 | 4 | 8)) => Ok(n),
+        _ => Err(format!("size must be 1, 2, 4 or 8, got `{s}`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_split_on_the_first_equals() {
+        assert_eq!(parse_pair("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert_eq!(parse_pair("A="), Ok(("A".into(), String::new())));
+        assert!(parse_pair("=x").is_err());
+        assert!(parse_pair("nope").is_err());
+    }
+
+    #[test]
+    fn sizes_are_the_four_classes() {
+        assert_eq!(parse_size("4"), Ok(4));
+        assert!(parse_size("3").is_err());
+        assert!(parse_size("x").is_err());
+    }
+}

@@ -1,0 +1,148 @@
+//! An instance through its whole life, with its data surviving every step.
+
+use berth_test_util::docker::{exec, inspect, volumes_with_label};
+use berth_test_util::TestServer;
+use reqwest::Method;
+use serde_json::json;
+
+async fn act(s: &TestServer, id: &str, action: &str) -> (u16, serde_json::Value) {
+    s.call(Method::POST, &format!("/v1/instances/{id}/{action}"), Some(&s.admin_key), None).await
+}
+
+fn assert_data(id: &str, step: &str) {
+    let (code, out) = exec(id, "cat /home/agent/notes.txt");
+    assert_eq!((code, out.as_str()), (0, "kept"), "data lost after {step}");
+}
+
+#[tokio::test]
+async fn create_answers_a_running_instance_with_a_healthy_agent() {
+    let s = TestServer::start().await;
+    // Empty body, no content type: every field is optional.
+    let resp = s.http().post(format!("{}/v1/instances", s.base)).bearer_auth(&s.admin_key).send().await.unwrap();
+    let status = resp.status();
+    let inst: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(status, 201, "{inst}\n{}", s.log());
+    let id = inst["id"].as_str().unwrap();
+    assert!(id.starts_with("inst_") && id.len() == 15, "{id}");
+    assert_eq!(inst["object"], "instance");
+    assert_eq!(inst["status"], "running");
+    assert_eq!(inst["template"]["id"], "berth-agent");
+    assert_eq!(inst["size"], json!({"size": 1, "vcpu": 1, "memory_mb": 2048, "disk_gb": 10}));
+    let label = &id[5..];
+    assert_eq!(inst["url"], format!("http://{label}.localhost:7071"));
+    assert_eq!(inst["ports"][0]["port"], 3737);
+    assert_eq!(inst["ports"][0]["default"], true);
+    // The agent answers inside the container right away.
+    let (code, out) = exec(id, "wget -q -O - http://127.0.0.1:3737/health");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"version\""), "{out}");
+    // Labels let an operator find it; limits are enforced by the runtime.
+    let name = format!("berth-{id}");
+    assert_eq!(inspect(&name, "{{index .Config.Labels \"berth.instance\"}}"), id);
+    assert!(inspect(&name, "{{index .Config.Labels \"berth.workspace\"}}").starts_with("ws_"));
+    assert_eq!(inspect(&name, "{{.HostConfig.NanoCpus}}"), "1000000000");
+    assert_eq!(inspect(&name, "{{.HostConfig.Memory}}"), (2048u64 * 1024 * 1024).to_string());
+    assert_eq!(inspect(&name, "{{.HostConfig.PidsLimit}}"), "1024");
+    assert_eq!(inspect(&name, "{{.HostConfig.Privileged}}"), "false");
+    assert!(inspect(&name, "{{.HostConfig.SecurityOpt}}").contains("no-new-privileges"));
+    assert!(inspect(&name, "{{.HostConfig.CapDrop}}").contains("ALL"));
+    // Retrieve and list agree.
+    let (st, got) = s.get(&format!("/v1/instances/{id}")).await;
+    assert_eq!((st, &got["id"]), (200, &json!(id)));
+    let (_, list) = s.get("/v1/instances").await;
+    assert_eq!(list["object"], "list");
+    assert_eq!(list["data"][0]["id"], json!(id));
+}
+
+#[tokio::test]
+async fn data_survives_every_lifecycle_step() {
+    let s = TestServer::start().await;
+    let inst = s
+        .create_instance(
+            json!({"name": "alice", "user": "u1", "metadata": {"plan": "pro"}, "env": {"SECRET": "hunter2"}}),
+        )
+        .await;
+    let id = inst["id"].as_str().unwrap().to_string();
+    assert_eq!(inst["env"], json!({"SECRET": "***"}), "env values are never echoed");
+    assert_eq!(exec(&id, "echo kept > /home/agent/notes.txt").0, 0);
+
+    let (st, body) = act(&s, &id, "stop").await;
+    assert_eq!((st, body["status"].as_str()), (200, Some("stopped")));
+    // Wrong-state transitions answer 409 with the current status.
+    for action in ["pause", "resume", "stop", "restore"] {
+        let (st, err) = act(&s, &id, action).await;
+        assert_eq!(st, 409, "{action} on stopped: {err}");
+        assert_eq!(err["error"]["code"], "invalid_state");
+        assert_eq!(err["error"]["details"]["current_status"], "stopped");
+    }
+    let (st, body) = act(&s, &id, "start").await;
+    assert_eq!((st, body["status"].as_str()), (200, Some("running")));
+    assert_data(&id, "stop/start");
+
+    let (st, _) = act(&s, &id, "restart").await;
+    assert_eq!(st, 200);
+    assert_data(&id, "restart");
+
+    let (st, body) = act(&s, &id, "pause").await;
+    assert_eq!((st, body["status"].as_str()), (200, Some("paused")));
+    assert_eq!(inspect(&format!("berth-{id}"), "{{.State.Paused}}"), "true");
+    let (st, err) = act(&s, &id, "start").await;
+    assert_eq!((st, err["error"]["details"]["current_status"].as_str()), (409, Some("paused")));
+    let (st, _) = act(&s, &id, "resume").await;
+    assert_eq!(st, 200);
+    assert_data(&id, "pause/resume");
+
+    // Resize in place: new limits, same data.
+    let (st, body) =
+        s.call(Method::PATCH, &format!("/v1/instances/{id}"), Some(&s.admin_key), Some(json!({"size": 2}))).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["size"]["vcpu"], 2);
+    assert_eq!(inspect(&format!("berth-{id}"), "{{.HostConfig.NanoCpus}}"), "2000000000");
+    assert_data(&id, "resize");
+
+    // New env recreates the container; data stays, the process sees the new value.
+    let (st, body) = s
+        .call(
+            Method::PATCH,
+            &format!("/v1/instances/{id}"),
+            Some(&s.admin_key),
+            Some(json!({"env": {"COLOR": "blue"}, "name": "bob"})),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["name"], "bob");
+    assert_eq!(body["env"], json!({"COLOR": "***"}));
+    assert_eq!(exec(&id, "cat /proc/1/environ | tr '\\0' '\\n' | grep COLOR").1, "COLOR=blue");
+    assert_data(&id, "env change");
+
+    // Soft delete keeps the data; restore brings it back.
+    let (st, body) = s.call(Method::DELETE, &format!("/v1/instances/{id}"), Some(&s.admin_key), None).await;
+    assert_eq!((st, body["status"].as_str()), (200, Some("deleted")), "{body}");
+    let (_, list) = s.get("/v1/instances").await;
+    assert!(list["data"].as_array().unwrap().iter().all(|i| i["id"] != json!(id)), "deleted instances leave the list");
+    let (_, deleted) = s.get("/v1/instances?status=deleted").await;
+    assert_eq!(deleted["data"][0]["id"], json!(id));
+    let (st, body) = act(&s, &id, "restore").await;
+    assert_eq!((st, body["status"].as_str()), (200, Some("running")), "{body}");
+    assert_data(&id, "delete/restore");
+
+    // Purge removes everything.
+    let (st, body) = s.call(Method::DELETE, &format!("/v1/instances/{id}?purge=true"), Some(&s.admin_key), None).await;
+    assert_eq!((st, body["purged"].as_bool()), (200, Some(true)), "{body}");
+    let (st, _) = s.get(&format!("/v1/instances/{id}")).await;
+    assert_eq!(st, 404);
+    assert!(volumes_with_label("berth.instance", &id).is_empty(), "volume left after purge");
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_cleanly_and_instances_keep_running() {
+    let mut s = TestServer::start().await;
+    let inst = s.create_instance(json!({})).await;
+    let id = inst["id"].as_str().unwrap().to_string();
+    let status = s.terminate().expect("server was running");
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(inspect(&format!("berth-{id}"), "{{.State.Running}}"), "true");
+    s.restart().await;
+    let (st, got) = s.get(&format!("/v1/instances/{id}")).await;
+    assert_eq!((st, got["status"].as_str(), got["restart_count"].as_u64()), (200, Some("running"), Some(0)));
+}

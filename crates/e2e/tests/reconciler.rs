@@ -1,0 +1,148 @@
+//! The reconciler brings Docker back to the database's desired state.
+
+use berth_test_util::docker::{containers_with_label, docker, exec, inspect};
+use berth_test_util::TestServer;
+use reqwest::Method;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+async fn wait_for(
+    s: &TestServer,
+    id: &str,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, inst) = s.get(&format!("/v1/instances/{id}")).await;
+        if check(&inst) {
+            return inst;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}: {inst}\n{}", s.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn agent_answers(id: &str) -> bool {
+    exec(id, "timeout 2 wget -q -O - http://127.0.0.1:3737/health").0 == 0
+}
+
+#[tokio::test]
+async fn a_removed_or_dead_container_comes_back_with_its_data() {
+    let s = TestServer::start().await;
+    let id = s.create_instance(json!({})).await["id"].as_str().unwrap().to_string();
+    assert_eq!(exec(&id, "echo kept > /home/agent/notes.txt").0, 0);
+
+    // Removed behind berth's back.
+    docker(&["rm", "-f", &format!("berth-{id}")]);
+    let inst = wait_for(&s, &id, "restart after removal", |i| i["restart_count"] == 1).await;
+    assert_eq!(inst["status"], "running");
+    assert!(agent_answers(&id));
+    assert_eq!(exec(&id, "cat /home/agent/notes.txt").1, "kept");
+
+    // Killed behind berth's back.
+    docker(&["kill", &format!("berth-{id}")]);
+    let inst = wait_for(&s, &id, "restart after kill", |i| i["restart_count"] == 2).await;
+    assert_eq!(inst["status"], "running");
+    assert!(agent_answers(&id));
+    assert_eq!(exec(&id, "cat /home/agent/notes.txt").1, "kept");
+
+    // Started behind berth's back while it should be stopped: stopped again.
+    let (st, _) = s.call(Method::POST, &format!("/v1/instances/{id}/stop"), Some(&s.admin_key), None).await;
+    assert_eq!(st, 200);
+    docker(&["start", &format!("berth-{id}")]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while inspect(&format!("berth-{id}"), "{{.State.Running}}") == "true" {
+        assert!(Instant::now() < deadline, "container kept running although the instance is stopped");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_crash_loop_ends_in_error_with_a_reason() {
+    let s = TestServer::start().await;
+    let id = s.create_instance(json!({})).await["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, inst) = s.get(&format!("/v1/instances/{id}")).await;
+        if inst["status"] == "error" {
+            let reason = inst["status_reason"].as_str().unwrap_or_default();
+            assert!(reason.contains("crash loop"), "{inst}");
+            assert!(inst["restart_count"].as_u64().unwrap() >= 5, "{inst}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never gave up: {inst}\n{}", s.log());
+        // Kill the agent every time it is back up.
+        docker(&["kill", &format!("berth-{id}")]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // A start from the error state brings it back.
+    let (st, inst) = s.call(Method::POST, &format!("/v1/instances/{id}/start"), Some(&s.admin_key), None).await;
+    assert_eq!((st, inst["status"].as_str()), (200, Some("running")), "{inst}");
+}
+
+#[tokio::test]
+async fn orphans_are_removed_and_a_server_killed_mid_create_leaves_nothing() {
+    let mut s = TestServer::start().await;
+    let keep = s.create_instance(json!({})).await["id"].as_str().unwrap().to_string();
+
+    // A container of this installation with no record is removed.
+    let orphan = "berth-inst_orphan0001";
+    let (ok, _, err) = docker(&[
+        "run",
+        "-d",
+        "--name",
+        orphan,
+        "--label",
+        "berth.instance=inst_orphan0001",
+        "--label",
+        &format!("berth.install={}", s.install_id),
+        "berth-test/busybox:latest",
+        "sleep",
+        "600",
+    ]);
+    assert!(ok, "{err}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while containers_with_label("berth.instance", "inst_orphan0001").len() == 1 {
+        assert!(Instant::now() < deadline, "orphan not removed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // kill -9 the server while a create is in flight.
+    let base = s.base.clone();
+    let key = s.admin_key.clone();
+    let create = tokio::spawn(async move {
+        reqwest::Client::new().post(format!("{base}/v1/instances")).bearer_auth(key).json(&json!({})).send().await
+    });
+    // Wait until the create has a record in `creating` or a container exists.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let containers = containers_with_label("berth.install", &s.install_id);
+        if containers.len() >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "create never reached Docker");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    s.kill();
+    let _ = create.await;
+    s.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, list) = s.get("/v1/instances?limit=100").await;
+        let records = list["data"].as_array().unwrap().clone();
+        let creating = records.iter().any(|i| i["status"] == "creating");
+        let containers = containers_with_label("berth.install", &s.install_id);
+        let consistent = containers.len() == records.len()
+            && records.iter().all(|i| containers.contains(&format!("berth-{}", i["id"].as_str().unwrap())));
+        if !creating && consistent {
+            assert!(records.iter().any(|i| i["id"] == json!(keep)));
+            break;
+        }
+        assert!(Instant::now() < deadline, "left behind: records {records:?}, containers {containers:?}\n{}", s.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The surviving instance still works.
+    let (_, inst) = s.get(&format!("/v1/instances/{keep}")).await;
+    assert_eq!(inst["status"], "running");
+}

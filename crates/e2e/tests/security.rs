@@ -1,0 +1,103 @@
+//! Tenancy, authentication and isolation between instances.
+
+use berth_test_util::docker::{exec, inspect};
+use berth_test_util::TestServer;
+use reqwest::Method;
+use serde_json::json;
+
+#[tokio::test]
+async fn keys_are_required_and_other_workspaces_see_nothing() {
+    let s = TestServer::start().await;
+    let inst = s.create_instance(json!({})).await;
+    let id = inst["id"].as_str().unwrap().to_string();
+
+    // No key, a bad key: 401 with the error envelope.
+    let (st, body) = s.call(Method::GET, "/v1/instances", None, None).await;
+    assert_eq!((st, body["error"]["code"].as_str()), (401, Some("unauthorized")));
+    let (st, _) = s.call(Method::GET, "/v1/instances", Some("sk_nope"), None).await;
+    assert_eq!(st, 401);
+    // X-API-Key works like Bearer.
+    let r =
+        s.http().get(format!("{}/v1/instances/{id}", s.base)).header("X-API-Key", &s.admin_key).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // A second workspace, made by the admin.
+    let (st, ws) = s.post("/v1/workspaces", json!({"name": "acme"})).await;
+    assert_eq!(st, 201, "{ws}");
+    let other = ws["key"].as_str().unwrap().to_string();
+    assert!(other.starts_with("sk_"));
+    // Its key sees 404 on every route of the first workspace's instance.
+    let routes: Vec<(Method, String)> = vec![
+        (Method::GET, format!("/v1/instances/{id}")),
+        (Method::PATCH, format!("/v1/instances/{id}")),
+        (Method::DELETE, format!("/v1/instances/{id}")),
+        (Method::POST, format!("/v1/instances/{id}/stop")),
+        (Method::POST, format!("/v1/instances/{id}/start")),
+        (Method::POST, format!("/v1/instances/{id}/restart")),
+        (Method::POST, format!("/v1/instances/{id}/pause")),
+        (Method::POST, format!("/v1/instances/{id}/resume")),
+        (Method::POST, format!("/v1/instances/{id}/restore")),
+        (Method::POST, format!("/v1/instances/{id}/update")),
+    ];
+    for (m, path) in &routes {
+        let body = (*m == Method::PATCH).then(|| json!({"name": "x"}));
+        let (st, err) = s.call(m.clone(), path, Some(&other), body).await;
+        assert_eq!(st, 404, "{m} {path}: {err}");
+        assert_eq!(err["error"]["code"], "instance_not_found");
+    }
+    let (_, list) = s.call(Method::GET, "/v1/instances", Some(&other), None).await;
+    assert_eq!(list["data"], json!([]));
+    // Non-admin keys cannot make workspaces.
+    let (st, _) = s.call(Method::POST, "/v1/workspaces", Some(&other), Some(json!({"name": "x"}))).await;
+    assert_eq!(st, 403);
+    // The instance is untouched.
+    let (_, got) = s.get(&format!("/v1/instances/{id}")).await;
+    assert_eq!(got["status"], "running");
+}
+
+#[tokio::test]
+async fn keys_are_shown_once_and_revocable() {
+    let s = TestServer::start().await;
+    let (st, key) = s.post("/v1/keys", json!({"name": "ci"})).await;
+    assert_eq!(st, 201);
+    let secret = key["key"].as_str().unwrap().to_string();
+    let (_, list) = s.get("/v1/keys").await;
+    let listed = list["data"].as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|k| k.get("key").is_none()), "secrets never listed: {list}");
+    let (st, _) = s.call(Method::GET, "/v1/instances", Some(&secret), None).await;
+    assert_eq!(st, 200);
+    let (st, _) =
+        s.call(Method::DELETE, &format!("/v1/keys/{}", key["id"].as_str().unwrap()), Some(&s.admin_key), None).await;
+    assert_eq!(st, 200);
+    let (st, _) = s.call(Method::GET, "/v1/instances", Some(&secret), None).await;
+    assert_eq!(st, 401);
+    // Stored hashed: the secret is not in the database file.
+    let db = std::fs::read(s.data_dir().join("berth.db")).unwrap();
+    let wal = std::fs::read(s.data_dir().join("berth.db-wal")).unwrap_or_default();
+    let needle = secret.as_bytes();
+    assert!(!db.windows(needle.len()).any(|w| w == needle) && !wal.windows(needle.len()).any(|w| w == needle));
+}
+
+#[tokio::test]
+async fn instances_reach_neither_each_other_nor_the_control_plane() {
+    let s = TestServer::start().await;
+    let a = s.create_instance(json!({})).await["id"].as_str().unwrap().to_string();
+    let b = s.create_instance(json!({})).await["id"].as_str().unwrap().to_string();
+    let b_ip = inspect(&format!("berth-{b}"), "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
+    let gw = inspect(&format!("berth-{a}"), "{{range .NetworkSettings.Networks}}{{.Gateway}}{{end}}");
+    assert!(!b_ip.is_empty() && !gw.is_empty());
+    // B's agent answers inside B, but A cannot open a connection to it.
+    assert_eq!(exec(&b, "timeout 3 wget -q -O - http://127.0.0.1:3737/health >/dev/null").0, 0);
+    let (code, out) = exec(&a, &format!("timeout 3 wget -q -O - http://{b_ip}:3737/health"));
+    assert_ne!(code, 0, "A reached B: {out}");
+    // The hosting API is not reachable from inside (host side of the bridge).
+    let port = s.base.rsplit(':').next().unwrap();
+    let (code, out) = exec(&a, &format!("timeout 3 wget -q -O - http://{gw}:{port}/healthz"));
+    assert_ne!(code, 0, "instance reached the hosting API: {out}");
+    // No Docker socket, not privileged.
+    assert_ne!(exec(&a, "test -e /var/run/docker.sock").0, 0);
+    assert_ne!(exec(&a, "test -e /run/docker.sock").0, 0);
+    let (_, caps) = exec(&a, "grep CapEff /proc/self/status");
+    assert!(!caps.contains("0000003fffffffff") && !caps.contains("000001ffffffffff"), "{caps}");
+}

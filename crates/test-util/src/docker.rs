@@ -1,0 +1,57 @@
+//! Checks made from outside berth with the docker CLI, to see what really runs.
+
+use std::process::Command;
+
+/// Runs `docker ARGS` and returns (success, stdout, stderr).
+pub fn docker(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("docker").args(args).output().expect("docker CLI runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+/// `docker exec` in an instance's container; (exit code, stdout+stderr).
+pub fn exec(instance_id: &str, script: &str) -> (i32, String) {
+    let out = Command::new("docker")
+        .args(["exec", &format!("berth-{instance_id}"), "sh", "-c", script])
+        .output()
+        .expect("docker CLI runs");
+    let mut text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text.trim().to_string())
+}
+
+/// Names of containers carrying label `key=value`.
+pub fn containers_with_label(key: &str, value: &str) -> Vec<String> {
+    let (_, out, _) = docker(&["ps", "-a", "--format", "{{.Names}}", "--filter", &format!("label={key}={value}")]);
+    out.lines().map(str::to_string).filter(|s| !s.is_empty()).collect()
+}
+
+/// Names of volumes carrying label `key=value`.
+pub fn volumes_with_label(key: &str, value: &str) -> Vec<String> {
+    let (_, out, _) = docker(&["volume", "ls", "-q", "--filter", &format!("label={key}={value}")]);
+    out.lines().map(str::to_string).filter(|s| !s.is_empty()).collect()
+}
+
+/// `docker inspect -f FORMAT NAME`.
+pub fn inspect(name: &str, format: &str) -> String {
+    docker(&["inspect", "-f", format, name]).1
+}
+
+/// Removes every container and volume of an installation, a few at a time.
+pub fn remove_install(install_id: &str) {
+    let names = containers_with_label("berth.install", install_id);
+    for chunk in names.chunks(8) {
+        let mut args = vec!["rm", "-f"];
+        args.extend(chunk.iter().map(String::as_str));
+        docker(&args);
+    }
+    let vols = volumes_with_label("berth.install", install_id);
+    for chunk in vols.chunks(8) {
+        let mut args = vec!["volume", "rm", "-f"];
+        args.extend(chunk.iter().map(String::as_str));
+        docker(&args);
+    }
+}
