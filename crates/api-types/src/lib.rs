@@ -3,10 +3,12 @@
 
 pub mod error;
 pub mod instance;
+pub mod operate;
 pub mod workspace;
 
 pub use error::{ErrorBody, ErrorDetail};
 pub use instance::*;
+pub use operate::*;
 pub use workspace::*;
 
 use serde::{Deserialize, Serialize};

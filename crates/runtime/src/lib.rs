@@ -9,8 +9,11 @@ pub mod docker;
 
 use async_trait::async_trait;
 use berth_core::{InstanceId, SizeSpec, WorkspaceId};
+use futures_util::stream::BoxStream;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use tokio::io::AsyncWrite;
 
 /// Label carrying the instance id on every container and volume berth makes.
 pub const LABEL_INSTANCE: &str = "berth.instance";
@@ -61,6 +64,68 @@ pub struct ContainerState {
     pub observed: Observed,
     /// The agent's address, when the container has one.
     pub agent_addr: Option<SocketAddr>,
+    /// When the main process last started (unix seconds).
+    pub started_at: Option<i64>,
+}
+
+/// A process to run inside an instance.
+#[derive(Debug, Clone, Default)]
+pub struct ExecRequest {
+    /// argv; the first element is looked up in `PATH`.
+    pub cmd: Vec<String>,
+    /// `KEY=VALUE` pairs added to the instance's environment.
+    pub env: Vec<String>,
+    /// Working directory (default the instance's home).
+    pub cwd: Option<String>,
+    /// Whether the caller will write to stdin.
+    pub stdin: bool,
+    /// Allocate a terminal (interactive shells).
+    pub tty: bool,
+}
+
+/// A chunk of a process's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+}
+
+/// A started process: its id, output, and (when asked for) its stdin.
+pub struct ExecSession {
+    /// Runtime-level exec id, for [`Runtime::exec_status`], [`Runtime::exec_kill`], [`Runtime::exec_resize`].
+    pub id: String,
+    pub output: BoxStream<'static, Result<Output>>,
+    pub input: Option<Pin<Box<dyn AsyncWrite + Send>>>,
+}
+
+/// One line of an instance's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// RFC 3339 time the line was written.
+    pub timestamp: String,
+    /// `stdout` or `stderr`.
+    pub stream: &'static str,
+    pub message: String,
+}
+
+/// Which log lines to read.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    /// Only the last N lines.
+    pub tail: Option<u32>,
+    /// Only lines since this unix time.
+    pub since: Option<i64>,
+    /// Keep streaming new lines.
+    pub follow: bool,
+}
+
+/// Resource use of an instance now.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub cpu_percent: f64,
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+    pub pids: u64,
 }
 
 /// A container of this installation, as found by label.
@@ -125,4 +190,17 @@ pub trait Runtime: Send + Sync + 'static {
     async fn remove_orphan(&self, container: &ManagedContainer) -> Result<()>;
     /// Removes a volume that belongs to no record.
     async fn remove_orphan_volume(&self, instance_id: &str) -> Result<()>;
+
+    /// Starts a process inside a running instance.
+    async fn exec(&self, id: &InstanceId, req: ExecRequest) -> Result<ExecSession>;
+    /// Exit code of a finished process; `None` while it runs.
+    async fn exec_status(&self, exec_id: &str) -> Result<Option<i64>>;
+    /// Kills a process and every process it started.
+    async fn exec_kill(&self, exec_id: &str) -> Result<()>;
+    /// Resizes the terminal of a process started with `tty`.
+    async fn exec_resize(&self, exec_id: &str, cols: u16, rows: u16) -> Result<()>;
+    /// The instance's main-process output (lines survive restarts of its container).
+    async fn logs(&self, id: &InstanceId, query: LogQuery) -> Result<BoxStream<'static, Result<LogLine>>>;
+    /// CPU, memory and process counts now.
+    async fn stats(&self, id: &InstanceId) -> Result<Stats>;
 }

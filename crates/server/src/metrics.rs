@@ -35,6 +35,8 @@ pub struct Metrics {
     pub instances: Family<KindLabel, Gauge>,
     pub reconciler_actions: Family<KindLabel, Counter>,
     pub runtime_errors: Family<KindLabel, Counter>,
+    pub execs: Family<KindLabel, Counter>,
+    pub exec_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -47,12 +49,16 @@ impl Default for Metrics {
         let instances = Family::<KindLabel, Gauge>::default();
         let reconciler_actions = Family::<KindLabel, Counter>::default();
         let runtime_errors = Family::<KindLabel, Counter>::default();
+        let execs = Family::<KindLabel, Counter>::default();
+        let exec_seconds = Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0]);
         registry.register("http_requests", "Hosting API requests by route and status", requests.clone());
         registry.register("http_request_duration_seconds", "Hosting API latency by route", request_seconds.clone());
         registry.register("instances", "Instances by status", instances.clone());
         registry.register("reconciler_actions", "Actions taken by the reconciler", reconciler_actions.clone());
         registry.register("runtime_errors", "Failed runtime calls by operation", runtime_errors.clone());
-        Self { registry, requests, request_seconds, instances, reconciler_actions, runtime_errors }
+        registry.register("execs", "Commands run in instances by outcome", execs.clone());
+        registry.register("exec_duration_seconds", "Duration of commands run in instances", exec_seconds.clone());
+        Self { registry, requests, request_seconds, instances, reconciler_actions, runtime_errors, execs, exec_seconds }
     }
 }
 
@@ -65,6 +71,12 @@ impl Metrics {
     /// Counts one failed runtime call.
     pub fn runtime_error(&self, kind: &str) {
         self.runtime_errors.get_or_create(&KindLabel { kind: kind.into() }).inc();
+    }
+
+    /// Counts one exec and its duration.
+    pub fn exec(&self, outcome: &str, secs: f64) {
+        self.execs.get_or_create(&KindLabel { kind: outcome.into() }).inc();
+        self.exec_seconds.observe(secs);
     }
 
     /// The Prometheus text exposition.

@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document of the hosting API, generated from the handlers'
 //! annotations and the `api-types` schemas, and a plain HTML reference of it.
 
-use crate::routes::{instances, workspaces};
+use crate::routes::{instances, operate, workspaces};
 use berth_api_types as t;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -12,16 +12,18 @@ use utoipa::{Modify, OpenApi};
     paths(
         instances::create, instances::list, instances::retrieve, instances::update, instances::delete,
         instances::lifecycle,
+        operate::exec_command, operate::logs, operate::health, operate::events,
         workspaces::create_workspace, workspaces::list_workspaces,
         workspaces::create_key, workspaces::list_keys, workspaces::delete_key,
     ),
     components(schemas(
         t::Instance, t::CreateInstance, t::UpdateInstance, t::BudgetInput, t::Budget, t::Lifecycle, t::TemplateRef,
         t::SizeInfo, t::Port, t::Purged, t::Workspace, t::CreateWorkspace, t::ApiKey, t::CreateKey, t::ErrorBody,
-        t::ErrorDetail, t::Healthz,
+        t::ErrorDetail, t::Healthz, t::ExecRequest, t::ExecResult, t::Command, t::Logs, t::LogEntry,
+        t::InstanceHealth, t::GatewayHealth, t::Event,
     )),
     modifiers(&BearerAuth),
-    tags((name = "instances"), (name = "workspaces"), (name = "keys"))
+    tags((name = "instances"), (name = "operate"), (name = "workspaces"), (name = "keys"))
 )]
 struct ApiDoc;
 

@@ -145,7 +145,8 @@ async fn reconcile_one(
     crashes: &Mutex<HashMap<InstanceId, CrashTracker>>,
     mut rec: InstanceRecord,
 ) -> anyhow::Result<()> {
-    let observed = state.runtime.inspect(&rec.id).await?.observed;
+    let cs = state.runtime.inspect(&rec.id).await?;
+    let observed = cs.observed;
     match rec.status {
         Status::Creating => {
             // Nobody holds the lock, so no create is in flight: the server died mid-create.
@@ -174,7 +175,15 @@ async fn reconcile_one(
             }
         }
         Status::Running => match observed {
-            Observed::Running => {}
+            Observed::Running => {
+                if let Some(addr) = cs.agent_addr {
+                    let probe =
+                        state.http.get(format!("http://{addr}/health")).timeout(Duration::from_secs(2)).send().await;
+                    if probe.is_ok_and(|r| r.status().is_success()) {
+                        state.heartbeat(&rec.id);
+                    }
+                }
+            }
             Observed::Paused => {
                 state.metrics.reconciled("resume");
                 state.runtime.resume(&rec.id).await?;
@@ -244,6 +253,7 @@ async fn revive(
             Ok(())
         }
         Verdict::Restart => {
+            state.heartbeats.lock().unwrap_or_else(|e| e.into_inner()).remove(&rec.id);
             state.metrics.reconciled("restart");
             tracing::info!(instance = %rec.id, %why, "bringing instance back");
             // Every attempt counts, so a crash loop shows in restart_count too.

@@ -66,6 +66,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             start_timeout: Duration::from_secs(args.start_timeout_secs),
         }),
         http: reqwest::Client::builder().no_proxy().build()?,
+        heartbeats: Arc::default(),
     };
     let reconciler = Reconciler::new(state.clone());
     tokio::spawn(reconciler.run(Duration::from_millis(args.reconcile_interval_ms.max(100))));

@@ -32,4 +32,18 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Client for probing agents' `/health`.
     pub http: reqwest::Client,
+    /// Last time (unix seconds) each instance's agent answered a probe.
+    pub heartbeats: Arc<std::sync::Mutex<std::collections::HashMap<berth_core::InstanceId, i64>>>,
+}
+
+impl AppState {
+    /// Records that an instance's agent answered now.
+    pub fn heartbeat(&self, id: &berth_core::InstanceId) {
+        self.heartbeats.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), berth_core::now_secs());
+    }
+
+    /// Last heartbeat of an instance.
+    pub fn last_heartbeat(&self, id: &berth_core::InstanceId) -> Option<i64> {
+        self.heartbeats.lock().unwrap_or_else(|e| e.into_inner()).get(id).copied()
+    }
 }

@@ -133,7 +133,11 @@ fn sse(frames: Vec<(String, Duration)>, then_break: bool, hang: bool) -> Respons
         tokio::time::sleep(delay).await;
         Ok::<Bytes, std::io::Error>(Bytes::from(frame))
     });
-    let tail = stream::iter(then_break.then(|| Err(std::io::Error::other("cut"))));
+    // The break waits a little, so what came before it is flushed first.
+    let tail = stream::iter(then_break.then_some(())).then(|()| async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Err(std::io::Error::other("cut"))
+    });
     let body = items.chain(tail);
     let body = if hang {
         Body::from_stream(body.chain(stream::pending()))

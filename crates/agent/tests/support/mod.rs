@@ -61,7 +61,7 @@ impl Agent {
             .env("BERTH_LLM_API_KEY", "test-key")
             .env("BERTH_MODEL", "scripted-model")
             .env("BERTH_AGENT_WORKDIR", &dirs.workdir)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("AGENT_LOG").unwrap_or("error".into()))
             .stdin(Stdio::null());
         for (k, v) in env {
             cmd.env(k, v);
@@ -134,6 +134,19 @@ impl Agent {
     pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
         let r = self.req(reqwest::Method::DELETE, path).send().await.unwrap();
         (r.status(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls `GET /v1/responses/{id}` until its status is `want` (5 s at most); the last seen.
+    pub async fn wait_status(&self, id: &str, want: &str) -> Value {
+        let mut r = Value::Null;
+        for _ in 0..50 {
+            r = self.get(&format!("/v1/responses/{id}")).await.1;
+            if r["status"] == want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        r
     }
 
     /// Opens a streamed `POST /v1/responses` (adds `stream: true`).

@@ -80,7 +80,10 @@ pub async fn wait_ready(state: &AppState, id: &InstanceId) -> Result<(), Runtime
                 if let Some(addr) = cs.agent_addr {
                     let url = format!("http://{addr}/health");
                     match state.http.get(&url).timeout(Duration::from_secs(2)).send().await {
-                        Ok(resp) if resp.status().is_success() => return Ok(()),
+                        Ok(resp) if resp.status().is_success() => {
+                            state.heartbeat(id);
+                            return Ok(());
+                        }
                         Ok(resp) => last = format!("agent answered {}", resp.status()),
                         Err(e) => last = e.to_string(),
                     }

@@ -1,6 +1,7 @@
 //! HTTP routers, one module per resource, merged in [`router`].
 
 pub mod instances;
+pub mod operate;
 pub mod system;
 pub mod workspaces;
 
@@ -18,6 +19,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(system::router())
         .merge(instances::router())
+        .merge(operate::router())
         .merge(workspaces::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -7,9 +7,12 @@
 //! goes through a small semaphore: dockerd has been seen to lock up when hundreds
 //! of calls land at once.
 
+mod exec;
+mod observe;
+
 use crate::{
-    ContainerState, InstanceSpec, ManagedContainer, Observed, Result, Runtime, RuntimeError, AGENT_PORT, HOME_DIR,
-    LABEL_INSTALL, LABEL_INSTANCE, LABEL_WORKSPACE,
+    ContainerState, ExecRequest, ExecSession, InstanceSpec, LogLine, LogQuery, ManagedContainer, Observed, Result,
+    Runtime, RuntimeError, Stats, AGENT_PORT, HOME_DIR, LABEL_INSTALL, LABEL_INSTANCE, LABEL_WORKSPACE,
 };
 use async_trait::async_trait;
 use berth_core::{InstanceId, SizeSpec};
@@ -419,7 +422,9 @@ impl Runtime for DockerRuntime {
         let _p = self.permit().await;
         let info = match self.docker.inspect_container(&container_name(id), NO_INSPECT).await {
             Ok(info) => info,
-            Err(e) if is_not_found(&e) => return Ok(ContainerState { observed: Observed::Missing, agent_addr: None }),
+            Err(e) if is_not_found(&e) => {
+                return Ok(ContainerState { observed: Observed::Missing, agent_addr: None, started_at: None })
+            }
             Err(e) => return Err(map_err(e)),
         };
         let state = info.state.unwrap_or_default();
@@ -440,7 +445,8 @@ impl Runtime for DockerRuntime {
             .and_then(|ep| ep.ip_address)
             .and_then(|ip| ip.parse::<IpAddr>().ok())
             .map(|ip| SocketAddr::new(ip, AGENT_PORT));
-        Ok(ContainerState { observed, agent_addr })
+        let started_at = state.started_at.as_deref().and_then(berth_core::time::parse_rfc3339).filter(|t| *t > 0);
+        Ok(ContainerState { observed, agent_addr, started_at })
     }
 
     async fn list(&self) -> Result<Vec<ManagedContainer>> {
@@ -474,5 +480,33 @@ impl Runtime for DockerRuntime {
 
     async fn remove_orphan_volume(&self, instance_id: &str) -> Result<()> {
         self.remove_volume_named(&volume_name(instance_id)).await
+    }
+
+    async fn exec(&self, id: &InstanceId, req: ExecRequest) -> Result<ExecSession> {
+        exec::start(self, &container_name(id), req).await
+    }
+
+    async fn exec_status(&self, exec_id: &str) -> Result<Option<i64>> {
+        exec::status(self, exec_id).await
+    }
+
+    async fn exec_kill(&self, exec_id: &str) -> Result<()> {
+        exec::kill_tree(self, exec_id).await
+    }
+
+    async fn exec_resize(&self, exec_id: &str, cols: u16, rows: u16) -> Result<()> {
+        exec::resize(self, exec_id, cols, rows).await
+    }
+
+    async fn logs(
+        &self,
+        id: &InstanceId,
+        query: LogQuery,
+    ) -> Result<futures_util::stream::BoxStream<'static, Result<LogLine>>> {
+        Ok(observe::logs(self, &container_name(id), query))
+    }
+
+    async fn stats(&self, id: &InstanceId) -> Result<Stats> {
+        observe::stats(self, &container_name(id)).await
     }
 }

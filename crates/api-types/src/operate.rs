@@ -1,0 +1,115 @@
+//! Operating instances: exec, logs, health and the audit trail.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+/// A command: an argv list, or a string run by `/bin/sh -c`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum Command {
+    Argv(Vec<String>),
+    Shell(String),
+}
+
+impl Default for Command {
+    fn default() -> Self {
+        Command::Argv(vec![])
+    }
+}
+
+/// `POST /v1/instances/{id}/exec` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    /// argv list, or a shell string (run by `/bin/sh -c`).
+    pub command: Command,
+    /// Written to the process's standard input, which is then closed.
+    #[serde(default)]
+    pub stdin: Option<String>,
+    /// Extra environment.
+    #[serde(default)]
+    pub env: Option<BTreeMap<String, String>>,
+    /// Working directory (default `/home/agent`).
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Kill the whole process tree after this many seconds (default 60, at most 3600).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    /// Answer Server-Sent Events (`stdout`, `stderr`, then `exit`) as output is produced.
+    #[serde(default)]
+    pub stream: Option<bool>,
+    /// Most bytes kept of each of stdout and stderr (default 1 MiB, at most 16 MiB).
+    #[serde(default)]
+    pub max_output_bytes: Option<usize>,
+}
+
+/// Result of a finished exec.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExecResult {
+    /// Exit status; 128+N when killed by signal N (137 for SIGKILL).
+    pub exit_code: i64,
+    pub stdout: String,
+    pub stderr: String,
+    pub duration_ms: u64,
+    /// The timeout fired and the process tree was killed.
+    pub timed_out: bool,
+    /// Output beyond `max_output_bytes` was dropped.
+    pub truncated: bool,
+}
+
+/// One log line.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LogEntry {
+    /// RFC 3339 time the line was written.
+    pub timestamp: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    pub message: String,
+}
+
+/// `GET /v1/instances/{id}/logs` answer (without `follow`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Logs {
+    pub logs: Vec<LogEntry>,
+}
+
+/// The agent gateway's answer to a probe.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GatewayHealth {
+    pub ok: bool,
+    pub response_time_ms: Option<f64>,
+}
+
+/// `GET /v1/instances/{id}/health` answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InstanceHealth {
+    /// The instance's status.
+    pub status: String,
+    pub cpu_percent: f64,
+    pub memory_mb: f64,
+    pub memory_limit_mb: f64,
+    /// Space used under `/home/agent`.
+    pub disk_mb: f64,
+    pub pids: u64,
+    pub uptime_secs: u64,
+    /// Last time (unix seconds) the agent answered a probe.
+    pub last_heartbeat: Option<i64>,
+    pub restart_count: u32,
+    pub gateway: GatewayHealth,
+}
+
+/// One entry of an instance's audit trail.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    /// Always `event`.
+    pub object: String,
+    /// Unix seconds.
+    pub at: i64,
+    /// Status before (null at creation).
+    pub from: Option<String>,
+    pub to: String,
+    /// `key:<id>` of the caller, or `reconciler`.
+    pub actor: String,
+    pub reason: Option<String>,
+}

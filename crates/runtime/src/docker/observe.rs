@@ -1,0 +1,64 @@
+//! Logs and resource statistics of instance containers.
+
+use super::{map_err, DockerRuntime};
+use crate::{LogLine, LogQuery, Result, Stats};
+use bollard::container::LogOutput;
+use bollard::query_parameters::{LogsOptions, StatsOptions};
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+
+pub(super) fn logs(rt: &DockerRuntime, container: &str, q: LogQuery) -> BoxStream<'static, Result<LogLine>> {
+    let opts = LogsOptions {
+        follow: q.follow,
+        stdout: true,
+        stderr: true,
+        since: q.since.unwrap_or(0).clamp(0, i32::MAX as i64) as i32,
+        until: 0,
+        timestamps: true,
+        tail: q.tail.map(|n| n.to_string()).unwrap_or_else(|| "all".into()),
+    };
+    rt.docker
+        .logs(container, Some(opts))
+        .map(|item| {
+            let chunk = item.map_err(map_err)?;
+            let (stream, bytes) = match chunk {
+                LogOutput::StdErr { message } => ("stderr", message),
+                LogOutput::StdOut { message } | LogOutput::Console { message } | LogOutput::StdIn { message } => {
+                    ("stdout", message)
+                }
+            };
+            let text = String::from_utf8_lossy(&bytes);
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            let (timestamp, message) = text.split_once(' ').unwrap_or(("", text));
+            Ok(LogLine { timestamp: timestamp.to_string(), stream, message: message.to_string() })
+        })
+        .boxed()
+}
+
+pub(super) async fn stats(rt: &DockerRuntime, container: &str) -> Result<Stats> {
+    let _p = rt.permit().await;
+    let opts = StatsOptions { stream: false, one_shot: false };
+    let mut s = rt.docker.stats(container, Some(opts));
+    let Some(first) = s.next().await else { return Ok(Stats::default()) };
+    let st = first.map_err(map_err)?;
+    let cpu = st.cpu_stats.unwrap_or_default();
+    let pre = st.precpu_stats.unwrap_or_default();
+    let used = |c: &bollard::models::ContainerCpuStats| c.cpu_usage.as_ref().and_then(|u| u.total_usage).unwrap_or(0);
+    let cpu_delta = used(&cpu).saturating_sub(used(&pre)) as f64;
+    let sys_delta = cpu.system_cpu_usage.unwrap_or(0).saturating_sub(pre.system_cpu_usage.unwrap_or(0)) as f64;
+    let cpus = cpu.online_cpus.unwrap_or(1).max(1) as f64;
+    let cpu_percent = if sys_delta > 0.0 { cpu_delta / sys_delta * cpus * 100.0 } else { 0.0 };
+    let mem = st.memory_stats.unwrap_or_default();
+    // What `docker stats` shows: usage minus reclaimable page cache.
+    let inactive = mem
+        .stats
+        .as_ref()
+        .and_then(|m| m.get("inactive_file").or_else(|| m.get("total_inactive_file")).copied())
+        .unwrap_or(0);
+    Ok(Stats {
+        cpu_percent: (cpu_percent * 100.0).round() / 100.0,
+        memory_bytes: mem.usage.unwrap_or(0).saturating_sub(inactive),
+        memory_limit_bytes: mem.limit.unwrap_or(0),
+        pids: st.pids_stats.and_then(|p| p.current).unwrap_or(0),
+    })
+}

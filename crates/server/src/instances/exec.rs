@@ -1,0 +1,193 @@
+//! Running commands inside instances: validation, caps, timeouts that kill the
+//! whole process tree, and the streaming variant.
+
+use crate::error::{invalid_state, ApiError, ApiResult};
+use crate::state::AppState;
+use berth_api_types::{Command, ExecRequest, ExecResult};
+use berth_core::{InstanceId, Status};
+use berth_runtime::{ExecRequest as RtExec, Output};
+use futures_util::StreamExt;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+const DEFAULT_TIMEOUT: u64 = 60;
+const MAX_TIMEOUT: u64 = 3600;
+const DEFAULT_CAP: usize = 1 << 20;
+const MAX_CAP: usize = 16 << 20;
+
+/// An exec body that passed validation.
+#[derive(Debug, Clone)]
+pub struct ValidExec {
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: Option<String>,
+    pub stdin: Option<String>,
+    pub timeout: Duration,
+    pub cap: usize,
+    pub stream: bool,
+}
+
+/// Checks an exec body; errors name the field.
+pub fn validate(body: ExecRequest) -> ApiResult<ValidExec> {
+    let argv = match body.command {
+        Command::Argv(v) if v.is_empty() => {
+            return Err(ApiError::invalid("command", "`command` is required: an argv list or a shell string"))
+        }
+        Command::Argv(v) => v,
+        Command::Shell(s) if s.trim().is_empty() => {
+            return Err(ApiError::invalid("command", "`command` must not be empty"))
+        }
+        Command::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s],
+    };
+    if argv.iter().any(|a| a.contains('\0')) {
+        return Err(ApiError::invalid("command", "`command` must not contain NUL bytes"));
+    }
+    let mut env = vec![];
+    for (k, v) in body.env.unwrap_or_default() {
+        let ok = !k.is_empty()
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !k.as_bytes()[0].is_ascii_digit();
+        if !ok || v.contains('\0') {
+            return Err(ApiError::invalid(
+                format!("env.{k}"),
+                format!("`{k}` is not a valid variable name or its value holds NUL"),
+            ));
+        }
+        env.push(format!("{k}={v}"));
+    }
+    if let Some(cwd) = &body.cwd {
+        if !cwd.starts_with('/') || cwd.contains('\0') {
+            return Err(ApiError::invalid("cwd", "`cwd` must be an absolute path"));
+        }
+    }
+    let timeout = body.timeout_secs.unwrap_or(DEFAULT_TIMEOUT);
+    if timeout == 0 || timeout > MAX_TIMEOUT {
+        return Err(ApiError::invalid("timeout_secs", format!("`timeout_secs` must be between 1 and {MAX_TIMEOUT}")));
+    }
+    let cap = body.max_output_bytes.unwrap_or(DEFAULT_CAP);
+    if cap > MAX_CAP {
+        return Err(ApiError::invalid("max_output_bytes", format!("`max_output_bytes` must be at most {MAX_CAP}")));
+    }
+    Ok(ValidExec {
+        argv,
+        env,
+        cwd: body.cwd,
+        stdin: body.stdin,
+        timeout: Duration::from_secs(timeout),
+        cap,
+        stream: body.stream.unwrap_or(false),
+    })
+}
+
+/// What a running exec reports as it goes.
+#[derive(Debug)]
+pub enum ExecEvent {
+    Stdout(String),
+    Stderr(String),
+    Exit(ExecResult),
+}
+
+/// Checks the instance runs, then runs the command, sending events to `tx`.
+/// Returns when the process ended (or was killed at the timeout, or the receiver went away).
+pub async fn run(
+    state: AppState,
+    id: InstanceId,
+    status: Status,
+    v: ValidExec,
+    tx: mpsc::Sender<ExecEvent>,
+) -> ApiResult<()> {
+    if status != Status::Running {
+        return Err(invalid_state("exec", status));
+    }
+    let started = Instant::now();
+    let req = RtExec { cmd: v.argv, env: v.env, cwd: v.cwd, stdin: v.stdin.is_some(), tty: false };
+    let mut session = state.runtime.exec(&id, req).await?;
+    if let (Some(mut input), Some(data)) = (session.input.take(), v.stdin) {
+        // Feed stdin on the side so a process that writes before reading cannot deadlock.
+        tokio::spawn(async move {
+            let _ = input.write_all(data.as_bytes()).await;
+            let _ = input.shutdown().await;
+        });
+    }
+    let deadline = tokio::time::Instant::now() + v.timeout;
+    let (mut out_len, mut err_len, mut truncated, mut timed_out) = (0usize, 0usize, false, false);
+    loop {
+        tokio::select! {
+            chunk = session.output.next() => match chunk {
+                Some(Ok(Output::Stdout(b))) => {
+                    let keep = b.len().min(v.cap - out_len);
+                    truncated |= keep < b.len();
+                    out_len += keep;
+                    if keep > 0 && tx.send(ExecEvent::Stdout(String::from_utf8_lossy(&b[..keep]).into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(Output::Stderr(b))) => {
+                    let keep = b.len().min(v.cap - err_len);
+                    truncated |= keep < b.len();
+                    err_len += keep;
+                    if keep > 0 && tx.send(ExecEvent::Stderr(String::from_utf8_lossy(&b[..keep]).into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => break,
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                timed_out = true;
+                break;
+            }
+            _ = tx.closed() => break,
+        }
+    }
+    let mut exit_code = None;
+    if timed_out || tx.is_closed() {
+        // The client left or time ran out: the whole tree goes.
+        state.runtime.exec_kill(&session.id).await?;
+    }
+    // The output stream ends a moment before Docker records the exit code.
+    for _ in 0..200 {
+        if let Some(code) = state.runtime.exec_status(&session.id).await? {
+            exit_code = Some(code);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let duration_ms = started.elapsed().as_millis() as u64;
+    state.metrics.exec(if timed_out { "timeout" } else { "completed" }, started.elapsed().as_secs_f64());
+    let result = ExecResult {
+        exit_code: exit_code.unwrap_or(if timed_out { 137 } else { -1 }),
+        stdout: String::new(),
+        stderr: String::new(),
+        duration_ms,
+        timed_out,
+        truncated,
+    };
+    let _ = tx.send(ExecEvent::Exit(result)).await;
+    Ok(())
+}
+
+/// Runs to completion and collects the output.
+pub async fn collect(state: AppState, id: InstanceId, status: Status, v: ValidExec) -> ApiResult<ExecResult> {
+    let (tx, mut rx) = mpsc::channel(64);
+    let task = tokio::spawn(run(state, id, status, v, tx));
+    let (mut stdout, mut stderr, mut result) = (String::new(), String::new(), None);
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            ExecEvent::Stdout(s) => stdout.push_str(&s),
+            ExecEvent::Stderr(s) => stderr.push_str(&s),
+            ExecEvent::Exit(r) => result = Some(r),
+        }
+    }
+    match task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(e) => return Err(ApiError::Runtime(berth_runtime::RuntimeError::Failed(format!("exec aborted: {e}")))),
+    }
+    let mut r = result
+        .ok_or_else(|| ApiError::Runtime(berth_runtime::RuntimeError::Failed("exec ended without a result".into())))?;
+    r.stdout = stdout;
+    r.stderr = stderr;
+    Ok(r)
+}

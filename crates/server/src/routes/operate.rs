@@ -1,0 +1,227 @@
+//! Driving and watching instances: exec, logs, health, events.
+
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiQuery};
+use crate::instances::exec::{self, ExecEvent};
+use crate::instances::ops;
+use crate::state::AppState;
+use axum::extract::{Path, State};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use berth_api_types::{ErrorBody, Event, ExecRequest, ExecResult, GatewayHealth, InstanceHealth, List, LogEntry, Logs};
+use berth_core::{now_secs, Status};
+use berth_runtime::{LogQuery, Observed};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// Routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/instances/{id}/exec", post(exec_command))
+        .route("/v1/instances/{id}/logs", get(logs))
+        .route("/v1/instances/{id}/health", get(health))
+        .route("/v1/instances/{id}/events", get(events))
+}
+
+/// Run a command in the instance; with `stream: true`, SSE `stdout`, `stderr`, then `exit`.
+#[utoipa::path(post, path = "/v1/instances/{id}/exec", tag = "operate", params(("id" = String, Path)),
+    request_body = ExecRequest,
+    responses((status = 200, description = "the finished command (or an SSE stream with `stream: true`)", body = ExecResult),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "the instance is not running", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn exec_command(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ExecRequest>,
+) -> ApiResult<Response> {
+    let rec = ops::get(&state, &auth, &id).await?;
+    let v = exec::validate(body)?;
+    if rec.status != Status::Running {
+        return Err(crate::error::invalid_state("exec", rec.status));
+    }
+    if !v.stream {
+        let result = exec::collect(state, rec.id, rec.status, v).await?;
+        return Ok(Json(result).into_response());
+    }
+    let (tx, rx) = mpsc::channel::<ExecEvent>(64);
+    let (sse_tx, sse_rx) = mpsc::channel::<SseEvent>(64);
+    tokio::spawn(async move {
+        let forward = async {
+            let mut rx = rx;
+            while let Some(ev) = rx.recv().await {
+                let sse = match ev {
+                    ExecEvent::Stdout(s) => SseEvent::default().event("stdout").data(json!({"data": s}).to_string()),
+                    ExecEvent::Stderr(s) => SseEvent::default().event("stderr").data(json!({"data": s}).to_string()),
+                    ExecEvent::Exit(r) => {
+                        SseEvent::default().event("exit").data(serde_json::to_string(&r).unwrap_or_default())
+                    }
+                };
+                if sse_tx.send(sse).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let (result, ()) = tokio::join!(exec::run(state, rec.id, rec.status, v, tx), forward);
+        if let Err(e) = result {
+            let _ = sse_tx
+                .send(SseEvent::default().event("error").data(json!({"message": e.to_string()}).to_string()))
+                .await;
+        }
+    });
+    let stream = ReceiverStream::new(sse_rx).map(Ok::<_, Infallible>);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// Query of the logs.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct LogsQuery {
+    /// Only the last N lines (1–10000, default 100).
+    pub lines: Option<u32>,
+    /// Only lines written since this unix time.
+    pub since: Option<i64>,
+    /// Stream new lines as SSE until the client leaves.
+    pub follow: Option<bool>,
+}
+
+/// The instance's main-process output.
+#[utoipa::path(get, path = "/v1/instances/{id}/logs", tag = "operate", params(("id" = String, Path), LogsQuery),
+    responses((status = 200, description = "`{logs: [...]}`, or SSE with `follow=true`", body = Logs),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn logs(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<LogsQuery>,
+) -> ApiResult<Response> {
+    let rec = ops::get(&state, &auth, &id).await?;
+    let lines = q.lines.unwrap_or(100);
+    if !(1..=10_000).contains(&lines) {
+        return Err(ApiError::invalid("lines", "`lines` must be between 1 and 10000"));
+    }
+    if q.since.is_some_and(|s| s < 0) {
+        return Err(ApiError::invalid("since", "`since` is a unix time in seconds"));
+    }
+    let follow = q.follow.unwrap_or(false);
+    let query = LogQuery { tail: Some(lines), since: q.since, follow };
+    let missing = state.runtime.inspect(&rec.id).await?.observed == Observed::Missing;
+    if missing && !follow {
+        return Ok(Json(Logs { logs: vec![] }).into_response());
+    }
+    if missing {
+        return Err(crate::error::invalid_state("follow the logs of", rec.status));
+    }
+    let stream = state.runtime.logs(&rec.id, query).await?;
+    let entries =
+        stream.map(|l| l.map(|l| LogEntry { timestamp: l.timestamp, stream: l.stream.into(), message: l.message }));
+    if !follow {
+        let all: Vec<_> = entries.collect().await;
+        let logs = all.into_iter().collect::<Result<Vec<_>, _>>()?;
+        return Ok(Json(Logs { logs }).into_response());
+    }
+    let events = entries
+        .take_while(|l| std::future::ready(l.is_ok()))
+        .filter_map(|l| std::future::ready(l.ok()))
+        .map(|l| Ok::<_, Infallible>(SseEvent::default().data(serde_json::to_string(&l).unwrap_or_default())));
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// Resource use and agent health, from the runtime's stats and a probe of the agent.
+#[utoipa::path(get, path = "/v1/instances/{id}/health", tag = "operate", params(("id" = String, Path)),
+    responses((status = 200, body = InstanceHealth), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn health(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<InstanceHealth>> {
+    let rec = ops::get(&state, &auth, &id).await?;
+    let cs = state.runtime.inspect(&rec.id).await?;
+    let running = matches!(cs.observed, Observed::Running | Observed::Paused);
+    let mut h = InstanceHealth {
+        status: rec.status.as_str().into(),
+        cpu_percent: 0.0,
+        memory_mb: 0.0,
+        memory_limit_mb: berth_core::size::lookup(rec.size).map(|s| s.memory_mb as f64).unwrap_or(0.0),
+        disk_mb: 0.0,
+        pids: 0,
+        uptime_secs: 0,
+        last_heartbeat: None,
+        restart_count: rec.restart_count,
+        gateway: GatewayHealth { ok: false, response_time_ms: None },
+    };
+    if running {
+        let probe = async {
+            let addr = cs.agent_addr?;
+            let started = Instant::now();
+            let resp =
+                state.http.get(format!("http://{addr}/health")).timeout(Duration::from_secs(2)).send().await.ok()?;
+            resp.status().is_success().then(|| started.elapsed().as_secs_f64() * 1000.0)
+        };
+        let (stats, probe, disk) = tokio::join!(state.runtime.stats(&rec.id), probe, disk_usage_mb(&state, &rec));
+        if let Ok(s) = stats {
+            h.cpu_percent = s.cpu_percent;
+            h.memory_mb = (s.memory_bytes as f64 / 1048576.0 * 10.0).round() / 10.0;
+            if s.memory_limit_bytes > 0 {
+                h.memory_limit_mb = (s.memory_limit_bytes as f64 / 1048576.0).round();
+            }
+            h.pids = s.pids;
+        }
+        if let Some(ms) = probe {
+            state.heartbeat(&rec.id);
+            h.gateway = GatewayHealth { ok: true, response_time_ms: Some((ms * 100.0).round() / 100.0) };
+        }
+        h.disk_mb = disk.unwrap_or(0.0);
+        h.uptime_secs = cs.started_at.map(|t| (now_secs() - t).max(0) as u64).unwrap_or(0);
+    }
+    h.last_heartbeat = state.last_heartbeat(&rec.id);
+    Ok(Json(h))
+}
+
+/// Space used by the instance's home, measured inside it (only while it runs).
+async fn disk_usage_mb(state: &AppState, rec: &berth_store::InstanceRecord) -> Option<f64> {
+    if rec.status != Status::Running {
+        return None;
+    }
+    let v = exec::ValidExec {
+        argv: vec!["du".into(), "-sk".into(), berth_runtime::HOME_DIR.into()],
+        env: vec![],
+        cwd: None,
+        stdin: None,
+        timeout: Duration::from_secs(5),
+        cap: 4096,
+        stream: false,
+    };
+    let r = exec::collect(state.clone(), rec.id.clone(), rec.status, v).await.ok()?;
+    let kb: f64 = r.stdout.split_whitespace().next()?.parse().ok()?;
+    Some((kb / 1024.0 * 10.0).round() / 10.0)
+}
+
+/// The instance's audit trail, oldest first.
+#[utoipa::path(get, path = "/v1/instances/{id}/events", tag = "operate", params(("id" = String, Path)),
+    responses((status = 200, body = List<Event>), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn events(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<Json<List<Event>>> {
+    let rec = ops::get(&state, &auth, &id).await?;
+    let evs = state.store.events(&rec.id, 1000).await?;
+    let data = evs
+        .into_iter()
+        .map(|e| Event {
+            object: "event".into(),
+            at: e.at,
+            from: e.from.map(|s| s.as_str().to_string()),
+            to: e.to.as_str().into(),
+            actor: e.actor,
+            reason: e.reason,
+        })
+        .collect();
+    Ok(Json(List::new(data, None)))
+}
