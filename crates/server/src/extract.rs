@@ -58,7 +58,8 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             return ApiError::InvalidRequest { field: None, message: format!("malformed JSON body: {msg}") };
         }
         // serde reports an unknown field at its parent's path; name the field itself.
-        let field = match msg.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
+        let named = msg.strip_prefix("unknown field `").or_else(|| msg.strip_prefix("missing field `"));
+        let field = match named.and_then(|r| r.split('`').next()) {
             Some(name) if path == "." => name.to_string(),
             Some(name) => format!("{path}.{name}"),
             None if path == "." => String::new(),

@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document of the hosting API, generated from the handlers'
 //! annotations and the `api-types` schemas, and a plain HTML reference of it.
 
-use crate::routes::{instances, operate, workspaces};
+use crate::routes::{instances, operate, shell, workspaces};
 use berth_api_types as t;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -12,7 +12,7 @@ use utoipa::{Modify, OpenApi};
     paths(
         instances::create, instances::list, instances::retrieve, instances::update, instances::delete,
         instances::lifecycle,
-        operate::exec_command, operate::logs, operate::health, operate::events,
+        operate::exec_command, operate::logs, operate::health, operate::events, shell::shell,
         workspaces::create_workspace, workspaces::list_workspaces,
         workspaces::create_key, workspaces::list_keys, workspaces::delete_key,
     ),

@@ -2,6 +2,7 @@
 
 pub mod instances;
 pub mod operate;
+pub mod shell;
 pub mod system;
 pub mod workspaces;
 
@@ -20,6 +21,7 @@ pub fn router(state: AppState) -> Router {
         .merge(system::router())
         .merge(instances::router())
         .merge(operate::router())
+        .merge(shell::router())
         .merge(workspaces::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
