@@ -22,10 +22,7 @@ impl BusySessions {
 
     /// Marks the session busy, or `None` if it already is.
     pub fn try_claim(&self, id: &str) -> Option<SessionGuard> {
-        self.set().insert(id.to_string()).then(|| SessionGuard {
-            set: self.clone(),
-            id: id.to_string(),
-        })
+        self.set().insert(id.to_string()).then(|| SessionGuard { set: self.clone(), id: id.to_string() })
     }
 }
 

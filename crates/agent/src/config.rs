@@ -75,9 +75,7 @@ fn var(name: &str) -> Option<String> {
 }
 
 fn num<T: std::str::FromStr>(name: &str, default: T) -> T {
-    var(name)
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
+    var(name).and_then(|v| v.trim().parse().ok()).unwrap_or(default)
 }
 
 impl AgentConfig {
@@ -93,13 +91,11 @@ impl AgentConfig {
             workdir,
             gateway_token: var("BERTH_GATEWAY_TOKEN"),
             llm: LlmConfig {
-                openai_base_url: var("BERTH_LLM_BASE_URL")
-                    .unwrap_or_else(|| "https://api.openai.com/v1".into()),
+                openai_base_url: var("BERTH_LLM_BASE_URL").unwrap_or_else(|| "https://api.openai.com/v1".into()),
                 openai_api_key: var("BERTH_LLM_API_KEY"),
                 anthropic_base_url: var("BERTH_ANTHROPIC_BASE_URL")
                     .unwrap_or_else(|| "https://api.anthropic.com".into()),
-                anthropic_api_key: var("BERTH_ANTHROPIC_API_KEY")
-                    .or_else(|| var("ANTHROPIC_API_KEY")),
+                anthropic_api_key: var("BERTH_ANTHROPIC_API_KEY").or_else(|| var("ANTHROPIC_API_KEY")),
                 default_model: var("BERTH_MODEL"),
                 default_provider: var("BERTH_LLM_PROVIDER")
                     .and_then(|p| ProviderKind::parse(&p))

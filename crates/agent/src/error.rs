@@ -20,13 +20,7 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, kind: &'static str, code: &'static str, msg: String) -> Self {
-        ApiError {
-            status,
-            message: msg,
-            kind,
-            code: Some(code),
-            param: None,
-        }
+        ApiError { status, message: msg, kind, code: Some(code), param: None }
     }
 
     /// 400: a parameter is malformed.
@@ -38,32 +32,19 @@ impl ApiError {
 
     /// 400: a required parameter is absent.
     pub fn missing_param(param: &str) -> Self {
-        let mut e = Self::bad_request(
-            "missing_required_parameter",
-            format!("Missing required parameter: '{param}'."),
-        );
+        let mut e = Self::bad_request("missing_required_parameter", format!("Missing required parameter: '{param}'."));
         e.param = Some(param.into());
         e
     }
 
     /// 400 with a given code.
     pub fn bad_request(code: &'static str, message: String) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            code,
-            message,
-        )
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", code, message)
     }
 
     /// 404 for an unknown object (`session_not_found`, `response_not_found`, ...).
     pub fn not_found(code: &'static str, message: String) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            code,
-            message,
-        )
+        Self::new(StatusCode::NOT_FOUND, "invalid_request_error", code, message)
     }
 
     /// 409: the session is answering another message.

@@ -11,10 +11,7 @@ pub fn new_id(prefix: &str) -> String {
 
 /// Seconds since the Unix epoch, as the Responses API reports `created_at`.
 pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -40,8 +40,8 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
 /// Opens the data directory and serves the agent until SIGTERM or Ctrl-C.
 pub async fn run(cfg: AgentConfig) -> std::io::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)?;
-    let store = store::Store::open(&cfg.data_dir.join("sessions.db"))
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let store =
+        store::Store::open(&cfg.data_dir.join("sessions.db")).map_err(|e| std::io::Error::other(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, data = %cfg.data_dir.display(), "berth-agent listening");
     let app = router(AppState::new(cfg, store));
@@ -67,8 +67,7 @@ pub async fn run(cfg: AgentConfig) -> std::io::Result<()> {
 
 async fn shutdown_signal() {
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             s.recv().await;
         }
     };

@@ -72,13 +72,11 @@ impl AppState {
     /// models when an Anthropic key is configured, else the default.
     pub fn provider_for(&self, requested: Option<ProviderKind>, model: &str) -> Provider {
         let llm = &self.config.llm;
-        let kind = requested.unwrap_or(
-            if model.starts_with("claude") && llm.anthropic_api_key.is_some() {
-                ProviderKind::Anthropic
-            } else {
-                llm.default_provider
-            },
-        );
+        let kind = requested.unwrap_or(if model.starts_with("claude") && llm.anthropic_api_key.is_some() {
+            ProviderKind::Anthropic
+        } else {
+            llm.default_provider
+        });
         self.provider(kind)
     }
 }

@@ -69,9 +69,7 @@ impl Store {
             tx.pragma_update(None, "user_version", i + 1)?;
             tx.commit()?;
         }
-        Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        Ok(Store { conn: Arc::new(Mutex::new(conn)) })
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
@@ -98,11 +96,7 @@ impl Store {
 
     /// Sessions newest first, `limit` of them after the session `after`;
     /// also says whether more follow.
-    pub fn list_sessions(
-        &self,
-        limit: usize,
-        after: Option<&str>,
-    ) -> Result<(Vec<SessionSummary>, bool)> {
+    pub fn list_sessions(&self, limit: usize, after: Option<&str>) -> Result<(Vec<SessionSummary>, bool)> {
         self.with(|c| {
             let mut stmt = c.prepare_cached(SUMMARY_SQL_PAGE)?;
             let rows = stmt.query_map(params![after, limit as i64 + 1], summary)?;
@@ -122,11 +116,10 @@ impl Store {
     pub fn append_items(&self, session_id: &str, response_id: &str, items: &[Item]) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let next: i64 = tx.query_row(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM items WHERE session_id = ?1",
-                [session_id],
-                |r| r.get(0),
-            )?;
+            let next: i64 =
+                tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM items WHERE session_id = ?1", [session_id], |r| {
+                    r.get(0)
+                })?;
             for (i, item) in items.iter().enumerate() {
                 tx.execute(
                     "INSERT INTO items (session_id, seq, response_id, body) VALUES (?1, ?2, ?3, ?4)",
@@ -145,17 +138,13 @@ impl Store {
     /// The whole history of a session, oldest first.
     pub fn history(&self, session_id: &str) -> Result<Vec<HistoryItem>> {
         self.with(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT response_id, body FROM items WHERE session_id = ?1 ORDER BY seq",
-            )?;
+            let mut stmt =
+                c.prepare_cached("SELECT response_id, body FROM items WHERE session_id = ?1 ORDER BY seq")?;
             let rows = stmt.query_map([session_id], |r| Ok((r.get(0)?, r.get::<_, String>(1)?)))?;
             let mut out = Vec::new();
             for row in rows {
                 let (response_id, body) = row?;
-                out.push(HistoryItem {
-                    response_id,
-                    item: serde_json::from_str(&body)?,
-                });
+                out.push(HistoryItem { response_id, item: serde_json::from_str(&body)? });
             }
             Ok(out)
         })
@@ -188,23 +177,16 @@ impl Store {
 
     /// A stored response.
     pub fn response(&self, id: &str) -> Result<Option<Response>> {
-        let body: Option<String> = self.with(|c| {
-            Ok(
-                c.query_row("SELECT body FROM responses WHERE id = ?1", [id], |r| {
-                    r.get(0)
-                })
-                .optional()?,
-            )
-        })?;
+        let body: Option<String> = self
+            .with(|c| Ok(c.query_row("SELECT body FROM responses WHERE id = ?1", [id], |r| r.get(0)).optional()?))?;
         Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
     }
 
     /// Ids of a session's responses, oldest first.
     pub fn response_ids(&self, session_id: &str) -> Result<Vec<String>> {
         self.with(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT id FROM responses WHERE session_id = ?1 ORDER BY created_at, rowid",
-            )?;
+            let mut stmt =
+                c.prepare_cached("SELECT id FROM responses WHERE session_id = ?1 ORDER BY created_at, rowid")?;
             let ids = stmt.query_map([session_id], |r| r.get(0))?;
             Ok(ids.collect::<rusqlite::Result<_>>()?)
         })

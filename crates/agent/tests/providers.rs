@@ -19,10 +19,7 @@ async fn anthropic_streams_text_and_runs_tools() {
     .await;
     let openai = ScriptedLlm::openai(|_| text(&["openai"])).await;
     let dirs = Dirs::new();
-    let env = [
-        ("BERTH_ANTHROPIC_BASE_URL", claude.base_url.as_str()),
-        ("BERTH_ANTHROPIC_API_KEY", "sk-ant-test"),
-    ];
+    let env = [("BERTH_ANTHROPIC_BASE_URL", claude.base_url.as_str()), ("BERTH_ANTHROPIC_API_KEY", "sk-ant-test")];
     let agent = Agent::start(&dirs, &openai.base_url, &env).await;
 
     // `claude-*` goes to Anthropic when a key is set; streamed chunk by chunk.
@@ -68,14 +65,8 @@ async fn anthropic_streams_text_and_runs_tools() {
 /// Runs one streamed turn against a model that fails as `reply` says, and
 /// returns the final event and the session id.
 async fn failing_turn(reply: Reply, env: &[(&str, &str)]) -> (Value, Vec<String>, Agent, ScriptedLlm, Dirs) {
-    let llm = ScriptedLlm::openai(move |body| {
-        if last_text(body) == "fail" {
-            reply.clone()
-        } else {
-            text(&["fine"])
-        }
-    })
-    .await;
+    let llm =
+        ScriptedLlm::openai(move |body| if last_text(body) == "fail" { reply.clone() } else { text(&["fine"]) }).await;
     let dirs = Dirs::new();
     let agent = Agent::start(&dirs, &llm.base_url, env).await;
     let events = agent.stream(&json!({"input": "fail"})).await;
@@ -109,8 +100,17 @@ async fn provider_failure_mid_stream_keeps_session_consistent() {
         failing_turn(Reply::CutAfter(vec!["partial ".into(), "answ".into()]), &[]).await;
     assert_eq!(
         shape,
-        ["created", "in_progress", "output_item.added", "content_part.added", "output_text.delta*",
-         "output_text.done", "content_part.done", "output_item.done", "failed"]
+        [
+            "created",
+            "in_progress",
+            "output_item.added",
+            "content_part.added",
+            "output_text.delta*",
+            "output_text.done",
+            "content_part.done",
+            "output_item.done",
+            "failed"
+        ]
     );
     let r = &last["response"];
     assert_eq!(r["error"]["code"], "provider_stream_interrupted");

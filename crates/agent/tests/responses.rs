@@ -13,9 +13,7 @@ async fn non_streaming_text_reply() {
     let dirs = Dirs::new();
     let agent = Agent::start(&dirs, &llm.base_url, &[]).await;
 
-    let (status, r) = agent
-        .post("/v1/responses", &json!({"input": "hi", "metadata": {"k": "v"}}))
-        .await;
+    let (status, r) = agent.post("/v1/responses", &json!({"input": "hi", "metadata": {"k": "v"}})).await;
     assert_eq!(status, 200, "{r}");
     assert_eq!(r["object"], "response");
     assert_eq!(r["status"], "completed");
@@ -39,12 +37,8 @@ async fn non_streaming_text_reply() {
     assert_eq!(sent.body["stream"], true);
     assert_eq!(sent.body["messages"][0]["role"], "system");
     assert_eq!(sent.body["messages"][1], json!({"role": "user", "content": "hi"}));
-    let tools: Vec<&str> = sent.body["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["function"]["name"].as_str().unwrap())
-        .collect();
+    let tools: Vec<&str> =
+        sent.body["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
     assert_eq!(tools, ["shell", "read_file", "write_file", "list_dir", "memory_read", "memory_write"]);
 
     let (status, stored) = agent.get(&format!("/v1/responses/{}", r["id"].as_str().unwrap())).await;
@@ -123,8 +117,12 @@ async fn bad_requests_get_openai_errors() {
         (json!({"input": "x", "stream": "yes"}), 400, "invalid_type", None),
         (json!({"input": "x", "metadata": "m"}), 400, "invalid_type", None),
         (json!({"input": [{"role": "wizard", "content": "x"}]}), 400, "invalid_value", Some("input[0].role")),
-        (json!({"input": [{"role": "user", "content": [{"type": "input_image"}]}]}), 400, "invalid_value",
-            Some("input[0].content[0].type")),
+        (
+            json!({"input": [{"role": "user", "content": [{"type": "input_image"}]}]}),
+            400,
+            "invalid_value",
+            Some("input[0].content[0].type"),
+        ),
         (json!({"input": "x", "provider": "bogus"}), 400, "invalid_value", Some("provider")),
         (json!({"input": "x", "session_id": "sess_nope"}), 404, "session_not_found", None),
         (json!({"input": "x", "previous_response_id": "resp_nope"}), 404, "previous_response_not_found", None),

@@ -38,9 +38,7 @@ async fn continuation_sends_the_whole_history() {
     assert_eq!(msgs[2], json!({"role": "assistant", "content": "1 user messages; first: my name is Ada"}));
 
     // previous_response_id continues the same session.
-    let (_, c) = agent
-        .post("/v1/responses", &json!({"input": "third", "previous_response_id": b["id"]}))
-        .await;
+    let (_, c) = agent.post("/v1/responses", &json!({"input": "third", "previous_response_id": b["id"]})).await;
     assert_eq!(c["session_id"], sid);
     assert_eq!(c["previous_response_id"], b["id"]);
     assert_eq!(answer(&c), "3 user messages; first: my name is Ada");
@@ -160,5 +158,8 @@ async fn concurrent_messages_to_one_session_get_409() {
         .iter()
         .map(|i| format!("{}:{}", i["role"].as_str().unwrap(), i["content"][0]["text"].as_str().unwrap()))
         .collect();
-    assert_eq!(texts[2..], ["user:slow", "assistant:ssssssssss", "user:after", "assistant:3 user messages; first: hello"]);
+    assert_eq!(
+        texts[2..],
+        ["user:slow", "assistant:ssssssssss", "user:after", "assistant:3 user messages; first: hello"]
+    );
 }

@@ -48,7 +48,10 @@ async fn multi_step_loop_runs_shell_and_writes_file() {
     assert_eq!(out[1]["call_id"], out[0]["call_id"]);
     assert_eq!(out[1]["output"], "exit code: 0\nhello-from-42\noops\n");
     assert!(out[3]["output"].as_str().unwrap().starts_with("wrote 25 bytes"));
-    assert_eq!(done["output"][4]["content"][0]["text"].as_str().unwrap(), format!("Done: {}", out[3]["output"].as_str().unwrap()));
+    assert_eq!(
+        done["output"][4]["content"][0]["text"].as_str().unwrap(),
+        format!("Done: {}", out[3]["output"].as_str().unwrap())
+    );
     assert_eq!(done["usage"]["input_tokens"], 33, "usage sums over the three model calls");
 
     // The model saw its own call and the tool's result in chat-completions form.
@@ -62,7 +65,10 @@ async fn multi_step_loop_runs_shell_and_writes_file() {
     // The session history holds all of it, in order.
     let (_, session) = agent.get(&format!("/v1/sessions/{}", done["session_id"].as_str().unwrap())).await;
     let kinds: Vec<&str> = session["items"].as_array().unwrap().iter().map(|i| i["type"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["message", "function_call", "function_call_output", "function_call", "function_call_output", "message"]);
+    assert_eq!(
+        kinds,
+        ["message", "function_call", "function_call_output", "function_call", "function_call_output", "message"]
+    );
 }
 
 #[tokio::test]
@@ -160,9 +166,7 @@ async fn client_disconnect_cancels_turn_and_kills_tool() {
 
     // The session is free again and its history stays usable.
     let (_, r) = agent.get(&format!("/v1/responses/{id}")).await;
-    let (s, next) = agent
-        .post("/v1/responses", &json!({"input": "hello again", "session_id": r["session_id"]}))
-        .await;
+    let (s, next) = agent.post("/v1/responses", &json!({"input": "hello again", "session_id": r["session_id"]})).await;
     assert_eq!(s, 200, "{next}");
     assert_eq!(next["status"], "completed");
     let msgs = llm.requests()[1].body["messages"].clone();
@@ -180,9 +184,8 @@ async fn non_streaming_disconnect_cancels_too() {
     let dirs = Dirs::new();
     let agent = Agent::start(&dirs, &llm.base_url, &[]).await;
     let url = format!("{}/v1/responses", agent.url);
-    let call = tokio::spawn(async move {
-        reqwest::Client::new().post(url).json(&json!({"input": "run long"})).send().await
-    });
+    let call =
+        tokio::spawn(async move { reqwest::Client::new().post(url).json(&json!({"input": "run long"})).send().await });
     assert!(eventually(5, || read(&dirs.workdir, "sleep.pid").trim().parse::<u32>().is_ok()).await);
     let pid: u32 = read(&dirs.workdir, "sleep.pid").trim().parse().unwrap();
     call.abort(); // drops the connection

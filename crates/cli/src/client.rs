@@ -2,7 +2,7 @@
 //! from the API's `{"error": {...}}` envelope into messages a person can act on.
 
 use berth_api_types::{ErrorBody, ErrorDetail};
-use reqwest::{Method, RequestBuilder};
+use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -94,6 +94,46 @@ impl Client {
         .await
     }
 
+    /// `PATCH /v1{path}` with a JSON body.
+    pub async fn patch(&self, path: &str, body: &impl serde::Serialize) -> Result<Value, ClientError> {
+        self.send(self.request(Method::PATCH, path).json(body)).await
+    }
+
+    /// `GET /v1{path}?{query}` answered by a stream (Server-Sent Events): the open
+    /// response once its status is a success, the decoded API error otherwise.
+    pub async fn get_stream(&self, path: &str, query: &[(&str, String)]) -> Result<Response, ClientError> {
+        self.open(self.request(Method::GET, path).query(query)).await
+    }
+
+    /// `POST /v1{path}` with a JSON body, answered by a stream; see [`Client::get_stream`].
+    pub async fn post_stream(&self, path: &str, body: &impl serde::Serialize) -> Result<Response, ClientError> {
+        self.open(self.request(Method::POST, path).json(body)).await
+    }
+
+    /// The `ws://` URL of `/v1{path}?{query}` (from an `http://` base URL).
+    pub fn ws_url(&self, path: &str, query: &[(&str, String)]) -> Result<reqwest::Url, ClientError> {
+        let invalid = |cause: String| ClientError::Transport { url: self.base.clone(), cause };
+        let mut url = reqwest::Url::parse_with_params(&format!("{}/v1{path}", self.base), query)
+            .map_err(|e| invalid(format!("bad server URL: {e}")))?;
+        let scheme = match url.scheme() {
+            "http" => "ws",
+            "https" => "wss",
+            other => return Err(invalid(format!("unsupported URL scheme `{other}` (use http://)"))),
+        };
+        url.set_scheme(scheme).map_err(|()| invalid(format!("cannot use `{scheme}` with this URL")))?;
+        Ok(url)
+    }
+
+    /// The key, for requests made outside reqwest (the shell's WebSocket upgrade).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The base URL, for error messages.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// `DELETE /v1{path}?{query}`.
     pub async fn delete(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ClientError> {
         self.send(self.request(Method::DELETE, path).query(query)).await
@@ -112,14 +152,23 @@ impl Client {
             if let Ok(value) = serde_json::from_str(&text) {
                 return Ok(value);
             }
-        } else if let Ok(body) = serde_json::from_str::<ErrorBody>(&text) {
-            return Err(ClientError::Api(body.error));
         }
-        let body = text.chars().take(300).collect();
-        Err(ClientError::Unexpected { url, status: status.as_u16(), body })
+        Err(decode_error(url, status.as_u16(), &text))
     }
 
-    fn transport(&self, err: &reqwest::Error) -> ClientError {
+    async fn open(&self, req: RequestBuilder) -> Result<Response, ClientError> {
+        let resp = req.send().await.map_err(|e| self.transport(&e))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let url = resp.url().to_string();
+        let text = resp.text().await.map_err(|e| self.transport(&e))?;
+        Err(decode_error(url, status, &text))
+    }
+
+    /// The error for a failure while reading a stream that had started.
+    pub fn transport(&self, err: &reqwest::Error) -> ClientError {
         let url = self.base.clone();
         let cause = root_cause(err);
         if err.is_connect() {
@@ -130,8 +179,19 @@ impl Client {
     }
 }
 
+/// A failed answer: the API's error envelope when it is one, else the raw status and body.
+pub fn decode_error(url: String, status: u16, text: &str) -> ClientError {
+    if !(200..300).contains(&status) {
+        if let Ok(body) = serde_json::from_str::<ErrorBody>(text) {
+            return ClientError::Api(body.error);
+        }
+    }
+    let body = text.chars().take(300).collect();
+    ClientError::Unexpected { url, status, body }
+}
+
 /// The innermost cause, which names what actually happened ("connection refused").
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+pub fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = err;
     while let Some(next) = cur.source() {
         cur = next;

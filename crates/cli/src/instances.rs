@@ -1,10 +1,10 @@
-//! `berth instances ...`: create, list, get, delete, restore and the lifecycle actions.
+//! `berth instances ...`: create, list, get, set, delete, restore and the lifecycle actions.
 
 use crate::client::{Client, ClientArgs};
 use crate::instance_view;
 use crate::output;
 use crate::progress::spin;
-use berth_api_types::{CreateInstance, Instance, List};
+use berth_api_types::{BudgetInput, CreateInstance, Instance, List, UpdateInstance};
 use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
 
@@ -26,6 +26,8 @@ pub enum InstancesCommand {
     List(ListArgs),
     /// Show one instance.
     Get(IdArg),
+    /// Change an instance: name, size (resized in place), metadata, env, budget cap.
+    Set(SetArgs),
     /// Delete an instance (restorable during the retention period unless --purge).
     Delete(DeleteArgs),
     /// Bring back a deleted instance with its data.
@@ -77,6 +79,29 @@ pub struct CreateArgs {
     pub env: Vec<(String, String)>,
 }
 
+/// `berth instances set`: only the given fields change.
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    /// Instance id (`inst_...`).
+    pub id: String,
+    /// New display name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// New size class: 1, 2, 4 or 8 (resized in place, data kept).
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<u32>,
+    /// Metadata pair, repeatable; the given pairs replace all metadata.
+    #[arg(long = "meta", value_name = "K=V", value_parser = parse_pair)]
+    pub meta: Vec<(String, String)>,
+    /// Environment variable, repeatable; the given variables replace the whole
+    /// environment (the container is recreated, data kept).
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_pair)]
+    pub env: Vec<(String, String)>,
+    /// Hard cap on managed LLM usage, in USD.
+    #[arg(long, value_name = "USD")]
+    pub budget_cap: Option<f64>,
+}
+
 /// `berth instances list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
@@ -116,6 +141,7 @@ pub async fn run(args: InstancesArgs) -> anyhow::Result<()> {
         C::Create(c) => return create(&client, c, json).await,
         C::List(l) => return list(&client, l, json).await,
         C::Get(a) => return show(client.get(&format!("/instances/{}", a.id), &[]).await?, json),
+        C::Set(s) => return set(&client, s, json).await,
         C::Delete(d) => return delete(&client, d, json).await,
         C::Restore(a) => ("restore", "restoring", a.id),
         C::Stop(a) => ("stop", "stopping", a.id),
@@ -143,6 +169,29 @@ async fn create(client: &Client, args: CreateArgs, json: bool) -> anyhow::Result
     };
     let call = client.post("/instances", Some(&body));
     show(spin("creating instance".into(), call).await?, json)
+}
+
+async fn set(client: &Client, args: SetArgs, json: bool) -> anyhow::Result<()> {
+    let slow = args.size.is_some() || !args.env.is_empty();
+    let body = UpdateInstance {
+        name: args.name,
+        size: args.size,
+        metadata: object(args.meta),
+        env: object(args.env),
+        budget: args.budget_cap.map(|cap| BudgetInput { managed_cap_usd: Some(cap), topup_micros: None }),
+    };
+    if body.name.is_none()
+        && body.size.is_none()
+        && body.metadata.is_none()
+        && body.env.is_none()
+        && body.budget.is_none()
+    {
+        anyhow::bail!("nothing to change: pass --name, --size, --meta, --env or --budget-cap");
+    }
+    let path = format!("/instances/{}", args.id);
+    let call = client.patch(&path, &body);
+    let answer = if slow { spin(format!("updating {}", args.id), call).await? } else { call.await? };
+    show(answer, json)
 }
 
 async fn list(client: &Client, args: ListArgs, json: bool) -> anyhow::Result<()> {
@@ -207,7 +256,8 @@ fn object(pairs: Vec<(String, String)>) -> Option<Value> {
     (!map.is_empty()).then_some(Value::Object(map))
 }
 
-fn parse_pair(s: &str) -> Result<(String, String), String> {
+/// `KEY=VALUE` (split on the first `=`), for `--meta` and `--env`.
+pub(crate) fn parse_pair(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("expected KEY=VALUE, got `{s}`")),

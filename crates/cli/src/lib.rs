@@ -2,12 +2,18 @@
 //! client. `main.rs` only parses arguments and hands a [`ClientCommand`] to [`run`].
 
 pub mod client;
+pub mod events;
+pub mod exec;
+pub mod health;
 pub mod instance_view;
 pub mod instances;
 pub mod keys;
+pub mod logs;
 pub mod output;
 pub mod progress;
 pub mod secret;
+pub mod shell;
+pub mod sse;
 pub mod workspaces;
 
 use client::ClientError;
@@ -21,15 +27,32 @@ pub enum ClientCommand {
     Workspaces(workspaces::WorkspacesArgs),
     /// Create, list and revoke API keys.
     Keys(keys::KeysArgs),
+    /// Run a command in an instance: `berth exec ID -- CMD ARGS...` (exit code passed through).
+    Exec(exec::ExecArgs),
+    /// Open an interactive terminal in an instance.
+    Shell(shell::ShellArgs),
+    /// Print an instance's logs (`-f` to follow).
+    Logs(logs::LogsArgs),
+    /// Show an instance's resource use and agent health.
+    Health(health::HealthArgs),
+    /// Show an instance's audit trail of lifecycle changes.
+    Events(events::EventsArgs),
 }
 
-/// Run one client command against the server.
-pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
-    match command {
+/// Run one client command against the server; answers the exit code for the process
+/// (0, or what a remote command exited with for `exec` and `shell`).
+pub async fn run(command: ClientCommand) -> anyhow::Result<i32> {
+    let done = match command {
         ClientCommand::Instances(args) => instances::run(args).await,
         ClientCommand::Workspaces(args) => workspaces::run(args).await,
         ClientCommand::Keys(args) => keys::run(args).await,
-    }
+        ClientCommand::Exec(args) => return exec::run(args).await,
+        ClientCommand::Shell(args) => return shell::run(args).await,
+        ClientCommand::Logs(args) => logs::run(args).await,
+        ClientCommand::Health(args) => health::run(args).await,
+        ClientCommand::Events(args) => events::run(args).await,
+    };
+    done.map(|()| 0)
 }
 
 /// Print a failed command's error to stderr as `error: ...`.

@@ -32,9 +32,12 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => rt.block_on(berth_server::run(args)),
         Command::Client(command) => {
-            if let Err(err) = rt.block_on(berth_cli::run(command)) {
+            let code = rt.block_on(berth_cli::run(command)).unwrap_or_else(|err| {
                 berth_cli::report(&err);
-                std::process::exit(1);
+                1
+            });
+            if code != 0 {
+                std::process::exit(code);
             }
             Ok(())
         }

@@ -2,17 +2,36 @@
 //! ages and dates.
 
 use serde_json::Value;
+use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Exit code of a process whose reader went away (128 + SIGPIPE), as a shell reports it.
+const BROKEN_PIPE: i32 = 141;
+
+/// Write `bytes` to stdout and flush them now (streamed output shows as it comes).
+/// A reader that went away (`berth ... | head`) ends the process quietly.
+pub fn stdout(bytes: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    if out.write_all(bytes).and_then(|()| out.flush()).is_err() {
+        std::process::exit(BROKEN_PIPE);
+    }
+}
+
+/// Write `bytes` to stderr and flush them now.
+pub fn stderr(bytes: &[u8]) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(bytes).and_then(|()| err.flush());
+}
 
 /// Print the API's answer as it came, pretty.
 pub fn json(value: &Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    stdout(format!("{}\n", serde_json::to_string_pretty(value)?).as_bytes());
     Ok(())
 }
 
 /// Print rows under headers, each column as wide as its widest cell.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) {
-    print!("{}", render_table(headers, rows));
+    stdout(render_table(headers, rows).as_bytes());
 }
 
 /// The text of [`table`]: two spaces between columns, no trailing blanks.
@@ -39,9 +58,11 @@ pub fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
 /// Print `key: value` lines with the values aligned.
 pub fn details(fields: &[(&str, String)]) {
     let width = fields.iter().map(|(k, _)| k.len() + 1).max().unwrap_or(0);
+    let mut text = String::new();
     for (key, value) in fields {
-        println!("{:<width$}  {value}", format!("{key}:"));
+        text.push_str(&format!("{:<width$}  {value}\n", format!("{key}:")));
     }
+    stdout(text.as_bytes());
 }
 
 /// `-` for a missing value.
@@ -67,10 +88,26 @@ pub fn age(then: i64, now: i64) -> String {
 
 /// A Unix time as `YYYY-MM-DD HH:MM:SS UTC (age ago)`.
 pub fn when(secs: i64) -> String {
+    format!("{} UTC ({} ago)", utc(secs), age(secs, now()))
+}
+
+/// A Unix time as `YYYY-MM-DD HH:MM:SS` (UTC).
+pub fn utc(secs: i64) -> String {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
     let (hh, mm, ss) = (rem / 3_600, rem % 3_600 / 60, rem % 60);
-    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} UTC ({} ago)", age(secs, now()))
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}")
+}
+
+/// A span in its two largest units: `45s`, `12m 5s`, `3h 20m`, `5d 2h`.
+pub fn duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs % 86_400 / 3_600, secs % 3_600 / 60, secs % 60);
+    match secs {
+        0..60 => format!("{s}s"),
+        60..3_600 => format!("{m}m {s}s"),
+        3_600..86_400 => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -104,6 +141,15 @@ mod tests {
         assert_eq!(age(0, 7_300), "2h");
         assert_eq!(age(0, 3 * 86_400 + 5), "3d");
         assert_eq!(age(10, 0), "0s");
+    }
+
+    #[test]
+    fn durations_use_two_units() {
+        assert_eq!(duration(45), "45s");
+        assert_eq!(duration(725), "12m 5s");
+        assert_eq!(duration(3 * 3_600 + 20 * 60 + 7), "3h 20m");
+        assert_eq!(duration(5 * 86_400 + 2 * 3_600), "5d 2h");
+        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13:20");
     }
 
     #[test]

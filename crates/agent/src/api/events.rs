@@ -23,17 +23,11 @@ pub fn lifecycle(kind: &'static str, r: &Response) -> Event {
 }
 
 pub fn item_added(output_index: usize, item: &Item) -> Event {
-    ev(
-        "response.output_item.added",
-        json!({"output_index": output_index, "item": item}),
-    )
+    ev("response.output_item.added", json!({"output_index": output_index, "item": item}))
 }
 
 pub fn item_done(output_index: usize, item: &Item) -> Event {
-    ev(
-        "response.output_item.done",
-        json!({"output_index": output_index, "item": item}),
-    )
+    ev("response.output_item.done", json!({"output_index": output_index, "item": item}))
 }
 
 fn text_part(text: &str) -> Value {
@@ -105,10 +99,7 @@ pub fn arguments_done(item_id: &str, output_index: usize, name: &str, arguments:
 
 /// A stream-level `error` event (the turn could not go on at all).
 pub fn error(code: &str, message: &str) -> Event {
-    ev(
-        "error",
-        json!({"code": code, "message": message, "param": null}),
-    )
+    ev("error", json!({"code": code, "message": message, "param": null}))
 }
 
 impl Event {

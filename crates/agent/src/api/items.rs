@@ -114,10 +114,7 @@ impl MessageItem {
         MessageItem {
             id,
             role: Role::Assistant,
-            content: vec![ContentPart::OutputText {
-                text,
-                annotations: Vec::new(),
-            }],
+            content: vec![ContentPart::OutputText { text, annotations: Vec::new() }],
             status: completed(),
         }
     }
@@ -126,10 +123,6 @@ impl MessageItem {
 impl ReasoningItem {
     /// All reasoning text joined.
     pub fn text(&self) -> String {
-        self.content
-            .iter()
-            .chain(&self.summary)
-            .map(|t| t.text.as_str())
-            .collect()
+        self.content.iter().chain(&self.summary).map(|t| t.text.as_str()).collect()
     }
 }

@@ -43,18 +43,10 @@ pub fn parse_input(input: Option<Value>) -> Result<Vec<Item>, ApiError> {
             .enumerate()
             .map(|(i, v)| parse_item(v, &format!("input[{i}]")))
             .collect::<Result<Vec<_>, _>>()?,
-        _ => {
-            return Err(ApiError::invalid_param(
-                "input",
-                "'input' must be a string or an array of input items.",
-            ))
-        }
+        _ => return Err(ApiError::invalid_param("input", "'input' must be a string or an array of input items.")),
     };
     if items.is_empty() {
-        return Err(ApiError::invalid_param(
-            "input",
-            "'input' must not be empty.",
-        ));
+        return Err(ApiError::invalid_param("input", "'input' must not be empty."));
     }
     Ok(items)
 }
@@ -70,10 +62,7 @@ fn user_text(text: String) -> Item {
 
 fn parse_item(v: Value, param: &str) -> Result<Item, ApiError> {
     let Value::Object(mut obj) = v else {
-        return Err(ApiError::invalid_param(
-            param,
-            format!("'{param}' must be an object."),
-        ));
+        return Err(ApiError::invalid_param(param, format!("'{param}' must be an object.")));
     };
     let kind = obj.get("type").and_then(Value::as_str).unwrap_or("message");
     match kind {
@@ -97,10 +86,9 @@ fn parse_item(v: Value, param: &str) -> Result<Item, ApiError> {
             serde_json::from_value(Value::Object(obj))
                 .map_err(|e| ApiError::invalid_param(param, format!("Invalid '{param}': {e}.")))
         }
-        other => Err(ApiError::invalid_param(
-            &format!("{param}.type"),
-            format!("Unsupported input item type '{other}'."),
-        )),
+        other => {
+            Err(ApiError::invalid_param(&format!("{param}.type"), format!("Unsupported input item type '{other}'.")))
+        }
     }
 }
 
@@ -110,9 +98,7 @@ fn parse_message(obj: &mut Map<String, Value>, param: &str) -> Result<Item, ApiE
         Some(r) => serde_json::from_value(r.clone()).map_err(|_| {
             ApiError::invalid_param(
                 &format!("{param}.role"),
-                format!(
-                    "Invalid '{param}.role': expected 'user', 'assistant', 'system' or 'developer'."
-                ),
+                format!("Invalid '{param}.role': expected 'user', 'assistant', 'system' or 'developer'."),
             )
         })?,
     };
@@ -130,21 +116,14 @@ fn parse_message(obj: &mut Map<String, Value>, param: &str) -> Result<Item, ApiE
             ))
         }
     };
-    Ok(Item::Message(MessageItem {
-        id: new_id("msg"),
-        role,
-        content,
-        status: "completed".into(),
-    }))
+    Ok(Item::Message(MessageItem { id: new_id("msg"), role, content, status: "completed".into() }))
 }
 
 fn parse_part(p: Value, role: Role, param: &str) -> Result<ContentPart, ApiError> {
     let kind = p.get("type").and_then(Value::as_str).unwrap_or("");
     match (kind, p.get("text").and_then(Value::as_str)) {
         ("input_text" | "output_text" | "text", Some(text)) => Ok(text_part(role, text.into())),
-        ("input_text" | "output_text" | "text", None) => {
-            Err(ApiError::missing_param(&format!("{param}.text")))
-        }
+        ("input_text" | "output_text" | "text", None) => Err(ApiError::missing_param(&format!("{param}.text"))),
         _ => Err(ApiError::invalid_param(
             &format!("{param}.type"),
             format!("Unsupported content part type '{kind}': this agent takes text only."),
@@ -154,10 +133,7 @@ fn parse_part(p: Value, role: Role, param: &str) -> Result<ContentPart, ApiError
 
 fn text_part(role: Role, text: String) -> ContentPart {
     match role {
-        Role::Assistant => ContentPart::OutputText {
-            text,
-            annotations: Vec::new(),
-        },
+        Role::Assistant => ContentPart::OutputText { text, annotations: Vec::new() },
         _ => ContentPart::InputText { text },
     }
 }
@@ -165,10 +141,9 @@ fn text_part(role: Role, text: String) -> ContentPart {
 fn string_field(obj: &Map<String, Value>, key: &str, param: &str) -> Result<String, ApiError> {
     match obj.get(key) {
         Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(ApiError::invalid_param(
-            &format!("{param}.{key}"),
-            format!("'{param}.{key}' must be a string."),
-        )),
+        Some(_) => {
+            Err(ApiError::invalid_param(&format!("{param}.{key}"), format!("'{param}.{key}' must be a string.")))
+        }
         None => Err(ApiError::missing_param(&format!("{param}.{key}"))),
     }
 }
@@ -192,10 +167,7 @@ mod tests {
 
     #[test]
     fn bad_inputs_name_the_parameter() {
-        assert_eq!(
-            parse_input(None).unwrap_err().param.as_deref(),
-            Some("input")
-        );
+        assert_eq!(parse_input(None).unwrap_err().param.as_deref(), Some("input"));
         let e = parse_input(Some(json!(5))).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("input"));
         let e = parse_input(Some(json!([{"role": "wizard", "content": "x"}]))).unwrap_err();

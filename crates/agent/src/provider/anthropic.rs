@@ -52,32 +52,21 @@ pub fn body(req: &ChatRequest<'_>, history: &[Item]) -> Value {
                 }
             }
             Item::FunctionCall(c) => {
-                let input: Value = serde_json::from_str(&c.arguments)
-                    .ok()
-                    .filter(Value::is_object)
-                    .unwrap_or_else(|| json!({}));
-                push(
-                    "assistant",
-                    json!({"type": "tool_use", "id": c.call_id, "name": c.name, "input": input}),
-                );
+                let input: Value =
+                    serde_json::from_str(&c.arguments).ok().filter(Value::is_object).unwrap_or_else(|| json!({}));
+                push("assistant", json!({"type": "tool_use", "id": c.call_id, "name": c.name, "input": input}));
             }
-            Item::FunctionCallOutput(o) => push(
-                "user",
-                json!({"type": "tool_result", "tool_use_id": o.call_id, "content": o.output}),
-            ),
+            Item::FunctionCallOutput(o) => {
+                push("user", json!({"type": "tool_result", "tool_use_id": o.call_id, "content": o.output}))
+            }
             Item::Reasoning(_) => {}
         }
     }
-    let messages: Vec<Value> = messages
-        .into_iter()
-        .map(|(role, content)| json!({"role": role, "content": content}))
-        .collect();
+    let messages: Vec<Value> =
+        messages.into_iter().map(|(role, content)| json!({"role": role, "content": content})).collect();
     let mut body = Map::new();
     body.insert("model".into(), req.model.into());
-    body.insert(
-        "max_tokens".into(),
-        req.max_output_tokens.unwrap_or(DEFAULT_MAX_TOKENS).into(),
-    );
+    body.insert("max_tokens".into(), req.max_output_tokens.unwrap_or(DEFAULT_MAX_TOKENS).into());
     if !system.trim().is_empty() {
         body.insert("system".into(), system.trim().into());
     }
@@ -108,11 +97,7 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    pub fn decode(
-        &mut self,
-        ev: &SseEvent,
-        out: &mut VecDeque<ProviderEvent>,
-    ) -> Result<(), ProviderError> {
+    pub fn decode(&mut self, ev: &SseEvent, out: &mut VecDeque<ProviderEvent>) -> Result<(), ProviderError> {
         if ev.data.trim().is_empty() {
             return Ok(());
         }
@@ -152,10 +137,7 @@ impl Decoder {
                     }
                     Some("input_json_delta") => {
                         if let Some(j) = d["partial_json"].as_str().filter(|j| !j.is_empty()) {
-                            out.push_back(ProviderEvent::ToolCallArgs {
-                                index,
-                                delta: j.into(),
-                            });
+                            out.push_back(ProviderEvent::ToolCallArgs { index, delta: j.into() });
                         }
                     }
                     _ => {}
@@ -163,10 +145,7 @@ impl Decoder {
             }
             "message_delta" => {
                 if let Some(o) = v["usage"]["output_tokens"].as_u64() {
-                    out.push_back(ProviderEvent::Usage {
-                        input: 0,
-                        output: o,
-                    });
+                    out.push_back(ProviderEvent::Usage { input: 0, output: o });
                 }
             }
             "message_stop" => self.done = true,
@@ -229,12 +208,7 @@ mod tests {
             max_output_tokens: None,
         };
         let b = body(&req, &history);
-        let roles: Vec<&str> = b["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["role"].as_str().unwrap())
-            .collect();
+        let roles: Vec<&str> = b["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
         assert_eq!(roles, ["user", "assistant", "user"]);
         assert_eq!(b["messages"][1]["content"][0]["input"]["command"], "ls");
         assert_eq!(b["max_tokens"], DEFAULT_MAX_TOKENS);

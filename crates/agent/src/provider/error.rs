@@ -6,11 +6,7 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
     #[error("{}", status_message(*.status, .url, .detail))]
-    Status {
-        status: u16,
-        url: String,
-        detail: String,
-    },
+    Status { status: u16, url: String, detail: String },
     #[error("The model provider at {url} sent nothing for {}s; it may be overloaded. Try again, or raise BERTH_LLM_TIMEOUT_SECS.", .after.as_secs())]
     Timeout { url: String, after: Duration },
     #[error("Could not reach the model provider at {url}: {detail}. Check BERTH_LLM_BASE_URL and the network.")]
@@ -36,11 +32,7 @@ fn status_message(status: u16, url: &str, detail: &str) -> String {
         500..=599 => "the provider is failing or overloaded; try again later",
         _ => "unexpected status",
     };
-    let detail = if detail.is_empty() {
-        String::new()
-    } else {
-        format!(": {detail}")
-    };
+    let detail = if detail.is_empty() { String::new() } else { format!(": {detail}") };
     format!("The model provider at {url} answered {status} ({hint}){detail}")
 }
 
@@ -79,10 +71,7 @@ impl ProviderError {
 
     pub(crate) fn from_reqwest(url: &str, e: reqwest::Error) -> Self {
         if e.is_timeout() {
-            return ProviderError::Timeout {
-                url: url.into(),
-                after: Duration::from_secs(0),
-            };
+            return ProviderError::Timeout { url: url.into(), after: Duration::from_secs(0) };
         }
         if e.is_body() || e.is_decode() {
             return ProviderError::Interrupted;
@@ -95,10 +84,7 @@ impl ProviderError {
             detail.push_str(&s.to_string());
             src = s.source();
         }
-        ProviderError::Unreachable {
-            url: url.into(),
-            detail,
-        }
+        ProviderError::Unreachable { url: url.into(), detail }
     }
 }
 

@@ -4,16 +4,17 @@
 
 mod anthropic;
 mod error;
+mod history;
 mod openai;
 mod sse;
 
 pub use error::ProviderError;
 
-use crate::api::{FunctionCallOutputItem, Item, MessageItem};
+use crate::api::Item;
 use crate::config::ProviderKind;
 use serde_json::Value;
 use sse::{SseEvent, SseParser};
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 /// A tool the model may call, described as a JSON-schema function.
@@ -90,7 +91,7 @@ pub struct ModelStream {
 impl Provider {
     /// Sends the request and returns once the provider has accepted it.
     pub async fn start(&self, req: &ChatRequest<'_>) -> Result<ModelStream, ProviderError> {
-        let history = normalize(req.history);
+        let history = history::normalize(req.history);
         let (url, builder, decoder) = match self.kind {
             ProviderKind::OpenAi => {
                 let url = format!("{}/chat/completions", self.base_url.trim_end_matches('/'));
@@ -133,38 +134,18 @@ impl Provider {
             }
             ProviderKind::Anthropic => {
                 let url = anthropic::endpoint(&self.base_url, "models");
-                (
-                    url.clone(),
-                    anthropic::headers(self.http.get(&url), self.api_key.as_deref()),
-                )
+                (url.clone(), anthropic::headers(self.http.get(&url), self.api_key.as_deref()))
             }
         };
-        let resp = self
-            .send(&url, builder.timeout(Duration::from_secs(5)))
-            .await?;
-        let v: Value = resp
-            .json()
-            .await
-            .map_err(|e| ProviderError::Malformed(e.to_string()))?;
+        let resp = self.send(&url, builder.timeout(Duration::from_secs(5))).await?;
+        let v: Value = resp.json().await.map_err(|e| ProviderError::Malformed(e.to_string()))?;
         let ids = v["data"].as_array().map(Vec::as_slice).unwrap_or_default();
-        Ok(ids
-            .iter()
-            .filter_map(|m| m["id"].as_str().map(str::to_string))
-            .collect())
+        Ok(ids.iter().filter_map(|m| m["id"].as_str().map(str::to_string)).collect())
     }
 
-    async fn send(
-        &self,
-        url: &str,
-        b: reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, ProviderError> {
+    async fn send(&self, url: &str, b: reqwest::RequestBuilder) -> Result<reqwest::Response, ProviderError> {
         let resp = match tokio::time::timeout(self.idle_timeout, b.send()).await {
-            Err(_) => {
-                return Err(ProviderError::Timeout {
-                    url: url.into(),
-                    after: self.idle_timeout,
-                })
-            }
+            Err(_) => return Err(ProviderError::Timeout { url: url.into(), after: self.idle_timeout }),
             Ok(r) => r.map_err(|e| ProviderError::from_reqwest(url, e))?,
         };
         let status = resp.status();
@@ -172,11 +153,7 @@ impl Provider {
             return Ok(resp);
         }
         let body = resp.text().await.unwrap_or_default();
-        Err(ProviderError::Status {
-            status: status.as_u16(),
-            url: url.into(),
-            detail: error::error_detail(&body),
-        })
+        Err(ProviderError::Status { status: status.as_u16(), url: url.into(), detail: error::error_detail(&body) })
     }
 }
 
@@ -207,10 +184,7 @@ impl ModelStream {
             let mut events = Vec::new();
             match tokio::time::timeout(self.idle_timeout, self.body.chunk()).await {
                 Err(_) => {
-                    return Some(Err(ProviderError::Timeout {
-                        url: self.url.clone(),
-                        after: self.idle_timeout,
-                    }));
+                    return Some(Err(ProviderError::Timeout { url: self.url.clone(), after: self.idle_timeout }));
                 }
                 Ok(Err(e)) => return Some(Err(ProviderError::from_reqwest(&self.url, e))),
                 Ok(Ok(Some(bytes))) => self.parser.feed(&bytes, &mut events),
@@ -246,62 +220,4 @@ impl ModelStream {
             Decoder::Anthropic(d) => d.done,
         }
     }
-}
-
-/// The history as a provider may take it: every tool call answered (a turn
-/// cut short leaves calls without results) and no result without its call.
-fn normalize(history: &[Item]) -> Vec<Item> {
-    let calls: HashSet<&str> = history
-        .iter()
-        .filter_map(|i| match i {
-            Item::FunctionCall(c) => Some(c.call_id.as_str()),
-            _ => None,
-        })
-        .collect();
-    let answered: HashSet<&str> = history
-        .iter()
-        .filter_map(|i| match i {
-            Item::FunctionCallOutput(o) => Some(o.call_id.as_str()),
-            _ => None,
-        })
-        .collect();
-    let mut out = Vec::with_capacity(history.len());
-    let mut unanswered: Vec<String> = Vec::new();
-    let flush = |out: &mut Vec<Item>, unanswered: &mut Vec<String>| {
-        for call_id in unanswered.drain(..) {
-            out.push(Item::FunctionCallOutput(FunctionCallOutputItem {
-                id: String::new(),
-                call_id,
-                output: "(no result: the turn was interrupted before this tool finished)".into(),
-                status: "incomplete".into(),
-            }));
-        }
-    };
-    for item in history {
-        match item {
-            Item::FunctionCall(c) => {
-                if !answered.contains(c.call_id.as_str()) {
-                    unanswered.push(c.call_id.clone());
-                }
-                out.push(item.clone());
-            }
-            Item::FunctionCallOutput(o) if !calls.contains(o.call_id.as_str()) => {
-                flush(&mut out, &mut unanswered);
-                let text = format!("Result of tool call {}: {}", o.call_id, o.output);
-                out.push(Item::Message(MessageItem {
-                    id: String::new(),
-                    role: crate::api::Role::User,
-                    content: vec![crate::api::ContentPart::InputText { text }],
-                    status: "completed".into(),
-                }));
-            }
-            Item::FunctionCallOutput(_) => out.push(item.clone()),
-            _ => {
-                flush(&mut out, &mut unanswered);
-                out.push(item.clone());
-            }
-        }
-    }
-    flush(&mut out, &mut unanswered);
-    out
 }

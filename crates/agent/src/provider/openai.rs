@@ -33,12 +33,12 @@ pub fn body(req: &ChatRequest<'_>, history: &[Item]) -> Value {
                             a.push(call);
                         }
                     }
-                    _ => messages
-                        .push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
+                    _ => messages.push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
                 }
             }
-            Item::FunctionCallOutput(o) => messages
-                .push(json!({"role": "tool", "tool_call_id": o.call_id, "content": o.output})),
+            Item::FunctionCallOutput(o) => {
+                messages.push(json!({"role": "tool", "tool_call_id": o.call_id, "content": o.output}))
+            }
             Item::Reasoning(_) => {}
         }
     }
@@ -81,11 +81,7 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    pub fn decode(
-        &mut self,
-        ev: &SseEvent,
-        out: &mut VecDeque<ProviderEvent>,
-    ) -> Result<(), ProviderError> {
+    pub fn decode(&mut self, ev: &SseEvent, out: &mut VecDeque<ProviderEvent>) -> Result<(), ProviderError> {
         let data = ev.data.trim();
         if data.is_empty() {
             return Ok(());
@@ -100,9 +96,7 @@ impl Decoder {
         })?;
         if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
             let msg = err["message"].as_str().map(str::to_string);
-            return Err(ProviderError::Upstream(
-                msg.unwrap_or_else(|| err.to_string()),
-            ));
+            return Err(ProviderError::Upstream(msg.unwrap_or_else(|| err.to_string())));
         }
         if let Some(choice) = v["choices"].get(0) {
             let delta = &choice["delta"];
@@ -135,25 +129,12 @@ impl Decoder {
     fn tool_call(&mut self, pos: usize, call: &Value, out: &mut VecDeque<ProviderEvent>) {
         let index = call["index"].as_u64().map(|i| i as usize).unwrap_or(pos);
         if self.started.insert(index) {
-            let call_id = call["id"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| crate::ids::new_id("call"));
+            let call_id = call["id"].as_str().map(str::to_string).unwrap_or_else(|| crate::ids::new_id("call"));
             let name = call["function"]["name"].as_str().unwrap_or("").to_string();
-            out.push_back(ProviderEvent::ToolCallStart {
-                index,
-                call_id,
-                name,
-            });
+            out.push_back(ProviderEvent::ToolCallStart { index, call_id, name });
         }
-        if let Some(args) = call["function"]["arguments"]
-            .as_str()
-            .filter(|a| !a.is_empty())
-        {
-            out.push_back(ProviderEvent::ToolCallArgs {
-                index,
-                delta: args.into(),
-            });
+        if let Some(args) = call["function"]["arguments"].as_str().filter(|a| !a.is_empty()) {
+            out.push_back(ProviderEvent::ToolCallArgs { index, delta: args.into() });
         }
     }
 }
@@ -164,10 +145,7 @@ mod tests {
 
     fn feed(d: &mut Decoder, data: &str) -> Vec<ProviderEvent> {
         let mut out = VecDeque::new();
-        let ev = SseEvent {
-            event: String::new(),
-            data: data.into(),
-        };
+        let ev = SseEvent { event: String::new(), data: data.into() };
         d.decode(&ev, &mut out).unwrap();
         out.into()
     }
@@ -175,10 +153,7 @@ mod tests {
     #[test]
     fn text_tool_calls_usage_and_done() {
         let mut d = Decoder::default();
-        assert_eq!(
-            feed(&mut d, r#"{"choices":[{"delta":{"content":"Hi"}}]}"#),
-            vec![ProviderEvent::Text("Hi".into())]
-        );
+        assert_eq!(feed(&mut d, r#"{"choices":[{"delta":{"content":"Hi"}}]}"#), vec![ProviderEvent::Text("Hi".into())]);
         let ev = feed(
             &mut d,
             r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c1","function":{"name":"shell","arguments":"{\"a"}}]}}]}"#,
@@ -188,13 +163,7 @@ mod tests {
             &mut d,
             r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\":1}"}}]},"finish_reason":"tool_calls"}]}"#,
         );
-        assert_eq!(
-            ev,
-            vec![ProviderEvent::ToolCallArgs {
-                index: 0,
-                delta: "\":1}".into()
-            }]
-        );
+        assert_eq!(ev, vec![ProviderEvent::ToolCallArgs { index: 0, delta: "\":1}".into() }]);
         assert!(d.saw_finish && !d.done);
         feed(&mut d, "[DONE]");
         assert!(d.done);
@@ -204,18 +173,9 @@ mod tests {
     fn garbage_and_error_chunks_fail() {
         let mut d = Decoder::default();
         let mut out = VecDeque::new();
-        let bad = SseEvent {
-            event: String::new(),
-            data: "{nope".into(),
-        };
-        assert!(matches!(
-            d.decode(&bad, &mut out),
-            Err(ProviderError::Malformed(_))
-        ));
-        let err = SseEvent {
-            event: String::new(),
-            data: r#"{"error":{"message":"boom"}}"#.into(),
-        };
+        let bad = SseEvent { event: String::new(), data: "{nope".into() };
+        assert!(matches!(d.decode(&bad, &mut out), Err(ProviderError::Malformed(_))));
+        let err = SseEvent { event: String::new(), data: r#"{"error":{"message":"boom"}}"#.into() };
         assert!(matches!(d.decode(&err, &mut out), Err(ProviderError::Upstream(m)) if m == "boom"));
     }
 }

@@ -77,10 +77,7 @@ mod tests {
         let mut out = Vec::new();
         p.feed(b"event: a\r\ndata: {\"x\"", &mut out);
         assert!(out.is_empty());
-        p.feed(
-            b":1}\r\n\r\n: comment\n\ndata: one\ndata: two\n\ndata: [DONE]",
-            &mut out,
-        );
+        p.feed(b":1}\r\n\r\n: comment\n\ndata: one\ndata: two\n\ndata: [DONE]", &mut out);
         p.finish(&mut out);
         assert_eq!(out.len(), 3);
         assert_eq!(out[0].event, "a");

@@ -20,9 +20,5 @@ pub fn router() -> Router<Arc<AppState>> {
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Json<Health> {
-    Json(Health {
-        status: "ok",
-        version: crate::VERSION,
-        uptime_secs: state.started.elapsed().as_secs(),
-    })
+    Json(Health { status: "ok", version: crate::VERSION, uptime_secs: state.started.elapsed().as_secs() })
 }

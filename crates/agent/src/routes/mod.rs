@@ -10,10 +10,14 @@ mod sessions;
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::Router;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
+
+/// Largest request body accepted.
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// Every route of the agent.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -22,31 +26,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(responses::router())
         .merge(sessions::router())
         .merge(models::router())
-        .fallback(|| async {
-            ApiError::not_found("not_found", "No such route on this agent.".into())
-        })
+        .fallback(|| async { ApiError::not_found("not_found", "No such route on this agent.".into()) })
         .method_not_allowed_fallback(|| async {
-            let mut e = ApiError::bad_request(
-                "method_not_allowed",
-                "This method is not allowed on this route.".into(),
-            );
+            let mut e = ApiError::bad_request("method_not_allowed", "This method is not allowed on this route.".into());
             e.status = StatusCode::METHOD_NOT_ALLOWED;
             e
         })
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_gateway_token,
-        ))
+        // Whole conversations may come in as `input`; axum's default 2 MiB is too tight.
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_gateway_token))
         .with_state(state)
 }
 
 /// Parses a JSON body, answering OpenAI-style 400s for what is wrong with it.
 fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request(
-            "invalid_json",
-            "The request body is empty; send a JSON object.".into(),
-        ));
+        return Err(ApiError::bad_request("invalid_json", "The request body is empty; send a JSON object.".into()));
     }
     serde_json::from_slice(body).map_err(|e| {
         use serde_json::error::Category;

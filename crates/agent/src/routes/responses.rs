@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 /// Events buffered between the turn and a slow client before the turn waits.
 const STREAM_BUFFER: usize = 64;
@@ -26,29 +27,23 @@ const STREAM_BUFFER: usize = 64;
 const KEEP_ALIVE: Duration = Duration::from_secs(1);
 
 pub fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v1/responses", post(create))
-        .route("/v1/responses/{id}", get(fetch))
+    Router::new().route("/v1/responses", post(create)).route("/v1/responses/{id}", get(fetch))
 }
 
-async fn create(
-    State(state): State<Arc<AppState>>,
-    body: Bytes,
-) -> Result<axum::response::Response, ApiError> {
+async fn create(State(state): State<Arc<AppState>>, body: Bytes) -> Result<axum::response::Response, ApiError> {
     let req: CreateResponse = json_body(&body)?;
     let stream = req.stream.unwrap_or(false);
     let turn = prepare(&state, req)?;
+    let span = turn.span();
     if !stream {
         // Runs inside the request: if the client disconnects, hyper drops
         // this future and the turn with it.
-        return Ok(Json(turn.run(Emitter::silent()).await).into_response());
+        return Ok(Json(turn.run(Emitter::silent()).instrument(span).await).into_response());
     }
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-    let task = tokio::spawn(turn.run(Emitter::streaming(tx)));
+    let task = tokio::spawn(turn.run(Emitter::streaming(tx)).instrument(span));
     let events = sse_events(rx, AbortOnDrop(task.abort_handle()));
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
-        .into_response())
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response())
 }
 
 /// Aborts the turn's task when the response stream is dropped (client gone).
@@ -60,10 +55,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn sse_events(
-    rx: mpsc::Receiver<Frame>,
-    guard: AbortOnDrop,
-) -> impl Stream<Item = Result<Event, Infallible>> {
+fn sse_events(rx: mpsc::Receiver<Frame>, guard: AbortOnDrop) -> impl Stream<Item = Result<Event, Infallible>> {
     stream::unfold((rx, guard), |(mut rx, guard)| async move {
         let frame = rx.recv().await?;
         let event = Event::default().event(frame.event).data(frame.data);
@@ -71,14 +63,10 @@ fn sse_events(
     })
 }
 
-async fn fetch(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-) -> Result<Json<Response>, ApiError> {
-    state.store.response(&id)?.map(Json).ok_or_else(|| {
-        ApiError::not_found(
-            "response_not_found",
-            format!("Response with id '{id}' not found."),
-        )
-    })
+async fn fetch(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Response>, ApiError> {
+    state
+        .store
+        .response(&id)?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("response_not_found", format!("Response with id '{id}' not found.")))
 }

@@ -13,9 +13,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 pub fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v1/sessions", get(list))
-        .route("/v1/sessions/{id}", get(detail).delete(delete))
+    Router::new().route("/v1/sessions", get(list)).route("/v1/sessions/{id}", get(detail).delete(delete))
 }
 
 #[derive(Deserialize)]
@@ -32,17 +30,11 @@ async fn list(
     let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_value", e.body_text()))?;
     let limit = p.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid_param(
-            "limit",
-            "'limit' must be between 1 and 100.",
-        ));
+        return Err(ApiError::invalid_param("limit", "'limit' must be between 1 and 100."));
     }
     if let Some(after) = &p.after {
         if state.store.session(after)?.is_none() {
-            return Err(ApiError::invalid_param(
-                "after",
-                format!("No session with id '{after}'."),
-            ));
+            return Err(ApiError::invalid_param("after", format!("No session with id '{after}'.")));
         }
     }
     let (data, has_more) = state.store.list_sessions(limit, p.after.as_deref())?;
@@ -59,31 +51,16 @@ fn not_found(id: &str) -> ApiError {
     ApiError::not_found("session_not_found", format!("No session with id '{id}'."))
 }
 
-async fn detail(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-) -> Result<Json<SessionDetail>, ApiError> {
+async fn detail(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<SessionDetail>, ApiError> {
     let summary = state.store.session(&id)?.ok_or_else(|| not_found(&id))?;
-    Ok(Json(SessionDetail {
-        summary,
-        items: state.store.history(&id)?,
-        response_ids: state.store.response_ids(&id)?,
-    }))
+    Ok(Json(SessionDetail { summary, items: state.store.history(&id)?, response_ids: state.store.response_ids(&id)? }))
 }
 
-async fn delete(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+async fn delete(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     // Claiming it keeps a turn from starting while it goes away.
-    let _busy = state
-        .busy
-        .try_claim(&id)
-        .ok_or_else(|| ApiError::session_busy(&id))?;
+    let _busy = state.busy.try_claim(&id).ok_or_else(|| ApiError::session_busy(&id))?;
     if !state.store.delete_session(&id)? {
         return Err(not_found(&id));
     }
-    Ok(Json(
-        json!({"id": id, "object": "session.deleted", "deleted": true}),
-    ))
+    Ok(Json(json!({"id": id, "object": "session.deleted", "deleted": true})))
 }

@@ -37,9 +37,7 @@ pub async fn read_file(path: &Path, offset: u64, cap: usize) -> String {
     let mut text = String::from_utf8_lossy(&buf).into_owned();
     let end = offset + buf.len() as u64;
     if end < size {
-        text.push_str(&format!(
-            "\n[truncated: showed bytes {offset}..{end} of {size}; read again with offset={end}]"
-        ));
+        text.push_str(&format!("\n[truncated: showed bytes {offset}..{end} of {size}; read again with offset={end}]"));
     }
     text
 }
@@ -53,11 +51,7 @@ pub async fn write_file(path: &Path, content: &str, append: bool) -> String {
     }
     let result = if append {
         use tokio::io::AsyncWriteExt;
-        let f = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .await;
+        let f = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await;
         match f {
             Ok(mut f) => f.write_all(content.as_bytes()).await,
             Err(e) => Err(e),
@@ -66,12 +60,9 @@ pub async fn write_file(path: &Path, content: &str, append: bool) -> String {
         tokio::fs::write(path, content).await
     };
     match result {
-        Ok(()) => format!(
-            "{} {} bytes to {}",
-            if append { "appended" } else { "wrote" },
-            content.len(),
-            path.display()
-        ),
+        Ok(()) => {
+            format!("{} {} bytes to {}", if append { "appended" } else { "wrote" }, content.len(), path.display())
+        }
         Err(e) => format!("error: cannot write {}: {e}", path.display()),
     }
 }
@@ -117,19 +108,13 @@ mod tests {
     async fn write_append_read_list() {
         let dir = tempfile::tempdir().unwrap();
         let f = resolve(dir.path(), "sub/a.txt");
-        assert!(write_file(&f, "hello ", false)
-            .await
-            .starts_with("wrote 6 bytes"));
+        assert!(write_file(&f, "hello ", false).await.starts_with("wrote 6 bytes"));
         write_file(&f, "world", true).await;
         assert_eq!(read_file(&f, 0, 100).await, "hello world");
-        assert!(read_file(&f, 0, 5)
-            .await
-            .starts_with("hello\n[truncated: showed bytes 0..5 of 11"));
+        assert!(read_file(&f, 0, 5).await.starts_with("hello\n[truncated: showed bytes 0..5 of 11"));
         assert_eq!(read_file(&f, 6, 100).await, "world");
         assert_eq!(list_dir(dir.path()).await, "sub/");
         assert_eq!(list_dir(&dir.path().join("sub")).await, "a.txt\t11 bytes");
-        assert!(read_file(&dir.path().join("nope"), 0, 10)
-            .await
-            .starts_with("error: cannot open"));
+        assert!(read_file(&dir.path().join("nope"), 0, 10).await.starts_with("error: cannot open"));
     }
 }

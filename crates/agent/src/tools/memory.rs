@@ -18,11 +18,7 @@ pub async fn read(path: &Path) -> String {
 
 /// Appends a note (one paragraph) or replaces all notes.
 pub async fn write(path: &Path, content: &str, replace: bool) -> String {
-    let mut notes = if replace {
-        String::new()
-    } else {
-        tokio::fs::read_to_string(path).await.unwrap_or_default()
-    };
+    let mut notes = if replace { String::new() } else { tokio::fs::read_to_string(path).await.unwrap_or_default() };
     if !notes.is_empty() && !notes.ends_with('\n') {
         notes.push('\n');
     }

@@ -80,11 +80,7 @@ pub fn specs() -> Vec<ToolSpec> {
 
 /// Runs one tool call and returns its output for the model.
 pub async fn run(ctx: &ToolContext, name: &str, arguments: &str) -> String {
-    let args: Value = match serde_json::from_str(if arguments.trim().is_empty() {
-        "{}"
-    } else {
-        arguments
-    }) {
+    let args: Value = match serde_json::from_str(if arguments.trim().is_empty() { "{}" } else { arguments }) {
         Ok(v @ Value::Object(_)) => v,
         Ok(_) => return "error: arguments must be a JSON object".into(),
         Err(e) => return format!("error: arguments are not valid JSON ({e})"),
@@ -98,10 +94,7 @@ pub async fn run(ctx: &ToolContext, name: &str, arguments: &str) -> String {
                 return "error: missing 'command'".into();
             };
             let max = ctx.limits.shell_timeout;
-            let timeout = args["timeout_secs"]
-                .as_u64()
-                .map(|s| Duration::from_secs(s.max(1)).min(max))
-                .unwrap_or(max);
+            let timeout = args["timeout_secs"].as_u64().map(|s| Duration::from_secs(s.max(1)).min(max)).unwrap_or(max);
             shell::run(command, &path_arg("cwd"), timeout, cap).await
         }
         "read_file" if str_arg("path").is_some() => {

@@ -95,10 +95,7 @@ pub async fn run(command: &str, cwd: &Path, timeout: Duration, cap: usize) -> St
     }
     report.push_str(&String::from_utf8_lossy(&out));
     if total > out.len() {
-        report.push_str(&format!(
-            "\n[output truncated: showed the first {} of {total} bytes]",
-            out.len()
-        ));
+        report.push_str(&format!("\n[output truncated: showed the first {} of {total} bytes]", out.len()));
     }
     report
 }
@@ -109,49 +106,25 @@ mod tests {
 
     #[tokio::test]
     async fn exit_code_output_and_stderr() {
-        let r = run(
-            "echo out; echo err >&2; exit 3",
-            Path::new("/"),
-            Duration::from_secs(5),
-            1000,
-        )
-        .await;
+        let r = run("echo out; echo err >&2; exit 3", Path::new("/"), Duration::from_secs(5), 1000).await;
         assert!(r.starts_with("exit code: 3\n"), "{r}");
         assert!(r.contains("out\nerr\n"), "{r}");
     }
 
     #[tokio::test]
     async fn output_is_capped() {
-        let r = run(
-            "yes | head -c 100000",
-            Path::new("/"),
-            Duration::from_secs(5),
-            100,
-        )
-        .await;
-        assert!(
-            r.contains("[output truncated: showed the first 100 of 100000 bytes]"),
-            "{r}"
-        );
+        let r = run("yes | head -c 100000", Path::new("/"), Duration::from_secs(5), 100).await;
+        assert!(r.contains("[output truncated: showed the first 100 of 100000 bytes]"), "{r}");
     }
 
     #[tokio::test]
     async fn timeout_kills_the_group() {
         let dir = tempfile::tempdir().unwrap();
         let started = std::time::Instant::now();
-        let r = run(
-            "(sleep 3; touch late) & sleep 30",
-            dir.path(),
-            Duration::from_millis(300),
-            1000,
-        )
-        .await;
+        let r = run("(sleep 3; touch late) & sleep 30", dir.path(), Duration::from_millis(300), 1000).await;
         assert!(r.starts_with("timed out"), "{r}");
         assert!(started.elapsed() < Duration::from_secs(2));
         tokio::time::sleep(Duration::from_millis(3500)).await;
-        assert!(
-            !dir.path().join("late").exists(),
-            "background child survived"
-        );
+        assert!(!dir.path().join("late").exists(), "background child survived");
     }
 }

@@ -24,10 +24,7 @@ pub struct Emitter {
 impl Emitter {
     /// Events go to `tx`; the bounded channel passes the client's pace back to the provider.
     pub fn streaming(tx: mpsc::Sender<Frame>) -> Self {
-        Emitter {
-            seq: 0,
-            tx: Some(tx),
-        }
+        Emitter { seq: 0, tx: Some(tx) }
     }
 
     /// Events are dropped (a non-streamed request).

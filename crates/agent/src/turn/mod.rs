@@ -40,19 +40,18 @@ enum End {
 }
 
 impl Turn {
+    /// A span naming the session and response, so one grep follows the turn.
+    pub fn span(&self) -> tracing::Span {
+        tracing::info_span!("turn", session = %self.response.session_id, response = %self.response.id)
+    }
+
     /// Runs the loop to its end and returns the final response.
     pub async fn run(mut self, mut emitter: Emitter) -> Response {
         let end = match self.steps(&mut emitter).await {
             Ok(end) => end,
             Err(StepError::Cancelled) => End::Cancelled,
-            Err(StepError::Provider(e)) => End::Failed(ResponseError {
-                code: e.code().into(),
-                message: e.to_string(),
-            }),
-            Err(StepError::Internal(message)) => End::Failed(ResponseError {
-                code: "internal_error".into(),
-                message,
-            }),
+            Err(StepError::Provider(e)) => End::Failed(ResponseError { code: e.code().into(), message: e.to_string() }),
+            Err(StepError::Internal(message)) => End::Failed(ResponseError { code: "internal_error".into(), message }),
         };
         let kind = match end {
             End::Completed => {
@@ -61,25 +60,23 @@ impl Turn {
             }
             End::StepLimit => {
                 self.response.status = Status::Incomplete;
-                self.response.incomplete_details = Some(IncompleteDetails {
-                    reason: "max_steps".into(),
-                });
+                self.response.incomplete_details = Some(IncompleteDetails { reason: "max_steps".into() });
                 "response.incomplete"
             }
             End::Failed(err) => {
-                tracing::warn!(response = %self.response.id, code = %err.code, "turn failed: {}", err.message);
+                tracing::warn!(code = %err.code, "turn failed: {}", err.message);
                 self.response.status = Status::Failed;
                 self.response.error = Some(err);
                 "response.failed"
             }
             End::Cancelled => {
-                tracing::info!(response = %self.response.id, "client went away; turn cancelled");
+                tracing::info!("client went away; turn cancelled");
                 self.response.status = Status::Cancelled;
                 ""
             }
         };
         if let Err(e) = self.state.store.put_response(&self.response) {
-            tracing::error!(response = %self.response.id, "cannot store response: {e}");
+            tracing::error!("cannot store response: {e}");
         }
         self.finished = true;
         if !kind.is_empty() {
@@ -89,12 +86,8 @@ impl Turn {
     }
 
     async fn steps(&mut self, emitter: &mut Emitter) -> Result<End, StepError> {
-        emitter
-            .emit(events::lifecycle("response.created", &self.response))
-            .await?;
-        emitter
-            .emit(events::lifecycle("response.in_progress", &self.response))
-            .await?;
+        emitter.emit(events::lifecycle("response.created", &self.response)).await?;
+        emitter.emit(events::lifecycle("response.in_progress", &self.response)).await?;
         let tools = crate::tools::specs();
         for step in 1..=self.max_steps {
             // The last step offers no tools, so the model has to answer.
@@ -108,6 +101,7 @@ impl Turn {
             }
             for (name, call_id, arguments) in calls {
                 self.tool_output_started(emitter, &call_id).await?;
+                tracing::debug!(tool = %name, call = %call_id, "running tool");
                 let output = if offered.is_empty() {
                     "not run: the step limit of this turn was reached".to_string()
                 } else {
@@ -122,11 +116,7 @@ impl Turn {
         Ok(End::StepLimit)
     }
 
-    async fn model_call(
-        &mut self,
-        tools: &[ToolSpec],
-        emitter: &mut Emitter,
-    ) -> Result<(), StepError> {
+    async fn model_call(&mut self, tools: &[ToolSpec], emitter: &mut Emitter) -> Result<(), StepError> {
         let req = ChatRequest {
             model: &self.response.model,
             system: &self.system,
@@ -136,20 +126,13 @@ impl Turn {
             top_p: self.response.top_p,
             max_output_tokens: self.response.max_output_tokens,
         };
-        let mut stream = self
-            .provider
-            .start(&req)
-            .await
-            .map_err(StepError::Provider)?;
+        let mut stream = self.provider.start(&req).await.map_err(StepError::Provider)?;
         step::run(&mut stream, &mut self.response, emitter).await
     }
 
     /// Stores the completed items of the last model call in the session
     /// (cut-off ones stay only in the response) and returns its tool calls.
-    fn keep_completed(
-        &mut self,
-        first_new: usize,
-    ) -> Result<Vec<(String, String, String)>, StepError> {
+    fn keep_completed(&mut self, first_new: usize) -> Result<Vec<(String, String, String)>, StepError> {
         let done: Vec<Item> = self.response.output[first_new..]
             .iter()
             .filter(|i| match i {
@@ -169,31 +152,26 @@ impl Turn {
             .collect())
     }
 
+    /// Appends items to the session, and stores the response as it stands so
+    /// `GET /v1/responses/{id}` shows a turn's progress.
     fn persist(&mut self, items: &[Item]) -> Result<(), StepError> {
         let store = &self.state.store;
         store
             .append_items(&self.response.session_id, &self.response.id, items)
-            .map_err(|e| {
-                StepError::Internal(format!("The agent could not save the session: {e}"))
-            })?;
+            .and_then(|()| store.put_response(&self.response))
+            .map_err(|e| StepError::Internal(format!("The agent could not save the session: {e}")))?;
         self.history.extend_from_slice(items);
         Ok(())
     }
 
-    async fn tool_output_started(
-        &mut self,
-        emitter: &mut Emitter,
-        call_id: &str,
-    ) -> Result<(), StepError> {
+    async fn tool_output_started(&mut self, emitter: &mut Emitter, call_id: &str) -> Result<(), StepError> {
         let item = Item::FunctionCallOutput(FunctionCallOutputItem {
             id: new_id("fco"),
             call_id: call_id.into(),
             output: String::new(),
             status: "in_progress".into(),
         });
-        emitter
-            .emit(events::item_added(self.response.output.len(), &item))
-            .await?;
+        emitter.emit(events::item_added(self.response.output.len(), &item)).await?;
         self.response.output.push(item);
         Ok(())
     }
@@ -204,20 +182,12 @@ impl Turn {
         call_id: String,
         output: String,
     ) -> Result<(), StepError> {
-        let item = FunctionCallOutputItem {
-            id: String::new(),
-            call_id,
-            output,
-            status: "completed".into(),
-        };
+        let item = FunctionCallOutputItem { id: String::new(), call_id, output, status: "completed".into() };
         // Fill in the placeholder `tool_output_started` pushed last.
         let idx = self.response.output.len() - 1;
         let item = match &mut self.response.output[idx] {
             Item::FunctionCallOutput(o) => {
-                *o = FunctionCallOutputItem {
-                    id: o.id.clone(),
-                    ..item
-                };
+                *o = FunctionCallOutputItem { id: o.id.clone(), ..item };
                 Item::FunctionCallOutput(o.clone())
             }
             _ => return Err(StepError::Internal("tool output out of order".into())),

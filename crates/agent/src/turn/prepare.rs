@@ -20,10 +20,7 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
         .filter(|m| !m.trim().is_empty())
         .or_else(|| state.config.llm.default_model.clone())
         .ok_or_else(|| {
-            ApiError::invalid_param(
-                "model",
-                "No 'model' given and the agent has no default (set BERTH_MODEL).",
-            )
+            ApiError::invalid_param("model", "No 'model' given and the agent has no default (set BERTH_MODEL).")
         })?;
     let requested = match req.provider.as_deref() {
         None => None,
@@ -41,10 +38,7 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
         (None, None) => None,
         (Some(id), prev) => {
             if store.session(id)?.is_none() {
-                return Err(ApiError::not_found(
-                    "session_not_found",
-                    format!("No session with id '{id}'."),
-                ));
+                return Err(ApiError::not_found("session_not_found", format!("No session with id '{id}'.")));
             }
             if let Some(prev) = prev {
                 let owner = store.response(prev)?.map(|r| r.session_id);
@@ -71,35 +65,22 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
     let now = now_secs();
     let (session_id, busy) = match existing {
         Some(id) => {
-            let busy = state
-                .busy
-                .try_claim(&id)
-                .ok_or_else(|| ApiError::session_busy(&id))?;
+            let busy = state.busy.try_claim(&id).ok_or_else(|| ApiError::session_busy(&id))?;
             // It may have been deleted between the check and the claim.
             if store.session(&id)?.is_none() {
-                return Err(ApiError::not_found(
-                    "session_not_found",
-                    format!("No session with id '{id}'."),
-                ));
+                return Err(ApiError::not_found("session_not_found", format!("No session with id '{id}'.")));
             }
             (id, busy)
         }
         None => {
             let id = new_id("sess");
-            let busy = state
-                .busy
-                .try_claim(&id)
-                .ok_or_else(|| ApiError::session_busy(&id))?;
+            let busy = state.busy.try_claim(&id).ok_or_else(|| ApiError::session_busy(&id))?;
             store.create_session(&id, &title(&input), now)?;
             (id, busy)
         }
     };
 
-    let mut history: Vec<Item> = store
-        .history(&session_id)?
-        .into_iter()
-        .map(|h| h.item)
-        .collect();
+    let mut history: Vec<Item> = store.history(&session_id)?.into_iter().map(|h| h.item).collect();
     let response = Response {
         id: new_id("resp"),
         object: "response".into(),
@@ -126,11 +107,7 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
     history.extend(input);
 
     let limits = &state.config.limits;
-    let max_steps = req
-        .max_tool_calls
-        .map(|n| (n + 1).min(limits.max_steps))
-        .unwrap_or(limits.max_steps)
-        .max(1);
+    let max_steps = req.max_tool_calls.map(|n| (n + 1).min(limits.max_steps)).unwrap_or(limits.max_steps).max(1);
     tracing::info!(session = %session_id, response = %response.id, model = %response.model,
         provider = ?provider.kind, "turn starts");
     Ok(Turn {

@@ -35,23 +35,10 @@ enum Open {
 
 /// Streams one model answer into `response.output`. On return (even on
 /// error) every item it added is closed: `completed`, or `incomplete` if cut off.
-pub async fn run(
-    stream: &mut ModelStream,
-    response: &mut Response,
-    emitter: &mut Emitter,
-) -> Result<(), StepError> {
-    let mut step = Step {
-        response,
-        emitter,
-        open: Open::Nothing,
-        calls: HashMap::new(),
-    };
+pub async fn run(stream: &mut ModelStream, response: &mut Response, emitter: &mut Emitter) -> Result<(), StepError> {
+    let mut step = Step { response, emitter, open: Open::Nothing, calls: HashMap::new() };
     let result = step.consume(stream).await;
-    let status = if result.is_ok() {
-        "completed"
-    } else {
-        "incomplete"
-    };
+    let status = if result.is_ok() { "completed" } else { "incomplete" };
     step.close(status).await?;
     result
 }
@@ -70,19 +57,11 @@ impl Step<'_> {
             match ev.map_err(StepError::Provider)? {
                 ProviderEvent::Text(t) => self.text(&t).await?,
                 ProviderEvent::Reasoning(t) => self.reasoning(&t).await?,
-                ProviderEvent::ToolCallStart {
-                    index,
-                    call_id,
-                    name,
-                } => self.start_call(index, call_id, name).await?,
-                ProviderEvent::ToolCallArgs { index, delta } => {
-                    self.call_args(index, &delta).await?
+                ProviderEvent::ToolCallStart { index, call_id, name } => self.start_call(index, call_id, name).await?,
+                ProviderEvent::ToolCallArgs { index, delta } => self.call_args(index, &delta).await?,
+                ProviderEvent::Usage { input, output } => {
+                    self.response.usage.get_or_insert_with(Usage::default).add(input, output)
                 }
-                ProviderEvent::Usage { input, output } => self
-                    .response
-                    .usage
-                    .get_or_insert_with(Usage::default)
-                    .add(input, output),
             }
         }
         Ok(())
@@ -105,9 +84,7 @@ impl Step<'_> {
                 let content = std::mem::take(&mut m.content);
                 let idx = self.open_item(Item::Message(m)).await?;
                 let id = self.item_id(idx);
-                self.emitter
-                    .emit(events::content_part_added(&id, idx))
-                    .await?;
+                self.emitter.emit(events::content_part_added(&id, idx)).await?;
                 if let Item::Message(m) = &mut self.response.output[idx] {
                     m.content = content;
                 }
@@ -128,11 +105,7 @@ impl Step<'_> {
         let idx = match self.open {
             Open::Reasoning(idx) => idx,
             _ => {
-                let r = ReasoningItem {
-                    id: new_id("rs"),
-                    summary: Vec::new(),
-                    content: Vec::new(),
-                };
+                let r = ReasoningItem { id: new_id("rs"), summary: Vec::new(), content: Vec::new() };
                 let idx = self.open_item(Item::Reasoning(r)).await?;
                 self.open = Open::Reasoning(idx);
                 idx
@@ -141,24 +114,14 @@ impl Step<'_> {
         if let Item::Reasoning(r) = &mut self.response.output[idx] {
             match r.content.first_mut() {
                 Some(t) => t.text.push_str(delta),
-                None => r.content.push(ReasoningText {
-                    kind: "reasoning_text".into(),
-                    text: delta.into(),
-                }),
+                None => r.content.push(ReasoningText { kind: "reasoning_text".into(), text: delta.into() }),
             }
         }
         let id = self.item_id(idx);
-        self.emitter
-            .emit(events::reasoning_delta(&id, idx, delta))
-            .await
+        self.emitter.emit(events::reasoning_delta(&id, idx, delta)).await
     }
 
-    async fn start_call(
-        &mut self,
-        index: usize,
-        call_id: String,
-        name: String,
-    ) -> Result<(), Cancelled> {
+    async fn start_call(&mut self, index: usize, call_id: String, name: String) -> Result<(), Cancelled> {
         let call = FunctionCallItem {
             id: new_id("fc"),
             call_id,
@@ -174,8 +137,7 @@ impl Step<'_> {
 
     async fn call_args(&mut self, index: usize, delta: &str) -> Result<(), Cancelled> {
         if !self.calls.contains_key(&index) {
-            self.start_call(index, new_id("call"), String::new())
-                .await?;
+            self.start_call(index, new_id("call"), String::new()).await?;
         }
         let idx = self.calls[&index];
         if let Item::FunctionCall(c) = &mut self.response.output[idx] {
@@ -185,9 +147,7 @@ impl Step<'_> {
         // kept but not streamed: its `.done` events have gone out.
         if self.open == Open::Call(idx) {
             let id = self.item_id(idx);
-            self.emitter
-                .emit(events::arguments_delta(&id, idx, delta))
-                .await?;
+            self.emitter.emit(events::arguments_delta(&id, idx, delta)).await?;
         }
         Ok(())
     }
@@ -204,31 +164,21 @@ impl Step<'_> {
             Item::Message(m) => {
                 m.status = status.into();
                 let text = m.text();
-                self.emitter
-                    .emit(events::text_done(&id, idx, &text))
-                    .await?;
-                self.emitter
-                    .emit(events::content_part_done(&id, idx, &text))
-                    .await?;
+                self.emitter.emit(events::text_done(&id, idx, &text)).await?;
+                self.emitter.emit(events::content_part_done(&id, idx, &text)).await?;
             }
             Item::Reasoning(r) => {
                 let text = r.text();
-                self.emitter
-                    .emit(events::reasoning_done(&id, idx, &text))
-                    .await?;
+                self.emitter.emit(events::reasoning_done(&id, idx, &text)).await?;
             }
             Item::FunctionCall(c) => {
                 c.status = status.into();
                 let (name, args) = (c.name.clone(), c.arguments.clone());
-                self.emitter
-                    .emit(events::arguments_done(&id, idx, &name, &args))
-                    .await?;
+                self.emitter.emit(events::arguments_done(&id, idx, &name, &args)).await?;
             }
             Item::FunctionCallOutput(_) => {}
         }
-        self.emitter
-            .emit(events::item_done(idx, &self.response.output[idx]))
-            .await
+        self.emitter.emit(events::item_done(idx, &self.response.output[idx])).await
     }
 
     fn item_id(&self, idx: usize) -> String {

@@ -76,11 +76,10 @@ impl Drop for ScriptedLlm {
 impl ScriptedLlm {
     /// An OpenAI-compatible server (`/v1/chat/completions`, `/v1/models`).
     pub async fn openai(script: impl Fn(&Value) -> Reply + Send + Sync + 'static) -> Self {
-        let app = Router::new()
-            .route("/v1/chat/completions", post(openai_chat))
-            .route("/v1/models", get(|| async {
-                Json(json!({"object": "list", "data": [{"id": "scripted-1", "object": "model"}]}))
-            }));
+        let app = Router::new().route("/v1/chat/completions", post(openai_chat)).route(
+            "/v1/models",
+            get(|| async { Json(json!({"object": "list", "data": [{"id": "scripted-1", "object": "model"}]})) }),
+        );
         Self::serve(app, script, "/v1").await
     }
 
@@ -96,21 +95,14 @@ impl ScriptedLlm {
         suffix: &str,
     ) -> Self {
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let shared = Shared {
-            script: Arc::new(script),
-            requests: requests.clone(),
-        };
+        let shared = Shared { script: Arc::new(script), requests: requests.clone() };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = app.with_state(shared);
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        ScriptedLlm {
-            base_url: format!("http://{addr}{suffix}"),
-            requests,
-            task,
-        }
+        ScriptedLlm { base_url: format!("http://{addr}{suffix}"), requests, task }
     }
 
     /// Requests received so far.
@@ -120,10 +112,7 @@ impl ScriptedLlm {
 }
 
 fn record(s: &Shared, headers: HeaderMap, body: &Value) -> Reply {
-    s.requests.lock().unwrap().push(Recorded {
-        body: body.clone(),
-        headers,
-    });
+    s.requests.lock().unwrap().push(Recorded { body: body.clone(), headers });
     (s.script)(body)
 }
 
@@ -139,11 +128,7 @@ fn sse(frames: Vec<(String, Duration)>, then_break: bool, hang: bool) -> Respons
         Err(std::io::Error::other("cut"))
     });
     let body = items.chain(tail);
-    let body = if hang {
-        Body::from_stream(body.chain(stream::pending()))
-    } else {
-        Body::from_stream(body)
-    };
+    let body = if hang { Body::from_stream(body.chain(stream::pending())) } else { Body::from_stream(body) };
     ([("content-type", "text/event-stream")], body).into_response()
 }
 
@@ -164,8 +149,11 @@ async fn openai_chat(State(s): State<Shared>, headers: HeaderMap, Json(body): Js
     let end = |reason: &str| {
         vec![
             (chunk(json!({}), Some(reason)), now),
-            (data(json!({"id": "chatcmpl-1", "choices": [],
-                "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}})), now),
+            (
+                data(json!({"id": "chatcmpl-1", "choices": [],
+                "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}})),
+                now,
+            ),
             ("data: [DONE]\n\n".to_string(), now),
         ]
     };
@@ -201,19 +189,33 @@ async fn anthropic_messages(State(s): State<Shared>, headers: HeaderMap, Json(bo
     let reply = record(&s, headers, &body);
     let now = Duration::ZERO;
     let ev = |name: &str, v: Value| (format!("event: {name}\ndata: {v}\n\n"), now);
-    let start = ev("message_start", json!({"type": "message_start", "message": {"id": "msg_1",
-        "role": "assistant", "content": [], "usage": {"input_tokens": 13, "output_tokens": 1}}}));
-    let stop = |reason: &str| vec![
-        ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": reason},
-            "usage": {"output_tokens": 5}})),
-        ev("message_stop", json!({"type": "message_stop"})),
-    ];
+    let start = ev(
+        "message_start",
+        json!({"type": "message_start", "message": {"id": "msg_1",
+        "role": "assistant", "content": [], "usage": {"input_tokens": 13, "output_tokens": 1}}}),
+    );
+    let stop = |reason: &str| {
+        vec![
+            ev(
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": reason},
+            "usage": {"output_tokens": 5}}),
+            ),
+            ev("message_stop", json!({"type": "message_stop"})),
+        ]
+    };
     let text_block = |index: usize, chunks: &[String]| {
-        let mut f = vec![ev("content_block_start", json!({"type": "content_block_start", "index": index,
-            "content_block": {"type": "text", "text": ""}}))];
+        let mut f = vec![ev(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index,
+            "content_block": {"type": "text", "text": ""}}),
+        )];
         for c in chunks {
-            f.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": index,
-                "delta": {"type": "text_delta", "text": c}})));
+            f.push(ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index,
+                "delta": {"type": "text_delta", "text": c}}),
+            ));
         }
         f.push(ev("content_block_stop", json!({"type": "content_block_stop", "index": index})));
         f
@@ -231,8 +233,11 @@ async fn anthropic_messages(State(s): State<Shared>, headers: HeaderMap, Json(bo
                 let a = args.to_string();
                 let (h1, h2) = a.split_at(a.len() / 2);
                 for part in [h1, h2] {
-                    frames.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": i,
-                        "delta": {"type": "input_json_delta", "partial_json": part}})));
+                    frames.push(ev(
+                        "content_block_delta",
+                        json!({"type": "content_block_delta", "index": i,
+                        "delta": {"type": "input_json_delta", "partial_json": part}}),
+                    ));
                 }
                 frames.push(ev("content_block_stop", json!({"type": "content_block_stop", "index": i})));
             }
@@ -268,12 +273,17 @@ pub fn last_text(body: &Value) -> String {
 
 /// Role of the last message (`tool` for a chat tool result; Anthropic tool results are `user`).
 pub fn last_role(body: &Value) -> String {
-    body["messages"].as_array().and_then(|m| m.last()).map(|m| m["role"].as_str().unwrap_or("").to_string()).unwrap_or_default()
+    body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .map(|m| m["role"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default()
 }
 
 /// Text of the first user message.
 pub fn first_user_text(body: &Value) -> String {
-    let first = body["messages"].as_array().and_then(|m| m.iter().find(|m| m["role"] == "user")).cloned().unwrap_or_default();
+    let first =
+        body["messages"].as_array().and_then(|m| m.iter().find(|m| m["role"] == "user")).cloned().unwrap_or_default();
     last_text(&json!({"messages": [first]}))
 }
 

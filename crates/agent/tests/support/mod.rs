@@ -33,11 +33,7 @@ impl Dirs {
         let data = tmp.path().join("data");
         let workdir = tmp.path().join("work");
         std::fs::create_dir_all(&workdir).unwrap();
-        Dirs {
-            _tmp: tmp,
-            data,
-            workdir,
-        }
+        Dirs { _tmp: tmp, data, workdir }
     }
 }
 

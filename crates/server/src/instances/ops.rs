@@ -243,7 +243,9 @@ pub async fn act(state: AppState, auth: Auth, id: String, action: Action) -> Api
     .await;
     match result {
         Ok(()) => {
-            set_status(&state, &mut rec, target, &actor, None).await?;
+            // Restart and update end where they began: the event still says what happened.
+            let note = matches!(action, Action::Restart | Action::Update).then(|| action.as_str().to_string());
+            set_status(&state, &mut rec, target, &actor, note).await?;
             Ok(rec)
         }
         Err(e) => {

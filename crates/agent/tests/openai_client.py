@@ -1,0 +1,86 @@
+"""Drives a running berth-agent with the official `openai` Python package.
+
+Run by tests/openai_client.rs with AGENT_URL and AGENT_TOKEN set, against a
+scripted model that answers "hello" with text and "use a tool" with a shell
+call followed by text. Exits non-zero (an assertion) on any incompatibility.
+"""
+
+import os
+
+import openai
+from openai import OpenAI
+
+URL = os.environ["AGENT_URL"]
+TOKEN = os.environ["AGENT_TOKEN"]
+client = OpenAI(base_url=f"{URL}/v1", api_key=TOKEN, max_retries=0, timeout=30)
+
+
+def extra(obj, name):
+    """A field the OpenAI schema does not know (berth's session_id)."""
+    return (obj.model_extra or {}).get(name, getattr(obj, name, None))
+
+
+# Plain request: a Response object, output_text, usage, session_id.
+r = client.responses.create(model="scripted-model", input="hello")
+assert r.object == "response" and r.status == "completed", r
+assert r.output_text == "Hello from the scripted model!", r.output_text
+assert r.usage.total_tokens == 18, r.usage
+session_id = extra(r, "session_id")
+assert session_id and session_id.startswith("sess_"), session_id
+
+# Stored responses come back through retrieve().
+again = client.responses.retrieve(r.id)
+assert again.id == r.id and again.output_text == r.output_text
+
+# Raw streaming: typed events in order, numbered, ending in response.completed.
+events = list(
+    client.responses.create(
+        model="scripted-model", input="hello", stream=True, extra_body={"session_id": session_id}
+    )
+)
+types = [e.type for e in events]
+assert types[0] == "response.created" and types[-1] == "response.completed", types
+assert [e.sequence_number for e in events] == list(range(len(events)))
+text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+assert text == "Hello from the scripted model!", text
+assert extra(events[-1].response, "session_id") == session_id
+
+# The SDK's stream helper (strict about event order), with a tool call in the loop.
+with client.responses.stream(
+    model="scripted-model", input="use a tool", extra_body={"session_id": session_id}
+) as stream:
+    seen = [event.type for event in stream]
+    final = stream.get_final_response()
+assert "response.function_call_arguments.delta" in seen, seen
+kinds = [item.type for item in final.output]
+assert kinds == ["function_call", "function_call_output", "message"], kinds
+assert final.output[0].name == "shell"
+assert "tool-ran" in final.output[1].output, final.output[1]
+assert final.output_text == "The tool said: tool-ran", final.output_text
+
+# previous_response_id continues the conversation too.
+follow = client.responses.create(model="scripted-model", input="hello", previous_response_id=final.id)
+assert extra(follow, "session_id") == session_id
+
+# Models.
+ids = [m.id for m in client.models.list()]
+assert "scripted-model" in ids, ids
+
+# Errors arrive as the SDK's typed exceptions with OpenAI's fields.
+try:
+    client.responses.create(model="scripted-model", input="hi", extra_body={"session_id": "sess_nope"})
+    raise AssertionError("unknown session accepted")
+except openai.NotFoundError as e:
+    assert e.code == "session_not_found", e.body
+try:
+    client.responses.create(model="scripted-model", input=[{"role": "wizard", "content": "x"}])
+    raise AssertionError("bad role accepted")
+except openai.BadRequestError as e:
+    assert e.param == "input[0].role", e.body
+try:
+    OpenAI(base_url=f"{URL}/v1", api_key="wrong", max_retries=0).models.list()
+    raise AssertionError("wrong key accepted")
+except openai.AuthenticationError as e:
+    assert e.code == "invalid_api_key", e.body
+
+print(f"openai {openai.__version__}: all checks passed")

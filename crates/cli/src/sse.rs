@@ -1,0 +1,118 @@
+//! Reading Server-Sent Events (exec with `stream: true`, `logs --follow`) from an
+//! open response, one event at a time, as the bytes arrive.
+
+use crate::client::{Client, ClientError};
+use reqwest::Response;
+use std::collections::VecDeque;
+
+/// One event: its `event:` name (`message` when it has none) and its `data:` lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    pub event: String,
+    pub data: String,
+}
+
+/// The line parser of the SSE format, fed with chunks of bytes in any sizes.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    buf: Vec<u8>,
+    event: Option<String>,
+    data: Option<String>,
+}
+
+impl SseParser {
+    /// Add bytes; answer the events they completed.
+    pub fn feed(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
+        self.buf.extend_from_slice(chunk);
+        let mut out = Vec::new();
+        while let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+            let mut line: Vec<u8> = self.buf.drain(..=end).collect();
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            out.extend(self.line(&String::from_utf8_lossy(&line)));
+        }
+        out
+    }
+
+    fn line(&mut self, line: &str) -> Option<SseEvent> {
+        if line.is_empty() {
+            // A blank line ends the event; one without data is no event (keep-alives).
+            let event = self.event.take().unwrap_or_else(|| "message".into());
+            return self.data.take().map(|data| SseEvent { event, data });
+        }
+        if line.starts_with(':') {
+            return None;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "event" => self.event = Some(value.to_string()),
+            "data" => match &mut self.data {
+                Some(data) => {
+                    data.push('\n');
+                    data.push_str(value);
+                }
+                None => self.data = Some(value.to_string()),
+            },
+            _ => {} // `id`, `retry` and unknown fields mean nothing here
+        }
+        None
+    }
+}
+
+/// The events of one streamed response.
+pub struct SseStream<'a> {
+    client: &'a Client,
+    resp: Response,
+    parser: SseParser,
+    ready: VecDeque<SseEvent>,
+}
+
+impl<'a> SseStream<'a> {
+    /// Read `resp` (already checked for success) as an event stream.
+    pub fn new(client: &'a Client, resp: Response) -> Self {
+        Self { client, resp, parser: SseParser::default(), ready: VecDeque::new() }
+    }
+
+    /// The next event, or `None` once the server has closed the stream.
+    pub async fn next(&mut self) -> Result<Option<SseEvent>, ClientError> {
+        loop {
+            if let Some(ev) = self.ready.pop_front() {
+                return Ok(Some(ev));
+            }
+            match self.resp.chunk().await.map_err(|e| self.client.transport(&e))? {
+                Some(chunk) => self.ready.extend(self.parser.feed(&chunk)),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(event: &str, data: &str) -> SseEvent {
+        SseEvent { event: event.into(), data: data.into() }
+    }
+
+    #[test]
+    fn events_split_across_chunks_are_reassembled() {
+        let mut p = SseParser::default();
+        assert!(p.feed(b"event: std").is_empty());
+        assert!(p.feed(b"out\ndata: {\"data\":").is_empty());
+        assert_eq!(
+            p.feed(b"\"hi\"}\n\nevent: exit\r\ndata: {}\r\n\r\n"),
+            [ev("stdout", "{\"data\":\"hi\"}"), ev("exit", "{}")]
+        );
+    }
+
+    #[test]
+    fn comments_and_keep_alives_are_skipped_and_data_lines_join() {
+        let mut p = SseParser::default();
+        let out = p.feed(b":\n\n: keep-alive\n\ndata:a\ndata: b\nid: 7\n\n");
+        assert_eq!(out, [ev("message", "a\nb")]);
+    }
+}
