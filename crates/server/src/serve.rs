@@ -13,6 +13,9 @@ use berth_store::{SqliteStore, Store};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long in-flight requests get after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
 /// Runs the server until SIGTERM or Ctrl-C; instances keep running afterwards.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data).with_context(|| format!("creating data dir {}", args.data.display()))?;
@@ -75,7 +78,24 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, install = %install_id, "berth server listening");
     println!("berth server listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, crate::routes::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, crate::routes::router(state)).with_graceful_shutdown(async move {
+        let mut rx = stop_rx;
+        let _ = rx.wait_for(|stop| *stop).await;
+    });
+    let mut serving = tokio::spawn(async move { server.await });
+    tokio::select! {
+        res = &mut serving => { res??; return Ok(()); }
+        _ = shutdown_signal() => {}
+    }
+    // Stop accepting and let in-flight requests finish; followers of endless streams
+    // (logs?follow) get a bounded grace period rather than holding the exit forever.
+    tracing::info!("shutting down: finishing in-flight requests");
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(SHUTDOWN_GRACE, serving).await {
+        Ok(res) => res??,
+        Err(_) => tracing::warn!("requests still open after {} s; exiting anyway", SHUTDOWN_GRACE.as_secs()),
+    }
     tracing::info!("berth server stopped; instances keep running");
     Ok(())
 }
