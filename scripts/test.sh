@@ -33,9 +33,9 @@ log "cargo build -p berth-cli"
 cargo build -p berth-cli
 
 if cargo nextest --version >/dev/null 2>&1; then
-  log "cargo nextest run --workspace --test-threads $threads $*"
-  cargo nextest run --workspace --test-threads "$threads" "$@"
+  log "cargo nextest run --workspace --no-fail-fast --test-threads $threads $*"
+  cargo nextest run --workspace --no-fail-fast --test-threads "$threads" "$@"
 else
-  log "cargo test --workspace -- --test-threads=$threads $*"
-  cargo test --workspace -- --test-threads="$threads" "$@"
+  log "cargo test --workspace --no-fail-fast -- --test-threads=$threads $*"
+  cargo test --workspace --no-fail-fast -- --test-threads="$threads" "$@"
 fi

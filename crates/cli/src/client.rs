@@ -4,6 +4,7 @@
 use berth_api_types::{ErrorBody, ErrorDetail};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 /// Where the server is, how to authenticate, how to print: shared by every client command.
@@ -35,6 +36,11 @@ pub enum ClientError {
          is `berth server` running there? Point the CLI at it with BERTH_URL or --url"
     )]
     Unreachable { url: String, cause: String },
+    #[error(
+        "cannot reach the instance at {url} ({cause})\n  \
+         is it running? `berth instances get ID` shows its status and URL"
+    )]
+    InstanceUnreachable { url: String, cause: String },
     #[error("{}", api_message(.0))]
     Api(ErrorDetail),
     #[error("unexpected answer from {url}: HTTP {status}: {body}")]
@@ -56,11 +62,13 @@ fn api_message(e: &ErrorDetail) -> String {
     out
 }
 
-/// A client of one berth server, authenticated by one key.
+/// A client of one berth server, or of one instance's own API, authenticated by one key.
 pub struct Client {
     http: reqwest::Client,
     base: String,
     key: String,
+    /// Talks to an instance through the edge (the instance plane), not to the hosting API.
+    instance: bool,
 }
 
 impl Client {
@@ -71,12 +79,26 @@ impl Client {
         // Accept the URL with or without the `/v1` suffix.
         let base = args.url.trim_end_matches('/');
         let base = base.strip_suffix("/v1").unwrap_or(base).to_string();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("berth-cli/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ClientError::Transport { url: base.clone(), cause: e.to_string() })?;
-        Ok(Self { http, base, key })
+        let http = builder().build().map_err(|e| ClientError::Transport { url: base.clone(), cause: e.to_string() })?;
+        Ok(Self { http, base, key, instance: false })
+    }
+
+    /// A client of the instance plane at an instance's `url` (`http://{label}.localhost:7071`),
+    /// with the same key. `*.localhost` names are sent to 127.0.0.1 without asking the
+    /// system resolver (which often knows only `localhost` itself); the `Host` header
+    /// keeps the name, which is what the edge routes by.
+    pub fn instance(url: &str, key: &str) -> Result<Self, ClientError> {
+        let base = url.trim_end_matches('/').to_string();
+        let invalid = |cause: String| ClientError::Transport { url: base.clone(), cause };
+        let parsed = reqwest::Url::parse(&base).map_err(|e| invalid(format!("bad instance URL: {e}")))?;
+        let mut http = builder();
+        if let Some(host) = parsed.host_str().filter(|h| h.ends_with(".localhost")) {
+            // reqwest dials the URL's port; the one given here is only a placeholder.
+            let port = parsed.port_or_known_default().unwrap_or(80);
+            http = http.resolve(host, SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+        }
+        let http = http.build().map_err(|e| invalid(e.to_string()))?;
+        Ok(Self { http, base, key: key.to_string(), instance: true })
     }
 
     /// `GET /v1{path}?{query}`.
@@ -171,7 +193,9 @@ impl Client {
     pub fn transport(&self, err: &reqwest::Error) -> ClientError {
         let url = self.base.clone();
         let cause = root_cause(err);
-        if err.is_connect() {
+        if err.is_connect() && self.instance {
+            ClientError::InstanceUnreachable { url, cause }
+        } else if err.is_connect() {
             ClientError::Unreachable { url, cause }
         } else {
             ClientError::Transport { url, cause }
@@ -179,15 +203,37 @@ impl Client {
     }
 }
 
+/// The shared settings of every client: connect timeout (no overall one: streams and
+/// agent turns run long) and user agent.
+fn builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("berth-cli/", env!("CARGO_PKG_VERSION")))
+}
+
 /// A failed answer: the API's error envelope when it is one, else the raw status and body.
+/// The instance plane's OpenAI envelope (`{"error":{"message","type","code","param"}}`,
+/// `code` possibly null) reads as the same `<message> (<code>)`.
 pub fn decode_error(url: String, status: u16, text: &str) -> ClientError {
     if !(200..300).contains(&status) {
         if let Ok(body) = serde_json::from_str::<ErrorBody>(text) {
             return ClientError::Api(body.error);
         }
+        if let Some(detail) = openai_error(text) {
+            return ClientError::Api(detail);
+        }
     }
     let body = text.chars().take(300).collect();
     ClientError::Unexpected { url, status, body }
+}
+
+/// An OpenAI-style error envelope whose `code` is missing or null: its `type` stands in.
+fn openai_error(text: &str) -> Option<ErrorDetail> {
+    let body: Value = serde_json::from_str(text).ok()?;
+    let error = body.get("error")?;
+    let message = error.get("message")?.as_str()?.to_string();
+    let code = ["code", "type"].iter().find_map(|k| error.get(*k).and_then(Value::as_str)).unwrap_or("error");
+    Some(ErrorDetail { code: code.to_string(), message, details: serde_json::Map::new() })
 }
 
 /// The innermost cause, which names what actually happened ("connection refused").

@@ -1,6 +1,7 @@
 //! The client side of the `berth` CLI: one module per API resource over one HTTP
 //! client. `main.rs` only parses arguments and hands a [`ClientCommand`] to [`run`].
 
+pub mod chat;
 pub mod client;
 pub mod events;
 pub mod exec;
@@ -29,6 +30,8 @@ pub enum ClientCommand {
     Keys(keys::KeysArgs),
     /// Run a command in an instance: `berth exec ID -- CMD ARGS...` (exit code passed through).
     Exec(exec::ExecArgs),
+    /// Talk to an instance's agent: `berth chat ID "message"` (the reply streams to stdout).
+    Chat(chat::ChatArgs),
     /// Open an interactive terminal in an instance.
     Shell(shell::ShellArgs),
     /// Print an instance's logs (`-f` to follow).
@@ -40,13 +43,15 @@ pub enum ClientCommand {
 }
 
 /// Run one client command against the server; answers the exit code for the process
-/// (0, or what a remote command exited with for `exec` and `shell`).
+/// (0, or what a remote command exited with for `exec` and `shell`, 1 for a failed
+/// `chat --json` turn).
 pub async fn run(command: ClientCommand) -> anyhow::Result<i32> {
     let done = match command {
         ClientCommand::Instances(args) => instances::run(args).await,
         ClientCommand::Workspaces(args) => workspaces::run(args).await,
         ClientCommand::Keys(args) => keys::run(args).await,
         ClientCommand::Exec(args) => return exec::run(args).await,
+        ClientCommand::Chat(args) => return chat::run(args).await,
         ClientCommand::Shell(args) => return shell::run(args).await,
         ClientCommand::Logs(args) => logs::run(args).await,
         ClientCommand::Health(args) => health::run(args).await,

@@ -66,6 +66,14 @@ async fn retrieve(headers: HeaderMap, Path(id): Path<String>) -> Answer {
     if id == "inst_aaaaaaaaaa" {
         return (StatusCode::OK, Json(instance(&id, "running")));
     }
+    if id == CHAT_ID {
+        // Its URL is this fake under a `*.localhost` name, so `berth chat` must resolve it itself.
+        let host = headers["host"].to_str().unwrap();
+        let port = host.rsplit(':').next().unwrap();
+        let mut inst = instance(&id, "running");
+        inst["url"] = json!(format!("http://{}.localhost:{port}", &id[5..]));
+        return (StatusCode::OK, Json(inst));
+    }
     error(StatusCode::NOT_FOUND, "instance_not_found", &format!("no instance `{id}`"), json!({}))
 }
 
@@ -118,6 +126,74 @@ async fn exec(headers: HeaderMap, Json(body): Json<Value>) -> Response {
         (0, SseEvent::default().event("stderr").data(json!({"data": "warn\n"}).to_string())),
         (pause, SseEvent::default().event("stdout").data(json!({"data": "done\n"}).to_string())),
         (0, SseEvent::default().event("exit").data(result.to_string())),
+    ])
+}
+
+/// The instance whose URL leads back to this fake, for `berth chat`.
+const CHAT_ID: &str = "inst_abcdefghij";
+
+/// One Responses API stream event: its name on the `event:` line and in `type`.
+fn rev(kind: &str, mut data: Value) -> (u64, SseEvent) {
+    data["type"] = json!(kind);
+    (30, SseEvent::default().event(kind).data(data.to_string()))
+}
+
+/// The instance's `POST /v1/responses`, reached only by the instance's own host name.
+/// `input` "fail" fails the turn after one delta; an unknown session is a 404 in the
+/// OpenAI envelope; otherwise a tool call, its output, and the reply in three deltas.
+/// `--json` (no `stream`) answers the request body as `echo`.
+async fn responses(headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    if let Err(e) = authorized(&headers) {
+        return e.into_response();
+    }
+    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or_default();
+    if !host.starts_with("abcdefghij.localhost:") {
+        return error(StatusCode::NOT_FOUND, "not_found", &format!("no route for host `{host}`"), json!({}))
+            .into_response();
+    }
+    if body["session_id"] == "sess_gone" {
+        let e = json!({"error": {"message": "Session 'sess_gone' not found", "type": "invalid_request_error",
+            "code": "session_not_found", "param": "session_id"}});
+        return (StatusCode::NOT_FOUND, Json(e)).into_response();
+    }
+    let session = body["session_id"].as_str().unwrap_or("sess_new").to_string();
+    let response = json!({"id": "resp_1", "object": "response", "status": "completed", "session_id": session});
+    if body["stream"] != true {
+        let mut full = response;
+        full["echo"] = body;
+        return (StatusCode::OK, Json(full)).into_response();
+    }
+    let created = rev("response.created", json!({"response": {"status": "in_progress", "session_id": session}}));
+    if body["input"] == "fail" {
+        let failed = json!({"status": "failed", "session_id": session,
+            "error": {"code": "model_error", "message": "the model went away"}});
+        return sse(vec![
+            created,
+            rev("response.output_text.delta", json!({"item_id": "msg_1", "delta": "partial"})),
+            rev("response.failed", json!({"response": failed})),
+        ]);
+    }
+    let call = json!({"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "shell", "arguments": ""});
+    let called = json!({"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "shell",
+        "arguments": "{\"command\":\"ls\"}"});
+    let out = json!({"type": "function_call_output", "id": "fco_1", "call_id": "call_1", "output": "",
+        "status": "in_progress"});
+    let outed = json!({"type": "function_call_output", "id": "fco_1", "call_id": "call_1",
+        "output": "file1\nfile2\n", "status": "completed"});
+    let last = format!("{}!", body["input"].as_str().unwrap_or_default());
+    sse(vec![
+        created,
+        rev("response.output_item.added", json!({"output_index": 0, "item": call})),
+        rev("response.function_call_arguments.delta", json!({"item_id": "fc_1", "delta": "{\"command\""})),
+        rev("response.function_call_arguments.done", json!({"item_id": "fc_1", "arguments": called["arguments"]})),
+        rev("response.output_item.done", json!({"output_index": 0, "item": called})),
+        rev("response.output_item.added", json!({"output_index": 1, "item": out})),
+        rev("response.output_item.done", json!({"output_index": 1, "item": outed})),
+        rev("response.output_text.delta", json!({"item_id": "msg_1", "delta": "Hel"})),
+        rev("response.output_text.delta", json!({"item_id": "msg_1", "delta": "lo, "})),
+        rev("response.output_text.delta", json!({"item_id": "msg_1", "delta": last})),
+        rev("response.output_text.done", json!({"item_id": "msg_1", "text": "..."})),
+        rev("response.completed", json!({"response": response})),
     ])
 }
 
@@ -228,7 +304,8 @@ fn fake_api() -> &'static str {
                     .route("/v1/instances/{id}/events", get(events))
                     .route("/v1/instances/{id}/shell", get(shell))
                     .route("/v1/instances/{id}/{action}", post(action))
-                    .route("/v1/workspaces", post(create_workspace));
+                    .route("/v1/workspaces", post(create_workspace))
+                    .route("/v1/responses", post(responses));
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 axum::serve(listener, app).await.unwrap();
             });
@@ -508,4 +585,45 @@ fn shell_pipes_input_and_exits_with_the_remote_code() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("(unauthorized)"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn chat_streams_the_reply_through_the_instance_url() {
+    let out = berth(fake_api(), Some(KEY), &["chat", CHAT_ID, "world"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "Hello, world!\n");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("[tool] shell({\"command\":\"ls\"})\n"), "{stderr}");
+    assert_eq!(stderr.matches("[tool]").count(), 1, "{stderr}");
+    assert!(stderr.contains("→ file1 …"), "{stderr}");
+    assert!(stderr.ends_with("session: sess_new\n"), "{stderr}");
+
+    let out = berth(fake_api(), Some(KEY), &["chat", CHAT_ID, "again", "--session", "sess_old"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).ends_with("session: sess_old\n"));
+
+    let args = ["chat", CHAT_ID, "hi", "--session", "s1", "--model", "m1", "--instructions", "be brief", "--json"];
+    let out = berth(fake_api(), Some(KEY), &args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sent = json!({"input": "hi", "stream": false, "session_id": "s1", "model": "m1", "instructions": "be brief"});
+    assert_eq!(answer["echo"], sent);
+}
+
+#[test]
+fn chat_failures_exit_1_with_the_message() {
+    let out = berth(fake_api(), Some(KEY), &["chat", CHAT_ID, "fail"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "partial\n");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("error: the model went away (model_error)"), "{stderr}");
+    assert!(!stderr.contains("session:"), "{stderr}");
+
+    let out = berth(fake_api(), Some(KEY), &["chat", CHAT_ID, "hi", "--session", "sess_gone"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("error: Session 'sess_gone' not found (session_not_found)"));
+
+    let out = berth(fake_api(), Some(KEY), &["chat", "inst_zzzzzzzzzz", "hi"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("(instance_not_found)"));
 }

@@ -23,8 +23,16 @@ async fn wait_for(
     }
 }
 
-fn agent_answers(id: &str) -> bool {
-    exec(id, "timeout 2 wget -q -O - http://127.0.0.1:3737/health").0 == 0
+/// Waits (restart_count rises before the new container is up) until the agent answers.
+async fn agent_answers(id: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if exec(id, "timeout 2 wget -q -O - http://127.0.0.1:3737/health").0 == 0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
 }
 
 #[tokio::test]
@@ -37,14 +45,14 @@ async fn a_removed_or_dead_container_comes_back_with_its_data() {
     docker(&["rm", "-f", &format!("berth-{id}")]);
     let inst = wait_for(&s, &id, "restart after removal", |i| i["restart_count"] == 1).await;
     assert_eq!(inst["status"], "running");
-    assert!(agent_answers(&id));
+    assert!(agent_answers(&id).await);
     assert_eq!(exec(&id, "cat /home/agent/notes.txt").1, "kept");
 
     // Killed behind berth's back.
     docker(&["kill", &format!("berth-{id}")]);
     let inst = wait_for(&s, &id, "restart after kill", |i| i["restart_count"] == 2).await;
     assert_eq!(inst["status"], "running");
-    assert!(agent_answers(&id));
+    assert!(agent_answers(&id).await);
     assert_eq!(exec(&id, "cat /home/agent/notes.txt").1, "kept");
 
     // Started behind berth's back while it should be stopped: stopped again.
@@ -86,15 +94,15 @@ async fn orphans_are_removed_and_a_server_killed_mid_create_leaves_nothing() {
     let mut s = TestServer::start().await;
     let keep = s.create_instance(json!({})).await["id"].as_str().unwrap().to_string();
 
-    // A container of this installation with no record is removed.
-    let orphan = "berth-inst_orphan0001";
+    // A container of this installation with no record is removed (the reconciler may
+    // remove it between Docker's create and start, so it is only created here).
+    let orphan_id = format!("inst_orphan{}", &s.install_id[s.install_id.len() - 5..]);
     let (ok, _, err) = docker(&[
-        "run",
-        "-d",
+        "create",
         "--name",
-        orphan,
+        &format!("berth-{orphan_id}"),
         "--label",
-        "berth.instance=inst_orphan0001",
+        &format!("berth.instance={orphan_id}"),
         "--label",
         &format!("berth.install={}", s.install_id),
         "berth-test/busybox:latest",
@@ -103,7 +111,7 @@ async fn orphans_are_removed_and_a_server_killed_mid_create_leaves_nothing() {
     ]);
     assert!(ok, "{err}");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while containers_with_label("berth.instance", "inst_orphan0001").len() == 1 {
+    while !containers_with_label("berth.instance", &orphan_id).is_empty() {
         assert!(Instant::now() < deadline, "orphan not removed");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

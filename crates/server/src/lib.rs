@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod instances;

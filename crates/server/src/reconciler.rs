@@ -175,6 +175,13 @@ async fn reconcile_one(
             }
         }
         Status::Running => match observed {
+            Observed::Running if idle_expired(&rec) => {
+                let idle = now_secs() - rec.last_request_at.unwrap_or(0).max(rec.updated_at);
+                state.metrics.reconciled("idle_stop");
+                state.runtime.stop(&rec.id).await?;
+                set_status(state, &mut rec, Status::Stopped, ACTOR, Some(format!("cold_start: idle for {idle} s")))
+                    .await?;
+            }
             Observed::Running => {
                 if let Some(addr) = cs.agent_addr {
                     let probe =
@@ -215,6 +222,13 @@ async fn reconcile_one(
         Status::Error => {}
     }
     Ok(())
+}
+
+/// A `cold_start` instance that served no request for its idle timeout.
+fn idle_expired(rec: &InstanceRecord) -> bool {
+    let Some(timeout) = rec.idle_timeout_secs.filter(|_| rec.lifecycle_mode == "cold_start") else { return false };
+    let last = rec.last_request_at.unwrap_or(0).max(rec.updated_at);
+    now_secs() - last >= timeout as i64
 }
 
 fn describe(observed: &Observed) -> String {
@@ -283,6 +297,47 @@ fn anyhow_rt(e: RuntimeError) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(mode: &str, idle: Option<u64>, updated_at: i64, last_request_at: Option<i64>) -> InstanceRecord {
+        InstanceRecord {
+            seq: 1,
+            id: InstanceId::generate(),
+            workspace_id: berth_core::WorkspaceId::generate(),
+            name: None,
+            template: "berth-agent".into(),
+            template_version: 1,
+            size: 1,
+            user: None,
+            region: "local".into(),
+            metadata: Default::default(),
+            env: Default::default(),
+            budget_cap_usd: None,
+            topup_micros: 0,
+            lifecycle_mode: mode.into(),
+            idle_timeout_secs: idle,
+            status: Status::Running,
+            status_reason: None,
+            restart_count: 0,
+            created_at: updated_at,
+            updated_at,
+            deleted_at: None,
+            gateway_token: None,
+            last_request_at,
+        }
+    }
+
+    #[test]
+    fn only_idle_cold_start_instances_expire() {
+        let now = now_secs();
+        assert!(idle_expired(&record("cold_start", Some(60), now - 100, None)));
+        assert!(idle_expired(&record("cold_start", Some(60), now - 500, Some(now - 61))));
+        assert!(
+            !idle_expired(&record("cold_start", Some(60), now - 500, Some(now - 10))),
+            "a recent request keeps it up"
+        );
+        assert!(!idle_expired(&record("cold_start", Some(60), now - 10, None)), "recently started");
+        assert!(!idle_expired(&record("always_on", None, now - 10_000, None)));
+    }
 
     #[test]
     fn backoff_grows_and_a_loop_ends_in_give_up() {

@@ -70,6 +70,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         }),
         http: reqwest::Client::builder().no_proxy().build()?,
         heartbeats: Arc::default(),
+        edge_http: reqwest::Client::builder().no_proxy().connect_timeout(Duration::from_secs(5)).build()?,
     };
     let reconciler = Reconciler::new(state.clone());
     tokio::spawn(reconciler.run(Duration::from_millis(args.reconcile_interval_ms.max(100))));
@@ -78,7 +79,26 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, install = %install_id, "berth server listening");
     println!("berth server listening on http://{}", listener.local_addr()?);
+    let edge_listener = tokio::net::TcpListener::bind(args.edge_listen)
+        .await
+        .with_context(|| format!("binding the edge on {}", args.edge_listen))?;
+    println!(
+        "berth edge listening on http://{} (instance URLs: http://{{label}}.{}:{})",
+        edge_listener.local_addr()?,
+        args.domain,
+        args.edge_listen.port()
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let edge_stop = stop_rx.clone();
+    let edge = axum::serve(edge_listener, crate::edge::router(state.clone())).with_graceful_shutdown(async move {
+        let mut rx = edge_stop;
+        let _ = rx.wait_for(|stop| *stop).await;
+    });
+    tokio::spawn(async move {
+        if let Err(e) = edge.await {
+            tracing::error!(error = %e, "edge stopped");
+        }
+    });
     let server = axum::serve(listener, crate::routes::router(state)).with_graceful_shutdown(async move {
         let mut rx = stop_rx;
         let _ = rx.wait_for(|stop| *stop).await;

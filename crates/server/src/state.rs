@@ -32,6 +32,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Client for probing agents' `/health`.
     pub http: reqwest::Client,
+    /// Client the edge forwards requests with (no overall timeout: streams last).
+    pub edge_http: reqwest::Client,
     /// Last time (unix seconds) each instance's agent answered a probe.
     pub heartbeats: Arc<std::sync::Mutex<std::collections::HashMap<berth_core::InstanceId, i64>>>,
 }

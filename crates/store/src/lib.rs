@@ -84,6 +84,8 @@ pub trait Store: Send + Sync + 'static {
     async fn all_instances(&self) -> Result<Vec<InstanceRecord>>;
     /// Writes back every mutable field of an instance and bumps `updated_at`.
     async fn update_instance(&self, rec: &InstanceRecord) -> Result<()>;
+    /// Notes that the instance served a request through the edge at `at`.
+    async fn touch_instance(&self, id: &InstanceId, at: i64) -> Result<()>;
     /// Removes an instance's record for good.
     async fn delete_instance(&self, id: &InstanceId) -> Result<()>;
 

@@ -51,6 +51,10 @@ pub struct InstanceRecord {
     pub created_at: i64,
     pub updated_at: i64,
     pub deleted_at: Option<i64>,
+    /// Token the edge presents to the instance's agent; never shown to clients.
+    pub gateway_token: Option<String>,
+    /// When the instance last served a request through the edge.
+    pub last_request_at: Option<i64>,
 }
 
 /// One entry of an instance's audit trail.

@@ -47,7 +47,7 @@ impl SqliteStore {
 
 const INSTANCE_COLUMNS: &str = "seq, id, workspace_id, name, template, template_version, size, \
     user_tag, region, metadata, env, budget_cap_usd, topup_micros, lifecycle_mode, idle_timeout, \
-    status, status_reason, restart_count, created_at, updated_at, deleted_at";
+    status, status_reason, restart_count, created_at, updated_at, deleted_at, gateway_token, last_request_at";
 
 fn json_map(row: &SqliteRow, col: &str) -> Result<std::collections::BTreeMap<String, String>> {
     let text: String = row.try_get(col)?;
@@ -81,6 +81,8 @@ fn instance_from_row(row: &SqliteRow) -> Result<InstanceRecord> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         deleted_at: row.try_get("deleted_at")?,
+        gateway_token: row.try_get("gateway_token")?,
+        last_request_at: row.try_get("last_request_at")?,
     })
 }
 
@@ -200,8 +202,8 @@ impl Store for SqliteStore {
         let done = sqlx::query(
             "INSERT INTO instances (id, workspace_id, name, template, template_version, size, user_tag, region, \
              metadata, env, budget_cap_usd, topup_micros, lifecycle_mode, idle_timeout, status, status_reason, \
-             restart_count, created_at, updated_at, deleted_at) \
-             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+             restart_count, created_at, updated_at, deleted_at, gateway_token) \
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
              WHERE (SELECT COUNT(*) FROM instances WHERE workspace_id = ? AND status != 'deleted') < ?",
         )
         .bind(r.id.as_str())
@@ -224,6 +226,7 @@ impl Store for SqliteStore {
         .bind(r.created_at)
         .bind(r.updated_at)
         .bind(r.deleted_at)
+        .bind(&r.gateway_token)
         .bind(r.workspace_id.as_str())
         .bind(limit as i64)
         .execute(&self.pool)
@@ -303,6 +306,15 @@ impl Store for SqliteStore {
         .bind(r.id.as_str())
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    async fn touch_instance(&self, id: &InstanceId, at: i64) -> Result<()> {
+        sqlx::query("UPDATE instances SET last_request_at = ? WHERE id = ?")
+            .bind(at)
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

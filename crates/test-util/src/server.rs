@@ -31,6 +31,9 @@ pub struct TestServer {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     port: u16,
+    /// `http://127.0.0.1:EDGE_PORT`: the edge; send `Host: {label}.localhost`.
+    pub edge_base: String,
+    edge_port: u16,
     /// The admin key of workspace `default`.
     pub admin_key: String,
     /// The installation id (label `berth.install` of its containers).
@@ -82,11 +85,14 @@ impl TestServer {
     pub async fn start_with(opts: ServerOptions) -> Self {
         let data = tempfile::Builder::new().prefix("berth-test-").tempdir().expect("tempdir");
         let port = free_port();
+        let edge_port = free_port();
         let mut s = TestServer {
             child: None,
             data,
             base: format!("http://127.0.0.1:{port}"),
             port,
+            edge_base: format!("http://127.0.0.1:{edge_port}"),
+            edge_port,
             admin_key: format!("sk_test{}", berth_core::ids::random_label(24)),
             install_id: format!("test-{}", berth_core::ids::random_label(10)),
             opts,
@@ -94,6 +100,11 @@ impl TestServer {
         };
         s.spawn().await;
         s
+    }
+
+    /// The edge's port (instance URLs are `http://{label}.localhost:PORT`).
+    pub fn edge_port(&self) -> u16 {
+        self.edge_port
     }
 
     /// The data directory.
@@ -111,6 +122,7 @@ impl TestServer {
             .arg("server")
             .args(["--data", &self.data.path().display().to_string()])
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--edge-listen", &format!("127.0.0.1:{}", self.edge_port)])
             .args(["--base-image", &self.opts.base_image])
             .args(["--agent-bin", &agent_bin().display().to_string()])
             .args(["--network", "berth-test"])

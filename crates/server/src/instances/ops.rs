@@ -24,12 +24,16 @@ pub async fn detached<T: Send + 'static>(fut: impl Future<Output = ApiResult<T>>
 
 /// What the runtime needs to run a record.
 pub fn spec_of(r: &InstanceRecord) -> InstanceSpec {
+    let mut env = r.env.clone();
+    if let Some(token) = &r.gateway_token {
+        env.insert("BERTH_GATEWAY_TOKEN".into(), token.clone());
+    }
     InstanceSpec {
         id: r.id.clone(),
         workspace_id: r.workspace_id.clone(),
         image: None,
         size: size::lookup(r.size).unwrap_or(size::SIZES[0]),
-        env: r.env.clone(),
+        env,
     }
 }
 
@@ -151,6 +155,8 @@ pub async fn create(state: AppState, auth: Auth, v: ValidCreate) -> ApiResult<In
         created_at: now,
         updated_at: now,
         deleted_at: None,
+        gateway_token: Some(berth_core::ids::random_label(40)),
+        last_request_at: None,
     };
     match state.store.insert_instance(&rec, ws.instance_limit).await {
         Err(berth_store::StoreError::LimitExceeded { limit }) => {

@@ -1,0 +1,141 @@
+//! The edge: instance URLs, key checks before any byte reaches the instance,
+//! the key swapped for the instance's gateway token, SSE passed through unbuffered.
+
+use axum::response::sse::{Event, Sse};
+use axum::routing::post;
+use berth_test_util::docker::{docker, exec};
+use berth_test_util::TestServer;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+/// An OpenAI-compatible model that streams "Hello", " from", " the model" slowly.
+async fn scripted_model() -> u16 {
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(|| async {
+            let chunks = ["Hello", " from", " the model"];
+            let stream = futures_util::stream::iter(chunks.into_iter().enumerate()).then(|(i, c)| async move {
+                tokio::time::sleep(Duration::from_millis(if i == 0 { 0 } else { 700 })).await;
+                let chunk = json!({"id": "c1", "object": "chat.completion.chunk", "model": "scripted",
+                    "choices": [{"index": 0, "delta": {"content": c}, "finish_reason": null}]});
+                Ok::<_, Infallible>(Event::default().data(chunk.to_string()))
+            });
+            let end = futures_util::stream::iter(vec![
+                Ok(Event::default().data(
+                    json!({"id": "c1", "object": "chat.completion.chunk", "model": "scripted",
+                        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})
+                    .to_string(),
+                )),
+                Ok(Event::default().data("[DONE]")),
+            ]);
+            Sse::new(stream.chain(end))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+fn gateway_ip() -> String {
+    docker(&["network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}", "berth-test"]).1
+}
+
+#[tokio::test]
+async fn the_edge_routes_authenticates_and_streams() {
+    let s = TestServer::start().await;
+    let model_port = scripted_model().await;
+    let llm = format!("http://{}:{model_port}/v1", gateway_ip());
+    let inst = s.create_instance(json!({"env": {"BERTH_LLM_BASE_URL": llm, "BERTH_MODEL": "scripted"}})).await;
+    let id = inst["id"].as_str().unwrap().to_string();
+    let host = format!("{}.localhost:{}", &id[5..], s.edge_port());
+    assert_eq!(inst["url"], format!("http://{host}"));
+    let edge = |path: &str| s.http().get(format!("{}{path}", s.edge_base)).header("host", &host);
+
+    // The key is checked at the edge.
+    let r = edge("/health").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = edge("/health").bearer_auth("sk_wrong").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let (_, other) = s.post("/v1/workspaces", json!({"name": "other"})).await;
+    let r = edge("/v1/models").bearer_auth(other["key"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = s
+        .http()
+        .get(format!("{}/health", s.edge_base))
+        .header("host", "zzzzzzzzzz.localhost")
+        .bearer_auth(&s.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "instance_not_found");
+
+    // With the key: through to the agent, which only accepts the gateway token.
+    let r = edge("/health").bearer_auth(&s.admin_key).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = edge("/v1/models").header("x-api-key", &s.admin_key).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let (code, direct) = exec(&id, "wget -q -O - http://127.0.0.1:3737/v1/models 2>&1");
+    assert_ne!(code, 0, "the agent answered without its gateway token: {direct}");
+
+    // SSE passes through as produced, not buffered until the end.
+    let started = Instant::now();
+    let resp = s
+        .http()
+        .post(format!("{}/v1/responses", s.edge_base))
+        .header("host", &host)
+        .bearer_auth(&s.admin_key)
+        .json(&json!({"input": "hi", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut text = String::new();
+    let mut first_delta = None;
+    while let Some(chunk) = body.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        if first_delta.is_none() && text.contains("response.output_text.delta") {
+            first_delta = Some(started.elapsed());
+        }
+    }
+    let total = started.elapsed();
+    let first = first_delta.unwrap_or_else(|| panic!("no delta in:\n{text}"));
+    assert!(total >= Duration::from_millis(1300), "{total:?}");
+    assert!(first + Duration::from_millis(1000) < total, "first delta at {first:?} of {total:?}: buffered");
+    assert!(text.contains("response.completed"), "{text}");
+    assert!(text.contains("the model"));
+
+    // A stopped instance's URL says so.
+    s.post(&format!("/v1/instances/{id}/stop"), json!({})).await;
+    let r = edge("/health").bearer_auth(&s.admin_key).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+}
+
+#[tokio::test]
+async fn a_cold_start_instance_idles_to_stopped_and_wakes_on_request() {
+    let s = TestServer::start().await;
+    let inst = s.create_instance(json!({"lifecycle": {"mode": "cold_start", "idle_timeout_secs": 60}})).await;
+    let id = inst["id"].as_str().unwrap().to_string();
+    assert_eq!(inst["lifecycle"], json!({"mode": "cold_start", "idle_timeout_secs": 60}));
+    // Stop it as idling would (waiting a minute is not a test).
+    let (st, _) = s.post(&format!("/v1/instances/{id}/stop"), json!({})).await;
+    assert_eq!(st, 200);
+    let host = format!("{}.localhost:{}", &id[5..], s.edge_port());
+    let r = s
+        .http()
+        .get(format!("{}/health", s.edge_base))
+        .header("host", &host)
+        .bearer_auth(&s.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the request waits for the wake-up");
+    let (_, got) = s.get(&format!("/v1/instances/{id}")).await;
+    assert_eq!(got["status"], "running");
+}
