@@ -38,9 +38,18 @@ async fn keys_are_required_and_other_workspaces_see_nothing() {
         (Method::POST, format!("/v1/instances/{id}/resume")),
         (Method::POST, format!("/v1/instances/{id}/restore")),
         (Method::POST, format!("/v1/instances/{id}/update")),
+        (Method::POST, format!("/v1/instances/{id}/exec")),
+        (Method::GET, format!("/v1/instances/{id}/logs")),
+        (Method::GET, format!("/v1/instances/{id}/health")),
+        (Method::GET, format!("/v1/instances/{id}/events")),
+        (Method::GET, format!("/v1/instances/{id}/shell")),
     ];
     for (m, path) in &routes {
-        let body = (*m == Method::PATCH).then(|| json!({"name": "x"}));
+        let body = match path.rsplit('/').next() {
+            Some("exec") => Some(json!({"command": ["true"]})),
+            _ if *m == Method::PATCH => Some(json!({"name": "x"})),
+            _ => None,
+        };
         let (st, err) = s.call(m.clone(), path, Some(&other), body).await;
         assert_eq!(st, 404, "{m} {path}: {err}");
         assert_eq!(err["error"]["code"], "instance_not_found");

@@ -61,6 +61,8 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         let named = msg.strip_prefix("unknown field `").or_else(|| msg.strip_prefix("missing field `"));
         let field = match named.and_then(|r| r.split('`').next()) {
             Some(name) if path == "." => name.to_string(),
+            // Depending on where serde stops, the path may already end with the field.
+            Some(name) if path == name || path.ends_with(&format!(".{name}")) => path,
             Some(name) => format!("{path}.{name}"),
             None if path == "." => String::new(),
             None => path,
@@ -102,5 +104,29 @@ where
                 field: Some(field),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_json;
+    use crate::error::ApiError;
+    use berth_api_types::{CreateInstance, ExecRequest};
+
+    fn field<T: serde::de::DeserializeOwned + std::fmt::Debug>(body: &str) -> Option<String> {
+        match parse_json::<T>(body.as_bytes()).unwrap_err() {
+            ApiError::InvalidRequest { field, .. } => field,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field_once() {
+        assert_eq!(field::<CreateInstance>(r#"{"colour":"red"}"#).as_deref(), Some("colour"));
+        assert_eq!(field::<CreateInstance>(r#"{"budget":{"cap":1}}"#).as_deref(), Some("budget.cap"));
+        assert_eq!(field::<CreateInstance>(r#"{"size":"big"}"#).as_deref(), Some("size"));
+        assert_eq!(field::<CreateInstance>(r#"{"lifecycle":{}}"#).as_deref(), Some("lifecycle.mode"));
+        assert_eq!(field::<ExecRequest>(r#"{"stdin":"x"}"#).as_deref(), Some("command"));
+        assert_eq!(field::<CreateInstance>(r#"{"name": "#), None, "syntax errors name no field");
     }
 }

@@ -141,13 +141,13 @@ fn metadata(value: Option<&Value>) -> Result<Option<BTreeMap<String, String>>, A
         if k.is_empty() || k.chars().count() > MAX_META_KEY {
             return Err(ApiError::invalid(
                 format!("metadata.{}", clip(k)),
-                format!("metadata keys are 1–{MAX_META_KEY} characters"),
+                format!("`metadata.{}`: metadata keys are 1–{MAX_META_KEY} characters", clip(k)),
             ));
         }
         if v.chars().count() > MAX_META_VALUE {
             return Err(ApiError::invalid(
                 format!("metadata.{k}"),
-                format!("metadata values are at most {MAX_META_VALUE} characters"),
+                format!("`metadata.{k}`: metadata values are at most {MAX_META_VALUE} characters"),
             ));
         }
     }
