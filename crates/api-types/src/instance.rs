@@ -173,3 +173,29 @@ pub struct Purged {
     /// Always true: nothing is kept.
     pub purged: bool,
 }
+
+/// A template port.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TemplatePort {
+    pub port: u16,
+    /// Served at the instance's own URL.
+    pub default: bool,
+}
+
+/// What instances are built from.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Template {
+    pub id: String,
+    /// Always `template`.
+    pub object: String,
+    pub name: String,
+    /// Newest version; instances on an older one show `update_available`.
+    pub version: u32,
+    /// The image instances run.
+    pub image: String,
+    pub ports: Vec<TemplatePort>,
+    /// The agents the template installs.
+    pub agents: Vec<String>,
+    /// Provided by berth itself (cannot be deleted).
+    pub system: bool,
+}

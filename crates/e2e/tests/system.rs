@@ -38,6 +38,14 @@ async fn healthz_metrics_openapi_and_docs_answer_without_a_key() {
     let html = s.http().get(format!("{}/docs", s.base)).send().await.unwrap().text().await.unwrap();
     assert!(html.contains("<h1>berth hosting API</h1>") && html.contains("/v1/instances/{id}/exec"));
 
+    // The system template is listed; unknown ones are 404.
+    let (st, tpl) = s.get("/v1/templates").await;
+    assert_eq!(st, 200);
+    assert_eq!(tpl["data"][0]["id"], "berth-agent");
+    assert_eq!(tpl["data"][0]["ports"], json!([{"port": 3737, "default": true}]));
+    let (st, e) = s.get("/v1/templates/nope").await;
+    assert_eq!((st, e["error"]["code"].as_str()), (404, Some("template_not_found")));
+
     // Unknown routes answer the error envelope, not an empty 404.
     let (st, e) = s.get("/v1/nothing-here").await;
     assert_eq!((st, e["error"]["code"].as_str()), (404, Some("not_found")));

@@ -67,6 +67,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             instance_limit: args.instance_limit,
             retention_secs: args.retention_secs,
             start_timeout: Duration::from_secs(args.start_timeout_secs),
+            base_image: args.base_image.clone(),
         }),
         http: reqwest::Client::builder().no_proxy().build()?,
         heartbeats: Arc::default(),

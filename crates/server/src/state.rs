@@ -20,6 +20,8 @@ pub struct Settings {
     pub retention_secs: i64,
     /// How long create/start wait for the agent.
     pub start_timeout: Duration,
+    /// Image of the system template.
+    pub base_image: String,
 }
 
 /// Shared state of the server.

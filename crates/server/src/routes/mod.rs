@@ -4,6 +4,7 @@ pub mod instances;
 pub mod operate;
 pub mod shell;
 pub mod system;
+pub mod templates;
 pub mod workspaces;
 
 use crate::error::ApiError;
@@ -22,6 +23,7 @@ pub fn router(state: AppState) -> Router {
         .merge(instances::router())
         .merge(operate::router())
         .merge(shell::router())
+        .merge(templates::router())
         .merge(workspaces::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
