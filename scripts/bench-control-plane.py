@@ -488,8 +488,7 @@ def main():
     if args.creates < 1 or args.instances < 1:
         p.error("--creates and --instances must be at least 1")
     for path, how in ((args.berth_bin, "cargo build --release -p berth-cli"),
-                      (args.agent_bin, 'RUSTFLAGS="-C target-feature=+crt-static" cargo build --release '
-                                       "-p berth-agent --target x86_64-unknown-linux-gnu")):
+                      (args.agent_bin, "scripts/build-agent.sh --release")):
         if not os.path.isfile(path):
             p.error(f"{path} not found; build it with: {how}")
     if docker("image", "inspect", "-f", "{{.Id}}", args.image, check=False) == "":

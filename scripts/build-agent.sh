@@ -30,7 +30,12 @@ apt_install gcc libc6-dev
 
 cd "$BERTH_ROOT"
 log "cargo build -p berth-agent --target $TARGET ${cargo_args[*]} (static)"
-RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static" \
+# Static (runs in any base image) and not position-independent: a static-pie binary
+# relocates itself at start and dirties ~200 KiB of data pages in every instance
+# (measured RssAnon 576 -> 372 KiB). The cost is ASLR for the agent's own code, which
+# guards nothing here: only the instance's owner reaches the agent (through the edge,
+# with the instance's token), and they already run arbitrary code inside the instance.
+RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static -C relocation-model=static" \
   cargo build -p berth-agent --target "$TARGET" "${cargo_args[@]}" >&2
 
 target_dir="${CARGO_TARGET_DIR:-$BERTH_ROOT/target}"

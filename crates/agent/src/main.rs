@@ -34,9 +34,11 @@ fn main() -> std::io::Result<()> {
     let data_dir = args.data.unwrap_or_else(|| {
         std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/")).join(".berth")
     });
-    // Two worker threads at most: the agent is small and idle most of the time.
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the agent is I/O-bound and idle most of the time, and every extra
+    // thread costs each instance a stack and a malloc arena. Blocking work (SQLite)
+    // goes to tokio's blocking pool, whose threads exit once idle.
+    tokio::runtime::Builder::new_current_thread()
+        .thread_keep_alive(std::time::Duration::from_secs(1))
         .enable_all()
         .build()?
         .block_on(berth_agent::run(berth_agent::AgentConfig::from_env(args.listen, data_dir)))
