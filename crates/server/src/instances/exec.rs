@@ -45,10 +45,7 @@ pub fn validate(body: ExecRequest) -> ApiResult<ValidExec> {
     }
     let mut env = vec![];
     for (k, v) in body.env.unwrap_or_default() {
-        let ok = !k.is_empty()
-            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            && !k.as_bytes()[0].is_ascii_digit();
-        if !ok || v.contains('\0') {
+        if !super::validate::is_env_name(&k) || v.contains('\0') {
             return Err(ApiError::invalid(
                 format!("env.{k}"),
                 format!("`{k}` is not a valid variable name or its value holds NUL"),

@@ -160,11 +160,7 @@ fn env(value: Option<&Value>) -> Result<Option<BTreeMap<String, String>>, ApiErr
         return Err(ApiError::invalid("env", format!("`env` has more than {MAX_ENV_KEYS} variables")));
     }
     for (k, v) in &map {
-        let valid = !k.is_empty()
-            && k.len() <= 128
-            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            && !k.as_bytes()[0].is_ascii_digit();
-        if !valid {
+        if !is_env_name(k) {
             return Err(ApiError::invalid(
                 format!("env.{}", clip(k)),
                 format!(
@@ -187,6 +183,14 @@ fn env(value: Option<&Value>) -> Result<Option<BTreeMap<String, String>>, ApiErr
         }
     }
     Ok(Some(map))
+}
+
+/// A shell variable name: letters, digits and `_`, not starting with a digit, ≤ 128 bytes.
+pub fn is_env_name(k: &str) -> bool {
+    !k.is_empty()
+        && k.len() <= 128
+        && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !k.as_bytes()[0].is_ascii_digit()
 }
 
 fn budget(b: Option<&BudgetInput>) -> Result<(Option<f64>, i64), ApiError> {
