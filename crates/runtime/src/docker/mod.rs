@@ -9,19 +9,16 @@
 
 mod exec;
 mod observe;
+mod spec;
 
 use crate::{
     ContainerState, ExecRequest, ExecSession, InstanceSpec, LogLine, LogQuery, ManagedContainer, Observed, Result,
-    Runtime, RuntimeError, Stats, AGENT_PORT, HOME_DIR, LABEL_INSTALL, LABEL_INSTANCE, LABEL_WORKSPACE,
+    Runtime, RuntimeError, Stats, AGENT_PORT, LABEL_INSTALL, LABEL_INSTANCE, LABEL_WORKSPACE,
 };
 use async_trait::async_trait;
 use berth_core::{InstanceId, SizeSpec};
 use bollard::errors::Error as DockerError;
-use bollard::models::{
-    ContainerCreateBody, ContainerStateStatusEnum, ContainerUpdateBody, EndpointSettings, HostConfig,
-    HostConfigLogConfig, Mount, MountTypeEnum, NetworkCreateRequest, NetworkingConfig, RestartPolicy,
-    RestartPolicyNameEnum, VolumeCreateOptions,
-};
+use bollard::models::{ContainerStateStatusEnum, ContainerUpdateBody, NetworkCreateRequest, VolumeCreateOptions};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListVolumesOptions, RemoveContainerOptions,
     RemoveVolumeOptions, StopContainerOptions,
@@ -289,67 +286,7 @@ impl Runtime for DockerRuntime {
         let name = container_name(&spec.id);
         self.remove_container_named(&name).await?;
 
-        let mut env: Vec<String> = spec
-            .env
-            .iter()
-            .filter(|(k, _)| !k.starts_with("BERTH_INSTANCE"))
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        env.push(format!("HOME={HOME_DIR}"));
-        env.push(format!("BERTH_INSTANCE_ID={}", spec.id));
-        let (nano_cpus, memory, pids) = limits(&spec.size);
-        let host_config = HostConfig {
-            nano_cpus: Some(nano_cpus),
-            memory: Some(memory),
-            memory_swap: Some(memory),
-            pids_limit: Some(pids),
-            init: Some(true),
-            cap_drop: Some(vec!["ALL".into()]),
-            cap_add: Some(KEPT_CAPS.iter().map(|c| c.to_string()).collect()),
-            security_opt: Some(vec!["no-new-privileges:true".into()]),
-            privileged: Some(false),
-            network_mode: Some(self.network_ref()),
-            restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::NO), maximum_retry_count: None }),
-            log_config: Some(HostConfigLogConfig {
-                typ: Some("json-file".into()),
-                config: Some(HashMap::from([("max-size".into(), "10m".into()), ("max-file".into(), "3".into())])),
-            }),
-            mounts: Some(vec![
-                Mount {
-                    target: Some(HOME_DIR.into()),
-                    source: Some(volume),
-                    typ: Some(MountTypeEnum::VOLUME),
-                    ..Default::default()
-                },
-                Mount {
-                    target: Some(AGENT_PATH.into()),
-                    source: Some(self.cfg.agent_bin.display().to_string()),
-                    typ: Some(MountTypeEnum::BIND),
-                    read_only: Some(true),
-                    ..Default::default()
-                },
-            ]),
-            ..Default::default()
-        };
-        let body = ContainerCreateBody {
-            image: Some(image),
-            hostname: Some(spec.id.label().to_string()),
-            entrypoint: Some(vec![AGENT_PATH.into()]),
-            cmd: Some(vec![
-                "--listen".into(),
-                format!("0.0.0.0:{AGENT_PORT}"),
-                "--data".into(),
-                format!("{HOME_DIR}/.berth"),
-            ]),
-            env: Some(env),
-            working_dir: Some(HOME_DIR.into()),
-            labels: Some(labels),
-            host_config: Some(host_config),
-            networking_config: Some(NetworkingConfig {
-                endpoints_config: Some(HashMap::from([(self.network_ref(), EndpointSettings::default())])),
-            }),
-            ..Default::default()
-        };
+        let body = spec::container_body(self, spec, image, volume, labels);
         let _p = self.permit().await;
         let opts = CreateContainerOptions { name: Some(name), platform: String::new() };
         self.docker.create_container(Some(opts), body).await.map_err(map_err)?;
