@@ -1,7 +1,7 @@
 //! Tenancy, authentication and isolation between instances.
 
 use berth_test_util::docker::{exec, inspect};
-use berth_test_util::TestServer;
+use berth_test_util::{ServerOptions, TestServer};
 use reqwest::Method;
 use serde_json::json;
 
@@ -109,4 +109,19 @@ async fn instances_reach_neither_each_other_nor_the_control_plane() {
     assert_ne!(exec(&a, "test -e /run/docker.sock").0, 0);
     let (_, caps) = exec(&a, "grep CapEff /proc/self/status");
     assert!(!caps.contains("0000003fffffffff") && !caps.contains("000001ffffffffff"), "{caps}");
+}
+
+#[tokio::test]
+async fn a_control_plane_listening_on_all_addresses_is_still_out_of_reach() {
+    let s = TestServer::start_with(ServerOptions { listen_host: "0.0.0.0".into(), ..Default::default() }).await;
+    let a = s.create_instance(json!({})).await["id"].as_str().unwrap().to_string();
+    let gw = inspect(&format!("berth-{a}"), "{{range .NetworkSettings.Networks}}{{.Gateway}}{{end}}");
+    let port = s.base.rsplit(':').next().unwrap();
+    // The host itself reaches it on the bridge address; the instance does not.
+    let r = s.http().get(format!("http://{gw}:{port}/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    for p in [port.to_string(), s.edge_port().to_string()] {
+        let (code, out) = exec(&a, &format!("timeout 3 wget -q -O - http://{gw}:{p}/healthz"));
+        assert_ne!(code, 0, "instance reached port {p} of the control plane: {out}");
+    }
 }

@@ -163,6 +163,9 @@ pub trait Runtime: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
     /// One-time setup at server start (networks, image checks).
     async fn prepare(&self) -> Result<()>;
+    /// The host network interface instances' traffic arrives on, once prepared
+    /// (for host firewall rules); `None` where the runtime has no such thing.
+    fn host_interface(&self) -> Option<String>;
     /// Creates the volume when missing and a fresh container (replacing any old
     /// one, keeping the volume), without starting it.
     async fn create(&self, spec: &InstanceSpec) -> Result<()>;

@@ -9,6 +9,7 @@ pub mod config;
 pub mod edge;
 pub mod error;
 pub mod extract;
+pub mod firewall;
 pub mod instances;
 pub mod locks;
 pub mod metrics;

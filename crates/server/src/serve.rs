@@ -49,6 +49,20 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         RuntimeKind::Kubernetes => bail!("the kubernetes runtime is not available in this build; use --runtime docker"),
     };
     runtime.prepare().await.context("preparing the runtime")?;
+    let exposed = crate::firewall::exposed_ports(&[args.listen, args.edge_listen]);
+    let shielded = match runtime.host_interface() {
+        Some(interface) if !exposed.is_empty() => {
+            crate::firewall::shield(&interface, &exposed)?;
+            Some(interface)
+        }
+        None if !exposed.is_empty() => {
+            tracing::warn!(
+                "the runtime has no host interface to firewall; make sure instances cannot reach {exposed:?}"
+            );
+            None
+        }
+        _ => None,
+    };
     crate::bootstrap::ensure_default_workspace(store.as_ref(), &args.data, args.instance_limit).await?;
     if args.llm_base_url.is_some() || args.billing {
         tracing::warn!(
@@ -116,6 +130,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     match tokio::time::timeout(SHUTDOWN_GRACE, serving).await {
         Ok(res) => res??,
         Err(_) => tracing::warn!("requests still open after {} s; exiting anyway", SHUTDOWN_GRACE.as_secs()),
+    }
+    if let Some(interface) = shielded {
+        crate::firewall::unshield(&interface, &exposed);
     }
     tracing::info!("berth server stopped; instances keep running");
     Ok(())

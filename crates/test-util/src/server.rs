@@ -13,6 +13,8 @@ pub struct ServerOptions {
     pub base_image: String,
     /// Extra flags for `berth server`.
     pub extra_args: Vec<String>,
+    /// Host both listeners bind to (default `127.0.0.1`).
+    pub listen_host: String,
 }
 
 impl Default for ServerOptions {
@@ -20,6 +22,7 @@ impl Default for ServerOptions {
         Self {
             base_image: std::env::var("BERTH_TEST_IMAGE").unwrap_or_else(|_| "berth-test/busybox:latest".into()),
             extra_args: vec![],
+            listen_host: "127.0.0.1".into(),
         }
     }
 }
@@ -121,8 +124,8 @@ impl TestServer {
         let child = Command::new(berth_bin())
             .arg("server")
             .args(["--data", &self.data.path().display().to_string()])
-            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
-            .args(["--edge-listen", &format!("127.0.0.1:{}", self.edge_port)])
+            .args(["--listen", &format!("{}:{}", self.opts.listen_host, self.port)])
+            .args(["--edge-listen", &format!("{}:{}", self.opts.listen_host, self.edge_port)])
             .args(["--base-image", &self.opts.base_image])
             .args(["--agent-bin", &agent_bin().display().to_string()])
             .args(["--network", "berth-test"])

@@ -233,6 +233,12 @@ impl Runtime for DockerRuntime {
         "docker"
     }
 
+    fn host_interface(&self) -> Option<String> {
+        // Docker names a user-defined bridge `br-` + the first 12 chars of its id.
+        let id = self.network_id.read().unwrap_or_else(|e| e.into_inner()).clone();
+        (id.len() >= 12).then(|| format!("br-{}", &id[..12]))
+    }
+
     async fn ping(&self) -> Result<()> {
         let _p = self.permit().await;
         self.docker.ping().await.map(|_| ()).map_err(map_err)
