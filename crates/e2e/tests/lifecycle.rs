@@ -115,6 +115,15 @@ async fn data_survives_every_lifecycle_step() {
     assert_eq!(exec(&id, "cat /proc/1/environ | tr '\\0' '\\n' | grep COLOR").1, "COLOR=blue");
     assert_data(&id, "env change");
 
+    // Update recreates the container on the newest template version; data stays.
+    let (st, body) = act(&s, &id, "update").await;
+    assert_eq!(
+        (st, body["status"].as_str(), body["update_available"].as_bool()),
+        (200, Some("running"), Some(false)),
+        "{body}"
+    );
+    assert_data(&id, "update");
+
     // Soft delete keeps the data; restore brings it back.
     let (st, body) = s.call(Method::DELETE, &format!("/v1/instances/{id}"), Some(&s.admin_key), None).await;
     assert_eq!((st, body["status"].as_str()), (200, Some("deleted")), "{body}");
