@@ -139,3 +139,88 @@ async fn a_cold_start_instance_idles_to_stopped_and_wakes_on_request() {
     let (_, got) = s.get(&format!("/v1/instances/{id}")).await;
     assert_eq!(got["status"], "running");
 }
+
+/// A model that first asks for the `shell` tool, then answers with what it returned.
+async fn tool_calling_model() -> u16 {
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(|axum::Json(req): axum::Json<Value>| async move {
+            let messages = req["messages"].as_array().cloned().unwrap_or_default();
+            let tool_result = messages.iter().rev().find(|m| m["role"] == "tool").map(|m| m["content"].to_string());
+            let chunks: Vec<Value> = match tool_result {
+                None => vec![
+                    json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                        "function": {"name": "shell", "arguments":
+                            json!({"command": "hostname > /home/agent/from-agent.txt && cat /home/agent/from-agent.txt"}).to_string()}}]},
+                        "finish_reason": null}]}),
+                    json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+                ],
+                Some(out) => vec![
+                    json!({"choices": [{"index": 0, "delta": {"content": format!("the tool said {out}")}, "finish_reason": null}]}),
+                    json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+                ],
+            };
+            let events = chunks
+                .into_iter()
+                .map(|c| Ok::<_, Infallible>(Event::default().data(c.to_string())))
+                .chain(std::iter::once(Ok(Event::default().data("[DONE]"))));
+            Sse::new(futures_util::stream::iter(events))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+#[tokio::test]
+async fn the_agent_acts_on_its_own_computer_and_its_sessions_survive_a_restart() {
+    let s = TestServer::start().await;
+    let llm = format!("http://{}:{}/v1", gateway_ip(), tool_calling_model().await);
+    let inst = s.create_instance(json!({"env": {"BERTH_LLM_BASE_URL": llm, "BERTH_MODEL": "scripted"}})).await;
+    let id = inst["id"].as_str().unwrap().to_string();
+    let host = format!("{}.localhost:{}", &id[5..], s.edge_port());
+    let resp = s
+        .http()
+        .post(format!("{}/v1/responses", s.edge_base))
+        .header("host", &host)
+        .bearer_auth(&s.admin_key)
+        .json(&json!({"input": "write your hostname to a file"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["status"], "completed", "{answer}");
+    let label = &id[5..];
+    let text = answer["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["type"] == "message")
+        .map(|i| i.to_string())
+        .collect::<String>();
+    assert!(text.contains(label), "the answer carries the tool's output (the instance's hostname): {answer}");
+    assert!(
+        answer["output"].as_array().unwrap().iter().any(|i| i["type"] == "function_call" && i["name"] == "shell"),
+        "{answer}"
+    );
+    // The tool really ran inside the instance, in its persistent home.
+    assert_eq!(exec(&id, "cat /home/agent/from-agent.txt").1, label);
+
+    // Sessions live on the instance's volume: still there after a restart.
+    let session = answer["session_id"].as_str().unwrap().to_string();
+    let (st, _) = s.post(&format!("/v1/instances/{id}/restart"), json!({})).await;
+    assert_eq!(st, 200);
+    let r = s
+        .http()
+        .get(format!("{}/v1/sessions/{session}", s.edge_base))
+        .header("host", &host)
+        .bearer_auth(&s.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let history = r.text().await.unwrap();
+    assert!(history.contains("write your hostname to a file") && history.contains("from-agent.txt"), "{history}");
+}
