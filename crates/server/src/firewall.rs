@@ -13,12 +13,16 @@ pub fn exposed_ports(addrs: &[SocketAddr]) -> Vec<u16> {
     addrs.iter().filter(|a| !a.ip().is_loopback()).map(|a| a.port()).collect()
 }
 
+/// The rule (without its `-C`/`-I`/`-D` verb) keeping `interface` off `port`.
+fn rule<'a>(interface: &'a str, port: &'a str) -> [&'a str; 11] {
+    ["INPUT", "-i", interface, "-p", "tcp", "--dport", port, "-j", "REJECT", "--reject-with", "tcp-reset"]
+}
+
 /// Rejects TCP connections from `interface` (the instances' bridge) to `ports`.
 pub fn shield(interface: &str, ports: &[u16]) -> anyhow::Result<()> {
     for port in ports {
         let port = port.to_string();
-        let rule =
-            ["INPUT", "-i", interface, "-p", "tcp", "--dport", &port, "-j", "REJECT", "--reject-with", "tcp-reset"];
+        let rule = rule(interface, &port);
         let present =
             Command::new("iptables").arg("-C").args(rule).output().map(|o| o.status.success()).unwrap_or(false);
         if present {
@@ -42,9 +46,7 @@ pub fn shield(interface: &str, ports: &[u16]) -> anyhow::Result<()> {
 pub fn unshield(interface: &str, ports: &[u16]) {
     for port in ports {
         let port = port.to_string();
-        let rule =
-            ["INPUT", "-i", interface, "-p", "tcp", "--dport", &port, "-j", "REJECT", "--reject-with", "tcp-reset"];
-        let _ = Command::new("iptables").arg("-D").args(rule).output();
+        let _ = Command::new("iptables").arg("-D").args(rule(interface, &port)).output();
     }
 }
 

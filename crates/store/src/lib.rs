@@ -80,6 +80,10 @@ pub trait Store: Send + Sync + 'static {
         before_seq: Option<i64>,
         limit: u32,
     ) -> Result<Vec<InstanceRecord>>;
+    /// Instances of a workspace that count against its limit (all but deleted ones).
+    async fn live_instance_count(&self, ws: &WorkspaceId) -> Result<i64>;
+    /// Number of instances in each status, across workspaces (for `/metrics`).
+    async fn status_counts(&self) -> Result<Vec<(Status, i64)>>;
     /// Every instance of every workspace (the reconciler's view).
     async fn all_instances(&self) -> Result<Vec<InstanceRecord>>;
     /// Writes back every mutable field of an instance and bumps `updated_at`.

@@ -277,6 +277,20 @@ impl Store for SqliteStore {
         rows.iter().map(instance_from_row).collect()
     }
 
+    async fn live_instance_count(&self, ws: &WorkspaceId) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM instances WHERE workspace_id = ? AND status != 'deleted'")
+            .bind(ws.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.get("n"))
+    }
+
+    async fn status_counts(&self) -> Result<Vec<(Status, i64)>> {
+        let rows =
+            sqlx::query("SELECT status, COUNT(*) AS n FROM instances GROUP BY status").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((status(r.try_get("status")?)?, r.try_get("n")?))).collect()
+    }
+
     async fn all_instances(&self) -> Result<Vec<InstanceRecord>> {
         let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances ORDER BY seq");
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;

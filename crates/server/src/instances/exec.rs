@@ -138,23 +138,15 @@ pub async fn run(
             _ = tx.closed() => break,
         }
     }
-    let mut exit_code = None;
     if timed_out || tx.is_closed() {
         // The client left or time ran out: the whole tree goes.
         state.runtime.exec_kill(&session.id).await?;
     }
-    // The output stream ends a moment before Docker records the exit code.
-    for _ in 0..200 {
-        if let Some(code) = state.runtime.exec_status(&session.id).await? {
-            exit_code = Some(code);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let code = exit_code(&state, &session.id).await?;
     let duration_ms = started.elapsed().as_millis() as u64;
     state.metrics.exec(if timed_out { "timeout" } else { "completed" }, started.elapsed().as_secs_f64());
     let result = ExecResult {
-        exit_code: exit_code.unwrap_or(if timed_out { 137 } else { -1 }),
+        exit_code: code.unwrap_or(if timed_out { 137 } else { -1 }),
         stdout: String::new(),
         stderr: String::new(),
         duration_ms,
@@ -163,6 +155,18 @@ pub async fn run(
     };
     let _ = tx.send(ExecEvent::Exit(result)).await;
     Ok(())
+}
+
+/// The exit code of an exec whose output has ended, or `None` if Docker has not
+/// recorded one within two seconds (the stream ends a moment before the code is set).
+pub async fn exit_code(state: &AppState, exec_id: &str) -> Result<Option<i64>, berth_runtime::RuntimeError> {
+    for _ in 0..200 {
+        if let Some(code) = state.runtime.exec_status(exec_id).await? {
+            return Ok(Some(code));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(None)
 }
 
 /// Runs to completion and collects the output.

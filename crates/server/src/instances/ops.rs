@@ -269,14 +269,7 @@ pub async fn act(state: AppState, auth: Auth, id: String, action: Action) -> Api
 
 async fn check_room_to_restore(state: &AppState, rec: &InstanceRecord) -> ApiResult<()> {
     let limit = state.store.workspace(&rec.workspace_id).await?.map(|w| w.instance_limit).unwrap_or(u32::MAX);
-    let live = state
-        .store
-        .all_instances()
-        .await?
-        .iter()
-        .filter(|r| r.workspace_id == rec.workspace_id && r.status != Status::Deleted)
-        .count();
-    if live as u64 >= limit as u64 {
+    if state.store.live_instance_count(&rec.workspace_id).await? >= limit as i64 {
         return Err(ApiError::LimitExceeded(format!(
             "the workspace already holds its limit of {limit} instances; delete one before restoring"
         )));

@@ -167,8 +167,6 @@ pub async fn lifecycle(
             return Err(ApiError::NotFound { code: "not_found", message: format!("no action `{action}` on instances") })
         }
     };
-    // Existence (and tenancy) first, so a foreign id is 404 whatever the action.
-    ops::get(&state, &auth, &id).await?;
     let settings = state.settings.clone();
     let rec = ops::detached(ops::act(state, auth, id, action)).await?;
     Ok(Json(present::instance(&settings, &rec)))

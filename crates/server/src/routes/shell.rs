@@ -20,7 +20,6 @@ use berth_runtime::{ExecRequest, Output};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
-use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 /// Routes of this module.
@@ -138,14 +137,7 @@ async fn session(
         state.runtime.exec_kill(&exec_id).await?;
         return Ok(());
     }
-    let mut code = -1;
-    for _ in 0..200 {
-        if let Some(c) = state.runtime.exec_status(&exec_id).await? {
-            code = c;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let code = crate::instances::exec::exit_code(&state, &exec_id).await?.unwrap_or(-1);
     let _ = sink.send(Message::Text(json!({"type": "exit", "exit_code": code}).to_string().into())).await;
     let _ = sink.close().await;
     Ok(())

@@ -39,9 +39,9 @@ async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    if let Ok(all) = state.store.all_instances().await {
+    if let Ok(counts) = state.store.status_counts().await {
         for st in Status::ALL {
-            let n = all.iter().filter(|r| r.status == st).count() as i64;
+            let n = counts.iter().find(|(s, _)| *s == st).map_or(0, |(_, n)| *n);
             state.metrics.instances.get_or_create(&KindLabel { kind: st.as_str().into() }).set(n);
         }
     }
