@@ -20,6 +20,11 @@ impl BusySessions {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// How many turns are running now.
+    pub fn running(&self) -> usize {
+        self.set().len()
+    }
+
     /// Marks the session busy, or `None` if it already is.
     pub fn try_claim(&self, id: &str) -> Option<SessionGuard> {
         self.set().insert(id.to_string()).then(|| SessionGuard { set: self.clone(), id: id.to_string() })

@@ -37,6 +37,11 @@ pub struct CreateInstance {
     /// Always-on or cold-start.
     #[serde(default)]
     pub lifecycle: Option<Lifecycle>,
+    /// Extra ports the instance's own programs serve (1–65535, not 3737), each
+    /// reached at its own URL under an opaque handle, listed in `ports`.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<u16>>)]
+    pub expose: Option<serde_json::Value>,
 }
 
 /// `PATCH /v1/instances/{id}` body: only given fields change.
@@ -59,6 +64,10 @@ pub struct UpdateInstance {
     /// New budget cap.
     #[serde(default)]
     pub budget: Option<BudgetInput>,
+    /// Replaces the exposed ports; ports kept keep their URL, no restart needed.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<u16>>)]
+    pub expose: Option<serde_json::Value>,
 }
 
 /// Budget as given on create or update.
@@ -160,6 +169,9 @@ pub struct Instance {
     /// When it was deleted (soft), if it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deleted_at: Option<i64>,
+    /// Kept awake until this time (`POST /v1/instances/{id}/hold`), while a hold is in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_until: Option<i64>,
 }
 
 /// Answer of `DELETE /v1/instances/{id}?purge=true`: the instance and its data are gone.

@@ -4,11 +4,13 @@
 pub mod error;
 pub mod instance;
 pub mod operate;
+pub mod share;
 pub mod workspace;
 
 pub use error::{ErrorBody, ErrorDetail};
 pub use instance::*;
 pub use operate::*;
+pub use share::*;
 pub use workspace::*;
 
 use serde::{Deserialize, Serialize};

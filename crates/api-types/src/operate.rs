@@ -97,6 +97,21 @@ pub struct InstanceHealth {
     pub last_heartbeat: Option<i64>,
     pub restart_count: u32,
     pub gateway: GatewayHealth,
+    /// Requests served through the edge, over the instance's life.
+    #[serde(default)]
+    pub requests_total: u64,
+    /// Bytes the instance's network interface received (since its container started).
+    #[serde(default)]
+    pub network_rx_bytes: u64,
+    /// Bytes the instance's network interface sent (since its container started).
+    #[serde(default)]
+    pub network_tx_bytes: u64,
+    /// Streams, WebSockets, execs, shells and log follows open now.
+    #[serde(default)]
+    pub open_connections: u32,
+    /// Whether the agent is running a turn.
+    #[serde(default)]
+    pub turn_running: bool,
 }
 
 /// One entry of an instance's audit trail.

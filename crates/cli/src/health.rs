@@ -54,5 +54,12 @@ pub fn view(h: &InstanceHealth, now: i64) -> Vec<(&'static str, String)> {
         ("last heartbeat", heartbeat),
         ("restart count", h.restart_count.to_string()),
         ("gateway", gateway),
+        ("requests", h.requests_total.to_string()),
+        (
+            "network",
+            format!("{} received, {} sent", output::bytes(h.network_rx_bytes), output::bytes(h.network_tx_bytes)),
+        ),
+        ("open now", format!("{} (streams, WebSockets, execs, shells)", h.open_connections)),
+        ("agent turn", if h.turn_running { "running".into() } else { "idle".into() }),
     ]
 }

@@ -44,6 +44,18 @@ pub enum InstancesCommand {
     Pause(IdArg),
     /// Unfreeze a paused instance.
     Resume(IdArg),
+    /// Keep a cold_start instance awake for a while (waking it if it sleeps).
+    Hold(HoldArgs),
+}
+
+/// `berth instances hold`.
+#[derive(Debug, Args)]
+pub struct HoldArgs {
+    /// Instance id (`inst_...`).
+    pub id: String,
+    /// How long: `90s`, `30m`, `2h`, `1d` (0 releases the hold).
+    #[arg(long, default_value = "1h", value_parser = crate::share::parse_duration)]
+    pub ttl: u64,
 }
 
 /// An instance id.
@@ -77,6 +89,12 @@ pub struct CreateArgs {
     /// Environment variable of the instance, repeatable.
     #[arg(long = "env", value_name = "K=V", value_parser = parse_pair)]
     pub env: Vec<(String, String)>,
+    /// A port the instance's programs serve, given its own URL; repeatable.
+    #[arg(long = "expose", value_name = "PORT")]
+    pub expose: Vec<u16>,
+    /// Stop after this many idle seconds, woken by the next request (cold_start).
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<u64>,
 }
 
 /// `berth instances set`: only the given fields change.
@@ -100,6 +118,13 @@ pub struct SetArgs {
     /// Hard cap on managed LLM usage, in USD.
     #[arg(long, value_name = "USD")]
     pub budget_cap: Option<f64>,
+    /// Port to expose, repeatable; the given ports replace the exposed ones
+    /// (ports kept keep their URL).
+    #[arg(long = "expose", value_name = "PORT")]
+    pub expose: Vec<u16>,
+    /// Expose no extra port any more.
+    #[arg(long, conflicts_with = "expose")]
+    pub no_expose: bool,
 }
 
 /// `berth instances list`.
@@ -150,6 +175,12 @@ pub async fn run(args: InstancesArgs) -> anyhow::Result<()> {
         C::Update(a) => ("update", "updating", a.id),
         C::Pause(a) => ("pause", "pausing", a.id),
         C::Resume(a) => ("resume", "resuming", a.id),
+        C::Hold(h) => {
+            let path = format!("/instances/{}/hold", h.id);
+            let body = json!({"ttl_secs": h.ttl});
+            let call = client.post(&path, Some(&body));
+            return show(spin(format!("holding {}", h.id), call).await?, json);
+        }
     };
     let path = format!("/instances/{id}/{verb}");
     let call = client.post(&path, None::<&()>);
@@ -165,6 +196,10 @@ async fn create(client: &Client, args: CreateArgs, json: bool) -> anyhow::Result
         region: args.region,
         metadata: object(args.meta),
         env: object(args.env),
+        expose: (!args.expose.is_empty()).then(|| json!(args.expose)),
+        lifecycle: args
+            .idle_timeout
+            .map(|t| berth_api_types::Lifecycle { mode: "cold_start".into(), idle_timeout_secs: Some(t) }),
         ..CreateInstance::default()
     };
     let call = client.post("/instances", Some(&body));
@@ -179,14 +214,20 @@ async fn set(client: &Client, args: SetArgs, json: bool) -> anyhow::Result<()> {
         metadata: object(args.meta),
         env: object(args.env),
         budget: args.budget_cap.map(|cap| BudgetInput { managed_cap_usd: Some(cap), topup_micros: None }),
+        expose: match (args.no_expose, args.expose.is_empty()) {
+            (true, _) => Some(json!([])),
+            (false, false) => Some(json!(args.expose)),
+            (false, true) => None,
+        },
     };
     if body.name.is_none()
         && body.size.is_none()
         && body.metadata.is_none()
         && body.env.is_none()
         && body.budget.is_none()
+        && body.expose.is_none()
     {
-        anyhow::bail!("nothing to change: pass --name, --size, --meta, --env or --budget-cap");
+        anyhow::bail!("nothing to change: pass --name, --size, --meta, --env, --budget-cap or --expose");
     }
     let path = format!("/instances/{}", args.id);
     let call = client.patch(&path, &body);

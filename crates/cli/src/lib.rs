@@ -13,6 +13,7 @@ pub mod logs;
 pub mod output;
 pub mod progress;
 pub mod secret;
+pub mod share;
 pub mod shell;
 pub mod sse;
 pub mod workspaces;
@@ -34,6 +35,8 @@ pub enum ClientCommand {
     Chat(chat::ChatArgs),
     /// Open an interactive terminal in an instance.
     Shell(shell::ShellArgs),
+    /// Print a link a browser can open to an instance's port (`--list`, `--revoke`).
+    Share(share::ShareArgs),
     /// Print an instance's logs (`-f` to follow).
     Logs(logs::LogsArgs),
     /// Show an instance's resource use and agent health.
@@ -54,6 +57,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<i32> {
         ClientCommand::Chat(args) => return chat::run(args).await,
         ClientCommand::Shell(args) => return shell::run(args).await,
         ClientCommand::Logs(args) => logs::run(args).await,
+        ClientCommand::Share(args) => share::run(args).await,
         ClientCommand::Health(args) => health::run(args).await,
         ClientCommand::Events(args) => events::run(args).await,
     };

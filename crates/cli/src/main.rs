@@ -9,9 +9,11 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
-    /// Run the control plane (hosting API and reconciler).
+    /// Run the control plane (hosting API, edge and reconciler).
     Server(berth_server::ServerArgs),
     #[command(flatten)]
     Client(berth_cli::ClientCommand),

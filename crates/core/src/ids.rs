@@ -69,6 +69,20 @@ typed_id!(
     KeyId, "key_", 12
 );
 
+typed_id!(
+    /// Identifies a share link: `shr_` + 16 chars.
+    ShareId, "shr_", 16
+);
+
+/// Length of a port handle: longer than an instance label, so the two never collide.
+pub const HANDLE_LEN: usize = 20;
+
+/// A fresh opaque handle for a port URL (`{handle}.{domain}`): random, not derivable
+/// from the instance id.
+pub fn port_handle() -> String {
+    random_label(HANDLE_LEN)
+}
+
 impl InstanceId {
     /// The DNS label of the instance's URL: the id without its prefix.
     pub fn label(&self) -> &str {

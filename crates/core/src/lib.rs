@@ -8,7 +8,7 @@ pub mod lifecycle;
 pub mod size;
 pub mod time;
 
-pub use ids::{InstanceId, KeyId, WorkspaceId};
+pub use ids::{InstanceId, KeyId, ShareId, WorkspaceId};
 pub use lifecycle::{Action, InvalidTransition, Status};
 pub use size::{Size, SizeSpec};
 

@@ -126,6 +126,10 @@ pub struct Stats {
     pub memory_bytes: u64,
     pub memory_limit_bytes: u64,
     pub pids: u64,
+    /// Bytes received on the container's network interfaces.
+    pub network_rx_bytes: u64,
+    /// Bytes sent on the container's network interfaces.
+    pub network_tx_bytes: u64,
 }
 
 /// A container of this installation, as found by label.
@@ -135,6 +139,26 @@ pub struct ManagedContainer {
     pub instance_id: String,
     /// Runtime-level name or id, for removal.
     pub name: String,
+}
+
+/// Something that happened to an instance's container, as the runtime saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeEvent {
+    /// Value of the `berth.instance` label.
+    pub instance_id: String,
+    pub kind: RuntimeEventKind,
+}
+
+/// Kinds of [`RuntimeEvent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeEventKind {
+    Started,
+    /// The main process ended (crash, stop, kill).
+    Died,
+    Paused,
+    Unpaused,
+    /// The container was removed.
+    Destroyed,
 }
 
 /// Why a runtime call failed.
@@ -206,4 +230,7 @@ pub trait Runtime: Send + Sync + 'static {
     async fn logs(&self, id: &InstanceId, query: LogQuery) -> Result<BoxStream<'static, Result<LogLine>>>;
     /// CPU, memory and process counts now.
     async fn stats(&self, id: &InstanceId) -> Result<Stats>;
+    /// This installation's container events as they happen. The stream ends when
+    /// the runtime goes away; the caller subscribes again.
+    async fn events(&self) -> Result<BoxStream<'static, Result<RuntimeEvent>>>;
 }

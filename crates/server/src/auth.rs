@@ -63,7 +63,8 @@ impl FromRequestParts<AppState> for Auth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let secret = presented_key(parts).filter(|s| !s.is_empty()).ok_or(ApiError::Unauthorized)?;
-        let key = state.store.key_by_hash(&hash_secret(&secret)).await?.ok_or(ApiError::Unauthorized)?;
-        Ok(Auth { workspace_id: key.workspace_id, key_id: key.id, admin: key.admin })
+        let key = state.keys.verify(&secret).await?.ok_or(ApiError::Unauthorized)?;
+        let k = &key.record;
+        Ok(Auth { workspace_id: k.workspace_id.clone(), key_id: k.id.clone(), admin: k.admin })
     }
 }

@@ -71,9 +71,50 @@ pub struct ServerArgs {
     /// Compute price `SIZE=USD_PER_MONTH`, repeatable.
     #[arg(long = "size-price", env = "BERTH_SIZE_PRICE", value_delimiter = ';')]
     pub size_price: Vec<String>,
+    /// PEM certificate (chain) for both listeners, typically a wildcard for
+    /// `*.{domain}`; reloaded when the file changes. Instance URLs become https://.
+    #[arg(long, env = "BERTH_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "BERTH_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// ACME directory URL: certificates for instance hosts are obtained on demand
+    /// (TLS-ALPN-01 on the edge's port) and kept in the data dir.
+    #[arg(long, env = "BERTH_ACME_DIRECTORY")]
+    pub acme_directory: Option<String>,
+    /// Contact e-mail of the ACME account.
+    #[arg(long, env = "BERTH_ACME_EMAIL")]
+    pub acme_email: Option<String>,
+    /// Extra PEM root to trust for the ACME directory's own HTTPS (a private CA).
+    #[arg(long, env = "BERTH_ACME_CA")]
+    pub acme_ca: Option<PathBuf>,
+    /// Edge access log: `-` (stderr), a file path, or `off`.
+    #[arg(long, env = "BERTH_ACCESS_LOG", default_value = "-")]
+    pub access_log: String,
+    /// Largest request body the edge forwards, in MiB (more is answered 413).
+    #[arg(long, env = "BERTH_EDGE_BODY_LIMIT_MB", default_value_t = 64)]
+    pub edge_body_limit_mb: u64,
+    /// Seconds a client has to send a request's headers (and the TLS handshake).
+    #[arg(long, env = "BERTH_HEADER_READ_TIMEOUT_SECS", default_value_t = 15)]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection with nothing in flight stays open.
+    #[arg(long, env = "BERTH_IDLE_TIMEOUT_SECS", default_value_t = 75)]
+    pub idle_timeout_secs: u64,
+    /// Most connections open at once on each listener.
+    #[arg(long, env = "BERTH_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
 }
 
 impl ServerArgs {
+    /// Timeouts and caps of both listeners.
+    pub fn conn_limits(&self) -> crate::listen::ConnLimits {
+        crate::listen::ConnLimits {
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs.max(1)),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs.max(1)),
+            max_connections: self.max_connections.max(1),
+        }
+    }
+
     /// The agent binary to inject: the flag, or `berth-agent` next to the running executable.
     pub fn agent_bin_path(&self) -> PathBuf {
         if let Some(p) = &self.agent_bin {

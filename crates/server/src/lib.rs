@@ -3,6 +3,8 @@
 //! SQL directly; they go through [`instances`] operations, which use the
 //! `Store` and `Runtime` traits.
 
+pub mod acme;
+pub mod activity;
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
@@ -11,6 +13,8 @@ pub mod error;
 pub mod extract;
 pub mod firewall;
 pub mod instances;
+pub mod key_cache;
+pub mod listen;
 pub mod locks;
 pub mod metrics;
 pub mod openapi;
@@ -18,6 +22,7 @@ pub mod reconciler;
 pub mod routes;
 pub mod serve;
 pub mod state;
+pub mod tls;
 
 pub use config::ServerArgs;
 pub use serve::run;

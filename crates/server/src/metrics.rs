@@ -27,6 +27,64 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// Label of a response status class (`2xx`...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabel {
+    pub class: String,
+}
+
+/// Metrics of the edge. Label sets are fixed (no per-instance labels), and the
+/// counters are looked up once, not per request.
+pub struct EdgeMetrics {
+    by_class: [Counter; 5],
+    /// Time from request to response headers.
+    pub latency: Histogram,
+    pub received_bytes: Counter,
+    pub sent_bytes: Counter,
+    pub open_streams: Gauge,
+    pub open_websockets: Gauge,
+    pub wakes: Counter,
+}
+
+impl EdgeMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let family = Family::<ClassLabel, Counter>::default();
+        let by_class =
+            ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|c| family.get_or_create(&ClassLabel { class: c.into() }).clone());
+        let latency = Histogram::new([
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+        ]);
+        let m = Self {
+            by_class,
+            latency,
+            received_bytes: Counter::default(),
+            sent_bytes: Counter::default(),
+            open_streams: Gauge::default(),
+            open_websockets: Gauge::default(),
+            wakes: Counter::default(),
+        };
+        registry.register("edge_requests", "Edge requests by response status class", family);
+        registry.register(
+            "edge_request_duration_seconds",
+            "Edge time from request to response headers",
+            m.latency.clone(),
+        );
+        registry.register("edge_received_bytes", "Request body bytes the edge received", m.received_bytes.clone());
+        registry.register("edge_sent_bytes", "Response body bytes the edge sent", m.sent_bytes.clone());
+        registry.register("edge_open_streams", "Responses the edge is streaming now", m.open_streams.clone());
+        registry.register("edge_open_websockets", "WebSockets open through the edge", m.open_websockets.clone());
+        registry.register("edge_wakes", "Sleeping instances woken by a request", m.wakes.clone());
+        m
+    }
+
+    /// Counts a response by its status.
+    pub fn response(&self, status: u16, secs: f64) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.by_class[class].inc();
+        self.latency.observe(secs);
+    }
+}
+
 /// Every metric berth exports.
 pub struct Metrics {
     registry: Registry,
@@ -37,6 +95,7 @@ pub struct Metrics {
     pub runtime_errors: Family<KindLabel, Counter>,
     pub execs: Family<KindLabel, Counter>,
     pub exec_seconds: Histogram,
+    pub edge: EdgeMetrics,
 }
 
 impl Default for Metrics {
@@ -58,7 +117,18 @@ impl Default for Metrics {
         registry.register("runtime_errors", "Failed runtime calls by operation", runtime_errors.clone());
         registry.register("execs", "Commands run in instances by outcome", execs.clone());
         registry.register("exec_duration_seconds", "Duration of commands run in instances", exec_seconds.clone());
-        Self { registry, requests, request_seconds, instances, reconciler_actions, runtime_errors, execs, exec_seconds }
+        let edge = EdgeMetrics::register(&mut registry);
+        Self {
+            registry,
+            requests,
+            request_seconds,
+            instances,
+            reconciler_actions,
+            runtime_errors,
+            execs,
+            exec_seconds,
+            edge,
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document of the hosting API, generated from the handlers'
 //! annotations and the `api-types` schemas, and a plain HTML reference of it.
 
-use crate::routes::{instances, operate, shell, templates, workspaces};
+use crate::routes::{instances, operate, shares, shell, templates, workspaces};
 use berth_api_types as t;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -13,6 +13,7 @@ use utoipa::{Modify, OpenApi};
         instances::create, instances::list, instances::retrieve, instances::update, instances::delete,
         instances::lifecycle,
         operate::exec_command, operate::logs, operate::health, operate::events, shell::shell,
+        shares::create_share, shares::list_shares, shares::revoke_share, shares::hold,
         templates::list, templates::retrieve,
         workspaces::create_workspace, workspaces::list_workspaces,
         workspaces::create_key, workspaces::list_keys, workspaces::delete_key,
@@ -21,10 +22,11 @@ use utoipa::{Modify, OpenApi};
         t::Instance, t::CreateInstance, t::UpdateInstance, t::BudgetInput, t::Budget, t::Lifecycle, t::TemplateRef,
         t::SizeInfo, t::Port, t::Purged, t::Workspace, t::CreateWorkspace, t::ApiKey, t::CreateKey, t::ErrorBody,
         t::ErrorDetail, t::Healthz, t::ExecRequest, t::ExecResult, t::Command, t::Logs, t::LogEntry,
-        t::InstanceHealth, t::GatewayHealth, t::Event, t::Template, t::TemplatePort,
+        t::InstanceHealth, t::GatewayHealth, t::Event, t::Template, t::TemplatePort, t::CreateShare, t::Share,
+        t::ShareRevoked, t::Hold,
     )),
     modifiers(&BearerAuth),
-    tags((name = "instances"), (name = "operate"), (name = "templates"), (name = "workspaces"), (name = "keys"))
+    tags((name = "instances"), (name = "operate"), (name = "shares"), (name = "templates"), (name = "workspaces"), (name = "keys"))
 )]
 struct ApiDoc;
 

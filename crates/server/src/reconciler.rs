@@ -7,7 +7,9 @@
 //! instances past their retention. Instances with an operation in flight are
 //! skipped (their lock is held).
 
-use crate::instances::ops::{bring_up, set_status};
+use crate::activity::InstanceActivity;
+use crate::instances::drive::address_stale;
+use crate::instances::ops::{bring_up, set_status, Actor};
 use crate::locks::InstanceGuard;
 use crate::state::AppState;
 use berth_core::{now_secs, InstanceId, Status};
@@ -17,8 +19,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Actor name in the audit trail.
-const ACTOR: &str = "reconciler";
+/// The reconciler, as named in the audit trail.
+const ACTOR: &Actor = &Actor::Reconciler;
 
 /// Restarts of one instance within a window, with exponential backoff.
 #[derive(Debug, Default)]
@@ -106,7 +108,10 @@ impl Reconciler {
             }
             tracing::info!(instance = %c.instance_id, "removing container with no live record");
             self.state.metrics.reconciled("remove_orphan_container");
-            self.state.runtime.remove_orphan(c).await?;
+            // One that cannot be removed must not stop the pass for every other instance.
+            if let Err(e) = self.state.runtime.remove_orphan(c).await {
+                tracing::warn!(instance = %c.instance_id, error = %e, "could not remove an orphan container");
+            }
         }
         for v in &volumes {
             if known.contains(v.as_str()) {
@@ -114,7 +119,9 @@ impl Reconciler {
             }
             tracing::info!(instance = %v, "removing volume with no record");
             self.state.metrics.reconciled("remove_orphan_volume");
-            self.state.runtime.remove_orphan_volume(v).await?;
+            if let Err(e) = self.state.runtime.remove_orphan_volume(v).await {
+                tracing::warn!(instance = %v, error = %e, "could not remove an orphan volume");
+            }
         }
         for rec in records {
             let Some(guard) = self.state.locks.try_lock(&rec.id) else { continue };
@@ -147,6 +154,15 @@ async fn reconcile_one(
 ) -> anyhow::Result<()> {
     let cs = state.runtime.inspect(&rec.id).await?;
     let observed = cs.observed;
+    // The record is authoritative: the edge's table follows it every pass.
+    state.routes.apply(&rec);
+    match observed {
+        Observed::Running if rec.status == Status::Running => {
+            state.routes.set_address(&rec.id, cs.agent_addr.map(|a| a.ip()), None)
+        }
+        Observed::Running => {}
+        _ => address_stale(state, &rec.id),
+    }
     match rec.status {
         Status::Creating => {
             // Nobody holds the lock, so no create is in flight: the server died mid-create.
@@ -154,12 +170,13 @@ async fn reconcile_one(
             state.metrics.reconciled("abandoned_create");
             state.runtime.purge(&rec.id).await?;
             state.store.delete_instance(&rec.id).await?;
+            state.routes.remove(&rec.id);
             let ev = EventRecord {
                 instance_id: rec.id.clone(),
                 at: now_secs(),
                 from: Some(Status::Creating),
                 to: Status::Deleted,
-                actor: ACTOR.into(),
+                actor: ACTOR.name(),
                 reason: Some("create was interrupted (server stopped); removed".into()),
             };
             state.store.record_event(&ev).await?;
@@ -170,25 +187,19 @@ async fn reconcile_one(
                 state.metrics.reconciled("purge_expired");
                 state.runtime.purge(&rec.id).await?;
                 state.store.delete_instance(&rec.id).await?;
+                state.routes.remove(&rec.id);
             } else if observed != Observed::Missing {
                 state.runtime.remove(&rec.id).await?;
             }
         }
         Status::Running => match observed {
-            Observed::Running if idle_expired(&rec) => {
-                let idle = now_secs() - rec.last_request_at.unwrap_or(0).max(rec.updated_at);
-                state.metrics.reconciled("idle_stop");
-                state.runtime.stop(&rec.id).await?;
-                set_status(state, &mut rec, Status::Stopped, ACTOR, Some(format!("cold_start: idle for {idle} s")))
-                    .await?;
-            }
             Observed::Running => {
+                let activity = state.activity.of(&rec.id);
                 if let Some(addr) = cs.agent_addr {
-                    let probe =
-                        state.http.get(format!("http://{addr}/health")).timeout(Duration::from_secs(2)).send().await;
-                    if probe.is_ok_and(|r| r.status().is_success()) {
-                        state.heartbeat(&rec.id);
-                    }
+                    probe_agent(state, &rec.id, addr, &activity).await;
+                }
+                if let Some((idle, since)) = idle_for(&rec, &activity, now_secs()) {
+                    idle_stop(state, &mut rec, &activity, idle, since).await?;
                 }
             }
             Observed::Paused => {
@@ -224,11 +235,58 @@ async fn reconcile_one(
     Ok(())
 }
 
-/// A `cold_start` instance that served no request for its idle timeout.
-fn idle_expired(rec: &InstanceRecord) -> bool {
-    let Some(timeout) = rec.idle_timeout_secs.filter(|_| rec.lifecycle_mode == "cold_start") else { return false };
-    let last = rec.last_request_at.unwrap_or(0).max(rec.updated_at);
-    now_secs() - last >= timeout as i64
+/// Asks the agent whether it is alive and running a turn (a running turn is activity).
+async fn probe_agent(state: &AppState, id: &InstanceId, addr: std::net::SocketAddr, activity: &InstanceActivity) {
+    let probe = state.http.get(format!("http://{addr}/health")).timeout(Duration::from_secs(2)).send().await;
+    let Ok(resp) = probe else { return };
+    if !resp.status().is_success() {
+        return;
+    }
+    state.heartbeat(id);
+    if let Ok(body) = resp.json::<serde_json::Value>().await {
+        activity.set_turn_running(body["turn_running"].as_bool().unwrap_or(false));
+    }
+}
+
+/// How long a `cold_start` instance has been idle past its timeout, and since when:
+/// nothing open (streams, WebSockets, execs, shells, log follows), no agent turn,
+/// no hold, and no request for the timeout.
+fn idle_for(rec: &InstanceRecord, activity: &InstanceActivity, now: i64) -> Option<(i64, i64)> {
+    let timeout = rec.idle_timeout_secs.filter(|_| rec.lifecycle_mode == "cold_start")? as i64;
+    let held = rec.hold_until.is_some_and(|t| t > now) || activity.hold_until().is_some();
+    if held || activity.open_count() > 0 || activity.turn_running() {
+        return None;
+    }
+    let since = rec.last_request_at.unwrap_or(0).max(activity.last_request()).max(rec.updated_at);
+    let idle = now - since;
+    (idle >= timeout).then_some((idle, since))
+}
+
+/// Stops an idle `cold_start` instance; the next request to its URL wakes it. A
+/// request that arrives meanwhile waits for the wake instead of failing.
+async fn idle_stop(
+    state: &AppState,
+    rec: &mut InstanceRecord,
+    activity: &InstanceActivity,
+    idle: i64,
+    since: i64,
+) -> anyhow::Result<()> {
+    if !activity.begin_drain(since) {
+        return Ok(());
+    }
+    state.metrics.reconciled("idle_stop");
+    address_stale(state, &rec.id);
+    let stopped = state.runtime.stop(&rec.id).await;
+    let result = match stopped {
+        Ok(()) => {
+            rec.idle_stopped = true;
+            let reason = format!("cold_start: idle for {idle} s (no request, stream, exec, shell or agent turn)");
+            set_status(state, rec, Status::Stopped, ACTOR, Some(reason)).await.map_err(anyhow::Error::from)
+        }
+        Err(e) => Err(e.into()),
+    };
+    activity.end_drain();
+    result
 }
 
 fn describe(observed: &Observed) -> String {
@@ -323,20 +381,37 @@ mod tests {
             deleted_at: None,
             gateway_token: None,
             last_request_at,
+            exposed: vec![],
+            idle_stopped: false,
+            hold_until: None,
+            requests_total: 0,
         }
     }
 
     #[test]
     fn only_idle_cold_start_instances_expire() {
         let now = now_secs();
-        assert!(idle_expired(&record("cold_start", Some(60), now - 100, None)));
-        assert!(idle_expired(&record("cold_start", Some(60), now - 500, Some(now - 61))));
+        let quiet = InstanceActivity::default();
+        let expired = |rec: &InstanceRecord, a: &InstanceActivity| idle_for(rec, a, now).is_some();
+        assert!(expired(&record("cold_start", Some(60), now - 100, None), &quiet));
+        assert!(expired(&record("cold_start", Some(60), now - 500, Some(now - 61)), &quiet));
         assert!(
-            !idle_expired(&record("cold_start", Some(60), now - 500, Some(now - 10))),
+            !expired(&record("cold_start", Some(60), now - 500, Some(now - 10)), &quiet),
             "a recent request keeps it up"
         );
-        assert!(!idle_expired(&record("cold_start", Some(60), now - 10, None)), "recently started");
-        assert!(!idle_expired(&record("always_on", None, now - 10_000, None)));
+        assert!(!expired(&record("cold_start", Some(60), now - 10, None), &quiet), "recently started");
+        assert!(!expired(&record("always_on", None, now - 10_000, None), &quiet));
+        let old = record("cold_start", Some(60), now - 500, None);
+        let streaming = std::sync::Arc::new(InstanceActivity::default());
+        let open = streaming.open();
+        assert!(!expired(&old, &streaming), "an open stream is activity");
+        drop(open);
+        let turn = InstanceActivity::default();
+        turn.set_turn_running(true);
+        assert!(!expired(&old, &turn), "a running agent turn is activity");
+        let held = InstanceActivity::default();
+        held.set_hold(now + 60);
+        assert!(!expired(&old, &held), "a hold keeps it awake");
     }
 
     #[test]

@@ -1,15 +1,26 @@
 //! `berth server`: opens the store, connects the runtime, bootstraps, serves the
 //! hosting API and runs the reconciler until SIGTERM.
 
+use crate::acme::{Acme, AcmeConfig};
+use crate::activity::Activity;
 use crate::config::{RuntimeKind, ServerArgs};
+use crate::edge::access_log::{AccessLog, AccessLogTarget};
+use crate::edge::share::Shares;
+use crate::edge::{Edge, EdgeConfig, EdgeRoutes};
+use crate::key_cache::KeyCache;
+use crate::listen;
 use crate::locks::InstanceLocks;
 use crate::metrics::Metrics;
 use crate::reconciler::Reconciler;
 use crate::state::{AppState, Settings};
+use crate::tls::{FileCert, TlsAcceptor};
 use anyhow::{bail, Context};
 use berth_runtime::docker::{DockerConfig, DockerRuntime};
 use berth_runtime::Runtime;
+use berth_runtime::RuntimeEventKind;
 use berth_store::{SqliteStore, Store};
+use futures_util::StreamExt;
+use hyper_util::service::TowerToHyperService;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,7 +81,19 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         );
     }
 
+    let activity = Arc::new(Activity::default());
+    let routes = Arc::new(EdgeRoutes::new(activity.clone()));
+    for rec in store.all_instances().await? {
+        routes.apply(&rec);
+    }
+    let secret = store.meta_init("share_secret", &berth_core::ids::random_label(64)).await?;
+    let shares = Arc::new(Shares::new(secret.into_bytes()));
+    for s in store.all_active_shares(berth_core::now_secs()).await? {
+        shares.add(&s);
+    }
+    let tls = tls_acceptor(&args, &routes)?;
     let state = AppState {
+        keys: Arc::new(KeyCache::new(store.clone())),
         store,
         runtime,
         locks: Arc::new(InstanceLocks::default()),
@@ -82,60 +105,129 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             retention_secs: args.retention_secs,
             start_timeout: Duration::from_secs(args.start_timeout_secs),
             base_image: args.base_image.clone(),
+            tls: tls.is_some(),
         }),
         http: reqwest::Client::builder().no_proxy().build()?,
         heartbeats: Arc::default(),
-        edge_http: reqwest::Client::builder().no_proxy().connect_timeout(Duration::from_secs(5)).build()?,
+        routes,
+        activity,
+        shares,
     };
     let reconciler = Reconciler::new(state.clone());
     tokio::spawn(reconciler.run(Duration::from_millis(args.reconcile_interval_ms.max(100))));
+    tokio::spawn(flush_activity(state.clone()));
+    tokio::spawn(follow_runtime_events(state.clone()));
 
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, install = %install_id, "berth server listening");
-    println!("berth server listening on http://{}", listener.local_addr()?);
+    println!("berth server listening on {scheme}://{}", listener.local_addr()?);
     let edge_listener = tokio::net::TcpListener::bind(args.edge_listen)
         .await
         .with_context(|| format!("binding the edge on {}", args.edge_listen))?;
     println!(
-        "berth edge listening on http://{} (instance URLs: http://{{label}}.{}:{})",
+        "berth edge listening on {scheme}://{} (instance URLs: {scheme}://{{label}}.{}:{})",
         edge_listener.local_addr()?,
         args.domain,
         args.edge_listen.port()
     );
+    let access = AccessLog::open(&args.access_log.parse().unwrap_or(AccessLogTarget::Stderr))
+        .with_context(|| format!("opening the access log {}", args.access_log))?;
+    let edge = Edge::new(state.clone(), access, EdgeConfig { body_limit: args.edge_body_limit_mb * 1024 * 1024 });
+    let limits = args.conn_limits();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let edge_stop = stop_rx.clone();
-    let edge = axum::serve(edge_listener, crate::edge::router(state.clone())).with_graceful_shutdown(async move {
-        let mut rx = edge_stop;
-        let _ = rx.wait_for(|stop| *stop).await;
-    });
-    tokio::spawn(async move {
-        if let Err(e) = edge.await {
-            tracing::error!(error = %e, "edge stopped");
-        }
-    });
-    let server = axum::serve(listener, crate::routes::router(state)).with_graceful_shutdown(async move {
-        let mut rx = stop_rx;
-        let _ = rx.wait_for(|stop| *stop).await;
-    });
-    let mut serving = tokio::spawn(async move { server.await });
-    tokio::select! {
-        res = &mut serving => { res??; return Ok(()); }
-        _ = shutdown_signal() => {}
-    }
+    let edge_serving = tokio::spawn(listen::serve(
+        edge_listener,
+        tls.clone(),
+        limits,
+        move |peer| edge.service(peer),
+        stop_rx.clone(),
+        SHUTDOWN_GRACE,
+    ));
+    let api = crate::routes::router(state);
+    let api_serving = tokio::spawn(listen::serve(
+        listener,
+        tls,
+        limits,
+        move |_peer| TowerToHyperService::new(api.clone()),
+        stop_rx,
+        SHUTDOWN_GRACE,
+    ));
+    shutdown_signal().await;
     // Stop accepting and let in-flight requests finish; followers of endless streams
-    // (logs?follow) get a bounded grace period rather than holding the exit forever.
+    // (logs?follow, SSE) get a bounded grace period rather than holding the exit forever.
     tracing::info!("shutting down: finishing in-flight requests");
     let _ = stop_tx.send(true);
-    match tokio::time::timeout(SHUTDOWN_GRACE, serving).await {
-        Ok(res) => res??,
-        Err(_) => tracing::warn!("requests still open after {} s; exiting anyway", SHUTDOWN_GRACE.as_secs()),
-    }
+    let _ = tokio::join!(api_serving, edge_serving);
     if let Some(interface) = shielded {
         crate::firewall::unshield(&interface, &exposed);
     }
     tracing::info!("berth server stopped; instances keep running");
     Ok(())
+}
+
+/// TLS for both listeners when a certificate or an ACME directory is configured.
+fn tls_acceptor(args: &ServerArgs, routes: &Arc<EdgeRoutes>) -> anyhow::Result<Option<Arc<TlsAcceptor>>> {
+    let file = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let f = FileCert::load(cert.clone(), key.clone())?;
+            f.watch(Duration::from_secs(2));
+            Some(f)
+        }
+        _ => None,
+    };
+    let acme = match &args.acme_directory {
+        Some(directory) => Some(Acme::new(
+            AcmeConfig {
+                directory: directory.clone(),
+                email: args.acme_email.clone(),
+                ca: args.acme_ca.clone(),
+                domain: args.domain.clone(),
+                dir: args.data.join("acme"),
+            },
+            routes.clone(),
+        )?),
+        None => None,
+    };
+    if file.is_none() && acme.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(TlsAcceptor::new(file, acme)))
+}
+
+/// Writes the edge's request times and counts to the database once a second.
+async fn flush_activity(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if let Err(e) = state.activity.flush(state.store.as_ref()).await {
+            tracing::warn!(error = %e, "could not record edge traffic");
+        }
+    }
+}
+
+/// Keeps the edge off containers that died, paused or vanished, as soon as the
+/// runtime says so (the reconciler brings them back on its next pass).
+async fn follow_runtime_events(state: AppState) {
+    loop {
+        match state.runtime.events().await {
+            Ok(mut events) => {
+                while let Some(ev) = events.next().await {
+                    let Ok(ev) = ev else { break };
+                    let Some(id) = berth_core::InstanceId::parse(&ev.instance_id) else { continue };
+                    if matches!(
+                        ev.kind,
+                        RuntimeEventKind::Died | RuntimeEventKind::Paused | RuntimeEventKind::Destroyed
+                    ) {
+                        state.routes.set_address(&id, None, None);
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "runtime events unavailable"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 async fn shutdown_signal() {

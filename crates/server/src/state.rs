@@ -1,5 +1,9 @@
 //! [`AppState`]: what every handler and the reconciler share.
 
+use crate::activity::Activity;
+use crate::edge::share::Shares;
+use crate::edge::EdgeRoutes;
+use crate::key_cache::KeyCache;
 use crate::locks::InstanceLocks;
 use crate::metrics::Metrics;
 use berth_runtime::Runtime;
@@ -22,6 +26,8 @@ pub struct Settings {
     pub start_timeout: Duration,
     /// Image of the system template.
     pub base_image: String,
+    /// Instance URLs are `https://` (TLS is configured on the edge).
+    pub tls: bool,
 }
 
 /// Shared state of the server.
@@ -34,8 +40,14 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Client for probing agents' `/health`.
     pub http: reqwest::Client,
-    /// Client the edge forwards requests with (no overall timeout: streams last).
-    pub edge_http: reqwest::Client,
+    /// Verified API keys (both listeners authenticate through it).
+    pub keys: Arc<KeyCache>,
+    /// The edge's routing table, kept current by every lifecycle operation.
+    pub routes: Arc<EdgeRoutes>,
+    /// What keeps instances awake.
+    pub activity: Arc<Activity>,
+    /// Live share links.
+    pub shares: Arc<Shares>,
     /// Last time (unix seconds) each instance's agent answered a probe.
     pub heartbeats: Arc<std::sync::Mutex<std::collections::HashMap<berth_core::InstanceId, i64>>>,
 }

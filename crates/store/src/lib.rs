@@ -10,7 +10,7 @@ pub use records::*;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
-use berth_core::{InstanceId, KeyId, Status, WorkspaceId};
+use berth_core::{InstanceId, KeyId, ShareId, Status, WorkspaceId};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -88,8 +88,8 @@ pub trait Store: Send + Sync + 'static {
     async fn all_instances(&self) -> Result<Vec<InstanceRecord>>;
     /// Writes back every mutable field of an instance and bumps `updated_at`.
     async fn update_instance(&self, rec: &InstanceRecord) -> Result<()>;
-    /// Notes that the instance served a request through the edge at `at`.
-    async fn touch_instance(&self, id: &InstanceId, at: i64) -> Result<()>;
+    /// Writes a batch of edge traffic: latest request times and request counts.
+    async fn record_traffic(&self, batch: &[TrafficUpdate]) -> Result<()>;
     /// Removes an instance's record for good.
     async fn delete_instance(&self, id: &InstanceId) -> Result<()>;
 
@@ -97,4 +97,13 @@ pub trait Store: Send + Sync + 'static {
     async fn record_event(&self, ev: &EventRecord) -> Result<()>;
     /// An instance's audit trail, oldest first.
     async fn events(&self, id: &InstanceId, limit: u32) -> Result<Vec<EventRecord>>;
+
+    /// Stores a new share link.
+    async fn create_share(&self, share: &ShareRecord) -> Result<()>;
+    /// Share links of an instance that are neither revoked nor expired at `now`, newest first.
+    async fn active_shares(&self, instance: &InstanceId, now: i64) -> Result<Vec<ShareRecord>>;
+    /// Every share link of every instance that is neither revoked nor expired at `now`.
+    async fn all_active_shares(&self, now: i64) -> Result<Vec<ShareRecord>>;
+    /// Revokes a share link of an instance; false when there is no such active share.
+    async fn revoke_share(&self, instance: &InstanceId, id: &ShareId, at: i64) -> Result<bool>;
 }

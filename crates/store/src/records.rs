@@ -1,6 +1,6 @@
 //! Rows as the rest of berth sees them.
 
-use berth_core::{InstanceId, KeyId, Status, WorkspaceId};
+use berth_core::{InstanceId, KeyId, ShareId, Status, WorkspaceId};
 use std::collections::BTreeMap;
 
 /// A tenant.
@@ -55,6 +55,46 @@ pub struct InstanceRecord {
     pub gateway_token: Option<String>,
     /// When the instance last served a request through the edge.
     pub last_request_at: Option<i64>,
+    /// Extra ports its programs serve, each routed under its own opaque handle.
+    pub exposed: Vec<ExposedPort>,
+    /// Stopped by the reconciler for idleness (a request wakes it).
+    pub idle_stopped: bool,
+    /// Kept awake until this time (unix seconds), whatever its activity.
+    pub hold_until: Option<i64>,
+    /// Requests served through the edge (as of the last batch written).
+    pub requests_total: u64,
+}
+
+/// A port an instance's own programs serve, reached at `http://{handle}.{domain}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExposedPort {
+    pub port: u16,
+    /// Random DNS label, not derivable from the instance id.
+    pub handle: String,
+}
+
+/// A share link: a signed, expiring URL that lets a browser reach one port.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShareRecord {
+    pub id: ShareId,
+    pub instance_id: InstanceId,
+    pub workspace_id: WorkspaceId,
+    pub port: u16,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+    /// `key:<id>` of the creator.
+    pub created_by: String,
+}
+
+/// Edge traffic of one instance, written in batches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrafficUpdate {
+    pub id: InstanceId,
+    /// Latest request (unix seconds).
+    pub last_request_at: i64,
+    /// Requests since the previous batch.
+    pub requests: u64,
 }
 
 /// One entry of an instance's audit trail.

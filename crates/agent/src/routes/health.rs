@@ -1,4 +1,5 @@
-//! `GET /health`: liveness with version and uptime; never needs the token.
+//! `GET /health`: liveness with version, uptime and whether a turn is running
+//! (the control plane does not idle-stop an instance mid-turn); never needs the token.
 
 use crate::state::AppState;
 use axum::extract::State;
@@ -13,6 +14,10 @@ struct Health {
     status: &'static str,
     version: &'static str,
     uptime_secs: u64,
+    /// A turn is running (its client may have left: the turn still counts).
+    turn_running: bool,
+    /// How many turns are running.
+    turns_running: usize,
 }
 
 pub fn router() -> Router<Arc<AppState>> {
@@ -20,5 +25,12 @@ pub fn router() -> Router<Arc<AppState>> {
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Json<Health> {
-    Json(Health { status: "ok", version: crate::VERSION, uptime_secs: state.started.elapsed().as_secs() })
+    let turns_running = state.busy.running();
+    Json(Health {
+        status: "ok",
+        version: crate::VERSION,
+        uptime_secs: state.started.elapsed().as_secs(),
+        turn_running: turns_running > 0,
+        turns_running,
+    })
 }

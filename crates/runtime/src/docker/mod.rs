@@ -13,7 +13,8 @@ mod spec;
 
 use crate::{
     ContainerState, ExecRequest, ExecSession, InstanceSpec, LogLine, LogQuery, ManagedContainer, Observed, Result,
-    Runtime, RuntimeError, Stats, AGENT_PORT, LABEL_INSTALL, LABEL_INSTANCE, LABEL_WORKSPACE,
+    Runtime, RuntimeError, RuntimeEvent, RuntimeEventKind, Stats, AGENT_PORT, LABEL_INSTALL, LABEL_INSTANCE,
+    LABEL_WORKSPACE,
 };
 use async_trait::async_trait;
 use berth_core::{InstanceId, SizeSpec};
@@ -24,6 +25,7 @@ use bollard::query_parameters::{
     RemoveVolumeOptions, StopContainerOptions,
 };
 use bollard::Docker;
+use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -451,5 +453,33 @@ impl Runtime for DockerRuntime {
 
     async fn stats(&self, id: &InstanceId) -> Result<Stats> {
         observe::stats(self, &container_name(id)).await
+    }
+
+    async fn events(&self) -> Result<BoxStream<'static, Result<RuntimeEvent>>> {
+        // A long-lived stream: it holds no permit of the Engine API semaphore.
+        let mut filters = self.install_filter();
+        filters.insert("type".into(), vec!["container".into()]);
+        filters.insert(
+            "event".into(),
+            ["start", "die", "pause", "unpause", "destroy"].iter().map(|s| s.to_string()).collect(),
+        );
+        let opts = bollard::query_parameters::EventsOptions { since: None, until: None, filters: Some(filters) };
+        let stream = self.docker.events(Some(opts)).filter_map(|ev| async move {
+            let ev = match ev {
+                Ok(ev) => ev,
+                Err(e) => return Some(Err(map_err(e))),
+            };
+            let kind = match ev.action.as_deref()? {
+                "start" => RuntimeEventKind::Started,
+                "die" => RuntimeEventKind::Died,
+                "pause" => RuntimeEventKind::Paused,
+                "unpause" => RuntimeEventKind::Unpaused,
+                "destroy" => RuntimeEventKind::Destroyed,
+                _ => return None,
+            };
+            let instance_id = ev.actor?.attributes?.remove(LABEL_INSTANCE)?;
+            Some(Ok(RuntimeEvent { instance_id, kind }))
+        });
+        Ok(stream.boxed())
     }
 }

@@ -55,7 +55,12 @@ pub(super) async fn stats(rt: &DockerRuntime, container: &str) -> Result<Stats> 
         .as_ref()
         .and_then(|m| m.get("inactive_file").or_else(|| m.get("total_inactive_file")).copied())
         .unwrap_or(0);
+    let nets = st.networks.unwrap_or_default();
+    let network_rx_bytes = nets.values().map(|n| n.rx_bytes.unwrap_or(0)).sum();
+    let network_tx_bytes = nets.values().map(|n| n.tx_bytes.unwrap_or(0)).sum();
     Ok(Stats {
+        network_rx_bytes,
+        network_tx_bytes,
         cpu_percent: (cpu_percent * 100.0).round() / 100.0,
         memory_bytes: mem.usage.unwrap_or(0).saturating_sub(inactive),
         memory_limit_bytes: mem.limit.unwrap_or(0),

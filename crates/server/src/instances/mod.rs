@@ -2,6 +2,7 @@
 //! validation of client input, presentation of records, and the lifecycle
 //! operations that drive the runtime and record the outcome.
 
+pub mod drive;
 pub mod exec;
 pub mod ops;
 pub mod present;

@@ -1,126 +1,41 @@
 //! Lifecycle operations. Each one takes the instance's lock, checks the state
-//! machine, drives the runtime, and records the outcome (record + audit event).
-//! They run detached from the request, so a client that hangs up mid-create
-//! cannot leave a half-made instance behind.
+//! machine, drives the runtime, and records the outcome (record, audit event,
+//! edge routing table). They run detached from the request, so a client that
+//! hangs up mid-create cannot leave a half-made instance behind.
 
+use super::drive::address_stale;
+pub use super::drive::{bring_up, detached, set_status, spec_of, wait_ready, Actor};
 use super::validate::{ValidCreate, ValidUpdate};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use berth_core::lifecycle::{transition, Action};
-use berth_core::{now_secs, size, InstanceId, Status};
-use berth_runtime::{InstanceSpec, Observed, RuntimeError};
-use berth_store::{EventRecord, InstanceRecord};
-use std::future::Future;
-use std::time::{Duration, Instant};
+use berth_core::{now_secs, InstanceId, Status};
+use berth_runtime::{Observed, RuntimeError};
+use berth_store::{EventRecord, ExposedPort, InstanceRecord};
 
-/// Runs `fut` on its own task so it completes even if the caller goes away.
-pub async fn detached<T: Send + 'static>(fut: impl Future<Output = ApiResult<T>> + Send + 'static) -> ApiResult<T> {
-    match tokio::spawn(fut).await {
-        Ok(r) => r,
-        Err(e) => Err(ApiError::Runtime(RuntimeError::Failed(format!("operation aborted: {e}")))),
-    }
-}
-
-/// What the runtime needs to run a record.
-pub fn spec_of(r: &InstanceRecord) -> InstanceSpec {
-    let mut env = r.env.clone();
-    if let Some(token) = &r.gateway_token {
-        env.insert("BERTH_GATEWAY_TOKEN".into(), token.clone());
-    }
-    InstanceSpec {
-        id: r.id.clone(),
-        workspace_id: r.workspace_id.clone(),
-        image: None,
-        size: size::lookup(r.size).unwrap_or(size::SIZES[0]),
-        env,
-    }
-}
-
-/// Writes a new status (and reason) and appends the audit event.
-pub async fn set_status(
-    state: &AppState,
-    rec: &mut InstanceRecord,
-    to: Status,
-    actor: &str,
-    reason: Option<String>,
-) -> ApiResult<()> {
-    let from = rec.status;
-    rec.status = to;
-    rec.status_reason = if to == Status::Error { reason.clone() } else { None };
-    rec.updated_at = now_secs();
-    state.store.update_instance(rec).await?;
-    if from != to || reason.is_some() {
-        let ev = EventRecord {
-            instance_id: rec.id.clone(),
-            at: rec.updated_at,
-            from: Some(from),
-            to,
-            actor: actor.into(),
-            reason,
-        };
-        state.store.record_event(&ev).await?;
-    }
-    Ok(())
-}
-
-/// Waits until the container runs and its agent answers `/health`.
-pub async fn wait_ready(state: &AppState, id: &InstanceId) -> Result<(), RuntimeError> {
-    let deadline = Instant::now() + state.settings.start_timeout;
-    let mut last = String::from("no answer yet");
-    while Instant::now() < deadline {
-        let cs = state.runtime.inspect(id).await?;
-        match cs.observed {
-            Observed::Exited { code, oom_killed } => {
-                let why = if oom_killed { " (out of memory)".to_string() } else { String::new() };
-                return Err(RuntimeError::Failed(format!(
-                    "the instance's main process exited with code {code}{why} while starting"
-                )));
-            }
-            Observed::Missing => {
-                return Err(RuntimeError::Failed("the instance's container disappeared while starting".into()))
-            }
-            Observed::Running => {
-                if let Some(addr) = cs.agent_addr {
-                    let url = format!("http://{addr}/health");
-                    match state.http.get(&url).timeout(Duration::from_secs(2)).send().await {
-                        Ok(resp) if resp.status().is_success() => {
-                            state.heartbeat(id);
-                            return Ok(());
-                        }
-                        Ok(resp) => last = format!("agent answered {}", resp.status()),
-                        Err(e) => last = e.to_string(),
-                    }
-                }
-            }
-            _ => {}
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Err(RuntimeError::Failed(format!(
-        "the agent did not answer /health within {} s ({last})",
-        state.settings.start_timeout.as_secs()
-    )))
-}
-
-/// Makes sure a container exists (recreating it from the record when it was
-/// removed), starts it and waits for the agent.
-pub async fn bring_up(state: &AppState, rec: &InstanceRecord) -> Result<(), RuntimeError> {
-    if state.runtime.inspect(&rec.id).await?.observed == Observed::Missing {
-        state.runtime.create(&spec_of(rec)).await?;
-    }
-    state.runtime.start(&rec.id).await?;
-    wait_ready(state, &rec.id).await
-}
-
-async fn load(state: &AppState, auth: &Auth, id: &str) -> ApiResult<InstanceRecord> {
+async fn load(state: &AppState, actor: &Actor, id: &str) -> ApiResult<InstanceRecord> {
     let parsed = InstanceId::parse(id).ok_or_else(|| ApiError::instance_not_found(id))?;
-    state.store.instance(Some(&auth.workspace_id), &parsed).await?.ok_or_else(|| ApiError::instance_not_found(id))
+    state.store.instance(actor.workspace(), &parsed).await?.ok_or_else(|| ApiError::instance_not_found(id))
 }
 
 /// Loads an instance of the caller's workspace (404 otherwise).
 pub async fn get(state: &AppState, auth: &Auth, id: &str) -> ApiResult<InstanceRecord> {
-    load(state, auth, id).await
+    let parsed = InstanceId::parse(id).ok_or_else(|| ApiError::instance_not_found(id))?;
+    state.store.instance(Some(&auth.workspace_id), &parsed).await?.ok_or_else(|| ApiError::instance_not_found(id))
+}
+
+/// Ports to expose, keeping the handle (and so the URL) of every port already exposed.
+fn exposed_ports(old: &[ExposedPort], ports: &[u16]) -> Vec<ExposedPort> {
+    ports
+        .iter()
+        .map(|p| {
+            old.iter()
+                .find(|o| o.port == *p)
+                .cloned()
+                .unwrap_or_else(|| ExposedPort { port: *p, handle: berth_core::ids::port_handle() })
+        })
+        .collect()
 }
 
 /// `POST /v1/instances`: answers once the agent is healthy, or leaves nothing behind.
@@ -157,6 +72,10 @@ pub async fn create(state: AppState, auth: Auth, v: ValidCreate) -> ApiResult<In
         deleted_at: None,
         gateway_token: Some(berth_core::ids::random_label(40)),
         last_request_at: None,
+        exposed: exposed_ports(&[], &v.expose),
+        idle_stopped: false,
+        hold_until: None,
+        requests_total: 0,
     };
     match state.store.insert_instance(&rec, ws.instance_limit).await {
         Err(berth_store::StoreError::LimitExceeded { limit }) => {
@@ -167,7 +86,7 @@ pub async fn create(state: AppState, auth: Auth, v: ValidCreate) -> ApiResult<In
         }
         other => other?,
     }
-    let actor = auth.actor();
+    let actor = Actor::Key(auth);
     state
         .store
         .record_event(&EventRecord {
@@ -175,7 +94,7 @@ pub async fn create(state: AppState, auth: Auth, v: ValidCreate) -> ApiResult<In
             at: now,
             from: None,
             to: Status::Creating,
-            actor: actor.clone(),
+            actor: actor.name(),
             reason: None,
         })
         .await?;
@@ -204,16 +123,15 @@ pub async fn create(state: AppState, auth: Auth, v: ValidCreate) -> ApiResult<In
 }
 
 /// stop / start / restart / pause / resume / update / restore.
-pub async fn act(state: AppState, auth: Auth, id: String, action: Action) -> ApiResult<InstanceRecord> {
-    let mut rec = load(&state, &auth, &id).await?;
+pub async fn act(state: AppState, actor: Actor, id: String, action: Action) -> ApiResult<InstanceRecord> {
+    let mut rec = load(&state, &actor, &id).await?;
     let _guard = state.locks.lock(&rec.id).await;
     // Re-read under the lock: another operation may have finished meanwhile.
-    rec = load(&state, &auth, &id).await?;
+    rec = load(&state, &actor, &id).await?;
     let target = transition(rec.status, action)?;
     if action == Action::Restore {
         check_room_to_restore(&state, &rec).await?;
     }
-    let actor = auth.actor();
     let result: Result<(), RuntimeError> = async {
         match action {
             Action::Stop => {
@@ -222,12 +140,20 @@ pub async fn act(state: AppState, auth: Auth, id: String, action: Action) -> Api
             }
             Action::Start => bring_up(&state, &rec).await,
             Action::Restart => {
+                address_stale(&state, &rec.id);
                 state.runtime.stop(&rec.id).await?;
                 bring_up(&state, &rec).await
             }
-            Action::Pause => state.runtime.pause(&rec.id).await,
-            Action::Resume => state.runtime.resume(&rec.id).await,
+            Action::Pause => {
+                address_stale(&state, &rec.id);
+                state.runtime.pause(&rec.id).await
+            }
+            Action::Resume => {
+                state.runtime.resume(&rec.id).await?;
+                wait_ready(&state, &rec.id).await
+            }
             Action::Update => {
+                address_stale(&state, &rec.id);
                 state.runtime.create(&spec_of(&rec)).await?;
                 if target == Status::Running {
                     state.runtime.start(&rec.id).await?;
@@ -250,7 +176,11 @@ pub async fn act(state: AppState, auth: Auth, id: String, action: Action) -> Api
     match result {
         Ok(()) => {
             // Restart and update end where they began: the event still says what happened.
-            let note = matches!(action, Action::Restart | Action::Update).then(|| action.as_str().to_string());
+            let note = match (&actor, action) {
+                (_, Action::Restart | Action::Update) => Some(action.as_str().to_string()),
+                (Actor::Edge(_), Action::Start) => Some("woken by a request to its URL".to_string()),
+                _ => None,
+            };
             set_status(&state, &mut rec, target, &actor, note).await?;
             Ok(rec)
         }
@@ -281,12 +211,12 @@ fn to_rt(e: ApiError) -> RuntimeError {
     RuntimeError::Failed(e.to_string())
 }
 
-/// `PATCH`: name, metadata and budget change the record; size resizes in place;
-/// env recreates the container. Data is kept in every case.
-pub async fn patch(state: AppState, auth: Auth, id: String, v: ValidUpdate) -> ApiResult<InstanceRecord> {
-    let rec = load(&state, &auth, &id).await?;
+/// `PATCH`: name, metadata, budget and exposed ports change the record; size
+/// resizes in place; env recreates the container. Data is kept in every case.
+pub async fn patch(state: AppState, actor: Actor, id: String, v: ValidUpdate) -> ApiResult<InstanceRecord> {
+    let rec = load(&state, &actor, &id).await?;
     let _guard = state.locks.lock(&rec.id).await;
-    let mut rec = load(&state, &auth, &id).await?;
+    let mut rec = load(&state, &actor, &id).await?;
     // Size and env need a live (not deleted) instance; name, metadata and budget
     // may change on a deleted one too, but not mid-create.
     let runtime_change = v.size.is_some() || v.env.is_some();
@@ -303,6 +233,9 @@ pub async fn patch(state: AppState, auth: Auth, id: String, v: ValidUpdate) -> A
         rec.budget_cap_usd = cap;
         rec.topup_micros = topup;
     }
+    if let Some(ports) = v.expose {
+        rec.exposed = exposed_ports(&rec.exposed, &ports);
+    }
     if let Some(size) = v.size {
         if rec.status != Status::Deleted && state.runtime.inspect(&rec.id).await?.observed != Observed::Missing {
             state.runtime.resize(&rec.id, &size).await?;
@@ -311,6 +244,7 @@ pub async fn patch(state: AppState, auth: Auth, id: String, v: ValidUpdate) -> A
     }
     if let Some(env) = v.env {
         rec.env = env;
+        address_stale(&state, &rec.id);
         state.runtime.create(&spec_of(&rec)).await?;
         if matches!(rec.status, Status::Running | Status::Paused | Status::Error) {
             state.runtime.start(&rec.id).await?;
@@ -319,26 +253,28 @@ pub async fn patch(state: AppState, auth: Auth, id: String, v: ValidUpdate) -> A
                 state.runtime.pause(&rec.id).await?;
             }
             if rec.status == Status::Error {
-                let actor = auth.actor();
                 set_status(&state, &mut rec, Status::Running, &actor, None).await?;
             }
         }
     }
     rec.updated_at = now_secs();
     state.store.update_instance(&rec).await?;
+    state.routes.apply(&rec);
     Ok(rec)
 }
 
 /// `DELETE`: soft (container removed, data kept for the retention period) or purge.
-pub async fn delete(state: AppState, auth: Auth, id: String, purge: bool) -> ApiResult<Option<InstanceRecord>> {
-    let rec = load(&state, &auth, &id).await?;
+/// Either way the instance's URLs stop routing and its share links are revoked.
+pub async fn delete(state: AppState, actor: Actor, id: String, purge: bool) -> ApiResult<Option<InstanceRecord>> {
+    let rec = load(&state, &actor, &id).await?;
     let _guard = state.locks.lock(&rec.id).await;
-    let mut rec = load(&state, &auth, &id).await?;
-    let actor = auth.actor();
+    let mut rec = load(&state, &actor, &id).await?;
     if purge {
         if rec.status == Status::Creating {
             transition(rec.status, Action::Delete)?;
         }
+        state.routes.remove(&rec.id);
+        state.shares.revoke_instance(&rec.id);
         state.runtime.purge(&rec.id).await?;
         state.store.delete_instance(&rec.id).await?;
         let ev = EventRecord {
@@ -346,15 +282,38 @@ pub async fn delete(state: AppState, auth: Auth, id: String, purge: bool) -> Api
             at: now_secs(),
             from: Some(rec.status),
             to: Status::Deleted,
-            actor,
+            actor: actor.name(),
             reason: Some("purged".into()),
         };
         state.store.record_event(&ev).await?;
         return Ok(None);
     }
     transition(rec.status, Action::Delete)?;
+    state.shares.revoke_instance(&rec.id);
+    address_stale(&state, &rec.id);
     state.runtime.remove(&rec.id).await?;
     rec.deleted_at = Some(now_secs());
     set_status(&state, &mut rec, Status::Deleted, &actor, None).await?;
     Ok(Some(rec))
+}
+
+/// `POST /v1/instances/{id}/hold`: keeps the instance awake until `now + ttl`
+/// (0 releases the hold). An instance asleep after idling is woken.
+pub async fn hold(state: AppState, actor: Actor, id: String, ttl_secs: i64) -> ApiResult<InstanceRecord> {
+    let rec = load(&state, &actor, &id).await?;
+    {
+        let _guard = state.locks.lock(&rec.id).await;
+        let mut rec = load(&state, &actor, &id).await?;
+        let asleep = rec.status == Status::Stopped && rec.idle_stopped;
+        if rec.status != Status::Running && !asleep {
+            return Err(crate::error::invalid_state("hold", rec.status));
+        }
+        rec.hold_until = (ttl_secs > 0).then(|| now_secs() + ttl_secs);
+        state.store.update_instance(&rec).await?;
+        state.routes.apply(&rec);
+        if !asleep {
+            return Ok(rec);
+        }
+    }
+    act(state, actor, id, Action::Start).await
 }

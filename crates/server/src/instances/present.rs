@@ -6,12 +6,24 @@ use berth_core::size;
 use berth_runtime::AGENT_PORT;
 use berth_store::InstanceRecord;
 
-/// The instance's URL: its id's label under the edge's domain.
+/// The URL of a host label (an instance label or a port handle) under the edge's domain.
 pub fn instance_url(settings: &Settings, label: &str) -> String {
-    match settings.edge_port {
-        80 => format!("http://{label}.{}", settings.domain),
-        port => format!("http://{label}.{}:{port}", settings.domain),
+    let scheme = if settings.tls { "https" } else { "http" };
+    match (settings.tls, settings.edge_port) {
+        (false, 80) | (true, 443) => format!("{scheme}://{label}.{}", settings.domain),
+        (_, port) => format!("{scheme}://{label}.{}:{port}", settings.domain),
     }
+}
+
+/// Every routed port of an instance: the agent's (default) first, then the exposed ones.
+pub fn ports(settings: &Settings, r: &InstanceRecord) -> Vec<Port> {
+    let mut ports = vec![Port { port: AGENT_PORT, default: true, url: instance_url(settings, r.id.label()) }];
+    ports.extend(r.exposed.iter().map(|p| Port {
+        port: p.port,
+        default: false,
+        url: instance_url(settings, &p.handle),
+    }));
+    ports
 }
 
 /// The instance object of a record.
@@ -32,7 +44,7 @@ pub fn instance(settings: &Settings, r: &InstanceRecord) -> Instance {
         region: r.region.clone(),
         metadata: r.metadata.clone(),
         env: r.env.keys().map(|k| (k.clone(), "***".to_string())).collect(),
-        ports: vec![Port { port: AGENT_PORT, default: true, url: url.clone() }],
+        ports: ports(settings, r),
         url: Some(url),
         budget: Budget { managed_cap_usd: r.budget_cap_usd, managed_used_usd: 0.0, remaining_usd: cap },
         lifecycle: Lifecycle { mode: r.lifecycle_mode.clone(), idle_timeout_secs: r.idle_timeout_secs },
@@ -41,5 +53,6 @@ pub fn instance(settings: &Settings, r: &InstanceRecord) -> Instance {
         created_at: r.created_at,
         updated_at: r.updated_at,
         deleted_at: r.deleted_at,
+        hold_until: r.hold_until.filter(|t| *t > berth_core::now_secs()),
     }
 }

@@ -29,7 +29,12 @@ pub struct ValidCreate {
     pub budget_cap_usd: Option<f64>,
     pub topup_micros: i64,
     pub lifecycle: Lifecycle,
+    /// Extra ports to route, in the order given.
+    pub expose: Vec<u16>,
 }
+
+/// Most extra ports one instance may expose.
+pub const MAX_EXPOSED: usize = 16;
 
 /// Checks a create body.
 pub fn create(body: CreateInstance) -> Result<ValidCreate, ApiError> {
@@ -61,6 +66,7 @@ pub fn create(body: CreateInstance) -> Result<ValidCreate, ApiError> {
         budget_cap_usd,
         topup_micros,
         lifecycle: lifecycle(body.lifecycle)?,
+        expose: expose(body.expose.as_ref())?.unwrap_or_default(),
     })
 }
 
@@ -72,6 +78,7 @@ pub struct ValidUpdate {
     pub size: Option<SizeSpec>,
     pub env: Option<BTreeMap<String, String>>,
     pub budget: Option<(Option<f64>, i64)>,
+    pub expose: Option<Vec<u16>>,
 }
 
 /// Checks a PATCH body.
@@ -82,6 +89,7 @@ pub fn update(body: UpdateInstance) -> Result<ValidUpdate, ApiError> {
         size: body.size.map(size_of).transpose()?,
         env: env(body.env.as_ref())?,
         budget: body.budget.as_ref().map(|b| budget(Some(b))).transpose()?,
+        expose: expose(body.expose.as_ref())?,
     })
 }
 
@@ -207,6 +215,39 @@ fn budget(b: Option<&BudgetInput>) -> Result<(Option<f64>, i64), ApiError> {
     Ok((b.managed_cap_usd, topup))
 }
 
+/// `expose`: a list of distinct ports 1–65535, not the agent's.
+fn expose(value: Option<&Value>) -> Result<Option<Vec<u16>>, ApiError> {
+    let Some(v) = value else { return Ok(None) };
+    let items = match v {
+        Value::Null => return Ok(Some(vec![])),
+        Value::Array(a) => a,
+        _ => return Err(ApiError::invalid("expose", "`expose` must be a list of port numbers, like [8080]")),
+    };
+    if items.len() > MAX_EXPOSED {
+        return Err(ApiError::invalid("expose", format!("`expose` lists more than {MAX_EXPOSED} ports")));
+    }
+    let mut ports = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let field = format!("expose[{i}]");
+        let port = item
+            .as_u64()
+            .filter(|p| (1..=65535).contains(p))
+            .ok_or_else(|| ApiError::invalid(&field, format!("`{field}` must be a port number from 1 to 65535")))?
+            as u16;
+        if port == berth_runtime::AGENT_PORT {
+            return Err(ApiError::invalid(
+                &field,
+                format!("port {port} is the agent's, already served at the instance's own URL"),
+            ));
+        }
+        if ports.contains(&port) {
+            return Err(ApiError::invalid(&field, format!("port {port} is listed twice")));
+        }
+        ports.push(port);
+    }
+    Ok(Some(ports))
+}
+
 fn lifecycle(l: Option<Lifecycle>) -> Result<Lifecycle, ApiError> {
     let Some(l) = l else { return Ok(Lifecycle::default()) };
     match (l.mode.as_str(), l.idle_timeout_secs) {
@@ -260,6 +301,15 @@ mod tests {
         assert_eq!(bad(CreateInstance { env: Some(json!({"1BAD": "x"})), ..Default::default() }), "env.1BAD");
         assert_eq!(bad(CreateInstance { env: Some(json!({"A-B": "x"})), ..Default::default() }), "env.A-B");
         assert_eq!(bad(CreateInstance { template: Some("nope".into()), ..Default::default() }), "template");
+        assert_eq!(bad(CreateInstance { expose: Some(json!([8080, 0])), ..Default::default() }), "expose[1]");
+        assert_eq!(bad(CreateInstance { expose: Some(json!([3737])), ..Default::default() }), "expose[0]");
+        assert_eq!(bad(CreateInstance { expose: Some(json!([80, 80])), ..Default::default() }), "expose[1]");
+        assert_eq!(bad(CreateInstance { expose: Some(json!([70000])), ..Default::default() }), "expose[0]");
+        assert_eq!(bad(CreateInstance { expose: Some(json!("8080")), ..Default::default() }), "expose");
+        assert_eq!(
+            create(CreateInstance { expose: Some(json!([8080, 9000])), ..Default::default() }).unwrap().expose,
+            vec![8080, 9000]
+        );
         let many: serde_json::Map<_, _> = (0..51).map(|i| (format!("k{i}"), json!("v"))).collect();
         assert_eq!(bad(CreateInstance { metadata: Some(Value::Object(many)), ..Default::default() }), "metadata");
     }

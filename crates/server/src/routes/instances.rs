@@ -113,7 +113,7 @@ pub async fn update(
 ) -> ApiResult<Json<Instance>> {
     let valid = validate::update(body)?;
     let settings = state.settings.clone();
-    let rec = ops::detached(ops::patch(state, auth, id, valid)).await?;
+    let rec = ops::detached(ops::patch(state, auth.into(), id, valid)).await?;
     Ok(Json(present::instance(&settings, &rec)))
 }
 
@@ -137,7 +137,7 @@ pub async fn delete(
 ) -> ApiResult<Response> {
     let settings = state.settings.clone();
     let purge = q.purge.unwrap_or(false);
-    match ops::detached(ops::delete(state, auth, id.clone(), purge)).await? {
+    match ops::detached(ops::delete(state, auth.into(), id.clone(), purge)).await? {
         Some(rec) => Ok(Json(present::instance(&settings, &rec)).into_response()),
         None => Ok(Json(Purged { id, object: "instance".into(), deleted: true, purged: true }).into_response()),
     }
@@ -168,6 +168,6 @@ pub async fn lifecycle(
         }
     };
     let settings = state.settings.clone();
-    let rec = ops::detached(ops::act(state, auth, id, action)).await?;
+    let rec = ops::detached(ops::act(state, auth.into(), id, action)).await?;
     Ok(Json(present::instance(&settings, &rec)))
 }

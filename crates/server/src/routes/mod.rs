@@ -2,6 +2,7 @@
 
 pub mod instances;
 pub mod operate;
+pub mod shares;
 pub mod shell;
 pub mod system;
 pub mod templates;
@@ -23,6 +24,7 @@ pub fn router(state: AppState) -> Router {
         .merge(instances::router())
         .merge(operate::router())
         .merge(shell::router())
+        .merge(shares::router())
         .merge(templates::router())
         .merge(workspaces::router())
         .fallback(not_found)

@@ -49,13 +49,17 @@ pub async fn exec_command(
     if rec.status != Status::Running {
         return Err(crate::error::invalid_state("exec", rec.status));
     }
+    // A command running in the instance is activity: a cold_start instance stays up.
+    let busy = state.activity.busy(&rec.id);
     if !v.stream {
         let result = exec::collect(state, rec.id, rec.status, v).await?;
+        drop(busy);
         return Ok(Json(result).into_response());
     }
     let (tx, rx) = mpsc::channel::<ExecEvent>(64);
     let (sse_tx, sse_rx) = mpsc::channel::<SseEvent>(64);
     tokio::spawn(async move {
+        let _busy = busy;
         let forward = async {
             let mut rx = rx;
             while let Some(ev) = rx.recv().await {
@@ -129,8 +133,12 @@ pub async fn logs(
         let logs = all.into_iter().collect::<Result<Vec<_>, _>>()?;
         return Ok(Json(Logs { logs }).into_response());
     }
+    let busy = state.activity.busy(&rec.id);
     let events = entries
-        .take_while(|l| std::future::ready(l.is_ok()))
+        .take_while(move |l| {
+            let _following = &busy;
+            std::future::ready(l.is_ok())
+        })
         .filter_map(|l| std::future::ready(l.ok()))
         .map(|l| Ok::<_, Infallible>(SseEvent::default().data(serde_json::to_string(&l).unwrap_or_default())));
     Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
@@ -158,7 +166,17 @@ pub async fn health(
         last_heartbeat: None,
         restart_count: rec.restart_count,
         gateway: GatewayHealth { ok: false, response_time_ms: None },
+        requests_total: rec.requests_total,
+        network_rx_bytes: 0,
+        network_tx_bytes: 0,
+        open_connections: 0,
+        turn_running: false,
     };
+    if let Some(a) = state.activity.get(&rec.id) {
+        h.requests_total += a.unflushed_requests();
+        h.open_connections = a.open_count();
+        h.turn_running = a.turn_running();
+    }
     if running {
         let probe = async {
             let addr = cs.agent_addr?;
@@ -175,6 +193,8 @@ pub async fn health(
                 h.memory_limit_mb = (s.memory_limit_bytes as f64 / 1048576.0).round();
             }
             h.pids = s.pids;
+            h.network_rx_bytes = s.network_rx_bytes;
+            h.network_tx_bytes = s.network_tx_bytes;
         }
         if let Some(ms) = probe {
             state.heartbeat(&rec.id);

@@ -76,6 +76,7 @@ pub async fn shell(
         ],
     };
     Ok(ws.on_upgrade(move |socket| async move {
+        let _busy = state.activity.busy(&rec.id);
         if let Err(e) = session(state, rec.id.clone(), socket, cmd, cols, rows).await {
             tracing::info!(instance = %rec.id, error = %e, "shell session ended with an error");
         }

@@ -142,5 +142,7 @@ pub async fn delete_key(State(state): State<AppState>, auth: Auth, Path(id): Pat
     if !state.store.delete_key(&auth.workspace_id, &key_id).await? {
         return Err(not_found());
     }
+    // At once: cached verifications end, and streams opened with the key close.
+    state.keys.revoke(&key_id);
     Ok(Json(json!({"id": id, "object": "api_key", "deleted": true})))
 }

@@ -1,8 +1,13 @@
 //! The SQLite backend (sqlx, WAL mode, embedded migrations).
 
-use crate::{EventRecord, InstanceFilter, InstanceRecord, KeyRecord, Result, Store, StoreError, WorkspaceRecord};
+mod shares;
+
+use crate::{
+    EventRecord, ExposedPort, InstanceFilter, InstanceRecord, KeyRecord, Result, ShareRecord, Store, StoreError,
+    TrafficUpdate, WorkspaceRecord,
+};
 use async_trait::async_trait;
-use berth_core::{now_secs, InstanceId, KeyId, Status, WorkspaceId};
+use berth_core::{now_secs, InstanceId, KeyId, ShareId, Status, WorkspaceId};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use std::path::Path;
@@ -47,11 +52,21 @@ impl SqliteStore {
 
 const INSTANCE_COLUMNS: &str = "seq, id, workspace_id, name, template, template_version, size, \
     user_tag, region, metadata, env, budget_cap_usd, topup_micros, lifecycle_mode, idle_timeout, \
-    status, status_reason, restart_count, created_at, updated_at, deleted_at, gateway_token, last_request_at";
+    status, status_reason, restart_count, created_at, updated_at, deleted_at, gateway_token, last_request_at, \
+    exposed, idle_stopped, hold_until, requests_total";
 
 fn json_map(row: &SqliteRow, col: &str) -> Result<std::collections::BTreeMap<String, String>> {
     let text: String = row.try_get(col)?;
     serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+}
+
+fn exposed_from_row(row: &SqliteRow) -> Result<Vec<ExposedPort>> {
+    let text: String = row.try_get("exposed")?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("exposed: {e}")))
+}
+
+fn exposed_json(ports: &[ExposedPort]) -> String {
+    serde_json::to_string(ports).unwrap_or_else(|_| "[]".into())
 }
 
 fn status(text: &str) -> Result<Status> {
@@ -83,6 +98,10 @@ fn instance_from_row(row: &SqliteRow) -> Result<InstanceRecord> {
         deleted_at: row.try_get("deleted_at")?,
         gateway_token: row.try_get("gateway_token")?,
         last_request_at: row.try_get("last_request_at")?,
+        exposed: exposed_from_row(row)?,
+        idle_stopped: row.try_get::<i64, _>("idle_stopped")? != 0,
+        hold_until: row.try_get("hold_until")?,
+        requests_total: row.try_get::<i64, _>("requests_total")?.max(0) as u64,
     })
 }
 
@@ -202,8 +221,8 @@ impl Store for SqliteStore {
         let done = sqlx::query(
             "INSERT INTO instances (id, workspace_id, name, template, template_version, size, user_tag, region, \
              metadata, env, budget_cap_usd, topup_micros, lifecycle_mode, idle_timeout, status, status_reason, \
-             restart_count, created_at, updated_at, deleted_at, gateway_token) \
-             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+             restart_count, created_at, updated_at, deleted_at, gateway_token, exposed, idle_stopped, hold_until) \
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
              WHERE (SELECT COUNT(*) FROM instances WHERE workspace_id = ? AND status != 'deleted') < ?",
         )
         .bind(r.id.as_str())
@@ -227,6 +246,9 @@ impl Store for SqliteStore {
         .bind(r.updated_at)
         .bind(r.deleted_at)
         .bind(&r.gateway_token)
+        .bind(exposed_json(&r.exposed))
+        .bind(r.idle_stopped as i64)
+        .bind(r.hold_until)
         .bind(r.workspace_id.as_str())
         .bind(limit as i64)
         .execute(&self.pool)
@@ -301,7 +323,8 @@ impl Store for SqliteStore {
         sqlx::query(
             "UPDATE instances SET name = ?, template_version = ?, size = ?, metadata = ?, env = ?, \
              budget_cap_usd = ?, topup_micros = ?, lifecycle_mode = ?, idle_timeout = ?, status = ?, \
-             status_reason = ?, restart_count = ?, updated_at = ?, deleted_at = ? WHERE id = ?",
+             status_reason = ?, restart_count = ?, updated_at = ?, deleted_at = ?, exposed = ?, idle_stopped = ?, \
+             hold_until = ? WHERE id = ?",
         )
         .bind(&r.name)
         .bind(r.template_version as i64)
@@ -317,18 +340,33 @@ impl Store for SqliteStore {
         .bind(r.restart_count as i64)
         .bind(now_secs().max(r.updated_at))
         .bind(r.deleted_at)
+        .bind(exposed_json(&r.exposed))
+        .bind(r.idle_stopped as i64)
+        .bind(r.hold_until)
         .bind(r.id.as_str())
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    async fn touch_instance(&self, id: &InstanceId, at: i64) -> Result<()> {
-        sqlx::query("UPDATE instances SET last_request_at = ? WHERE id = ?")
-            .bind(at)
-            .bind(id.as_str())
-            .execute(&self.pool)
+    async fn record_traffic(&self, batch: &[TrafficUpdate]) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // One transaction for the whole batch: one fsync however many instances.
+        let mut tx = self.pool.begin().await?;
+        for t in batch {
+            sqlx::query(
+                "UPDATE instances SET last_request_at = MAX(COALESCE(last_request_at, 0), ?), \
+                 requests_total = requests_total + ? WHERE id = ?",
+            )
+            .bind(t.last_request_at)
+            .bind(t.requests as i64)
+            .bind(t.id.as_str())
+            .execute(&mut *tx)
             .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -373,5 +411,21 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn create_share(&self, share: &ShareRecord) -> Result<()> {
+        shares::create(&self.pool, share).await
+    }
+
+    async fn active_shares(&self, instance: &InstanceId, now: i64) -> Result<Vec<ShareRecord>> {
+        shares::active(&self.pool, Some(instance), now).await
+    }
+
+    async fn all_active_shares(&self, now: i64) -> Result<Vec<ShareRecord>> {
+        shares::active(&self.pool, None, now).await
+    }
+
+    async fn revoke_share(&self, instance: &InstanceId, id: &ShareId, at: i64) -> Result<bool> {
+        shares::revoke(&self.pool, instance, id, at).await
     }
 }

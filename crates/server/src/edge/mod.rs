@@ -1,0 +1,420 @@
+//! The edge: `http://{label}.{domain}` reaches the instance's default port (its
+//! agent) and `http://{handle}.{domain}` each other exposed port.
+//!
+//! A request is authenticated first (a workspace key, 401 / 404 as on the hosting
+//! API, or a share link's cookie), routed through the in-memory table
+//! ([`EdgeRoutes`]) with no database read and no Docker call, and forwarded over a
+//! pooled keep-alive connection. On the agent's port the client's key is swapped
+//! for the instance's gateway token. Bodies stream both ways unbuffered; upgrades
+//! (WebSockets) are tunnelled; a sleeping `cold_start` instance is woken once for
+//! however many requests wait on it. Revoking the key or the share closes the
+//! streams opened with it.
+
+pub mod access_log;
+mod error;
+pub mod forward;
+mod proxied;
+pub mod share;
+pub mod table;
+mod wake;
+
+pub use error::EdgeError;
+pub use table::EdgeRoutes;
+
+use crate::activity::Busy;
+use crate::key_cache::VerifiedKey;
+use crate::listen::Peer;
+use crate::state::AppState;
+use access_log::AccessLog;
+use berth_core::Status;
+use berth_runtime::{Observed, AGENT_PORT};
+use bytes::Bytes;
+use forward::{Forwarding, LimitedBody, Upstream};
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::Service;
+use proxied::{LogContext, ProxiedBody};
+use share::LiveShare;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use table::{HostRoute, Target};
+use tokio_util::sync::CancellationToken;
+
+/// Boxed error of edge bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Body of every edge response.
+pub type EdgeBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// A body of known bytes.
+pub fn full(b: Bytes) -> EdgeBody {
+    Full::new(b).map_err(|never| match never {}).boxed_unsync()
+}
+
+fn empty() -> EdgeBody {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// How the edge is set up.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// Largest request body forwarded (bytes); more is answered 413.
+    pub body_limit: u64,
+}
+
+/// Who a request was let in as.
+enum Principal {
+    Key(Arc<VerifiedKey>),
+    Share(Arc<LiveShare>),
+}
+
+impl Principal {
+    fn revoked(&self) -> &CancellationToken {
+        match self {
+            Principal::Key(k) => &k.revoked,
+            Principal::Share(s) => &s.revoked,
+        }
+    }
+}
+
+/// Request ids: a random per-process prefix and a counter (cheap and unique).
+struct RequestIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    fn next(&self) -> String {
+        format!("req_{}{:010x}", self.prefix, self.next.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// The edge's shared state.
+pub struct Edge {
+    state: AppState,
+    upstream: Upstream,
+    wakes: wake::Wakes,
+    access: Arc<AccessLog>,
+    /// `.{domain}`
+    suffix: String,
+    config: EdgeConfig,
+    ids: RequestIds,
+}
+
+impl Edge {
+    /// The edge over the server's state.
+    pub fn new(state: AppState, access: AccessLog, config: EdgeConfig) -> Arc<Self> {
+        let suffix = format!(".{}", state.settings.domain);
+        Arc::new(Self {
+            state,
+            upstream: forward::upstream_client(),
+            wakes: wake::Wakes::default(),
+            access: Arc::new(access),
+            suffix,
+            config,
+            ids: RequestIds { prefix: berth_core::ids::random_label(6), next: AtomicU64::new(0) },
+        })
+    }
+
+    /// The service of one client connection.
+    pub fn service(self: &Arc<Self>, peer: Peer) -> EdgeService {
+        EdgeService { edge: self.clone(), peer }
+    }
+
+    /// The DNS label a Host names under the domain (`{label}.{domain}[:port]`).
+    fn label_of<'h>(&self, host: &'h str) -> Option<&'h str> {
+        let name = match host.rsplit_once(':') {
+            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => host,
+        };
+        let label = name.strip_suffix(&self.suffix)?;
+        let ok = !label.is_empty() && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        ok.then_some(label)
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: Peer) -> Response<EdgeBody> {
+        let mut log = LogContext {
+            started: Instant::now(),
+            request_id: self.ids.next(),
+            peer: peer.addr,
+            method: req.method().clone(),
+            version: req.version(),
+            host: host_of(&req),
+            path: if self.access.enabled() { req.uri().path().to_string() } else { String::new() },
+            instance: None,
+        };
+        match self.route(req, peer, &mut log).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                let mut resp = e.into_response();
+                self.finish(&log, &mut resp);
+                resp
+            }
+        }
+    }
+
+    /// Answers a request the edge itself answers (errors, redirects): request id, metrics, log line.
+    fn finish(&self, log: &LogContext, resp: &mut Response<EdgeBody>) {
+        if let Ok(v) = HeaderValue::from_str(&log.request_id) {
+            resp.headers_mut().insert("x-request-id", v);
+        }
+        let status = resp.status().as_u16();
+        self.state.metrics.edge.response(status, log.started.elapsed().as_secs_f64());
+        if self.access.enabled() {
+            self.access.line(log.line(status, 0, 0, None));
+        }
+    }
+
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        peer: Peer,
+        log: &mut LogContext,
+    ) -> Result<Response<EdgeBody>, EdgeError> {
+        let domain = &self.state.settings.domain;
+        let label = self.label_of(&log.host).ok_or_else(|| EdgeError::UnknownHost {
+            host: log.host.chars().take(100).collect(),
+            domain: domain.clone(),
+        })?;
+        let (principal, route, key_in_authorization) = match presented_key(req.headers()) {
+            Some((secret, in_auth)) => {
+                let key =
+                    self.state.keys.verify(&secret).await.map_err(|_| EdgeError::Store)?.ok_or(EdgeError::BadKey)?;
+                let route = self
+                    .state
+                    .routes
+                    .lookup(label)
+                    .filter(|r| r.target.workspace == key.record.workspace_id)
+                    .ok_or(EdgeError::NotFound)?;
+                (Principal::Key(key), route, in_auth)
+            }
+            None => {
+                let from_query = req.uri().query().and_then(share::take_from_query);
+                let token = match &from_query {
+                    Some((t, _)) => t.clone(),
+                    None => req
+                        .headers()
+                        .get_all(header::COOKIE)
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                        .find_map(share::cookie_token)
+                        .map(str::to_string)
+                        .ok_or(EdgeError::MissingKey)?,
+                };
+                let route = self.state.routes.lookup(label).ok_or(EdgeError::BadShare)?;
+                let live = self.state.shares.check(&token, &route.target.id, route.port).ok_or(EdgeError::BadShare)?;
+                if let Some((token, rest)) = from_query.filter(|_| forward::redirectable(req.method())) {
+                    let mut resp = share_redirect(req.uri().path(), &rest, &token, live.expires_at, peer.tls);
+                    log.instance = Some(route.target.id.to_string());
+                    self.finish(log, &mut resp);
+                    return Ok(resp);
+                }
+                (Principal::Share(live), route, false)
+            }
+        };
+        log.instance = Some(route.target.id.to_string());
+        let (target, ip, busy) = self.ready(route.target.clone()).await?;
+        let route = HostRoute { target, ..route };
+        self.forward(req, peer, log, route, ip, busy, principal, key_in_authorization).await
+    }
+
+    /// Waits until the instance can take the request: wakes it when it sleeps,
+    /// learns its address when unknown. Marks it busy for the request's life.
+    async fn ready(&self, mut target: Arc<Target>) -> Result<(Arc<Target>, IpAddr, Busy), EdgeError> {
+        for _ in 0..3 {
+            let wake = match target.status {
+                Status::Running => {
+                    let busy = target.activity.open();
+                    if target.activity.draining() {
+                        true
+                    } else {
+                        target.activity.request();
+                        let ip = match target.ip {
+                            Some(ip) => ip,
+                            None => self.resolve(&target).await?,
+                        };
+                        return Ok((target, ip, busy));
+                    }
+                }
+                Status::Stopped if target.wake_on_request => true,
+                other => return Err(EdgeError::NotRunning { id: target.id.to_string(), status: other.to_string() }),
+            };
+            if wake {
+                let (result, began) = self.wakes.wake(&self.state, &target.id, &target.workspace).await;
+                if began {
+                    self.state.metrics.edge.wakes.inc();
+                }
+                result.map_err(EdgeError::WakeFailed)?;
+                target = self.state.routes.target(&target.id).ok_or(EdgeError::NotFound)?;
+            }
+        }
+        Err(EdgeError::Unreachable)
+    }
+
+    /// Asks the runtime where a running instance is (after a restart of the server).
+    async fn resolve(&self, target: &Target) -> Result<IpAddr, EdgeError> {
+        let cs = self.state.runtime.inspect(&target.id).await.map_err(|_| EdgeError::Unreachable)?;
+        match (cs.observed, cs.agent_addr) {
+            (Observed::Running, Some(addr)) => {
+                self.state.routes.set_address(&target.id, Some(addr.ip()), Some(target.generation));
+                Ok(addr.ip())
+            }
+            _ => Err(EdgeError::Unreachable),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        peer: Peer,
+        log: &mut LogContext,
+        route: HostRoute,
+        ip: IpAddr,
+        busy: Busy,
+        principal: Principal,
+        key_in_authorization: bool,
+    ) -> Result<Response<EdgeBody>, EdgeError> {
+        let limit = self.config.body_limit;
+        if content_length(req.headers()).is_some_and(|n| n > limit) {
+            return Err(EdgeError::BodyTooLarge { limit });
+        }
+        let upgrade = forward::is_upgrade(&req).then(|| req.headers().get(header::UPGRADE).cloned()).flatten();
+        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+        let is_agent = route.is_default && route.port == AGENT_PORT;
+        let (mut parts, body) = req.into_parts();
+        let f = Forwarding {
+            peer: peer.addr,
+            tls: peer.tls,
+            host: &log.host,
+            request_id: &log.request_id,
+            gateway_token: if is_agent { route.target.gateway_token.as_deref() } else { None },
+            key_in_authorization,
+            upgrade,
+        };
+        forward::rewrite_request(&mut parts.headers, &f);
+        let body = if client_upgrade.is_some() { LimitedBody::empty() } else { LimitedBody::new(body, limit) };
+        let (read, exceeded) = (body.read.clone(), body.exceeded.clone());
+        let up = forward::upstream_request(parts, body, SocketAddr::new(ip, route.port))
+            .map_err(|e| EdgeError::BadRequest(format!("cannot forward this request: {e}")))?;
+        let mut resp = match self.upstream.request(up).await {
+            Ok(r) => r,
+            Err(_) if exceeded.load(Ordering::Relaxed) => return Err(EdgeError::BodyTooLarge { limit }),
+            Err(e) => {
+                if e.is_connect() && is_agent {
+                    // The address may be stale: look it up again next time.
+                    self.state.routes.set_address(&route.target.id, None, Some(route.target.generation));
+                }
+                let detail = error_chain(&e);
+                return Err(if is_agent {
+                    EdgeError::AgentUnreachable(detail)
+                } else {
+                    EdgeError::PortUnreachable { port: route.port, detail }
+                });
+            }
+        };
+        let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let upstream_upgrade = (switched && client_upgrade.is_some()).then(|| hyper::upgrade::on(&mut resp));
+        let (mut parts, body) = resp.into_parts();
+        forward::rewrite_response(&mut parts.headers, &log.request_id, upstream_upgrade.is_some());
+        let status = parts.status.as_u16();
+        self.state.metrics.edge.response(status, log.started.elapsed().as_secs_f64());
+        let log = log.take();
+        let revoked = principal.revoked().clone();
+        match (client_upgrade, upstream_upgrade) {
+            (Some(client), Some(upstream)) => {
+                let metrics = self.state.metrics.clone();
+                let line = self.access.enabled().then(|| log.line(status, 0, 0, Some(log.started.elapsed())));
+                if let Some(line) = line {
+                    self.access.line(line);
+                }
+                tokio::spawn(proxied::tunnel(client, upstream, busy, revoked, metrics));
+                Ok(Response::from_parts(parts, empty()))
+            }
+            _ => {
+                let access = self.access.enabled().then(|| self.access.clone());
+                let metrics = self.state.metrics.clone();
+                let body = ProxiedBody::new(body, busy, revoked, metrics, read, log, status, access);
+                Ok(Response::from_parts(parts, body.boxed_unsync()))
+            }
+        }
+    }
+}
+
+/// The Host the client asked for: the `Host` header, or the URI's authority (HTTP/2).
+fn host_of<B>(req: &Request<B>) -> String {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// The berth key a request carries, and whether it came in `Authorization`.
+fn presented_key(headers: &http::HeaderMap) -> Option<(String, bool)> {
+    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        if let Some(token) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) {
+            let token = token.trim();
+            if !token.is_empty() {
+                return Some((token.to_string(), true));
+            }
+        }
+    }
+    let key = headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|k| !k.is_empty())?;
+    Some((key.to_string(), false))
+}
+
+fn share_redirect(path: &str, rest_query: &str, token: &str, expires_at: i64, tls: bool) -> Response<EdgeBody> {
+    let location = if rest_query.is_empty() { path.to_string() } else { format!("{path}?{rest_query}") };
+    let max_age = expires_at - berth_core::now_secs();
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::FOUND;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&share::set_cookie(token, max_age, tls)) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+/// The edge as a hyper service, one per connection.
+#[derive(Clone)]
+pub struct EdgeService {
+    edge: Arc<Edge>,
+    peer: Peer,
+}
+
+impl Service<Request<Incoming>> for EdgeService {
+    type Response = Response<EdgeBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<EdgeBody>, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let (edge, peer) = (self.edge.clone(), self.peer);
+        Box::pin(async move { Ok(edge.handle(req, peer).await) })
+    }
+}

@@ -1,0 +1,162 @@
+//! The steps lifecycle operations and the reconciler share: who acts, recording a
+//! status (record, audit event, edge routing table), and bringing a container up
+//! until its agent answers.
+
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use berth_core::{now_secs, size, InstanceId, Status, WorkspaceId};
+use berth_runtime::{InstanceSpec, Observed, RuntimeError};
+use berth_store::{EventRecord, InstanceRecord};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Who performs an operation; named in the audit trail.
+#[derive(Debug, Clone)]
+pub enum Actor {
+    /// A client of the hosting API, by its key.
+    Key(Auth),
+    /// The edge, waking a sleeping instance for a request to its URL.
+    Edge(WorkspaceId),
+    /// The reconciler.
+    Reconciler,
+}
+
+impl Actor {
+    /// The audit trail's name: `key:<id>`, `edge` or `reconciler`.
+    pub fn name(&self) -> String {
+        match self {
+            Actor::Key(a) => a.actor(),
+            Actor::Edge(_) => "edge".into(),
+            Actor::Reconciler => "reconciler".into(),
+        }
+    }
+
+    /// The workspace the actor may touch (`None`: any).
+    pub fn workspace(&self) -> Option<&WorkspaceId> {
+        match self {
+            Actor::Key(a) => Some(&a.workspace_id),
+            Actor::Edge(ws) => Some(ws),
+            Actor::Reconciler => None,
+        }
+    }
+}
+
+impl From<Auth> for Actor {
+    fn from(a: Auth) -> Self {
+        Actor::Key(a)
+    }
+}
+
+/// Runs `fut` on its own task so it completes even if the caller goes away.
+pub async fn detached<T: Send + 'static>(fut: impl Future<Output = ApiResult<T>> + Send + 'static) -> ApiResult<T> {
+    match tokio::spawn(fut).await {
+        Ok(r) => r,
+        Err(e) => Err(ApiError::Runtime(RuntimeError::Failed(format!("operation aborted: {e}")))),
+    }
+}
+
+/// What the runtime needs to run a record.
+pub fn spec_of(r: &InstanceRecord) -> InstanceSpec {
+    let mut env = r.env.clone();
+    if let Some(token) = &r.gateway_token {
+        env.insert("BERTH_GATEWAY_TOKEN".into(), token.clone());
+    }
+    InstanceSpec {
+        id: r.id.clone(),
+        workspace_id: r.workspace_id.clone(),
+        image: None,
+        size: size::lookup(r.size).unwrap_or(size::SIZES[0]),
+        env,
+    }
+}
+
+/// Writes a new status (and reason), appends the audit event and updates the
+/// edge's routing table. Leaving `stopped` clears the idle-stop mark.
+pub async fn set_status(
+    state: &AppState,
+    rec: &mut InstanceRecord,
+    to: Status,
+    actor: &Actor,
+    reason: Option<String>,
+) -> ApiResult<()> {
+    let from = rec.status;
+    rec.status = to;
+    rec.status_reason = if to == Status::Error { reason.clone() } else { None };
+    if to != Status::Stopped {
+        rec.idle_stopped = false;
+    }
+    rec.updated_at = now_secs();
+    state.store.update_instance(rec).await?;
+    state.routes.apply(rec);
+    if from != to || reason.is_some() {
+        let ev = EventRecord {
+            instance_id: rec.id.clone(),
+            at: rec.updated_at,
+            from: Some(from),
+            to,
+            actor: actor.name(),
+            reason,
+        };
+        state.store.record_event(&ev).await?;
+    }
+    Ok(())
+}
+
+/// The container is about to stop, restart or be replaced: the edge must not
+/// use its address any more.
+pub fn address_stale(state: &AppState, id: &InstanceId) {
+    state.routes.set_address(id, None, None);
+}
+
+/// Waits until the container runs and its agent answers `/health`; the edge
+/// learns the address it answered on.
+pub async fn wait_ready(state: &AppState, id: &InstanceId) -> Result<(), RuntimeError> {
+    let deadline = Instant::now() + state.settings.start_timeout;
+    let mut last = String::from("no answer yet");
+    while Instant::now() < deadline {
+        let cs = state.runtime.inspect(id).await?;
+        match cs.observed {
+            Observed::Exited { code, oom_killed } => {
+                let why = if oom_killed { " (out of memory)".to_string() } else { String::new() };
+                return Err(RuntimeError::Failed(format!(
+                    "the instance's main process exited with code {code}{why} while starting"
+                )));
+            }
+            Observed::Missing => {
+                return Err(RuntimeError::Failed("the instance's container disappeared while starting".into()))
+            }
+            Observed::Running => {
+                if let Some(addr) = cs.agent_addr {
+                    let url = format!("http://{addr}/health");
+                    match state.http.get(&url).timeout(Duration::from_secs(2)).send().await {
+                        Ok(resp) if resp.status().is_success() => {
+                            state.heartbeat(id);
+                            state.routes.set_address(id, Some(addr.ip()), None);
+                            return Ok(());
+                        }
+                        Ok(resp) => last = format!("agent answered {}", resp.status()),
+                        Err(e) => last = e.to_string(),
+                    }
+                }
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(RuntimeError::Failed(format!(
+        "the agent did not answer /health within {} s ({last})",
+        state.settings.start_timeout.as_secs()
+    )))
+}
+
+/// Makes sure a container exists (recreating it from the record when it was
+/// removed), starts it and waits for the agent.
+pub async fn bring_up(state: &AppState, rec: &InstanceRecord) -> Result<(), RuntimeError> {
+    address_stale(state, &rec.id);
+    if state.runtime.inspect(&rec.id).await?.observed == Observed::Missing {
+        state.runtime.create(&spec_of(rec)).await?;
+    }
+    state.runtime.start(&rec.id).await?;
+    wait_ready(state, &rec.id).await
+}

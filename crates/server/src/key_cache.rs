@@ -1,0 +1,76 @@
+//! Verified API keys, kept in memory. Both listeners authenticate every request
+//! and the edge must not touch the database on its hot path, so a key is read
+//! from the store once and then served from here. Deleting a key revokes it here
+//! at once and cancels its token, which closes every stream and WebSocket that
+//! was opened with it. A replica that learns of a revocation from elsewhere
+//! (database notifications) calls [`KeyCache::revoke`] the same way.
+
+use crate::auth::hash_secret;
+use berth_core::KeyId;
+use berth_store::{KeyRecord, Store, StoreError};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use tokio_util::sync::CancellationToken;
+
+/// Most keys kept; past this the cache starts over (keys are re-read on use).
+const MAX_ENTRIES: usize = 100_000;
+
+/// A key that verified, with the token its streams watch.
+#[derive(Debug)]
+pub struct VerifiedKey {
+    pub record: KeyRecord,
+    /// Cancelled when the key is revoked.
+    pub revoked: CancellationToken,
+}
+
+/// The cache of verified keys, by hash of the secret.
+pub struct KeyCache {
+    store: Arc<dyn Store>,
+    by_hash: RwLock<HashMap<String, Arc<VerifiedKey>>>,
+    /// Bumped by every revocation, so a lookup that raced one is not cached.
+    generation: AtomicU64,
+}
+
+impl KeyCache {
+    /// An empty cache over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store, by_hash: RwLock::default(), generation: AtomicU64::new(0) }
+    }
+
+    /// The key a secret belongs to, or `None` for an unknown secret.
+    pub async fn verify(&self, secret: &str) -> Result<Option<Arc<VerifiedKey>>, StoreError> {
+        let hash = hash_secret(secret);
+        if let Some(k) = self.by_hash.read().unwrap_or_else(|e| e.into_inner()).get(&hash) {
+            return Ok(Some(k.clone()));
+        }
+        loop {
+            let generation = self.generation.load(Ordering::Acquire);
+            let Some(record) = self.store.key_by_hash(&hash).await? else { return Ok(None) };
+            let mut map = self.by_hash.write().unwrap_or_else(|e| e.into_inner());
+            // A revocation since the read may concern this very key: read it again.
+            if self.generation.load(Ordering::Acquire) != generation {
+                continue;
+            }
+            if map.len() >= MAX_ENTRIES {
+                map.clear();
+            }
+            let key = Arc::new(VerifiedKey { record, revoked: CancellationToken::new() });
+            return Ok(Some(map.entry(hash).or_insert(key).clone()));
+        }
+    }
+
+    /// Forgets a key and closes everything opened with it.
+    pub fn revoke(&self, id: &KeyId) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let mut map = self.by_hash.write().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, k| {
+            if &k.record.id == id {
+                k.revoked.cancel();
+                false
+            } else {
+                true
+            }
+        });
+    }
+}
