@@ -10,7 +10,7 @@ pub struct CreateShare {
     /// The port to share (default: the instance's default port).
     #[serde(default)]
     pub port: Option<i64>,
-    /// Seconds the link works, 60 to 2592000 (default 3600).
+    /// Seconds the link works, 1 to 2592000 (default 3600).
     #[serde(default)]
     pub ttl_secs: Option<i64>,
 }

@@ -117,29 +117,6 @@ async fn the_edge_routes_authenticates_and_streams() {
     assert_eq!(r.status(), 409);
 }
 
-#[tokio::test]
-async fn a_cold_start_instance_idles_to_stopped_and_wakes_on_request() {
-    let s = TestServer::start().await;
-    let inst = s.create_instance(json!({"lifecycle": {"mode": "cold_start", "idle_timeout_secs": 60}})).await;
-    let id = inst["id"].as_str().unwrap().to_string();
-    assert_eq!(inst["lifecycle"], json!({"mode": "cold_start", "idle_timeout_secs": 60}));
-    // Stop it as idling would (waiting a minute is not a test).
-    let (st, _) = s.post(&format!("/v1/instances/{id}/stop"), json!({})).await;
-    assert_eq!(st, 200);
-    let host = format!("{}.localhost:{}", &id[5..], s.edge_port());
-    let r = s
-        .http()
-        .get(format!("{}/health", s.edge_base))
-        .header("host", &host)
-        .bearer_auth(&s.admin_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "the request waits for the wake-up");
-    let (_, got) = s.get(&format!("/v1/instances/{id}")).await;
-    assert_eq!(got["status"], "running");
-}
-
 /// A model that first asks for the `shell` tool, then answers with what it returned.
 async fn tool_calling_model() -> u16 {
     let app = axum::Router::new().route(

@@ -227,7 +227,10 @@ fn challenge_config(host: &str, digest: &[u8]) -> anyhow::Result<Arc<ServerConfi
     let cert = params.self_signed(&key)?;
     let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let provider = rustls::crypto::ring::default_provider();
-    let ck = CertifiedKey::from_der(vec![CertificateDer::from(cert.der().to_vec())], der, &provider)?;
+    // Not `from_der`: its key check parses the certificate with webpki, which refuses
+    // the critical acmeIdentifier extension this certificate exists to carry.
+    let signing_key = provider.key_provider.load_private_key(der)?;
+    let ck = CertifiedKey::new(vec![CertificateDer::from(cert.der().to_vec())], signing_key);
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()

@@ -100,6 +100,9 @@ pub struct ServerArgs {
     /// Seconds a connection with nothing in flight stays open.
     #[arg(long, env = "BERTH_IDLE_TIMEOUT_SECS", default_value_t = 75)]
     pub idle_timeout_secs: u64,
+    /// Shortest idle timeout a `cold_start` instance may ask for, in seconds.
+    #[arg(long, env = "BERTH_MIN_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub min_idle_timeout_secs: u64,
     /// Most connections open at once on each listener.
     #[arg(long, env = "BERTH_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,

@@ -91,7 +91,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     for s in store.all_active_shares(berth_core::now_secs()).await? {
         shares.add(&s);
     }
-    let tls = tls_acceptor(&args, &routes)?;
+    let (api_tls, tls) = tls_acceptors(&args, &routes)?;
     let state = AppState {
         keys: Arc::new(KeyCache::new(store.clone())),
         store,
@@ -106,6 +106,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             start_timeout: Duration::from_secs(args.start_timeout_secs),
             base_image: args.base_image.clone(),
             tls: tls.is_some(),
+            min_idle_timeout_secs: args.min_idle_timeout_secs,
         }),
         http: reqwest::Client::builder().no_proxy().build()?,
         heartbeats: Arc::default(),
@@ -122,7 +123,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, install = %install_id, "berth server listening");
-    println!("berth server listening on {scheme}://{}", listener.local_addr()?);
+    let api_scheme = if api_tls.is_some() { "https" } else { "http" };
+    println!("berth server listening on {api_scheme}://{}", listener.local_addr()?);
     let edge_listener = tokio::net::TcpListener::bind(args.edge_listen)
         .await
         .with_context(|| format!("binding the edge on {}", args.edge_listen))?;
@@ -148,7 +150,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let api = crate::routes::router(state);
     let api_serving = tokio::spawn(listen::serve(
         listener,
-        tls,
+        api_tls,
         limits,
         move |_peer| TowerToHyperService::new(api.clone()),
         stop_rx,
@@ -167,8 +169,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// TLS for both listeners when a certificate or an ACME directory is configured.
-fn tls_acceptor(args: &ServerArgs, routes: &Arc<EdgeRoutes>) -> anyhow::Result<Option<Arc<TlsAcceptor>>> {
+type Acceptors = (Option<Arc<TlsAcceptor>>, Option<Arc<TlsAcceptor>>);
+
+/// TLS of the hosting API (the certificate files) and of the edge (the files and,
+/// for instance hosts they do not cover, ACME).
+fn tls_acceptors(args: &ServerArgs, routes: &Arc<EdgeRoutes>) -> anyhow::Result<Acceptors> {
     let file = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let f = FileCert::load(cert.clone(), key.clone())?;
@@ -190,10 +195,9 @@ fn tls_acceptor(args: &ServerArgs, routes: &Arc<EdgeRoutes>) -> anyhow::Result<O
         )?),
         None => None,
     };
-    if file.is_none() && acme.is_none() {
-        return Ok(None);
-    }
-    Ok(Some(TlsAcceptor::new(file, acme)))
+    let api = file.clone().map(|f| TlsAcceptor::new(Some(f), None));
+    let edge = (file.is_some() || acme.is_some()).then(|| TlsAcceptor::new(file, acme));
+    Ok((api, edge))
 }
 
 /// Writes the edge's request times and counts to the database once a second.

@@ -28,6 +28,8 @@ pub struct Settings {
     pub base_image: String,
     /// Instance URLs are `https://` (TLS is configured on the edge).
     pub tls: bool,
+    /// Shortest `idle_timeout_secs` a `cold_start` instance may ask for.
+    pub min_idle_timeout_secs: u64,
 }
 
 /// Shared state of the server.

@@ -15,6 +15,9 @@ pub struct ServerOptions {
     pub extra_args: Vec<String>,
     /// Host both listeners bind to (default `127.0.0.1`).
     pub listen_host: String,
+    /// PEM of the CA behind `--tls-cert`: the hosting API is then https and the
+    /// test client trusts this CA.
+    pub api_ca: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -23,6 +26,7 @@ impl Default for ServerOptions {
             base_image: std::env::var("BERTH_TEST_IMAGE").unwrap_or_else(|_| "berth-test/busybox:latest".into()),
             extra_args: vec![],
             listen_host: "127.0.0.1".into(),
+            api_ca: None,
         }
     }
 }
@@ -89,17 +93,22 @@ impl TestServer {
         let data = tempfile::Builder::new().prefix("berth-test-").tempdir().expect("tempdir");
         let port = free_port();
         let edge_port = free_port();
+        let scheme = if opts.api_ca.is_some() { "https" } else { "http" };
+        let mut http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(180));
+        if let Some(pem) = &opts.api_ca {
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).expect("CA PEM"));
+        }
         let mut s = TestServer {
             child: None,
             data,
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("{scheme}://127.0.0.1:{port}"),
             port,
-            edge_base: format!("http://127.0.0.1:{edge_port}"),
+            edge_base: format!("{scheme}://127.0.0.1:{edge_port}"),
             edge_port,
             admin_key: format!("sk_test{}", berth_core::ids::random_label(24)),
             install_id: format!("test-{}", berth_core::ids::random_label(10)),
             opts,
-            http: reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(180)).build().expect("client"),
+            http: http.build().expect("client"),
         };
         s.spawn().await;
         s

@@ -36,8 +36,8 @@ pub struct ValidCreate {
 /// Most extra ports one instance may expose.
 pub const MAX_EXPOSED: usize = 16;
 
-/// Checks a create body.
-pub fn create(body: CreateInstance) -> Result<ValidCreate, ApiError> {
+/// Checks a create body; `min_idle_secs` is the shortest `idle_timeout_secs` allowed.
+pub fn create(body: CreateInstance, min_idle_secs: u64) -> Result<ValidCreate, ApiError> {
     let template = match body.template {
         None => super::SYSTEM_TEMPLATE.to_string(),
         Some(t) if t == super::SYSTEM_TEMPLATE => t,
@@ -65,7 +65,7 @@ pub fn create(body: CreateInstance) -> Result<ValidCreate, ApiError> {
         env: env(body.env.as_ref())?.unwrap_or_default(),
         budget_cap_usd,
         topup_micros,
-        lifecycle: lifecycle(body.lifecycle)?,
+        lifecycle: lifecycle(body.lifecycle, min_idle_secs)?,
         expose: expose(body.expose.as_ref())?.unwrap_or_default(),
     })
 }
@@ -248,7 +248,7 @@ fn expose(value: Option<&Value>) -> Result<Option<Vec<u16>>, ApiError> {
     Ok(Some(ports))
 }
 
-fn lifecycle(l: Option<Lifecycle>) -> Result<Lifecycle, ApiError> {
+fn lifecycle(l: Option<Lifecycle>, min_idle_secs: u64) -> Result<Lifecycle, ApiError> {
     let Some(l) = l else { return Ok(Lifecycle::default()) };
     match (l.mode.as_str(), l.idle_timeout_secs) {
         ("always_on", None) => Ok(l),
@@ -256,11 +256,12 @@ fn lifecycle(l: Option<Lifecycle>) -> Result<Lifecycle, ApiError> {
             "lifecycle.idle_timeout_secs",
             "`idle_timeout_secs` applies only to mode `cold_start`",
         )),
-        ("cold_start", Some(t)) if (60..=30 * 24 * 3600).contains(&t) => Ok(l),
-        ("cold_start", None) => Ok(Lifecycle { mode: l.mode, idle_timeout_secs: Some(900) }),
-        ("cold_start", Some(_)) => {
-            Err(ApiError::invalid("lifecycle.idle_timeout_secs", "`idle_timeout_secs` must be between 60 and 2592000"))
-        }
+        ("cold_start", Some(t)) if (min_idle_secs..=30 * 24 * 3600).contains(&t) => Ok(l),
+        ("cold_start", None) => Ok(Lifecycle { mode: l.mode, idle_timeout_secs: Some(900.max(min_idle_secs)) }),
+        ("cold_start", Some(_)) => Err(ApiError::invalid(
+            "lifecycle.idle_timeout_secs",
+            format!("`idle_timeout_secs` must be between {min_idle_secs} and 2592000"),
+        )),
         (m, _) => Err(ApiError::invalid(
             "lifecycle.mode",
             format!("unknown lifecycle mode `{}`; modes are always_on and cold_start", clip(m)),
@@ -282,7 +283,7 @@ mod tests {
 
     #[test]
     fn empty_body_gets_defaults() {
-        let v = create(CreateInstance::default()).unwrap();
+        let v = create(CreateInstance::default(), 60).unwrap();
         assert_eq!(v.template, "berth-agent");
         assert_eq!(v.size.size, 1);
         assert_eq!(v.region, "local");
@@ -291,7 +292,7 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
-        let bad = |body: CreateInstance| field_of(create(body).unwrap_err());
+        let bad = |body: CreateInstance| field_of(create(body, 60).unwrap_err());
         assert_eq!(bad(CreateInstance { size: Some(3), ..Default::default() }), "size");
         assert_eq!(bad(CreateInstance { name: Some("x".repeat(101)), ..Default::default() }), "name");
         assert_eq!(
@@ -307,7 +308,7 @@ mod tests {
         assert_eq!(bad(CreateInstance { expose: Some(json!([70000])), ..Default::default() }), "expose[0]");
         assert_eq!(bad(CreateInstance { expose: Some(json!("8080")), ..Default::default() }), "expose");
         assert_eq!(
-            create(CreateInstance { expose: Some(json!([8080, 9000])), ..Default::default() }).unwrap().expose,
+            create(CreateInstance { expose: Some(json!([8080, 9000])), ..Default::default() }, 60).unwrap().expose,
             vec![8080, 9000]
         );
         let many: serde_json::Map<_, _> = (0..51).map(|i| (format!("k{i}"), json!("v"))).collect();

@@ -34,7 +34,7 @@ pub async fn create(
     auth: Auth,
     ApiJson(body): ApiJson<CreateInstance>,
 ) -> ApiResult<(StatusCode, Json<Instance>)> {
-    let valid = validate::create(body)?;
+    let valid = validate::create(body, state.settings.min_idle_timeout_secs)?;
     let settings = state.settings.clone();
     let rec = ops::detached(ops::create(state, auth, valid)).await?;
     Ok((StatusCode::CREATED, Json(present::instance(&settings, &rec))))

@@ -183,7 +183,12 @@ pub async fn health(
             let started = Instant::now();
             let resp =
                 state.http.get(format!("http://{addr}/health")).timeout(Duration::from_secs(2)).send().await.ok()?;
-            resp.status().is_success().then(|| started.elapsed().as_secs_f64() * 1000.0)
+            if !resp.status().is_success() {
+                return None;
+            }
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            Some((ms, body["turn_running"].as_bool().unwrap_or(false)))
         };
         let (stats, probe, disk) = tokio::join!(state.runtime.stats(&rec.id), probe, disk_usage_mb(&state, &rec));
         if let Ok(s) = stats {
@@ -196,8 +201,10 @@ pub async fn health(
             h.network_rx_bytes = s.network_rx_bytes;
             h.network_tx_bytes = s.network_tx_bytes;
         }
-        if let Some(ms) = probe {
+        if let Some((ms, turn_running)) = probe {
             state.heartbeat(&rec.id);
+            state.activity.of(&rec.id).set_turn_running(turn_running);
+            h.turn_running = turn_running;
             h.gateway = GatewayHealth { ok: true, response_time_ms: Some((ms * 100.0).round() / 100.0) };
         }
         h.disk_mb = disk.unwrap_or(0.0);

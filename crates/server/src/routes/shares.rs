@@ -15,7 +15,7 @@ use berth_runtime::AGENT_PORT;
 use berth_store::{InstanceRecord, ShareRecord};
 
 /// Shortest and longest share link lifetimes, and the default.
-const TTL_MIN: i64 = 60;
+const TTL_MIN: i64 = 1;
 const TTL_MAX: i64 = 30 * 24 * 3600;
 const TTL_DEFAULT: i64 = 3600;
 
