@@ -4,7 +4,10 @@
   1. Small fixed response (the agent's GET /health, ~90 bytes): req/s and p50/p99 latency
      with `wrk -t1 -c16` directly to the agent, through berth's edge, and through nginx
      (Debian's nginx-light as a keep-alive reverse proxy to the same agent: proxy_http_version
-     1.1, upstream keepalive). Rounds interleave the three targets; medians are reported.
+     1.1, upstream keepalive, `worker_processes auto` as Debian ships it; berth with its
+     default edge threads, one per core). Rounds interleave the three targets; medians are
+     reported. Also the CPU time each proxy spends per request (from /proc), and the
+     latency of one connection at a time (`wrk -c1`), where added latency is not queueing.
   2. SSE time to first event and WebSocket echo round trip, direct vs through the edge
      (an asyncio SSE + WebSocket server inside a Debian instance, on an exposed port).
   3. Cold wake: request in -> first byte for an idle-stopped cold_start instance (p50).
@@ -108,6 +111,16 @@ class Api:
             return json.loads(r.read() or b"null")
 
 
+def cpu_secs(pids):
+    """User + system CPU seconds of processes (all their threads)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(url, headers, secs, conns):
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{secs}s", "--latency", url]
     for h in headers:
@@ -121,7 +134,9 @@ def wrk(url, headers, secs, conns):
         return float(m.group(1)) * unit[m.group(2)]
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50": pct(50), "p99": pct(99), "non2xx": int(errors.group(1)) if errors else 0}
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    return {"rps": rps, "p50": pct(50), "p99": pct(99), "non2xx": int(errors.group(1)) if errors else 0,
+            "requests": total}
 
 
 def http_first_byte(host_port, host_header, path, headers=()):
@@ -199,6 +214,8 @@ class Bench:
                "--base-image", "debian:bookworm-slim", "--agent-bin", a.agent_bin,
                "--network", "berth-bench", "--reconcile-interval-ms", "300", "--min-idle-timeout-secs", "1",
                "--access-log", os.path.join(self.tmp, "access.log")]
+        if a.edge_threads:
+            cmd += ["--edge-threads", str(a.edge_threads)]
         env = dict(os.environ, BERTH_ADMIN_KEY=self.key, BERTH_INSTALL_ID=self.install, RUST_LOG="warn")
         self.server = subprocess.Popen(cmd, env=env, stdout=open(os.path.join(self.tmp, "server.log"), "w"),
                                        stderr=subprocess.STDOUT)
@@ -217,7 +234,7 @@ class Bench:
         conf = os.path.join(self.tmp, "nginx.conf")
         with open(conf, "w") as f:
             f.write(f"""
-worker_processes 1;
+worker_processes {self.args.nginx_workers};
 pid {self.tmp}/nginx.pid;
 error_log {self.tmp}/nginx-error.log;
 events {{ worker_connections 4096; }}
@@ -275,16 +292,28 @@ http {{
                            [f"Host: {host}", f"Authorization: Bearer {self.key}"]),
             "nginx": (f"http://127.0.0.1:{self.nginx_port}/health", []),
         }
+        master = self.procs[-1].pid
+        nginx_pids = [master] + [int(p) for p in subprocess.run(["pgrep", "-P", str(master)], capture_output=True,
+                                                                text=True).stdout.split()]
+        procs = {"direct": [], "berth edge": [self.server.pid], "nginx": nginx_pids}
         results = {k: [] for k in targets}
+        single = {k: [] for k in targets}
         for name, (url, hdrs) in targets.items():  # warm-up
             wrk(url, hdrs, 2, a.connections)
         for rnd in range(a.rounds):
             for name, (url, hdrs) in targets.items():
+                before = cpu_secs(procs[name])
                 r = wrk(url, hdrs, a.seconds, a.connections)
+                r["cpu_us"] = (cpu_secs(procs[name]) - before) / r["requests"] * 1e6 if procs[name] else 0.0
                 assert r["non2xx"] == 0, (name, r)
                 results[name].append(r)
                 log(f"round {rnd + 1} {name}: {r['rps']:.0f} req/s p50 {r['p50'] * 1000:.0f} us")
-        med = {k: {m: statistics.median(x[m] for x in v) for m in ("rps", "p50", "p99")} for k, v in results.items()}
+                single[name].append(wrk(url, hdrs, max(2, a.seconds // 2), 1))
+        med = {k: {m: statistics.median(x[m] for x in v) for m in ("rps", "p50", "p99", "cpu_us")}
+               for k, v in results.items()}
+        for k, v in single.items():
+            med[k]["c1_p50"] = statistics.median(x["p50"] for x in v)
+            med[k]["c1_p99"] = statistics.median(x["p99"] for x in v)
 
         # SSE and WebSockets against an asyncio app in a Debian instance.
         app = self.api.call("POST", "/v1/instances", {"expose": [8080]})
@@ -339,13 +368,16 @@ http {{
         d, b, n = med["direct"], med["berth edge"], med["nginx"]
         print(f"\n## Edge benchmark ({a.rounds} rounds x {a.seconds} s, wrk -t1 -c{a.connections}, "
               f"GET /health of the agent, {os.cpu_count()} cores)\n")
-        print("| target | req/s | p50 | p99 |")
-        print("|---|---|---|---|")
+        print("| target | req/s (c16) | p50 (c16) | p99 (c16) | proxy CPU per request | p50 (c1) | p99 (c1) |")
+        print("|---|---|---|---|---|---|---|")
         for name, m in med.items():
-            print(f"| {name} | {m['rps']:.0f} | {m['p50'] * 1000:.0f} us | {m['p99'] * 1000:.0f} us |")
+            cpu = f"{m['cpu_us']:.1f} us" if m["cpu_us"] else "-"
+            print(f"| {name} | {m['rps']:.0f} | {m['p50'] * 1000:.0f} us | {m['p99'] * 1000:.0f} us | {cpu} | "
+                  f"{m['c1_p50'] * 1000:.0f} us | {m['c1_p99'] * 1000:.0f} us |")
         print(f"\nberth / nginx req/s: {b['rps'] / n['rps']:.2f}x (goal >= 1.2x); "
-              f"added p50 over direct: berth {(b['p50'] - d['p50']) * 1000:.0f} us (goal <= 80 us), "
-              f"nginx {(n['p50'] - d['p50']) * 1000:.0f} us\n")
+              f"added p50 over direct, one connection: berth {(b['c1_p50'] - d['c1_p50']) * 1000:.0f} us "
+              f"(goal <= 80 us), nginx {(n['c1_p50'] - d['c1_p50']) * 1000:.0f} us; under load (c16): "
+              f"berth {(b['p50'] - d['p50']) * 1000:.0f} us, nginx {(n['p50'] - d['p50']) * 1000:.0f} us\n")
         ms = lambda xs: f"{statistics.median(xs) * 1000:.2f} ms"
         print("| | direct | through the edge |")
         print("|---|---|---|")
@@ -368,6 +400,8 @@ def main():
     p.add_argument("--samples", type=int, default=20)
     p.add_argument("--wakes", type=int, default=10)
     p.add_argument("--websockets", type=int, default=1000)
+    p.add_argument("--nginx-workers", default="auto", help="nginx worker_processes (Debian's default: auto)")
+    p.add_argument("--edge-threads", type=int, help="berth --edge-threads (default: berth's, one per core)")
     args = p.parse_args()
     for tool in ("wrk", "nginx", "docker"):
         if not shutil.which(tool):

@@ -39,7 +39,12 @@ pub fn generate_secret() -> String {
 
 /// What is stored instead of the secret.
 pub fn hash_secret(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
+    hex::encode(secret_digest(secret))
+}
+
+/// SHA-256 of a secret (the stored hash is its hex form).
+pub fn secret_digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
 }
 
 /// The displayable start of a secret.

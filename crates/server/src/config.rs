@@ -100,6 +100,9 @@ pub struct ServerArgs {
     /// Seconds a connection with nothing in flight stays open.
     #[arg(long, env = "BERTH_IDLE_TIMEOUT_SECS", default_value_t = 75)]
     pub idle_timeout_secs: u64,
+    /// Threads serving the edge (each a single-threaded runtime); default: one per core.
+    #[arg(long, env = "BERTH_EDGE_THREADS")]
+    pub edge_threads: Option<usize>,
     /// Shortest idle timeout a `cold_start` instance may ask for, in seconds.
     #[arg(long, env = "BERTH_MIN_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub min_idle_timeout_secs: u64,

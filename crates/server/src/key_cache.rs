@@ -5,7 +5,7 @@
 //! was opened with it. A replica that learns of a revocation from elsewhere
 //! (database notifications) calls [`KeyCache::revoke`] the same way.
 
-use crate::auth::hash_secret;
+use crate::auth::secret_digest;
 use berth_core::KeyId;
 use berth_store::{KeyRecord, Store, StoreError};
 use std::collections::HashMap;
@@ -24,10 +24,10 @@ pub struct VerifiedKey {
     pub revoked: CancellationToken,
 }
 
-/// The cache of verified keys, by hash of the secret.
+/// The cache of verified keys, by SHA-256 of the secret.
 pub struct KeyCache {
     store: Arc<dyn Store>,
-    by_hash: RwLock<HashMap<String, Arc<VerifiedKey>>>,
+    by_digest: RwLock<HashMap<[u8; 32], Arc<VerifiedKey>>>,
     /// Bumped by every revocation, so a lookup that raced one is not cached.
     generation: AtomicU64,
 }
@@ -35,19 +35,24 @@ pub struct KeyCache {
 impl KeyCache {
     /// An empty cache over `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store, by_hash: RwLock::default(), generation: AtomicU64::new(0) }
+        Self { store, by_digest: RwLock::default(), generation: AtomicU64::new(0) }
+    }
+
+    /// The key a secret belongs to, if it verified before (no database access).
+    pub fn cached(&self, secret: &str) -> Option<Arc<VerifiedKey>> {
+        self.by_digest.read().unwrap_or_else(|e| e.into_inner()).get(&secret_digest(secret)).cloned()
     }
 
     /// The key a secret belongs to, or `None` for an unknown secret.
     pub async fn verify(&self, secret: &str) -> Result<Option<Arc<VerifiedKey>>, StoreError> {
-        let hash = hash_secret(secret);
-        if let Some(k) = self.by_hash.read().unwrap_or_else(|e| e.into_inner()).get(&hash) {
+        let digest = secret_digest(secret);
+        if let Some(k) = self.by_digest.read().unwrap_or_else(|e| e.into_inner()).get(&digest) {
             return Ok(Some(k.clone()));
         }
         loop {
             let generation = self.generation.load(Ordering::Acquire);
-            let Some(record) = self.store.key_by_hash(&hash).await? else { return Ok(None) };
-            let mut map = self.by_hash.write().unwrap_or_else(|e| e.into_inner());
+            let Some(record) = self.store.key_by_hash(&hex::encode(digest)).await? else { return Ok(None) };
+            let mut map = self.by_digest.write().unwrap_or_else(|e| e.into_inner());
             // A revocation since the read may concern this very key: read it again.
             if self.generation.load(Ordering::Acquire) != generation {
                 continue;
@@ -56,14 +61,14 @@ impl KeyCache {
                 map.clear();
             }
             let key = Arc::new(VerifiedKey { record, revoked: CancellationToken::new() });
-            return Ok(Some(map.entry(hash).or_insert(key).clone()));
+            return Ok(Some(map.entry(digest).or_insert(key).clone()));
         }
     }
 
     /// Forgets a key and closes everything opened with it.
     pub fn revoke(&self, id: &KeyId) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        let mut map = self.by_hash.write().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.by_digest.write().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, k| {
             if &k.record.id == id {
                 k.revoked.cancel();

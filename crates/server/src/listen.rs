@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::either::Either;
 use tokio_util::task::TaskTracker;
 
@@ -128,44 +128,66 @@ struct Tracked<S> {
     conn: Arc<ConnState>,
 }
 
-type BoxFut<T> = Pin<Box<dyn Future<Output = Result<T, Infallible>> + Send>>;
+/// The future of a [`Tracked`] service: the inner one, then its body wrapped.
+pub struct TrackedFuture<F> {
+    inner: F,
+    guard: Option<InflightGuard>,
+}
+
+impl<F, B> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, Infallible>> + Unpin,
+{
+    type Output = Result<Response<TrackedBody<B>>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let resp = match Pin::new(&mut self.inner).poll(cx) {
+            Poll::Ready(Ok(resp)) => resp,
+            Poll::Ready(Err(never)) => match never {},
+            Poll::Pending => return Poll::Pending,
+        };
+        let guard = self.guard.take().expect("polled after completion");
+        Poll::Ready(Ok(resp.map(|inner| TrackedBody { inner, _guard: guard })))
+    }
+}
 
 impl<S, B> Service<Request<Incoming>> for Tracked<S>
 where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
-    S::Future: Send + 'static,
+    S::Future: Send + Unpin + 'static,
     B: Body<Data = Bytes> + Unpin + Send + 'static,
 {
     type Response = Response<TrackedBody<B>>;
     type Error = Infallible;
-    type Future = BoxFut<Self::Response>;
+    type Future = TrackedFuture<S::Future>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let guard = InflightGuard::new(&self.conn);
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let resp = fut.await?;
-            Ok(resp.map(|inner| TrackedBody { inner, _guard: guard }))
-        })
+        TrackedFuture { inner: self.inner.call(req), guard: Some(guard) }
     }
 }
 
-/// Serves `listener` until `shutdown` turns true, then waits up to `grace` for
-/// in-flight requests. `make` builds the service of each connection.
-pub async fn serve<M, S, B>(
-    listener: TcpListener,
-    tls: Option<Arc<TlsAcceptor>>,
-    limits: ConnLimits,
-    make: M,
-    mut shutdown: watch::Receiver<bool>,
-    grace: Duration,
-) where
-    M: Fn(Peer) -> S + Send + Sync + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + Sync + 'static,
+/// Boxes a service's futures (so they are `Unpin`), for services off the hot path.
+#[derive(Clone)]
+pub struct Boxed<S>(pub S);
+
+type BoxFut<T> = Pin<Box<dyn Future<Output = Result<T, Infallible>> + Send>>;
+
+impl<S, R> Service<Request<Incoming>> for Boxed<S>
+where
+    S: Service<Request<Incoming>, Response = R, Error = Infallible>,
     S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Unpin + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    type Response = R;
+    type Error = Infallible;
+    type Future = BoxFut<R>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        Box::pin(self.0.call(req))
+    }
+}
+
+fn http_builder(limits: &ConnLimits) -> Arc<auto::Builder<TokioExecutor>> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
     builder
@@ -174,9 +196,18 @@ pub async fn serve<M, S, B>(
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20))
         .max_concurrent_streams(256);
-    let builder = Arc::new(builder);
+    Arc::new(builder)
+}
+
+/// Accepts connections until `shutdown`, handing each (with its slot of the
+/// connection cap) to `dispatch`.
+async fn accept_loop(
+    listener: TcpListener,
+    limits: ConnLimits,
+    shutdown: &mut watch::Receiver<bool>,
+    mut dispatch: impl FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit),
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let tracker = TaskTracker::new();
     loop {
         let (tcp, addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -188,38 +219,139 @@ pub async fn serve<M, S, B>(
                     continue;
                 }
             },
-            _ = stopped(&mut shutdown) => break,
+            _ = stopped(shutdown) => break,
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::warn!(peer = %addr, "too many open connections; closing a new one");
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let tls = tls.clone();
-        let builder = builder.clone();
-        let conn = Arc::new(ConnState::new());
-        let svc = Tracked { inner: make(Peer { addr, tls: tls.is_some() }), conn: conn.clone() };
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            let io = match tls {
-                None => Either::Left(tcp),
-                Some(tls) => match tokio::time::timeout(limits.header_read_timeout, tls.accept(tcp)).await {
-                    Ok(Ok(stream)) => Either::Right(stream),
-                    Ok(Err(e)) => {
-                        tracing::debug!(peer = %addr, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                },
-            };
-            drive(builder, io, svc, conn, limits, shutdown).await;
-            drop(slot);
-        });
+        dispatch(tcp, addr, slot);
     }
+}
+
+/// Serves one accepted connection: TLS handshake, then HTTP until it ends.
+#[allow(clippy::too_many_arguments)]
+async fn serve_connection<S, B>(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    slot: OwnedSemaphorePermit,
+    tls: Option<Arc<TlsAcceptor>>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    svc: S,
+    limits: ConnLimits,
+    shutdown: watch::Receiver<bool>,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + Sync + 'static,
+    S::Future: Send + Unpin + 'static,
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let io = match tls {
+        None => Either::Left(tcp),
+        Some(tls) => match tokio::time::timeout(limits.header_read_timeout, tls.accept(tcp)).await {
+            Ok(Ok(stream)) => Either::Right(stream),
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %addr, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => return,
+        },
+    };
+    let conn = Arc::new(ConnState::new());
+    let svc = Tracked { inner: svc, conn: conn.clone() };
+    drive(builder, io, svc, conn, limits, shutdown).await;
+    drop(slot);
+}
+
+/// Serves `listener` on the current runtime until `shutdown` turns true, then
+/// waits up to `grace` for in-flight requests. `make` builds each connection's service.
+pub async fn serve<M, S, B>(
+    listener: TcpListener,
+    tls: Option<Arc<TlsAcceptor>>,
+    limits: ConnLimits,
+    make: M,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) where
+    M: Fn(Peer) -> S + Send + Sync + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + Sync + 'static,
+    S::Future: Send + Unpin + 'static,
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let builder = http_builder(&limits);
+    let tracker = TaskTracker::new();
+    let stop = shutdown.clone();
+    accept_loop(listener, limits, &mut shutdown, |tcp, addr, slot| {
+        let svc = make(Peer { addr, tls: tls.is_some() });
+        let conn = serve_connection(tcp, addr, slot, tls.clone(), builder.clone(), svc, limits, stop.clone());
+        tracker.spawn(conn);
+    })
+    .await;
     tracker.close();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!("connections still open after {} s; closing them", grace.as_secs());
     }
+}
+
+/// Like [`serve`], but connections are served on `makes.len()` threads of their
+/// own, each a single-threaded runtime with its own service maker: a request is
+/// read, handled and answered on one thread, with no cross-thread wakeups. The
+/// accept loop runs on the current runtime and deals connections round-robin.
+pub async fn serve_on_threads<M, S, B>(
+    listener: TcpListener,
+    tls: Option<Arc<TlsAcceptor>>,
+    limits: ConnLimits,
+    makes: Vec<M>,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) -> std::io::Result<()>
+where
+    M: Fn(Peer) -> S + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + Sync + 'static,
+    S::Future: Send + Unpin + 'static,
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Handoff = (std::net::TcpStream, SocketAddr, OwnedSemaphorePermit);
+    let mut senders = Vec::new();
+    let mut done = Vec::new();
+    for (i, make) in makes.into_iter().enumerate() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Handoff>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (tls, stop, builder) = (tls.clone(), shutdown.clone(), http_builder(&limits));
+        std::thread::Builder::new().name(format!("edge-{i}")).spawn(move || {
+            rt.block_on(async move {
+                let tracker = TaskTracker::new();
+                while let Some((tcp, addr, slot)) = rx.recv().await {
+                    let Ok(tcp) = TcpStream::from_std(tcp) else { continue };
+                    let svc = make(Peer { addr, tls: tls.is_some() });
+                    let conn =
+                        serve_connection(tcp, addr, slot, tls.clone(), builder.clone(), svc, limits, stop.clone());
+                    tracker.spawn(conn);
+                }
+                tracker.close();
+                let _ = tokio::time::timeout(grace, tracker.wait()).await;
+                let _ = done_tx.send(());
+            });
+        })?;
+        senders.push(tx);
+        done.push(done_rx);
+    }
+    let mut next = 0usize;
+    accept_loop(listener, limits, &mut shutdown, |tcp, addr, slot| {
+        let Ok(tcp) = tcp.into_std() else { return };
+        let _ = senders[next % senders.len()].send((tcp, addr, slot));
+        next = next.wrapping_add(1);
+    })
+    .await;
+    drop(senders);
+    if tokio::time::timeout(grace, futures_util::future::join_all(done)).await.is_err() {
+        tracing::warn!("connections still open after {} s; closing them", grace.as_secs());
+    }
+    Ok(())
 }
 
 type Io = Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
@@ -233,7 +365,7 @@ async fn drive<S, B>(
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + Sync + 'static,
-    S::Future: Send + 'static,
+    S::Future: Send + Unpin + 'static,
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {

@@ -6,7 +6,7 @@ use crate::activity::Activity;
 use crate::config::{RuntimeKind, ServerArgs};
 use crate::edge::access_log::{AccessLog, AccessLogTarget};
 use crate::edge::share::Shares;
-use crate::edge::{Edge, EdgeConfig, EdgeRoutes};
+use crate::edge::{Edge, EdgeConfig, EdgeRoutes, EdgeShared};
 use crate::key_cache::KeyCache;
 use crate::listen;
 use crate::locks::InstanceLocks;
@@ -136,14 +136,26 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     );
     let access = AccessLog::open(&args.access_log.parse().unwrap_or(AccessLogTarget::Stderr))
         .with_context(|| format!("opening the access log {}", args.access_log))?;
-    let edge = Edge::new(state.clone(), access, EdgeConfig { body_limit: args.edge_body_limit_mb * 1024 * 1024 });
+    let shared = EdgeShared::new(
+        state.clone(),
+        access,
+        EdgeConfig { body_limit: args.edge_body_limit_mb * 1024 * 1024 },
+        tokio::runtime::Handle::current(),
+    );
+    let threads = args.edge_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let makes: Vec<_> = (0..threads.max(1))
+        .map(|_| {
+            let edge = Edge::new(&shared);
+            move |peer| edge.service(peer)
+        })
+        .collect();
     let limits = args.conn_limits();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let edge_serving = tokio::spawn(listen::serve(
+    let edge_serving = tokio::spawn(listen::serve_on_threads(
         edge_listener,
         tls.clone(),
         limits,
-        move |peer| edge.service(peer),
+        makes,
         stop_rx.clone(),
         SHUTDOWN_GRACE,
     ));
@@ -152,7 +164,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         listener,
         api_tls,
         limits,
-        move |_peer| TowerToHyperService::new(api.clone()),
+        move |_peer| listen::Boxed(TowerToHyperService::new(api.clone())),
         stop_rx,
         SHUTDOWN_GRACE,
     ));
@@ -162,6 +174,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down: finishing in-flight requests");
     let _ = stop_tx.send(true);
     let _ = tokio::join!(api_serving, edge_serving);
+    shared.access.close();
     if let Some(interface) = shielded {
         crate::firewall::unshield(&interface, &exposed);
     }

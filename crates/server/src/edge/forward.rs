@@ -1,39 +1,16 @@
-//! Forwarding to an instance: header rewriting, the pooled keep-alive client,
-//! bodies streamed both ways without buffering (with a size limit on requests),
-//! and pass-through of WebSocket (any HTTP/1.1) upgrades.
+//! Forwarding to an instance: header rewriting, the request to send (bodies
+//! streamed without buffering, with a size limit), and what marks an upgrade.
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
-
-/// The client the edge forwards with: keep-alive connections pooled per instance address.
-pub type Upstream = Client<HttpConnector, LimitedBody>;
-
-/// A new pooled client.
-pub fn upstream_client() -> Upstream {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_secs(5)));
-    http.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .set_host(false)
-        .build(http)
-}
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus the ones proxies drop by convention.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -91,15 +68,36 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// What the edge knows about the client of a connection (computed once per connection).
+pub struct ClientInfo {
+    /// The client's address, for `X-Forwarded-For` and `X-Real-IP`.
+    pub ip: HeaderValue,
+    /// The client as a `Forwarded` node (`1.2.3.4`, `"[::1]"`).
+    pub node: String,
+    pub tls: bool,
+}
+
+impl ClientInfo {
+    /// The forwarding facts of a connection from `peer`.
+    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        let ip = peer.ip().to_canonical();
+        let node = match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        };
+        let ip = HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self { ip, node, tls }
+    }
+}
+
 /// What the edge knows about a request it forwards.
 pub struct Forwarding<'a> {
-    pub peer: SocketAddr,
-    pub tls: bool,
+    pub client: &'a ClientInfo,
     /// The Host the client asked for (with port).
     pub host: &'a str,
-    pub request_id: &'a str,
-    /// Replaces the client's credentials (the agent's port), when set.
-    pub gateway_token: Option<&'a str>,
+    pub request_id: &'a HeaderValue,
+    /// `Bearer {token}` replacing the client's credentials (the agent's port), when set.
+    pub gateway_auth: Option<&'a HeaderValue>,
     /// The client's `Authorization` carried its berth key (so it is not forwarded).
     pub key_in_authorization: bool,
     /// The value of `Upgrade` to keep, for an upgrade request.
@@ -113,44 +111,42 @@ pub fn rewrite_request(headers: &mut HeaderMap, f: &Forwarding<'_>) {
         headers.remove(h);
     }
     headers.remove(&X_API_KEY);
-    if f.key_in_authorization || f.gateway_token.is_some() {
-        headers.remove(header::AUTHORIZATION);
-    }
-    if let Some(token) = f.gateway_token {
-        if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
-            headers.insert(header::AUTHORIZATION, v);
+    match f.gateway_auth {
+        Some(v) => {
+            headers.insert(header::AUTHORIZATION, v.clone());
         }
+        None if f.key_in_authorization => {
+            headers.remove(header::AUTHORIZATION);
+        }
+        None => {}
     }
     if let Some(cookie) = headers.get(header::COOKIE).and_then(|v| v.to_str().ok()) {
-        if super::share::cookie_token(cookie).is_some() {
+        if super::share::cookie_tokens(cookie).next().is_some() {
             match super::share::strip_cookie(cookie).and_then(|c| HeaderValue::from_str(&c).ok()) {
                 Some(v) => headers.insert(header::COOKIE, v),
                 None => headers.remove(header::COOKIE),
             };
         }
     }
-    let proto = if f.tls { "https" } else { "http" };
-    let ip = f.peer.ip();
-    let ip = ip.to_canonical();
-    if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
-        headers.insert(FORWARDING[0].clone(), v.clone());
-        headers.insert(FORWARDING[3].clone(), v);
-    }
-    headers.insert(FORWARDING[1].clone(), HeaderValue::from_static(if f.tls { "https" } else { "http" }));
-    if let Ok(v) = HeaderValue::from_str(f.host) {
-        headers.insert(FORWARDING[2].clone(), v.clone());
-        headers.insert(header::HOST, v);
-    }
-    let node = match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    let proto = if f.client.tls { "https" } else { "http" };
+    headers.insert(FORWARDING[0].clone(), f.client.ip.clone());
+    headers.insert(FORWARDING[3].clone(), f.client.ip.clone());
+    headers.insert(FORWARDING[1].clone(), HeaderValue::from_static(proto));
+    // HTTP/1.1 clients sent a Host (kept as is); an HTTP/2 client's :authority becomes one.
+    let host = match headers.get(header::HOST) {
+        Some(v) => Some(v.clone()),
+        None => HeaderValue::from_str(f.host).ok().inspect(|v| {
+            headers.insert(header::HOST, v.clone());
+        }),
     };
-    if let Ok(v) = HeaderValue::from_str(&format!("for={node};host=\"{}\";proto={proto}", f.host)) {
+    if let Some(v) = host {
+        headers.insert(FORWARDING[2].clone(), v);
+    }
+    let forwarded = format!("for={};host=\"{}\";proto={proto}", f.client.node, f.host);
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(forwarded)) {
         headers.insert(header::FORWARDED, v);
     }
-    if let Ok(v) = HeaderValue::from_str(f.request_id) {
-        headers.insert(X_REQUEST_ID.clone(), v);
-    }
+    headers.insert(X_REQUEST_ID.clone(), f.request_id.clone());
     if let Some(up) = &f.upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, up.clone());
@@ -158,29 +154,27 @@ pub fn rewrite_request(headers: &mut HeaderMap, f: &Forwarding<'_>) {
 }
 
 /// Rewrites an instance's response headers for the client.
-pub fn rewrite_response(headers: &mut HeaderMap, request_id: &str, upgraded: bool) {
+pub fn rewrite_response(headers: &mut HeaderMap, request_id: &HeaderValue, upgraded: bool) {
     let upgrade = if upgraded { headers.get(header::UPGRADE).cloned() } else { None };
     strip_hop_by_hop(headers);
     if let Some(up) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, up);
     }
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        headers.insert(X_REQUEST_ID.clone(), v);
-    }
+    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
 }
 
-/// Builds the request to the instance from the client's.
-pub fn upstream_request(
-    parts: http::request::Parts,
-    body: LimitedBody,
-    addr: SocketAddr,
-) -> Result<Request<LimitedBody>, http::Error> {
-    let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let uri = format!("http://{addr}{pq}");
-    let mut req = Request::builder().method(parts.method).uri(uri).version(Version::HTTP_11).body(body)?;
-    *req.headers_mut() = parts.headers;
-    Ok(req)
+/// Builds the HTTP/1.1 request to the instance from the client's (origin-form
+/// target; an HTTP/2 client's absolute URI is reduced to its path and query).
+pub fn upstream_request(mut parts: http::request::Parts, body: LimitedBody) -> Request<LimitedBody> {
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let pq = parts.uri.path_and_query().cloned();
+        let mut uri = http::uri::Parts::default();
+        uri.path_and_query = Some(pq.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
+        parts.uri = http::Uri::from_parts(uri).unwrap_or_default();
+    }
+    parts.version = Version::HTTP_11;
+    Request::from_parts(parts, body)
 }
 
 /// A request body passed through as it arrives, refused past a size limit.
@@ -259,12 +253,13 @@ mod tests {
         h.insert(header::AUTHORIZATION, "Bearer sk_client".parse().unwrap());
         h.insert(header::COOKIE, "a=1; berth_share=tok".parse().unwrap());
         h.insert("x-kept", "yes".parse().unwrap());
+        let client = ClientInfo::new("10.1.2.3:5555".parse().unwrap(), false);
+        let (rid, gw) = (HeaderValue::from_static("req_1"), HeaderValue::from_static("Bearer gw"));
         let f = Forwarding {
-            peer: "10.1.2.3:5555".parse().unwrap(),
-            tls: false,
+            client: &client,
             host: "abc.localhost:7071",
-            request_id: "req_1",
-            gateway_token: Some("gw"),
+            request_id: &rid,
+            gateway_auth: Some(&gw),
             key_in_authorization: true,
             upgrade: None,
         };
@@ -285,12 +280,13 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, "Basic dXNlcjpwdw==".parse().unwrap());
         h.insert("x-api-key", "sk_secret".parse().unwrap());
+        let client = ClientInfo::new("[::1]:5555".parse().unwrap(), true);
+        let rid = HeaderValue::from_static("r");
         let f = Forwarding {
-            peer: "[::1]:5555".parse().unwrap(),
-            tls: true,
+            client: &client,
             host: "h.example.com",
-            request_id: "r",
-            gateway_token: None,
+            request_id: &rid,
+            gateway_auth: None,
             key_in_authorization: false,
             upgrade: None,
         };

@@ -13,6 +13,7 @@
 pub mod access_log;
 mod error;
 pub mod forward;
+mod pool;
 mod proxied;
 pub mod share;
 pub mod table;
@@ -29,7 +30,7 @@ use access_log::AccessLog;
 use berth_core::Status;
 use berth_runtime::{Observed, AGENT_PORT};
 use bytes::Bytes;
-use forward::{Forwarding, LimitedBody, Upstream};
+use forward::{ClientInfo, Forwarding, LimitedBody};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
@@ -44,6 +45,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use table::{HostRoute, Target};
+use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 /// Boxed error of edge bodies.
@@ -89,41 +91,88 @@ struct RequestIds {
 }
 
 impl RequestIds {
-    fn next(&self) -> String {
-        format!("req_{}{:010x}", self.prefix, self.next.fetch_add(1, Ordering::Relaxed))
+    /// `req_` + the prefix + 10 hex digits of the counter.
+    fn next(&self) -> HeaderValue {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut id = Vec::with_capacity(4 + self.prefix.len() + 10);
+        id.extend_from_slice(b"req_");
+        id.extend_from_slice(self.prefix.as_bytes());
+        id.extend((0..10).rev().map(|i| HEX[((n >> (i * 4)) & 0xf) as usize]));
+        HeaderValue::from_maybe_shared(Bytes::from(id)).expect("ASCII")
     }
 }
 
-/// The edge's shared state.
+/// What every edge thread shares.
+#[derive(Clone)]
+pub struct EdgeShared {
+    pub state: AppState,
+    pub access: Arc<AccessLog>,
+    pub config: EdgeConfig,
+    /// The server's main runtime: slow work (database, Docker, wakes) runs there,
+    /// never on an edge thread.
+    pub main: Handle,
+    wakes: Arc<wake::Wakes>,
+}
+
+impl EdgeShared {
+    /// The shared parts over the server's state.
+    pub fn new(state: AppState, access: AccessLog, config: EdgeConfig, main: Handle) -> Self {
+        Self { state, access: Arc::new(access), config, main, wakes: Arc::default() }
+    }
+}
+
+/// The edge of one thread: the shared parts plus its own pool of connections to
+/// instances. The edge runs one of these per core, each on a single-threaded
+/// runtime with its own `SO_REUSEPORT` listener, so a request is read, forwarded
+/// and answered without crossing threads.
 pub struct Edge {
     state: AppState,
-    upstream: Upstream,
-    wakes: wake::Wakes,
+    pool: Arc<pool::Pool>,
+    wakes: Arc<wake::Wakes>,
     access: Arc<AccessLog>,
     /// `.{domain}`
     suffix: String,
     config: EdgeConfig,
     ids: RequestIds,
+    main: Handle,
 }
 
 impl Edge {
-    /// The edge over the server's state.
-    pub fn new(state: AppState, access: AccessLog, config: EdgeConfig) -> Arc<Self> {
+    /// An edge for one thread.
+    pub fn new(shared: &EdgeShared) -> Arc<Self> {
+        let state = shared.state.clone();
         let suffix = format!(".{}", state.settings.domain);
         Arc::new(Self {
             state,
-            upstream: forward::upstream_client(),
-            wakes: wake::Wakes::default(),
-            access: Arc::new(access),
+            pool: Arc::default(),
+            wakes: shared.wakes.clone(),
+            access: shared.access.clone(),
             suffix,
-            config,
+            config: shared.config.clone(),
             ids: RequestIds { prefix: berth_core::ids::random_label(6), next: AtomicU64::new(0) },
+            main: shared.main.clone(),
         })
+    }
+
+    /// Runs `fut` on the main runtime and waits for it.
+    async fn on_main<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> Option<T> {
+        self.main.spawn(fut).await.ok()
+    }
+
+    /// The key a secret belongs to: from memory, or (once) from the store.
+    async fn verify_key(&self, secret: &str) -> Result<Arc<VerifiedKey>, EdgeError> {
+        if let Some(k) = self.state.keys.cached(secret) {
+            return Ok(k);
+        }
+        let (keys, secret) = (self.state.keys.clone(), secret.to_string());
+        let found = self.on_main(async move { keys.verify(&secret).await }).await;
+        found.ok_or(EdgeError::Store)?.map_err(|_| EdgeError::Store)?.ok_or(EdgeError::BadKey)
     }
 
     /// The service of one client connection.
     pub fn service(self: &Arc<Self>, peer: Peer) -> EdgeService {
-        EdgeService { edge: self.clone(), peer }
+        EdgeService { edge: self.clone(), peer, client: Arc::new(forward::ClientInfo::new(peer.addr, peer.tls)) }
     }
 
     /// The DNS label a Host names under the domain (`{label}.{domain}[:port]`).
@@ -137,7 +186,12 @@ impl Edge {
         ok.then_some(label)
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: Peer) -> Response<EdgeBody> {
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: Peer,
+        client: Arc<ClientInfo>,
+    ) -> Response<EdgeBody> {
         let mut log = LogContext {
             started: Instant::now(),
             request_id: self.ids.next(),
@@ -148,7 +202,7 @@ impl Edge {
             path: if self.access.enabled() { req.uri().path().to_string() } else { String::new() },
             instance: None,
         };
-        match self.route(req, peer, &mut log).await {
+        match self.route(req, peer, &client, &mut log).await {
             Ok(resp) => resp,
             Err(e) => {
                 let mut resp = e.into_response();
@@ -160,9 +214,7 @@ impl Edge {
 
     /// Answers a request the edge itself answers (errors, redirects): request id, metrics, log line.
     fn finish(&self, log: &LogContext, resp: &mut Response<EdgeBody>) {
-        if let Ok(v) = HeaderValue::from_str(&log.request_id) {
-            resp.headers_mut().insert("x-request-id", v);
-        }
+        resp.headers_mut().insert("x-request-id", log.request_id.clone());
         let status = resp.status().as_u16();
         self.state.metrics.edge.response(status, log.started.elapsed().as_secs_f64());
         if self.access.enabled() {
@@ -174,6 +226,7 @@ impl Edge {
         &self,
         req: Request<Incoming>,
         peer: Peer,
+        client: &ClientInfo,
         log: &mut LogContext,
     ) -> Result<Response<EdgeBody>, EdgeError> {
         let domain = &self.state.settings.domain;
@@ -183,8 +236,7 @@ impl Edge {
         })?;
         let (principal, route, key_in_authorization) = match presented_key(req.headers()) {
             Some((secret, in_auth)) => {
-                let key =
-                    self.state.keys.verify(&secret).await.map_err(|_| EdgeError::Store)?.ok_or(EdgeError::BadKey)?;
+                let key = self.verify_key(secret).await?;
                 let route = self
                     .state
                     .routes
@@ -195,19 +247,26 @@ impl Edge {
             }
             None => {
                 let from_query = req.uri().query().and_then(share::take_from_query);
-                let token = match &from_query {
-                    Some((t, _)) => t.clone(),
+                // Every share cookie the browser sent is tried: another host under the
+                // domain may have set one of its own on the parent domain.
+                let tokens: Vec<&str> = match &from_query {
+                    Some((t, _)) => vec![t.as_str()],
                     None => req
                         .headers()
                         .get_all(header::COOKIE)
                         .iter()
                         .filter_map(|v| v.to_str().ok())
-                        .find_map(share::cookie_token)
-                        .map(str::to_string)
-                        .ok_or(EdgeError::MissingKey)?,
+                        .flat_map(share::cookie_tokens)
+                        .collect(),
                 };
+                if tokens.is_empty() {
+                    return Err(EdgeError::MissingKey);
+                }
                 let route = self.state.routes.lookup(label).ok_or(EdgeError::BadShare)?;
-                let live = self.state.shares.check(&token, &route.target.id, route.port).ok_or(EdgeError::BadShare)?;
+                let live = tokens
+                    .iter()
+                    .find_map(|t| self.state.shares.check(t, &route.target.id, route.port))
+                    .ok_or(EdgeError::BadShare)?;
                 if let Some((token, rest)) = from_query.filter(|_| forward::redirectable(req.method())) {
                     let mut resp = share_redirect(req.uri().path(), &rest, &token, live.expires_at, peer.tls);
                     log.instance = Some(route.target.id.to_string());
@@ -220,7 +279,7 @@ impl Edge {
         log.instance = Some(route.target.id.to_string());
         let (target, ip, busy) = self.ready(route.target.clone()).await?;
         let route = HostRoute { target, ..route };
-        self.forward(req, peer, log, route, ip, busy, principal, key_in_authorization).await
+        self.forward(req, client, log, route, ip, busy, principal, key_in_authorization).await
     }
 
     /// Waits until the instance can take the request: wakes it when it sleeps,
@@ -245,7 +304,7 @@ impl Edge {
                 other => return Err(EdgeError::NotRunning { id: target.id.to_string(), status: other.to_string() }),
             };
             if wake {
-                let (result, began) = self.wakes.wake(&self.state, &target.id, &target.workspace).await;
+                let (result, began) = self.wakes.wake(&self.main, &self.state, &target.id, &target.workspace).await;
                 if began {
                     self.state.metrics.edge.wakes.inc();
                 }
@@ -258,7 +317,9 @@ impl Edge {
 
     /// Asks the runtime where a running instance is (after a restart of the server).
     async fn resolve(&self, target: &Target) -> Result<IpAddr, EdgeError> {
-        let cs = self.state.runtime.inspect(&target.id).await.map_err(|_| EdgeError::Unreachable)?;
+        let (runtime, id) = (self.state.runtime.clone(), target.id.clone());
+        let cs = self.on_main(async move { runtime.inspect(&id).await }).await;
+        let cs = cs.ok_or(EdgeError::Unreachable)?.map_err(|_| EdgeError::Unreachable)?;
         match (cs.observed, cs.agent_addr) {
             (Observed::Running, Some(addr)) => {
                 self.state.routes.set_address(&target.id, Some(addr.ip()), Some(target.generation));
@@ -272,7 +333,7 @@ impl Edge {
     async fn forward(
         &self,
         mut req: Request<Incoming>,
-        peer: Peer,
+        client: &ClientInfo,
         log: &mut LogContext,
         route: HostRoute,
         ip: IpAddr,
@@ -289,24 +350,22 @@ impl Edge {
         let is_agent = route.is_default && route.port == AGENT_PORT;
         let (mut parts, body) = req.into_parts();
         let f = Forwarding {
-            peer: peer.addr,
-            tls: peer.tls,
+            client,
             host: &log.host,
             request_id: &log.request_id,
-            gateway_token: if is_agent { route.target.gateway_token.as_deref() } else { None },
+            gateway_auth: if is_agent { route.target.gateway_auth.as_ref() } else { None },
             key_in_authorization,
             upgrade,
         };
         forward::rewrite_request(&mut parts.headers, &f);
         let body = if client_upgrade.is_some() { LimitedBody::empty() } else { LimitedBody::new(body, limit) };
         let (read, exceeded) = (body.read.clone(), body.exceeded.clone());
-        let up = forward::upstream_request(parts, body, SocketAddr::new(ip, route.port))
-            .map_err(|e| EdgeError::BadRequest(format!("cannot forward this request: {e}")))?;
-        let mut resp = match self.upstream.request(up).await {
+        let up = forward::upstream_request(parts, body);
+        let (mut resp, lease) = match self.pool.send(SocketAddr::new(ip, route.port), up).await {
             Ok(r) => r,
             Err(_) if exceeded.load(Ordering::Relaxed) => return Err(EdgeError::BodyTooLarge { limit }),
             Err(e) => {
-                if e.is_connect() && is_agent {
+                if matches!(e, pool::SendError::Connect(_)) && is_agent {
                     // The address may be stale: look it up again next time.
                     self.state.routes.set_address(&route.target.id, None, Some(route.target.generation));
                 }
@@ -339,7 +398,7 @@ impl Edge {
             _ => {
                 let access = self.access.enabled().then(|| self.access.clone());
                 let metrics = self.state.metrics.clone();
-                let body = ProxiedBody::new(body, busy, revoked, metrics, read, log, status, access);
+                let body = ProxiedBody::new(body, busy, revoked, metrics, read, log, status, access, lease);
                 Ok(Response::from_parts(parts, body.boxed_unsync()))
             }
         }
@@ -361,18 +420,18 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
 }
 
 /// The berth key a request carries, and whether it came in `Authorization`.
-fn presented_key(headers: &http::HeaderMap) -> Option<(String, bool)> {
+fn presented_key(headers: &http::HeaderMap) -> Option<(&str, bool)> {
     if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let v = v.trim();
         if let Some(token) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) {
             let token = token.trim();
             if !token.is_empty() {
-                return Some((token.to_string(), true));
+                return Some((token, true));
             }
         }
     }
     let key = headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|k| !k.is_empty())?;
-    Some((key.to_string(), false))
+    Some((key, false))
 }
 
 fn share_redirect(path: &str, rest_query: &str, token: &str, expires_at: i64, tls: bool) -> Response<EdgeBody> {
@@ -406,6 +465,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 pub struct EdgeService {
     edge: Arc<Edge>,
     peer: Peer,
+    client: Arc<ClientInfo>,
 }
 
 impl Service<Request<Incoming>> for EdgeService {
@@ -414,7 +474,7 @@ impl Service<Request<Incoming>> for EdgeService {
     type Future = Pin<Box<dyn Future<Output = Result<Response<EdgeBody>, Infallible>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let (edge, peer) = (self.edge.clone(), self.peer);
-        Box::pin(async move { Ok(edge.handle(req, peer).await) })
+        let (edge, peer, client) = (self.edge.clone(), self.peer, self.client.clone());
+        Box::pin(async move { Ok(edge.handle(req, peer, client).await) })
     }
 }

@@ -5,6 +5,7 @@
 //! upgraded connection (WebSockets).
 
 use super::access_log::AccessLog;
+use super::pool::Lease;
 use super::BoxError;
 use crate::activity::Busy;
 use crate::metrics::Metrics;
@@ -26,7 +27,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 /// What the access log line of a request says.
 pub struct LogContext {
     pub started: Instant,
-    pub request_id: String,
+    pub request_id: http::HeaderValue,
     pub peer: SocketAddr,
     pub method: Method,
     pub version: Version,
@@ -42,7 +43,7 @@ impl LogContext {
     pub fn take(&mut self) -> LogContext {
         LogContext {
             started: self.started,
-            request_id: std::mem::take(&mut self.request_id),
+            request_id: self.request_id.clone(),
             peer: self.peer,
             method: self.method.clone(),
             version: self.version,
@@ -64,7 +65,7 @@ impl LogContext {
         format!(
             "{} {} {} \"{} {}{} {:?}\" {status} {rx} {tx} {:.3} {:.3} {}",
             berth_core::time::format_rfc3339_millis(now_ms),
-            self.request_id,
+            self.request_id.to_str().unwrap_or("-"),
             self.peer.ip(),
             self.method,
             self.host,
@@ -88,6 +89,9 @@ pub struct ProxiedBody {
     status: u16,
     headers_after: Duration,
     access: Option<Arc<AccessLog>>,
+    /// The connection to the instance, returned to the pool once the body ended.
+    lease: Option<Lease>,
+    ended: bool,
     _busy: Busy,
 }
 
@@ -103,6 +107,7 @@ impl ProxiedBody {
         log: LogContext,
         status: u16,
         access: Option<Arc<AccessLog>>,
+        lease: Lease,
     ) -> Self {
         metrics.edge.open_streams.inc();
         let headers_after = log.started.elapsed();
@@ -116,6 +121,8 @@ impl ProxiedBody {
             status,
             headers_after,
             access,
+            lease: Some(lease),
+            ended: false,
             _busy: busy,
         }
     }
@@ -137,13 +144,16 @@ impl Body for ProxiedBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                self.ended = true;
+                Poll::Ready(None)
+            }
             Poll::Pending => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ended || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -153,6 +163,12 @@ impl Body for ProxiedBody {
 
 impl Drop for ProxiedBody {
     fn drop(&mut self) {
+        // Read to the end: the connection can carry the next request.
+        if self.ended || self.inner.is_end_stream() {
+            if let Some(lease) = self.lease.take() {
+                lease.release();
+            }
+        }
         let edge = &self.metrics.edge;
         edge.open_streams.dec();
         let received = self.received.load(Ordering::Relaxed);

@@ -118,9 +118,9 @@ impl Shares {
     }
 }
 
-/// The share token in a `Cookie` header value, if there is one.
-pub fn cookie_token(cookie: &str) -> Option<&str> {
-    cookie.split(';').map(str::trim).find_map(|pair| pair.strip_prefix(SHARE_PARAM)?.strip_prefix('='))
+/// The share tokens in a `Cookie` header value.
+pub fn cookie_tokens(cookie: &str) -> impl Iterator<Item = &str> {
+    cookie.split(';').map(str::trim).filter_map(|pair| pair.strip_prefix(SHARE_PARAM)?.strip_prefix('='))
 }
 
 /// A `Cookie` header value without the share cookie (`None` when nothing remains).
@@ -200,8 +200,8 @@ mod tests {
 
     #[test]
     fn cookies_and_queries() {
-        assert_eq!(cookie_token("a=1; berth_share=tok; b=2"), Some("tok"));
-        assert_eq!(cookie_token("a=1"), None);
+        assert_eq!(cookie_tokens("a=1; berth_share=tok; b=2; berth_share=t2").collect::<Vec<_>>(), ["tok", "t2"]);
+        assert_eq!(cookie_tokens("a=1").next(), None);
         assert_eq!(strip_cookie("a=1; berth_share=tok; b=2").as_deref(), Some("a=1; b=2"));
         assert_eq!(strip_cookie("berth_share=tok"), None);
         assert_eq!(take_from_query("x=1&berth_share=t&y=2"), Some(("t".into(), "x=1&y=2".into())));

@@ -27,8 +27,8 @@ pub struct Target {
     pub status: Status,
     /// Stopped for idleness: a request wakes it.
     pub wake_on_request: bool,
-    /// Replaces the client's key on requests to the agent's port.
-    pub gateway_token: Option<Arc<str>>,
+    /// `Bearer {gateway token}`: replaces the client's key on requests to the agent's port.
+    pub gateway_auth: Option<http::HeaderValue>,
     /// The container's address while it runs, when known.
     pub ip: Option<IpAddr>,
     /// Bumped whenever the address becomes stale, so a late lookup cannot restore an old one.
@@ -124,7 +124,14 @@ impl EdgeRoutes {
             workspace: rec.workspace_id.clone(),
             status: rec.status,
             wake_on_request: rec.idle_stopped && rec.status == Status::Stopped,
-            gateway_token: rec.gateway_token.as_deref().map(Arc::from),
+            gateway_auth: rec
+                .gateway_token
+                .as_deref()
+                .and_then(|t| http::HeaderValue::from_str(&format!("Bearer {t}")).ok())
+                .map(|mut v| {
+                    v.set_sensitive(true);
+                    v
+                }),
             ip,
             generation,
             default_port,
@@ -148,7 +155,7 @@ impl EdgeRoutes {
             workspace: old.workspace.clone(),
             status: old.status,
             wake_on_request: old.wake_on_request,
-            gateway_token: old.gateway_token.clone(),
+            gateway_auth: old.gateway_auth.clone(),
             ip,
             generation,
             default_port: old.default_port,

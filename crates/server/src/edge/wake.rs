@@ -20,7 +20,14 @@ pub struct Wakes {
 impl Wakes {
     /// Starts the instance (or joins the start already under way) and waits for it.
     /// `true` in the second place when this call began the start.
-    pub async fn wake(&self, state: &AppState, id: &InstanceId, workspace: &WorkspaceId) -> (Result<(), String>, bool) {
+    /// The start runs on `main` (the server's runtime), not on the caller's.
+    pub async fn wake(
+        &self,
+        main: &tokio::runtime::Handle,
+        state: &AppState,
+        id: &InstanceId,
+        workspace: &WorkspaceId,
+    ) -> (Result<(), String>, bool) {
         let (fut, began) = {
             let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
             match map.get(id) {
@@ -28,7 +35,7 @@ impl Wakes {
                 None => {
                     let (state, id2, ws) = (state.clone(), id.clone(), workspace.clone());
                     // On its own task: a client that hangs up does not cancel the start.
-                    let task = tokio::spawn(async move {
+                    let task = main.spawn(async move {
                         match ops::act(state, Actor::Edge(ws), id2.to_string(), Action::Start).await {
                             Ok(_) => Ok(()),
                             // Someone else started it meanwhile: just as good.
