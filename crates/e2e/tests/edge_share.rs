@@ -114,13 +114,14 @@ async fn share_links_open_pages_with_websockets_in_a_browser_until_revoked() {
     if let Some(chromium) = chromium() {
         let profile = tempfile::tempdir().unwrap();
         let browser_url = url.replace("/?berth_share", "/page.html?berth_share");
+        // The page reports what its fetch and its WebSocket got back to the app (the
+        // browser may dump its DOM before that last request of the page completes).
         let dom = browse(&chromium, profile.path(), &browser_url);
         let log = wait_for_log(&s, &id, "RESULT ").await;
         assert!(
             log.contains("RESULT sub=sub-ok&ws=echo%3Aping"),
             "the page's fetch and WebSocket worked:\n{log}\n{dom}"
         );
-        assert!(dom.contains("done sub-ok echo:ping"), "{dom}");
         assert!(!log.contains("berth_share"), "the instance never sees the share token:\n{log}");
 
         // Revoked: the same browser, with its cookie, is refused.

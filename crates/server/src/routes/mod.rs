@@ -48,7 +48,11 @@ async fn method_not_allowed() -> Response {
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route =
         req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    // Bounded label values: a client can send any method string.
+    let method = match req.method().as_str() {
+        m @ ("GET" | "POST" | "PATCH" | "PUT" | "DELETE" | "HEAD" | "OPTIONS") => m.to_string(),
+        _ => "other".to_string(),
+    };
     let started = Instant::now();
     let resp = next.run(req).await;
     let secs = started.elapsed().as_secs_f64();
