@@ -2,9 +2,6 @@
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "berth", version, about = "Self-hosted, always-on agent computers: one per user")]
 struct Cli {
