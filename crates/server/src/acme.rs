@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 /// How long a failed host waits before it is ordered again.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
+/// A certificate is renewed once it is this old (ACME certificates commonly last 90 days).
+const RENEW_AFTER: Duration = Duration::from_secs(60 * 24 * 3600);
 
 /// How to reach the ACME directory.
 #[derive(Debug, Clone)]
@@ -137,6 +139,38 @@ impl Acme {
             .await
     }
 
+    /// Renews, once a day, every stored certificate older than 60 days (the old one
+    /// is served until the new one is issued).
+    pub fn renew_periodically(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
+                let Some(acme) = me.upgrade() else { return };
+                for host in acme.due_for_renewal() {
+                    match acme.order(&host).await {
+                        Ok(()) => tracing::info!(host, "certificate renewed"),
+                        Err(e) => tracing::warn!(host, error = %e, "certificate renewal failed; will retry"),
+                    }
+                    acme.challenges.write().unwrap_or_else(|e| e.into_inner()).remove(&host);
+                }
+            }
+        });
+    }
+
+    /// Hosts whose stored certificate was issued more than [`RENEW_AFTER`] ago.
+    fn due_for_renewal(&self) -> Vec<String> {
+        let hosts: Vec<String> = self.certs.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        hosts
+            .into_iter()
+            .filter(|h| {
+                let path = self.cfg.dir.join("certs").join(format!("{h}.pem"));
+                let age = std::fs::metadata(path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+                age.is_some_and(|a| a >= RENEW_AFTER)
+            })
+            .collect()
+    }
+
     /// Orders a certificate for `host` and waits until it is issued (or fails).
     pub async fn obtain(&self, host: &str) -> anyhow::Result<()> {
         let host = host.to_ascii_lowercase();
@@ -237,4 +271,38 @@ fn challenge_config(host: &str, digest: &[u8]) -> anyhow::Result<Arc<ServerConfi
         .with_cert_resolver(Arc::new(Single(Arc::new(ck))));
     config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_certificates_load_and_old_ones_are_due_for_renewal() {
+        let dir = std::env::temp_dir().join(format!("berth-acme-{}", berth_core::ids::random_label(8)));
+        std::fs::create_dir_all(dir.join("certs")).unwrap();
+        let write = |host: &str, age: Duration| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(vec![host.to_string()]).unwrap().self_signed(&key).unwrap();
+            let pem = dir.join("certs").join(format!("{host}.pem"));
+            std::fs::write(&pem, cert.pem()).unwrap();
+            std::fs::write(dir.join("certs").join(format!("{host}.key")), key.serialize_pem()).unwrap();
+            let f = std::fs::File::options().write(true).open(&pem).unwrap();
+            f.set_modified(std::time::SystemTime::now() - age).unwrap();
+        };
+        write("old.example.com", RENEW_AFTER + Duration::from_secs(3600));
+        write("new.example.com", Duration::from_secs(3600));
+        let cfg = AcmeConfig {
+            directory: "https://acme.invalid/dir".into(),
+            email: None,
+            ca: None,
+            domain: "example.com".into(),
+            dir: dir.clone(),
+        };
+        let acme = Acme::new(cfg, Arc::new(EdgeRoutes::new(Arc::default()))).unwrap();
+        assert!(acme.cached("old.example.com").is_some() && acme.cached("NEW.example.com").is_some());
+        assert_eq!(acme.due_for_renewal(), vec!["old.example.com".to_string()]);
+        assert!(!acme.covers("old.example.com"), "a host that routes to no instance is never ordered");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

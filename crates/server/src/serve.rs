@@ -196,16 +196,20 @@ fn tls_acceptors(args: &ServerArgs, routes: &Arc<EdgeRoutes>) -> anyhow::Result<
         _ => None,
     };
     let acme = match &args.acme_directory {
-        Some(directory) => Some(Acme::new(
-            AcmeConfig {
-                directory: directory.clone(),
-                email: args.acme_email.clone(),
-                ca: args.acme_ca.clone(),
-                domain: args.domain.clone(),
-                dir: args.data.join("acme"),
-            },
-            routes.clone(),
-        )?),
+        Some(directory) => {
+            let acme = Acme::new(
+                AcmeConfig {
+                    directory: directory.clone(),
+                    email: args.acme_email.clone(),
+                    ca: args.acme_ca.clone(),
+                    domain: args.domain.clone(),
+                    dir: args.data.join("acme"),
+                },
+                routes.clone(),
+            )?;
+            acme.renew_periodically();
+            Some(acme)
+        }
         None => None,
     };
     let api = file.clone().map(|f| TlsAcceptor::new(Some(f), None));
