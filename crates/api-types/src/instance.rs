@@ -122,6 +122,9 @@ pub struct SizeInfo {
     pub vcpu: u32,
     pub memory_mb: u64,
     pub disk_gb: u64,
+    /// CPUs the instance may use now: `vcpu`, clamped to the host's CPUs (they are shared).
+    #[serde(default)]
+    pub cpu_limit: u32,
 }
 
 /// One exposed port of an instance.

@@ -141,6 +141,15 @@ pub struct ManagedContainer {
     pub name: String,
 }
 
+/// What the host offers instances, as the runtime reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostCapacity {
+    /// CPUs instances can use.
+    pub cpus: u32,
+    /// Memory of the host, in bytes.
+    pub memory_bytes: u64,
+}
+
 /// Something that happened to an instance's container, as the runtime saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeEvent {
@@ -190,6 +199,9 @@ pub trait Runtime: Send + Sync + 'static {
     /// The host network interface instances' traffic arrives on, once prepared
     /// (for host firewall rules); `None` where the runtime has no such thing.
     fn host_interface(&self) -> Option<String>;
+    /// CPUs and memory of the host, once prepared. CPU limits above the host's CPUs
+    /// are clamped to them (instances share CPUs; memory is admitted by the server).
+    fn capacity(&self) -> HostCapacity;
     /// Creates the volume when missing and a fresh container (replacing any old
     /// one, keeping the volume), without starting it.
     async fn create(&self, spec: &InstanceSpec) -> Result<()>;

@@ -100,6 +100,12 @@ pub struct ServerArgs {
     /// Seconds a connection with nothing in flight stays open.
     #[arg(long, env = "BERTH_IDLE_TIMEOUT_SECS", default_value_t = 75)]
     pub idle_timeout_secs: u64,
+    /// Instances' memory limits may add up to host memory × this (admission; 422 beyond).
+    #[arg(long, env = "BERTH_MEMORY_OVERCOMMIT", default_value_t = 2.0)]
+    pub memory_overcommit: f64,
+    /// Most instances (all workspaces, not counting deleted ones) this server holds.
+    #[arg(long, env = "BERTH_MAX_INSTANCES")]
+    pub max_instances: Option<u32>,
     /// Threads serving the edge (each a single-threaded runtime); default: one per core.
     #[arg(long, env = "BERTH_EDGE_THREADS")]
     pub edge_threads: Option<usize>,

@@ -31,6 +31,9 @@ pub enum ApiError {
     /// 422: a workspace limit would be exceeded.
     #[error("{0}")]
     LimitExceeded(String),
+    /// 422: the host has no room (memory admission, `--max-instances`); details name the numbers.
+    #[error("{message}")]
+    CapacityExceeded { message: String, details: Value },
     /// 503: the runtime could not do what was asked.
     #[error("{0}")]
     Runtime(#[from] RuntimeError),
@@ -67,6 +70,12 @@ impl ApiError {
                 (StatusCode::CONFLICT, "invalid_state")
             }
             ApiError::LimitExceeded(_) => (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
+            ApiError::CapacityExceeded { details: d, .. } => {
+                if let Value::Object(m) = d {
+                    details.extend(m.clone());
+                }
+                (StatusCode::UNPROCESSABLE_ENTITY, "capacity_exceeded")
+            }
             ApiError::Runtime(_) => (StatusCode::SERVICE_UNAVAILABLE, "runtime_unavailable"),
             ApiError::Store(StoreError::LimitExceeded { .. }) => (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
             ApiError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),

@@ -5,6 +5,7 @@
 
 pub mod acme;
 pub mod activity;
+pub mod admission;
 pub mod auth;
 pub mod bootstrap;
 pub mod config;

@@ -92,6 +92,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         shares.add(&s);
     }
     let (api_tls, tls) = tls_acceptors(&args, &routes)?;
+    let capacity = runtime.capacity();
     let state = AppState {
         keys: Arc::new(KeyCache::new(store.clone())),
         store,
@@ -107,12 +108,18 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             base_image: args.base_image.clone(),
             tls: tls.is_some(),
             min_idle_timeout_secs: args.min_idle_timeout_secs,
+            host_cpus: capacity.cpus,
         }),
         http: reqwest::Client::builder().no_proxy().build()?,
         heartbeats: Arc::default(),
         routes,
         activity,
         shares,
+        admission: Arc::new(crate::admission::Admission::new(
+            capacity.memory_bytes,
+            args.memory_overcommit,
+            args.max_instances,
+        )),
     };
     let reconciler = Reconciler::new(state.clone());
     tokio::spawn(reconciler.run(Duration::from_millis(args.reconcile_interval_ms.max(100))));

@@ -30,6 +30,8 @@ pub struct Settings {
     pub tls: bool,
     /// Shortest `idle_timeout_secs` a `cold_start` instance may ask for.
     pub min_idle_timeout_secs: u64,
+    /// CPUs of the host: CPU limits are clamped to them.
+    pub host_cpus: u32,
 }
 
 /// Shared state of the server.
@@ -50,6 +52,8 @@ pub struct AppState {
     pub activity: Arc<Activity>,
     /// Live share links.
     pub shares: Arc<Shares>,
+    /// Room on the host for instances' memory.
+    pub admission: Arc<crate::admission::Admission>,
     /// Last time (unix seconds) each instance's agent answered a probe.
     pub heartbeats: Arc<std::sync::Mutex<std::collections::HashMap<berth_core::InstanceId, i64>>>,
 }

@@ -84,6 +84,9 @@ pub trait Store: Send + Sync + 'static {
     async fn live_instance_count(&self, ws: &WorkspaceId) -> Result<i64>;
     /// Number of instances in each status, across workspaces (for `/metrics`).
     async fn status_counts(&self) -> Result<Vec<(Status, i64)>>;
+    /// How many instances of each size hold a container now (creating, running,
+    /// paused, stopping), across workspaces: what memory admission counts.
+    async fn active_sizes(&self) -> Result<Vec<(u32, i64)>>;
     /// Every instance of every workspace (the reconciler's view).
     async fn all_instances(&self) -> Result<Vec<InstanceRecord>>;
     /// Writes back every mutable field of an instance and bumps `updated_at`.

@@ -12,9 +12,9 @@ mod observe;
 mod spec;
 
 use crate::{
-    ContainerState, ExecRequest, ExecSession, InstanceSpec, LogLine, LogQuery, ManagedContainer, Observed, Result,
-    Runtime, RuntimeError, RuntimeEvent, RuntimeEventKind, Stats, AGENT_PORT, LABEL_INSTALL, LABEL_INSTANCE,
-    LABEL_WORKSPACE,
+    ContainerState, ExecRequest, ExecSession, HostCapacity, InstanceSpec, LogLine, LogQuery, ManagedContainer,
+    Observed, Result, Runtime, RuntimeError, RuntimeEvent, RuntimeEventKind, Stats, AGENT_PORT, LABEL_INSTALL,
+    LABEL_INSTANCE, LABEL_WORKSPACE,
 };
 use async_trait::async_trait;
 use berth_core::{InstanceId, SizeSpec};
@@ -68,6 +68,8 @@ pub struct DockerRuntime {
     permits: Arc<Semaphore>,
     /// Id of the instances' network, resolved by `prepare`.
     network_id: std::sync::RwLock<String>,
+    /// CPUs and memory of the Docker host, read by `prepare`.
+    capacity: std::sync::RwLock<HostCapacity>,
 }
 
 fn container_name(id: &InstanceId) -> String {
@@ -108,9 +110,11 @@ fn sortable_time(t: &str) -> String {
     format!("{secs}.{digits:0<9}{zone}")
 }
 
-fn limits(size: &SizeSpec) -> (i64, i64, i64) {
+/// CPU quota (clamped to the host's CPUs: Docker refuses more), memory and pids of a size.
+fn limits(size: &SizeSpec, host_cpus: u32) -> (i64, i64, i64) {
     let memory = (size.memory_mb * 1024 * 1024) as i64;
-    (size.vcpu as i64 * 1_000_000_000, memory, size.pids)
+    let cpus = size.vcpu.min(host_cpus.max(1));
+    (cpus as i64 * 1_000_000_000, memory, size.pids)
 }
 
 impl DockerRuntime {
@@ -120,7 +124,8 @@ impl DockerRuntime {
         let docker = Docker::connect_with_defaults().map_err(map_err)?;
         let docker = docker.negotiate_version().await.map_err(map_err)?;
         let permits = Arc::new(Semaphore::new(cfg.max_concurrent_calls.max(1)));
-        Ok(Self { docker, cfg, permits, network_id: Default::default() })
+        let capacity = HostCapacity { cpus: 1, memory_bytes: 0 };
+        Ok(Self { docker, cfg, permits, network_id: Default::default(), capacity: std::sync::RwLock::new(capacity) })
     }
 
     /// The underlying client, for callers in this crate's tests.
@@ -241,6 +246,10 @@ impl Runtime for DockerRuntime {
         (id.len() >= 12).then(|| format!("br-{}", &id[..12]))
     }
 
+    fn capacity(&self) -> HostCapacity {
+        *self.capacity.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     async fn ping(&self) -> Result<()> {
         let _p = self.permit().await;
         self.docker.ping().await.map(|_| ()).map_err(map_err)
@@ -254,6 +263,11 @@ impl Runtime for DockerRuntime {
             )));
         }
         let _p = self.permit().await;
+        let info = self.docker.info().await.map_err(map_err)?;
+        *self.capacity.write().unwrap_or_else(|e| e.into_inner()) = HostCapacity {
+            cpus: info.ncpu.unwrap_or(1).max(1) as u32,
+            memory_bytes: info.mem_total.unwrap_or(0).max(0) as u64,
+        };
         let mut nets = self.networks_named().await?;
         if nets.is_empty() {
             let req = NetworkCreateRequest {
@@ -342,7 +356,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn resize(&self, id: &InstanceId, size: &SizeSpec) -> Result<()> {
-        let (nano_cpus, memory, pids) = limits(size);
+        let (nano_cpus, memory, pids) = limits(size, self.capacity().cpus);
         let body = ContainerUpdateBody {
             nano_cpus: Some(nano_cpus),
             memory: Some(memory),

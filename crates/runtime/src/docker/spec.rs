@@ -1,6 +1,7 @@
 //! The container an instance runs in: hardened host config, limits, the injected agent.
 
 use super::{limits, DockerRuntime, AGENT_PATH, KEPT_CAPS};
+use crate::Runtime;
 use crate::{InstanceSpec, AGENT_PORT, HOME_DIR};
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, HostConfigLogConfig, Mount, MountTypeEnum, NetworkingConfig,
@@ -22,12 +23,14 @@ pub(super) fn container_body(
         spec.env.iter().filter(|(k, _)| !k.starts_with("BERTH_INSTANCE")).map(|(k, v)| format!("{k}={v}")).collect();
     env.push(format!("HOME={HOME_DIR}"));
     env.push(format!("BERTH_INSTANCE_ID={}", spec.id));
-    let (nano_cpus, memory, pids) = limits(&spec.size);
+    let (nano_cpus, memory, pids) = limits(&spec.size, rt.capacity().cpus);
     let host_config = HostConfig {
         nano_cpus: Some(nano_cpus),
         memory: Some(memory),
         memory_swap: Some(memory),
         pids_limit: Some(pids),
+        // Under memory pressure the kernel kills an instance before dockerd or berth.
+        oom_score_adj: Some(500),
         init: Some(true),
         cap_drop: Some(vec!["ALL".into()]),
         cap_add: Some(KEPT_CAPS.iter().map(|c| c.to_string()).collect()),

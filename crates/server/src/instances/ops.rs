@@ -77,14 +77,18 @@ pub async fn create(state: AppState, auth: Auth, v: ValidCreate) -> ApiResult<In
         hold_until: None,
         requests_total: 0,
     };
-    match state.store.insert_instance(&rec, ws.instance_limit).await {
-        Err(berth_store::StoreError::LimitExceeded { limit }) => {
-            return Err(ApiError::LimitExceeded(format!(
-                "workspace `{}` already holds its limit of {limit} instances; delete one or raise the limit",
-                ws.name
-            )))
+    {
+        // Checked and inserted under one lock: two creates cannot both take the last room.
+        let _room = state.admission.for_create(state.store.as_ref(), v.size.memory_mb).await?;
+        match state.store.insert_instance(&rec, ws.instance_limit).await {
+            Err(berth_store::StoreError::LimitExceeded { limit }) => {
+                return Err(ApiError::LimitExceeded(format!(
+                    "workspace `{}` already holds its limit of {limit} instances; delete one or raise the limit",
+                    ws.name
+                )))
+            }
+            other => other?,
         }
-        other => other?,
     }
     let actor = Actor::Key(auth);
     state
@@ -132,6 +136,14 @@ pub async fn act(state: AppState, actor: Actor, id: String, action: Action) -> A
     if action == Action::Restore {
         check_room_to_restore(&state, &rec).await?;
     }
+    // An instance coming up needs room on the host until it counts as running.
+    let _room = match action {
+        Action::Start | Action::Restore => {
+            let mb = berth_core::size::lookup(rec.size).map_or(0, |s| s.memory_mb);
+            Some(state.admission.reserve(state.store.as_ref(), mb).await?)
+        }
+        _ => None,
+    };
     let result: Result<(), RuntimeError> = async {
         match action {
             Action::Stop => {
@@ -236,6 +248,15 @@ pub async fn patch(state: AppState, actor: Actor, id: String, v: ValidUpdate) ->
     if let Some(ports) = v.expose {
         rec.exposed = exposed_ports(&rec.exposed, &ports);
     }
+    // Growing a running instance needs room on the host for the difference.
+    let _room = match v.size {
+        Some(size) if matches!(rec.status, Status::Running | Status::Paused) => {
+            let old = berth_core::size::lookup(rec.size).map_or(0, |s| s.memory_mb);
+            let more = size.memory_mb.saturating_sub(old);
+            Some(state.admission.reserve(state.store.as_ref(), more).await?)
+        }
+        _ => None,
+    };
     if let Some(size) = v.size {
         if rec.status != Status::Deleted && state.runtime.inspect(&rec.id).await?.observed != Observed::Missing {
             state.runtime.resize(&rec.id, &size).await?;
