@@ -154,3 +154,37 @@ async fn orphans_are_removed_and_a_server_killed_mid_create_leaves_nothing() {
     let (_, inst) = s.get(&format!("/v1/instances/{keep}")).await;
     assert_eq!(inst["status"], "running");
 }
+
+#[tokio::test]
+async fn one_unremovable_orphan_does_not_stop_the_reconciler() {
+    let s = TestServer::start().await;
+    let id = s.create_instance(json!({})).await["id"].as_str().unwrap().to_string();
+    // An orphan volume of this installation that Docker refuses to remove: a
+    // container of no installation holds it.
+    let orphan = format!("inst_stuck{}", &s.install_id[s.install_id.len() - 5..]);
+    let volume = format!("berth-{orphan}-home");
+    let holder = format!("holder-{}", s.install_id);
+    // Created with its labels by the mount itself, so it is in use from its first moment.
+    let mount = format!(
+        "type=volume,source={volume},target=/data,volume-label=berth.install={},volume-label=berth.instance={orphan}",
+        s.install_id
+    );
+    let (ok, _, err) =
+        docker(&["run", "-d", "--name", &holder, "--mount", &mount, "berth-test/busybox:latest", "sleep", "600"]);
+    assert!(ok, "{err}");
+
+    // The reconciler keeps failing on the orphan, and still brings back a dead instance.
+    docker(&["kill", &format!("berth-{id}")]);
+    let inst = wait_for(&s, &id, "restart despite the stuck orphan", |i| i["restart_count"] == 1).await;
+    assert_eq!(inst["status"], "running");
+    assert!(agent_answers(&id).await);
+    let metrics = s.http().get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
+    let failures = metrics
+        .lines()
+        .find(|l| l.starts_with("berth_reconcile_failures_total{kind=\"remove_orphan_volume\"}"))
+        .unwrap_or_else(|| panic!("the failure is counted:\n{metrics}"));
+    assert!(!failures.ends_with(" 0"), "{failures}");
+
+    docker(&["rm", "-f", &holder]);
+    docker(&["volume", "rm", &volume]);
+}

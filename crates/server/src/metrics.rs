@@ -93,6 +93,7 @@ pub struct Metrics {
     pub instances: Family<KindLabel, Gauge>,
     pub reconciler_actions: Family<KindLabel, Counter>,
     pub runtime_errors: Family<KindLabel, Counter>,
+    pub reconcile_failures: Family<KindLabel, Counter>,
     pub execs: Family<KindLabel, Counter>,
     pub exec_seconds: Histogram,
     pub edge: EdgeMetrics,
@@ -108,6 +109,7 @@ impl Default for Metrics {
         let instances = Family::<KindLabel, Gauge>::default();
         let reconciler_actions = Family::<KindLabel, Counter>::default();
         let runtime_errors = Family::<KindLabel, Counter>::default();
+        let reconcile_failures = Family::<KindLabel, Counter>::default();
         let execs = Family::<KindLabel, Counter>::default();
         let exec_seconds = Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0]);
         registry.register("http_requests", "Hosting API requests by route and status", requests.clone());
@@ -115,6 +117,11 @@ impl Default for Metrics {
         registry.register("instances", "Instances by status", instances.clone());
         registry.register("reconciler_actions", "Actions taken by the reconciler", reconciler_actions.clone());
         registry.register("runtime_errors", "Failed runtime calls by operation", runtime_errors.clone());
+        registry.register(
+            "reconcile_failures",
+            "Reconciler steps that failed and were skipped (the pass went on)",
+            reconcile_failures.clone(),
+        );
         registry.register("execs", "Commands run in instances by outcome", execs.clone());
         registry.register("exec_duration_seconds", "Duration of commands run in instances", exec_seconds.clone());
         let edge = EdgeMetrics::register(&mut registry);
@@ -125,6 +132,7 @@ impl Default for Metrics {
             instances,
             reconciler_actions,
             runtime_errors,
+            reconcile_failures,
             execs,
             exec_seconds,
             edge,
@@ -141,6 +149,11 @@ impl Metrics {
     /// Counts one failed runtime call.
     pub fn runtime_error(&self, kind: &str) {
         self.runtime_errors.get_or_create(&KindLabel { kind: kind.into() }).inc();
+    }
+
+    /// Counts one reconciler step that failed and was skipped.
+    pub fn reconcile_failure(&self, kind: &str) {
+        self.reconcile_failures.get_or_create(&KindLabel { kind: kind.into() }).inc();
     }
 
     /// Counts one exec and its duration.

@@ -110,6 +110,7 @@ impl Reconciler {
             self.state.metrics.reconciled("remove_orphan_container");
             // One that cannot be removed must not stop the pass for every other instance.
             if let Err(e) = self.state.runtime.remove_orphan(c).await {
+                self.state.metrics.reconcile_failure("remove_orphan_container");
                 tracing::warn!(instance = %c.instance_id, error = %e, "could not remove an orphan container");
             }
         }
@@ -120,13 +121,22 @@ impl Reconciler {
             tracing::info!(instance = %v, "removing volume with no record");
             self.state.metrics.reconciled("remove_orphan_volume");
             if let Err(e) = self.state.runtime.remove_orphan_volume(v).await {
+                self.state.metrics.reconcile_failure("remove_orphan_volume");
                 tracing::warn!(instance = %v, error = %e, "could not remove an orphan volume");
             }
         }
         for rec in records {
             let Some(guard) = self.state.locks.try_lock(&rec.id) else { continue };
             // Re-read under the lock: an operation may have just finished.
-            let Some(rec) = self.state.store.instance(None, &rec.id).await? else { continue };
+            let rec = match self.state.store.instance(None, &rec.id).await {
+                Ok(Some(rec)) => rec,
+                Ok(None) => continue,
+                Err(e) => {
+                    self.state.metrics.reconcile_failure("read_record");
+                    tracing::warn!(instance = %rec.id, error = %e, "could not re-read an instance; skipped this pass");
+                    continue;
+                }
+            };
             self.reconcile_instance(rec, guard).await;
         }
         Ok(())
@@ -139,7 +149,7 @@ impl Reconciler {
         // Slow work (restarts wait for the agent) runs on its own task, holding the lock.
         tokio::spawn(async move {
             if let Err(e) = reconcile_one(&state, &crashes, rec).await {
-                state.metrics.runtime_error("reconcile");
+                state.metrics.reconcile_failure("instance");
                 tracing::warn!(instance = %id, error = %e, "reconcile failed");
             }
             drop(guard);

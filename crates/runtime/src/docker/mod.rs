@@ -226,7 +226,9 @@ impl DockerRuntime {
 
     async fn remove_volume_named(&self, name: &str) -> Result<()> {
         let _p = self.permit().await;
-        match self.docker.remove_volume(name, Some(RemoveVolumeOptions { force: true })).await {
+        // Not forced: Docker then reports a volume it cannot remove (in use) instead of
+        // answering success and keeping it.
+        match self.docker.remove_volume(name, Some(RemoveVolumeOptions { force: false })).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(map_err(e)),
