@@ -97,6 +97,10 @@ pub struct ServerArgs {
     /// Seconds a client has to send a request's headers (and the TLS handshake).
     #[arg(long, env = "BERTH_HEADER_READ_TIMEOUT_SECS", default_value_t = 15)]
     pub header_read_timeout_secs: u64,
+    /// Seconds a hosting API request may take before it is answered 503 `timeout`
+    /// (exec, logs and shell bound themselves).
+    #[arg(long, env = "BERTH_REQUEST_TIMEOUT_SECS", default_value_t = 300)]
+    pub request_timeout_secs: u64,
     /// Seconds a connection with nothing in flight stays open.
     #[arg(long, env = "BERTH_IDLE_TIMEOUT_SECS", default_value_t = 75)]
     pub idle_timeout_secs: u64,

@@ -34,6 +34,9 @@ pub enum ApiError {
     /// 422: the host has no room (memory admission, `--max-instances`); details name the numbers.
     #[error("{message}")]
     CapacityExceeded { message: String, details: Value },
+    /// 503: the request took longer than the server's request timeout.
+    #[error("the request took longer than {0} s; an operation it started may still complete (check the instance)")]
+    Timeout(u64),
     /// 503: the runtime could not do what was asked.
     #[error("{0}")]
     Runtime(#[from] RuntimeError),
@@ -77,6 +80,7 @@ impl ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "capacity_exceeded")
             }
             ApiError::Runtime(_) => (StatusCode::SERVICE_UNAVAILABLE, "runtime_unavailable"),
+            ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             ApiError::Store(StoreError::LimitExceeded { .. }) => (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
             ApiError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         };

@@ -61,6 +61,8 @@ pub struct Peer {
 /// Requests in flight on one connection, and since when it has had none.
 struct ConnState {
     born: Instant,
+    /// Requests begun on this connection.
+    requests: AtomicU64,
     inflight: AtomicUsize,
     /// Milliseconds since `born` when the last request finished.
     idle_since_ms: AtomicU64,
@@ -68,7 +70,12 @@ struct ConnState {
 
 impl ConnState {
     fn new() -> Self {
-        Self { born: Instant::now(), inflight: AtomicUsize::new(0), idle_since_ms: AtomicU64::new(0) }
+        Self {
+            born: Instant::now(),
+            requests: AtomicU64::new(0),
+            inflight: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        }
     }
 
     fn idle_for(&self) -> Option<Duration> {
@@ -85,6 +92,7 @@ struct InflightGuard(Arc<ConnState>);
 
 impl InflightGuard {
     fn new(conn: &Arc<ConnState>) -> Self {
+        conn.requests.fetch_add(1, Ordering::Relaxed);
         conn.inflight.fetch_add(1, Ordering::AcqRel);
         Self(conn.clone())
     }
@@ -371,7 +379,8 @@ async fn drive<S, B>(
 {
     let served = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(served);
-    let mut tick = tokio::time::interval((limits.idle_timeout / 4).max(Duration::from_millis(250)));
+    let every = limits.idle_timeout.min(limits.header_read_timeout) / 4;
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(250)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut closing = false;
     loop {
@@ -387,6 +396,11 @@ async fn drive<S, B>(
                 served.as_mut().graceful_shutdown();
             }
             _ = tick.tick(), if !closing => {
+                // Nothing sent at all (hyper waits for the first bytes to tell HTTP/1.1
+                // from HTTP/2 before its own header timer starts): drop it.
+                if conn.requests.load(Ordering::Relaxed) == 0 && conn.born.elapsed() >= limits.header_read_timeout {
+                    return;
+                }
                 if conn.idle_for().is_some_and(|d| d >= limits.idle_timeout) {
                     closing = true;
                     served.as_mut().graceful_shutdown();

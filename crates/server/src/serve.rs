@@ -29,6 +29,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// Runs the server until SIGTERM or Ctrl-C; instances keep running afterwards.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    // Every connection is a descriptor: take the hard limit, not the soft 1024.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+    }
     std::fs::create_dir_all(&args.data).with_context(|| format!("creating data dir {}", args.data.display()))?;
     let store: Arc<dyn Store> = match args.database_url.as_deref() {
         None => Arc::new(SqliteStore::open(&args.data.join("berth.db")).await.context("opening the SQLite database")?),
@@ -109,6 +114,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             tls: tls.is_some(),
             min_idle_timeout_secs: args.min_idle_timeout_secs,
             host_cpus: capacity.cpus,
+            request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
         }),
         http: reqwest::Client::builder().no_proxy().build()?,
         heartbeats: Arc::default(),

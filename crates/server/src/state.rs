@@ -32,6 +32,8 @@ pub struct Settings {
     pub min_idle_timeout_secs: u64,
     /// CPUs of the host: CPU limits are clamped to them.
     pub host_cpus: u32,
+    /// Longest a hosting API request may take (exec, logs and shell bound themselves).
+    pub request_timeout: Duration,
 }
 
 /// Shared state of the server.

@@ -17,6 +17,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use std::time::Instant;
 
+/// How long a client may take to send a request body.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Routes whose answers may rightly take long (a command's own timeout, a followed
+/// log, a shell): no request timeout, they bound themselves.
+const LONG_ROUTES: [&str; 3] = ["/v1/instances/{id}/exec", "/v1/instances/{id}/logs", "/v1/instances/{id}/shell"];
+
 /// The whole hosting API.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -30,6 +37,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        // A client that sends a body slower than this is cut off (its request fails).
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT))
         .with_state(state)
 }
 
@@ -54,7 +63,15 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         _ => "other".to_string(),
     };
     let started = Instant::now();
-    let resp = next.run(req).await;
+    let resp = if LONG_ROUTES.contains(&route.as_str()) {
+        next.run(req).await
+    } else {
+        let limit = state.settings.request_timeout;
+        match tokio::time::timeout(limit, next.run(req)).await {
+            Ok(resp) => resp,
+            Err(_) => ApiError::Timeout(limit.as_secs()).into_response(),
+        }
+    };
     let secs = started.elapsed().as_secs_f64();
     let status = resp.status().as_u16();
     state.metrics.requests.get_or_create(&RequestLabels { method: method.clone(), route: route.clone(), status }).inc();
