@@ -2,6 +2,7 @@
 //! connections are closed by the header timeout while other clients are served.
 
 use berth_test_util::{ServerOptions, TestServer};
+use serde_json::json;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 
@@ -22,16 +23,92 @@ async fn two_thousand_idle_connections_are_closed_and_the_api_answers_meanwhile(
     let started = Instant::now();
     let (status, _) = s.get("/v1/instances").await;
     assert_eq!(status, 200);
-    assert!(started.elapsed() < Duration::from_secs(2), "answered in {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(5), "answered in {:?}", started.elapsed());
 
     // And every idle connection is closed by the server.
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut buf = [0u8; 64];
-    for mut c in idle {
+    for (i, mut c) in idle.into_iter().enumerate() {
         let left = deadline.saturating_duration_since(Instant::now());
-        let n = tokio::time::timeout(left, c.read(&mut buf)).await.expect("closed in time");
-        assert!(matches!(n, Ok(0) | Err(_)) || buf.starts_with(b"HTTP/1.1 408"), "{n:?}");
+        let n = tokio::time::timeout(left, c.read(&mut buf)).await;
+        let n = n.unwrap_or_else(|_| panic!("connection {i} still open after {:?}", started.elapsed()));
+        assert!(matches!(n, Ok(0) | Err(_)) || buf.starts_with(b"HTTP/1.1 408"), "connection {i}: {n:?}");
     }
     let (status, _) = s.get("/healthz").await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn one_workspace_cannot_take_every_exec_slot_and_keys_have_a_rate() {
+    let s = TestServer::start_with(ServerOptions {
+        extra_args: vec![
+            "--workspace-max-execs".into(),
+            "1".into(),
+            "--key-rate".into(),
+            "2".into(),
+            "--key-burst".into(),
+            "20".into(),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let a = s.create_instance(json!({})).await["id"].as_str().unwrap().to_string();
+    let (_, other) = s.post("/v1/workspaces", json!({"name": "b"})).await;
+    let b_key = other["key"].as_str().unwrap().to_string();
+    let (st, b) = s.call(reqwest::Method::POST, "/v1/instances", Some(&b_key), Some(json!({}))).await;
+    assert_eq!(st, 201, "{b}");
+    let b = b["id"].as_str().unwrap().to_string();
+
+    // Workspace A's only exec slot is taken by a long command...
+    let long = {
+        let (http, base, key, a) = (s.http().clone(), s.base.clone(), s.admin_key.clone(), a.clone());
+        tokio::spawn(async move {
+            http.post(format!("{base}/v1/instances/{a}/exec"))
+                .bearer_auth(key)
+                .json(&json!({"command": ["sleep", "3"]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let resp = s
+        .http()
+        .post(format!("{}/v1/instances/{a}/exec", s.base))
+        .bearer_auth(&s.admin_key)
+        .json(&json!({"command": ["true"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    // ...while workspace B runs its own.
+    let (st, out) = s
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/instances/{b}/exec"),
+            Some(&b_key),
+            Some(json!({"command": ["true"]})),
+        )
+        .await;
+    assert_eq!((st, out["exit_code"].as_i64()), (200, Some(0)), "{out}");
+    assert_eq!(long.await.unwrap(), 200);
+
+    // A key over its rate is told to wait; another key is not.
+    let (_, key) = s.post("/v1/keys", json!({"name": "busy"})).await;
+    let busy = key["key"].as_str().unwrap().to_string();
+    let mut limited = None;
+    for _ in 0..40 {
+        let r = s.http().get(format!("{}/v1/instances", s.base)).bearer_auth(&busy).send().await.unwrap();
+        if r.status() == 429 {
+            limited = Some(r.headers()["retry-after"].to_str().unwrap().to_string());
+            break;
+        }
+    }
+    assert!(limited.is_some_and(|secs| secs.parse::<u64>().unwrap() >= 1), "the key was never limited");
+    let (st, _) = s.get("/v1/instances").await;
+    assert_eq!(st, 200, "the admin key has its own bucket");
 }

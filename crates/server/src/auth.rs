@@ -70,6 +70,7 @@ impl FromRequestParts<AppState> for Auth {
         let secret = presented_key(parts).filter(|s| !s.is_empty()).ok_or(ApiError::Unauthorized)?;
         let key = state.keys.verify(&secret).await?.ok_or(ApiError::Unauthorized)?;
         let k = &key.record;
+        state.quotas.spend(&k.id)?;
         Ok(Auth { workspace_id: k.workspace_id.clone(), key_id: k.id.clone(), admin: k.admin })
     }
 }

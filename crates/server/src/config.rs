@@ -110,6 +110,33 @@ pub struct ServerArgs {
     /// Most instances (all workspaces, not counting deleted ones) this server holds.
     #[arg(long, env = "BERTH_MAX_INSTANCES")]
     pub max_instances: Option<u32>,
+    /// Requests per second each API key may sustain on the hosting API (0: no limit).
+    #[arg(long, env = "BERTH_KEY_RATE", default_value_t = 100.0)]
+    pub key_rate: f64,
+    /// Requests an API key may send at once above its rate.
+    #[arg(long, env = "BERTH_KEY_BURST", default_value_t = 500.0)]
+    pub key_burst: f64,
+    /// Most commands running at once per workspace (exec).
+    #[arg(long, env = "BERTH_WORKSPACE_MAX_EXECS", default_value_t = 64)]
+    pub workspace_max_execs: u32,
+    /// Most shells open at once per workspace.
+    #[arg(long, env = "BERTH_WORKSPACE_MAX_SHELLS", default_value_t = 32)]
+    pub workspace_max_shells: u32,
+    /// Most log follows open at once per workspace.
+    #[arg(long, env = "BERTH_WORKSPACE_MAX_LOG_FOLLOWS", default_value_t = 64)]
+    pub workspace_max_log_follows: u32,
+    /// Most requests and streams in flight through the edge per workspace.
+    #[arg(long, env = "BERTH_WORKSPACE_MAX_EDGE_STREAMS", default_value_t = 4096)]
+    pub workspace_max_edge_streams: u32,
+    /// Most commands running at once on the whole server.
+    #[arg(long, env = "BERTH_MAX_EXECS", default_value_t = 256)]
+    pub max_execs: u32,
+    /// Most shells open at once on the whole server.
+    #[arg(long, env = "BERTH_MAX_SHELLS", default_value_t = 128)]
+    pub max_shells: u32,
+    /// Most log follows open at once on the whole server.
+    #[arg(long, env = "BERTH_MAX_LOG_FOLLOWS", default_value_t = 256)]
+    pub max_log_follows: u32,
     /// Threads serving the edge (each a single-threaded runtime); default: one per core.
     #[arg(long, env = "BERTH_EDGE_THREADS")]
     pub edge_threads: Option<usize>,
@@ -122,6 +149,28 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
+    /// The fair-share caps and key rate.
+    pub fn quota_limits(&self) -> crate::quotas::QuotaLimits {
+        use crate::quotas::Kind;
+        crate::quotas::QuotaLimits {
+            per_workspace: [
+                (Kind::Exec, self.workspace_max_execs),
+                (Kind::Shell, self.workspace_max_shells),
+                (Kind::LogFollow, self.workspace_max_log_follows),
+                (Kind::EdgeStream, self.workspace_max_edge_streams),
+            ]
+            .into(),
+            total: [
+                (Kind::Exec, self.max_execs),
+                (Kind::Shell, self.max_shells),
+                (Kind::LogFollow, self.max_log_follows),
+            ]
+            .into(),
+            key_rate: self.key_rate,
+            key_burst: self.key_burst,
+        }
+    }
+
     /// Timeouts and caps of both listeners.
     pub fn conn_limits(&self) -> crate::listen::ConnLimits {
         crate::listen::ConnLimits {

@@ -34,6 +34,9 @@ pub enum ApiError {
     /// 422: the host has no room (memory admission, `--max-instances`); details name the numbers.
     #[error("{message}")]
     CapacityExceeded { message: String, details: Value },
+    /// 429: over a fair-share cap or the key's rate; retry after `retry_after` seconds.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after: u64 },
     /// 503: the request took longer than the server's request timeout.
     #[error("the request took longer than {0} s; an operation it started may still complete (check the instance)")]
     Timeout(u64),
@@ -81,6 +84,10 @@ impl ApiError {
             }
             ApiError::Runtime(_) => (StatusCode::SERVICE_UNAVAILABLE, "runtime_unavailable"),
             ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+            ApiError::RateLimited { retry_after, .. } => {
+                details.insert("retry_after_secs".into(), json!(retry_after));
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+            }
             ApiError::Store(StoreError::LimitExceeded { .. }) => (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
             ApiError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         };
@@ -110,10 +117,24 @@ impl IntoResponse for ApiError {
             }
             _ => self.to_string(),
         };
+        let retry_after = match &self {
+            ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
         let body = ErrorBody { error: ErrorDetail { code: code.into(), message, details } };
-        (status, Json(body)).into_response()
+        let mut resp = (status, Json(body)).into_response();
+        if let Some(secs) = retry_after {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        resp
     }
 }
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<crate::quotas::Refused> for ApiError {
+    fn from(r: crate::quotas::Refused) -> Self {
+        ApiError::RateLimited { message: r.message, retry_after: r.retry_after }
+    }
+}

@@ -19,6 +19,7 @@ pub mod listen;
 pub mod locks;
 pub mod metrics;
 pub mod openapi;
+pub mod quotas;
 pub mod reconciler;
 pub mod routes;
 pub mod serve;

@@ -121,6 +121,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         routes,
         activity,
         shares,
+        quotas: Arc::new(crate::quotas::Quotas::new(args.quota_limits())),
         admission: Arc::new(crate::admission::Admission::new(
             capacity.memory_bytes,
             args.memory_overcommit,
@@ -133,14 +134,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tokio::spawn(follow_runtime_events(state.clone()));
 
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let listener =
-        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let listener = listen::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, install = %install_id, "berth server listening");
     let api_scheme = if api_tls.is_some() { "https" } else { "http" };
     println!("berth server listening on {api_scheme}://{}", listener.local_addr()?);
-    let edge_listener = tokio::net::TcpListener::bind(args.edge_listen)
-        .await
-        .with_context(|| format!("binding the edge on {}", args.edge_listen))?;
+    let edge_listener =
+        listen::bind(args.edge_listen).with_context(|| format!("binding the edge on {}", args.edge_listen))?;
     println!(
         "berth edge listening on {scheme}://{} (instance URLs: {scheme}://{{label}}.{}:{})",
         edge_listener.local_addr()?,

@@ -54,6 +54,8 @@ pub struct AppState {
     pub activity: Arc<Activity>,
     /// Live share links.
     pub shares: Arc<Shares>,
+    /// Fair shares: caps on concurrent execs, shells, follows, edge streams; key rates.
+    pub quotas: Arc<crate::quotas::Quotas>,
     /// Room on the host for instances' memory.
     pub admission: Arc<crate::admission::Admission>,
     /// Last time (unix seconds) each instance's agent answered a probe.

@@ -45,6 +45,9 @@ pub enum EdgeError {
     /// The request itself is unusable (no Host, bad URI).
     #[error("{0}")]
     BadRequest(String),
+    /// Over the workspace's (or the server's) cap of requests in flight.
+    #[error("{0}")]
+    RateLimited(String),
     /// The database failed while checking a key.
     #[error("the edge could not check the key right now; retry shortly")]
     Store,
@@ -66,6 +69,7 @@ impl EdgeError {
             EdgeError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             EdgeError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             EdgeError::Store => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            EdgeError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         }
     }
 
@@ -73,7 +77,11 @@ impl EdgeError {
     pub fn retryable(&self) -> bool {
         matches!(
             self,
-            EdgeError::WakeFailed(_) | EdgeError::Unreachable | EdgeError::AgentUnreachable(_) | EdgeError::Store
+            EdgeError::WakeFailed(_)
+                | EdgeError::Unreachable
+                | EdgeError::AgentUnreachable(_)
+                | EdgeError::Store
+                | EdgeError::RateLimited(_)
         )
     }
 

@@ -277,7 +277,13 @@ impl Edge {
             }
         };
         log.instance = Some(route.target.id.to_string());
+        let slot = self
+            .state
+            .quotas
+            .acquire(&route.target.workspace, crate::quotas::Kind::EdgeStream)
+            .map_err(|r| EdgeError::RateLimited(r.message))?;
         let (target, ip, busy) = self.ready(route.target.clone()).await?;
+        let busy = (busy, slot);
         let route = HostRoute { target, ..route };
         self.forward(req, client, log, route, ip, busy, principal, key_in_authorization).await
     }
@@ -337,7 +343,7 @@ impl Edge {
         log: &mut LogContext,
         route: HostRoute,
         ip: IpAddr,
-        busy: Busy,
+        busy: (Busy, crate::quotas::Slot),
         principal: Principal,
         key_in_authorization: bool,
     ) -> Result<Response<EdgeBody>, EdgeError> {

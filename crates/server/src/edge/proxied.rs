@@ -9,6 +9,7 @@ use super::pool::Lease;
 use super::BoxError;
 use crate::activity::Busy;
 use crate::metrics::Metrics;
+use crate::quotas::Slot;
 use bytes::Bytes;
 use http::{Method, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -92,7 +93,7 @@ pub struct ProxiedBody {
     /// The connection to the instance, returned to the pool once the body ended.
     lease: Option<Lease>,
     ended: bool,
-    _busy: Busy,
+    _busy: (Busy, Slot),
 }
 
 impl ProxiedBody {
@@ -100,7 +101,7 @@ impl ProxiedBody {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         inner: Incoming,
-        busy: Busy,
+        busy: (Busy, Slot),
         revoked: CancellationToken,
         metrics: Arc<Metrics>,
         received: Arc<AtomicU64>,
@@ -185,7 +186,7 @@ impl Drop for ProxiedBody {
 pub async fn tunnel(
     client: OnUpgrade,
     upstream: OnUpgrade,
-    busy: Busy,
+    busy: (Busy, Slot),
     revoked: CancellationToken,
     metrics: Arc<Metrics>,
 ) {

@@ -5,6 +5,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::instances::exec::{self, ExecEvent};
 use crate::instances::ops;
+use crate::quotas::Kind;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -50,7 +51,8 @@ pub async fn exec_command(
         return Err(crate::error::invalid_state("exec", rec.status));
     }
     // A command running in the instance is activity: a cold_start instance stays up.
-    let busy = state.activity.busy(&rec.id);
+    let slot = state.quotas.acquire(&auth.workspace_id, Kind::Exec)?;
+    let busy = (state.activity.busy(&rec.id), slot);
     if !v.stream {
         let result = exec::collect(state, rec.id, rec.status, v).await?;
         drop(busy);
@@ -133,7 +135,7 @@ pub async fn logs(
         let logs = all.into_iter().collect::<Result<Vec<_>, _>>()?;
         return Ok(Json(Logs { logs }).into_response());
     }
-    let busy = state.activity.busy(&rec.id);
+    let busy = (state.activity.busy(&rec.id), state.quotas.acquire(&auth.workspace_id, Kind::LogFollow)?);
     let events = entries
         .take_while(move |l| {
             let _following = &busy;

@@ -62,6 +62,7 @@ pub async fn shell(
     if rec.status != Status::Running {
         return Err(invalid_state("open a shell on", rec.status));
     }
+    let slot = state.quotas.acquire(&auth.workspace_id, crate::quotas::Kind::Shell)?;
     let ws = ws.map_err(|e| ApiError::InvalidRequest {
         field: None,
         message: format!("this route is a WebSocket: send an Upgrade: websocket request ({e})"),
@@ -76,7 +77,7 @@ pub async fn shell(
         ],
     };
     Ok(ws.on_upgrade(move |socket| async move {
-        let _busy = state.activity.busy(&rec.id);
+        let _busy = (state.activity.busy(&rec.id), slot);
         if let Err(e) = session(state, rec.id.clone(), socket, cmd, cols, rows).await {
             tracing::info!(instance = %rec.id, error = %e, "shell session ended with an error");
         }
