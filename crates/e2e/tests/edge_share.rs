@@ -24,8 +24,8 @@ fn chromium() -> Option<String> {
     found.map(str::to_string)
 }
 
-/// Opens `url` in headless Chromium with `profile` and answers the DOM once the
-/// page's scripts settled.
+/// Opens `url` in headless Chromium with `profile` and answers the DOM at the
+/// page's load event.
 fn browse(chromium: &str, profile: &Path, url: &str) -> String {
     let out = Command::new("timeout")
         .arg("60")
@@ -41,7 +41,6 @@ fn browse(chromium: &str, profile: &Path, url: &str) -> String {
             "--disable-component-update",
             "--disable-sync",
             "--no-proxy-server",
-            "--virtual-time-budget=10000",
             "--dump-dom",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
@@ -114,8 +113,8 @@ async fn share_links_open_pages_with_websockets_in_a_browser_until_revoked() {
     if let Some(chromium) = chromium() {
         let profile = tempfile::tempdir().unwrap();
         let browser_url = url.replace("/?berth_share", "/page.html?berth_share");
-        // The page reports what its fetch and its WebSocket got back to the app (the
-        // browser may dump its DOM before that last request of the page completes).
+        // The page reports what its fetch and its WebSocket got back to the app; its
+        // load event (when the browser dumps the DOM) waits for that report.
         let dom = browse(&chromium, profile.path(), &browser_url);
         let log = wait_for_log(&s, &id, "RESULT ").await;
         assert!(

@@ -55,10 +55,13 @@ struct Bucket {
     at: Instant,
 }
 
+/// What is open, by workspace (`None`: the whole server) and kind.
+type OpenCounts = HashMap<(Option<WorkspaceId>, Kind), Arc<AtomicU32>>;
+
 /// Counters of what is open, and the keys' buckets.
 pub struct Quotas {
     limits: QuotaLimits,
-    open: Mutex<HashMap<(Option<WorkspaceId>, Kind), Arc<AtomicU32>>>,
+    open: Mutex<OpenCounts>,
     buckets: Mutex<HashMap<KeyId, Bucket>>,
 }
 

@@ -6,6 +6,8 @@ library only), on ports the instance exposes:
                          then reports both to /result (for the browser test)
   GET  /sub.txt          a sub-resource
   GET  /result?...       records the page's report
+  GET  /wait-result      answers once a report came (the page's load event waits for
+                         it, so a headless browser dumping the DOM at load sees the end)
   GET  /sse?n=&gap=      n server-sent events, `gap` seconds apart (chunked)
   GET  /ws               WebSocket echo ("echo:" + message); records closes
   GET  /ws-server-close  echoes one message, then the server closes
@@ -22,13 +24,16 @@ import json
 import os
 import struct
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOG = os.environ.get("APP_LOG", "/tmp/app.log")
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+RESULT = threading.Event()
 
-PAGE = """<!doctype html><html><head><title>loading</title></head><body><script>
+PAGE = """<!doctype html><html><head><title>loading</title></head><body>
+<img src="/wait-result" alt=""><script>
 (async () => {
   const sub = (await (await fetch('/sub.txt')).text()).trim();
   const scheme = location.protocol === 'https:' ? 'wss://' : 'ws://';
@@ -111,7 +116,11 @@ class Handler(BaseHTTPRequestHandler):
             return self.body(200, "sub-ok")
         if path == "/result":
             note("RESULT " + query)
+            RESULT.set()
             return self.body(200, "ok")
+        if path == "/wait-result":
+            RESULT.wait(30)
+            return self.body(200, b"GIF89a", "image/gif")
         if path == "/sse":
             return self.sse(dict(p.split("=", 1) for p in query.split("&") if "=" in p))
         if path in ("/ws", "/ws-server-close"):
