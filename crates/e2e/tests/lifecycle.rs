@@ -27,7 +27,7 @@ async fn create_answers_a_running_instance_with_a_healthy_agent() {
     assert_eq!(inst["object"], "instance");
     assert_eq!(inst["status"], "running");
     assert_eq!(inst["template"]["id"], "berth-agent");
-    assert_eq!(inst["size"], json!({"size": 1, "vcpu": 1, "memory_mb": 2048, "disk_gb": 10}));
+    assert_eq!(inst["size"], json!({"size": 1, "vcpu": 1, "memory_mb": 2048, "disk_gb": 10, "cpu_limit": 1}));
     let label = &id[5..];
     assert_eq!(inst["url"], format!("http://{label}.localhost:{}", s.edge_port()));
     assert_eq!(inst["ports"][0]["port"], 3737);

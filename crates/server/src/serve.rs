@@ -122,6 +122,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         activity,
         shares,
         quotas: Arc::new(crate::quotas::Quotas::new(args.quota_limits())),
+        disk_usage: Arc::default(),
         admission: Arc::new(crate::admission::Admission::new(
             capacity.memory_bytes,
             args.memory_overcommit,

@@ -11,6 +11,10 @@ use berth_store::Store;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Disk usage (MiB) of instances, with when it was measured.
+pub type DiskUsageCache =
+    std::sync::Mutex<std::collections::HashMap<berth_core::InstanceId, (std::time::Instant, f64)>>;
+
 /// Settings handlers need at request time.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -56,6 +60,8 @@ pub struct AppState {
     pub shares: Arc<Shares>,
     /// Fair shares: caps on concurrent execs, shells, follows, edge streams; key rates.
     pub quotas: Arc<crate::quotas::Quotas>,
+    /// Disk usage last measured per instance (measuring runs a command in it).
+    pub disk_usage: Arc<DiskUsageCache>,
     /// Room on the host for instances' memory.
     pub admission: Arc<crate::admission::Admission>,
     /// Last time (unix seconds) each instance's agent answered a probe.

@@ -52,7 +52,7 @@ pub(super) async fn start(rt: &DockerRuntime, container: &str, req: ExecRequest)
 }
 
 pub(super) async fn status(rt: &DockerRuntime, exec_id: &str) -> Result<Option<i64>> {
-    let _p = rt.permit().await;
+    let _p = rt.read_permit().await;
     let info = rt.docker.inspect_exec(exec_id).await.map_err(map_err)?;
     if info.running.unwrap_or(false) {
         return Ok(None);
@@ -67,7 +67,7 @@ pub(super) async fn resize(rt: &DockerRuntime, exec_id: &str, cols: u16, rows: u
 
 pub(super) async fn kill_tree(rt: &DockerRuntime, exec_id: &str) -> Result<()> {
     let pid = {
-        let _p = rt.permit().await;
+        let _p = rt.read_permit().await;
         rt.docker.inspect_exec(exec_id).await.map_err(map_err)?.pid.unwrap_or(0)
     };
     if pid <= 0 {

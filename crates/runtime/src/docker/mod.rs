@@ -22,7 +22,7 @@ use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerStateStatusEnum, ContainerUpdateBody, NetworkCreateRequest, VolumeCreateOptions};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListVolumesOptions, RemoveContainerOptions,
-    RemoveVolumeOptions, StopContainerOptions,
+    RemoveVolumeOptions,
 };
 use bollard::Docker;
 use futures_util::stream::BoxStream;
@@ -65,7 +65,13 @@ pub struct DockerConfig {
 pub struct DockerRuntime {
     docker: Docker,
     cfg: DockerConfig,
+    /// Engine API calls that change something (create, start, kill, remove...).
     permits: Arc<Semaphore>,
+    /// Engine API calls that only look (inspect, list, stats): a budget of their own,
+    /// so polling never queues behind changes, nor changes behind polling.
+    read_permits: Arc<Semaphore>,
+    /// Last CPU sample per container (total usage, system usage), for one-shot stats.
+    cpu_samples: std::sync::Mutex<HashMap<String, (u64, u64)>>,
     /// Id of the instances' network, resolved by `prepare`.
     network_id: std::sync::RwLock<String>,
     /// CPUs and memory of the Docker host, read by `prepare`.
@@ -124,8 +130,17 @@ impl DockerRuntime {
         let docker = Docker::connect_with_defaults().map_err(map_err)?;
         let docker = docker.negotiate_version().await.map_err(map_err)?;
         let permits = Arc::new(Semaphore::new(cfg.max_concurrent_calls.max(1)));
+        let read_permits = Arc::new(Semaphore::new(cfg.max_concurrent_calls.max(1)));
         let capacity = HostCapacity { cpus: 1, memory_bytes: 0 };
-        Ok(Self { docker, cfg, permits, network_id: Default::default(), capacity: std::sync::RwLock::new(capacity) })
+        Ok(Self {
+            docker,
+            cfg,
+            permits,
+            read_permits,
+            cpu_samples: Default::default(),
+            network_id: Default::default(),
+            capacity: std::sync::RwLock::new(capacity),
+        })
     }
 
     /// The underlying client, for callers in this crate's tests.
@@ -133,8 +148,52 @@ impl DockerRuntime {
         &self.docker
     }
 
+    /// A slot of the budget of calls that change something.
     async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
         self.permits.acquire().await.expect("semaphore never closed")
+    }
+
+    /// A slot of the budget of calls that only look.
+    async fn read_permit(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.read_permits.acquire().await.expect("semaphore never closed")
+    }
+
+    /// Whether the container runs (or is paused); `None` when it does not exist.
+    async fn is_up(&self, name: &str) -> Result<Option<(bool, bool)>> {
+        let _p = self.read_permit().await;
+        match self.docker.inspect_container(name, NO_INSPECT).await {
+            Ok(info) => {
+                let state = info.state.unwrap_or_default();
+                Ok(Some((state.running.unwrap_or(false), state.paused.unwrap_or(false))))
+            }
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    /// Sends a signal to the container's main process (an absent or stopped one is fine).
+    async fn signal(&self, name: &str, signal: &str) -> Result<()> {
+        let _p = self.permit().await;
+        let opts = bollard::query_parameters::KillContainerOptions { signal: signal.to_string() };
+        match self.docker.kill_container(name, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            // "is not running": already stopped.
+            Err(DockerError::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    /// Polls (holding no permit while it waits) until the container is down or `limit` passed.
+    async fn wait_down(&self, name: &str, limit: Duration) -> Result<bool> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match self.is_up(name).await? {
+                None | Some((false, _)) => return Ok(true),
+                Some(_) if tokio::time::Instant::now() >= deadline => return Ok(false),
+                Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
     }
 
     async fn ensure_image(&self, image: &str) -> Result<()> {
@@ -253,7 +312,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn ping(&self) -> Result<()> {
-        let _p = self.permit().await;
+        // No permit: /healthz must not queue behind tenants' calls.
         self.docker.ping().await.map(|_| ()).map_err(map_err)
     }
 
@@ -331,20 +390,28 @@ impl Runtime for DockerRuntime {
     }
 
     async fn stop(&self, id: &InstanceId) -> Result<()> {
+        // SIGTERM, then poll, then SIGKILL: no Engine API call (and no permit) is held
+        // for the grace period, as Docker's own blocking stop would.
         let name = container_name(id);
-        let _p = self.permit().await;
-        // A paused container cannot receive SIGTERM: thaw it first.
-        if let Ok(info) = self.docker.inspect_container(&name, NO_INSPECT).await {
-            if info.state.and_then(|s| s.paused).unwrap_or(false) {
+        match self.is_up(&name).await? {
+            None | Some((false, _)) => return Ok(()),
+            Some((true, true)) => {
+                // A paused container cannot receive SIGTERM: thaw it first.
+                let _p = self.permit().await;
                 let _ = self.docker.unpause_container(&name).await;
             }
+            Some(_) => {}
         }
-        let opts = StopContainerOptions { t: Some(self.cfg.stop_grace_secs), signal: None };
-        match self.docker.stop_container(&name, Some(opts)).await {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_modified(&e) || is_not_found(&e) => Ok(()),
-            Err(e) => Err(map_err(e)),
+        self.signal(&name, "SIGTERM").await?;
+        let grace = Duration::from_secs(self.cfg.stop_grace_secs.max(0) as u64);
+        if self.wait_down(&name, grace).await? {
+            return Ok(());
         }
+        self.signal(&name, "SIGKILL").await?;
+        if self.wait_down(&name, Duration::from_secs(10)).await? {
+            return Ok(());
+        }
+        Err(RuntimeError::Failed(format!("container {name} did not stop after SIGKILL")))
     }
 
     async fn pause(&self, id: &InstanceId) -> Result<()> {
@@ -380,7 +447,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn inspect(&self, id: &InstanceId) -> Result<ContainerState> {
-        let _p = self.permit().await;
+        let _p = self.read_permit().await;
         let info = match self.docker.inspect_container(&container_name(id), NO_INSPECT).await {
             Ok(info) => info,
             Err(e) if is_not_found(&e) => {
@@ -412,7 +479,7 @@ impl Runtime for DockerRuntime {
 
     async fn list(&self) -> Result<Vec<ManagedContainer>> {
         let opts = ListContainersOptions { all: true, filters: Some(self.install_filter()), ..Default::default() };
-        let _p = self.permit().await;
+        let _p = self.read_permit().await;
         let found = self.docker.list_containers(Some(opts)).await.map_err(map_err)?;
         Ok(found
             .into_iter()
@@ -425,7 +492,7 @@ impl Runtime for DockerRuntime {
 
     async fn list_volumes(&self) -> Result<Vec<String>> {
         let opts = ListVolumesOptions { filters: Some(self.install_filter()) };
-        let _p = self.permit().await;
+        let _p = self.read_permit().await;
         let found = self.docker.list_volumes(Some(opts)).await.map_err(map_err)?;
         Ok(found
             .volumes

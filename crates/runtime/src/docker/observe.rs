@@ -36,18 +36,25 @@ pub(super) fn logs(rt: &DockerRuntime, container: &str, q: LogQuery) -> BoxStrea
 }
 
 pub(super) async fn stats(rt: &DockerRuntime, container: &str) -> Result<Stats> {
-    let _p = rt.permit().await;
-    let opts = StatsOptions { stream: false, one_shot: false };
+    // One shot: Docker answers at once instead of sampling for a second (which held an
+    // Engine API slot that long per /health). CPU% comes from this sample and the
+    // previous one of the same container.
+    let _p = rt.read_permit().await;
+    let opts = StatsOptions { stream: false, one_shot: true };
     let mut s = rt.docker.stats(container, Some(opts));
     let Some(first) = s.next().await else { return Ok(Stats::default()) };
+    drop(_p);
     let st = first.map_err(map_err)?;
     let cpu = st.cpu_stats.unwrap_or_default();
-    let pre = st.precpu_stats.unwrap_or_default();
-    let used = |c: &bollard::models::ContainerCpuStats| c.cpu_usage.as_ref().and_then(|u| u.total_usage).unwrap_or(0);
-    let cpu_delta = used(&cpu).saturating_sub(used(&pre)) as f64;
-    let sys_delta = cpu.system_cpu_usage.unwrap_or(0).saturating_sub(pre.system_cpu_usage.unwrap_or(0)) as f64;
+    let total = cpu.cpu_usage.as_ref().and_then(|u| u.total_usage).unwrap_or(0);
+    let system = cpu.system_cpu_usage.unwrap_or(0);
+    let previous =
+        rt.cpu_samples.lock().unwrap_or_else(|e| e.into_inner()).insert(container.to_string(), (total, system));
     let cpus = cpu.online_cpus.unwrap_or(1).max(1) as f64;
-    let cpu_percent = if sys_delta > 0.0 { cpu_delta / sys_delta * cpus * 100.0 } else { 0.0 };
+    let cpu_percent = match previous {
+        Some((t0, s0)) if system > s0 && total >= t0 => (total - t0) as f64 / (system - s0) as f64 * cpus * 100.0,
+        _ => 0.0,
+    };
     let mem = st.memory_stats.unwrap_or_default();
     // What `docker stats` shows: usage minus reclaimable page cache.
     let inactive = mem

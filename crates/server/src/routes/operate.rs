@@ -216,10 +216,19 @@ pub async fn health(
     Ok(Json(h))
 }
 
+/// How long a measured disk usage is reused: `du` is a command in the instance (three
+/// Engine API calls), too dear for every `/health` of a polling client.
+const DISK_USAGE_TTL: Duration = Duration::from_secs(30);
+
 /// Space used by the instance's home, measured inside it (only while it runs).
 async fn disk_usage_mb(state: &AppState, rec: &berth_store::InstanceRecord) -> Option<f64> {
     if rec.status != Status::Running {
         return None;
+    }
+    if let Some((at, mb)) = state.disk_usage.lock().unwrap_or_else(|e| e.into_inner()).get(&rec.id) {
+        if at.elapsed() < DISK_USAGE_TTL {
+            return Some(*mb);
+        }
     }
     let v = exec::ValidExec {
         argv: vec!["du".into(), "-sk".into(), berth_runtime::HOME_DIR.into()],
@@ -232,7 +241,13 @@ async fn disk_usage_mb(state: &AppState, rec: &berth_store::InstanceRecord) -> O
     };
     let r = exec::collect(state.clone(), rec.id.clone(), rec.status, v).await.ok()?;
     let kb: f64 = r.stdout.split_whitespace().next()?.parse().ok()?;
-    Some((kb / 1024.0 * 10.0).round() / 10.0)
+    let mb = (kb / 1024.0 * 10.0).round() / 10.0;
+    let mut cache = state.disk_usage.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() > 10_000 {
+        cache.retain(|_, (at, _)| at.elapsed() < DISK_USAGE_TTL);
+    }
+    cache.insert(rec.id.clone(), (Instant::now(), mb));
+    Some(mb)
 }
 
 /// The instance's audit trail, oldest first.
