@@ -6,6 +6,7 @@
 pub mod ids;
 pub mod lifecycle;
 pub mod size;
+pub mod text;
 pub mod time;
 
 pub use ids::{InstanceId, KeyId, ShareId, WorkspaceId};

@@ -25,6 +25,12 @@ async fn exec_reports_faithful_exit_codes_stdin_caps_and_timeouts() {
     );
     let (_, r) = run(&s, &id, json!({"command": "kill -9 $$"})).await;
     assert_eq!(r["exit_code"], 137, "killed by SIGKILL: {r}");
+    // A character written in two pieces arrives whole.
+    let (_, r) = run(&s, &id, json!({"command": "printf '\\303'; sleep 0.3; printf '\\251\\n'"})).await;
+    assert_eq!(r["stdout"], "\u{e9}\n", "{r}");
+    // The cap counts what is sent: a NUL byte is six bytes of JSON.
+    let (_, r) = run(&s, &id, json!({"command": "head -c 1000 /dev/zero", "max_output_bytes": 600})).await;
+    assert_eq!((r["stdout"].as_str().map(str::len), r["truncated"].as_bool()), (Some(100), Some(true)), "{r}");
     let (_, r) = run(&s, &id, json!({"command": ["cat"], "stdin": "hello\nworld\n"})).await;
     assert_eq!(r["stdout"], "hello\nworld\n");
     let (_, r) =

@@ -108,28 +108,35 @@ pub async fn run(
         });
     }
     let deadline = tokio::time::Instant::now() + v.timeout;
-    let (mut out_len, mut err_len, mut truncated, mut timed_out) = (0usize, 0usize, false, false);
+    let (mut out, mut err) = (Capped::new(v.cap), Capped::new(v.cap));
+    let mut timed_out = false;
     loop {
         tokio::select! {
             chunk = session.output.next() => match chunk {
                 Some(Ok(Output::Stdout(b))) => {
-                    let keep = b.len().min(v.cap - out_len);
-                    truncated |= keep < b.len();
-                    out_len += keep;
-                    if keep > 0 && tx.send(ExecEvent::Stdout(String::from_utf8_lossy(&b[..keep]).into())).await.is_err() {
-                        break;
+                    if let Some(text) = out.take(&b) {
+                        if tx.send(ExecEvent::Stdout(text)).await.is_err() {
+                            break;
+                        }
                     }
                 }
                 Some(Ok(Output::Stderr(b))) => {
-                    let keep = b.len().min(v.cap - err_len);
-                    truncated |= keep < b.len();
-                    err_len += keep;
-                    if keep > 0 && tx.send(ExecEvent::Stderr(String::from_utf8_lossy(&b[..keep]).into())).await.is_err() {
-                        break;
+                    if let Some(text) = err.take(&b) {
+                        if tx.send(ExecEvent::Stderr(text)).await.is_err() {
+                            break;
+                        }
                     }
                 }
                 Some(Err(e)) => return Err(e.into()),
-                None => break,
+                None => {
+                    for (stream, text) in [(0, out.finish()), (1, err.finish())] {
+                        if let Some(text) = text {
+                            let ev = if stream == 0 { ExecEvent::Stdout(text) } else { ExecEvent::Stderr(text) };
+                            let _ = tx.send(ev).await;
+                        }
+                    }
+                    break;
+                }
             },
             _ = tokio::time::sleep_until(deadline) => {
                 timed_out = true;
@@ -151,10 +158,53 @@ pub async fn run(
         stderr: String::new(),
         duration_ms,
         timed_out,
-        truncated,
+        truncated: out.truncated || err.truncated,
     };
     let _ = tx.send(ExecEvent::Exit(result)).await;
     Ok(())
+}
+
+/// One output stream of a command: decoded as UTF-8 across chunk boundaries and
+/// capped at `cap` bytes *as sent* (JSON-encoded: a NUL byte counts six), so no
+/// output makes the answer bigger than asked.
+struct Capped {
+    decoder: berth_core::text::Utf8Decoder,
+    left: usize,
+    truncated: bool,
+}
+
+impl Capped {
+    fn new(cap: usize) -> Self {
+        Self { decoder: Default::default(), left: cap, truncated: false }
+    }
+
+    fn keep(&mut self, text: String) -> Option<String> {
+        if self.truncated || text.is_empty() {
+            self.truncated |= !text.is_empty();
+            return None;
+        }
+        let (kept, used) = berth_core::text::json_prefix(&text, self.left);
+        self.left -= used;
+        if kept.len() < text.len() {
+            self.truncated = true;
+        }
+        (!kept.is_empty()).then(|| kept.to_string())
+    }
+
+    /// What of `chunk` may still be sent.
+    fn take(&mut self, chunk: &[u8]) -> Option<String> {
+        if self.truncated {
+            return None;
+        }
+        let text = self.decoder.push(chunk);
+        self.keep(text)
+    }
+
+    /// A character the output ended in the middle of.
+    fn finish(&mut self) -> Option<String> {
+        let text = self.decoder.finish();
+        self.keep(text)
+    }
 }
 
 /// The exit code of an exec whose output has ended, or `None` if Docker has not
