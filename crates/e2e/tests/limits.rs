@@ -112,3 +112,66 @@ async fn one_workspace_cannot_take_every_exec_slot_and_keys_have_a_rate() {
     let (st, _) = s.get("/v1/instances").await;
     assert_eq!(st, 200, "the admin key has its own bucket");
 }
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+#[tokio::test]
+async fn forty_parallel_large_execs_leave_the_server_alive_with_bounded_memory() {
+    let s = TestServer::start_with(ServerOptions {
+        extra_args: vec!["--exec-buffer-mb".into(), "32".into()],
+        ..Default::default()
+    })
+    .await;
+    let id = s.create_instance(json!({})).await["id"].as_str().unwrap().to_string();
+    let pid = s.pid().unwrap();
+    let baseline = rss_mib(pid);
+    let peak = std::sync::Arc::new(std::sync::Mutex::new(baseline));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                let now = rss_mib(pid);
+                {
+                    let mut p = peak.lock().unwrap();
+                    *p = p.max(now);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    // 40 commands of 8 MiB each (320 MiB in all) with a 16 MiB cap each.
+    let runs = (0..40).map(|_| {
+        let (http, base, key, id) = (s.http().clone(), s.base.clone(), s.admin_key.clone(), id.clone());
+        async move {
+            let r = http
+                .post(format!("{base}/v1/instances/{id}/exec"))
+                .bearer_auth(key)
+                .json(&json!({"command": "head -c 8388608 /dev/zero | tr '\\0' a", "max_output_bytes": 16777216,
+                    "timeout_secs": 120}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            (status, body["stdout"].as_str().map_or(0, str::len), body["truncated"].as_bool())
+        }
+    });
+    let results = futures_util::future::join_all(runs).await;
+    sampler.abort();
+    let peak = *peak.lock().unwrap();
+    assert!(results.iter().all(|(st, _, _)| *st == 200), "{results:?}");
+    assert!(peak - baseline < 200.0, "RSS grew {:.0} MiB (from {baseline:.0})", peak - baseline);
+    eprintln!("server RSS {baseline:.0} MiB before, {peak:.0} MiB at most during 40 parallel 8 MiB execs");
+    assert!(results.iter().any(|(_, _, t)| *t == Some(true)), "past the buffer, output is truncated");
+    let (st, _) = s.get("/healthz").await;
+    assert_eq!(st, 200);
+}

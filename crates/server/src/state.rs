@@ -60,6 +60,8 @@ pub struct AppState {
     pub shares: Arc<Shares>,
     /// Fair shares: caps on concurrent execs, shells, follows, edge streams; key rates.
     pub quotas: Arc<crate::quotas::Quotas>,
+    /// KiB of command output all collecting execs may hold in memory together.
+    pub exec_buffer: Arc<tokio::sync::Semaphore>,
     /// Disk usage last measured per instance (measuring runs a command in it).
     pub disk_usage: Arc<DiskUsageCache>,
     /// Room on the host for instances' memory.

@@ -219,16 +219,32 @@ pub async fn exit_code(state: &AppState, exec_id: &str) -> Result<Option<i64>, b
     Ok(None)
 }
 
-/// Runs to completion and collects the output.
+/// Runs to completion and collects the output. What is held in memory for all
+/// collecting execs together is bounded (`--exec-buffer-mb`): past it, output is
+/// truncated (and said so) rather than kept; streamed execs hold nothing.
 pub async fn collect(state: AppState, id: InstanceId, status: Status, v: ValidExec) -> ApiResult<ExecResult> {
     let (tx, mut rx) = mpsc::channel(64);
+    let budget = state.exec_buffer.clone();
     let task = tokio::spawn(run(state, id, status, v, tx));
     let (mut stdout, mut stderr, mut result) = (String::new(), String::new(), None);
+    let mut held: Vec<tokio::sync::OwnedSemaphorePermit> = Vec::new();
+    let mut starved = false;
     while let Some(ev) = rx.recv().await {
-        match ev {
-            ExecEvent::Stdout(s) => stdout.push_str(&s),
-            ExecEvent::Stderr(s) => stderr.push_str(&s),
-            ExecEvent::Exit(r) => result = Some(r),
+        let (buf, text) = match ev {
+            ExecEvent::Stdout(s) => (&mut stdout, s),
+            ExecEvent::Stderr(s) => (&mut stderr, s),
+            ExecEvent::Exit(r) => {
+                result = Some(r);
+                continue;
+            }
+        };
+        let kib = text.len().div_ceil(1024) as u32;
+        match budget.clone().try_acquire_many_owned(kib) {
+            Ok(permit) if !starved => {
+                held.push(permit);
+                buf.push_str(&text);
+            }
+            _ => starved = true,
         }
     }
     match task.await {
@@ -240,5 +256,7 @@ pub async fn collect(state: AppState, id: InstanceId, status: Status, v: ValidEx
         .ok_or_else(|| ApiError::Runtime(berth_runtime::RuntimeError::Failed("exec ended without a result".into())))?;
     r.stdout = stdout;
     r.stderr = stderr;
+    r.truncated |= starved;
+    drop(held);
     Ok(r)
 }
