@@ -7,6 +7,11 @@ pub struct SseEvent {
     pub data: String,
 }
 
+/// Longest line and longest event kept: a provider that streams more without a
+/// line break (or a blank line) has its excess dropped instead of filling memory.
+const MAX_LINE: usize = 8 << 20;
+const MAX_EVENT: usize = 16 << 20;
+
 /// Feeds on byte chunks as they arrive; yields events at each blank line.
 #[derive(Debug, Default)]
 pub struct SseParser {
@@ -27,6 +32,9 @@ impl SseParser {
             start = end + 1;
         }
         self.buf.drain(..start);
+        if self.buf.len() > MAX_LINE {
+            self.buf.truncate(MAX_LINE);
+        }
     }
 
     /// The stream ended: a last line without newline still counts.
@@ -54,6 +62,7 @@ impl SseParser {
             None => (line, ""),
         };
         match field {
+            "data" if self.pending.data.len() + value.len() > MAX_EVENT => {}
             "data" => {
                 if self.has_data {
                     self.pending.data.push('\n');
@@ -69,6 +78,19 @@ impl SseParser {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_line_without_end_does_not_grow_without_bound() {
+        let mut p = super::SseParser::default();
+        let mut out = Vec::new();
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..20 {
+            p.feed(&chunk, &mut out);
+        }
+        assert!(p.buf.len() <= super::MAX_LINE);
+        p.feed(b"\ndata: ok\n\n", &mut out);
+        assert_eq!(out.last().map(|e| e.data.as_str()), Some("ok"), "the stream goes on after the long line");
+    }
+
     use super::*;
 
     #[test]

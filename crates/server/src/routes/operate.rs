@@ -88,6 +88,9 @@ pub async fn exec_command(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
+/// Most bytes of log messages one (non-follow) answer holds; older lines go first.
+const MAX_LOG_BYTES: usize = 8 << 20;
+
 /// Query of the logs.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct LogsQuery {
@@ -131,9 +134,21 @@ pub async fn logs(
     let entries =
         stream.map(|l| l.map(|l| LogEntry { timestamp: l.timestamp, stream: l.stream.into(), message: l.message }));
     if !follow {
-        let all: Vec<_> = entries.collect().await;
-        let logs = all.into_iter().collect::<Result<Vec<_>, _>>()?;
-        return Ok(Json(Logs { logs }).into_response());
+        // The newest lines, within a memory bound however long the lines are.
+        let mut logs = std::collections::VecDeque::new();
+        let mut bytes = 0usize;
+        let mut entries = std::pin::pin!(entries);
+        while let Some(line) = entries.next().await {
+            let line = line?;
+            bytes += line.message.len();
+            logs.push_back(line);
+            while bytes > MAX_LOG_BYTES {
+                if let Some(old) = logs.pop_front() {
+                    bytes -= old.message.len();
+                }
+            }
+        }
+        return Ok(Json(Logs { logs: logs.into() }).into_response());
     }
     let busy = (state.activity.busy(&rec.id), state.quotas.acquire(&auth.workspace_id, Kind::LogFollow)?);
     let events = entries
