@@ -145,6 +145,65 @@ mod tests {
     }
 
     #[test]
+    fn every_status_and_action_is_decided_as_documented() {
+        use Action as A;
+        use Status::*;
+        let actions =
+            [A::Stop, A::Start, A::Restart, A::Pause, A::Resume, A::Update, A::Delete, A::Restore, A::Reconfigure];
+        // Rows: the current status. Columns, in `actions` order: where it ends, or None (409).
+        let table: [(Status, [Option<Status>; 9]); 7] = [
+            (Creating, [None, None, None, None, None, None, None, None, None]),
+            (
+                Running,
+                [
+                    Some(Stopped),
+                    None,
+                    Some(Running),
+                    Some(Paused),
+                    None,
+                    Some(Running),
+                    Some(Deleted),
+                    None,
+                    Some(Running),
+                ],
+            ),
+            (Stopping, [None, None, None, None, None, None, Some(Deleted), None, None]),
+            (Stopped, [None, Some(Running), None, None, None, Some(Stopped), Some(Deleted), None, Some(Stopped)]),
+            (Paused, [Some(Stopped), None, None, None, Some(Running), None, Some(Deleted), None, Some(Paused)]),
+            (
+                Error,
+                [
+                    Some(Stopped),
+                    Some(Running),
+                    Some(Running),
+                    None,
+                    None,
+                    Some(Running),
+                    Some(Deleted),
+                    None,
+                    Some(Error),
+                ],
+            ),
+            (Deleted, [None, None, None, None, None, None, None, Some(Running), None]),
+        ];
+        assert_eq!(table.len(), Status::ALL.len(), "every status has a row");
+        for (current, row) in table {
+            for (action, want) in actions.into_iter().zip(row) {
+                let got = transition(current, action);
+                match want {
+                    Some(target) => assert_eq!(got, Ok(target), "{} from {current}", action.as_str()),
+                    None => assert_eq!(
+                        got,
+                        Err(InvalidTransition { action: action.as_str(), current }),
+                        "{} from {current}",
+                        action.as_str()
+                    ),
+                }
+            }
+        }
+    }
+
+    #[test]
     fn status_round_trips_through_text() {
         for st in Status::ALL {
             assert_eq!(st.as_str().parse::<Status>(), Ok(st));

@@ -1,0 +1,146 @@
+//! The SQLite store against a real database file: the atomic limit-checked insert,
+//! cursor pages, keys, traffic batches, admission counts and share links.
+
+use berth_core::{InstanceId, KeyId, ShareId, Status, WorkspaceId};
+use berth_store::{
+    ExposedPort, InstanceFilter, InstanceRecord, KeyRecord, ShareRecord, SqliteStore, Store, StoreError, TrafficUpdate,
+    WorkspaceRecord,
+};
+
+async fn store() -> (SqliteStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    (SqliteStore::open(&dir.path().join("berth.db")).await.unwrap(), dir)
+}
+
+async fn workspace(s: &SqliteStore) -> WorkspaceId {
+    let ws = WorkspaceRecord { id: WorkspaceId::generate(), name: "w".into(), instance_limit: 2, created_at: 1 };
+    s.create_workspace(&ws).await.unwrap();
+    ws.id
+}
+
+fn instance(ws: &WorkspaceId, size: u32, status: Status) -> InstanceRecord {
+    InstanceRecord {
+        seq: 0,
+        id: InstanceId::generate(),
+        workspace_id: ws.clone(),
+        name: None,
+        template: "berth-agent".into(),
+        template_version: 1,
+        size,
+        user: Some("u1".into()),
+        region: "local".into(),
+        metadata: Default::default(),
+        env: [("K".to_string(), "v".to_string())].into(),
+        budget_cap_usd: None,
+        topup_micros: 0,
+        lifecycle_mode: "always_on".into(),
+        idle_timeout_secs: None,
+        status,
+        status_reason: None,
+        restart_count: 0,
+        created_at: 1,
+        updated_at: 1,
+        deleted_at: None,
+        gateway_token: Some("tok".into()),
+        last_request_at: None,
+        exposed: vec![ExposedPort { port: 8080, handle: "h".repeat(20) }],
+        idle_stopped: false,
+        hold_until: None,
+        requests_total: 0,
+    }
+}
+
+#[tokio::test]
+async fn inserts_respect_the_limit_and_records_round_trip() {
+    let (s, _dir) = store().await;
+    let ws = workspace(&s).await;
+    let a = instance(&ws, 1, Status::Running);
+    s.insert_instance(&a, 2).await.unwrap();
+    s.insert_instance(&instance(&ws, 2, Status::Stopped), 2).await.unwrap();
+    let err = s.insert_instance(&instance(&ws, 1, Status::Creating), 2).await.unwrap_err();
+    assert!(matches!(err, StoreError::LimitExceeded { limit: 2 }), "{err}");
+
+    let mut got = s.instance(Some(&ws), &a.id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.exposed.clone(), got.env.clone(), got.gateway_token.clone()),
+        (a.exposed.clone(), a.env.clone(), a.gateway_token.clone())
+    );
+    assert!(s.instance(Some(&WorkspaceId::generate()), &a.id).await.unwrap().is_none(), "scoped to its workspace");
+    got.idle_stopped = true;
+    got.hold_until = Some(99);
+    got.status = Status::Stopped;
+    s.update_instance(&got).await.unwrap();
+    let again = s.instance(None, &a.id).await.unwrap().unwrap();
+    assert_eq!((again.idle_stopped, again.hold_until, again.status), (true, Some(99), Status::Stopped));
+}
+
+#[tokio::test]
+async fn pages_are_newest_first_and_filtered() {
+    let (s, _dir) = store().await;
+    let ws = workspace(&s).await;
+    for _ in 0..5 {
+        s.insert_instance(&instance(&ws, 1, Status::Running), 100).await.unwrap();
+    }
+    let all = s.list_instances(&ws, &InstanceFilter::default(), None, 10).await.unwrap();
+    assert_eq!(all.len(), 5);
+    assert!(all.windows(2).all(|w| w[0].seq > w[1].seq), "newest first");
+    let page = s.list_instances(&ws, &InstanceFilter::default(), Some(all[1].seq), 10).await.unwrap();
+    assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), all[2..].iter().map(|r| r.seq).collect::<Vec<_>>());
+    let none = InstanceFilter { user: Some("nobody".into()), ..Default::default() };
+    assert!(s.list_instances(&ws, &none, None, 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn traffic_batches_add_up_and_admission_counts_what_holds_memory() {
+    let (s, _dir) = store().await;
+    let ws = workspace(&s).await;
+    let a = instance(&ws, 2, Status::Running);
+    s.insert_instance(&a, 100).await.unwrap();
+    s.insert_instance(&instance(&ws, 2, Status::Paused), 100).await.unwrap();
+    s.insert_instance(&instance(&ws, 4, Status::Stopped), 100).await.unwrap();
+    for (at, n) in [(10, 3), (20, 4), (15, 1)] {
+        s.record_traffic(&[TrafficUpdate { id: a.id.clone(), last_request_at: at, requests: n }]).await.unwrap();
+    }
+    let got = s.instance(None, &a.id).await.unwrap().unwrap();
+    assert_eq!((got.requests_total, got.last_request_at), (8, Some(20)), "counts add, the latest time wins");
+    assert_eq!(s.active_sizes().await.unwrap(), vec![(2, 2)], "a stopped instance holds no memory");
+}
+
+#[tokio::test]
+async fn keys_and_share_links() {
+    let (s, _dir) = store().await;
+    let ws = workspace(&s).await;
+    let key = KeyRecord {
+        id: KeyId::generate(),
+        workspace_id: ws.clone(),
+        name: "k".into(),
+        prefix: "sk_abc".into(),
+        hash: "ab".repeat(32),
+        admin: false,
+        created_at: 1,
+    };
+    s.create_key(&key).await.unwrap();
+    assert_eq!(s.key_by_hash(&key.hash).await.unwrap(), Some(key.clone()));
+    assert!(s.delete_key(&ws, &key.id).await.unwrap());
+    assert!(s.key_by_hash(&key.hash).await.unwrap().is_none());
+
+    let inst = InstanceId::generate();
+    let share = |ttl: i64| ShareRecord {
+        id: ShareId::generate(),
+        instance_id: inst.clone(),
+        workspace_id: ws.clone(),
+        port: 8080,
+        created_at: 100,
+        expires_at: 100 + ttl,
+        revoked_at: None,
+        created_by: "key:x".into(),
+    };
+    let (live, short) = (share(1000), share(10));
+    s.create_share(&live).await.unwrap();
+    s.create_share(&short).await.unwrap();
+    assert_eq!(s.active_shares(&inst, 105).await.unwrap().len(), 2);
+    assert_eq!(s.active_shares(&inst, 200).await.unwrap(), vec![live.clone()], "the expired one is gone");
+    assert!(s.revoke_share(&inst, &live.id, 201).await.unwrap());
+    assert!(!s.revoke_share(&inst, &live.id, 202).await.unwrap(), "revoked once");
+    assert!(s.all_active_shares(203).await.unwrap().is_empty());
+}
