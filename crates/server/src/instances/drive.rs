@@ -50,7 +50,8 @@ impl From<Auth> for Actor {
 
 /// Runs `fut` on its own task so it completes even if the caller goes away.
 pub async fn detached<T: Send + 'static>(fut: impl Future<Output = ApiResult<T>> + Send + 'static) -> ApiResult<T> {
-    match tokio::spawn(fut).await {
+    // The request's span goes along, so the operation's log lines carry its id.
+    match tokio::spawn(tracing::Instrument::in_current_span(fut)).await {
         Ok(r) => r,
         Err(e) => Err(ApiError::Runtime(RuntimeError::Failed(format!("operation aborted: {e}")))),
     }

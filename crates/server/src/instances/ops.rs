@@ -39,8 +39,10 @@ fn exposed_ports(old: &[ExposedPort], ports: &[u16]) -> Vec<ExposedPort> {
 }
 
 /// `POST /v1/instances`: answers once the agent is healthy, or leaves nothing behind.
+#[tracing::instrument(skip_all, fields(instance = tracing::field::Empty))]
 pub async fn create(state: AppState, auth: Auth, v: ValidCreate) -> ApiResult<InstanceRecord> {
     let id = InstanceId::generate();
+    tracing::Span::current().record("instance", tracing::field::display(&id));
     let _guard = state.locks.lock(&id).await;
     let ws = state
         .store
@@ -127,6 +129,7 @@ pub async fn create(state: AppState, auth: Auth, v: ValidCreate) -> ApiResult<In
 }
 
 /// stop / start / restart / pause / resume / update / restore.
+#[tracing::instrument(skip_all, fields(instance = %id))]
 pub async fn act(state: AppState, actor: Actor, id: String, action: Action) -> ApiResult<InstanceRecord> {
     let mut rec = load(&state, &actor, &id).await?;
     let _guard = state.locks.lock(&rec.id).await;
@@ -225,6 +228,7 @@ fn to_rt(e: ApiError) -> RuntimeError {
 
 /// `PATCH`: name, metadata, budget and exposed ports change the record; size
 /// resizes in place; env recreates the container. Data is kept in every case.
+#[tracing::instrument(skip_all, fields(instance = %id))]
 pub async fn patch(state: AppState, actor: Actor, id: String, v: ValidUpdate) -> ApiResult<InstanceRecord> {
     let rec = load(&state, &actor, &id).await?;
     let _guard = state.locks.lock(&rec.id).await;
@@ -286,6 +290,7 @@ pub async fn patch(state: AppState, actor: Actor, id: String, v: ValidUpdate) ->
 
 /// `DELETE`: soft (container removed, data kept for the retention period) or purge.
 /// Either way the instance's URLs stop routing and its share links are revoked.
+#[tracing::instrument(skip_all, fields(instance = %id))]
 pub async fn delete(state: AppState, actor: Actor, id: String, purge: bool) -> ApiResult<Option<InstanceRecord>> {
     let rec = load(&state, &actor, &id).await?;
     let _guard = state.locks.lock(&rec.id).await;
@@ -320,6 +325,7 @@ pub async fn delete(state: AppState, actor: Actor, id: String, purge: bool) -> A
 
 /// `POST /v1/instances/{id}/hold`: keeps the instance awake until `now + ttl`
 /// (0 releases the hold). An instance asleep after idling is woken.
+#[tracing::instrument(skip_all, fields(instance = %id))]
 pub async fn hold(state: AppState, actor: Actor, id: String, ttl_secs: i64) -> ApiResult<InstanceRecord> {
     let rec = load(&state, &actor, &id).await?;
     {

@@ -16,6 +16,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use std::time::Instant;
+use tracing::Instrument;
 
 /// How long a client may take to send a request body.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -63,19 +64,30 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         _ => "other".to_string(),
     };
     let started = Instant::now();
-    let resp = if LONG_ROUTES.contains(&route.as_str()) {
-        next.run(req).await
-    } else {
-        let limit = state.settings.request_timeout;
-        match tokio::time::timeout(limit, next.run(req)).await {
-            Ok(resp) => resp,
-            Err(_) => ApiError::Timeout(limit.as_secs()).into_response(),
+    // One span per request, so every log line of it (and of the operations it
+    // starts on this task) carries the request id; the client gets the id back.
+    let request_id = format!("req_{}", berth_core::ids::random_label(16));
+    let span = tracing::info_span!("request", id = %request_id, %method, %route);
+    let mut resp = async {
+        if LONG_ROUTES.contains(&route.as_str()) {
+            next.run(req).await
+        } else {
+            let limit = state.settings.request_timeout;
+            match tokio::time::timeout(limit, next.run(req)).await {
+                Ok(resp) => resp,
+                Err(_) => ApiError::Timeout(limit.as_secs()).into_response(),
+            }
         }
-    };
+    }
+    .instrument(span.clone())
+    .await;
+    if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
     let secs = started.elapsed().as_secs_f64();
     let status = resp.status().as_u16();
     state.metrics.requests.get_or_create(&RequestLabels { method: method.clone(), route: route.clone(), status }).inc();
     state.metrics.request_seconds.get_or_create(&RouteLabel { route: route.clone() }).observe(secs);
-    tracing::info!(%method, %route, status, ms = (secs * 1000.0) as u64, "request");
+    span.in_scope(|| tracing::info!(status, ms = (secs * 1000.0) as u64, "request"));
     resp
 }
