@@ -12,6 +12,7 @@ pub mod api;
 mod busy;
 pub mod config;
 pub mod error;
+pub mod exec_session;
 mod ids;
 pub mod provider;
 mod routes;

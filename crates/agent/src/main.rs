@@ -11,6 +11,8 @@ use tracing_subscriber::prelude::*;
 #[derive(Parser)]
 #[command(name = "berth-agent", version, about = "The agent inside every berth instance")]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Address to listen on.
     #[arg(long, env = "BERTH_AGENT_LISTEN", default_value = "0.0.0.0:3737")]
     listen: SocketAddr,
@@ -19,7 +21,37 @@ struct Args {
     data: Option<PathBuf>,
 }
 
+/// Helpers the control plane runs in the instance (not for people).
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Run a command as the leader of its own marked session (how execs start).
+    ExecSession {
+        #[arg(long)]
+        token: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Kill every process of the exec session marked with this token.
+    ExecKill { token: String },
+}
+
 fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    match &args.command {
+        Some(Command::ExecSession { token, command }) => {
+            let err = berth_agent::exec_session::run_session(token, command);
+            eprintln!("{}: {err}", command.first().map_or("exec-session", String::as_str));
+            std::process::exit(if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 });
+        }
+        Some(Command::ExecKill { token }) => match berth_agent::exec_session::kill_session(token) {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                eprintln!("exec-kill: {e}");
+                std::process::exit(1);
+            }
+        },
+        None => {}
+    }
     // `Targets` (not `EnvFilter`) reads RUST_LOG: same `target=level,level` syntax for
     // what the agent needs, without linking a regex engine into the static binary.
     let filter = std::env::var("RUST_LOG")
@@ -30,7 +62,6 @@ fn main() -> std::io::Result<()> {
         .with(tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr))
         .with(filter)
         .init();
-    let args = Args::parse();
     let data_dir = args.data.unwrap_or_else(|| {
         std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/")).join(".berth")
     });

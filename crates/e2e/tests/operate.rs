@@ -48,6 +48,14 @@ async fn exec_reports_faithful_exit_codes_stdin_caps_and_timeouts() {
     assert!(started.elapsed() < Duration::from_secs(10));
     let (_, ps) = exec(&id, "ps");
     assert!(!ps.contains("sleep 30"), "children survived the timeout:\n{ps}");
+    // A forking loop is dead at its timeout too, and so is a child that left the
+    // session (it still carries the exec's mark).
+    let (_, r) =
+        run(&s, &id, json!({"command": "setsid sleep 400 & while :; do sleep 401 & done", "timeout_secs": 1})).await;
+    assert_eq!(r["timed_out"], true, "{r}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, ps) = exec(&id, "ps");
+    assert!(!ps.contains("sleep 40"), "the forking loop survived its timeout:\n{ps}");
 
     // Bad bodies name the field; a stopped instance refuses.
     let (st, e) = run(&s, &id, json!({"command": []})).await;

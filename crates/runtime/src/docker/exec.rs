@@ -1,28 +1,30 @@
-//! Processes inside instances: Docker exec, plus a process-tree kill for timeouts.
+//! Processes inside instances: Docker exec, and killing a whole exec from inside.
 //!
-//! Docker has no "kill this exec" call. The exec's host PID is known from its
-//! inspection, so the tree is found in the host's /proc and killed with SIGKILL.
-//! This needs the server on the Docker host (it bind-mounts the agent from the
-//! host already).
+//! Docker has no "kill this exec" call. Every exec runs through the injected agent
+//! binary (`berth-agent exec-session --token T -- CMD`), which makes the command lead
+//! a session of its own marked with the token; a kill is a second exec
+//! (`berth-agent exec-kill T`) that SIGKILLs that session and every marked process,
+//! round after round, inside the instance's PID namespace. Nothing on the host is
+//! touched, and a server away from the Docker host (`DOCKER_HOST`) kills just as well.
 
-use super::{map_err, DockerRuntime};
+use super::{map_err, DockerRuntime, AGENT_PATH};
 use crate::{ExecRequest, ExecSession, Output, Result, RuntimeError, HOME_DIR};
 use bollard::container::LogOutput;
 use bollard::exec::{ResizeExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
 use futures_util::StreamExt;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use std::collections::HashMap;
 
 pub(super) async fn start(rt: &DockerRuntime, container: &str, req: ExecRequest) -> Result<ExecSession> {
+    let token = berth_core::ids::random_label(20);
+    let mut cmd = vec![AGENT_PATH.to_string(), "exec-session".into(), "--token".into(), token.clone(), "--".into()];
+    cmd.extend(req.cmd);
     let cfg = ExecConfig {
         attach_stdin: Some(req.stdin),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         tty: Some(req.tty),
         env: Some(req.env),
-        cmd: Some(req.cmd),
+        cmd: Some(cmd),
         working_dir: Some(req.cwd.unwrap_or_else(|| HOME_DIR.to_string())),
         ..Default::default()
     };
@@ -31,6 +33,7 @@ pub(super) async fn start(rt: &DockerRuntime, container: &str, req: ExecRequest)
     let opts = StartExecOptions { detach: false, tty: req.tty, output_capacity: None };
     let started = rt.docker.start_exec(&created.id, Some(opts)).await.map_err(map_err)?;
     drop(permit);
+    rt.exec_tokens.lock().unwrap_or_else(|e| e.into_inner()).insert(created.id.clone(), (container.to_string(), token));
     match started {
         StartExecResults::Attached { output, input } => Ok(ExecSession {
             id: created.id,
@@ -60,60 +63,48 @@ pub(super) async fn status(rt: &DockerRuntime, exec_id: &str) -> Result<Option<i
     Ok(Some(info.exit_code.unwrap_or(-1)))
 }
 
+/// Forgets an exec that ended (its token is no longer needed for a kill).
+pub(super) fn forget(rt: &DockerRuntime, exec_id: &str) {
+    rt.exec_tokens.lock().unwrap_or_else(|e| e.into_inner()).remove(exec_id);
+}
+
 pub(super) async fn resize(rt: &DockerRuntime, exec_id: &str, cols: u16, rows: u16) -> Result<()> {
     let _p = rt.permit().await;
     rt.docker.resize_exec(exec_id, ResizeExecOptions { height: rows, width: cols }).await.map_err(map_err)
 }
 
+/// Kills an exec and everything it started, from inside the instance.
 pub(super) async fn kill_tree(rt: &DockerRuntime, exec_id: &str) -> Result<()> {
-    let pid = {
-        let _p = rt.read_permit().await;
-        rt.docker.inspect_exec(exec_id).await.map_err(map_err)?.pid.unwrap_or(0)
-    };
-    if pid <= 0 {
+    let Some((container, token)) = rt.exec_tokens.lock().unwrap_or_else(|e| e.into_inner()).remove(exec_id) else {
         return Ok(());
-    }
-    // Two sweeps: a process forking while the first sweep runs is caught by the second.
-    for _ in 0..2 {
-        let tree = descendants(pid as i32);
-        if tree.is_empty() {
-            break;
+    };
+    let cfg = ExecConfig {
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        cmd: Some(vec![AGENT_PATH.to_string(), "exec-kill".into(), token]),
+        ..Default::default()
+    };
+    let (killer, started) = {
+        let _p = rt.permit().await;
+        let killer = rt.docker.create_exec(&container, cfg).await.map_err(map_err)?;
+        let opts = StartExecOptions { detach: false, tty: false, output_capacity: None };
+        let started = rt.docker.start_exec(&killer.id, Some(opts)).await.map_err(map_err)?;
+        (killer, started)
+    };
+    let mut said = String::new();
+    if let StartExecResults::Attached { mut output, .. } = started {
+        while let Some(Ok(chunk)) = output.next().await {
+            said.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
         }
-        for p in tree {
-            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
-        }
     }
-    Ok(())
-}
-
-/// `root` and every process below it, from the host's /proc.
-fn descendants(root: i32) -> Vec<i32> {
-    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-    let mut alive = false;
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-            if pid == root {
-                alive = true;
+    for _ in 0..200 {
+        if let Some(code) = status(rt, &killer.id).await? {
+            if code == 0 {
+                return Ok(());
             }
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-            // Field 4 (ppid) follows the command name, which is in parentheses and may hold spaces.
-            let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
-            if let Some(ppid) = after.split_whitespace().nth(1).and_then(|s| s.parse::<i32>().ok()) {
-                children.entry(ppid).or_default().push(pid);
-            }
+            return Err(RuntimeError::Failed(format!("killing the command failed ({code}): {}", said.trim())));
         }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    if !alive {
-        return vec![];
-    }
-    let mut out = vec![root];
-    let mut i = 0;
-    while i < out.len() {
-        if let Some(kids) = children.get(&out[i]) {
-            out.extend(kids);
-        }
-        i += 1;
-    }
-    out
+    Err(RuntimeError::Failed("killing the command did not finish".into()))
 }

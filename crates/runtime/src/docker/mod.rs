@@ -70,6 +70,8 @@ pub struct DockerRuntime {
     /// Engine API calls that only look (inspect, list, stats): a budget of their own,
     /// so polling never queues behind changes, nor changes behind polling.
     read_permits: Arc<Semaphore>,
+    /// Exec id → (container, token) of execs that may still need a kill.
+    exec_tokens: std::sync::Mutex<HashMap<String, (String, String)>>,
     /// Last CPU sample per container (total usage, system usage), for one-shot stats.
     cpu_samples: std::sync::Mutex<HashMap<String, (u64, u64)>>,
     /// Id of the instances' network, resolved by `prepare`.
@@ -138,6 +140,7 @@ impl DockerRuntime {
             permits,
             read_permits,
             cpu_samples: Default::default(),
+            exec_tokens: Default::default(),
             network_id: Default::default(),
             capacity: std::sync::RwLock::new(capacity),
         })
@@ -515,7 +518,11 @@ impl Runtime for DockerRuntime {
     }
 
     async fn exec_status(&self, exec_id: &str) -> Result<Option<i64>> {
-        exec::status(self, exec_id).await
+        let code = exec::status(self, exec_id).await?;
+        if code.is_some() {
+            exec::forget(self, exec_id);
+        }
+        Ok(code)
     }
 
     async fn exec_kill(&self, exec_id: &str) -> Result<()> {
