@@ -148,7 +148,8 @@ async fn exposed_ports_route_authenticate_and_forward_cleanly() {
     assert!(metrics.contains("berth_edge_request_duration_seconds_bucket"));
     tokio::time::sleep(Duration::from_millis(1500)).await; // one flush of the traffic batch
     let (_, health) = s.get(&format!("/v1/instances/{id}/health")).await;
-    assert!(health["requests_total"].as_u64().unwrap() >= 10, "{health}");
+    // Every request above that reached the instance (not the 401s and 404s): at least nine.
+    assert!(health["requests_total"].as_u64().unwrap() >= 9, "{health}");
     assert!(health["network_rx_bytes"].as_u64().unwrap() > 0, "{health}");
     assert!(health["network_tx_bytes"].as_u64().unwrap() > 0, "{health}");
 }
