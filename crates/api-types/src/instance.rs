@@ -32,10 +32,10 @@ pub struct CreateInstance {
     #[schema(value_type = Option<BTreeMap<String, String>>)]
     pub env: Option<serde_json::Value>,
     /// Managed-usage budget.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::object_or_null")]
     pub budget: Option<BudgetInput>,
     /// Always-on or cold-start.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::object_or_null")]
     pub lifecycle: Option<Lifecycle>,
     /// Extra ports the instance's own programs serve (1–65535, not 3737), each
     /// reached at its own URL under an opaque handle, listed in `ports`.
@@ -62,7 +62,7 @@ pub struct UpdateInstance {
     #[schema(value_type = Option<BTreeMap<String, String>>)]
     pub env: Option<serde_json::Value>,
     /// New budget cap.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::object_or_null")]
     pub budget: Option<BudgetInput>,
     /// Replaces the exposed ports; ports kept keep their URL, no restart needed.
     #[serde(default)]

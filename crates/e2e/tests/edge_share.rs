@@ -72,9 +72,9 @@ async fn share_links_open_pages_with_websockets_in_a_browser_until_revoked() {
     let host = host_of(&app_url);
     s.start_app(&id, 8080, &host).await;
 
-    // Bad requests name the field.
+    // A port the instance does not route is not found; bad requests name the field.
     let (st, bad) = s.post(&format!("/v1/instances/{id}/share"), json!({"port": 5000})).await;
-    assert_eq!((st, bad["error"]["details"]["field"].as_str()), (400, Some("port")), "{bad}");
+    assert_eq!((st, bad["error"]["code"].as_str()), (404, Some("port_not_found")), "{bad}");
     let (st, bad) = s.post(&format!("/v1/instances/{id}/share"), json!({"ttl_secs": 0})).await;
     assert_eq!((st, bad["error"]["details"]["field"].as_str()), (400, Some("ttl_secs")), "{bad}");
 

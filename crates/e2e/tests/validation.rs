@@ -24,7 +24,6 @@ async fn bad_create_bodies_name_the_field_and_create_nothing() {
         (json!({"env": {"9LIVES": "x"}}), "env.9LIVES"),
         (json!({"env": {"HOME": "/root"}}), "env.HOME"),
         (json!({"env": {"A": 1}}), "env.A"),
-        (json!({"template": "nope"}), "template"),
         (json!({"region": "mars"}), "region"),
         (json!({"lifecycle": {"mode": "sometimes"}}), "lifecycle.mode"),
         (json!({"budget": {"managed_cap_usd": -1}}), "budget.managed_cap_usd"),
@@ -39,6 +38,9 @@ async fn bad_create_bodies_name_the_field_and_create_nothing() {
         assert_eq!(err["error"]["details"]["field"], field, "{body} → {err}");
         assert!(err["error"]["message"].as_str().unwrap().contains(field.split('.').next_back().unwrap()), "{err}");
     }
+    // An unknown template is a missing resource, not a malformed body.
+    let (st, err) = s.post("/v1/instances", json!({"template": "nope"})).await;
+    assert_eq!((st, err["error"]["code"].as_str()), (404, Some("template_not_found")), "{err}");
     // Malformed JSON and wrong content types.
     let url = format!("{}/v1/instances", s.base);
     let r = s

@@ -34,6 +34,9 @@ pub enum ApiError {
     /// 422: the host has no room (memory admission, `--max-instances`); details name the numbers.
     #[error("{message}")]
     CapacityExceeded { message: String, details: Value },
+    /// 426: a WebSocket route asked without `Upgrade: websocket`.
+    #[error("{0}")]
+    UpgradeRequired(String),
     /// 429: over a fair-share cap or the key's rate; retry after `retry_after` seconds.
     #[error("{message}")]
     RateLimited { message: String, retry_after: u64 },
@@ -82,6 +85,7 @@ impl ApiError {
                 }
                 (StatusCode::UNPROCESSABLE_ENTITY, "capacity_exceeded")
             }
+            ApiError::UpgradeRequired(_) => (StatusCode::UPGRADE_REQUIRED, "upgrade_required"),
             ApiError::Runtime(_) => (StatusCode::SERVICE_UNAVAILABLE, "runtime_unavailable"),
             ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             ApiError::RateLimited { retry_after, .. } => {
@@ -123,6 +127,10 @@ impl IntoResponse for ApiError {
         };
         let body = ErrorBody { error: ErrorDetail { code: code.into(), message, details } };
         let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::UPGRADE_REQUIRED {
+            resp.headers_mut().insert(axum::http::header::UPGRADE, axum::http::HeaderValue::from_static("websocket"));
+            resp.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("Upgrade"));
+        }
         if let Some(secs) = retry_after {
             resp.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
         }

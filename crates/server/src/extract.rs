@@ -48,9 +48,20 @@ where
 }
 
 /// Parses JSON into `T`, naming the offending field on failure.
+///
+/// Every body is a JSON object. A number written with a zero fraction (`8080.0`,
+/// `1e3`) is an integer, as JSON Schema counts it.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|err| {
+    let mut value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        let msg = e.to_string();
+        let msg = msg.find(" at line ").map_or(msg.as_str(), |i| &msg[..i]).to_string();
+        ApiError::InvalidRequest { field: None, message: format!("malformed JSON body: {msg}") }
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::InvalidRequest { field: None, message: "the body must be a JSON object".into() });
+    }
+    integral_floats_to_integers(&mut value);
+    serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
         let msg = inner.to_string();
@@ -77,6 +88,26 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             ApiError::InvalidRequest { message: format!("invalid `{field}`: {message}"), field: Some(field) }
         }
     })
+}
+
+/// Rewrites every float without a fraction (within the 64-bit integer range) as an integer.
+fn integral_floats_to_integers(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if f.fract() == 0.0 {
+                if (0.0..18_446_744_073_709_551_615.0).contains(&f) {
+                    *v = Value::from(f as u64);
+                } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+                    *v = Value::from(f as i64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_to_integers),
+        _ => {}
+    }
 }
 
 /// Query parameters, with `400 invalid_request` naming the parameter on failure.
@@ -128,5 +159,14 @@ mod tests {
         assert_eq!(field::<CreateInstance>(r#"{"lifecycle":{}}"#).as_deref(), Some("lifecycle.mode"));
         assert_eq!(field::<ExecRequest>(r#"{"stdin":"x"}"#).as_deref(), Some("command"));
         assert_eq!(field::<CreateInstance>(r#"{"name": "#), None, "syntax errors name no field");
+        assert_eq!(field::<CreateInstance>(r#"[null, null]"#), None, "a body is an object");
+        assert_eq!(field::<CreateInstance>(r#"{"size": 2.5}"#).as_deref(), Some("size"));
+    }
+
+    #[test]
+    fn integral_floats_are_integers() {
+        let body: CreateInstance = parse_json(br#"{"size": 2.0, "expose": [8080.0, 9e3]}"#).unwrap();
+        assert_eq!(body.size, Some(2));
+        assert_eq!(body.expose, Some(serde_json::json!([8080, 9000])));
     }
 }

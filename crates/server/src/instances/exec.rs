@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-const DEFAULT_TIMEOUT: u64 = 60;
-const MAX_TIMEOUT: u64 = 3600;
+pub(crate) const DEFAULT_TIMEOUT: u64 = 60;
+pub(crate) const MAX_TIMEOUT: u64 = 3600;
 const DEFAULT_CAP: usize = 1 << 20;
-const MAX_CAP: usize = 16 << 20;
+pub(crate) const MAX_CAP: usize = 16 << 20;
 
 /// An exec body that passed validation.
 #[derive(Debug, Clone)]

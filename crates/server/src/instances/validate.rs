@@ -6,15 +6,15 @@ use berth_core::size::{self, SizeSpec};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-const MAX_NAME: usize = 100;
-const MAX_USER: usize = 200;
-const MAX_META_KEYS: usize = 50;
-const MAX_META_KEY: usize = 64;
-const MAX_META_VALUE: usize = 512;
-const MAX_ENV_KEYS: usize = 100;
-const MAX_ENV_VALUE: usize = 32 * 1024;
+pub(crate) const MAX_NAME: usize = 100;
+pub(crate) const MAX_USER: usize = 200;
+pub(crate) const MAX_META_KEYS: usize = 50;
+pub(crate) const MAX_META_KEY: usize = 64;
+pub(crate) const MAX_META_VALUE: usize = 512;
+pub(crate) const MAX_ENV_KEYS: usize = 100;
+pub(crate) const MAX_ENV_VALUE: usize = 32 * 1024;
 /// Variables berth sets itself in every instance.
-const RESERVED_ENV: &[&str] = &["HOME", "BERTH_INSTANCE_ID", "BERTH_GATEWAY_TOKEN"];
+pub(crate) const RESERVED_ENV: &[&str] = &["HOME", "BERTH_INSTANCE_ID", "BERTH_GATEWAY_TOKEN"];
 
 /// A create body that passed validation.
 #[derive(Debug, Clone)]
@@ -42,10 +42,10 @@ pub fn create(body: CreateInstance, min_idle_secs: u64) -> Result<ValidCreate, A
         None => super::SYSTEM_TEMPLATE.to_string(),
         Some(t) if t == super::SYSTEM_TEMPLATE => t,
         Some(t) => {
-            return Err(ApiError::invalid(
-                "template",
-                format!("unknown template `{}`; available: {}", clip(&t), super::SYSTEM_TEMPLATE),
-            ))
+            return Err(ApiError::NotFound {
+                code: "template_not_found",
+                message: format!("no template `{}`; available: {}", clip(&t), super::SYSTEM_TEMPLATE),
+            })
         }
     };
     let region = match body.region.as_deref() {
@@ -183,10 +183,10 @@ fn env(value: Option<&Value>) -> Result<Option<BTreeMap<String, String>>, ApiErr
                 format!("`{k}` is set by berth and cannot be overridden"),
             ));
         }
-        if v.len() > MAX_ENV_VALUE || v.contains('\0') {
+        if v.chars().count() > MAX_ENV_VALUE || v.contains('\0') {
             return Err(ApiError::invalid(
                 format!("env.{k}"),
-                format!("value of `{k}` is longer than {MAX_ENV_VALUE} bytes or contains NUL"),
+                format!("value of `{k}` is longer than {MAX_ENV_VALUE} characters or contains NUL"),
             ));
         }
     }
@@ -301,7 +301,10 @@ mod tests {
         );
         assert_eq!(bad(CreateInstance { env: Some(json!({"1BAD": "x"})), ..Default::default() }), "env.1BAD");
         assert_eq!(bad(CreateInstance { env: Some(json!({"A-B": "x"})), ..Default::default() }), "env.A-B");
-        assert_eq!(bad(CreateInstance { template: Some("nope".into()), ..Default::default() }), "template");
+        assert!(matches!(
+            create(CreateInstance { template: Some("nope".into()), ..Default::default() }, 60),
+            Err(ApiError::NotFound { code: "template_not_found", .. })
+        ));
         assert_eq!(bad(CreateInstance { expose: Some(json!([8080, 0])), ..Default::default() }), "expose[1]");
         assert_eq!(bad(CreateInstance { expose: Some(json!([3737])), ..Default::default() }), "expose[0]");
         assert_eq!(bad(CreateInstance { expose: Some(json!([80, 80])), ..Default::default() }), "expose[1]");

@@ -27,7 +27,9 @@ pub fn router() -> Router<AppState> {
 /// Create an instance; answers once it runs and its agent answers.
 #[utoipa::path(post, path = "/v1/instances", tag = "instances", request_body = CreateInstance,
     responses((status = 201, body = Instance), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)),
+        (status = 404, description = "`template_not_found`", body = ErrorBody),
+        (status = 422, description = "`limit_exceeded` (the workspace's instance limit) or `capacity_exceeded` (host memory, `--max-instances`); `details` name the numbers", body = ErrorBody),
+        (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,

@@ -15,8 +15,8 @@ use berth_runtime::AGENT_PORT;
 use berth_store::{InstanceRecord, ShareRecord};
 
 /// Shortest and longest share link lifetimes, and the default.
-const TTL_MIN: i64 = 1;
-const TTL_MAX: i64 = 30 * 24 * 3600;
+pub(crate) const TTL_MIN: i64 = 1;
+pub(crate) const TTL_MAX: i64 = 30 * 24 * 3600;
 const TTL_DEFAULT: i64 = 3600;
 
 /// Routes of this module.
@@ -66,13 +66,13 @@ pub async fn create_share(
             routed.ok_or_else(|| {
                 let mut ports: Vec<String> = vec![AGENT_PORT.to_string()];
                 ports.extend(rec.exposed.iter().map(|e| e.port.to_string()));
-                ApiError::invalid(
-                    "port",
-                    format!(
+                ApiError::NotFound {
+                    code: "port_not_found",
+                    message: format!(
                         "port {p} is not routed for this instance (its ports: {}); expose it first",
                         ports.join(", ")
                     ),
-                )
+                }
             })?
         }
     };

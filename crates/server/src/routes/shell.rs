@@ -49,7 +49,8 @@ struct Control {
 /// Upgrade to a WebSocket carrying a real TTY.
 #[utoipa::path(get, path = "/v1/instances/{id}/shell", tag = "operate", params(("id" = String, Path), ShellQuery),
     responses((status = 101, description = "WebSocket: binary frames are terminal bytes, text frames JSON control messages"),
-        (status = 404, body = berth_api_types::ErrorBody), (status = 409, body = berth_api_types::ErrorBody)),
+        (status = 404, body = berth_api_types::ErrorBody), (status = 409, body = berth_api_types::ErrorBody),
+        (status = 426, description = "`upgrade_required`: not a WebSocket upgrade request", body = berth_api_types::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn shell(
     State(state): State<AppState>,
@@ -63,9 +64,8 @@ pub async fn shell(
         return Err(invalid_state("open a shell on", rec.status));
     }
     let slot = state.quotas.acquire(&auth.workspace_id, crate::quotas::Kind::Shell)?;
-    let ws = ws.map_err(|e| ApiError::InvalidRequest {
-        field: None,
-        message: format!("this route is a WebSocket: send an Upgrade: websocket request ({e})"),
+    let ws = ws.map_err(|e| {
+        ApiError::UpgradeRequired(format!("this route is a WebSocket: send an Upgrade: websocket request ({e})"))
     })?;
     let (cols, rows) = (q.cols.unwrap_or(80).clamp(1, 1000), q.rows.unwrap_or(24).clamp(1, 1000));
     let cmd = match q.command {

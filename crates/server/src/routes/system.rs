@@ -48,10 +48,17 @@ async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
 }
 
-async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], crate::openapi::document_json()).into_response()
+fn doc_settings(state: &AppState) -> crate::openapi::DocSettings {
+    crate::openapi::DocSettings { min_idle_timeout_secs: state.settings.min_idle_timeout_secs }
 }
 
-async fn docs() -> Html<String> {
-    Html(crate::openapi::render_html())
+async fn openapi(State(state): State<AppState>) -> Response {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let text = DOC.get_or_init(|| crate::openapi::document_json(doc_settings(&state)));
+    ([(header::CONTENT_TYPE, "application/json")], text.clone()).into_response()
+}
+
+async fn docs(State(state): State<AppState>) -> Html<String> {
+    static PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    Html(PAGE.get_or_init(|| crate::openapi::render_html(doc_settings(&state))).clone())
 }
