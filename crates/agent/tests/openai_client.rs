@@ -4,9 +4,9 @@
 
 mod support;
 
+use berth_test_util::llm::{last_role, last_text, text, tool, Reply, ScriptedLlm};
 use serde_json::json;
 use std::process::Command;
-use support::llm::{last_role, last_text, text, tool, Reply, ScriptedLlm};
 use support::{Agent, Dirs};
 
 fn openai_installed() -> bool {

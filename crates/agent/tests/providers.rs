@@ -5,8 +5,8 @@
 
 mod support;
 
+use berth_test_util::llm::{last_role, last_text, text, tool, Reply, ScriptedLlm};
 use serde_json::{json, Value};
-use support::llm::{last_role, last_text, text, tool, Reply, ScriptedLlm};
 use support::{read, shape, Agent, Dirs};
 
 #[tokio::test]

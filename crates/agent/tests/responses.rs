@@ -3,8 +3,8 @@
 
 mod support;
 
+use berth_test_util::llm::{text, Reply, ScriptedLlm};
 use serde_json::json;
-use support::llm::{text, Reply, ScriptedLlm};
 use support::{shape, Agent, Dirs};
 
 #[tokio::test]

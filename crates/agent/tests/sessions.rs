@@ -3,9 +3,9 @@
 
 mod support;
 
+use berth_test_util::llm::{count_role, first_user_text, last_text, Reply, ScriptedLlm};
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::llm::{count_role, first_user_text, last_text, Reply, ScriptedLlm};
 use support::{Agent, Dirs};
 
 /// A model that says how many user messages it was sent and what the first was.

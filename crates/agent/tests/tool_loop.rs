@@ -3,9 +3,9 @@
 
 mod support;
 
+use berth_test_util::llm::{last_role, last_text, text, tool, Reply, ScriptedLlm};
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::llm::{last_role, last_text, text, tool, Reply, ScriptedLlm};
 use support::{eventually, process_gone, read, shape, Agent, Dirs};
 
 #[tokio::test]

@@ -1,54 +1,30 @@
 //! The edge: instance URLs, key checks before any byte reaches the instance,
 //! the key swapped for the instance's gateway token, SSE passed through unbuffered.
 
-use axum::response::sse::{Event, Sse};
-use axum::routing::post;
-use berth_test_util::docker::{docker, exec};
+use berth_test_util::docker::{exec, network_gateway};
+use berth_test_util::llm::{last_role, last_text, tool, Reply, ScriptedLlm};
 use berth_test_util::TestServer;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
-/// An OpenAI-compatible model that streams "Hello", " from", " the model" slowly.
-async fn scripted_model() -> u16 {
-    let app = axum::Router::new().route(
-        "/v1/chat/completions",
-        post(|| async {
-            let chunks = ["Hello", " from", " the model"];
-            let stream = futures_util::stream::iter(chunks.into_iter().enumerate()).then(|(i, c)| async move {
-                tokio::time::sleep(Duration::from_millis(if i == 0 { 0 } else { 700 })).await;
-                let chunk = json!({"id": "c1", "object": "chat.completion.chunk", "model": "scripted",
-                    "choices": [{"index": 0, "delta": {"content": c}, "finish_reason": null}]});
-                Ok::<_, Infallible>(Event::default().data(chunk.to_string()))
-            });
-            let end = futures_util::stream::iter(vec![
-                Ok(Event::default().data(
-                    json!({"id": "c1", "object": "chat.completion.chunk", "model": "scripted",
-                        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-                        "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})
-                    .to_string(),
-                )),
-                Ok(Event::default().data("[DONE]")),
-            ]);
-            Sse::new(stream.chain(end))
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    port
+/// An OpenAI-compatible model on all addresses (instances reach it through their
+/// bridge's gateway) that streams "Hello", " from", " the model", 700 ms apart.
+async fn scripted_model() -> ScriptedLlm {
+    let chunks = ["Hello", " from", " the model"].map(String::from).to_vec();
+    ScriptedLlm::openai_on("0.0.0.0:0", move |_| Reply::SlowText(chunks.clone(), Duration::from_millis(700))).await
 }
 
-fn gateway_ip() -> String {
-    docker(&["network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}", "berth-test"]).1
+/// The model's base URL as an instance reaches it.
+fn from_instances(llm: &ScriptedLlm) -> String {
+    llm.base_url_at(&network_gateway("berth-test"))
 }
 
 #[tokio::test]
 async fn the_edge_routes_authenticates_and_streams() {
     let s = TestServer::start().await;
-    let model_port = scripted_model().await;
-    let llm = format!("http://{}:{model_port}/v1", gateway_ip());
+    let model = scripted_model().await;
+    let llm = from_instances(&model);
     let inst = s.create_instance(json!({"env": {"BERTH_LLM_BASE_URL": llm, "BERTH_MODEL": "scripted"}})).await;
     let id = inst["id"].as_str().unwrap().to_string();
     let host = format!("{}.localhost:{}", &id[5..], s.edge_port());
@@ -118,42 +94,21 @@ async fn the_edge_routes_authenticates_and_streams() {
 }
 
 /// A model that first asks for the `shell` tool, then answers with what it returned.
-async fn tool_calling_model() -> u16 {
-    let app = axum::Router::new().route(
-        "/v1/chat/completions",
-        post(|axum::Json(req): axum::Json<Value>| async move {
-            let messages = req["messages"].as_array().cloned().unwrap_or_default();
-            let tool_result = messages.iter().rev().find(|m| m["role"] == "tool").map(|m| m["content"].to_string());
-            let chunks: Vec<Value> = match tool_result {
-                None => vec![
-                    json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
-                        "function": {"name": "shell", "arguments":
-                            json!({"command": "hostname > /home/agent/from-agent.txt && cat /home/agent/from-agent.txt"}).to_string()}}]},
-                        "finish_reason": null}]}),
-                    json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
-                ],
-                Some(out) => vec![
-                    json!({"choices": [{"index": 0, "delta": {"content": format!("the tool said {out}")}, "finish_reason": null}]}),
-                    json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
-                ],
-            };
-            let events = chunks
-                .into_iter()
-                .map(|c| Ok::<_, Infallible>(Event::default().data(c.to_string())))
-                .chain(std::iter::once(Ok(Event::default().data("[DONE]"))));
-            Sse::new(futures_util::stream::iter(events))
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    port
+async fn tool_calling_model() -> ScriptedLlm {
+    ScriptedLlm::openai_on("0.0.0.0:0", |body| match last_role(body).as_str() {
+        "tool" => Reply::Text(vec![format!("the tool said {}", last_text(body))]),
+        _ => {
+            tool("shell", json!({"command": "hostname > /home/agent/from-agent.txt && cat /home/agent/from-agent.txt"}))
+        }
+    })
+    .await
 }
 
 #[tokio::test]
 async fn the_agent_acts_on_its_own_computer_and_its_sessions_survive_a_restart() {
     let s = TestServer::start().await;
-    let llm = format!("http://{}:{}/v1", gateway_ip(), tool_calling_model().await);
+    let model = tool_calling_model().await;
+    let llm = from_instances(&model);
     let inst = s.create_instance(json!({"env": {"BERTH_LLM_BASE_URL": llm, "BERTH_MODEL": "scripted"}})).await;
     let id = inst["id"].as_str().unwrap().to_string();
     let host = format!("{}.localhost:{}", &id[5..], s.edge_port());

@@ -2,23 +2,16 @@
 //! its URL wake it once and all succeed. What counts as activity: open streams,
 //! shells, holds and a running agent turn. A user's stop is not undone by a request.
 
-use axum::response::sse::{Event, Sse};
-use axum::routing::post;
-use berth_test_util::docker::docker;
+use berth_test_util::docker::network_gateway;
+use berth_test_util::llm::{Reply, ScriptedLlm};
 use berth_test_util::{ServerOptions, TestServer};
-use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
-use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
-/// A server whose cold_start instances may idle for as little as a second.
-async fn server() -> TestServer {
-    TestServer::start_with(ServerOptions {
-        extra_args: vec!["--min-idle-timeout-secs".into(), "1".into()],
-        ..Default::default()
-    })
-    .await
+/// Options of a server whose cold_start instances may idle for as little as a second.
+fn short_idle() -> ServerOptions {
+    ServerOptions { extra_args: vec!["--min-idle-timeout-secs".into(), "1".into()], ..Default::default() }
 }
 
 async fn cold_instance(s: &TestServer, idle: u64, env: Value) -> (String, String) {
@@ -61,7 +54,7 @@ async fn events(s: &TestServer, id: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn concurrent_first_requests_wake_a_sleeping_instance_once() {
-    let s = server().await;
+    let s = TestServer::start_with(short_idle()).await;
     let (id, host) = cold_instance(&s, 2, json!({})).await;
     wait_status(&s, &id, "stopped", 20).await;
     let evs = events(&s, &id).await;
@@ -101,7 +94,7 @@ async fn concurrent_first_requests_wake_a_sleeping_instance_once() {
 
 #[tokio::test]
 async fn shells_streams_and_holds_keep_an_instance_awake() {
-    let s = server().await;
+    let s = TestServer::start_with(short_idle()).await;
     let (id, host) = cold_instance(&s, 2, json!({})).await;
 
     // An open shell (hosting API WebSocket) is activity.
@@ -132,43 +125,18 @@ async fn shells_streams_and_holds_keep_an_instance_awake() {
     wait_status(&s, &id, "stopped", 15).await;
 }
 
-/// An OpenAI-compatible model whose answer streams for about `secs` seconds.
-async fn slow_model(secs: u64) -> u16 {
-    let app = axum::Router::new().route(
-        "/v1/chat/completions",
-        post(move || async move {
-            let steps = secs * 2;
-            let chunks = futures_util::stream::iter(0..steps).then(|i| async move {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let chunk = json!({"id": "c1", "object": "chat.completion.chunk", "model": "scripted",
-                    "choices": [{"index": 0, "delta": {"content": format!("{i} ")}, "finish_reason": null}]});
-                Ok::<_, Infallible>(Event::default().data(chunk.to_string()))
-            });
-            let end = futures_util::stream::iter(vec![
-                Ok(Event::default().data(
-                    json!({"id": "c1", "object": "chat.completion.chunk", "model": "scripted",
-                        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-                    .to_string(),
-                )),
-                Ok(Event::default().data("[DONE]")),
-            ]);
-            Sse::new(chunks.chain(end))
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    port
-}
-
-fn gateway_ip() -> String {
-    docker(&["network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}", "berth-test"]).1
+/// An OpenAI-compatible model (on all addresses: instances reach it through their
+/// bridge's gateway) whose answer streams for about `secs` seconds.
+async fn slow_model(secs: u64) -> ScriptedLlm {
+    let chunks: Vec<String> = (0..secs * 2).map(|i| format!("{i} ")).collect();
+    ScriptedLlm::openai_on("0.0.0.0:0", move |_| Reply::SlowText(chunks.clone(), Duration::from_millis(500))).await
 }
 
 #[tokio::test]
 async fn a_running_agent_turn_keeps_an_instance_awake() {
-    let s = server().await;
-    let llm = format!("http://{}:{}/v1", gateway_ip(), slow_model(9).await);
+    let s = TestServer::start_with(short_idle()).await;
+    let model = slow_model(9).await;
+    let llm = model.base_url_at(&network_gateway("berth-test"));
     let (id, host) = cold_instance(&s, 2, json!({"BERTH_LLM_BASE_URL": llm, "BERTH_MODEL": "scripted"})).await;
 
     // A turn started from inside the instance (no edge stream, no exec left

@@ -40,6 +40,14 @@ pub fn inspect(name: &str, format: &str) -> String {
     docker(&["inspect", "-f", format, name]).1
 }
 
+/// The gateway address of a Docker network: the host as its containers reach it
+/// (`berth-test`, the tests' bridge, once a server has created it).
+pub fn network_gateway(network: &str) -> String {
+    let (ok, out, err) = docker(&["network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}", network]);
+    assert!(ok && !out.is_empty(), "no gateway for network {network}: {err}");
+    out
+}
+
 /// Removes every container and volume of an installation, a few at a time.
 pub fn remove_install(install_id: &str) {
     let names = containers_with_label("berth.install", install_id);

@@ -1,9 +1,11 @@
-//! Test fixtures shared by berth's end-to-end tests: a real `berth server`
-//! process on a real socket, against the real Docker daemon, cleaned up after.
-//! A dev-dependency only; nothing here ships.
+//! Test fixtures shared by berth's tests: a real `berth server` process on a real
+//! socket, against the real Docker daemon, cleaned up after ([`TestServer`]), and
+//! scripted LLM providers on real sockets ([`llm`]). A dev-dependency only;
+//! nothing here ships.
 
 pub mod app;
 pub mod docker;
+pub mod llm;
 pub mod server;
 pub mod tls;
 

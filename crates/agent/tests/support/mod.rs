@@ -1,8 +1,6 @@
-//! Test harness: the real `berth-agent` binary on a loopback port, scripted
-//! model servers, and a small HTTP + SSE client.
+//! Test harness: the real `berth-agent` binary on a loopback port and a small
+//! HTTP + SSE client. The scripted model servers are `berth_test_util::llm`.
 #![allow(dead_code)] // each test binary uses a different part of it
-
-pub mod llm;
 
 use reqwest::StatusCode;
 use serde_json::Value;

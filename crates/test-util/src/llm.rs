@@ -1,6 +1,37 @@
-//! Scripted model servers on 127.0.0.1: real HTTP and real SSE, speaking
-//! OpenAI chat completions or Anthropic Messages, answering each request with
-//! what the test's script says. Every request is recorded.
+//! Scripted model servers: fake LLM providers for tests, speaking OpenAI chat
+//! completions (`/v1/chat/completions`, `/v1/models`) or Anthropic Messages
+//! (`/v1/messages`) over real HTTP and real SSE on a real socket. Each request is
+//! answered with what the test's script says ([`Reply`]) and recorded
+//! ([`ScriptedLlm::requests`]).
+//!
+//! Used by the agent's own tests (the `berth-agent` binary against a model on
+//! 127.0.0.1) and by the end-to-end tests (an agent inside an instance reaching a
+//! model on the host through the bridge's gateway: bind `0.0.0.0`, see
+//! [`ScriptedLlm::openai_on`] and [`ScriptedLlm::base_url_at`]).
+//!
+//! Why here and not behind a cargo feature: `berth-test-util` depends on no berth
+//! crate but `berth-core` (no cycle with `berth-agent`), and what it adds to the
+//! agent's test build is small: `axum`, `reqwest`, `tokio` and `tempfile` are the
+//! agent's own dependencies already, leaving `berth-core`, `rcgen` and `nix`'s `fs`
+//! feature. The workspace's test run (`scripts/test.sh`) compiles this crate
+//! anyway, and the static agent build does not see dev-dependencies at all.
+//!
+//! A script is a function of the request body; the helpers [`last_text`],
+//! [`last_role`], [`first_user_text`] and [`count_role`] read the conversation
+//! in either protocol:
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use berth_test_util::llm::{last_role, last_text, text, tool, Reply, ScriptedLlm};
+//! use serde_json::json;
+//! let llm = ScriptedLlm::openai(|body| match last_role(body).as_str() {
+//!     "user" => tool("shell", json!({"command": "echo hi"})),
+//!     _ => Reply::Text(vec![format!("the tool said {}", last_text(body))]),
+//! })
+//! .await;
+//! // give the agent `BERTH_LLM_BASE_URL=llm.base_url`; the server stops when `llm` drops
+//! # }
+//! ```
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -13,12 +44,13 @@ use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// What the scripted model answers to one request.
+/// What the scripted model answers to one request (one model turn).
 #[derive(Debug, Clone)]
 pub enum Reply {
     /// Text streamed in these chunks.
     Text(Vec<String>),
-    /// Text streamed in these chunks, one every given interval.
+    /// Text streamed in these chunks, each after the given interval (OpenAI only;
+    /// Anthropic streams them at once).
     SlowText(Vec<String>, Duration),
     /// Reasoning, then text.
     Reasoning(String, Vec<String>),
@@ -49,7 +81,9 @@ type Script = dyn Fn(&Value) -> Reply + Send + Sync;
 /// One request the model server received.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    /// The JSON body.
     pub body: Value,
+    /// The request's headers (`authorization`, `x-api-key`, `anthropic-version`...).
     pub headers: HeaderMap,
 }
 
@@ -59,10 +93,14 @@ struct Shared {
     requests: Arc<Mutex<Vec<Recorded>>>,
 }
 
-/// A running scripted model server; stops when dropped.
+/// A running scripted model server, served by a task on the runtime of the test
+/// that started it; stops when dropped.
 pub struct ScriptedLlm {
-    /// Base URL as the agent wants it (`.../v1` for OpenAI, the root for Anthropic).
+    /// Base URL as the agent wants it (`.../v1` for OpenAI, the root for Anthropic),
+    /// on 127.0.0.1 (also for a server bound to `0.0.0.0`).
     pub base_url: String,
+    port: u16,
+    suffix: &'static str,
     requests: Arc<Mutex<Vec<Recorded>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -74,38 +112,61 @@ impl Drop for ScriptedLlm {
 }
 
 impl ScriptedLlm {
-    /// An OpenAI-compatible server (`/v1/chat/completions`, `/v1/models`).
+    /// An OpenAI-compatible server (`/v1/chat/completions`, `/v1/models`) on 127.0.0.1.
     pub async fn openai(script: impl Fn(&Value) -> Reply + Send + Sync + 'static) -> Self {
+        Self::openai_on("127.0.0.1:0", script).await
+    }
+
+    /// An OpenAI-compatible server listening on `bind` (`0.0.0.0:0`: reachable from
+    /// instances through the bridge's gateway, see [`ScriptedLlm::base_url_at`]).
+    pub async fn openai_on(bind: &str, script: impl Fn(&Value) -> Reply + Send + Sync + 'static) -> Self {
         let app = Router::new().route("/v1/chat/completions", post(openai_chat)).route(
             "/v1/models",
             get(|| async { Json(json!({"object": "list", "data": [{"id": "scripted-1", "object": "model"}]})) }),
         );
-        Self::serve(app, script, "/v1").await
+        Self::serve(bind, app, script, "/v1").await
     }
 
-    /// An Anthropic Messages server (`/v1/messages`).
+    /// An Anthropic Messages server (`/v1/messages`) on 127.0.0.1.
     pub async fn anthropic(script: impl Fn(&Value) -> Reply + Send + Sync + 'static) -> Self {
+        Self::anthropic_on("127.0.0.1:0", script).await
+    }
+
+    /// An Anthropic Messages server listening on `bind`.
+    pub async fn anthropic_on(bind: &str, script: impl Fn(&Value) -> Reply + Send + Sync + 'static) -> Self {
         let app = Router::new().route("/v1/messages", post(anthropic_messages));
-        Self::serve(app, script, "").await
+        Self::serve(bind, app, script, "").await
     }
 
     async fn serve(
+        bind: &str,
         app: Router<Shared>,
         script: impl Fn(&Value) -> Reply + Send + Sync + 'static,
-        suffix: &str,
+        suffix: &'static str,
     ) -> Self {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let shared = Shared { script: Arc::new(script), requests: requests.clone() };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = tokio::net::TcpListener::bind(bind).await.expect("scripted model binds");
+        let port = listener.local_addr().expect("local addr").port();
         let app = app.with_state(shared);
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        ScriptedLlm { base_url: format!("http://{addr}{suffix}"), requests, task }
+        ScriptedLlm { base_url: format!("http://127.0.0.1:{port}{suffix}"), port, suffix, requests, task }
     }
 
-    /// Requests received so far.
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The base URL under another host name or address (for an instance: the
+    /// gateway of its bridge, [`crate::docker::network_gateway`]).
+    pub fn base_url_at(&self, host: &str) -> String {
+        format!("http://{host}:{}{}", self.port, self.suffix)
+    }
+
+    /// Requests received so far, oldest first.
     pub fn requests(&self) -> Vec<Recorded> {
         self.requests.lock().unwrap().clone()
     }
