@@ -1,6 +1,7 @@
 //! Compatibility with a real client: runs tests/openai_client.py (the
-//! official `openai` Python package) against the agent. Skipped when the
-//! package is missing, unless BERTH_REQUIRE_OPENAI_CLIENT=1 (set it in CI).
+//! official `openai` Python package) against the agent. Without the package the
+//! test fails when BERTH_REQUIRE_OPENAI_CLIENT is set (CI sets it), and otherwise
+//! skips with a loud SKIPPED line (berth_test_util::require).
 
 mod support;
 
@@ -16,11 +17,12 @@ fn openai_installed() -> bool {
 #[tokio::test]
 async fn official_openai_python_client_works() {
     if !openai_installed() {
-        assert!(
-            std::env::var("BERTH_REQUIRE_OPENAI_CLIENT").as_deref() != Ok("1"),
-            "the `openai` Python package is required here: pip install openai"
+        berth_test_util::require::missing(
+            "BERTH_REQUIRE_OPENAI_CLIENT",
+            "python3's `openai` package",
+            "pip install openai",
+            "the whole test (the official OpenAI Python client against the agent)",
         );
-        eprintln!("skipped: python3 cannot import openai (pip install openai)");
         return;
     }
     let llm = ScriptedLlm::openai(|body| match (last_role(body).as_str(), last_text(body).as_str()) {

@@ -11,15 +11,19 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Debian's Chromium, or `None` (then the browser part is skipped, unless
-/// BERTH_REQUIRE_CHROMIUM is set, as in CI).
+/// Debian's Chromium, or `None`: then the browser part is skipped with a loud
+/// SKIPPED line, or the test fails when BERTH_REQUIRE_CHROMIUM is set (as in CI).
 fn chromium() -> Option<String> {
     let found = ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
         .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()));
     if found.is_none() {
-        assert!(std::env::var_os("BERTH_REQUIRE_CHROMIUM").is_none(), "chromium is required but not installed");
-        eprintln!("chromium not installed: skipping the browser part of this test");
+        berth_test_util::require::missing(
+            "BERTH_REQUIRE_CHROMIUM",
+            "chromium",
+            "apt-get install chromium",
+            "the browser part (share links opened in headless Chromium)",
+        );
     }
     found.map(str::to_string)
 }

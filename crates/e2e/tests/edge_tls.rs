@@ -132,15 +132,15 @@ fn spawn(cmd: &mut Command, log: &Path) -> Proc {
     Proc(cmd.stdout(Stdio::from(out.try_clone().unwrap())).stderr(Stdio::from(out)).spawn().expect("spawns"))
 }
 
-fn found(bin: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {bin}")]).output().is_ok_and(|o| o.status.success())
-}
-
 #[tokio::test]
 async fn certificates_are_obtained_on_demand_from_an_acme_server() {
-    if !found("pebble") || !found("pebble-challtestsrv") {
-        assert!(std::env::var_os("BERTH_REQUIRE_PEBBLE").is_none(), "pebble is required but not installed");
-        eprintln!("pebble not installed: skipping");
+    if !berth_test_util::require::on_path("pebble") || !berth_test_util::require::on_path("pebble-challtestsrv") {
+        berth_test_util::require::missing(
+            "BERTH_REQUIRE_PEBBLE",
+            "pebble (with pebble-challtestsrv)",
+            "apt-get install pebble",
+            "the whole test (certificates from an ACME server)",
+        );
         return;
     }
     // pebble's own HTTPS (its directory) is signed by a CA of ours, given to berth with --acme-ca.
