@@ -22,7 +22,7 @@ fn from_instances(llm: &ScriptedLlm) -> String {
 
 #[tokio::test]
 async fn the_edge_routes_authenticates_and_streams() {
-    let s = TestServer::start().await;
+    let s = TestServer::shared().await;
     let model = scripted_model().await;
     let llm = from_instances(&model);
     let inst = s.create_instance(json!({"env": {"BERTH_LLM_BASE_URL": llm, "BERTH_MODEL": "scripted"}})).await;
@@ -36,14 +36,14 @@ async fn the_edge_routes_authenticates_and_streams() {
     assert_eq!(r.status(), 401);
     let r = edge("/health").bearer_auth("sk_wrong").send().await.unwrap();
     assert_eq!(r.status(), 401);
-    let (_, other) = s.post("/v1/workspaces", json!({"name": "other"})).await;
-    let r = edge("/v1/models").bearer_auth(other["key"].as_str().unwrap()).send().await.unwrap();
+    let other = s.create_workspace("other").await;
+    let r = edge("/v1/models").bearer_auth(&other).send().await.unwrap();
     assert_eq!(r.status(), 404);
     let r = s
         .http()
         .get(format!("{}/health", s.edge_base))
         .header("host", "zzzzzzzzzz.localhost")
-        .bearer_auth(&s.admin_key)
+        .bearer_auth(&s.key)
         .send()
         .await
         .unwrap();
@@ -52,9 +52,9 @@ async fn the_edge_routes_authenticates_and_streams() {
     assert_eq!(body["error"]["code"], "instance_not_found");
 
     // With the key: through to the agent, which only accepts the gateway token.
-    let r = edge("/health").bearer_auth(&s.admin_key).send().await.unwrap();
+    let r = edge("/health").bearer_auth(&s.key).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let r = edge("/v1/models").header("x-api-key", &s.admin_key).send().await.unwrap();
+    let r = edge("/v1/models").header("x-api-key", &s.key).send().await.unwrap();
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
     let (code, direct) = exec(&id, "wget -q -O - http://127.0.0.1:3737/v1/models 2>&1");
     assert_ne!(code, 0, "the agent answered without its gateway token: {direct}");
@@ -65,7 +65,7 @@ async fn the_edge_routes_authenticates_and_streams() {
         .http()
         .post(format!("{}/v1/responses", s.edge_base))
         .header("host", &host)
-        .bearer_auth(&s.admin_key)
+        .bearer_auth(&s.key)
         .json(&json!({"input": "hi", "stream": true}))
         .send()
         .await
@@ -89,7 +89,7 @@ async fn the_edge_routes_authenticates_and_streams() {
 
     // A stopped instance's URL says so.
     s.post(&format!("/v1/instances/{id}/stop"), json!({})).await;
-    let r = edge("/health").bearer_auth(&s.admin_key).send().await.unwrap();
+    let r = edge("/health").bearer_auth(&s.key).send().await.unwrap();
     assert_eq!(r.status(), 409);
 }
 
@@ -106,7 +106,7 @@ async fn tool_calling_model() -> ScriptedLlm {
 
 #[tokio::test]
 async fn the_agent_acts_on_its_own_computer_and_its_sessions_survive_a_restart() {
-    let s = TestServer::start().await;
+    let s = TestServer::shared().await;
     let model = tool_calling_model().await;
     let llm = from_instances(&model);
     let inst = s.create_instance(json!({"env": {"BERTH_LLM_BASE_URL": llm, "BERTH_MODEL": "scripted"}})).await;
@@ -116,7 +116,7 @@ async fn the_agent_acts_on_its_own_computer_and_its_sessions_survive_a_restart()
         .http()
         .post(format!("{}/v1/responses", s.edge_base))
         .header("host", &host)
-        .bearer_auth(&s.admin_key)
+        .bearer_auth(&s.key)
         .json(&json!({"input": "write your hostname to a file"}))
         .send()
         .await
@@ -148,7 +148,7 @@ async fn the_agent_acts_on_its_own_computer_and_its_sessions_survive_a_restart()
         .http()
         .get(format!("{}/v1/sessions/{session}", s.edge_base))
         .header("host", &host)
-        .bearer_auth(&s.admin_key)
+        .bearer_auth(&s.key)
         .send()
         .await
         .unwrap();

@@ -54,6 +54,7 @@ async fn events(s: &TestServer, id: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn concurrent_first_requests_wake_a_sleeping_instance_once() {
+    // A server of its own: it reads the server-wide wake count.
     let s = TestServer::start_with(short_idle()).await;
     let (id, host) = cold_instance(&s, 2, json!({})).await;
     wait_status(&s, &id, "stopped", 20).await;
@@ -64,7 +65,7 @@ async fn concurrent_first_requests_wake_a_sleeping_instance_once() {
 
     let started = Instant::now();
     let requests = (0..20).map(|_| {
-        let req = s.edge(Method::GET, &host, "/v1/models").bearer_auth(&s.admin_key);
+        let req = s.edge(Method::GET, &host, "/v1/models").bearer_auth(&s.key);
         async move {
             let r = req.send().await.unwrap();
             (r.status().as_u16(), r.text().await.unwrap())
@@ -86,7 +87,7 @@ async fn concurrent_first_requests_wake_a_sleeping_instance_once() {
     // A user's stop is final: a request does not undo it.
     let (st, _) = s.post(&format!("/v1/instances/{id}/stop"), json!({})).await;
     assert_eq!(st, 200);
-    let r = s.edge(Method::GET, &host, "/v1/models").bearer_auth(&s.admin_key).send().await.unwrap();
+    let r = s.edge(Method::GET, &host, "/v1/models").bearer_auth(&s.key).send().await.unwrap();
     assert_eq!(r.status(), 409);
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "instance_not_running");
     assert_eq!(status(&s, &id).await, "stopped");
@@ -94,13 +95,13 @@ async fn concurrent_first_requests_wake_a_sleeping_instance_once() {
 
 #[tokio::test]
 async fn shells_streams_and_holds_keep_an_instance_awake() {
-    let s = TestServer::start_with(short_idle()).await;
+    let s = TestServer::shared_with(short_idle()).await;
     let (id, host) = cold_instance(&s, 2, json!({})).await;
 
     // An open shell (hosting API WebSocket) is activity.
     let url = format!("{}/v1/instances/{id}/shell", s.base.replace("http://", "ws://"));
     let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
-    req.headers_mut().insert("authorization", format!("Bearer {}", s.admin_key).parse().unwrap());
+    req.headers_mut().insert("authorization", format!("Bearer {}", s.key).parse().unwrap());
     let (shell, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     stays_running(&s, &id, 5, "a shell is open").await;
     drop(shell);
@@ -119,7 +120,7 @@ async fn shells_streams_and_holds_keep_an_instance_awake() {
     assert_eq!((st, bad["error"]["details"]["field"].as_str()), (400, Some("ttl_secs")));
 
     // A request wakes it again; then it idles again.
-    let r = s.edge(Method::GET, &host, "/health").bearer_auth(&s.admin_key).send().await.unwrap();
+    let r = s.edge(Method::GET, &host, "/health").bearer_auth(&s.key).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(status(&s, &id).await, "running");
     wait_status(&s, &id, "stopped", 15).await;
@@ -134,7 +135,7 @@ async fn slow_model(secs: u64) -> ScriptedLlm {
 
 #[tokio::test]
 async fn a_running_agent_turn_keeps_an_instance_awake() {
-    let s = TestServer::start_with(short_idle()).await;
+    let s = TestServer::shared_with(short_idle()).await;
     let model = slow_model(9).await;
     let llm = model.base_url_at(&network_gateway("berth-test"));
     let (id, host) = cold_instance(&s, 2, json!({"BERTH_LLM_BASE_URL": llm, "BERTH_MODEL": "scripted"})).await;
@@ -156,7 +157,7 @@ async fn a_running_agent_turn_keeps_an_instance_awake() {
     let began = berth_core_now();
     let r = s
         .edge(Method::POST, &host, "/v1/responses")
-        .bearer_auth(&s.admin_key)
+        .bearer_auth(&s.key)
         .json(&json!({"input": "count slowly again", "stream": true}))
         .send()
         .await

@@ -1,4 +1,5 @@
-//! An instance through its whole life, with its data surviving every step.
+//! An instance through its whole life, with its data surviving every step. The
+//! tests that leave the server alone share one (each in a workspace of its own).
 
 use berth_test_util::docker::{exec, inspect, volumes_with_label};
 use berth_test_util::TestServer;
@@ -6,7 +7,7 @@ use reqwest::Method;
 use serde_json::json;
 
 async fn act(s: &TestServer, id: &str, action: &str) -> (u16, serde_json::Value) {
-    s.call(Method::POST, &format!("/v1/instances/{id}/{action}"), Some(&s.admin_key), None).await
+    s.call(Method::POST, &format!("/v1/instances/{id}/{action}"), Some(&s.key), None).await
 }
 
 fn assert_data(id: &str, step: &str) {
@@ -16,9 +17,9 @@ fn assert_data(id: &str, step: &str) {
 
 #[tokio::test]
 async fn create_answers_a_running_instance_with_a_healthy_agent() {
-    let s = TestServer::start().await;
+    let s = TestServer::shared().await;
     // Empty body, no content type: every field is optional.
-    let resp = s.http().post(format!("{}/v1/instances", s.base)).bearer_auth(&s.admin_key).send().await.unwrap();
+    let resp = s.http().post(format!("{}/v1/instances", s.base)).bearer_auth(&s.key).send().await.unwrap();
     let status = resp.status();
     let inst: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(status, 201, "{inst}\n{}", s.log());
@@ -56,7 +57,7 @@ async fn create_answers_a_running_instance_with_a_healthy_agent() {
 
 #[tokio::test]
 async fn data_survives_every_lifecycle_step() {
-    let s = TestServer::start().await;
+    let s = TestServer::shared().await;
     let inst = s
         .create_instance(
             json!({"name": "alice", "user": "u1", "metadata": {"plan": "pro"}, "env": {"SECRET": "hunter2"}}),
@@ -94,7 +95,7 @@ async fn data_survives_every_lifecycle_step() {
 
     // Resize in place: new limits, same data.
     let (st, body) =
-        s.call(Method::PATCH, &format!("/v1/instances/{id}"), Some(&s.admin_key), Some(json!({"size": 2}))).await;
+        s.call(Method::PATCH, &format!("/v1/instances/{id}"), Some(&s.key), Some(json!({"size": 2}))).await;
     assert_eq!(st, 200, "{body}");
     assert_eq!(body["size"]["vcpu"], 2);
     assert_eq!(inspect(&format!("berth-{id}"), "{{.HostConfig.NanoCpus}}"), "2000000000");
@@ -105,7 +106,7 @@ async fn data_survives_every_lifecycle_step() {
         .call(
             Method::PATCH,
             &format!("/v1/instances/{id}"),
-            Some(&s.admin_key),
+            Some(&s.key),
             Some(json!({"env": {"COLOR": "blue"}, "name": "bob"})),
         )
         .await;
@@ -125,7 +126,7 @@ async fn data_survives_every_lifecycle_step() {
     assert_data(&id, "update");
 
     // Soft delete keeps the data; restore brings it back.
-    let (st, body) = s.call(Method::DELETE, &format!("/v1/instances/{id}"), Some(&s.admin_key), None).await;
+    let (st, body) = s.call(Method::DELETE, &format!("/v1/instances/{id}"), Some(&s.key), None).await;
     assert_eq!((st, body["status"].as_str()), (200, Some("deleted")), "{body}");
     let (_, list) = s.get("/v1/instances").await;
     assert!(list["data"].as_array().unwrap().iter().all(|i| i["id"] != json!(id)), "deleted instances leave the list");
@@ -136,7 +137,7 @@ async fn data_survives_every_lifecycle_step() {
     assert_data(&id, "delete/restore");
 
     // Purge removes everything.
-    let (st, body) = s.call(Method::DELETE, &format!("/v1/instances/{id}?purge=true"), Some(&s.admin_key), None).await;
+    let (st, body) = s.call(Method::DELETE, &format!("/v1/instances/{id}?purge=true"), Some(&s.key), None).await;
     assert_eq!((st, body["purged"].as_bool()), (200, Some(true)), "{body}");
     let (st, _) = s.get(&format!("/v1/instances/{id}")).await;
     assert_eq!(st, 404);

@@ -1,4 +1,5 @@
-//! Exec, shell, logs, health and events against real containers.
+//! Exec, shell, logs, health and events against real containers. The tests share
+//! one server (each in a workspace of its own).
 
 use berth_test_util::docker::exec;
 use berth_test_util::TestServer;
@@ -13,7 +14,7 @@ async fn run(s: &TestServer, id: &str, body: Value) -> (u16, Value) {
 
 #[tokio::test]
 async fn exec_reports_faithful_exit_codes_stdin_caps_and_timeouts() {
-    let s = TestServer::start().await;
+    let s = TestServer::shared().await;
     let id = s.create_instance(json!({})).await["id"].as_str().unwrap().to_string();
 
     let (st, r) = run(&s, &id, json!({"command": ["true"]})).await;
@@ -71,13 +72,13 @@ async fn exec_reports_faithful_exit_codes_stdin_caps_and_timeouts() {
 
 #[tokio::test]
 async fn streaming_exec_delivers_output_before_the_command_ends() {
-    let s = TestServer::start().await;
+    let s = TestServer::shared().await;
     let id = s.create_instance(json!({})).await["id"].as_str().unwrap().to_string();
     let started = Instant::now();
     let resp = s
         .http()
         .post(format!("{}/v1/instances/{id}/exec", s.base))
-        .bearer_auth(&s.admin_key)
+        .bearer_auth(&s.key)
         .json(&json!({"command": "echo first; echo oops >&2; sleep 3; echo second; exit 4", "stream": true}))
         .send()
         .await
@@ -105,11 +106,11 @@ async fn streaming_exec_delivers_output_before_the_command_ends() {
 
 #[tokio::test]
 async fn a_shell_over_the_websocket_runs_commands_and_reports_exit() {
-    let s = TestServer::start().await;
+    let s = TestServer::shared().await;
     let id = s.create_instance(json!({})).await["id"].as_str().unwrap().to_string();
     let url = format!("{}/v1/instances/{id}/shell?cols=100&rows=30", s.base.replace("http://", "ws://"));
     let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
-    req.headers_mut().insert("authorization", format!("Bearer {}", s.admin_key).parse().unwrap());
+    req.headers_mut().insert("authorization", format!("Bearer {}", s.key).parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("websocket upgrade");
     use tokio_tungstenite::tungstenite::Message;
     ws.send(Message::Text("{\"type\":\"resize\",\"cols\":120,\"rows\":40}".into())).await.unwrap();
@@ -133,14 +134,14 @@ async fn a_shell_over_the_websocket_runs_commands_and_reports_exit() {
     let (st, e) = s.get(&format!("/v1/instances/{id}/shell")).await;
     assert_eq!(st, 400, "{e}");
     // Other workspaces cannot open it.
-    let (_, ws2) = s.post("/v1/workspaces", json!({"name": "other"})).await;
-    let (st, _) = s.call(Method::GET, &format!("/v1/instances/{id}/shell"), ws2["key"].as_str(), None).await;
+    let other = s.create_workspace("other").await;
+    let (st, _) = s.call(Method::GET, &format!("/v1/instances/{id}/shell"), Some(&other), None).await;
     assert_eq!(st, 404);
 }
 
 #[tokio::test]
 async fn logs_follow_sees_new_lines_and_old_lines_survive_a_restart() {
-    let s = TestServer::start().await;
+    let s = TestServer::shared().await;
     let id = s.create_instance(json!({})).await["id"].as_str().unwrap().to_string();
     assert_eq!(exec(&id, "echo before-restart > /proc/1/fd/1").0, 0);
     let (st, _) = s.post(&format!("/v1/instances/{id}/restart"), json!({})).await;
@@ -154,7 +155,7 @@ async fn logs_follow_sees_new_lines_and_old_lines_survive_a_restart() {
     let resp = s
         .http()
         .get(format!("{}/v1/instances/{id}/logs?follow=true&lines=1", s.base))
-        .bearer_auth(&s.admin_key)
+        .bearer_auth(&s.key)
         .send()
         .await
         .unwrap();
@@ -179,7 +180,7 @@ async fn logs_follow_sees_new_lines_and_old_lines_survive_a_restart() {
 
 #[tokio::test]
 async fn health_moves_when_memory_is_used_and_events_record_each_transition() {
-    let s = TestServer::start().await;
+    let s = TestServer::shared().await;
     let id = s.create_instance(json!({})).await["id"].as_str().unwrap().to_string();
     let (st, h) = s.get(&format!("/v1/instances/{id}/health")).await;
     assert_eq!(st, 200, "{h}");

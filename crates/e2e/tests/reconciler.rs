@@ -1,4 +1,6 @@
-//! The reconciler brings Docker back to the database's desired state.
+//! The reconciler brings Docker back to the database's desired state. Tests of one
+//! instance share a server (each in a workspace of its own); those about the
+//! installation as a whole (orphans, a killed server, metrics) have their own.
 
 use berth_test_util::docker::{containers_with_label, docker, exec, inspect};
 use berth_test_util::TestServer;
@@ -37,7 +39,7 @@ async fn agent_answers(id: &str) -> bool {
 
 #[tokio::test]
 async fn a_removed_or_dead_container_comes_back_with_its_data() {
-    let s = TestServer::start().await;
+    let s = TestServer::shared().await;
     let id = s.create_instance(json!({})).await["id"].as_str().unwrap().to_string();
     assert_eq!(exec(&id, "echo kept > /home/agent/notes.txt").0, 0);
 
@@ -56,7 +58,7 @@ async fn a_removed_or_dead_container_comes_back_with_its_data() {
     assert_eq!(exec(&id, "cat /home/agent/notes.txt").1, "kept");
 
     // Started behind berth's back while it should be stopped: stopped again.
-    let (st, _) = s.call(Method::POST, &format!("/v1/instances/{id}/stop"), Some(&s.admin_key), None).await;
+    let (st, _) = s.call(Method::POST, &format!("/v1/instances/{id}/stop"), Some(&s.key), None).await;
     assert_eq!(st, 200);
     docker(&["start", &format!("berth-{id}")]);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -68,7 +70,7 @@ async fn a_removed_or_dead_container_comes_back_with_its_data() {
 
 #[tokio::test]
 async fn a_crash_loop_ends_in_error_with_a_reason() {
-    let s = TestServer::start().await;
+    let s = TestServer::shared().await;
     let id = s.create_instance(json!({})).await["id"].as_str().unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -85,7 +87,7 @@ async fn a_crash_loop_ends_in_error_with_a_reason() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     // A start from the error state brings it back.
-    let (st, inst) = s.call(Method::POST, &format!("/v1/instances/{id}/start"), Some(&s.admin_key), None).await;
+    let (st, inst) = s.call(Method::POST, &format!("/v1/instances/{id}/start"), Some(&s.key), None).await;
     assert_eq!((st, inst["status"].as_str()), (200, Some("running")), "{inst}");
 }
 

@@ -1,4 +1,5 @@
-//! Tenancy, authentication and isolation between instances.
+//! Tenancy, authentication and isolation between instances. Tests that need no
+//! special flags share one server (each in a workspace of its own).
 
 use berth_test_util::docker::{exec, inspect};
 use berth_test_util::{ServerOptions, TestServer};
@@ -7,7 +8,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn keys_are_required_and_other_workspaces_see_nothing() {
-    let s = TestServer::start().await;
+    let s = TestServer::shared().await;
     let inst = s.create_instance(json!({})).await;
     let id = inst["id"].as_str().unwrap().to_string();
 
@@ -17,14 +18,11 @@ async fn keys_are_required_and_other_workspaces_see_nothing() {
     let (st, _) = s.call(Method::GET, "/v1/instances", Some("sk_nope"), None).await;
     assert_eq!(st, 401);
     // X-API-Key works like Bearer.
-    let r =
-        s.http().get(format!("{}/v1/instances/{id}", s.base)).header("X-API-Key", &s.admin_key).send().await.unwrap();
+    let r = s.http().get(format!("{}/v1/instances/{id}", s.base)).header("X-API-Key", &s.key).send().await.unwrap();
     assert_eq!(r.status(), 200);
 
     // A second workspace, made by the admin.
-    let (st, ws) = s.post("/v1/workspaces", json!({"name": "acme"})).await;
-    assert_eq!(st, 201, "{ws}");
-    let other = ws["key"].as_str().unwrap().to_string();
+    let other = s.create_workspace("acme").await;
     assert!(other.starts_with("sk_"));
     // Its key sees 404 on every route of the first workspace's instance.
     let routes: Vec<(Method, String)> = vec![
@@ -57,8 +55,10 @@ async fn keys_are_required_and_other_workspaces_see_nothing() {
     let (_, list) = s.call(Method::GET, "/v1/instances", Some(&other), None).await;
     assert_eq!(list["data"], json!([]));
     // Non-admin keys cannot make workspaces.
-    let (st, _) = s.call(Method::POST, "/v1/workspaces", Some(&other), Some(json!({"name": "x"}))).await;
-    assert_eq!(st, 403);
+    for key in [&other, &s.key] {
+        let (st, _) = s.call(Method::POST, "/v1/workspaces", Some(key), Some(json!({"name": "x"}))).await;
+        assert_eq!(st, 403);
+    }
     // The instance is untouched.
     let (_, got) = s.get(&format!("/v1/instances/{id}")).await;
     assert_eq!(got["status"], "running");
@@ -66,7 +66,7 @@ async fn keys_are_required_and_other_workspaces_see_nothing() {
 
 #[tokio::test]
 async fn keys_are_shown_once_and_revocable() {
-    let s = TestServer::start().await;
+    let s = TestServer::shared().await;
     let (st, key) = s.post("/v1/keys", json!({"name": "ci"})).await;
     assert_eq!(st, 201);
     let secret = key["key"].as_str().unwrap().to_string();
@@ -77,7 +77,7 @@ async fn keys_are_shown_once_and_revocable() {
     let (st, _) = s.call(Method::GET, "/v1/instances", Some(&secret), None).await;
     assert_eq!(st, 200);
     let (st, _) =
-        s.call(Method::DELETE, &format!("/v1/keys/{}", key["id"].as_str().unwrap()), Some(&s.admin_key), None).await;
+        s.call(Method::DELETE, &format!("/v1/keys/{}", key["id"].as_str().unwrap()), Some(&s.key), None).await;
     assert_eq!(st, 200);
     let (st, _) = s.call(Method::GET, "/v1/instances", Some(&secret), None).await;
     assert_eq!(st, 401);
@@ -90,7 +90,7 @@ async fn keys_are_shown_once_and_revocable() {
 
 #[tokio::test]
 async fn instances_reach_neither_each_other_nor_the_control_plane() {
-    let s = TestServer::start().await;
+    let s = TestServer::shared().await;
     let a = s.create_instance(json!({})).await["id"].as_str().unwrap().to_string();
     let b = s.create_instance(json!({})).await["id"].as_str().unwrap().to_string();
     let b_ip = inspect(&format!("berth-{b}"), "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");

@@ -1,4 +1,5 @@
-//! Bad input gets a 400 naming the field, and leaves nothing behind.
+//! Bad input gets a 400 naming the field, and leaves nothing behind. The tests
+//! share one server (each in a workspace of its own).
 
 use berth_test_util::docker::containers_with_label;
 use berth_test_util::TestServer;
@@ -7,7 +8,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn bad_create_bodies_name_the_field_and_create_nothing() {
-    let s = TestServer::start().await;
+    let s = TestServer::shared().await;
     let long_meta: serde_json::Map<String, serde_json::Value> =
         (0..60).map(|i| (format!("k{i}"), json!("v"))).collect();
     let cases = vec![
@@ -46,7 +47,7 @@ async fn bad_create_bodies_name_the_field_and_create_nothing() {
     let r = s
         .http()
         .post(&url)
-        .bearer_auth(&s.admin_key)
+        .bearer_auth(&s.key)
         .header("content-type", "application/json")
         .body("{\"name\": ")
         .send()
@@ -58,7 +59,7 @@ async fn bad_create_bodies_name_the_field_and_create_nothing() {
     let r = s
         .http()
         .post(&url)
-        .bearer_auth(&s.admin_key)
+        .bearer_auth(&s.key)
         .header("content-type", "text/plain")
         .body("{\"name\":\"x\"}")
         .send()
@@ -68,7 +69,7 @@ async fn bad_create_bodies_name_the_field_and_create_nothing() {
     let r = s
         .http()
         .post(&url)
-        .bearer_auth(&s.admin_key)
+        .bearer_auth(&s.key)
         .header("content-type", "application/json")
         .body("[1,2]")
         .send()
@@ -78,12 +79,12 @@ async fn bad_create_bodies_name_the_field_and_create_nothing() {
     // Nothing was created.
     let (_, list) = s.get("/v1/instances").await;
     assert_eq!(list["data"], json!([]));
-    assert!(containers_with_label("berth.install", &s.install_id).is_empty());
+    assert!(containers_with_label("berth.workspace", s.workspace_id().unwrap()).is_empty());
 }
 
 #[tokio::test]
 async fn bad_queries_and_ids_are_refused_cleanly() {
-    let s = TestServer::start().await;
+    let s = TestServer::shared().await;
     for (q, field) in [
         ("limit=0", "limit"),
         ("limit=101", "limit"),
@@ -103,16 +104,17 @@ async fn bad_queries_and_ids_are_refused_cleanly() {
     let (st, _) = s.post("/v1/instances/inst_doesnotexi/explode", json!({})).await;
     assert_eq!(st, 404);
     let (st, err) =
-        s.call(Method::PATCH, "/v1/instances/inst_doesnotexi", Some(&s.admin_key), Some(json!({"size": 3}))).await;
+        s.call(Method::PATCH, "/v1/instances/inst_doesnotexi", Some(&s.key), Some(json!({"size": 3}))).await;
     assert_eq!((st, err["error"]["details"]["field"].as_str()), (400, Some("size")));
-    let (st, err) = s.post("/v1/workspaces", json!({"name": ""})).await;
+    let (st, err) = s.call(Method::POST, "/v1/workspaces", Some(&s.admin_key), Some(json!({"name": ""}))).await;
     assert_eq!((st, err["error"]["details"]["field"].as_str()), (400, Some("name")));
 }
 
 #[tokio::test]
 async fn the_workspace_instance_limit_answers_422_and_creates_nothing() {
-    let s = TestServer::start().await;
-    let (st, ws) = s.post("/v1/workspaces", json!({"name": "small", "instance_limit": 1})).await;
+    let s = TestServer::shared().await;
+    let body = json!({"name": "small", "instance_limit": 1});
+    let (st, ws) = s.call(Method::POST, "/v1/workspaces", Some(&s.admin_key), Some(body)).await;
     assert_eq!(st, 201);
     let key = ws["key"].as_str().unwrap().to_string();
     let (st, first) = s.call(Method::POST, "/v1/instances", Some(&key), Some(json!({}))).await;

@@ -50,7 +50,7 @@ impl TestServer {
         assert_eq!(out["exit_code"], 0, "{out}");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let r = self.edge(reqwest::Method::GET, host, "/sub.txt").bearer_auth(&self.admin_key).send().await;
+            let r = self.edge(reqwest::Method::GET, host, "/sub.txt").bearer_auth(&self.key).send().await;
             if r.is_ok_and(|r| r.status() == 200) {
                 return;
             }

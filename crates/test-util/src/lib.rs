@@ -1,14 +1,15 @@
 //! Test fixtures shared by berth's tests: a real `berth server` process on a real
-//! socket, against the real Docker daemon, cleaned up after ([`TestServer`]), and
-//! scripted LLM providers on real sockets ([`llm`]), and the rule for tests that
-//! need a tool the machine may lack ([`require`]). A dev-dependency only; nothing
-//! here ships.
+//! socket, against the real Docker daemon, cleaned up after ([`TestServer`], also
+//! shared by the tests of one binary: [`TestServer::shared`]); scripted LLM
+//! providers on real sockets ([`llm`]); and the rule for tests that need a tool the
+//! machine may lack ([`require`]). A dev-dependency only; nothing here ships.
 
 pub mod app;
 pub mod docker;
 pub mod llm;
 pub mod require;
 pub mod server;
+mod shared;
 pub mod tls;
 
 pub use server::{ServerOptions, TestServer};

@@ -1,5 +1,7 @@
 //! [`TestServer`]: a real `berth server` process with its own data dir, port and
-//! installation id, removed with everything it created when dropped.
+//! installation id, removed with everything it created when dropped; or, from
+//! [`TestServer::shared`], a test's own workspace on a server the tests of one
+//! binary share.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -31,10 +33,12 @@ impl Default for ServerOptions {
     }
 }
 
-/// A running `berth server` for one test.
+/// A running `berth server` for one test ([`TestServer::start`]), or one test's
+/// workspace on a server shared with the other tests of its binary
+/// ([`TestServer::shared`]).
 pub struct TestServer {
     child: Option<Child>,
-    data: tempfile::TempDir,
+    data: DataDir,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     port: u16,
@@ -43,10 +47,23 @@ pub struct TestServer {
     edge_port: u16,
     /// The admin key of workspace `default`.
     pub admin_key: String,
+    /// The key this test acts with, used by [`TestServer::get`], [`TestServer::post`]
+    /// and [`TestServer::create_instance`]: the admin key on a server of its own; on a
+    /// shared server the (non-admin) key of this test's own workspace.
+    pub key: String,
     /// The installation id (label `berth.install` of its containers).
     pub install_id: String,
     opts: ServerOptions,
     http: reqwest::Client,
+    /// On a shared server: the server's pid; this handle owns only its workspace.
+    shared_pid: Option<u32>,
+    /// On a shared server: the id of this test's workspace.
+    workspace_id: Option<String>,
+}
+
+enum DataDir {
+    Own(tempfile::TempDir),
+    Shared(PathBuf),
 }
 
 fn workspace_root() -> PathBuf {
@@ -78,8 +95,39 @@ pub fn agent_bin() -> PathBuf {
     p
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// The arguments after `berth` for a test server.
+pub(crate) fn server_args(data: &Path, port: u16, edge_port: u16, opts: &ServerOptions) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "server".into(),
+        "--data".into(),
+        data.display().to_string(),
+        "--listen".into(),
+        format!("{}:{port}", opts.listen_host),
+        "--edge-listen".into(),
+        format!("{}:{edge_port}", opts.listen_host),
+        "--base-image".into(),
+        opts.base_image.clone(),
+        "--agent-bin".into(),
+        agent_bin().display().to_string(),
+        "--network".into(),
+        "berth-test".into(),
+        "--reconcile-interval-ms".into(),
+        "300".into(),
+    ];
+    args.extend(opts.extra_args.iter().cloned());
+    args
+}
+
+fn client(opts: &ServerOptions) -> reqwest::Client {
+    let mut http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(180));
+    if let Some(pem) = &opts.api_ca {
+        http = http.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).expect("CA PEM"));
+    }
+    http.build().expect("client")
 }
 
 impl TestServer {
@@ -94,24 +142,100 @@ impl TestServer {
         let port = free_port();
         let edge_port = free_port();
         let scheme = if opts.api_ca.is_some() { "https" } else { "http" };
-        let mut http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(180));
-        if let Some(pem) = &opts.api_ca {
-            http = http.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).expect("CA PEM"));
-        }
+        let admin_key = format!("sk_test{}", berth_core::ids::random_label(24));
         let mut s = TestServer {
             child: None,
-            data,
+            data: DataDir::Own(data),
             base: format!("{scheme}://127.0.0.1:{port}"),
             port,
             edge_base: format!("{scheme}://127.0.0.1:{edge_port}"),
             edge_port,
-            admin_key: format!("sk_test{}", berth_core::ids::random_label(24)),
+            key: admin_key.clone(),
+            admin_key,
             install_id: format!("test-{}", berth_core::ids::random_label(10)),
+            http: client(&opts),
             opts,
-            http: http.build().expect("client"),
+            shared_pid: None,
+            workspace_id: None,
         };
         s.spawn().await;
         s
+    }
+
+    /// This test's own workspace on the server shared by the tests of this test
+    /// binary that ask for one (default options), started by the first of them.
+    ///
+    /// For tests that depend on nothing server-wide: no counts or metrics totals
+    /// across workspaces, no restart or kill of the server, no special flags (those
+    /// use [`TestServer::start`]). [`TestServer::key`] is the key of a workspace
+    /// created for this test, which `get`, `post` and `create_instance` use; the
+    /// admin key is still [`TestServer::admin_key`]. Dropping the handle purges the
+    /// workspace's instances; the server itself, its containers and its data are
+    /// removed a few seconds after the last test process using it has exited.
+    /// [`TestServer::kill`], [`TestServer::terminate`] and [`TestServer::restart`]
+    /// panic on a shared server.
+    pub async fn shared() -> Self {
+        Self::shared_with(ServerOptions::default()).await
+    }
+
+    /// Like [`TestServer::shared`], on the shared server started with `opts` (tests
+    /// asking for other options get another server).
+    pub async fn shared_with(opts: ServerOptions) -> Self {
+        let state = crate::shared::attach(&opts).await;
+        let scheme = if opts.api_ca.is_some() { "https" } else { "http" };
+        let mut s = TestServer {
+            child: None,
+            data: DataDir::Shared(state.data.clone()),
+            base: format!("{scheme}://127.0.0.1:{}", state.port),
+            port: state.port,
+            edge_base: format!("{scheme}://127.0.0.1:{}", state.edge_port),
+            edge_port: state.edge_port,
+            key: String::new(),
+            admin_key: state.admin_key.clone(),
+            install_id: state.install_id.clone(),
+            http: client(&opts),
+            opts,
+            shared_pid: Some(state.server_pid),
+            workspace_id: None,
+        };
+        let test = std::thread::current().name().unwrap_or("test").chars().take(100).collect::<String>();
+        let (status, ws) = s
+            .call(
+                reqwest::Method::POST,
+                "/v1/workspaces",
+                Some(&state.admin_key),
+                Some(serde_json::json!({"name": test})),
+            )
+            .await;
+        assert_eq!(status, 201, "creating this test's workspace failed: {ws}\n{}", s.log());
+        s.key = ws["key"].as_str().expect("workspace key").to_string();
+        s.workspace_id = ws["id"].as_str().map(str::to_string);
+        s
+    }
+
+    /// On a shared server, the id of this test's workspace (label `berth.workspace`
+    /// of its containers); `None` on a server of its own.
+    pub fn workspace_id(&self) -> Option<&str> {
+        self.workspace_id.as_deref()
+    }
+
+    /// Whether this is a workspace on a shared server ([`TestServer::shared`]).
+    pub fn is_shared(&self) -> bool {
+        self.shared_pid.is_some()
+    }
+
+    /// Creates another workspace with the admin key; answers its key.
+    pub async fn create_workspace(&self, name: &str) -> String {
+        let (status, ws) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/workspaces",
+                Some(&self.admin_key),
+                Some(serde_json::json!({"name": name})),
+            )
+            .await;
+        assert_eq!(status, 201, "creating workspace {name} failed: {ws}");
+        ws["key"].as_str().expect("workspace key").to_string()
     }
 
     /// The edge's port (instance URLs are `http://{label}.localhost:PORT`).
@@ -119,30 +243,33 @@ impl TestServer {
         self.edge_port
     }
 
-    /// The data directory.
+    /// The data directory (of the whole server, when shared).
     pub fn data_dir(&self) -> &Path {
-        self.data.path()
+        match &self.data {
+            DataDir::Own(d) => d.path(),
+            DataDir::Shared(p) => p,
+        }
+    }
+
+    fn assert_own(&self, what: &str) {
+        assert!(
+            self.shared_pid.is_none(),
+            "a shared server cannot be {what}: other tests use it (use TestServer::start for this test)"
+        );
     }
 
     async fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.data.path().join("server.log"))
+            .open(self.data_dir().join("server.log"))
             .expect("log file");
         let child = Command::new(berth_bin())
-            .arg("server")
-            .args(["--data", &self.data.path().display().to_string()])
-            .args(["--listen", &format!("{}:{}", self.opts.listen_host, self.port)])
-            .args(["--edge-listen", &format!("{}:{}", self.opts.listen_host, self.edge_port)])
-            .args(["--base-image", &self.opts.base_image])
-            .args(["--agent-bin", &agent_bin().display().to_string()])
-            .args(["--network", "berth-test"])
-            .args(["--reconcile-interval-ms", "300"])
-            .args(&self.opts.extra_args)
+            .args(server_args(self.data_dir(), self.port, self.edge_port, &self.opts))
             .env("BERTH_ADMIN_KEY", &self.admin_key)
             .env("BERTH_INSTALL_ID", &self.install_id)
             .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log))
             .spawn()
@@ -165,16 +292,17 @@ impl TestServer {
 
     /// Process id of the server.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
+        self.shared_pid.or_else(|| self.child.as_ref().map(|c| c.id()))
     }
 
-    /// The server's log so far.
+    /// The server's log so far (of every test using it, when shared).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default()
+        std::fs::read_to_string(self.data_dir().join("server.log")).unwrap_or_default()
     }
 
     /// SIGKILLs the server (instances keep running).
     pub fn kill(&mut self) {
+        self.assert_own("killed");
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -183,6 +311,7 @@ impl TestServer {
 
     /// SIGTERMs the server and returns its exit status.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        self.assert_own("terminated");
         let mut c = self.child.take()?;
         let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
         c.wait().ok()
@@ -190,6 +319,7 @@ impl TestServer {
 
     /// Starts the server again on the same data dir and port.
     pub async fn restart(&mut self) {
+        self.assert_own("restarted");
         self.kill();
         self.spawn().await;
     }
@@ -220,17 +350,17 @@ impl TestServer {
         (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
     }
 
-    /// GET with the admin key.
+    /// GET with [`TestServer::key`] (the admin key unless shared).
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        self.call(reqwest::Method::GET, path, Some(&self.admin_key.clone()), None).await
+        self.call(reqwest::Method::GET, path, Some(&self.key), None).await
     }
 
-    /// POST with the admin key.
+    /// POST with [`TestServer::key`] (the admin key unless shared).
     pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        self.call(reqwest::Method::POST, path, Some(&self.admin_key.clone()), Some(body)).await
+        self.call(reqwest::Method::POST, path, Some(&self.key), Some(body)).await
     }
 
-    /// Creates an instance with the admin key and asserts 201.
+    /// Creates an instance with [`TestServer::key`] and asserts 201.
     pub async fn create_instance(&self, body: serde_json::Value) -> serde_json::Value {
         let (status, inst) = self.post("/v1/instances", body).await;
         assert_eq!(status, 201, "create failed: {inst}\n{}", self.log());
@@ -240,7 +370,45 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        if self.shared_pid.is_some() {
+            purge_workspace(&self.base, &self.key, &self.opts);
+            return;
+        }
         self.kill();
         crate::docker::remove_install(&self.install_id);
     }
+}
+
+/// Purges every instance of the workspace of `key` (so a shared server does not
+/// gather the instances of every test). On a thread with a runtime of its own: a
+/// `Drop` may run on a runtime that is shutting down, or on none.
+fn purge_workspace(base: &str, key: &str, opts: &ServerOptions) {
+    let (base, key, http) = (base.to_string(), key.to_string(), client(opts));
+    let purge = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            for list in ["/v1/instances?limit=100", "/v1/instances?limit=100&status=deleted"] {
+                // A few rounds: 100 a page, and one that will not go (left to the teardown).
+                for _ in 0..5 {
+                    let page: serde_json::Value = match http.get(format!("{base}{list}")).bearer_auth(&key).send().await
+                    {
+                        Ok(r) => r.json().await.unwrap_or_default(),
+                        Err(_) => return, // the server is gone: its teardown removes everything
+                    };
+                    let ids: Vec<String> = page["data"]
+                        .as_array()
+                        .map(|d| d.iter().filter_map(|i| i["id"].as_str().map(str::to_string)).collect())
+                        .unwrap_or_default();
+                    if ids.is_empty() {
+                        break;
+                    }
+                    for id in ids {
+                        let url = format!("{base}/v1/instances/{id}?purge=true");
+                        let _ = http.delete(url).bearer_auth(&key).send().await;
+                    }
+                }
+            }
+        });
+    });
+    let _ = purge.join();
 }
