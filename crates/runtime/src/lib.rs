@@ -6,6 +6,7 @@
 
 #[cfg(feature = "docker")]
 pub mod docker;
+pub mod fair;
 
 use async_trait::async_trait;
 use berth_core::{InstanceId, SizeSpec, WorkspaceId};

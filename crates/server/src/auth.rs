@@ -71,6 +71,8 @@ impl FromRequestParts<AppState> for Auth {
         let key = state.keys.verify(&secret).await?.ok_or(ApiError::Unauthorized)?;
         let k = &key.record;
         state.quotas.spend(&k.id)?;
+        // The runtime calls this request makes queue in its workspace's lane.
+        berth_runtime::fair::set_tenant(k.workspace_id.as_str());
         Ok(Auth { workspace_id: k.workspace_id.clone(), key_id: k.id.clone(), admin: k.admin })
     }
 }

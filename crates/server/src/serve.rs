@@ -123,6 +123,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         shares,
         quotas: Arc::new(crate::quotas::Quotas::new(args.quota_limits())),
         disk_usage: Arc::default(),
+        health_inspect: Arc::default(),
         exec_buffer: Arc::new(tokio::sync::Semaphore::new((args.exec_buffer_mb.max(1) * 1024) as usize)),
         admission: Arc::new(crate::admission::Admission::new(
             capacity.memory_bytes,

@@ -15,6 +15,11 @@ use std::time::Duration;
 pub type DiskUsageCache =
     std::sync::Mutex<std::collections::HashMap<berth_core::InstanceId, (std::time::Instant, f64)>>;
 
+/// What `/health` last saw of each instance's container, with when.
+pub type InspectCache = std::sync::Mutex<
+    std::collections::HashMap<berth_core::InstanceId, (std::time::Instant, berth_runtime::ContainerState)>,
+>;
+
 /// Settings handlers need at request time.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -64,6 +69,8 @@ pub struct AppState {
     pub exec_buffer: Arc<tokio::sync::Semaphore>,
     /// Disk usage last measured per instance (measuring runs a command in it).
     pub disk_usage: Arc<DiskUsageCache>,
+    /// Container state seen by `/health`, reused for a second (polling clients).
+    pub health_inspect: Arc<InspectCache>,
     /// Room on the host for instances' memory.
     pub admission: Arc<crate::admission::Admission>,
     /// Last time (unix seconds) each instance's agent answered a probe.

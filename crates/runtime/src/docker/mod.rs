@@ -11,6 +11,7 @@ mod exec;
 mod observe;
 mod spec;
 
+use crate::fair::{FairGate, FairPermit};
 use crate::{
     ContainerState, ExecRequest, ExecSession, HostCapacity, InstanceSpec, LogLine, LogQuery, ManagedContainer,
     Observed, Result, Runtime, RuntimeError, RuntimeEvent, RuntimeEventKind, Stats, AGENT_PORT, LABEL_INSTALL,
@@ -32,7 +33,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
 
 const NO_INSPECT: Option<bollard::query_parameters::InspectContainerOptions> = None;
 
@@ -65,11 +65,16 @@ pub struct DockerConfig {
 pub struct DockerRuntime {
     docker: Docker,
     cfg: DockerConfig,
-    /// Engine API calls that change something (create, start, kill, remove...).
-    permits: Arc<Semaphore>,
-    /// Engine API calls that only look (inspect, list, stats): a budget of their own,
-    /// so polling never queues behind changes, nor changes behind polling.
-    read_permits: Arc<Semaphore>,
+    /// Engine API calls that change something (create, start, kill, remove...),
+    /// shared fairly between workspaces.
+    permits: FairGate,
+    /// Engine API calls that only look (inspect, list): a budget of their own, so
+    /// polling never queues behind changes, nor changes behind polling; also fair.
+    read_permits: FairGate,
+    /// Recent stats per container, and a lock per container so that concurrent
+    /// `/health` calls share one Engine API call (each costs up to a second).
+    stats_cache: std::sync::Mutex<HashMap<String, (std::time::Instant, Stats)>>,
+    stats_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Exec id → (container, token) of execs that may still need a kill.
     exec_tokens: std::sync::Mutex<HashMap<String, (String, String)>>,
     /// Last CPU sample per container (total usage, system usage), for one-shot stats.
@@ -79,6 +84,11 @@ pub struct DockerRuntime {
     /// CPUs and memory of the Docker host, read by `prepare`.
     capacity: std::sync::RwLock<HostCapacity>,
 }
+
+/// How long a container's stats are reused. Docker's one-shot stats answer at once
+/// only when no other stats request is in progress; otherwise they wait for the next
+/// sample, up to a second, so a polling client would pay that on every call.
+const STATS_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn container_name(id: &InstanceId) -> String {
     format!("berth-{id}")
@@ -131,14 +141,16 @@ impl DockerRuntime {
     pub async fn connect(cfg: DockerConfig) -> Result<Self> {
         let docker = Docker::connect_with_defaults().map_err(map_err)?;
         let docker = docker.negotiate_version().await.map_err(map_err)?;
-        let permits = Arc::new(Semaphore::new(cfg.max_concurrent_calls.max(1)));
-        let read_permits = Arc::new(Semaphore::new(cfg.max_concurrent_calls.max(1)));
+        let permits = FairGate::new(cfg.max_concurrent_calls);
+        let read_permits = FairGate::new(cfg.max_concurrent_calls);
         let capacity = HostCapacity { cpus: 1, memory_bytes: 0 };
         Ok(Self {
             docker,
             cfg,
             permits,
             read_permits,
+            stats_cache: Default::default(),
+            stats_locks: Default::default(),
             cpu_samples: Default::default(),
             exec_tokens: Default::default(),
             network_id: Default::default(),
@@ -152,13 +164,13 @@ impl DockerRuntime {
     }
 
     /// A slot of the budget of calls that change something.
-    async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
-        self.permits.acquire().await.expect("semaphore never closed")
+    async fn permit(&self) -> FairPermit<'_> {
+        self.permits.acquire().await
     }
 
     /// A slot of the budget of calls that only look.
-    async fn read_permit(&self) -> tokio::sync::SemaphorePermit<'_> {
-        self.read_permits.acquire().await.expect("semaphore never closed")
+    async fn read_permit(&self) -> FairPermit<'_> {
+        self.read_permits.acquire().await
     }
 
     /// Whether the container runs (or is paused); `None` when it does not exist.
@@ -542,7 +554,33 @@ impl Runtime for DockerRuntime {
     }
 
     async fn stats(&self, id: &InstanceId) -> Result<Stats> {
-        observe::stats(self, &container_name(id)).await
+        let name = container_name(id);
+        let fresh = |rt: &Self| {
+            let cache = rt.stats_cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache.get(&name).filter(|(at, _)| at.elapsed() < STATS_TTL).map(|(_, s)| s.clone())
+        };
+        if let Some(s) = fresh(self) {
+            return Ok(s);
+        }
+        // One call per container at a time; the others wait for it and use its answer.
+        let lock = {
+            let mut locks = self.stats_locks.lock().unwrap_or_else(|e| e.into_inner());
+            if locks.len() > 10_000 {
+                locks.retain(|_, l| Arc::strong_count(l) > 1);
+            }
+            locks.entry(name.clone()).or_default().clone()
+        };
+        let _one = lock.lock().await;
+        if let Some(s) = fresh(self) {
+            return Ok(s);
+        }
+        let s = observe::stats(self, &name).await?;
+        let mut cache = self.stats_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 10_000 {
+            cache.retain(|_, (at, _)| at.elapsed() < STATS_TTL);
+        }
+        cache.insert(name, (std::time::Instant::now(), s.clone()));
+        Ok(s)
     }
 
     async fn events(&self) -> Result<BoxStream<'static, Result<RuntimeEvent>>> {

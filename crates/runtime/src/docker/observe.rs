@@ -39,11 +39,12 @@ pub(super) async fn stats(rt: &DockerRuntime, container: &str) -> Result<Stats> 
     // One shot: Docker answers at once instead of sampling for a second (which held an
     // Engine API slot that long per /health). CPU% comes from this sample and the
     // previous one of the same container.
-    let _p = rt.read_permit().await;
+    // No permit: the answer may wait for Docker's next sample (up to a second), and
+    // the caller ([`DockerRuntime::stats`]) already makes it one call per container
+    // per `STATS_TTL`, so polling cannot multiply these calls.
     let opts = StatsOptions { stream: false, one_shot: true };
     let mut s = rt.docker.stats(container, Some(opts));
     let Some(first) = s.next().await else { return Ok(Stats::default()) };
-    drop(_p);
     let st = first.map_err(map_err)?;
     let cpu = st.cpu_stats.unwrap_or_default();
     let total = cpu.cpu_usage.as_ref().and_then(|u| u.total_usage).unwrap_or(0);

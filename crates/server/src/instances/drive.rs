@@ -51,6 +51,8 @@ impl From<Auth> for Actor {
 /// Runs `fut` on its own task so it completes even if the caller goes away.
 pub async fn detached<T: Send + 'static>(fut: impl Future<Output = ApiResult<T>> + Send + 'static) -> ApiResult<T> {
     // The request's span goes along, so the operation's log lines carry its id.
+    // So does its tenant, so its runtime calls stay in the workspace's lane.
+    let fut = berth_runtime::fair::scope(berth_runtime::fair::current_slot().unwrap_or_default(), fut);
     match tokio::spawn(tracing::Instrument::in_current_span(fut)).await {
         Ok(r) => r,
         Err(e) => Err(ApiError::Runtime(RuntimeError::Failed(format!("operation aborted: {e}")))),

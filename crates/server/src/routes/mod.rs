@@ -68,7 +68,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     // starts on this task) carries the request id; the client gets the id back.
     let request_id = format!("req_{}", berth_core::ids::random_label(16));
     let span = tracing::info_span!("request", id = %request_id, %method, %route);
-    let mut resp = async {
+    let resp = async {
         if LONG_ROUTES.contains(&route.as_str()) {
             next.run(req).await
         } else {
@@ -79,8 +79,9 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
             }
         }
     }
-    .instrument(span.clone())
-    .await;
+    .instrument(span.clone());
+    // Filled in by the key check: the request's runtime calls get a fair share.
+    let mut resp = berth_runtime::fair::scope(Default::default(), resp).await;
     if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use berth_api_types::{ErrorBody, Event, ExecRequest, ExecResult, GatewayHealth, InstanceHealth, List, LogEntry, Logs};
-use berth_core::{now_secs, Status};
+use berth_core::{now_secs, InstanceId, Status};
 use berth_runtime::{LogQuery, Observed};
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -170,7 +170,7 @@ pub async fn health(
     Path(id): Path<String>,
 ) -> ApiResult<Json<InstanceHealth>> {
     let rec = ops::get(&state, &auth, &id).await?;
-    let cs = state.runtime.inspect(&rec.id).await?;
+    let cs = recent_inspect(&state, &rec.id).await?;
     let running = matches!(cs.observed, Observed::Running | Observed::Paused);
     let mut h = InstanceHealth {
         status: rec.status.as_str().into(),
@@ -229,6 +229,25 @@ pub async fn health(
     }
     h.last_heartbeat = state.last_heartbeat(&rec.id);
     Ok(Json(h))
+}
+
+/// How long `/health` reuses what it saw of a container: a client polling health
+/// in a loop costs the Docker Engine one inspect per second, not one per call.
+const HEALTH_INSPECT_TTL: Duration = Duration::from_secs(1);
+
+async fn recent_inspect(state: &AppState, id: &InstanceId) -> ApiResult<berth_runtime::ContainerState> {
+    if let Some((at, cs)) = state.health_inspect.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
+        if at.elapsed() < HEALTH_INSPECT_TTL {
+            return Ok(cs.clone());
+        }
+    }
+    let cs = state.runtime.inspect(id).await?;
+    let mut cache = state.health_inspect.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() > 10_000 {
+        cache.retain(|_, (at, _)| at.elapsed() < HEALTH_INSPECT_TTL);
+    }
+    cache.insert(id.clone(), (Instant::now(), cs.clone()));
+    Ok(cs)
 }
 
 /// How long a measured disk usage is reused: `du` is a command in the instance (three
