@@ -57,6 +57,8 @@ async fn the_api_conforms_to_its_openapi_document() {
             .args(["--report", "junit", "--report-dir"])
             .arg(&report_dir)
             .env("NO_COLOR", "1")
+            // It keeps a cache (`.schemathesis/`) in its working directory.
+            .current_dir(&report_dir)
             .output()
             .expect("run schemathesis")
     })
