@@ -130,9 +130,9 @@ async fn a_shell_over_the_websocket_runs_commands_and_reports_exit() {
     assert!(out.contains("marker-42"), "{out}");
     assert!(out.contains("40 120"), "resize reached the tty: {out}");
     assert_eq!(exit, Some(json!({"type": "exit", "exit_code": 3})));
-    // Without an upgrade the route explains itself.
+    // Without an upgrade the route explains itself (426, as the OpenAPI document says).
     let (st, e) = s.get(&format!("/v1/instances/{id}/shell")).await;
-    assert_eq!(st, 400, "{e}");
+    assert_eq!((st, e["error"]["code"].as_str()), (426, Some("upgrade_required")), "{e}");
     // Other workspaces cannot open it.
     let other = s.create_workspace("other").await;
     let (st, _) = s.call(Method::GET, &format!("/v1/instances/{id}/shell"), Some(&other), None).await;
