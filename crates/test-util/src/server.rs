@@ -317,6 +317,21 @@ impl TestServer {
         c.wait().ok()
     }
 
+    /// SIGTERMs the server and waits up to `grace` for it to exit (then leaves it
+    /// to [`TestServer::kill`]).
+    fn terminate_within(&mut self, grace: Duration) {
+        let Some(c) = self.child.as_mut() else { return };
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if !matches!(c.try_wait(), Ok(None)) {
+                self.child = None;
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Starts the server again on the same data dir and port.
     pub async fn restart(&mut self) {
         self.assert_own("restarted");
@@ -373,6 +388,11 @@ impl Drop for TestServer {
         if self.shared_pid.is_some() {
             purge_workspace(&self.base, &self.key, &self.opts);
             return;
+        }
+        // Listening beyond loopback, the server added iptables rules (instances may not
+        // reach it), which it removes at a clean shutdown only: SIGTERM first.
+        if self.opts.listen_host != "127.0.0.1" {
+            self.terminate_within(Duration::from_secs(10));
         }
         self.kill();
         crate::docker::remove_install(&self.install_id);
