@@ -18,12 +18,11 @@ fn schemathesis() -> Option<&'static str> {
         .into_iter()
         .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()));
     if found.is_none() {
-        assert!(
-            std::env::var_os("BERTH_REQUIRE_SCHEMATHESIS").is_none(),
-            "schemathesis is required (BERTH_REQUIRE_SCHEMATHESIS) but not installed: pip install schemathesis"
-        );
-        eprintln!(
-            "SKIPPED: schemathesis is not installed (pip install schemathesis); the conformance run did not happen"
+        berth_test_util::require::missing(
+            "BERTH_REQUIRE_SCHEMATHESIS",
+            "schemathesis",
+            "pip install schemathesis",
+            "the conformance run against the OpenAPI document",
         );
     }
     found

@@ -126,11 +126,8 @@ fn rss_mib(pid: u32) -> f64 {
 
 #[tokio::test]
 async fn forty_parallel_large_execs_leave_the_server_alive_with_bounded_memory() {
-    let s = TestServer::start_with(ServerOptions {
-        extra_args: vec!["--exec-buffer-mb".into(), "32".into()],
-        ..Default::default()
-    })
-    .await;
+    // The default exec buffer (64 MiB).
+    let s = TestServer::start().await;
     let id = s.create_instance(json!({})).await["id"].as_str().unwrap().to_string();
     let pid = s.pid().unwrap();
     let baseline = rss_mib(pid);
@@ -169,7 +166,9 @@ async fn forty_parallel_large_execs_leave_the_server_alive_with_bounded_memory()
     sampler.abort();
     let peak = *peak.lock().unwrap();
     assert!(results.iter().all(|(st, _, _)| *st == 200), "{results:?}");
-    assert!(peak - baseline < 200.0, "RSS grew {:.0} MiB (from {baseline:.0})", peak - baseline);
+    // The release build's figure (scripts/bench-limits.py) is the one held to the
+    // 150 MiB goal; this debug build, with the allocator's slack, gets some room.
+    assert!(peak < 192.0, "RSS peaked at {peak:.0} MiB (from {baseline:.0})");
     eprintln!("server RSS {baseline:.0} MiB before, {peak:.0} MiB at most during 40 parallel 8 MiB execs");
     assert!(results.iter().any(|(_, _, t)| *t == Some(true)), "past the buffer, output is truncated");
     let (st, _) = s.get("/healthz").await;

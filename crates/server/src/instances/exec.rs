@@ -219,14 +219,33 @@ pub async fn exit_code(state: &AppState, exec_id: &str) -> Result<Option<i64>, b
     Ok(None)
 }
 
-/// Runs to completion and collects the output. What is held in memory for all
-/// collecting execs together is bounded (`--exec-buffer-mb`): past it, output is
-/// truncated (and said so) rather than kept; streamed execs hold nothing.
-pub async fn collect(state: AppState, id: InstanceId, status: Status, v: ValidExec) -> ApiResult<ExecResult> {
-    let (tx, mut rx) = mpsc::channel(64);
+/// The output of a finished exec, JSON-escaped in the chunks it came in, with the
+/// room it takes in the exec buffer (released when this is dropped).
+pub struct Gathered {
+    /// The result; its `stdout` and `stderr` are empty (they are the chunks).
+    pub result: ExecResult,
+    stdout: Vec<bytes::Bytes>,
+    stderr: Vec<bytes::Bytes>,
+    _held: Vec<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// A chunk of output as the inside of a JSON string (no quotes).
+fn escaped(text: &str) -> bytes::Bytes {
+    let quoted = serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into());
+    let n = quoted.len();
+    bytes::Bytes::from(quoted).slice(1..n - 1)
+}
+
+/// Runs to completion and gathers the output. What is held in memory for all
+/// collecting execs together is bounded (`--exec-buffer-mb`, counted as sent: JSON-
+/// escaped): past it, output is truncated (and said so) rather than kept; streamed
+/// execs hold nothing.
+pub async fn gather(state: AppState, id: InstanceId, status: Status, v: ValidExec) -> ApiResult<Gathered> {
+    // A short queue: each exec in flight holds at most this many chunks unaccounted.
+    let (tx, mut rx) = mpsc::channel(8);
     let budget = state.exec_buffer.clone();
     let task = tokio::spawn(run(state, id, status, v, tx));
-    let (mut stdout, mut stderr, mut result) = (String::new(), String::new(), None);
+    let (mut stdout, mut stderr, mut result) = (Vec::new(), Vec::new(), None);
     let mut held: Vec<tokio::sync::OwnedSemaphorePermit> = Vec::new();
     let mut starved = false;
     while let Some(ev) = rx.recv().await {
@@ -238,13 +257,18 @@ pub async fn collect(state: AppState, id: InstanceId, status: Status, v: ValidEx
                 continue;
             }
         };
-        let kib = text.len().div_ceil(1024) as u32;
+        if starved {
+            continue;
+        }
+        let chunk = escaped(&text);
+        drop(text);
+        let kib = chunk.len().div_ceil(1024) as u32;
         match budget.clone().try_acquire_many_owned(kib) {
-            Ok(permit) if !starved => {
+            Ok(permit) => {
                 held.push(permit);
-                buf.push_str(&text);
+                buf.push(chunk);
             }
-            _ => starved = true,
+            Err(_) => starved = true,
         }
     }
     match task.await {
@@ -254,9 +278,47 @@ pub async fn collect(state: AppState, id: InstanceId, status: Status, v: ValidEx
     }
     let mut r = result
         .ok_or_else(|| ApiError::Runtime(berth_runtime::RuntimeError::Failed("exec ended without a result".into())))?;
-    r.stdout = stdout;
-    r.stderr = stderr;
     r.truncated |= starved;
-    drop(held);
+    Ok(Gathered { result: r, stdout, stderr, _held: held })
+}
+
+impl Gathered {
+    /// The result as one JSON body, sent chunk by chunk as it was gathered (never
+    /// copied into one string); the exec buffer's room is given back once it is sent.
+    pub fn into_body(self) -> axum::body::Body {
+        let Gathered { result, stdout, stderr, _held } = self;
+        let head = format!("{{\"exit_code\":{},\"stdout\":\"", result.exit_code);
+        let tail = format!(
+            "\",\"duration_ms\":{},\"timed_out\":{},\"truncated\":{}}}",
+            result.duration_ms, result.timed_out, result.truncated
+        );
+        let parts = std::iter::once(bytes::Bytes::from(head))
+            .chain(stdout)
+            .chain(std::iter::once(bytes::Bytes::from_static(b"\",\"stderr\":\"")))
+            .chain(stderr)
+            .chain(std::iter::once(bytes::Bytes::from(tail)));
+        let held = _held;
+        let stream = futures_util::stream::iter(parts).map(move |b| {
+            let _room = &held;
+            Ok::<_, std::convert::Infallible>(b)
+        });
+        axum::body::Body::from_stream(stream)
+    }
+}
+
+/// Runs to completion and collects the output into an [`ExecResult`] (for berth's own
+/// small commands; clients get [`Gathered::into_body`]).
+pub async fn collect(state: AppState, id: InstanceId, status: Status, v: ValidExec) -> ApiResult<ExecResult> {
+    let g = gather(state, id, status, v).await?;
+    let join = |chunks: &[bytes::Bytes]| -> String {
+        let mut quoted = Vec::with_capacity(chunks.iter().map(|c| c.len()).sum::<usize>() + 2);
+        quoted.push(b'"');
+        chunks.iter().for_each(|c| quoted.extend_from_slice(c));
+        quoted.push(b'"');
+        serde_json::from_slice(&quoted).unwrap_or_default()
+    };
+    let mut r = g.result.clone();
+    r.stdout = join(&g.stdout);
+    r.stderr = join(&g.stderr);
     Ok(r)
 }

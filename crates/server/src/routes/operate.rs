@@ -54,9 +54,10 @@ pub async fn exec_command(
     let slot = state.quotas.acquire(&auth.workspace_id, Kind::Exec)?;
     let busy = (state.activity.busy(&rec.id), slot);
     if !v.stream {
-        let result = exec::collect(state, rec.id, rec.status, v).await?;
+        let gathered = exec::gather(state, rec.id, rec.status, v).await?;
         drop(busy);
-        return Ok(Json(result).into_response());
+        let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
+        return Ok((json, gathered.into_body()).into_response());
     }
     let (tx, rx) = mpsc::channel::<ExecEvent>(64);
     let (sse_tx, sse_rx) = mpsc::channel::<SseEvent>(64);
