@@ -384,7 +384,9 @@ impl Runtime for DockerRuntime {
         let name = container_name(&spec.id);
         self.remove_container_named(&name).await?;
 
-        let body = spec::container_body(self, spec, image, volume, labels);
+        let host =
+            spec::Host { cpus: self.capacity().cpus, network: self.network_ref(), agent_bin: &self.cfg.agent_bin };
+        let body = spec::container_body(&host, spec, image, volume, labels);
         let _p = self.permit().await;
         let opts = CreateContainerOptions { name: Some(name), platform: String::new() };
         self.docker.create_container(Some(opts), body).await.map_err(map_err)?;

@@ -1,19 +1,29 @@
 //! The container an instance runs in: hardened host config, limits, the injected agent.
 
-use super::{limits, DockerRuntime, AGENT_PATH, KEPT_CAPS};
-use crate::Runtime;
+use super::{limits, AGENT_PATH, KEPT_CAPS};
 use crate::{InstanceSpec, AGENT_PORT, HOME_DIR};
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, HostConfigLogConfig, Mount, MountTypeEnum, NetworkingConfig,
     RestartPolicy, RestartPolicyNameEnum,
 };
 use std::collections::HashMap;
+use std::path::Path;
+
+/// What of the host a container body depends on.
+pub(super) struct Host<'a> {
+    /// CPUs of the Docker host (CPU limits are clamped to them).
+    pub cpus: u32,
+    /// Id (or name) of the instances' network.
+    pub network: String,
+    /// Host path of the static agent binary.
+    pub agent_bin: &'a Path,
+}
 
 /// The create body of an instance's container: not privileged, capabilities dropped
 /// to [`KEPT_CAPS`], `no-new-privileges`, an init as PID 1, size limits, the home
 /// volume and the read-only agent binary as the only mounts.
 pub(super) fn container_body(
-    rt: &DockerRuntime,
+    host: &Host<'_>,
     spec: &InstanceSpec,
     image: String,
     volume: String,
@@ -23,7 +33,7 @@ pub(super) fn container_body(
         spec.env.iter().filter(|(k, _)| !k.starts_with("BERTH_INSTANCE")).map(|(k, v)| format!("{k}={v}")).collect();
     env.push(format!("HOME={HOME_DIR}"));
     env.push(format!("BERTH_INSTANCE_ID={}", spec.id));
-    let (nano_cpus, memory, pids) = limits(&spec.size, rt.capacity().cpus);
+    let (nano_cpus, memory, pids) = limits(&spec.size, host.cpus);
     let host_config = HostConfig {
         nano_cpus: Some(nano_cpus),
         memory: Some(memory),
@@ -36,7 +46,7 @@ pub(super) fn container_body(
         cap_add: Some(KEPT_CAPS.iter().map(|c| c.to_string()).collect()),
         security_opt: Some(vec!["no-new-privileges:true".into()]),
         privileged: Some(false),
-        network_mode: Some(rt.network_ref()),
+        network_mode: Some(host.network.clone()),
         restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::NO), maximum_retry_count: None }),
         log_config: Some(HostConfigLogConfig {
             typ: Some("json-file".into()),
@@ -51,7 +61,7 @@ pub(super) fn container_body(
             },
             Mount {
                 target: Some(AGENT_PATH.into()),
-                source: Some(rt.cfg.agent_bin.display().to_string()),
+                source: Some(host.agent_bin.display().to_string()),
                 typ: Some(MountTypeEnum::BIND),
                 read_only: Some(true),
                 ..Default::default()
@@ -74,9 +84,78 @@ pub(super) fn container_body(
         labels: Some(labels),
         host_config: Some(host_config),
         networking_config: Some(NetworkingConfig {
-            endpoints_config: Some(HashMap::from([(rt.network_ref(), EndpointSettings::default())])),
+            endpoints_config: Some(HashMap::from([(host.network.clone(), EndpointSettings::default())])),
         }),
         ..Default::default()
     };
     body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_core::{size, InstanceId, WorkspaceId};
+    use std::collections::BTreeMap;
+
+    fn body(size: u32, env: &[(&str, &str)]) -> ContainerCreateBody {
+        let spec = InstanceSpec {
+            id: InstanceId::generate(),
+            workspace_id: WorkspaceId::generate(),
+            image: None,
+            size: size::lookup(size).unwrap(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+        };
+        let host = Host { cpus: 2, network: "net_1".into(), agent_bin: Path::new("/usr/lib/berth/berth-agent") };
+        container_body(
+            &host,
+            &spec,
+            "img".into(),
+            "vol_1".into(),
+            HashMap::from([("berth.install".into(), "x".into())]),
+        )
+    }
+
+    #[test]
+    fn an_instance_is_hardened_and_limited() {
+        let b = body(1, &[]);
+        let h = b.host_config.as_ref().unwrap();
+        assert_eq!(h.privileged, Some(false));
+        assert_eq!(h.cap_drop.as_deref(), Some(&["ALL".to_string()][..]));
+        assert!(h.cap_add.as_ref().unwrap().iter().all(|c| KEPT_CAPS.contains(&c.as_str())));
+        assert!(!h.cap_add.as_ref().unwrap().iter().any(|c| c == "SYS_ADMIN" || c == "NET_ADMIN" || c == "NET_RAW"));
+        assert_eq!(h.security_opt.as_deref(), Some(&["no-new-privileges:true".to_string()][..]));
+        assert_eq!(h.init, Some(true), "an init reaps children and makes stop fast");
+        // Positive: the kernel picks an instance before dockerd or berth (a negative
+        // value needs CAP_SYS_RESOURCE and fails container creation).
+        assert_eq!(h.oom_score_adj, Some(500));
+        assert_eq!(h.memory, Some(2048 * 1024 * 1024));
+        assert_eq!(h.memory_swap, h.memory, "no swap beyond the memory limit");
+        assert!(h.pids_limit.unwrap() > 0);
+        assert_eq!(h.network_mode.as_deref(), Some("net_1"));
+        assert!(h.port_bindings.is_none(), "nothing is published on the host");
+        let mounts = h.mounts.as_ref().unwrap();
+        assert_eq!(mounts.len(), 2, "the home volume and the agent binary, nothing else");
+        let agent = mounts.iter().find(|m| m.target.as_deref() == Some(AGENT_PATH)).unwrap();
+        assert_eq!(agent.read_only, Some(true));
+        assert_eq!(agent.typ, Some(MountTypeEnum::BIND));
+        let home = mounts.iter().find(|m| m.target.as_deref() == Some(HOME_DIR)).unwrap();
+        assert_eq!((home.typ, home.source.as_deref()), (Some(MountTypeEnum::VOLUME), Some("vol_1")));
+        assert!(!mounts.iter().any(|m| m.source.as_deref().is_some_and(|s| s.contains("docker.sock"))));
+        assert_eq!(b.entrypoint.as_deref(), Some(&[AGENT_PATH.to_string()][..]));
+        assert_eq!(b.labels.as_ref().unwrap()["berth.install"], "x");
+    }
+
+    #[test]
+    fn cpus_are_clamped_to_the_host_and_env_is_berths_own_last() {
+        let b = body(8, &[("FOO", "bar"), ("BERTH_INSTANCE_ID", "forged"), ("BERTH_GATEWAY_TOKEN", "t")]);
+        let h = b.host_config.as_ref().unwrap();
+        assert_eq!(h.nano_cpus, Some(2_000_000_000), "size 8 gets the host's 2 CPUs");
+        assert_eq!(h.memory, Some(16384 * 1024 * 1024));
+        let env = b.env.unwrap();
+        assert!(env.contains(&"FOO=bar".to_string()));
+        assert!(env.contains(&"BERTH_GATEWAY_TOKEN=t".to_string()));
+        assert!(!env.iter().any(|e| e == "BERTH_INSTANCE_ID=forged"), "{env:?}");
+        assert_eq!(env.iter().filter(|e| e.starts_with("BERTH_INSTANCE_ID=")).count(), 1);
+        assert!(env.contains(&format!("HOME={HOME_DIR}")));
+    }
 }
