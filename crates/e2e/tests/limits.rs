@@ -126,7 +126,7 @@ fn rss_mib(pid: u32) -> f64 {
 
 #[tokio::test]
 async fn forty_parallel_large_execs_leave_the_server_alive_with_bounded_memory() {
-    // The default exec buffer (64 MiB).
+    // The default exec buffer (48 MiB).
     let s = TestServer::start().await;
     let id = s.create_instance(json!({})).await["id"].as_str().unwrap().to_string();
     let pid = s.pid().unwrap();

@@ -139,7 +139,7 @@ pub struct ServerArgs {
     pub max_log_follows: u32,
     /// MiB of command output all non-streamed execs may hold at once, counted as sent
     /// (JSON-escaped) until it is sent; beyond, output is truncated.
-    #[arg(long, env = "BERTH_EXEC_BUFFER_MB", default_value_t = 64)]
+    #[arg(long, env = "BERTH_EXEC_BUFFER_MB", default_value_t = 48)]
     pub exec_buffer_mb: u64,
     /// Threads serving the edge (each a single-threaded runtime); default: one per core.
     #[arg(long, env = "BERTH_EDGE_THREADS")]
