@@ -54,4 +54,7 @@ pub struct CreateKey {
     /// Display name, up to 100 chars.
     #[serde(default)]
     pub name: Option<String>,
+    /// An admin key (manages workspaces and admin keys); only an admin key may create one.
+    #[serde(default)]
+    pub admin: Option<bool>,
 }

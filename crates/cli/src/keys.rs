@@ -23,6 +23,9 @@ pub enum KeysCommand {
         /// Display name.
         #[arg(long)]
         name: Option<String>,
+        /// An admin key (needs an admin key to create).
+        #[arg(long)]
+        admin: bool,
     },
     /// List your workspace's keys (prefixes only, never secrets).
     List,
@@ -38,7 +41,10 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
     let client = Client::new(&args.client)?;
     let json = args.client.json;
     let answer = match &args.command {
-        KeysCommand::Create { name } => client.post("/keys", Some(&CreateKey { name: name.clone() })).await?,
+        KeysCommand::Create { name, admin } => {
+            let body = CreateKey { name: name.clone(), admin: admin.then_some(true) };
+            client.post("/keys", Some(&body)).await?
+        }
         KeysCommand::List => client.get("/keys", &[]).await?,
         KeysCommand::Delete { id } => client.delete(&format!("/keys/{id}"), &[]).await?,
     };

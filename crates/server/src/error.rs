@@ -28,6 +28,9 @@ pub enum ApiError {
     /// 409: the instance is not in a state that allows the action.
     #[error("{0}")]
     InvalidState(InvalidTransition),
+    /// 409 with its own code: the request conflicts with what exists (`last_admin_key`).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     /// 422: a workspace limit would be exceeded.
     #[error("{0}")]
     LimitExceeded(String),
@@ -78,6 +81,7 @@ impl ApiError {
                 details.insert("current_status".into(), json!(t.current.as_str()));
                 (StatusCode::CONFLICT, "invalid_state")
             }
+            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, *code),
             ApiError::LimitExceeded(_) => (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
             ApiError::CapacityExceeded { details: d, .. } => {
                 if let Value::Object(m) = d {

@@ -35,6 +35,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
     }
     std::fs::create_dir_all(&args.data).with_context(|| format!("creating data dir {}", args.data.display()))?;
+    // The data dir holds the database (tenants' env values, keys' hashes) and the admin
+    // key: the server's user only, also when it already existed with looser modes.
+    make_private(&args.data, 0o700).with_context(|| format!("restricting {}", args.data.display()))?;
     let store: Arc<dyn Store> = match args.database_url.as_deref() {
         None => Arc::new(SqliteStore::open(&args.data.join("berth.db")).await.context("opening the SQLite database")?),
         Some(url) if url.starts_with("sqlite:") => {
@@ -42,6 +45,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         }
         Some(url) => bail!("unsupported --database-url `{url}`: this build stores state in SQLite (sqlite:PATH)"),
     };
+    for name in ["berth.db", "berth.db-wal", "berth.db-shm", "admin.key"] {
+        let path = args.data.join(name);
+        if path.exists() {
+            make_private(&path, 0o600).with_context(|| format!("restricting {}", path.display()))?;
+        }
+    }
     // The installation id scopes this server's containers (label `berth.install`);
     // BERTH_INSTALL_ID names it on first start (tests use it to clean up after themselves).
     let proposed = std::env::var("BERTH_INSTALL_ID")
@@ -279,4 +288,14 @@ async fn shutdown_signal() {
         _ = term => {},
         _ = tokio::signal::ctrl_c() => {},
     }
+}
+
+/// Sets `path`'s mode (a directory 0700, a file 0600) when it is looser.
+fn make_private(path: &std::path::Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let current = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    if current & !mode != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
 }

@@ -101,7 +101,9 @@ pub async fn list_workspaces(State(state): State<AppState>, auth: Auth) -> ApiRe
 
 /// Create a key for the caller's workspace; the secret is shown only here.
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
-    responses((status = 201, body = ApiKey), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 201, body = ApiKey), (status = 400, body = ErrorBody),
+        (status = 403, description = "`forbidden`: `admin: true` asked with a key that is not an admin key", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn create_key(
     State(state): State<AppState>,
     auth: Auth,
@@ -109,6 +111,10 @@ pub async fn create_key(
 ) -> ApiResult<(StatusCode, Json<ApiKey>)> {
     let name = body.name.unwrap_or_default();
     check_name("name", &name, false)?;
+    let admin = body.admin.unwrap_or(false);
+    if admin {
+        auth.require_admin()?;
+    }
     let secret = generate_secret();
     let key = KeyRecord {
         id: KeyId::generate(),
@@ -116,7 +122,7 @@ pub async fn create_key(
         name,
         prefix: secret_prefix(&secret),
         hash: hash_secret(&secret),
-        admin: false,
+        admin,
         created_at: now_secs(),
     };
     state.store.create_key(&key).await?;
@@ -133,12 +139,30 @@ pub async fn list_keys(State(state): State<AppState>, auth: Auth) -> ApiResult<J
 
 /// Revoke a key of the caller's workspace.
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
-    responses((status = 200, description = "`{id, object, deleted: true}`"), (status = 404, body = ErrorBody)),
+    responses((status = 200, description = "`{id, object, deleted: true}`"), (status = 404, body = ErrorBody),
+        (status = 403, description = "`forbidden`: an admin key deleted with a key that is not an admin key", body = ErrorBody),
+        (status = 409, description = "`last_admin_key`: the workspace's only admin key", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn delete_key(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let not_found =
         || ApiError::NotFound { code: "key_not_found", message: format!("no key `{id}` in this workspace") };
     let key_id = KeyId::parse(&id).ok_or_else(not_found)?;
+    // One deletion at a time, so two concurrent ones cannot remove the last two admin keys.
+    static DELETING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = DELETING.lock().await;
+    let keys = state.store.keys(&auth.workspace_id).await?;
+    let target = keys.iter().find(|k| k.id == key_id).ok_or_else(not_found)?;
+    if target.admin {
+        if !auth.admin {
+            return Err(ApiError::Forbidden("only an admin key can delete an admin key".into()));
+        }
+        if keys.iter().filter(|k| k.admin).count() <= 1 {
+            return Err(ApiError::Conflict {
+                code: "last_admin_key",
+                message: "this is the last admin key: create another admin key before deleting it".into(),
+            });
+        }
+    }
     if !state.store.delete_key(&auth.workspace_id, &key_id).await? {
         return Err(not_found());
     }
