@@ -42,8 +42,7 @@ async fn only_admins_manage_admin_keys_and_the_last_one_stays() {
     let (st, _) = s.call(Method::DELETE, &format!("/v1/keys/{admin_id}"), Some(&second_key), None).await;
     assert_eq!(st, 200);
     assert_eq!(s.call(Method::GET, "/v1/keys", Some(&admin), None).await.0, 401, "the deleted key stops working");
-    let (st, ws) =
-        s.call(Method::POST, "/v1/workspaces", Some(&second_key), Some(json!({"name": "tenant"}))).await;
+    let (st, ws) = s.call(Method::POST, "/v1/workspaces", Some(&second_key), Some(json!({"name": "tenant"}))).await;
     assert_eq!(st, 201, "{ws}");
     // An ordinary key may still delete ordinary keys.
     let plain_id = plain["id"].as_str().unwrap();
