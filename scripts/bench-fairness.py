@@ -45,7 +45,7 @@ def main():
     data = tempfile.mkdtemp(prefix="berth-bench-fair-")
     s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
     s = socket.socket(); s.bind(("127.0.0.1", 0)); edge = s.getsockname()[1]; s.close()
-    admin, install = "sk_bench" + rand(20), "bench-" + rand(8)
+    admin, install = "sk_bench" + rand(32), "bench-" + rand(8)
     env = dict(os.environ, BERTH_ADMIN_KEY=admin, BERTH_INSTALL_ID=install, RUST_LOG="warn")
     server = subprocess.Popen([berth, "server", "--data", data, "--listen", f"127.0.0.1:{port}",
                                "--edge-listen", f"127.0.0.1:{edge}", "--base-image", args.image,

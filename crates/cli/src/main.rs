@@ -32,7 +32,14 @@ fn main() -> anyhow::Result<()> {
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
-        Command::Server(args) => rt.block_on(berth_server::run(args)),
+        Command::Server(args) => {
+            if let Err(e) = rt.block_on(berth_server::run(args)) {
+                // Exit now: dropping the runtime would wait for tasks the server started.
+                eprintln!("Error: {e:?}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Client(command) => {
             let code = rt.block_on(berth_cli::run(command)).unwrap_or_else(|err| {
                 berth_cli::report(&err);

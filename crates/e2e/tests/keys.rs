@@ -69,3 +69,17 @@ async fn the_data_dir_and_database_are_private_even_when_they_were_not() {
         }
     }
 }
+
+#[test]
+fn a_short_admin_key_is_refused_at_start() {
+    let data = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(berth_test_util::server::berth_bin())
+        .args(["server", "--listen", "127.0.0.1:0", "--edge-listen", "127.0.0.1:0", "--data"])
+        .arg(data.path())
+        .env("BERTH_ADMIN_KEY", "sk_password1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("BERTH_ADMIN_KEY must be at least 32"), "{err}");
+}

@@ -14,11 +14,12 @@ pub async fn ensure_default_workspace(store: &dyn Store, data_dir: &Path, instan
     if store.workspace_count().await? > 0 {
         return Ok(());
     }
+    check_admin_key_env()?;
     let now = now_secs();
     let ws = WorkspaceRecord { id: WorkspaceId::generate(), name: "default".into(), instance_limit, created_at: now };
     store.create_workspace(&ws).await?;
     let (secret, generated) = match std::env::var("BERTH_ADMIN_KEY") {
-        Ok(k) if !k.trim().is_empty() => (k.trim().to_string(), false),
+        Ok(k) if !k.trim().is_empty() => (given_admin_key(k.trim())?, false),
         _ => (generate_secret(), true),
     };
     store
@@ -43,8 +44,46 @@ pub async fn ensure_default_workspace(store: &dyn Store, data_dir: &Path, instan
     Ok(())
 }
 
+/// Refuses a `BERTH_ADMIN_KEY` that is set but too weak; called before anything
+/// starts (and before the first workspace is made, so a refusal leaves nothing behind).
+pub fn check_admin_key_env() -> anyhow::Result<()> {
+    match std::env::var("BERTH_ADMIN_KEY") {
+        Ok(k) if !k.trim().is_empty() => given_admin_key(k.trim()).map(drop),
+        _ => Ok(()),
+    }
+}
+
+/// Shortest `BERTH_ADMIN_KEY` accepted: it guards every workspace.
+const MIN_ADMIN_KEY: usize = 32;
+
+/// Checks an operator-given admin key: long enough, printable, no white space.
+fn given_admin_key(key: &str) -> anyhow::Result<String> {
+    if key.chars().count() < MIN_ADMIN_KEY {
+        anyhow::bail!(
+            "BERTH_ADMIN_KEY must be at least {MIN_ADMIN_KEY} random characters (it has {}); \
+             unset it and berth generates one",
+            key.chars().count()
+        );
+    }
+    if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        anyhow::bail!("BERTH_ADMIN_KEY must not contain white space or control characters");
+    }
+    Ok(key.to_string())
+}
+
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     f.write_all(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_given_admin_key_must_be_long_and_plain() {
+        assert!(super::given_admin_key("sk_short").is_err());
+        assert!(super::given_admin_key(&"a b".repeat(20)).is_err());
+        let k = format!("sk_{}", "x7".repeat(16));
+        assert_eq!(super::given_admin_key(&k).unwrap(), k);
+    }
 }

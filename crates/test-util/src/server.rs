@@ -142,7 +142,7 @@ impl TestServer {
         let port = free_port();
         let edge_port = free_port();
         let scheme = if opts.api_ca.is_some() { "https" } else { "http" };
-        let admin_key = format!("sk_test{}", berth_core::ids::random_label(24));
+        let admin_key = format!("sk_test{}", berth_core::ids::random_label(32));
         let mut s = TestServer {
             child: None,
             data: DataDir::Own(data),

@@ -170,7 +170,7 @@ pub(crate) async fn attach(opts: &ServerOptions) -> SharedState {
 async fn start_server(dir: &Path, opts: &ServerOptions) -> SharedState {
     let data = dir.join("data");
     let (port, edge_port) = (free_port(), free_port());
-    let admin_key = format!("sk_test{}", berth_core::ids::random_label(24));
+    let admin_key = format!("sk_test{}", berth_core::ids::random_label(32));
     let install_id = format!("test-shared-{}", berth_core::ids::random_label(10));
     let log = File::create(dir.join("supervisor.log")).expect("supervisor log");
     let mut supervisor = Command::new("bash")
