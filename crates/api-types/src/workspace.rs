@@ -42,6 +42,9 @@ pub struct ApiKey {
     /// Admin keys manage workspaces.
     pub admin: bool,
     pub created_at: i64,
+    /// When the key stops working (unix seconds), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
     /// The full secret, present only in the answer to its creation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
@@ -57,4 +60,7 @@ pub struct CreateKey {
     /// An admin key (manages workspaces and admin keys); only an admin key may create one.
     #[serde(default)]
     pub admin: Option<bool>,
+    /// The key stops working this many seconds from now (1 to 315360000); default never.
+    #[serde(default)]
+    pub expires_in_secs: Option<i64>,
 }

@@ -42,7 +42,7 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
     let json = args.client.json;
     let answer = match &args.command {
         KeysCommand::Create { name, admin } => {
-            let body = CreateKey { name: name.clone(), admin: admin.then_some(true) };
+            let body = CreateKey { name: name.clone(), admin: admin.then_some(true), expires_in_secs: None };
             client.post("/keys", Some(&body)).await?
         }
         KeysCommand::List => client.get("/keys", &[]).await?,

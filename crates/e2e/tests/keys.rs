@@ -83,3 +83,37 @@ fn a_short_admin_key_is_refused_at_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("BERTH_ADMIN_KEY must be at least 32"), "{err}");
 }
+
+#[tokio::test]
+async fn an_expiring_key_stops_working_and_its_streams_close() {
+    use futures_util::StreamExt;
+    let s = TestServer::start().await;
+    let admin = s.admin_key.clone();
+    let (st, err) = s.call(Method::POST, "/v1/keys", Some(&admin), Some(json!({"expires_in_secs": 0}))).await;
+    assert_eq!((st, err["error"]["details"]["field"].as_str()), (400, Some("expires_in_secs")), "{err}");
+    let id = s.create_instance(json!({})).await["id"].as_str().unwrap().to_string();
+    let (st, k) = s.call(Method::POST, "/v1/keys", Some(&admin), Some(json!({"expires_in_secs": 3}))).await;
+    assert_eq!(st, 201, "{k}");
+    assert!(k["expires_at"].as_i64().unwrap() > k["created_at"].as_i64().unwrap());
+    let key = k["key"].as_str().unwrap().to_string();
+    assert_eq!(s.call(Method::GET, &format!("/v1/instances/{id}"), Some(&key), None).await.0, 200);
+    // A log follow opened with it, left open.
+    let resp =
+        s.http().get(format!("{}/v1/instances/{id}/logs?follow=true", s.base)).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let opened = std::time::Instant::now();
+    let mut body = resp.bytes_stream();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Some(chunk) = body.next().await {
+            if chunk.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its key");
+    let after = opened.elapsed().as_secs_f64();
+    assert!(after >= 1.0, "the stream ended before the key expired ({after:.1} s)");
+    assert_eq!(s.call(Method::GET, &format!("/v1/instances/{id}"), Some(&key), None).await.0, 401);
+    assert_eq!(s.call(Method::GET, &format!("/v1/instances/{id}"), Some(&admin), None).await.0, 200);
+}

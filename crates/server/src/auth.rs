@@ -14,6 +14,8 @@ pub struct Auth {
     pub workspace_id: WorkspaceId,
     pub key_id: KeyId,
     pub admin: bool,
+    /// Cancelled when the key is revoked or expires: long streams opened with it end.
+    pub revoked: tokio_util::sync::CancellationToken,
 }
 
 impl Auth {
@@ -73,6 +75,11 @@ impl FromRequestParts<AppState> for Auth {
         state.quotas.spend(&k.id)?;
         // The runtime calls this request makes queue in its workspace's lane.
         berth_runtime::fair::set_tenant(k.workspace_id.as_str());
-        Ok(Auth { workspace_id: k.workspace_id.clone(), key_id: k.id.clone(), admin: k.admin })
+        Ok(Auth {
+            workspace_id: k.workspace_id.clone(),
+            key_id: k.id.clone(),
+            admin: k.admin,
+            revoked: key.revoked.clone(),
+        })
     }
 }

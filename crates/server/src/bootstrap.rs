@@ -31,6 +31,7 @@ pub async fn ensure_default_workspace(store: &dyn Store, data_dir: &Path, instan
             hash: hash_secret(&secret),
             admin: true,
             created_at: now,
+            expires_at: None,
         })
         .await?;
     if generated {

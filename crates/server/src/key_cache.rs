@@ -24,6 +24,13 @@ pub struct VerifiedKey {
     pub revoked: CancellationToken,
 }
 
+impl VerifiedKey {
+    /// Not expired (yet).
+    pub fn live(&self) -> bool {
+        self.record.expires_at.is_none_or(|at| berth_core::now_secs() < at)
+    }
+}
+
 /// The cache of verified keys, by SHA-256 of the secret.
 pub struct KeyCache {
     store: Arc<dyn Store>,
@@ -40,18 +47,43 @@ impl KeyCache {
 
     /// The key a secret belongs to, if it verified before (no database access).
     pub fn cached(&self, secret: &str) -> Option<Arc<VerifiedKey>> {
-        self.by_digest.read().unwrap_or_else(|e| e.into_inner()).get(&secret_digest(secret)).cloned()
+        self.by_digest
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&secret_digest(secret))
+            .filter(|k| k.live())
+            .cloned()
+    }
+
+    /// Revokes every cached key whose time is up, closing what was opened with it
+    /// (the server calls this twice a second).
+    pub fn expire_due(&self) {
+        let now = berth_core::now_secs();
+        let due: Vec<KeyId> = self
+            .by_digest
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|k| k.record.expires_at.is_some_and(|at| at <= now))
+            .map(|k| k.record.id.clone())
+            .collect();
+        for id in due {
+            self.revoke(&id);
+        }
     }
 
     /// The key a secret belongs to, or `None` for an unknown secret.
     pub async fn verify(&self, secret: &str) -> Result<Option<Arc<VerifiedKey>>, StoreError> {
         let digest = secret_digest(secret);
         if let Some(k) = self.by_digest.read().unwrap_or_else(|e| e.into_inner()).get(&digest) {
-            return Ok(Some(k.clone()));
+            return Ok(k.live().then(|| k.clone()));
         }
         loop {
             let generation = self.generation.load(Ordering::Acquire);
             let Some(record) = self.store.key_by_hash(&hex::encode(digest)).await? else { return Ok(None) };
+            if record.expires_at.is_some_and(|at| at <= berth_core::now_secs()) {
+                return Ok(None);
+            }
             let mut map = self.by_digest.write().unwrap_or_else(|e| e.into_inner());
             // A revocation since the read may concern this very key: read it again.
             if self.generation.load(Ordering::Acquire) != generation {

@@ -263,6 +263,12 @@ fn add_constraints(doc: &mut Value, settings: DocSettings) {
         nullable("integer", json!({"minimum": 0, "maximum": 100_000})),
     );
     set_property(doc, "CreateKey", "name", text(100));
+    set_property(
+        doc,
+        "CreateKey",
+        "expires_in_secs",
+        nullable("integer", json!({"minimum": 1, "maximum": crate::routes::workspaces::MAX_KEY_LIFE})),
+    );
     // query parameters
     let statuses: Vec<&str> = berth_core::Status::ALL.iter().map(|s| s.as_str()).collect();
     set_query(

@@ -145,6 +145,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tokio::spawn(reconciler.run(Duration::from_millis(args.reconcile_interval_ms.max(100))));
     tokio::spawn(flush_activity(state.clone()));
     tokio::spawn(follow_runtime_events(state.clone()));
+    // Keys whose time is up stop working, and what they opened closes, within 0.5 s.
+    let keys = state.keys.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            keys.expire_due();
+        }
+    });
 
     let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = listen::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;

@@ -22,6 +22,8 @@ pub struct KeyRecord {
     pub hash: String,
     pub admin: bool,
     pub created_at: i64,
+    /// When the key stops working (unix seconds); `None`: never.
+    pub expires_at: Option<i64>,
 }
 
 /// The desired and observed state of one instance.

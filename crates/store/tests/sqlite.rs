@@ -118,6 +118,7 @@ async fn keys_and_share_links() {
         hash: "ab".repeat(32),
         admin: false,
         created_at: 1,
+        expires_at: Some(1_900_000_000),
     };
     s.create_key(&key).await.unwrap();
     assert_eq!(s.key_by_hash(&key.hash).await.unwrap(), Some(key.clone()));

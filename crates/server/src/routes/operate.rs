@@ -59,6 +59,7 @@ pub async fn exec_command(
         let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
         return Ok((json, gathered.into_body()).into_response());
     }
+    let revoked = auth.revoked.clone();
     let (tx, rx) = mpsc::channel::<ExecEvent>(64);
     let (sse_tx, sse_rx) = mpsc::channel::<SseEvent>(64);
     tokio::spawn(async move {
@@ -85,7 +86,7 @@ pub async fn exec_command(
                 .await;
         }
     });
-    let stream = ReceiverStream::new(sse_rx).map(Ok::<_, Infallible>);
+    let stream = ReceiverStream::new(sse_rx).map(Ok::<_, Infallible>).take_until(revoked.cancelled_owned());
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
@@ -158,7 +159,9 @@ pub async fn logs(
             std::future::ready(l.is_ok())
         })
         .filter_map(|l| std::future::ready(l.ok()))
-        .map(|l| Ok::<_, Infallible>(SseEvent::default().data(serde_json::to_string(&l).unwrap_or_default())));
+        .map(|l| Ok::<_, Infallible>(SseEvent::default().data(serde_json::to_string(&l).unwrap_or_default())))
+        // A revoked or expired key's follow ends.
+        .take_until(auth.revoked.clone().cancelled_owned());
     Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
 }
 

@@ -76,10 +76,17 @@ pub async fn shell(
             "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi".into(),
         ],
     };
+    let revoked = auth.revoked.clone();
     Ok(ws.on_upgrade(move |socket| async move {
         let _busy = (state.activity.busy(&rec.id), slot);
-        if let Err(e) = session(state, rec.id.clone(), socket, cmd, cols, rows).await {
-            tracing::info!(instance = %rec.id, error = %e, "shell session ended with an error");
+        tokio::select! {
+            r = session(state, rec.id.clone(), socket, cmd, cols, rows) => {
+                if let Err(e) = r {
+                    tracing::info!(instance = %rec.id, error = %e, "shell session ended with an error");
+                }
+            }
+            // A revoked or expired key's shell is closed (its input ends, so does the shell).
+            _ = revoked.cancelled() => tracing::info!(instance = %rec.id, "shell closed: its key was revoked"),
         }
     }))
 }

@@ -41,9 +41,13 @@ fn api_key(k: &KeyRecord, secret: Option<String>) -> ApiKey {
         prefix: k.prefix.clone(),
         admin: k.admin,
         created_at: k.created_at,
+        expires_at: k.expires_at,
         key: secret,
     }
 }
+
+/// Longest life a key may be given (`expires_in_secs`): ten years.
+pub(crate) const MAX_KEY_LIFE: i64 = 10 * 365 * 24 * 3600;
 
 fn check_name(field: &str, name: &str, required: bool) -> ApiResult<()> {
     if required && name.trim().is_empty() {
@@ -82,6 +86,7 @@ pub async fn create_workspace(
         hash: hash_secret(&secret),
         admin: false,
         created_at: now,
+        expires_at: None,
     };
     state.store.create_key(&key).await?;
     Ok((StatusCode::CREATED, Json(workspace(&ws, Some(secret)))))
@@ -115,6 +120,13 @@ pub async fn create_key(
     if admin {
         auth.require_admin()?;
     }
+    let expires_in = body.expires_in_secs;
+    if expires_in.is_some_and(|s| !(1..=MAX_KEY_LIFE).contains(&s)) {
+        return Err(ApiError::invalid(
+            "expires_in_secs",
+            format!("`expires_in_secs` must be between 1 and {MAX_KEY_LIFE}"),
+        ));
+    }
     let secret = generate_secret();
     let key = KeyRecord {
         id: KeyId::generate(),
@@ -124,6 +136,7 @@ pub async fn create_key(
         hash: hash_secret(&secret),
         admin,
         created_at: now_secs(),
+        expires_at: expires_in.map(|secs| now_secs() + secs),
     };
     state.store.create_key(&key).await?;
     Ok((StatusCode::CREATED, Json(api_key(&key, Some(secret)))))

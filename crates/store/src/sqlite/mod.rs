@@ -123,6 +123,7 @@ fn key_from_row(row: &SqliteRow) -> Result<KeyRecord> {
         hash: row.try_get("hash")?,
         admin: row.try_get::<i64, _>("admin")? != 0,
         created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
     })
 }
 
@@ -179,7 +180,8 @@ impl Store for SqliteStore {
 
     async fn create_key(&self, key: &KeyRecord) -> Result<()> {
         sqlx::query(
-            "INSERT INTO api_keys (id, workspace_id, name, prefix, hash, admin, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, workspace_id, name, prefix, hash, admin, created_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(key.id.as_str())
         .bind(key.workspace_id.as_str())
@@ -188,6 +190,7 @@ impl Store for SqliteStore {
         .bind(&key.hash)
         .bind(key.admin as i64)
         .bind(key.created_at)
+        .bind(key.expires_at)
         .execute(&self.pool)
         .await?;
         Ok(())
