@@ -10,28 +10,9 @@ a running dockerd and the image (scripts/build-images.sh). Extra flags after `--
 go to `berth server` (e.g. `-- --key-rate 0` to take the per-key rate limit away,
 so that only the Docker budgets stand between A and B).
 """
-import argparse, json, os, random, socket, statistics, string, subprocess, sys, tempfile, threading, time
-import urllib.error, urllib.request
+import argparse, statistics, threading, time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def rand(n):
-    return "".join(random.choice(string.ascii_lowercase + string.digits) for _ in range(n))
-
-
-def pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
-
-
-def binaries():
-    for profile in ("release", "debug"):
-        berth = os.path.join(ROOT, f"target/{profile}/berth")
-        agent = os.path.join(ROOT, f"target/x86_64-unknown-linux-gnu/{profile}/berth-agent")
-        if os.path.exists(berth) and os.path.exists(agent):
-            return profile, berth, agent
-    sys.exit("no berth build: cargo build --release -p berth-cli && scripts/build-agent.sh --release")
+from benchlib import Server, pct
 
 
 def main():
@@ -41,37 +22,15 @@ def main():
     ap.add_argument("--image", default="berth-test/busybox:latest")
     ap.add_argument("server_flags", nargs="*")
     args = ap.parse_args()
-    profile, berth, agent = binaries()
-    data = tempfile.mkdtemp(prefix="berth-bench-fair-")
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); edge = s.getsockname()[1]; s.close()
-    admin, install = "sk_bench" + rand(32), "bench-" + rand(8)
-    env = dict(os.environ, BERTH_ADMIN_KEY=admin, BERTH_INSTALL_ID=install, RUST_LOG="warn")
-    server = subprocess.Popen([berth, "server", "--data", data, "--listen", f"127.0.0.1:{port}",
-                               "--edge-listen", f"127.0.0.1:{edge}", "--base-image", args.image,
-                               "--agent-bin", agent, "--network", "berth-bench", *args.server_flags],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    server = Server(args.image, args.server_flags, prefix="berth-bench-fair-")
+    profile = server.profile
 
     def call(key, method, path, body=None):
-        req = urllib.request.Request(base + path, method=method,
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-        try:
-            with opener.open(req, timeout=300) as r:
-                return r.status, json.loads(r.read() or b"null")
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"null")
+        return server.call(method, path, body, key=key)
 
     try:
-        for _ in range(100):
-            try:
-                if call(admin, "GET", "/healthz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.1)
+        server.wait_ready()
+        admin = server.admin
         key_a = call(admin, "POST", "/v1/workspaces", {"name": "A"})[1]["key"]
         key_b = call(admin, "POST", "/v1/workspaces", {"name": "B"})[1]["key"]
         st, inst_a = call(key_a, "POST", "/v1/instances", {"name": "a"})
@@ -123,19 +82,7 @@ def main():
         print(f"A's storm: {args.threads} threads, {total} health calls in {storm_secs:.1f} s "
               f"({total / storm_secs:.0f}/s), statuses {dict(sorted(statuses.items()))}")
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=berth.install={install}"],
-                             capture_output=True, text=True).stdout.split()
-        for i in range(0, len(ids), 10):
-            subprocess.run(["docker", "rm", "-f", *ids[i:i + 10]], capture_output=True)
-        vols = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"label=berth.install={install}"],
-                              capture_output=True, text=True).stdout.split()
-        for i in range(0, len(vols), 10):
-            subprocess.run(["docker", "volume", "rm", "-f", *vols[i:i + 10]], capture_output=True)
+        server.stop()
 
 
 if __name__ == "__main__":

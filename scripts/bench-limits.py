@@ -11,23 +11,9 @@
 Uses target/release/berth (else target/debug/berth) and the matching static agent,
 a running dockerd and the image (scripts/build-images.sh).
 """
-import argparse, json, os, random, resource, socket, statistics, string, subprocess, sys, tempfile, threading, time
-import urllib.error, urllib.request
+import argparse, os, resource, socket, statistics, threading, time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def rand(n):
-    return "".join(random.choice(string.ascii_lowercase + string.digits) for _ in range(n))
-
-
-def binaries(only=None):
-    for profile in (only,) if only else ("release", "debug"):
-        berth = os.path.join(ROOT, f"target/{profile}/berth")
-        agent = os.path.join(ROOT, f"target/x86_64-unknown-linux-gnu/{profile}/berth-agent")
-        if os.path.exists(berth) and os.path.exists(agent):
-            return profile, berth, agent
-    sys.exit("no berth build: cargo build --release -p berth-cli && scripts/build-agent.sh --release")
+from benchlib import Server
 
 
 def rss_mib(pid):
@@ -52,38 +38,11 @@ def main():
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
-    profile, berth, agent = binaries(args.build)
-    data = tempfile.mkdtemp(prefix="berth-bench-limits-")
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); edge = s.getsockname()[1]; s.close()
-    admin, install = "sk_bench" + rand(32), "bench-" + rand(8)
-    env = dict(os.environ, BERTH_ADMIN_KEY=admin, BERTH_INSTALL_ID=install, RUST_LOG="warn")
-    server = subprocess.Popen([berth, "server", "--data", data, "--listen", f"127.0.0.1:{port}",
-                               "--edge-listen", f"127.0.0.1:{edge}", "--base-image", args.image,
-                               "--agent-bin", agent, "--network", "berth-bench",
-                               "--header-read-timeout-secs", str(args.header_timeout), *args.server_flags],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-    def call(method, path, body=None, timeout=300):
-        req = urllib.request.Request(base + path, method=method,
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Authorization": f"Bearer {admin}", "Content-Type": "application/json"})
-        try:
-            with opener.open(req, timeout=timeout) as r:
-                return r.status, json.loads(r.read() or b"null")
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"null")
-
+    bench = Server(args.image, ["--header-read-timeout-secs", str(args.header_timeout), *args.server_flags],
+                   build=args.build, prefix="berth-bench-limits-")
+    profile, server, port, call = bench.profile, bench.proc, bench.port, bench.call
     try:
-        for _ in range(100):
-            try:
-                if call("GET", "/healthz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.1)
+        bench.wait_ready()
         st, inst = call("POST", "/v1/instances", {})
         assert st == 201, inst
         iid = inst["id"]
@@ -172,19 +131,7 @@ def main():
               f"{statistics.median(times) if times else float('nan'):.1f} s, last {times[-1] if times else float('nan'):.1f} s")
         print(f"  API GET p50 meanwhile                 {statistics.median(lat):8.1f} ms  (max {max(lat):.1f} ms)")
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=berth.install={install}"],
-                             capture_output=True, text=True).stdout.split()
-        for i in range(0, len(ids), 10):
-            subprocess.run(["docker", "rm", "-f", *ids[i:i + 10]], capture_output=True)
-        vols = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"label=berth.install={install}"],
-                              capture_output=True, text=True).stdout.split()
-        for i in range(0, len(vols), 10):
-            subprocess.run(["docker", "volume", "rm", "-f", *vols[i:i + 10]], capture_output=True)
+        bench.stop()
 
 
 if __name__ == "__main__":

@@ -14,18 +14,16 @@ use std::process::Command;
 /// The schemathesis CLI, or `None` (the test is then skipped, unless
 /// BERTH_REQUIRE_SCHEMATHESIS is set, as in CI).
 fn schemathesis() -> Option<&'static str> {
-    let found = ["schemathesis", "st"]
-        .into_iter()
-        .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()));
-    if found.is_none() {
-        berth_test_util::require::missing(
-            "BERTH_REQUIRE_SCHEMATHESIS",
-            "schemathesis",
-            "pip install schemathesis",
-            "the conformance run against the OpenAPI document",
-        );
+    if berth_test_util::require::on_path("schemathesis") {
+        return Some("schemathesis");
     }
-    found
+    berth_test_util::require::missing(
+        "BERTH_REQUIRE_SCHEMATHESIS",
+        "schemathesis",
+        "pip install schemathesis",
+        "the conformance run against the OpenAPI document",
+    );
+    None
 }
 
 #[tokio::test]

@@ -10,12 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-async fn workspace_key(s: &TestServer, name: &str) -> String {
-    let (st, ws) = s.call(Method::POST, "/v1/workspaces", Some(&s.admin_key), Some(json!({"name": name}))).await;
-    assert_eq!(st, 201, "{ws}");
-    ws["key"].as_str().unwrap().to_string()
-}
-
 /// Median milliseconds of `n` creates (each purged after) in the workspace of `key`.
 async fn create_p50(s: &TestServer, key: &str, n: usize) -> f64 {
     let mut times = vec![];
@@ -43,8 +37,8 @@ async fn a_health_storm_in_one_workspace_does_not_stall_anothers_creates() {
         })
         .await,
     );
-    let key_a = workspace_key(&s, "storm").await;
-    let key_b = workspace_key(&s, "quiet").await;
+    let key_a = s.create_workspace("storm").await;
+    let key_b = s.create_workspace("quiet").await;
     let (st, a) = s.call(Method::POST, "/v1/instances", Some(&key_a), Some(json!({}))).await;
     assert_eq!(st, 201, "{a}");
     let a_id = a["id"].as_str().unwrap().to_string();

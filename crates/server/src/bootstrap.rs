@@ -14,14 +14,14 @@ pub async fn ensure_default_workspace(store: &dyn Store, data_dir: &Path, instan
     if store.workspace_count().await? > 0 {
         return Ok(());
     }
-    check_admin_key_env()?;
+    // The key first: a refused one leaves no keyless workspace behind.
+    let (secret, generated) = match admin_key_env()? {
+        Some(k) => (k, false),
+        None => (generate_secret(), true),
+    };
     let now = now_secs();
     let ws = WorkspaceRecord { id: WorkspaceId::generate(), name: "default".into(), instance_limit, created_at: now };
     store.create_workspace(&ws).await?;
-    let (secret, generated) = match std::env::var("BERTH_ADMIN_KEY") {
-        Ok(k) if !k.trim().is_empty() => (given_admin_key(k.trim())?, false),
-        _ => (generate_secret(), true),
-    };
     store
         .create_key(&KeyRecord {
             id: KeyId::generate(),
@@ -45,12 +45,12 @@ pub async fn ensure_default_workspace(store: &dyn Store, data_dir: &Path, instan
     Ok(())
 }
 
-/// Refuses a `BERTH_ADMIN_KEY` that is set but too weak; called before anything
-/// starts (and before the first workspace is made, so a refusal leaves nothing behind).
-pub fn check_admin_key_env() -> anyhow::Result<()> {
+/// `BERTH_ADMIN_KEY` when it is set, refused when too weak; the server checks it
+/// before anything starts.
+pub fn admin_key_env() -> anyhow::Result<Option<String>> {
     match std::env::var("BERTH_ADMIN_KEY") {
-        Ok(k) if !k.trim().is_empty() => given_admin_key(k.trim()).map(drop),
-        _ => Ok(()),
+        Ok(k) if !k.trim().is_empty() => given_admin_key(k.trim()).map(Some),
+        _ => Ok(None),
     }
 }
 

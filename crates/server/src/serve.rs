@@ -29,7 +29,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// Runs the server until SIGTERM or Ctrl-C; instances keep running afterwards.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
-    crate::bootstrap::check_admin_key_env()?;
+    crate::bootstrap::admin_key_env()?;
     // Every connection is a descriptor: take the hard limit, not the soft 1024.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => tracing::debug!(limit = n, "open files limit"),

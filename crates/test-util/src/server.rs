@@ -199,15 +199,7 @@ impl TestServer {
             workspace_id: None,
         };
         let test = std::thread::current().name().unwrap_or("test").chars().take(100).collect::<String>();
-        let (status, ws) = s
-            .call(
-                reqwest::Method::POST,
-                "/v1/workspaces",
-                Some(&state.admin_key),
-                Some(serde_json::json!({"name": test})),
-            )
-            .await;
-        assert_eq!(status, 201, "creating this test's workspace failed: {ws}\n{}", s.log());
+        let ws = s.new_workspace(&test).await;
         s.key = ws["key"].as_str().expect("workspace key").to_string();
         s.workspace_id = ws["id"].as_str().map(str::to_string);
         s
@@ -226,6 +218,11 @@ impl TestServer {
 
     /// Creates another workspace with the admin key; answers its key.
     pub async fn create_workspace(&self, name: &str) -> String {
+        self.new_workspace(name).await["key"].as_str().expect("workspace key").to_string()
+    }
+
+    /// Creates a workspace with the admin key; answers the workspace (with its key).
+    async fn new_workspace(&self, name: &str) -> serde_json::Value {
         let (status, ws) = self
             .call(
                 reqwest::Method::POST,
@@ -234,8 +231,8 @@ impl TestServer {
                 Some(serde_json::json!({"name": name})),
             )
             .await;
-        assert_eq!(status, 201, "creating workspace {name} failed: {ws}");
-        ws["key"].as_str().expect("workspace key").to_string()
+        assert_eq!(status, 201, "creating workspace {name} failed: {ws}\n{}", self.log());
+        ws
     }
 
     /// The edge's port (instance URLs are `http://{label}.localhost:PORT`).

@@ -286,7 +286,7 @@ impl Gathered {
     /// The result as one JSON body, sent chunk by chunk as it was gathered (never
     /// copied into one string); the exec buffer's room is given back once it is sent.
     pub fn into_body(self) -> axum::body::Body {
-        let Gathered { result, stdout, stderr, _held } = self;
+        let Gathered { result, stdout, stderr, _held: held } = self;
         let head = format!("{{\"exit_code\":{},\"stdout\":\"", result.exit_code);
         let tail = format!(
             "\",\"duration_ms\":{},\"timed_out\":{},\"truncated\":{}}}",
@@ -297,7 +297,6 @@ impl Gathered {
             .chain(std::iter::once(bytes::Bytes::from_static(b"\",\"stderr\":\"")))
             .chain(stderr)
             .chain(std::iter::once(bytes::Bytes::from(tail)));
-        let held = _held;
         let stream = futures_util::stream::iter(parts).map(move |b| {
             let _room = &held;
             Ok::<_, std::convert::Infallible>(b)
