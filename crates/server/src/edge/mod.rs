@@ -348,7 +348,8 @@ impl Edge {
         key_in_authorization: bool,
     ) -> Result<Response<EdgeBody>, EdgeError> {
         let limit = self.config.body_limit;
-        if content_length(req.headers()).is_some_and(|n| n > limit) {
+        if let Some(announced) = content_length(req.headers()).filter(|&n| n > limit) {
+            drain_refused(req, announced).await;
             return Err(EdgeError::BodyTooLarge { limit });
         }
         let upgrade = forward::is_upgrade(&req).then(|| req.headers().get(header::UPGRADE).cloned()).flatten();
@@ -419,6 +420,21 @@ fn host_of<B>(req: &Request<B>) -> String {
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .unwrap_or("")
         .to_ascii_lowercase()
+}
+
+/// Reads and discards a refused body that is not too big to read, so that the
+/// client, still writing it, reads the 413 instead of a broken pipe (what
+/// nginx's lingering close does). A client that waits for `100-continue` sends
+/// nothing, and a huge or slow body is cut off: it would cost more than it saves.
+async fn drain_refused(req: Request<Incoming>, announced: u64) {
+    const MOST: u64 = 16 * 1024 * 1024;
+    const WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+    let waits = req.headers().get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if waits || announced > MOST {
+        return;
+    }
+    let mut body = req.into_body();
+    let _ = tokio::time::timeout(WITHIN, async { while let Some(Ok(_)) = body.frame().await {} }).await;
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
