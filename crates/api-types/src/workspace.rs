@@ -45,6 +45,9 @@ pub struct ApiKey {
     /// When the key stops working (unix seconds), if it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
+    /// An instance key's instance: the key works only at its URLs and for reading it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     /// The full secret, present only in the answer to its creation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
@@ -63,4 +66,9 @@ pub struct CreateKey {
     /// The key stops working this many seconds from now (1 to 315360000); default never.
     #[serde(default)]
     pub expires_in_secs: Option<i64>,
+    /// Makes an instance key: it works only at this instance's URLs (the edge) and for
+    /// `GET /v1/instances/{id}` (and its health); anything else with it is `403`. What a
+    /// product hands its end user's browser or app. Not with `admin`.
+    #[serde(default)]
+    pub instance: Option<String>,
 }

@@ -24,8 +24,15 @@ pub enum KeysCommand {
         #[arg(long)]
         name: Option<String>,
         /// An admin key (needs an admin key to create).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "instance")]
         admin: bool,
+        /// An instance key: works only at this instance's URLs and for reading it
+        /// (what to hand an end user's browser or app).
+        #[arg(long, value_name = "INSTANCE_ID")]
+        instance: Option<String>,
+        /// The key stops working this many seconds from now.
+        #[arg(long, value_name = "SECS")]
+        expires_in: Option<i64>,
     },
     /// List your workspace's keys (prefixes only, never secrets).
     List,
@@ -41,8 +48,13 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
     let client = Client::new(&args.client)?;
     let json = args.client.json;
     let answer = match &args.command {
-        KeysCommand::Create { name, admin } => {
-            let body = CreateKey { name: name.clone(), admin: admin.then_some(true), expires_in_secs: None };
+        KeysCommand::Create { name, admin, instance, expires_in } => {
+            let body = CreateKey {
+                name: name.clone(),
+                admin: admin.then_some(true),
+                expires_in_secs: *expires_in,
+                instance: instance.clone(),
+            };
             client.post("/keys", Some(&body)).await?
         }
         KeysCommand::List => client.get("/keys", &[]).await?,
@@ -64,11 +76,15 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
                 .data
                 .into_iter()
                 .map(|k| {
-                    let admin = if k.admin { "yes" } else { "no" }.to_string();
-                    vec![k.id, output::or_dash(Some(&k.name)), k.prefix, admin, output::age(k.created_at, now)]
+                    let scope = match (k.admin, k.instance) {
+                        (true, _) => "admin".to_string(),
+                        (false, Some(instance)) => instance,
+                        (false, None) => "workspace".to_string(),
+                    };
+                    vec![k.id, output::or_dash(Some(&k.name)), k.prefix, scope, output::age(k.created_at, now)]
                 })
                 .collect();
-            output::table(&["ID", "NAME", "PREFIX", "ADMIN", "AGE"], &rows);
+            output::table(&["ID", "NAME", "PREFIX", "SCOPE", "AGE"], &rows);
         }
         KeysCommand::Delete { id } => println!("deleted key {id}"),
     }

@@ -39,6 +39,19 @@ async fn the_cli_drives_a_real_instance() {
     assert_eq!(code, 0);
     assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["gateway"]["ok"], true);
 
+    // A key for this instance only, listed with its scope.
+    let (code, out, err) = berth(&s, &["keys", "create", "--name", "end-user", "--instance", &id, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let key: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(key["instance"], id.as_str());
+    let (code, out, _) = berth(&s, &["keys", "list"]);
+    assert_eq!(code, 0);
+    let line = out.lines().find(|l| l.contains("end-user")).unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains(&id) && out.contains("SCOPE"), "{out}");
+    let (code, _, err) = berth(&s, &["keys", "create", "--instance", &id, "--admin"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--admin") && err.contains("--instance"), "{err}");
+
     // Errors name the problem and exit 1.
     let (code, _, err) = berth(&s, &["instances", "resume", &id]);
     assert_eq!(code, 1);

@@ -117,3 +117,105 @@ async fn an_expiring_key_stops_working_and_its_streams_close() {
     assert_eq!(s.call(Method::GET, &format!("/v1/instances/{id}"), Some(&key), None).await.0, 401);
     assert_eq!(s.call(Method::GET, &format!("/v1/instances/{id}"), Some(&admin), None).await.0, 200);
 }
+
+#[tokio::test]
+async fn an_instance_key_reaches_its_instance_and_nothing_else() {
+    use berth_test_util::app::host_of;
+    let s = TestServer::shared().await;
+    let a = s.create_instance(json!({})).await;
+    let b = s.create_instance(json!({})).await;
+    let (a_id, b_id) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    let (st, k) =
+        s.call(Method::POST, "/v1/keys", Some(&s.key), Some(json!({"name": "end-user", "instance": a_id}))).await;
+    assert_eq!((st, k["instance"].as_str(), k["admin"].as_bool()), (201, Some(a_id), Some(false)), "{k}");
+    let key = k["key"].as_str().unwrap().to_string();
+
+    // At the edge: its instance's URL, and no other (not found, as if it did not exist).
+    let edge = |inst: &serde_json::Value| {
+        s.edge(Method::GET, &host_of(inst["url"].as_str().unwrap()), "/health").bearer_auth(&key).send()
+    };
+    assert_eq!(edge(&a).await.unwrap().status(), 200);
+    assert_eq!(edge(&b).await.unwrap().status(), 404);
+
+    // On the hosting API: reading its instance, and nothing else.
+    for path in [format!("/v1/instances/{a_id}"), format!("/v1/instances/{a_id}/health")] {
+        let (st, body) = s.call(Method::GET, &path, Some(&key), None).await;
+        assert_eq!(st, 200, "{path}: {body}");
+    }
+    let refused = [
+        (Method::GET, format!("/v1/instances/{b_id}"), None),
+        (Method::GET, "/v1/instances".to_string(), None),
+        (Method::POST, format!("/v1/instances/{a_id}/exec"), Some(json!({"command": ["true"]}))),
+        (Method::POST, format!("/v1/instances/{a_id}/stop"), None),
+        (Method::DELETE, format!("/v1/instances/{a_id}"), None),
+        (Method::PATCH, format!("/v1/instances/{a_id}"), Some(json!({"env": {"A": "1"}}))),
+        (Method::GET, "/v1/keys".to_string(), None),
+        (Method::POST, "/v1/keys".to_string(), Some(json!({"name": "more"}))),
+        (Method::POST, "/v1/instances".to_string(), Some(json!({}))),
+    ];
+    for (method, path, body) in refused {
+        let (st, err) = s.call(method.clone(), &path, Some(&key), body).await;
+        assert_eq!((st, err["error"]["code"].as_str()), (403, Some("forbidden")), "{method} {path}: {err}");
+        assert!(
+            err["error"]["message"].as_str().unwrap().contains(a_id),
+            "the refusal says what the key is for: {err}"
+        );
+    }
+    let (_, listed) = s.call(Method::GET, &format!("/v1/instances/{a_id}"), Some(&s.key), None).await;
+    assert_eq!(listed["status"], "running", "the refused stop did nothing");
+
+    // Bad requests for instance keys.
+    let (st, err) = s.call(Method::POST, "/v1/keys", Some(&s.key), Some(json!({"instance": "inst_nope"}))).await;
+    assert_eq!((st, err["error"]["code"].as_str()), (404, Some("instance_not_found")), "{err}");
+    let other = s.create_workspace("stranger").await;
+    let (st, err) = s.call(Method::POST, "/v1/keys", Some(&other), Some(json!({"instance": a_id}))).await;
+    assert_eq!((st, err["error"]["code"].as_str()), (404, Some("instance_not_found")), "another workspace's: {err}");
+    let (st, err) =
+        s.call(Method::POST, "/v1/keys", Some(&s.admin_key), Some(json!({"instance": a_id, "admin": true}))).await;
+    assert_eq!((st, err["error"]["details"]["field"].as_str()), (400, Some("instance")), "{err}");
+
+    // Deleted with the workspace's key: it stops working at once.
+    let (_, keys) = s.call(Method::GET, "/v1/keys", Some(&s.key), None).await;
+    assert!(keys["data"].as_array().unwrap().iter().any(|x| x["instance"] == a_id), "listed with its scope: {keys}");
+    let kid = k["id"].as_str().unwrap();
+    assert_eq!(s.call(Method::DELETE, &format!("/v1/keys/{kid}"), Some(&s.key), None).await.0, 200);
+    assert_eq!(s.call(Method::GET, &format!("/v1/instances/{a_id}"), Some(&key), None).await.0, 401);
+}
+
+#[tokio::test]
+async fn failed_authentications_are_limited_per_address() {
+    use berth_test_util::ServerOptions;
+    let s = TestServer::start_with(ServerOptions {
+        extra_args: vec!["--auth-failures-per-minute".into(), "20".into()],
+        ..Default::default()
+    })
+    .await;
+    let inst = s.create_instance(json!({})).await;
+    let host = berth_test_util::app::host_of(inst["url"].as_str().unwrap());
+    // No key at all is not a failed guess.
+    for _ in 0..8 {
+        assert_eq!(s.call(Method::GET, "/v1/instances", None, None).await.0, 401);
+    }
+    // Twenty wrong keys, across both planes, are answered 401 ...
+    for i in 0..20 {
+        let st = if i % 2 == 0 {
+            s.call(Method::GET, "/v1/instances", Some("sk_guess"), None).await.0
+        } else {
+            s.edge(Method::GET, &host, "/health").bearer_auth("sk_guess").send().await.unwrap().status().as_u16()
+        };
+        assert_eq!(st, 401, "guess {i}");
+    }
+    // ... then the address is refused for a while, on both, whatever key it shows.
+    let (st, err) = s.call(Method::GET, "/v1/instances", Some("sk_guess"), None).await;
+    assert_eq!((st, err["error"]["code"].as_str()), (429, Some("rate_limited")), "{err}");
+    let r = s.edge(Method::GET, &host, "/health").bearer_auth(&s.key).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=3).contains(&wait), "20 a minute: one more within 3 s, not {wait} s");
+    let resp = s.http().get(format!("{}/v1/instances", s.base)).bearer_auth(&s.key).send().await.unwrap();
+    assert_eq!(resp.status(), 429);
+    assert!(resp.headers().contains_key("retry-after"));
+    // Once a failure's worth of time has passed, a right key gets in again.
+    tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    assert_eq!(s.call(Method::GET, "/v1/instances", Some(&s.key), None).await.0, 200);
+}

@@ -5,8 +5,13 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use berth_core::{ids::random_label, KeyId, WorkspaceId};
+use berth_core::{ids::random_label, InstanceId, KeyId, WorkspaceId};
 use sha2::{Digest, Sha256};
+use std::net::IpAddr;
+
+/// The client's address, which the listener puts in every API request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub IpAddr);
 
 /// The caller, as established from its key.
 #[derive(Debug, Clone)]
@@ -14,6 +19,8 @@ pub struct Auth {
     pub workspace_id: WorkspaceId,
     pub key_id: KeyId,
     pub admin: bool,
+    /// The one instance an instance key is for (such a request got past [`scope_allows`]).
+    pub instance: Option<InstanceId>,
     /// Cancelled when the key is revoked or expires: long streams opened with it end.
     pub revoked: tokio_util::sync::CancellationToken,
 }
@@ -65,13 +72,38 @@ pub fn presented_key(parts: &Parts) -> Option<String> {
     parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string())
 }
 
+/// What an instance key may do on the hosting API: read its instance and its health.
+pub fn scope_allows(instance: &InstanceId, method: &axum::http::Method, path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/v1/instances/").and_then(|r| r.strip_prefix(instance.as_str())) else {
+        return false;
+    };
+    method == axum::http::Method::GET && matches!(rest, "" | "/health")
+}
+
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let secret = presented_key(parts).filter(|s| !s.is_empty()).ok_or(ApiError::Unauthorized)?;
-        let key = state.keys.verify(&secret).await?.ok_or(ApiError::Unauthorized)?;
+        let client = parts.extensions.get::<ClientAddr>().map(|c| c.0);
+        if let Some(ip) = client {
+            state.quotas.may_authenticate(ip)?;
+        }
+        let Some(key) = state.keys.verify(&secret).await? else {
+            if let Some(ip) = client {
+                state.quotas.auth_failed(ip);
+            }
+            return Err(ApiError::Unauthorized);
+        };
         let k = &key.record;
+        if let Some(instance) = &k.instance_id {
+            if !scope_allows(instance, &parts.method, parts.uri.path()) {
+                return Err(ApiError::Forbidden(format!(
+                    "this key is an instance key for `{instance}`: it reaches that instance's URLs and reads \
+                     `GET /v1/instances/{instance}` (and its health), nothing else"
+                )));
+            }
+        }
         state.quotas.spend(&k.id)?;
         // The runtime calls this request makes queue in its workspace's lane.
         berth_runtime::fair::set_tenant(k.workspace_id.as_str());
@@ -79,6 +111,7 @@ impl FromRequestParts<AppState> for Auth {
             workspace_id: k.workspace_id.clone(),
             key_id: k.id.clone(),
             admin: k.admin,
+            instance: k.instance_id.clone(),
             revoked: key.revoked.clone(),
         })
     }

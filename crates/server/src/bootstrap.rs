@@ -32,6 +32,7 @@ pub async fn ensure_default_workspace(store: &dyn Store, data_dir: &Path, instan
             admin: true,
             created_at: now,
             expires_at: None,
+            instance_id: None,
         })
         .await?;
     if generated {

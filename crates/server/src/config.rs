@@ -116,6 +116,11 @@ pub struct ServerArgs {
     /// Requests an API key may send at once above its rate.
     #[arg(long, env = "BERTH_KEY_BURST", default_value_t = 500.0)]
     pub key_burst: f64,
+    /// Failed authentications (bad or unknown keys, bad share tokens) each client
+    /// address may make per minute on either plane, all at once at most; beyond,
+    /// `429 rate_limited` until it recovers (0: no limit).
+    #[arg(long, env = "BERTH_AUTH_FAILURES_PER_MINUTE", default_value_t = 60.0)]
+    pub auth_failures_per_minute: f64,
     /// Most commands running at once per workspace (exec).
     #[arg(long, env = "BERTH_WORKSPACE_MAX_EXECS", default_value_t = 64)]
     pub workspace_max_execs: u32,
@@ -172,6 +177,7 @@ impl ServerArgs {
             .into(),
             key_rate: self.key_rate,
             key_burst: self.key_burst,
+            auth_failures_per_minute: self.auth_failures_per_minute,
         }
     }
 

@@ -2,9 +2,11 @@
 //! execs, shells, log follows and edge streams are capped per workspace and in
 //! all; each key has a request rate (a token bucket). Over a cap the answer is
 //! `429 rate_limited` with `Retry-After`, never a queue that slows everyone.
+//! Failed authentications are rate-limited per client address on both planes.
 
 use berth_core::{KeyId, WorkspaceId};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -39,6 +41,9 @@ pub struct QuotaLimits {
     pub key_rate: f64,
     /// Requests a key may send at once above its rate.
     pub key_burst: f64,
+    /// Failed authentications a client address may make per minute (also the burst;
+    /// 0: no limit).
+    pub auth_failures_per_minute: f64,
 }
 
 /// Why a request was refused.
@@ -63,6 +68,8 @@ pub struct Quotas {
     limits: QuotaLimits,
     open: Mutex<OpenCounts>,
     buckets: Mutex<HashMap<KeyId, Bucket>>,
+    /// Failed authentications, by client address (IPv6 by /64: one host has many).
+    failures: Mutex<HashMap<IpAddr, Bucket>>,
 }
 
 /// Held while something counted is open; gives its slots back on drop.
@@ -80,7 +87,7 @@ impl Drop for Slot {
 impl Quotas {
     /// Quotas with these limits.
     pub fn new(limits: QuotaLimits) -> Self {
-        Self { limits, open: Mutex::default(), buckets: Mutex::default() }
+        Self { limits, open: Mutex::default(), buckets: Mutex::default(), failures: Mutex::default() }
     }
 
     fn counter(&self, ws: Option<&WorkspaceId>, kind: Kind) -> Arc<AtomicU32> {
@@ -116,27 +123,74 @@ impl Quotas {
     /// Spends one request of the key's rate, or says when it may retry.
     pub fn spend(&self, key: &KeyId) -> Result<(), Refused> {
         let (rate, burst) = (self.limits.key_rate, self.limits.key_burst.max(1.0));
-        if rate <= 0.0 {
-            return Ok(());
-        }
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() > 100_000 {
-            buckets.retain(|_, b| b.at.elapsed().as_secs_f64() * rate < burst);
-        }
-        let now = Instant::now();
-        let b = buckets.entry(key.clone()).or_insert(Bucket { tokens: burst, at: now });
-        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst);
-        b.at = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            return Ok(());
-        }
-        let wait = ((1.0 - b.tokens) / rate).ceil().max(1.0) as u64;
-        Err(Refused {
+        take(&self.buckets, key, rate, burst, 1.0).map_err(|wait| Refused {
             message: format!("this key sends more than {rate} requests per second (burst {burst}); slow down"),
             retry_after: wait,
         })
     }
+
+    /// Whether a client at `ip` may try to authenticate, or is refused for having
+    /// failed too often (nothing is spent: only failures are, by [`Self::auth_failed`]).
+    pub fn may_authenticate(&self, ip: IpAddr) -> Result<(), Refused> {
+        let (rate, burst) = self.failure_rate();
+        take(&self.failures, &address_block(ip), rate, burst, 0.0).map_err(|wait| Refused {
+            message: format!(
+                "too many failed authentications from this address (more than {burst} a minute); retry later"
+            ),
+            retry_after: wait,
+        })
+    }
+
+    /// Counts one failed authentication of a client at `ip`.
+    pub fn auth_failed(&self, ip: IpAddr) {
+        let (rate, burst) = self.failure_rate();
+        let _ = take(&self.failures, &address_block(ip), rate, burst, 1.0);
+    }
+
+    /// Per second and burst of failed authentications.
+    fn failure_rate(&self) -> (f64, f64) {
+        let per_minute = self.limits.auth_failures_per_minute;
+        (per_minute / 60.0, per_minute.max(1.0))
+    }
+}
+
+/// The address a client is counted under: itself, or its /64 for IPv6.
+fn address_block(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
+/// Token bucket step: refills `key`'s bucket at `rate` per second up to `burst`,
+/// then, when a whole token is there, takes `cost` of it; else the seconds to wait.
+/// A rate of 0 or less never refuses.
+fn take<K: std::hash::Hash + Eq + Clone>(
+    buckets: &Mutex<HashMap<K, Bucket>>,
+    key: &K,
+    rate: f64,
+    burst: f64,
+    cost: f64,
+) -> Result<(), u64> {
+    if rate <= 0.0 {
+        return Ok(());
+    }
+    let mut buckets = buckets.lock().unwrap_or_else(|e| e.into_inner());
+    if buckets.len() > 100_000 {
+        buckets.retain(|_, b| b.at.elapsed().as_secs_f64() * rate < burst);
+    }
+    let now = Instant::now();
+    let b = buckets.entry(key.clone()).or_insert(Bucket { tokens: burst, at: now });
+    b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst);
+    b.at = now;
+    if b.tokens >= 1.0 {
+        b.tokens -= cost;
+        return Ok(());
+    }
+    Err(((1.0 - b.tokens) / rate).ceil().max(1.0) as u64)
 }
 
 #[cfg(test)]
@@ -149,6 +203,7 @@ mod tests {
             total: HashMap::from([(Kind::Exec, total)]),
             key_rate: rate,
             key_burst: burst,
+            auth_failures_per_minute: 3.0,
         }
     }
 
@@ -178,5 +233,24 @@ mod tests {
         let e = q.spend(&k).unwrap_err();
         assert_eq!(e.retry_after, 1);
         assert!(q.spend(&KeyId::generate()).is_ok(), "other keys are not affected");
+    }
+
+    #[test]
+    fn failed_authentications_are_counted_per_address() {
+        let q = Quotas::new(limits(1, 1, 0.0, 0.0));
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        for _ in 0..3 {
+            q.may_authenticate(ip).unwrap();
+            q.auth_failed(ip);
+        }
+        let e = q.may_authenticate(ip).unwrap_err();
+        assert_eq!(e.retry_after, 20, "3 a minute: one more in 20 s");
+        assert!(q.may_authenticate("203.0.113.10".parse().unwrap()).is_ok(), "other addresses are not affected");
+        // IPv6 clients are counted by /64.
+        for i in 0..3u16 {
+            q.auth_failed(format!("2001:db8::{i}").parse().unwrap());
+        }
+        assert!(q.may_authenticate("2001:db8::ffff".parse().unwrap()).is_err());
+        assert!(q.may_authenticate("2001:db8:0:1::1".parse().unwrap()).is_ok());
     }
 }

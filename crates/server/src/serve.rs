@@ -198,7 +198,16 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         listener,
         api_tls,
         limits,
-        move |_peer| listen::Boxed(TowerToHyperService::new(api.clone())),
+        move |peer: listen::Peer| {
+            // Each request learns its client's address (failed authentications are
+            // counted by address).
+            let client = crate::auth::ClientAddr(peer.addr.ip());
+            let api = tower::ServiceExt::map_request(api.clone(), move |mut req: http::Request<_>| {
+                req.extensions_mut().insert(client);
+                req
+            });
+            listen::Boxed(TowerToHyperService::new(api))
+        },
         stop_rx,
         SHUTDOWN_GRACE,
     ));

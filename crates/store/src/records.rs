@@ -24,6 +24,8 @@ pub struct KeyRecord {
     pub created_at: i64,
     /// When the key stops working (unix seconds); `None`: never.
     pub expires_at: Option<i64>,
+    /// The one instance an instance key is for; `None`: the whole workspace.
+    pub instance_id: Option<InstanceId>,
 }
 
 /// The desired and observed state of one instance.

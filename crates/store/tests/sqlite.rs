@@ -119,6 +119,7 @@ async fn keys_and_share_links() {
         admin: false,
         created_at: 1,
         expires_at: Some(1_900_000_000),
+        instance_id: None,
     };
     s.create_key(&key).await.unwrap();
     assert_eq!(s.key_by_hash(&key.hash).await.unwrap(), Some(key.clone()));

@@ -46,8 +46,8 @@ pub enum EdgeError {
     #[error("{0}")]
     BadRequest(String),
     /// Over the workspace's (or the server's) cap of requests in flight.
-    #[error("{0}")]
-    RateLimited(String),
+    #[error("{}", .0.message)]
+    RateLimited(crate::quotas::Refused),
     /// The database failed while checking a key.
     #[error("the edge could not check the key right now; retry shortly")]
     Store,
@@ -99,7 +99,9 @@ impl EdgeError {
         let mut resp = Response::new(super::full(Bytes::from(body.to_string())));
         *resp.status_mut() = status;
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if self.retryable() {
+        if let EdgeError::RateLimited(refused) = &self {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(refused.retry_after.max(1)));
+        } else if self.retryable() {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if status == StatusCode::UNAUTHORIZED {

@@ -234,14 +234,28 @@ impl Edge {
             host: log.host.chars().take(100).collect(),
             domain: domain.clone(),
         })?;
+        let quotas = &self.state.quotas;
+        let ip = peer.addr.ip();
+        // A client that failed to authenticate too often is refused before it tries again.
+        let failed = |e: EdgeError| {
+            quotas.auth_failed(ip);
+            e
+        };
         let (principal, route, key_in_authorization) = match presented_key(req.headers()) {
             Some((secret, in_auth)) => {
-                let key = self.verify_key(secret).await?;
+                quotas.may_authenticate(ip).map_err(EdgeError::RateLimited)?;
+                let key = self.verify_key(secret).await.map_err(|e| match e {
+                    EdgeError::BadKey => failed(e),
+                    e => e,
+                })?;
+                // Another workspace's instance, or (for an instance key) another
+                // instance: not found, as if it did not exist.
                 let route = self
                     .state
                     .routes
                     .lookup(label)
                     .filter(|r| r.target.workspace == key.record.workspace_id)
+                    .filter(|r| key.record.instance_id.as_ref().is_none_or(|i| *i == r.target.id))
                     .ok_or(EdgeError::NotFound)?;
                 (Principal::Key(key), route, in_auth)
             }
@@ -262,11 +276,12 @@ impl Edge {
                 if tokens.is_empty() {
                     return Err(EdgeError::MissingKey);
                 }
-                let route = self.state.routes.lookup(label).ok_or(EdgeError::BadShare)?;
+                quotas.may_authenticate(ip).map_err(EdgeError::RateLimited)?;
+                let route = self.state.routes.lookup(label).ok_or_else(|| failed(EdgeError::BadShare))?;
                 let live = tokens
                     .iter()
                     .find_map(|t| self.state.shares.check(t, &route.target.id, route.port))
-                    .ok_or(EdgeError::BadShare)?;
+                    .ok_or_else(|| failed(EdgeError::BadShare))?;
                 if let Some((token, rest)) = from_query.filter(|_| forward::redirectable(req.method())) {
                     let mut resp = share_redirect(req.uri().path(), &rest, &token, live.expires_at, peer.tls);
                     log.instance = Some(route.target.id.to_string());
@@ -281,7 +296,7 @@ impl Edge {
             .state
             .quotas
             .acquire(&route.target.workspace, crate::quotas::Kind::EdgeStream)
-            .map_err(|r| EdgeError::RateLimited(r.message))?;
+            .map_err(EdgeError::RateLimited)?;
         let (target, ip, busy) = self.ready(route.target.clone()).await?;
         let busy = (busy, slot);
         let route = HostRoute { target, ..route };

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use berth_api_types::{ApiKey, CreateKey, CreateWorkspace, ErrorBody, List, Workspace};
-use berth_core::{now_secs, KeyId, WorkspaceId};
+use berth_core::{now_secs, InstanceId, KeyId, WorkspaceId};
 use berth_store::{KeyRecord, WorkspaceRecord};
 use serde_json::{json, Value};
 
@@ -42,6 +42,7 @@ fn api_key(k: &KeyRecord, secret: Option<String>) -> ApiKey {
         admin: k.admin,
         created_at: k.created_at,
         expires_at: k.expires_at,
+        instance: k.instance_id.as_ref().map(|i| i.to_string()),
         key: secret,
     }
 }
@@ -87,6 +88,7 @@ pub async fn create_workspace(
         admin: false,
         created_at: now,
         expires_at: None,
+        instance_id: None,
     };
     state.store.create_key(&key).await?;
     Ok((StatusCode::CREATED, Json(workspace(&ws, Some(secret)))))
@@ -107,7 +109,8 @@ pub async fn list_workspaces(State(state): State<AppState>, auth: Auth) -> ApiRe
 /// Create a key for the caller's workspace; the secret is shown only here.
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
     responses((status = 201, body = ApiKey), (status = 400, body = ErrorBody),
-        (status = 403, description = "`forbidden`: `admin: true` asked with a key that is not an admin key", body = ErrorBody)),
+        (status = 403, description = "`forbidden`: `admin: true` asked with a key that is not an admin key", body = ErrorBody),
+        (status = 404, description = "`instance_not_found`: `instance` names no instance of this workspace", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create_key(
     State(state): State<AppState>,
@@ -127,6 +130,19 @@ pub async fn create_key(
             format!("`expires_in_secs` must be between 1 and {MAX_KEY_LIFE}"),
         ));
     }
+    let instance = match body.instance.as_deref() {
+        None => None,
+        Some(_) if admin => {
+            return Err(ApiError::invalid("instance", "an instance key cannot be an admin key: give one or the other"))
+        }
+        Some(id) => {
+            let not_found = || ApiError::instance_not_found(id);
+            let parsed = InstanceId::parse(id).ok_or_else(not_found)?;
+            let found = state.store.instance(Some(&auth.workspace_id), &parsed).await?;
+            found.filter(|i| i.deleted_at.is_none()).ok_or_else(not_found)?;
+            Some(parsed)
+        }
+    };
     let secret = generate_secret();
     let key = KeyRecord {
         id: KeyId::generate(),
@@ -137,6 +153,7 @@ pub async fn create_key(
         admin,
         created_at: now_secs(),
         expires_at: expires_in.map(|secs| now_secs() + secs),
+        instance_id: instance,
     };
     state.store.create_key(&key).await?;
     Ok((StatusCode::CREATED, Json(api_key(&key, Some(secret)))))

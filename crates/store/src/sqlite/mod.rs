@@ -124,6 +124,7 @@ fn key_from_row(row: &SqliteRow) -> Result<KeyRecord> {
         admin: row.try_get::<i64, _>("admin")? != 0,
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
+        instance_id: row.try_get::<Option<String>, _>("instance_id")?.map(InstanceId::from_trusted),
     })
 }
 
@@ -180,8 +181,8 @@ impl Store for SqliteStore {
 
     async fn create_key(&self, key: &KeyRecord) -> Result<()> {
         sqlx::query(
-            "INSERT INTO api_keys (id, workspace_id, name, prefix, hash, admin, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, workspace_id, name, prefix, hash, admin, created_at, expires_at, instance_id) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(key.id.as_str())
         .bind(key.workspace_id.as_str())
@@ -191,6 +192,7 @@ impl Store for SqliteStore {
         .bind(key.admin as i64)
         .bind(key.created_at)
         .bind(key.expires_at)
+        .bind(key.instance_id.as_ref().map(|i| i.as_str()))
         .execute(&self.pool)
         .await?;
         Ok(())
