@@ -17,6 +17,9 @@ pub struct AgentConfig {
     pub gateway_token: Option<String>,
     pub llm: LlmConfig,
     pub limits: Limits,
+    /// The user tools run as (`BERTH_AGENT_TOOL_USER`, `UID[:GID]`; unset: the agent's
+    /// own). berth sets `1000:1000` in instances, where the agent runs as root.
+    pub tool_user: Option<crate::tools::ToolUser>,
 }
 
 /// Which wire protocol a provider speaks.
@@ -102,6 +105,7 @@ impl AgentConfig {
                     .unwrap_or(ProviderKind::OpenAi),
                 idle_timeout: Duration::from_secs(num("BERTH_LLM_TIMEOUT_SECS", 300)),
             },
+            tool_user: var("BERTH_AGENT_TOOL_USER").and_then(|u| crate::tools::ToolUser::parse(&u)),
             limits: Limits {
                 max_steps: num("BERTH_AGENT_MAX_STEPS", 32u32).max(1),
                 shell_timeout: Duration::from_secs(num("BERTH_AGENT_SHELL_TIMEOUT_SECS", 120)),

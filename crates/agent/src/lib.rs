@@ -41,6 +41,18 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
 /// Opens the data directory and serves the agent until SIGTERM or Ctrl-C.
 pub async fn run(cfg: AgentConfig) -> std::io::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)?;
+    // Tools must not read this process's secrets through /proc (environ, mem), even as
+    // the same user: a process that is not dumpable is readable only with CAP_SYS_PTRACE,
+    // which instances do not have.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "could not make the agent non-dumpable");
+    }
+    if let Some(user) = cfg.tool_user {
+        let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_else(|| cfg.workdir.clone());
+        if let Err(e) = tools::confine::prepare(&home, &cfg.data_dir, user) {
+            tracing::warn!(error = %e, home = %home.display(), "could not hand the home directory to the tool user");
+        }
+    }
     let store =
         store::Store::open(&cfg.data_dir.join("sessions.db")).map_err(|e| std::io::Error::other(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;

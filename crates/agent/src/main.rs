@@ -33,6 +33,9 @@ enum Command {
     },
     /// Kill every process of the exec session marked with this token.
     ExecKill { token: String },
+    /// Run one file tool call read from stdin (as the tool user; see `tools::confine`).
+    #[command(hide = true)]
+    FileTool,
 }
 
 fn main() -> std::io::Result<()> {
@@ -50,7 +53,14 @@ fn main() -> std::io::Result<()> {
                 std::process::exit(1);
             }
         },
+        Some(Command::FileTool) => return berth_agent::tools::confine::file_tool_main(),
         None => {}
+    }
+    if let Some(user) = std::env::var("BERTH_AGENT_TOOL_USER").ok().filter(|u| !u.trim().is_empty()) {
+        if berth_agent::tools::ToolUser::parse(&user).is_none() {
+            eprintln!("berth-agent: BERTH_AGENT_TOOL_USER must be UID[:GID] (numbers), not `{user}`");
+            std::process::exit(2);
+        }
     }
     // `Targets` (not `EnvFilter`) reads RUST_LOG: same `target=level,level` syntax for
     // what the agent needs, without linking a regex engine into the static binary.

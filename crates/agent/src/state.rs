@@ -28,6 +28,7 @@ impl AppState {
             memory_path: config.data_dir.join("memory").join("notes.md"),
             limits: config.limits.clone(),
             memory_lock: Default::default(),
+            user: config.tool_user,
         };
         Arc::new(AppState {
             config,

@@ -7,6 +7,26 @@ use tokio::io::AsyncReadExt;
 /// Most directory entries listed at once.
 const MAX_ENTRIES: usize = 1000;
 
+/// One file tool call, as handed to the `file-tool` child that runs it as the tool user.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum FileOp {
+    Read { path: PathBuf, offset: u64, cap: usize },
+    Write { path: PathBuf, content: String, append: bool },
+    List { path: PathBuf },
+}
+
+impl FileOp {
+    /// Runs it here, with this process's rights; answers the text for the model.
+    pub async fn perform(&self) -> String {
+        match self {
+            FileOp::Read { path, offset, cap } => read_file(path, *offset, *cap).await,
+            FileOp::Write { path, content, append } => write_file(path, content, *append).await,
+            FileOp::List { path } => list_dir(path).await,
+        }
+    }
+}
+
 /// `path` made absolute against `workdir`.
 pub fn resolve(workdir: &Path, path: &str) -> PathBuf {
     let p = Path::new(path);

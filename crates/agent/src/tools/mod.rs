@@ -2,9 +2,13 @@
 //! Every tool answers with text for the model; failures are text too
 //! (`error: ...`), so the model can see them and try something else.
 
+pub mod confine;
 mod files;
 pub mod memory;
 mod shell;
+
+pub use confine::ToolUser;
+use files::FileOp;
 
 use crate::config::Limits;
 use crate::provider::ToolSpec;
@@ -23,6 +27,8 @@ pub struct ToolContext {
     pub limits: Limits,
     /// Serialises memory writes from concurrent sessions.
     pub memory_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The user commands and file tools run as (`None`: the agent's own).
+    pub user: Option<ToolUser>,
 }
 
 /// The tool descriptions offered to the model.
@@ -95,19 +101,21 @@ pub async fn run(ctx: &ToolContext, name: &str, arguments: &str) -> String {
             };
             let max = ctx.limits.shell_timeout;
             let timeout = args["timeout_secs"].as_u64().map(|s| Duration::from_secs(s.max(1)).min(max)).unwrap_or(max);
-            shell::run(command, &path_arg("cwd"), timeout, cap).await
+            shell::run(command, &path_arg("cwd"), timeout, cap, ctx.user).await
         }
         "read_file" if str_arg("path").is_some() => {
-            files::read_file(&path_arg("path"), args["offset"].as_u64().unwrap_or(0), cap).await
+            let offset = args["offset"].as_u64().unwrap_or(0);
+            confine::file_op(ctx.user, FileOp::Read { path: path_arg("path"), offset, cap }).await
         }
         "write_file" => match (str_arg("path"), str_arg("content")) {
             (Some(_), Some(content)) => {
                 let append = args["append"].as_bool().unwrap_or(false);
-                files::write_file(&path_arg("path"), content, append).await
+                let op = FileOp::Write { path: path_arg("path"), content: content.to_string(), append };
+                confine::file_op(ctx.user, op).await
             }
             _ => "error: 'path' and 'content' are required".into(),
         },
-        "list_dir" => files::list_dir(&path_arg("path")).await,
+        "list_dir" => confine::file_op(ctx.user, FileOp::List { path: path_arg("path") }).await,
         "memory_read" => memory::read(&ctx.memory_path).await,
         "memory_write" => match str_arg("content") {
             Some(content) => {

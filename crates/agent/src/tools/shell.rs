@@ -27,8 +27,9 @@ impl Drop for GroupKiller {
 }
 
 /// Runs `command` and describes the outcome for the model.
-pub async fn run(command: &str, cwd: &Path, timeout: Duration, cap: usize) -> String {
+pub async fn run(command: &str, cwd: &Path, timeout: Duration, cap: usize, user: Option<super::ToolUser>) -> String {
     let mut cmd = tokio::process::Command::new("/bin/sh");
+    super::confine::confine(&mut cmd, user);
     // Merge stderr into stdout so the model sees both in order.
     cmd.arg("-c")
         .arg(format!("exec 2>&1\n{command}"))
@@ -106,14 +107,14 @@ mod tests {
 
     #[tokio::test]
     async fn exit_code_output_and_stderr() {
-        let r = run("echo out; echo err >&2; exit 3", Path::new("/"), Duration::from_secs(5), 1000).await;
+        let r = run("echo out; echo err >&2; exit 3", Path::new("/"), Duration::from_secs(5), 1000, None).await;
         assert!(r.starts_with("exit code: 3\n"), "{r}");
         assert!(r.contains("out\nerr\n"), "{r}");
     }
 
     #[tokio::test]
     async fn output_is_capped() {
-        let r = run("yes | head -c 100000", Path::new("/"), Duration::from_secs(5), 100).await;
+        let r = run("yes | head -c 100000", Path::new("/"), Duration::from_secs(5), 100, None).await;
         assert!(r.contains("[output truncated: showed the first 100 of 100000 bytes]"), "{r}");
     }
 
@@ -121,7 +122,7 @@ mod tests {
     async fn timeout_kills_the_group() {
         let dir = tempfile::tempdir().unwrap();
         let started = std::time::Instant::now();
-        let r = run("(sleep 3; touch late) & sleep 30", dir.path(), Duration::from_millis(300), 1000).await;
+        let r = run("(sleep 3; touch late) & sleep 30", dir.path(), Duration::from_millis(300), 1000, None).await;
         assert!(r.starts_with("timed out"), "{r}");
         assert!(started.elapsed() < Duration::from_secs(2));
         tokio::time::sleep(Duration::from_millis(3500)).await;

@@ -19,6 +19,11 @@ pub(super) struct Host<'a> {
     pub agent_bin: &'a Path,
 }
 
+/// The agent's setting for the user its tools run as.
+const TOOL_USER_VAR: &str = "BERTH_AGENT_TOOL_USER";
+/// The unprivileged user (and group) the agent's tools run as by default.
+pub const TOOL_USER: &str = "1000:1000";
+
 /// The create body of an instance's container: not privileged, capabilities dropped
 /// to [`KEPT_CAPS`], `no-new-privileges`, an init as PID 1, size limits, the home
 /// volume and the read-only agent binary as the only mounts.
@@ -33,6 +38,11 @@ pub(super) fn container_body(
         spec.env.iter().filter(|(k, _)| !k.starts_with("BERTH_INSTANCE")).map(|(k, v)| format!("{k}={v}")).collect();
     env.push(format!("HOME={HOME_DIR}"));
     env.push(format!("BERTH_INSTANCE_ID={}", spec.id));
+    // The agent runs its tools as this user, away from its secrets (a tenant may say
+    // otherwise in its own env, e.g. `0` for tools that must be root).
+    if !spec.env.contains_key(TOOL_USER_VAR) {
+        env.push(format!("{TOOL_USER_VAR}={TOOL_USER}"));
+    }
     let (nano_cpus, memory, pids) = limits(&spec.size, host.cpus);
     let host_config = HostConfig {
         nano_cpus: Some(nano_cpus),
@@ -157,5 +167,6 @@ mod tests {
         assert!(!env.iter().any(|e| e == "BERTH_INSTANCE_ID=forged"), "{env:?}");
         assert_eq!(env.iter().filter(|e| e.starts_with("BERTH_INSTANCE_ID=")).count(), 1);
         assert!(env.contains(&format!("HOME={HOME_DIR}")));
+        assert!(env.contains(&format!("BERTH_AGENT_TOOL_USER={TOOL_USER}")), "tools run unprivileged by default");
     }
 }

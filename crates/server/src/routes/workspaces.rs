@@ -109,7 +109,7 @@ pub async fn list_workspaces(State(state): State<AppState>, auth: Auth) -> ApiRe
 /// Create a key for the caller's workspace; the secret is shown only here.
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
     responses((status = 201, body = ApiKey), (status = 400, body = ErrorBody),
-        (status = 403, description = "`forbidden`: `admin: true` asked with a key that is not an admin key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: `admin: true` asked with a key that is not an admin key, or with `instance`", body = ErrorBody),
         (status = 404, description = "`instance_not_found`: `instance` names no instance of this workspace", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create_key(
@@ -133,7 +133,7 @@ pub async fn create_key(
     let instance = match body.instance.as_deref() {
         None => None,
         Some(_) if admin => {
-            return Err(ApiError::invalid("instance", "an instance key cannot be an admin key: give one or the other"))
+            return Err(ApiError::Forbidden("an instance key cannot be an admin key: ask for one or the other".into()))
         }
         Some(id) => {
             let not_found = || ApiError::instance_not_found(id);
