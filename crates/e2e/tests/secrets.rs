@@ -86,3 +86,70 @@ async fn the_agents_tools_cannot_read_its_secrets() {
     let (_, owners) = exec(&id, "stat -c '%a %u' /home/agent/.berth; stat -c '%u' /home/agent");
     assert_eq!(owners, "700 0\n1000", "the agent's data is root's alone, the home the tool user's");
 }
+
+/// Every regular file under `dir`, read whole.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = vec![];
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            out.push((path, bytes));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn env_values_and_gateway_tokens_are_not_in_the_data_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    const VALUE: &str = "tok-at-rest-5521-ab";
+    let mut s = TestServer::start().await;
+    let inst = s.create_instance(json!({"env": {"API_TOKEN": VALUE}})).await;
+    let id = inst["id"].as_str().unwrap().to_string();
+    let env = inspect(&format!("berth-{id}"), "{{range .Config.Env}}{{println .}}{{end}}");
+    assert!(env.contains(&format!("API_TOKEN={VALUE}")), "the instance has its env: {env}");
+    let token = env.lines().find_map(|l| l.strip_prefix("BERTH_GATEWAY_TOKEN=")).unwrap().to_string();
+    let key_file = s.data_dir().join("secret.key");
+    assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+
+    s.terminate();
+    let files = files_under(s.data_dir());
+    assert!(files.iter().any(|(p, _)| p.ends_with("berth.db")), "{files:?}");
+    for (path, bytes) in &files {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(!text.contains(VALUE), "an env value in clear in {}", path.display());
+        assert!(!text.contains(&token), "the gateway token in {}", path.display());
+    }
+
+    // Back up with the same key: the token derived again is the one the agent holds.
+    s.restart().await;
+    let host = berth_test_util::app::host_of(inst["url"].as_str().unwrap());
+    let r = s.edge(reqwest::Method::GET, &host, "/v1/models").bearer_auth(&s.key).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the agent took the edge's derived token: {:?}", r.text().await);
+    let (st, got) = s.call(reqwest::Method::POST, &format!("/v1/instances/{id}/restart"), Some(&s.key), None).await;
+    assert_eq!(st, 200, "{got}");
+    let out = s.exec(&id, json!(["sh", "-c", "echo $API_TOKEN"]), None).await;
+    assert_eq!(out["stdout"], format!("{VALUE}\n"), "the sealed env opens again: {out}");
+}
+
+#[test]
+fn a_malformed_secret_key_is_refused_at_start() {
+    let data = tempfile::tempdir().unwrap();
+    let run = |env: Option<&str>| {
+        let mut cmd = std::process::Command::new(berth_test_util::server::berth_bin());
+        cmd.args(["server", "--listen", "127.0.0.1:0", "--edge-listen", "127.0.0.1:0", "--data"]).arg(data.path());
+        if let Some(v) = env {
+            cmd.env("BERTH_SECRET_KEY", v);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(Some("not-hex"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BERTH_SECRET_KEY"), "{out:?}");
+    std::fs::write(data.path().join("secret.key"), "truncated\n").unwrap();
+    let out = run(None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("secret.key"), "{out:?}");
+}

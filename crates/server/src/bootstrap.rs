@@ -73,6 +73,33 @@ fn given_admin_key(key: &str) -> anyhow::Result<String> {
     Ok(key.to_string())
 }
 
+/// Name of the server's secret key file in the data dir.
+pub const SECRET_KEY_FILE: &str = "secret.key";
+
+/// The server's secret key (sealing `env` at rest, deriving gateway tokens):
+/// `BERTH_SECRET_KEY` (64 hex digits) when set, else the data dir's `secret.key`,
+/// made on first start. Losing it loses every instance's `env`: back it up with the
+/// database; replicas sharing a database share it too.
+pub fn secret_key(data: &Path) -> anyhow::Result<berth_store::seal::SealKey> {
+    use anyhow::Context;
+    use berth_store::seal::SealKey;
+    if let Some(text) = std::env::var("BERTH_SECRET_KEY").ok().filter(|t| !t.trim().is_empty()) {
+        return SealKey::from_hex(&text).map_err(|e| anyhow::anyhow!("BERTH_SECRET_KEY: {e}"));
+    }
+    let path = data.join(SECRET_KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => SealKey::from_hex(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}; restore the file this database was used with", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = SealKey::generate();
+            write_private(&path, &format!("{}\n", key.to_hex()))
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(key)
+        }
+        Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+    }
+}
+
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;

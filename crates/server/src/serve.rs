@@ -39,14 +39,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     // The data dir holds the database (tenants' env values, keys' hashes) and the admin
     // key: the server's user only, also when it already existed with looser modes.
     make_private(&args.data, 0o700).with_context(|| format!("restricting {}", args.data.display()))?;
-    let store: Arc<dyn Store> = match args.database_url.as_deref() {
-        None => Arc::new(SqliteStore::open(&args.data.join("berth.db")).await.context("opening the SQLite database")?),
-        Some(url) if url.starts_with("sqlite:") => {
-            Arc::new(SqliteStore::open_url(url).await.context("opening the database")?)
-        }
+    let seal = crate::bootstrap::secret_key(&args.data)?;
+    let sqlite = match args.database_url.as_deref() {
+        None => SqliteStore::open(&args.data.join("berth.db")).await.context("opening the SQLite database")?,
+        Some(url) if url.starts_with("sqlite:") => SqliteStore::open_url(url).await.context("opening the database")?,
         Some(url) => bail!("unsupported --database-url `{url}`: this build stores state in SQLite (sqlite:PATH)"),
     };
-    for name in ["berth.db", "berth.db-wal", "berth.db-shm", "admin.key"] {
+    let store: Arc<dyn Store> = Arc::new(sqlite.sealed_with(seal.clone()).await.context("sealing env values")?);
+    for name in ["berth.db", "berth.db-wal", "berth.db-shm", "admin.key", crate::bootstrap::SECRET_KEY_FILE] {
         let path = args.data.join(name);
         if path.exists() {
             make_private(&path, 0o600).with_context(|| format!("restricting {}", path.display()))?;
@@ -111,6 +111,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let state = AppState {
         keys: Arc::new(KeyCache::new(store.clone())),
         store,
+        seal,
         runtime,
         locks: Arc::new(InstanceLocks::default()),
         metrics: Arc::new(Metrics::default()),

@@ -49,6 +49,9 @@ pub struct Settings {
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    /// The server's secret key: gateway tokens are derived from it (the store seals
+    /// `env` with it too).
+    pub seal: berth_store::seal::SealKey,
     pub runtime: Arc<dyn Runtime>,
     pub locks: Arc<InstanceLocks>,
     pub metrics: Arc<Metrics>,

@@ -4,6 +4,7 @@
 //! today ([`SqliteStore`]), and a PostgreSQL backend implements the same trait.
 
 mod records;
+pub mod seal;
 mod sqlite;
 
 pub use records::*;

@@ -146,3 +146,62 @@ async fn keys_and_share_links() {
     assert!(!s.revoke_share(&inst, &live.id, 202).await.unwrap(), "revoked once");
     assert!(s.all_active_shares(203).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn env_is_sealed_at_rest_and_gateway_tokens_are_derived() {
+    use berth_store::seal::SealKey;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("berth.db");
+    // A row written in clear (by an earlier version, or before a key was given).
+    let plain = SqliteStore::open(&path).await.unwrap();
+    let ws = workspace(&plain).await;
+    let mut old = instance(&ws, 1, Status::Running);
+    old.env = [("OLD_SECRET".to_string(), "old-value-123".to_string())].into();
+    plain.insert_instance(&old, 10).await.unwrap();
+    drop(plain);
+    let raw = |sql: &'static str| {
+        let path = path.clone();
+        async move {
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display())).await.unwrap();
+            let rows: Vec<(String, Option<String>)> = sqlx::query_as(sql).fetch_all(&pool).await.unwrap();
+            rows
+        }
+    };
+    assert!(raw("SELECT env, gateway_token FROM instances").await[0].0.contains("old-value-123"));
+
+    let key = SealKey::generate();
+    let s = SqliteStore::open(&path).await.unwrap().sealed_with(key.clone()).await.unwrap();
+    let mut new = instance(&ws, 1, Status::Running);
+    new.env = [("NEW_SECRET".to_string(), "new-value-456".to_string())].into();
+    new.gateway_token = Some(key.gateway_token(new.id.as_str()));
+    s.insert_instance(&new, 10).await.unwrap();
+    for (env, _) in raw("SELECT env, gateway_token FROM instances").await {
+        assert!(env.starts_with("sealed:v1:") && !env.contains("value"), "in clear at rest: {env}");
+    }
+    let tokens: Vec<Option<String>> =
+        raw("SELECT env, gateway_token FROM instances ORDER BY seq").await.into_iter().map(|r| r.1).collect();
+    assert_eq!(
+        tokens,
+        vec![Some("tok".to_string()), None],
+        "a stored (legacy) token stays, a derived one is not stored"
+    );
+    // Read back whole, the derived token included.
+    assert_eq!(s.instance(None, &old.id).await.unwrap().unwrap().env, old.env);
+    let got = s.instance(None, &new.id).await.unwrap().unwrap();
+    assert_eq!((got.env, got.gateway_token), (new.env.clone(), new.gateway_token.clone()));
+    s.update_instance(&got_with_env(&new)).await.unwrap();
+    assert_eq!(s.instance(None, &new.id).await.unwrap().unwrap().env["NEW_SECRET"], "changed");
+    drop(s);
+
+    // Without the key (or with another), sealed values do not load.
+    let keyless = SqliteStore::open(&path).await.unwrap();
+    assert!(matches!(keyless.instance(None, &new.id).await, Err(StoreError::Corrupt(_))));
+    let wrong = SqliteStore::open(&path).await.unwrap().sealed_with(SealKey::generate()).await.unwrap();
+    assert!(matches!(wrong.instance(None, &new.id).await, Err(StoreError::Corrupt(_))));
+}
+
+fn got_with_env(r: &InstanceRecord) -> InstanceRecord {
+    let mut r = r.clone();
+    r.env.insert("NEW_SECRET".into(), "changed".into());
+    r
+}

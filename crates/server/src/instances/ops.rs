@@ -72,7 +72,7 @@ pub async fn create(state: AppState, auth: Auth, v: ValidCreate) -> ApiResult<In
         created_at: now,
         updated_at: now,
         deleted_at: None,
-        gateway_token: Some(berth_core::ids::random_label(40)),
+        gateway_token: Some(state.seal.gateway_token(id.as_str())),
         last_request_at: None,
         exposed: exposed_ports(&[], &v.expose),
         idle_stopped: false,

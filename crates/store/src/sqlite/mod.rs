@@ -18,6 +18,9 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Seals `env` on write and opens it on read, and derives gateway tokens
+    /// ([`SqliteStore::sealed_with`]); without one, both are kept as given.
+    seal: Option<crate::seal::SealKey>,
 }
 
 impl SqliteStore {
@@ -46,7 +49,50 @@ impl SqliteStore {
     async fn connect(opts: SqliteConnectOptions) -> Result<Self> {
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, seal: None })
+    }
+
+    /// From now on `env` values are sealed at rest with `key` (those stored in clear by
+    /// an earlier version are sealed now) and gateway tokens derived from it are not
+    /// stored. A value sealed under another key fails to load (`Corrupt`).
+    pub async fn sealed_with(mut self, key: crate::seal::SealKey) -> Result<Self> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, env FROM instances WHERE env NOT LIKE 'sealed:%'").fetch_all(&self.pool).await?;
+        for (id, env) in rows {
+            sqlx::query("UPDATE instances SET env = ? WHERE id = ?")
+                .bind(key.seal(&env))
+                .bind(&id)
+                .execute(&self.pool)
+                .await?;
+        }
+        self.seal = Some(key);
+        Ok(self)
+    }
+
+    fn instance_from_row(&self, row: &SqliteRow) -> Result<InstanceRecord> {
+        let mut r = instance_from_row(row, self.seal.as_ref())?;
+        if let (None, Some(key)) = (&r.gateway_token, &self.seal) {
+            r.gateway_token = Some(key.gateway_token(r.id.as_str()));
+        }
+        Ok(r)
+    }
+
+    /// The `env` column's text for `env`.
+    fn env_text(&self, env: &std::collections::BTreeMap<String, String>) -> String {
+        let text = to_json(env);
+        match &self.seal {
+            Some(key) => key.seal(&text),
+            None => text,
+        }
+    }
+
+    /// The `gateway_token` column for `r`: nothing when the key derives it.
+    fn stored_token<'a>(&self, r: &'a InstanceRecord) -> Option<&'a str> {
+        let token = r.gateway_token.as_deref()?;
+        match &self.seal {
+            Some(key) if key.gateway_token(r.id.as_str()) == token => None,
+            _ => Some(token),
+        }
     }
 }
 
@@ -54,6 +100,18 @@ const INSTANCE_COLUMNS: &str = "seq, id, workspace_id, name, template, template_
     user_tag, region, metadata, env, budget_cap_usd, topup_micros, lifecycle_mode, idle_timeout, \
     status, status_reason, restart_count, created_at, updated_at, deleted_at, gateway_token, last_request_at, \
     exposed, idle_stopped, hold_until, requests_total";
+
+/// The `env` column, opened when sealed.
+fn env_map(row: &SqliteRow, seal: Option<&crate::seal::SealKey>) -> Result<std::collections::BTreeMap<String, String>> {
+    let text: String = row.try_get("env")?;
+    if !crate::seal::is_sealed(&text) {
+        return serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("env: {e}")));
+    }
+    let key =
+        seal.ok_or_else(|| StoreError::Corrupt("env is sealed and this store was opened without a key".into()))?;
+    let plain = key.open(&text).map_err(|e| StoreError::Corrupt(format!("env: {e}")))?;
+    serde_json::from_str(&plain).map_err(|e| StoreError::Corrupt(format!("env: {e}")))
+}
 
 fn json_map(row: &SqliteRow, col: &str) -> Result<std::collections::BTreeMap<String, String>> {
     let text: String = row.try_get(col)?;
@@ -73,7 +131,7 @@ fn status(text: &str) -> Result<Status> {
     text.parse().map_err(StoreError::Corrupt)
 }
 
-fn instance_from_row(row: &SqliteRow) -> Result<InstanceRecord> {
+fn instance_from_row(row: &SqliteRow, seal: Option<&crate::seal::SealKey>) -> Result<InstanceRecord> {
     Ok(InstanceRecord {
         seq: row.try_get("seq")?,
         id: InstanceId::from_trusted(row.try_get("id")?),
@@ -85,7 +143,7 @@ fn instance_from_row(row: &SqliteRow) -> Result<InstanceRecord> {
         user: row.try_get("user_tag")?,
         region: row.try_get("region")?,
         metadata: json_map(row, "metadata")?,
-        env: json_map(row, "env")?,
+        env: env_map(row, seal)?,
         budget_cap_usd: row.try_get("budget_cap_usd")?,
         topup_micros: row.try_get("topup_micros")?,
         lifecycle_mode: row.try_get("lifecycle_mode")?,
@@ -239,7 +297,7 @@ impl Store for SqliteStore {
         .bind(&r.user)
         .bind(&r.region)
         .bind(to_json(&r.metadata))
-        .bind(to_json(&r.env))
+        .bind(self.env_text(&r.env))
         .bind(r.budget_cap_usd)
         .bind(r.topup_micros)
         .bind(&r.lifecycle_mode)
@@ -250,7 +308,7 @@ impl Store for SqliteStore {
         .bind(r.created_at)
         .bind(r.updated_at)
         .bind(r.deleted_at)
-        .bind(&r.gateway_token)
+        .bind(self.stored_token(r))
         .bind(exposed_json(&r.exposed))
         .bind(r.idle_stopped as i64)
         .bind(r.hold_until)
@@ -268,7 +326,7 @@ impl Store for SqliteStore {
         let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = ? AND (? IS NULL OR workspace_id = ?)");
         let ws = ws.map(|w| w.as_str().to_string());
         let row = sqlx::query(&sql).bind(id.as_str()).bind(&ws).bind(&ws).fetch_optional(&self.pool).await?;
-        row.as_ref().map(instance_from_row).transpose()
+        row.as_ref().map(|r| self.instance_from_row(r)).transpose()
     }
 
     async fn list_instances(
@@ -301,7 +359,7 @@ impl Store for SqliteStore {
             .bind(limit as i64)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(instance_from_row).collect()
+        rows.iter().map(|r| self.instance_from_row(r)).collect()
     }
 
     async fn live_instance_count(&self, ws: &WorkspaceId) -> Result<i64> {
@@ -331,7 +389,7 @@ impl Store for SqliteStore {
     async fn all_instances(&self) -> Result<Vec<InstanceRecord>> {
         let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances ORDER BY seq");
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
-        rows.iter().map(instance_from_row).collect()
+        rows.iter().map(|r| self.instance_from_row(r)).collect()
     }
 
     async fn update_instance(&self, r: &InstanceRecord) -> Result<()> {
@@ -345,7 +403,7 @@ impl Store for SqliteStore {
         .bind(r.template_version as i64)
         .bind(r.size as i64)
         .bind(to_json(&r.metadata))
-        .bind(to_json(&r.env))
+        .bind(self.env_text(&r.env))
         .bind(r.budget_cap_usd)
         .bind(r.topup_micros)
         .bind(&r.lifecycle_mode)
