@@ -91,6 +91,9 @@ pub struct InstanceHealth {
     pub memory_limit_mb: f64,
     /// Space used under `/home/agent`.
     pub disk_mb: f64,
+    /// The home's size (the size's `disk_gb` in MiB) when the server enforces it
+    /// (`--disk-quota`); `null` when homes are plain, unbounded volumes.
+    pub disk_limit_mb: Option<f64>,
     pub pids: u64,
     pub uptime_secs: u64,
     /// Last time (unix seconds) the agent answered a probe.

@@ -239,3 +239,24 @@ async fn health_moves_when_memory_is_used_and_events_record_each_transition() {
     assert_eq!(steps, expect, "{evs}");
     assert!(evs["data"].as_array().unwrap().iter().all(|e| e["actor"].as_str().unwrap().starts_with("key:key_")));
 }
+
+#[tokio::test]
+async fn an_exec_that_took_every_pid_is_still_killed_at_its_timeout() {
+    let s = TestServer::shared().await;
+    let id = s.create_instance(json!({"size": 1})).await["id"].as_str().unwrap().to_string();
+    // More sleepers than the size's pids limit (1024): nothing else can start in the
+    // container, not even the in-container killer.
+    let (st, r) = run(
+        &s,
+        &id,
+        // The inner shell dies when fork fails; the outer one then execs (no fork).
+        json!({"command": "sh -c 'for i in $(seq 1100); do sleep 402 & done' 2>/dev/null; exec sleep 300", "timeout_secs": 8}),
+    )
+    .await;
+    assert_eq!((st, r["timed_out"].as_bool(), r["exit_code"].as_i64()), (200, Some(true), Some(137)), "{r}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, ps) = exec(&id, "ps | grep -c '[s]leep 402' || true");
+    assert_eq!(ps.trim(), "0", "sleepers survived the timeout: {ps}");
+    let (st, r) = run(&s, &id, json!({"command": ["echo", "room again"]})).await;
+    assert_eq!((st, r["stdout"].as_str()), (200, Some("room again\n")), "{r}");
+}

@@ -203,6 +203,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// CPUs and memory of the host, once prepared. CPU limits above the host's CPUs
     /// are clamped to them (instances share CPUs; memory is admitted by the server).
     fn capacity(&self) -> HostCapacity;
+    /// Whether an instance's home is bounded by its size's `disk_gb`.
+    fn disk_quota(&self) -> bool {
+        false
+    }
     /// Creates the volume when missing and a fresh container (replacing any old
     /// one, keeping the volume), without starting it.
     async fn create(&self, spec: &InstanceSpec) -> Result<()>;

@@ -95,3 +95,31 @@ impl Admission {
         Ok(Reservation { mb, pending: self.pending_mb.clone() })
     }
 }
+
+/// Refuses `extra_gb` more disk for workspace `ws` when its instances, soft-deleted
+/// ones included (their homes are kept until purged), would then hold more than
+/// `budget_gb` (`None`: the workspace's instance limit × the largest size's disk).
+pub async fn check_workspace_disk(
+    store: &dyn Store,
+    ws: &berth_store::WorkspaceRecord,
+    budget_gb: Option<u64>,
+    extra_gb: u64,
+) -> ApiResult<()> {
+    let largest = berth_core::size::SIZES.iter().map(|s| s.disk_gb).max().unwrap_or(0);
+    let budget = budget_gb.unwrap_or(u64::from(ws.instance_limit) * largest);
+    let held: u64 = store
+        .workspace_sizes(&ws.id)
+        .await?
+        .iter()
+        .map(|(size, n)| berth_core::size::lookup(*size).map_or(0, |s| s.disk_gb) * (*n).max(0) as u64)
+        .sum();
+    if held + extra_gb > budget {
+        return Err(ApiError::LimitExceeded(format!(
+            "workspace `{}` would hold {} GiB of instance disk, over its {budget} GiB; soft-deleted instances count \
+             until purged (DELETE /v1/instances/{{id}}?purge=true)",
+            ws.name,
+            held + extra_gb
+        )));
+    }
+    Ok(())
+}

@@ -11,6 +11,18 @@ pub enum RuntimeKind {
     Kubernetes,
 }
 
+/// How instances' home volumes are bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiskQuota {
+    /// `loop` when this host can (root, loop devices, util-linux and e2fsprogs, a local
+    /// Docker engine), else `off` with a warning.
+    Auto,
+    /// Each home is an ext4 filesystem of the size's `disk_gb` on a loop device.
+    Loop,
+    /// Plain Docker volumes: the size's disk is reported, not enforced.
+    Off,
+}
+
 /// Flags of `berth server` (SPEC §2).
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
@@ -38,6 +50,14 @@ pub struct ServerArgs {
     /// Host path of the static berth-agent binary; default: `berth-agent` beside this executable.
     #[arg(long, env = "BERTH_AGENT_BIN")]
     pub agent_bin: Option<PathBuf>,
+    /// How home volumes are bounded to their size's disk (`auto`, `loop`, `off`).
+    #[arg(long, env = "BERTH_DISK_QUOTA", value_enum, default_value = "auto")]
+    pub disk_quota: DiskQuota,
+    /// Disk (GiB) each workspace's instances may be given in all, soft-deleted ones
+    /// (whose homes are kept for the retention period) included; default: the
+    /// workspace's instance limit × 80 (its limit's worth of the largest size).
+    #[arg(long, env = "BERTH_WORKSPACE_DISK_GB")]
+    pub workspace_disk_gb: Option<u64>,
     /// Docker network instances join (inter-container traffic disabled).
     #[arg(long, env = "BERTH_NETWORK", default_value = "berth-instances")]
     pub network: String,

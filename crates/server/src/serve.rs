@@ -69,6 +69,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 network: args.network.clone(),
                 max_concurrent_calls: args.runtime_concurrency,
                 stop_grace_secs: 10,
+                disk_dir: disk_dir(&args)?,
             };
             Arc::new(DockerRuntime::connect(cfg).await.context("connecting to Docker")?)
         }
@@ -120,6 +121,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             edge_port: args.edge_listen.port(),
             instance_limit: args.instance_limit,
             retention_secs: args.retention_secs,
+            workspace_disk_gb: args.workspace_disk_gb,
             start_timeout: Duration::from_secs(args.start_timeout_secs),
             base_image: args.base_image.clone(),
             tls: tls.is_some(),
@@ -318,4 +320,46 @@ fn make_private(path: &std::path::Path, mode: u32) -> std::io::Result<()> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     }
     Ok(())
+}
+
+/// Where loop-backed home images go, per `--disk-quota` (`None`: plain volumes).
+fn disk_dir(args: &ServerArgs) -> anyhow::Result<Option<std::path::PathBuf>> {
+    use crate::config::DiskQuota;
+    if args.disk_quota == DiskQuota::Off {
+        return Ok(None);
+    }
+    match loop_disks_unavailable() {
+        None => Ok(Some(args.data.join("disks"))),
+        Some(why) if args.disk_quota == DiskQuota::Loop => bail!("--disk-quota loop: {why}"),
+        Some(why) => {
+            tracing::warn!(
+                "home volumes are not bounded to their size: {why} (--disk-quota off says this is intended)"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// Why this host cannot give instances loop-backed homes, if it cannot.
+fn loop_disks_unavailable() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    if std::env::var("DOCKER_HOST").is_ok_and(|h| !h.is_empty() && !h.starts_with("unix://")) {
+        return Some("Docker is not on this host (DOCKER_HOST), so its loop devices are not ours to attach".into());
+    }
+    if std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {
+        return Some("attaching loop devices needs root".into());
+    }
+    if !std::path::Path::new("/dev/loop-control").exists() {
+        return Some("this host has no loop devices (/dev/loop-control)".into());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let missing: Vec<&str> = berth_runtime::docker::disk::TOOLS
+        .iter()
+        .copied()
+        .filter(|tool| !std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+        .collect();
+    if !missing.is_empty() {
+        return Some(format!("{} not found on PATH (Debian: util-linux, e2fsprogs)", missing.join(", ")));
+    }
+    None
 }

@@ -31,6 +31,9 @@ pub struct Settings {
     pub instance_limit: u32,
     /// How long a deleted instance's data is kept.
     pub retention_secs: i64,
+    /// Disk (GiB) a workspace's instances may hold, soft-deleted ones included
+    /// (`None`: its instance limit × the largest size's disk).
+    pub workspace_disk_gb: Option<u64>,
     /// How long create/start wait for the agent.
     pub start_timeout: Duration,
     /// Image of the system template.

@@ -88,6 +88,9 @@ pub trait Store: Send + Sync + 'static {
     /// How many instances of each size hold a container now (creating, running,
     /// paused, stopping), across workspaces: what memory admission counts.
     async fn active_sizes(&self) -> Result<Vec<(u32, i64)>>;
+    /// Sizes (size, count) of a workspace's instances that hold a home: every one not
+    /// yet purged, soft-deleted ones included.
+    async fn workspace_sizes(&self, ws: &WorkspaceId) -> Result<Vec<(u32, i64)>>;
     /// Every instance of every workspace (the reconciler's view).
     async fn all_instances(&self) -> Result<Vec<InstanceRecord>>;
     /// Writes back every mutable field of an instance and bumps `updated_at`.

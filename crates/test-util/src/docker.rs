@@ -63,3 +63,20 @@ pub fn remove_install(install_id: &str) {
         docker(&args);
     }
 }
+
+/// Detaches the loop devices backed by home images under `data` (a server killed
+/// before it could purge its instances leaves them attached).
+pub fn release_loop_disks(data: &std::path::Path) {
+    let Ok(out) = Command::new("losetup").args(["--list", "--noheadings", "--output", "NAME,BACK-FILE"]).output()
+    else {
+        return;
+    };
+    let prefix = data.display().to_string();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some((dev, file)) = line.trim().split_once(char::is_whitespace) {
+            if file.trim().starts_with(&prefix) {
+                let _ = Command::new("losetup").args(["--detach", dev]).status();
+            }
+        }
+    }
+}

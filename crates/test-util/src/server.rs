@@ -393,6 +393,7 @@ impl Drop for TestServer {
         }
         self.kill();
         crate::docker::remove_install(&self.install_id);
+        crate::docker::release_loop_disks(self.data_dir());
     }
 }
 

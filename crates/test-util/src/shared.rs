@@ -263,6 +263,7 @@ fn sweep(base: &Path, ours: &str) {
             let _ = Command::new("kill").args(["-KILL", &state.server_pid.to_string()]).status();
         }
         crate::docker::remove_install(&state.install_id);
+        crate::docker::release_loop_disks(&state.data);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

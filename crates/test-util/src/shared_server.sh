@@ -29,6 +29,10 @@ teardown() {
   volumes=$(docker volume ls -q --filter "label=berth.install=$install")
   # shellcheck disable=SC2086
   [ -z "$volumes" ] || docker volume rm -f $volumes >/dev/null
+  # Loop devices still backed by home images of this server (--disk-quota).
+  losetup --list --noheadings --output NAME,BACK-FILE 2>/dev/null | while read -r dev file; do
+    case "$file" in "$dir"/*) losetup --detach "$dev" ;; esac
+  done
   rm -rf "$dir"
 }
 trap 'teardown; exit 0' TERM INT HUP

@@ -73,7 +73,12 @@ pub async fn write_file(path: &Path, content: &str, append: bool) -> String {
         use tokio::io::AsyncWriteExt;
         let f = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await;
         match f {
-            Ok(mut f) => f.write_all(content.as_bytes()).await,
+            // tokio's File writes in the background: flush, so the write is done (and
+            // its error seen) before the tool answers.
+            Ok(mut f) => match f.write_all(content.as_bytes()).await {
+                Ok(()) => f.flush().await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         }
     } else {

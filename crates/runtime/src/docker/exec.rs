@@ -6,6 +6,10 @@
 //! (`berth-agent exec-kill T`) that SIGKILLs that session and every marked process,
 //! round after round, inside the instance's PID namespace. Nothing on the host is
 //! touched, and a server away from the Docker host (`DOCKER_HOST`) kills just as well.
+//!
+//! When no killer can start (a fork loop has taken every pid the container may have),
+//! and Docker runs on this host, the marked processes are killed from the host
+//! instead: only those listed in the container's own cgroup, each through a pidfd.
 
 use super::{map_err, DockerRuntime, AGENT_PATH};
 use crate::{ExecRequest, ExecSession, Output, Result, RuntimeError, HOME_DIR};
@@ -73,11 +77,88 @@ pub(super) async fn resize(rt: &DockerRuntime, exec_id: &str, cols: u16, rows: u
     rt.docker.resize_exec(exec_id, ResizeExecOptions { height: rows, width: cols }).await.map_err(map_err)
 }
 
-/// Kills an exec and everything it started, from inside the instance.
+/// Kills an exec and everything it started, from inside the instance (or, when no
+/// process can start there, from the host through the container's cgroup).
 pub(super) async fn kill_tree(rt: &DockerRuntime, exec_id: &str) -> Result<()> {
     let Some((container, token)) = rt.exec_tokens.lock().unwrap_or_else(|e| e.into_inner()).remove(exec_id) else {
         return Ok(());
     };
+    let inside = kill_inside(rt, &container, &token).await;
+    let Err(e) = inside else { return Ok(()) };
+    if std::env::var("DOCKER_HOST").is_ok_and(|h| !h.is_empty() && !h.starts_with("unix://")) {
+        return Err(e);
+    }
+    let pid = {
+        let _p = rt.read_permit().await;
+        let info = rt
+            .docker
+            .inspect_container(&container, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await
+            .map_err(map_err)?;
+        info.state.and_then(|s| s.pid).unwrap_or(0)
+    };
+    let token2 = token.clone();
+    match tokio::task::spawn_blocking(move || kill_marked_in_cgroup(pid, &token2)).await {
+        Ok(Ok(killed)) => {
+            tracing::info!(container, killed, error = %e, "no killer could start in the container; killed from its cgroup");
+            Ok(())
+        }
+        _ => Err(e),
+    }
+}
+
+/// SIGKILLs, round after round, every process of the cgroup of host process `init_pid`
+/// (a container's init) that carries the exec mark `token`; answers how many.
+fn kill_marked_in_cgroup(init_pid: i64, token: &str) -> std::io::Result<usize> {
+    if init_pid <= 0 {
+        return Err(std::io::Error::other("the container is not running"));
+    }
+    let cgroups = std::fs::read_to_string(format!("/proc/{init_pid}/cgroup"))?;
+    let procs = cgroups
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            if controllers.split(',').any(|c| c == "pids") {
+                Some(format!("/sys/fs/cgroup/pids{path}/cgroup.procs"))
+            } else if controllers.is_empty() {
+                Some(format!("/sys/fs/cgroup{path}/cgroup.procs"))
+            } else {
+                None
+            }
+        })
+        .ok_or_else(|| std::io::Error::other("no pids cgroup"))?;
+    let mark = format!("{}={token}\0", "BERTH_EXEC").into_bytes();
+    let mut total = 0;
+    for _ in 0..50 {
+        let mut killed = 0;
+        for pid in std::fs::read_to_string(&procs)?.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let Some(fd) = rustix::process::Pid::from_raw(pid)
+                .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok())
+            else {
+                continue;
+            };
+            // Read after the pidfd is held: if `pid` was recycled meanwhile, the signal
+            // below goes to the process the pidfd names (gone: ESRCH), not the new one.
+            let marked = std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.windows(mark.len()).any(|w| w == mark.as_slice()))
+                .unwrap_or(false);
+            if marked && rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL).is_ok() {
+                killed += 1;
+            }
+        }
+        if killed == 0 {
+            break;
+        }
+        total += killed;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(total)
+}
+
+/// The in-container kill: `berth-agent exec-kill TOKEN` as a second exec.
+async fn kill_inside(rt: &DockerRuntime, container: &str, token: &str) -> Result<()> {
+    let token = token.to_string();
     let cfg = ExecConfig {
         attach_stdout: Some(true),
         attach_stderr: Some(true),
@@ -86,7 +167,7 @@ pub(super) async fn kill_tree(rt: &DockerRuntime, exec_id: &str) -> Result<()> {
     };
     let (killer, started) = {
         let _p = rt.permit().await;
-        let killer = rt.docker.create_exec(&container, cfg).await.map_err(map_err)?;
+        let killer = rt.docker.create_exec(container, cfg).await.map_err(map_err)?;
         let opts = StartExecOptions { detach: false, tty: false, output_capacity: None };
         let started = rt.docker.start_exec(&killer.id, Some(opts)).await.map_err(map_err)?;
         (killer, started)

@@ -7,6 +7,7 @@
 //! goes through a small semaphore: dockerd has been seen to lock up when hundreds
 //! of calls land at once.
 
+pub mod disk;
 mod exec;
 mod observe;
 mod spec;
@@ -20,7 +21,9 @@ use crate::{
 use async_trait::async_trait;
 use berth_core::{InstanceId, SizeSpec};
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerStateStatusEnum, ContainerUpdateBody, NetworkCreateRequest, VolumeCreateOptions};
+use bollard::models::{
+    ContainerStateStatusEnum, ContainerUpdateBody, NetworkCreateRequest, ThrottleDevice, VolumeCreateOptions,
+};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListVolumesOptions, RemoveContainerOptions,
     RemoveVolumeOptions,
@@ -59,6 +62,9 @@ pub struct DockerConfig {
     pub max_concurrent_calls: usize,
     /// Seconds between SIGTERM and SIGKILL on stop.
     pub stop_grace_secs: i32,
+    /// Where home images live when homes are loop-backed filesystems of their size
+    /// ([`disk`]); `None`: plain volumes, their size not enforced.
+    pub disk_dir: Option<PathBuf>,
 }
 
 /// [`Runtime`] on a Docker Engine.
@@ -83,7 +89,12 @@ pub struct DockerRuntime {
     network_id: std::sync::RwLock<String>,
     /// CPUs and memory of the Docker host, read by `prepare`.
     capacity: std::sync::RwLock<HostCapacity>,
+    /// Loop-backed homes, when enabled.
+    disks: Option<disk::LoopDisks>,
 }
+
+/// Bytes in a GiB.
+const GIB: u64 = 1 << 30;
 
 /// How long a container's stats are reused. Docker's one-shot stats answer at once
 /// only when no other stats request is in progress; otherwise they wait for the next
@@ -129,6 +140,18 @@ fn sortable_time(t: &str) -> String {
 }
 
 /// CPU quota (clamped to the host's CPUs: Docker refuses more), memory and pids of a size.
+/// Bytes per second a home device may be read or written at, per size unit.
+const HOME_BPS_PER_SIZE: i64 = 100 << 20;
+/// Reads or writes per second on a home device, per size unit.
+const HOME_IOPS_PER_SIZE: i64 = 2000;
+
+/// Block I/O limits (bytes/s, operations/s) on an instance's home device: one tenant
+/// cannot take all of the host's disk bandwidth from the others.
+pub(super) fn io_limits(size: &SizeSpec, device: &str) -> (Vec<ThrottleDevice>, Vec<ThrottleDevice>) {
+    let dev = |rate| vec![ThrottleDevice { path: Some(device.to_string()), rate: Some(rate) }];
+    (dev(HOME_BPS_PER_SIZE * i64::from(size.size)), dev(HOME_IOPS_PER_SIZE * i64::from(size.size)))
+}
+
 fn limits(size: &SizeSpec, host_cpus: u32) -> (i64, i64, i64) {
     let memory = (size.memory_mb * 1024 * 1024) as i64;
     let cpus = size.vcpu.min(host_cpus.max(1));
@@ -144,7 +167,15 @@ impl DockerRuntime {
         let permits = FairGate::new(cfg.max_concurrent_calls);
         let read_permits = FairGate::new(cfg.max_concurrent_calls);
         let capacity = HostCapacity { cpus: 1, memory_bytes: 0 };
+        let disks = match &cfg.disk_dir {
+            Some(dir) => Some(
+                disk::LoopDisks::new(dir.clone())
+                    .map_err(|e| RuntimeError::Failed(format!("preparing {}: {e}", dir.display())))?,
+            ),
+            None => None,
+        };
         Ok(Self {
+            disks,
             docker,
             cfg,
             permits,
@@ -298,6 +329,72 @@ impl DockerRuntime {
         }
     }
 
+    /// The loop device a home volume is mounted from (`None`: a plain volume, or none).
+    async fn volume_device(&self, name: &str) -> Result<Option<String>> {
+        let _p = self.read_permit().await;
+        match self.docker.inspect_volume(name).await {
+            Ok(v) => Ok(v.options.get("device").cloned()),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    /// Makes the home volume of `spec`: a loop-backed filesystem of its size when
+    /// enabled (a plain volume made before that is kept, data first), else plain.
+    async fn ensure_volume(&self, spec: &InstanceSpec, labels: &HashMap<String, String>) -> Result<String> {
+        let volume = volume_name(spec.id.as_str());
+        let mut driver_opts = None;
+        if let Some(disks) = &self.disks {
+            let exists = {
+                let _p = self.read_permit().await;
+                match self.docker.inspect_volume(&volume).await {
+                    Ok(v) => Some(v.options.get("device").cloned()),
+                    Err(e) if is_not_found(&e) => None,
+                    Err(e) => return Err(map_err(e)),
+                }
+            };
+            match exists {
+                // A plain volume from before quotas: its data stays where it is.
+                Some(None) => return Ok(volume),
+                Some(Some(named)) => {
+                    let device = disks.ensure(spec.id.as_str(), spec.size.disk_gb * GIB).await?;
+                    if named == device {
+                        return Ok(volume);
+                    }
+                    // Attached elsewhere since (a reboot): the volume is only a mount
+                    // description; the data is in the image. Describe it again.
+                    self.remove_volume_named(&volume).await?;
+                    driver_opts =
+                        Some(HashMap::from([("type".to_string(), "ext4".to_string()), ("device".to_string(), device)]));
+                }
+                None => {
+                    let device = disks.ensure(spec.id.as_str(), spec.size.disk_gb * GIB).await?;
+                    driver_opts =
+                        Some(HashMap::from([("type".to_string(), "ext4".to_string()), ("device".to_string(), device)]));
+                }
+            }
+        }
+        let _p = self.permit().await;
+        let opts = VolumeCreateOptions {
+            name: Some(volume.clone()),
+            labels: Some(labels.clone()),
+            driver: driver_opts.as_ref().map(|_| "local".to_string()),
+            driver_opts,
+            ..Default::default()
+        };
+        self.docker.create_volume(opts).await.map_err(map_err)?;
+        Ok(volume)
+    }
+
+    /// Removes a home volume, and its image when loop-backed.
+    async fn remove_home(&self, id: &str) -> Result<()> {
+        self.remove_volume_named(&volume_name(id)).await?;
+        match &self.disks {
+            Some(disks) => disks.release(id).await,
+            None => Ok(()),
+        }
+    }
+
     async fn remove_volume_named(&self, name: &str) -> Result<()> {
         let _p = self.permit().await;
         // Not forced: Docker then reports a volume it cannot remove (in use) instead of
@@ -374,18 +471,22 @@ impl Runtime for DockerRuntime {
         let image = spec.image.clone().unwrap_or_else(|| self.cfg.base_image.clone());
         self.ensure_image(&image).await?;
         let labels = self.labels(spec);
-        let volume = volume_name(spec.id.as_str());
-        {
-            let _p = self.permit().await;
-            let opts =
-                VolumeCreateOptions { name: Some(volume.clone()), labels: Some(labels.clone()), ..Default::default() };
-            self.docker.create_volume(opts).await.map_err(map_err)?;
-        }
         let name = container_name(&spec.id);
+        // The old container first: a home volume in use cannot be described again.
         self.remove_container_named(&name).await?;
+        let volume = self.ensure_volume(spec, &labels).await?;
 
-        let host =
-            spec::Host { cpus: self.capacity().cpus, network: self.network_ref(), agent_bin: &self.cfg.agent_bin };
+        let home_device = match &self.disks {
+            Some(_) => self.volume_device(&volume).await?,
+            None => None,
+        };
+        let io = home_device.as_deref().map(|d| io_limits(&spec.size, d));
+        let host = spec::Host {
+            cpus: self.capacity().cpus,
+            network: self.network_ref(),
+            agent_bin: &self.cfg.agent_bin,
+            home_io: io,
+        };
         let body = spec::container_body(&host, spec, image, volume, labels);
         let _p = self.permit().await;
         let opts = CreateContainerOptions { name: Some(name), platform: String::new() };
@@ -394,6 +495,13 @@ impl Runtime for DockerRuntime {
     }
 
     async fn start(&self, id: &InstanceId) -> Result<()> {
+        if let Some(disks) = &self.disks {
+            if let Some(device) = self.volume_device(&volume_name(id.as_str())).await? {
+                disks.reattach(id.as_str(), &device).await?;
+                // A growth the kernel refused online is done now, while nothing mounts it.
+                disks.grow_fs(&device).await?;
+            }
+        }
         let _p = self.permit().await;
         match self
             .docker
@@ -443,15 +551,30 @@ impl Runtime for DockerRuntime {
 
     async fn resize(&self, id: &InstanceId, size: &SizeSpec) -> Result<()> {
         let (nano_cpus, memory, pids) = limits(size, self.capacity().cpus);
+        let device = match &self.disks {
+            Some(_) => self.volume_device(&volume_name(id.as_str())).await?,
+            None => None,
+        };
+        let (bps, iops) = device.as_deref().map(|d| io_limits(size, d)).unzip();
         let body = ContainerUpdateBody {
             nano_cpus: Some(nano_cpus),
             memory: Some(memory),
             memory_swap: Some(memory),
             pids_limit: Some(pids),
+            blkio_device_read_bps: bps.clone(),
+            blkio_device_write_bps: bps,
+            blkio_device_read_iops: iops.clone(),
+            blkio_device_write_iops: iops,
             ..Default::default()
         };
-        let _p = self.permit().await;
-        self.docker.update_container(&container_name(id), body).await.map_err(map_err)
+        {
+            let _p = self.permit().await;
+            self.docker.update_container(&container_name(id), body).await.map_err(map_err)?;
+        }
+        if let (Some(disks), Some(device)) = (&self.disks, device) {
+            disks.grow(id.as_str(), &device, size.disk_gb * GIB).await?;
+        }
+        Ok(())
     }
 
     async fn remove(&self, id: &InstanceId) -> Result<()> {
@@ -460,7 +583,7 @@ impl Runtime for DockerRuntime {
 
     async fn purge(&self, id: &InstanceId) -> Result<()> {
         self.remove_container_named(&container_name(id)).await?;
-        self.remove_volume_named(&volume_name(id.as_str())).await
+        self.remove_home(id.as_str()).await
     }
 
     async fn inspect(&self, id: &InstanceId) -> Result<ContainerState> {
@@ -524,7 +647,11 @@ impl Runtime for DockerRuntime {
     }
 
     async fn remove_orphan_volume(&self, instance_id: &str) -> Result<()> {
-        self.remove_volume_named(&volume_name(instance_id)).await
+        self.remove_home(instance_id).await
+    }
+
+    fn disk_quota(&self) -> bool {
+        self.disks.is_some()
     }
 
     async fn exec(&self, id: &InstanceId, req: ExecRequest) -> Result<ExecSession> {

@@ -4,7 +4,7 @@ use super::{limits, AGENT_PATH, KEPT_CAPS};
 use crate::{InstanceSpec, AGENT_PORT, HOME_DIR};
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, HostConfigLogConfig, Mount, MountTypeEnum, NetworkingConfig,
-    RestartPolicy, RestartPolicyNameEnum,
+    RestartPolicy, RestartPolicyNameEnum, ThrottleDevice,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,6 +17,8 @@ pub(super) struct Host<'a> {
     pub network: String,
     /// Host path of the static agent binary.
     pub agent_bin: &'a Path,
+    /// Block I/O limits on the home device (bytes/s, operations/s), when it is one.
+    pub home_io: Option<(Vec<ThrottleDevice>, Vec<ThrottleDevice>)>,
 }
 
 /// The agent's setting for the user its tools run as.
@@ -44,7 +46,12 @@ pub(super) fn container_body(
         env.push(format!("{TOOL_USER_VAR}={TOOL_USER}"));
     }
     let (nano_cpus, memory, pids) = limits(&spec.size, host.cpus);
+    let (bps, iops) = host.home_io.clone().unzip();
     let host_config = HostConfig {
+        blkio_device_read_bps: bps.clone(),
+        blkio_device_write_bps: bps,
+        blkio_device_read_iops: iops.clone(),
+        blkio_device_write_iops: iops,
         nano_cpus: Some(nano_cpus),
         memory: Some(memory),
         memory_swap: Some(memory),
@@ -115,7 +122,12 @@ mod tests {
             size: size::lookup(size).unwrap(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
         };
-        let host = Host { cpus: 2, network: "net_1".into(), agent_bin: Path::new("/usr/lib/berth/berth-agent") };
+        let host = Host {
+            cpus: 2,
+            network: "net_1".into(),
+            agent_bin: Path::new("/usr/lib/berth/berth-agent"),
+            home_io: Some(super::super::io_limits(&berth_core::size::SIZES[0], "/dev/loop7")),
+        };
         container_body(
             &host,
             &spec,
@@ -135,6 +147,9 @@ mod tests {
         assert!(!h.cap_add.as_ref().unwrap().iter().any(|c| c == "SYS_ADMIN" || c == "NET_ADMIN" || c == "NET_RAW"));
         assert_eq!(h.security_opt.as_deref(), Some(&["no-new-privileges:true".to_string()][..]));
         assert_eq!(h.init, Some(true), "an init reaps children and makes stop fast");
+        let bps = h.blkio_device_write_bps.as_ref().expect("home writes are throttled");
+        assert_eq!((bps[0].path.as_deref(), bps[0].rate), (Some("/dev/loop7"), Some(100 << 20)));
+        assert_eq!(h.blkio_device_read_iops.as_ref().unwrap()[0].rate, Some(2000));
         // Positive: the kernel picks an instance before dockerd or berth (a negative
         // value needs CAP_SYS_RESOURCE and fails container creation).
         assert_eq!(h.oom_score_adj, Some(500));

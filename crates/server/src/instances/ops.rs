@@ -82,6 +82,8 @@ pub async fn create(state: AppState, auth: Auth, v: ValidCreate) -> ApiResult<In
     {
         // Checked and inserted under one lock: two creates cannot both take the last room.
         let _room = state.admission.for_create(state.store.as_ref(), v.size.memory_mb).await?;
+        let budget = state.settings.workspace_disk_gb;
+        crate::admission::check_workspace_disk(state.store.as_ref(), &ws, budget, v.size.disk_gb).await?;
         match state.store.insert_instance(&rec, ws.instance_limit).await {
             Err(berth_store::StoreError::LimitExceeded { limit }) => {
                 return Err(ApiError::LimitExceeded(format!(
@@ -262,6 +264,15 @@ pub async fn patch(state: AppState, actor: Actor, id: String, v: ValidUpdate) ->
         _ => None,
     };
     if let Some(size) = v.size {
+        let old_disk = berth_core::size::lookup(rec.size).map_or(0, |s| s.disk_gb);
+        if size.disk_gb > old_disk {
+            let ws = state.store.workspace(&rec.workspace_id).await?.ok_or_else(|| ApiError::NotFound {
+                code: "workspace_not_found",
+                message: "workspace not found".into(),
+            })?;
+            let budget = state.settings.workspace_disk_gb;
+            crate::admission::check_workspace_disk(state.store.as_ref(), &ws, budget, size.disk_gb - old_disk).await?;
+        }
         if rec.status != Status::Deleted && state.runtime.inspect(&rec.id).await?.observed != Observed::Missing {
             state.runtime.resize(&rec.id, &size).await?;
         }

@@ -182,6 +182,11 @@ pub async fn health(
         memory_mb: 0.0,
         memory_limit_mb: berth_core::size::lookup(rec.size).map(|s| s.memory_mb as f64).unwrap_or(0.0),
         disk_mb: 0.0,
+        disk_limit_mb: state
+            .runtime
+            .disk_quota()
+            .then(|| berth_core::size::lookup(rec.size).map(|s| (s.disk_gb * 1024) as f64))
+            .flatten(),
         pids: 0,
         uptime_secs: 0,
         last_heartbeat: None,

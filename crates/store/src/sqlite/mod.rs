@@ -386,6 +386,14 @@ impl Store for SqliteStore {
         rows.iter().map(|r| Ok((r.try_get::<i64, _>("size")? as u32, r.try_get("n")?))).collect()
     }
 
+    async fn workspace_sizes(&self, ws: &WorkspaceId) -> Result<Vec<(u32, i64)>> {
+        let rows = sqlx::query("SELECT size, COUNT(*) AS n FROM instances WHERE workspace_id = ? GROUP BY size")
+            .bind(ws.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get::<i64, _>("size")? as u32, r.try_get("n")?))).collect()
+    }
+
     async fn all_instances(&self) -> Result<Vec<InstanceRecord>> {
         let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances ORDER BY seq");
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
