@@ -20,6 +20,7 @@ threads="${BERTH_TEST_THREADS:-4}"
 require_cargo
 apt_install gcc libc6-dev pkg-config
 "$BERTH_ROOT/scripts/ensure-docker.sh"
+"$BERTH_ROOT/scripts/ensure-gvisor.sh"
 "$BERTH_ROOT/scripts/build-images.sh"
 
 BERTH_AGENT_BIN="$("$BERTH_ROOT/scripts/build-agent.sh")"

@@ -11,6 +11,16 @@ pub enum RuntimeKind {
     Kubernetes,
 }
 
+/// What separates an instance from the host's kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Isolation {
+    /// Namespaces, cgroups, dropped capabilities (Docker's default runtime, runc).
+    Runc,
+    /// gVisor: the instance's system calls are served by a user-space kernel
+    /// (`--gvisor-runtime`, registered with dockerd).
+    Gvisor,
+}
+
 /// How instances' home volumes are bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DiskQuota {
@@ -50,6 +60,12 @@ pub struct ServerArgs {
     /// Host path of the static berth-agent binary; default: `berth-agent` beside this executable.
     #[arg(long, env = "BERTH_AGENT_BIN")]
     pub agent_bin: Option<PathBuf>,
+    /// What separates instances from the host's kernel (`runc`, `gvisor`).
+    #[arg(long, env = "BERTH_ISOLATION", value_enum, default_value = "runc")]
+    pub isolation: Isolation,
+    /// Name of the gVisor runtime in dockerd's configuration (`--isolation gvisor`).
+    #[arg(long, env = "BERTH_GVISOR_RUNTIME", default_value = "runsc")]
+    pub gvisor_runtime: String,
     /// How home volumes are bounded to their size's disk (`auto`, `loop`, `off`).
     #[arg(long, env = "BERTH_DISK_QUOTA", value_enum, default_value = "auto")]
     pub disk_quota: DiskQuota,

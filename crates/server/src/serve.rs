@@ -70,6 +70,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 max_concurrent_calls: args.runtime_concurrency,
                 stop_grace_secs: 10,
                 disk_dir: disk_dir(&args)?,
+                oci_runtime: (args.isolation == crate::config::Isolation::Gvisor).then(|| args.gvisor_runtime.clone()),
             };
             Arc::new(DockerRuntime::connect(cfg).await.context("connecting to Docker")?)
         }

@@ -65,6 +65,9 @@ pub struct DockerConfig {
     /// Where home images live when homes are loop-backed filesystems of their size
     /// ([`disk`]); `None`: plain volumes, their size not enforced.
     pub disk_dir: Option<PathBuf>,
+    /// OCI runtime (as registered with dockerd) instances run under, e.g. `runsc` for
+    /// gVisor; `None`: the daemon's default (runc).
+    pub oci_runtime: Option<String>,
 }
 
 /// [`Runtime`] on a Docker Engine.
@@ -437,6 +440,16 @@ impl Runtime for DockerRuntime {
         }
         let _p = self.permit().await;
         let info = self.docker.info().await.map_err(map_err)?;
+        if let Some(name) = &self.cfg.oci_runtime {
+            let known = info.runtimes.as_ref().is_some_and(|r| r.contains_key(name));
+            if !known {
+                return Err(RuntimeError::Failed(format!(
+                    "dockerd has no runtime `{name}`: register it in /etc/docker/daemon.json, e.g. \
+                     {{\"runtimes\": {{\"{name}\": {{\"path\": \"/usr/bin/runsc\", \"runtimeArgs\": [\"--network=host\"]}}}}}} \
+                     (Debian: apt-get install runsc), then reload dockerd (SIGHUP)"
+                )));
+            }
+        }
         *self.capacity.write().unwrap_or_else(|e| e.into_inner()) = HostCapacity {
             cpus: info.ncpu.unwrap_or(1).max(1) as u32,
             memory_bytes: info.mem_total.unwrap_or(0).max(0) as u64,
@@ -486,6 +499,7 @@ impl Runtime for DockerRuntime {
             network: self.network_ref(),
             agent_bin: &self.cfg.agent_bin,
             home_io: io,
+            oci_runtime: self.cfg.oci_runtime.clone(),
         };
         let body = spec::container_body(&host, spec, image, volume, labels);
         let _p = self.permit().await;

@@ -19,6 +19,8 @@ pub(super) struct Host<'a> {
     pub agent_bin: &'a Path,
     /// Block I/O limits on the home device (bytes/s, operations/s), when it is one.
     pub home_io: Option<(Vec<ThrottleDevice>, Vec<ThrottleDevice>)>,
+    /// OCI runtime to run under (`runsc`), `None` for the daemon's default.
+    pub oci_runtime: Option<String>,
 }
 
 /// The agent's setting for the user its tools run as.
@@ -48,6 +50,7 @@ pub(super) fn container_body(
     let (nano_cpus, memory, pids) = limits(&spec.size, host.cpus);
     let (bps, iops) = host.home_io.clone().unzip();
     let host_config = HostConfig {
+        runtime: host.oci_runtime.clone(),
         blkio_device_read_bps: bps.clone(),
         blkio_device_write_bps: bps,
         blkio_device_read_iops: iops.clone(),
@@ -127,6 +130,7 @@ mod tests {
             network: "net_1".into(),
             agent_bin: Path::new("/usr/lib/berth/berth-agent"),
             home_io: Some(super::super::io_limits(&berth_core::size::SIZES[0], "/dev/loop7")),
+            oci_runtime: None,
         };
         container_body(
             &host,
