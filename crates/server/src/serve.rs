@@ -75,20 +75,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         RuntimeKind::Kubernetes => bail!("the kubernetes runtime is not available in this build; use --runtime docker"),
     };
     runtime.prepare().await.context("preparing the runtime")?;
-    let exposed = crate::firewall::exposed_ports(&[args.listen, args.edge_listen]);
-    let shielded = match runtime.host_interface() {
-        Some(interface) if !exposed.is_empty() => {
-            crate::firewall::shield(&interface, &exposed)?;
-            Some(interface)
-        }
-        None if !exposed.is_empty() => {
-            tracing::warn!(
-                "the runtime has no host interface to firewall; make sure instances cannot reach {exposed:?}"
-            );
-            None
-        }
-        _ => None,
-    };
+    let egress = egress_firewall(&args, runtime.as_ref())?;
     crate::bootstrap::ensure_default_workspace(store.as_ref(), &args.data, args.instance_limit).await?;
     if args.llm_base_url.is_some() || args.billing {
         tracing::warn!(
@@ -127,6 +114,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
         }),
         http: reqwest::Client::builder().no_proxy().build()?,
+        egress: egress.clone(),
         heartbeats: Arc::default(),
         routes,
         activity,
@@ -141,6 +129,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             args.max_instances,
         )),
     };
+    if let Some(fw) = &egress {
+        for rec in state.store.all_instances().await? {
+            if rec.status != berth_core::Status::Deleted {
+                fw.set_policy(&rec.id, &rec.egress);
+            }
+        }
+    }
     let reconciler = Reconciler::new(state.clone());
     tokio::spawn(reconciler.run(Duration::from_millis(args.reconcile_interval_ms.max(100))));
     tokio::spawn(flush_activity(state.clone()));
@@ -209,11 +204,43 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = tokio::join!(api_serving, edge_serving);
     shared.access.close();
-    if let Some(interface) = shielded {
-        crate::firewall::unshield(&interface, &exposed);
-    }
     tracing::info!("berth server stopped; instances keep running");
     Ok(())
+}
+
+/// Installs the instances' egress rules (berth's own ports, the default policy and
+/// the operator's `--egress-allow`/`--egress-deny`); the server does not start without
+/// them. The reconciler re-asserts them every pass.
+fn egress_firewall(args: &ServerArgs, runtime: &dyn Runtime) -> anyhow::Result<Option<Arc<crate::firewall::Firewall>>> {
+    let Some(interface) = runtime.host_interface() else {
+        tracing::warn!("the runtime has no host interface to firewall; instances' egress is not restricted");
+        return Ok(None);
+    };
+    let resolvers =
+        std::fs::read_to_string("/etc/resolv.conf").map(|t| crate::firewall::parse_resolvers(&t)).unwrap_or_default();
+    if resolvers.is_empty() {
+        tracing::warn!("no nameserver in /etc/resolv.conf: instances may not resolve names");
+    }
+    let subnets = runtime.host_subnets().iter().filter_map(|s| s.parse().ok()).collect();
+    let mut berth_ports = vec![args.listen.port(), args.edge_listen.port()];
+    berth_ports.dedup();
+    let fw = crate::firewall::Firewall::new(crate::firewall::EgressConfig {
+        interface: interface.clone(),
+        subnets,
+        resolvers,
+        allow: args.egress_allow.clone(),
+        deny: args.egress_deny.clone(),
+        berth_ports,
+        served_ports: Vec::new(),
+    });
+    fw.sync().with_context(|| {
+        format!(
+            "installing the instances' egress rules on {interface} (iptables, as root): without them instances reach \
+             the host, the LAN and cloud metadata"
+        )
+    })?;
+    tracing::info!(interface, chain = %fw.egress_chain(), "instances' egress policy installed");
+    Ok(Some(Arc::new(fw)))
 }
 
 type Acceptors = (Option<Arc<TlsAcceptor>>, Option<Arc<TlsAcceptor>>);
@@ -276,6 +303,10 @@ async fn follow_runtime_events(state: AppState) {
                         RuntimeEventKind::Died | RuntimeEventKind::Paused | RuntimeEventKind::Destroyed
                     ) {
                         state.routes.set_address(&id, None, None);
+                        if ev.kind != RuntimeEventKind::Paused {
+                            // Its address is free for another container: its own rules go.
+                            state.egress_addresses(&id, Vec::new()).await;
+                        }
                     }
                 }
             }
