@@ -4,14 +4,40 @@
 //! `203.0.113.7` (a bare address is one host, `/32` or `/128`). An IPv6 network
 //! with a port is bracketed, `[fd00::/8]:443`; without one the brackets are
 //! optional (`fd00::/8`, `[fd00::/8]`). A port covers TCP and UDP. Parsing is
-//! strict: host bits set beyond the prefix, a prefix too long for the family, a
-//! port 0 or above 65535, spaces or anything else are refused with a message
-//! naming the value.
+//! strict: a prefix too long for the family, a port 0 or above 65535, leading
+//! zeros, host names, spaces or anything else are refused with a message naming the
+//! value ([`destination_pattern`] is the same language as a regular expression). Host
+//! bits past the prefix are cleared, as iptables does (`10.1.2.3/24` is `10.1.2.0/24`).
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
+
+const V4: &str = r"((25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)";
+const H: &str = "[0-9a-fA-F]{1,4}";
+
+/// The destinations [`Destination::parse`] accepts, as an ECMA-262 regular expression
+/// (for the OpenAPI document).
+pub fn destination_pattern() -> String {
+    let (v4, h) = (V4, H);
+    // IPv6: eight groups, or fewer around one `::`, or six (fewer around `::`) before an IPv4 tail.
+    let mut v6 = vec![format!("({h}:){{7}}{h}"), format!("({h}:){{6}}{v4}"), format!("::({h}:){{0,5}}{v4}")];
+    v6.push(format!("::({h}:){{0,6}}{h}"));
+    v6.push("::".to_string());
+    v6.push(format!("({h}:){{7}}:"));
+    for before in 1..=6 {
+        v6.push(format!("({h}:){{{before}}}:({h}(:{h}){{0,{}}})?", 6 - before));
+        if before <= 5 {
+            v6.push(format!("({h}:){{{before}}}:({h}:){{0,{}}}{v4}", 5 - before));
+        }
+    }
+    let v6 = format!("({})", v6.join("|"));
+    let p4 = r"(/(3[0-2]|[12]?\d))?";
+    let p6 = r"(/(12[0-8]|1[01]\d|[1-9]?\d))?";
+    let port = r"(:([1-9]\d{0,3}|[1-5]\d{4}|6[0-4]\d{3}|65[0-4]\d{2}|655[0-2]\d|6553[0-5]))?";
+    format!("^({v4}{p4}{port}|\\[{v4}{p4}\\]{port}|{v6}{p6}|\\[{v6}{p6}\\]{port})$")
+}
 
 /// Most destinations one instance's `allow` list may hold.
 pub const MAX_ALLOW: usize = 64;
@@ -24,17 +50,14 @@ pub struct Cidr {
 }
 
 impl Cidr {
-    /// A network, refused when `prefix` is too long or host bits are set.
+    /// A network, refused when `prefix` is too long for the family. Host bits past
+    /// the prefix are cleared (`10.1.2.3/24` is `10.1.2.0/24`), as iptables does.
     pub fn new(addr: IpAddr, prefix: u8) -> Result<Self, String> {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         if prefix > max {
             return Err(format!("prefix /{prefix} is longer than {max} bits"));
         }
-        let masked = mask(addr, prefix);
-        if masked != addr {
-            return Err(format!("host bits are set past /{prefix} (the network is {masked}/{prefix})"));
-        }
-        Ok(Cidr { addr, prefix })
+        Ok(Cidr { addr: mask(addr, prefix), prefix })
     }
 
     /// Whether this is an IPv6 network.
@@ -74,7 +97,7 @@ impl FromStr for Cidr {
     fn from_str(s: &str) -> Result<Self, String> {
         let (addr, prefix) = match s.split_once('/') {
             Some((a, p)) => {
-                let digits = !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit());
+                let digits = no_leading_zero(p) && p.len() <= 3;
                 let prefix: u8 =
                     p.parse().ok().filter(|_| digits).ok_or_else(|| format!("`{p}` is not a prefix length"))?;
                 (a, Some(prefix))
@@ -85,6 +108,11 @@ impl FromStr for Cidr {
         let prefix = prefix.unwrap_or(if addr.is_ipv4() { 32 } else { 128 });
         Cidr::new(addr, prefix)
     }
+}
+
+/// Decimal digits without a leading zero (`0` itself is fine).
+fn no_leading_zero(p: &str) -> bool {
+    !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && (p == "0" || !p.starts_with('0'))
 }
 
 /// A destination: a network and optionally one port (TCP and UDP).
@@ -124,7 +152,7 @@ impl Destination {
         let port = match port {
             None => None,
             Some(p) => {
-                let digits = !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
+                let digits = no_leading_zero(p) && p.len() <= 5;
                 let n: u32 = p.parse().ok().filter(|_| digits).ok_or_else(|| format!("`{p}` is not a port"))?;
                 if !(1..=65535).contains(&n) {
                     return Err(format!("port {n} is not within 1-65535"));
@@ -225,6 +253,19 @@ mod tests {
     fn destinations_parse_and_print_canonically() {
         assert_eq!(ok("10.1.2.0/24:5432"), "10.1.2.0/24:5432");
         assert_eq!(ok("10.1.2.0/24"), "10.1.2.0/24");
+        assert_eq!(ok("10.1.2.3/24"), "10.1.2.0/24");
+        assert_eq!(ok("fd00::1/8"), "fd00::/8");
+        for v6 in [
+            "1:2:3:4:5:6:7::",
+            "1::",
+            "::",
+            "1:2:3:4:5:6:1.2.3.4",
+            "::ffff:1.2.3.4",
+            "1::2:3:4:5:6:7",
+            "1:2::3:1.2.3.4",
+        ] {
+            ok(v6);
+        }
         assert_eq!(ok("203.0.113.7"), "203.0.113.7/32");
         assert_eq!(ok("203.0.113.7:80"), "203.0.113.7/32:80");
         assert_eq!(ok("[10.0.0.0/8]:1"), "10.0.0.0/8:1");
@@ -244,7 +285,9 @@ mod tests {
     fn bad_destinations_are_refused_naming_the_value() {
         for bad in [
             "",
-            "10.1.2.3/24",
+            "10.0.0.0/08",
+            "10.0.0.0/8:080",
+            "010.0.0.0/8",
             "10.0.0.0/33",
             "fd00::/129",
             "10.0.0.0/8:0",
@@ -266,7 +309,6 @@ mod tests {
             let err = Destination::parse(bad).expect_err(bad);
             assert!(err.contains(&format!("`{bad}`")), "{bad}: {err}");
         }
-        assert!(Destination::parse("10.1.2.3/24").unwrap_err().contains("10.1.2.0/24"));
     }
 
     #[test]

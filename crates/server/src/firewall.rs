@@ -12,7 +12,8 @@
 //!   subnets). What is left (the public internet) returns to Docker's own rules.
 //! * `BERTH-INPUT-TAG`, hooked first in `INPUT` (`-i IF`): traffic from instances to
 //!   the host itself. Replies pass; berth's own listening ports are refused (always,
-//!   whatever a policy says); ICMPv6 neighbour discovery passes; per-instance chains;
+//!   whatever a policy says: `BERTH-SHIELD-TAG`, where each server adds its own ports
+//!   and removes none, so servers sharing a bridge keep each other's); ICMPv6 neighbour discovery passes; per-instance chains;
 //!   DNS to the resolvers; the ports berth serves to instances ([`Firewall::served_ports`],
 //!   none in this build: the hook for a managed LLM proxy); the operator's allows;
 //!   everything else is rejected.
@@ -240,6 +241,11 @@ impl Firewall {
         format!("BERTH-INPUT-{}", self.tag())
     }
 
+    /// `BERTH-SHIELD-TAG`: berth's own ports, refused.
+    pub fn shield_chain(&self) -> String {
+        format!("BERTH-SHIELD-{}", self.tag())
+    }
+
     /// `BERTH-INST-TAG`: the per-instance jumps.
     pub fn dispatch_chain(&self) -> String {
         format!("BERTH-INST-{}", self.tag())
@@ -302,13 +308,10 @@ impl Firewall {
 
     fn base_input(&self, f: Family) -> Vec<String> {
         let c = self.input_chain();
-        let mut r = vec![format!("-A {c} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")];
-        r.extend(
-            self.cfg
-                .berth_ports
-                .iter()
-                .map(|p| format!("-A {c} -p tcp -m tcp --dport {p} -j REJECT --reject-with tcp-reset")),
-        );
+        let mut r = vec![
+            format!("-A {c} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"),
+            format!("-A {c} -j {}", self.shield_chain()),
+        ];
         if f == Family::V6 {
             r.extend(NDP_TYPES.iter().map(|t| format!("-A {c} -p ipv6-icmp -m icmp6 --icmpv6-type {t} -j ACCEPT")));
         }
@@ -389,6 +392,16 @@ impl Firewall {
         let dispatch = self.dispatch_chain();
         if !list.chains.contains(&dispatch) {
             script.push(format!(":{dispatch} - [0:0]"));
+        }
+        let shield = self.shield_chain();
+        if !list.chains.contains(&shield) {
+            script.push(format!(":{shield} - [0:0]"));
+        }
+        for p in &self.cfg.berth_ports {
+            let rule = format!("-A {shield} -p tcp -m tcp --dport {p} -j REJECT --reject-with tcp-reset");
+            if !list.chain(&shield).contains(&rule) {
+                script.push(rule);
+            }
         }
         // Instances' chains first: the base chains jump to the dispatch chain, which jumps to them.
         let dispatch_rules = list.chain(&dispatch);
@@ -568,7 +581,7 @@ mod tests {
         );
         assert!(!v6.iter().any(|l| l.contains("10.")));
         let input = f.base_input(Family::V4);
-        assert!(input[1].contains("--dport 7070 -j REJECT --reject-with tcp-reset"));
+        assert_eq!(input[1], "-A BERTH-INPUT-0123456789ab -j BERTH-SHIELD-0123456789ab");
         assert!(input.last().unwrap().ends_with("-j REJECT --reject-with icmp-port-unreachable"));
     }
 

@@ -303,9 +303,18 @@ async fn follow_runtime_events(state: AppState) {
                         RuntimeEventKind::Died | RuntimeEventKind::Paused | RuntimeEventKind::Destroyed
                     ) {
                         state.routes.set_address(&id, None, None);
-                        if ev.kind != RuntimeEventKind::Paused {
-                            // Its address is free for another container: its own rules go.
-                            state.egress_addresses(&id, Vec::new()).await;
+                        if ev.kind != RuntimeEventKind::Paused && state.egress.is_some() {
+                            // Its address is free for another container: its own rules go,
+                            // unless a new container of the instance runs already.
+                            if let Ok(cs) = state.runtime.inspect(&id).await {
+                                let addrs = match cs.observed {
+                                    berth_runtime::Observed::Running | berth_runtime::Observed::Paused => {
+                                        cs.addresses()
+                                    }
+                                    _ => Vec::new(),
+                                };
+                                state.egress_addresses(&id, addrs).await;
+                            }
                         }
                     }
                 }

@@ -684,3 +684,49 @@ impl Runtime for DockerRuntime {
         Ok(stream.boxed())
     }
 }
+
+#[cfg(test)]
+mod network_tests {
+    use super::check_network;
+    use bollard::models::{Ipam, IpamConfig, Network};
+    use std::collections::HashMap;
+
+    fn net(driver: &str, opts: &[(&str, &str)], labelled: bool) -> Network {
+        Network {
+            driver: Some(driver.into()),
+            options: Some(opts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            labels: Some(if labelled {
+                HashMap::from([("berth.network".into(), "instances".into())])
+            } else {
+                HashMap::new()
+            }),
+            ipam: Some(Ipam {
+                config: Some(vec![IpamConfig { subnet: Some("172.30.0.0/16".into()), ..Default::default() }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    const ICC_OFF: (&str, &str) = ("com.docker.network.bridge.enable_icc", "false");
+
+    #[test]
+    fn only_berths_isolated_bridges_are_adopted() {
+        let id = "0123456789abcdef";
+        assert_eq!(
+            check_network("n", id, &net("bridge", &[ICC_OFF], true)).unwrap(),
+            ("br-0123456789ab".to_string(), vec!["172.30.0.0/16".to_string()])
+        );
+        let named = net("bridge", &[ICC_OFF, ("com.docker.network.bridge.name", "berth0")], true);
+        assert_eq!(check_network("n", id, &named).unwrap().0, "berth0");
+        let e = check_network("mine", id, &net("overlay", &[ICC_OFF], true)).unwrap_err();
+        assert!(e.contains("`mine`") && e.contains("overlay"), "{e}");
+        let e = check_network("mine", id, &net("bridge", &[], true)).unwrap_err();
+        assert!(e.contains("`mine`") && e.contains("enable_icc is unset"), "{e}");
+        let e = check_network("mine", id, &net("bridge", &[("com.docker.network.bridge.enable_icc", "true")], true))
+            .unwrap_err();
+        assert!(e.contains("\"true\""), "{e}");
+        let e = check_network("mine", id, &net("bridge", &[ICC_OFF], false)).unwrap_err();
+        assert!(e.contains("`mine`") && e.contains("not made by berth"), "{e}");
+    }
+}
