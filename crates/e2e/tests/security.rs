@@ -134,10 +134,8 @@ fn host_service() -> (String, u16) {
     let listener = std::net::TcpListener::bind((gw.as_str(), 0)).expect("bind on the bridge's gateway");
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            if let Ok(mut c) = conn {
-                let _ = c.write_all(b"egress-ok\n");
-            }
+        for mut c in listener.incoming().flatten() {
+            let _ = c.write_all(b"egress-ok\n");
         }
     });
     (gw, port)
@@ -290,10 +288,7 @@ async fn the_egress_rules_deny_local_ranges_take_the_operators_flags_and_come_ba
         assert!(denies.iter().all(|d| dns < *d));
     }
     // The host itself: only replies, DNS and nothing else; berth's ports refused.
-    assert_eq!(
-        v4.iter().filter(|l| l.starts_with(&format!("-A {input} "))).last().unwrap(),
-        &format!("-A {input} {reject}")
-    );
+    assert_eq!(v4.iter().rfind(|l| l.starts_with(&format!("-A {input} "))).unwrap(), &format!("-A {input} {reject}"));
     let (v6_works, v6) = iptables("ip6tables");
     if v6_works {
         let reject6 = "-j REJECT --reject-with icmp6-port-unreachable";

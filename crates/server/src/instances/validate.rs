@@ -120,14 +120,14 @@ fn network(value: Option<&NetworkInput>) -> Result<Option<Egress>, ApiError> {
         Value::Object(o) => {
             if let Some(k) = o.keys().find(|k| *k != "allow") {
                 return Err(ApiError::invalid(
-                    &format!("{FIELD}.{}", clip(k)),
+                    format!("{FIELD}.{}", clip(k)),
                     format!("unknown field `{}` in `{FIELD}`", clip(k)),
                 ));
             }
             let Some(Value::Array(items)) = o.get("allow") else { return Err(shape()) };
             if items.len() > MAX_ALLOW {
                 return Err(ApiError::invalid(
-                    &format!("{FIELD}.allow"),
+                    format!("{FIELD}.allow"),
                     format!("`{FIELD}.allow` lists more than {MAX_ALLOW} destinations"),
                 ));
             }
