@@ -100,6 +100,13 @@ pub struct Network {
     pub egress: serde_json::Value,
 }
 
+impl Default for Network {
+    /// The server's default policy, `internet` (what an older server's answer means).
+    fn default() -> Self {
+        Self { egress: serde_json::Value::String("internet".into()) }
+    }
+}
+
 /// Budget as given on create or update.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -206,6 +213,7 @@ pub struct Instance {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_until: Option<i64>,
     /// Network settings (the egress policy).
+    #[serde(default)]
     pub network: Network,
 }
 
