@@ -174,6 +174,14 @@ async fn instances_reach_the_host_only_when_their_egress_policy_allows_it_applie
     let (_, got) = s.get(&format!("/v1/instances/{a}")).await;
     assert_eq!(got["network"], allow, "stored");
 
+    // Straight from the allow list to `none`: its chain is rewritten, out of reach.
+    let (st, _) = s
+        .call(Method::PATCH, &format!("/v1/instances/{a}"), Some(&s.key), Some(json!({"network": {"egress": "none"}})))
+        .await;
+    assert_eq!(st, 200);
+    let (ok, out) = reaches(&a, &gw, port);
+    assert!(!ok, "`none`, but the host service is still reachable: {out}");
+
     // Back to the default: out of reach again.
     let (st, got) = s
         .call(

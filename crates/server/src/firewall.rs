@@ -135,8 +135,18 @@ struct Inner {
     instances: HashMap<InstanceId, InstanceState>,
     /// Instances forgotten (deleted) whose rules still need removing.
     gone: HashSet<InstanceId>,
-    /// Each chain as last seen after we wrote it (iptables' own spelling).
-    seen: HashMap<(Family, String), Vec<String>>,
+    /// Each chain we wrote: the rules as we wrote them, and as iptables printed them
+    /// back right after (its own spelling may differ from ours).
+    seen: HashMap<(Family, String), (Vec<String>, Vec<String>)>,
+}
+
+impl Inner {
+    /// Whether `current` (a chain as listed now) holds `desired`: the same text, or
+    /// what iptables printed right after we wrote exactly `desired`.
+    fn holds(&self, f: Family, chain: &str, current: &[String], desired: &[String]) -> bool {
+        current == desired
+            || self.seen.get(&(f, chain.to_string())).is_some_and(|(d, printed)| d == desired && printed == current)
+    }
 }
 
 /// The egress firewall of one bridge.
@@ -388,7 +398,7 @@ impl Firewall {
     fn sync_family(&self, f: Family, inner: &mut Inner) -> anyhow::Result<()> {
         let list = Listing::read(f)?;
         let mut script: Vec<String> = Vec::new();
-        let mut written: Vec<String> = Vec::new();
+        let mut written: Vec<(String, Vec<String>)> = Vec::new();
         let dispatch = self.dispatch_chain();
         if !list.chains.contains(&dispatch) {
             script.push(format!(":{dispatch} - [0:0]"));
@@ -439,14 +449,12 @@ impl Firewall {
                     }
                 }
                 Some(rules) => {
-                    let current = list.chain(&chain);
-                    let seen = inner.seen.get(&(f, chain.clone()));
                     let exists = list.chains.contains(&chain);
-                    if !exists || (current != rules.as_slice() && seen.map(Vec::as_slice) != Some(current)) {
+                    if !exists || !inner.holds(f, &chain, list.chain(&chain), &rules) {
                         script.push(format!(":{chain} - [0:0]"));
                         script.push(format!("-F {chain}"));
-                        script.extend(rules);
-                        written.push(chain.clone());
+                        script.extend(rules.iter().cloned());
+                        written.push((chain.clone(), rules));
                     }
                     for m in &mine {
                         let present = dispatch_rules
@@ -471,17 +479,13 @@ impl Firewall {
         for (chain, rules, hook) in
             [(self.egress_chain(), self.base_egress(f), "FORWARD"), (self.input_chain(), self.base_input(f), "INPUT")]
         {
-            let current = list.chain(&chain);
-            let seen = inner.seen.get(&(f, chain.clone()));
-            if !list.chains.contains(&chain)
-                || (current != rules.as_slice() && seen.map(Vec::as_slice) != Some(current))
-            {
+            if !list.chains.contains(&chain) || !inner.holds(f, &chain, list.chain(&chain), &rules) {
                 if !list.chains.contains(&chain) {
                     script.push(format!(":{chain} - [0:0]"));
                 }
                 script.push(format!("-F {chain}"));
-                script.extend(rules);
-                written.push(chain.clone());
+                script.extend(rules.iter().cloned());
+                written.push((chain.clone(), rules));
             }
             let hooked = list
                 .chain(hook)
@@ -514,9 +518,9 @@ impl Firewall {
         }
         if !written.is_empty() {
             let after = Listing::read(f)?;
-            for c in written {
-                let rules = after.chain(&c).to_vec();
-                inner.seen.insert((f, c), rules);
+            for (c, desired) in written {
+                let printed = after.chain(&c).to_vec();
+                inner.seen.insert((f, c), (desired, printed));
             }
         }
         Ok(())
