@@ -216,8 +216,13 @@ fn egress_firewall(args: &ServerArgs, runtime: &dyn Runtime) -> anyhow::Result<O
         tracing::warn!("the runtime has no host interface to firewall; instances' egress is not restricted");
         return Ok(None);
     };
-    let resolvers =
-        std::fs::read_to_string("/etc/resolv.conf").map(|t| crate::firewall::parse_resolvers(&t)).unwrap_or_default();
+    let read =
+        |path: &str| std::fs::read_to_string(path).map(|t| crate::firewall::parse_resolvers(&t)).unwrap_or_default();
+    let mut resolvers = read("/etc/resolv.conf");
+    if resolvers.iter().any(|r| r.is_loopback()) {
+        // systemd-resolved's stub: Docker forwards to the upstream servers it lists instead.
+        resolvers.extend(read("/run/systemd/resolve/resolv.conf"));
+    }
     if resolvers.is_empty() {
         tracing::warn!("no nameserver in /etc/resolv.conf: instances may not resolve names");
     }
