@@ -95,6 +95,10 @@ pub struct CreateArgs {
     /// Stop after this many idle seconds, woken by the next request (cold_start).
     #[arg(long, value_name = "SECS")]
     pub idle_timeout: Option<u64>,
+    /// Egress policy: `internet` (default), `none`, or the only destinations allowed,
+    /// `CIDR[:PORT]` comma-separated (`10.1.2.0/24:5432,[fd00::/8]:443`).
+    #[arg(long)]
+    pub egress: Option<String>,
 }
 
 /// `berth instances set`: only the given fields change.
@@ -213,6 +217,7 @@ async fn create(client: &Client, args: CreateArgs, json: bool) -> anyhow::Result
         lifecycle: args
             .idle_timeout
             .map(|t| berth_api_types::Lifecycle { mode: "cold_start".into(), idle_timeout_secs: Some(t) }),
+        network: args.egress.as_deref().map(egress_body),
         ..CreateInstance::default()
     };
     let call = client.post("/instances", Some(&body));
