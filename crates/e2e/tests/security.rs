@@ -214,7 +214,9 @@ async fn instances_reach_the_host_only_when_their_egress_policy_allows_it_applie
     let c_ip = inspect(&format!("berth-{c}"), "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
     let (_, rules) = iptables("iptables");
     assert!(
-        rules.iter().any(|l| l.contains(&format!("-s {c_ip}/32")) && l.contains(&format!("berth:{c}"))),
+        rules
+            .iter()
+            .any(|l| l.contains(&format!("-s {c_ip}/32")) && l.contains(&format!("berth:{}/{c}", s.install_id))),
         "no rule for {c} at {c_ip}: {rules:#?}"
     );
 }
@@ -310,7 +312,8 @@ async fn the_egress_rules_deny_local_ranges_take_the_operators_flags_and_come_ba
     // An instance with a policy of its own gets its chain and a jump from its address.
     let c = s.create_instance(json!({"network": {"egress": "none"}})).await["id"].as_str().unwrap().to_string();
     let c_ip = inspect(&format!("berth-{c}"), "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
-    let jump = format!("-A {inst} -s {c_ip}/32 -m comment --comment \"berth:{c}\" -j BERTH-I-{}", &c[5..]);
+    let jump =
+        format!("-A {inst} -s {c_ip}/32 -m comment --comment \"berth:{}/{c}\" -j BERTH-I-{}", s.install_id, &c[5..]);
     pos(&iptables("iptables").1, &jump);
 
     // Deleted by hand (the hooks, a default deny, the instance's jump): back within a pass.
@@ -335,7 +338,7 @@ async fn the_egress_rules_deny_local_ranges_take_the_operators_flags_and_come_ba
             "-m",
             "comment",
             "--comment",
-            &format!("berth:{c}"),
+            &format!("berth:{}/{c}", s.install_id),
             "-j",
             &format!("BERTH-I-{}", &c[5..]),
         ],
@@ -350,6 +353,22 @@ async fn the_egress_rules_deny_local_ranges_take_the_operators_flags_and_come_ba
     if v6_works {
         wait_for_rule("ip6tables", &format!("-A FORWARD -i {bridge} -j {egress}"));
     }
+    // Rules of this installation for an instance it does not know, and instance chains
+    // nothing jumps to, are leftovers: removed.
+    run("iptables", &["-w", "-N", "BERTH-I-zzzzzzzzzz"]);
+    let stale = format!("berth:{}/inst_zzzzzzzzzz", s.install_id);
+    run(
+        "iptables",
+        &["-w", "-A", &inst, "-s", "192.0.2.99/32", "-m", "comment", "--comment", &stale, "-j", "BERTH-I-zzzzzzzzzz"],
+    );
+    run("iptables", &["-w", "-N", "BERTH-I-yyyyyyyyyy"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while iptables("iptables").1.iter().any(|l| l.contains("BERTH-I-zzzzzzzzzz") || l.contains("BERTH-I-yyyyyyyyyy")) {
+        assert!(std::time::Instant::now() < deadline, "leftovers not removed within 10 s");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    pos(&iptables("iptables").1, &jump);
+
     // Deleting the instance removes its own rules.
     let (st, _) = s.call(Method::DELETE, &format!("/v1/instances/{c}?purge=true"), Some(&s.key), None).await;
     assert_eq!(st, 200);

@@ -18,9 +18,11 @@
 //!   none in this build: the hook for a managed LLM proxy); the operator's allows;
 //!   everything else is rejected.
 //! * `BERTH-INST-TAG`: one rule per instance with a policy of its own (`-s ADDR -j
-//!   BERTH-I-LABEL`, commented `berth:ID`), jumped to from both chains above. Each
-//!   instance's rules are managed one by one, so two servers sharing a bridge never
-//!   remove each other's.
+//!   BERTH-I-LABEL`, commented `berth:INSTALL/ID`), jumped to from both chains above.
+//!   Each instance's rules are managed one by one, so two servers sharing a bridge
+//!   never remove each other's; a server removes the rules of its own installation
+//!   whose instance it does not know (purged while it was down), and instance chains
+//!   nothing jumps to.
 //! * `BERTH-I-LABEL`: an instance's own policy (`none`: reject; `allow`: DNS, the
 //!   operator's denies, its destinations, then reject).
 //!
@@ -107,6 +109,8 @@ impl Family {
 pub struct EgressConfig {
     /// The host interface instances' traffic arrives on (the bridge).
     pub interface: String,
+    /// This installation's id: its instances' rules carry it in their comment.
+    pub install: String,
     /// The bridge's subnets (instances' own addresses).
     pub subnets: Vec<Cidr>,
     /// DNS resolvers instances may query on port 53 (the host's `/etc/resolv.conf`).
@@ -418,8 +422,30 @@ impl Firewall {
         let mut delete: Vec<String> = Vec::new();
         let mut add: Vec<String> = Vec::new();
         let mut drop_chains: Vec<String> = Vec::new();
-        for id in &inner.gone {
-            let chain = Self::instance_chain(id);
+        let mut gone: Vec<String> = inner.gone.iter().map(Self::instance_chain).collect();
+        // Rules of this installation for instances it does not know (purged while the
+        // server was down, a create interrupted by a crash).
+        let ours = format!("\"berth:{}/", self.cfg.install);
+        for l in dispatch_rules {
+            let Some(id) = arg(l, "--comment").and_then(|c| c.strip_prefix(ours.as_str())) else { continue };
+            let id = id.trim_end_matches('"');
+            if !inner.instances.keys().any(|k| k.as_str() == id) {
+                if let Some(target) = arg(l, "-j") {
+                    gone.push(target.to_string());
+                }
+            }
+        }
+        // Instance chains nothing jumps to do nothing: leftovers, removed.
+        let referenced: HashSet<&str> = list.rules.values().flatten().filter_map(|l| arg(l, "-j")).collect();
+        let known: HashSet<String> = inner.instances.keys().map(Self::instance_chain).collect();
+        for c in &list.chains {
+            if c.starts_with("BERTH-I-") && !referenced.contains(c.as_str()) && !known.contains(c) {
+                gone.push(c.clone());
+            }
+        }
+        gone.sort();
+        gone.dedup();
+        for chain in gone {
             delete.extend(dispatch_rules.iter().filter(|l| arg(l, "-j") == Some(chain.as_str())).cloned());
             if list.chains.contains(&chain) {
                 drop_chains.push(chain);
@@ -461,7 +487,10 @@ impl Firewall {
                             .iter()
                             .any(|l| arg(l, "-j") == Some(chain.as_str()) && arg(l, "-s") == Some(m.as_str()));
                         if !present {
-                            add.push(format!("-A {dispatch} -s {m} -m comment --comment \"berth:{id}\" -j {chain}"));
+                            add.push(format!(
+                                "-A {dispatch} -s {m} -m comment --comment \"berth:{}/{id}\" -j {chain}",
+                                self.cfg.install
+                            ));
                         }
                     }
                 }
@@ -535,6 +564,7 @@ mod tests {
         Firewall {
             cfg: EgressConfig {
                 interface: "br-0123456789ab".into(),
+                install: "test".into(),
                 subnets: vec!["172.18.0.0/16".parse().unwrap()],
                 resolvers: vec!["10.255.255.53".parse().unwrap()],
                 allow: vec![Destination::parse("10.1.2.0/24:5432").unwrap()],

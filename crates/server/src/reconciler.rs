@@ -196,6 +196,7 @@ async fn reconcile_one(
             state.runtime.purge(&rec.id).await?;
             state.store.delete_instance(&rec.id).await?;
             state.routes.remove(&rec.id);
+            state.egress_forget(&rec.id).await;
             let ev = EventRecord {
                 instance_id: rec.id.clone(),
                 at: now_secs(),

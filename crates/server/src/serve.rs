@@ -75,7 +75,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         RuntimeKind::Kubernetes => bail!("the kubernetes runtime is not available in this build; use --runtime docker"),
     };
     runtime.prepare().await.context("preparing the runtime")?;
-    let egress = egress_firewall(&args, runtime.as_ref())?;
+    let egress = egress_firewall(&args, runtime.as_ref(), store.as_ref(), &install_id).await?;
     crate::bootstrap::ensure_default_workspace(store.as_ref(), &args.data, args.instance_limit).await?;
     if args.llm_base_url.is_some() || args.billing {
         tracing::warn!(
@@ -129,13 +129,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             args.max_instances,
         )),
     };
-    if let Some(fw) = &egress {
-        for rec in state.store.all_instances().await? {
-            if rec.status != berth_core::Status::Deleted {
-                fw.set_policy(&rec.id, &rec.egress);
-            }
-        }
-    }
     let reconciler = Reconciler::new(state.clone());
     tokio::spawn(reconciler.run(Duration::from_millis(args.reconcile_interval_ms.max(100))));
     tokio::spawn(flush_activity(state.clone()));
@@ -211,7 +204,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
 /// Installs the instances' egress rules (berth's own ports, the default policy and
 /// the operator's `--egress-allow`/`--egress-deny`); the server does not start without
 /// them. The reconciler re-asserts them every pass.
-fn egress_firewall(args: &ServerArgs, runtime: &dyn Runtime) -> anyhow::Result<Option<Arc<crate::firewall::Firewall>>> {
+async fn egress_firewall(
+    args: &ServerArgs,
+    runtime: &dyn Runtime,
+    store: &dyn Store,
+    install_id: &str,
+) -> anyhow::Result<Option<Arc<crate::firewall::Firewall>>> {
     let Some(interface) = runtime.host_interface() else {
         tracing::warn!("the runtime has no host interface to firewall; instances' egress is not restricted");
         return Ok(None);
@@ -231,6 +229,7 @@ fn egress_firewall(args: &ServerArgs, runtime: &dyn Runtime) -> anyhow::Result<O
     berth_ports.dedup();
     let fw = crate::firewall::Firewall::new(crate::firewall::EgressConfig {
         interface: interface.clone(),
+        install: install_id.to_string(),
         subnets,
         resolvers,
         allow: args.egress_allow.clone(),
@@ -238,6 +237,13 @@ fn egress_firewall(args: &ServerArgs, runtime: &dyn Runtime) -> anyhow::Result<O
         berth_ports,
         served_ports: Vec::new(),
     });
+    // Every instance's policy is known before the first sync (which removes the rules of
+    // instances it does not know); their addresses come with the reconciler's first pass.
+    for rec in store.all_instances().await? {
+        if rec.status != berth_core::Status::Deleted {
+            fw.set_policy(&rec.id, &rec.egress);
+        }
+    }
     fw.sync().with_context(|| {
         format!(
             "installing the instances' egress rules on {interface} (iptables, as root): without them instances reach \
