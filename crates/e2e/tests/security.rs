@@ -242,6 +242,22 @@ fn bridge_of(network: &str) -> (String, String) {
     (bridge, tag)
 }
 
+/// The chain forwarded traffic is hooked in: DOCKER-USER when Docker made it, else FORWARD.
+fn forward_hook(rules: &[String]) -> &'static str {
+    if rules.iter().any(|l| l == "-N DOCKER-USER") {
+        "DOCKER-USER"
+    } else {
+        "FORWARD"
+    }
+}
+
+/// Asserts `rule` is in `chain`, before anything but other hooks of berth.
+fn first_in(rules: &[String], chain: &str, rule: &str) {
+    let lines: Vec<&String> = rules.iter().filter(|l| l.starts_with(&format!("-A {chain} "))).collect();
+    let at = lines.iter().position(|l| *l == rule).unwrap_or_else(|| panic!("missing `{rule}` in {lines:#?}"));
+    assert!(lines[..at].iter().all(|l| l.contains("-j BERTH-")), "`{rule}` is not first: {lines:#?}");
+}
+
 fn wait_for_rule(cmd: &str, rule: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -273,7 +289,11 @@ async fn the_egress_rules_deny_local_ranges_take_the_operators_flags_and_come_ba
         rules.iter().position(|l| l == rule).unwrap_or_else(|| panic!("missing `{rule}` in {rules:#?}"))
     };
     let reject = "-j REJECT --reject-with icmp-port-unreachable";
-    pos(&v4, &format!("-A FORWARD -i {bridge} -j {egress}"));
+    // Forwarded traffic is hooked first in DOCKER-USER (Docker keeps it first in FORWARD),
+    // or first in FORWARD without it; traffic to the host first in INPUT.
+    let fwd4 = forward_hook(&v4);
+    first_in(&v4, fwd4, &format!("-A {fwd4} -i {bridge} -j {egress}"));
+    first_in(&v4, "INPUT", &format!("-A INPUT -i {bridge} -j {input}"));
     pos(&v4, &format!("-A INPUT -i {bridge} -j {input}"));
     let mut denies = vec![];
     for net in ["169.254.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8"] {
@@ -306,7 +326,8 @@ async fn the_egress_rules_deny_local_ranges_take_the_operators_flags_and_come_ba
             pos(&v6, &format!("-A {egress} -d {net} {reject6}"));
         }
         pos(&v6, &format!("-A {egress} -d 2001:db8::/32 -p tcp -m tcp --dport 25 {reject6}"));
-        pos(&v6, &format!("-A FORWARD -i {bridge} -j {egress}"));
+        let fwd6 = forward_hook(&v6);
+        first_in(&v6, fwd6, &format!("-A {fwd6} -i {bridge} -j {egress}"));
     }
 
     // An instance with a policy of its own gets its chain and a jump from its address.
@@ -321,7 +342,7 @@ async fn the_egress_rules_deny_local_ranges_take_the_operators_flags_and_come_ba
         let ok = std::process::Command::new(cmd).args(args).status().unwrap().success();
         assert!(ok, "{cmd} {args:?}");
     };
-    run("iptables", &["-w", "-D", "FORWARD", "-i", &bridge, "-j", &egress]);
+    run("iptables", &["-w", "-D", fwd4, "-i", &bridge, "-j", &egress]);
     run("iptables", &["-w", "-D", "INPUT", "-i", &bridge, "-j", &input]);
     run(
         "iptables",
@@ -344,15 +365,36 @@ async fn the_egress_rules_deny_local_ranges_take_the_operators_flags_and_come_ba
         ],
     );
     if v6_works {
-        run("ip6tables", &["-w", "-D", "FORWARD", "-i", &bridge, "-j", &egress]);
+        run("ip6tables", &["-w", "-D", forward_hook(&v6), "-i", &bridge, "-j", &egress]);
     }
-    wait_for_rule("iptables", &format!("-A FORWARD -i {bridge} -j {egress}"));
+    wait_for_rule("iptables", &format!("-A {fwd4} -i {bridge} -j {egress}"));
     wait_for_rule("iptables", &format!("-A INPUT -i {bridge} -j {input}"));
     wait_for_rule("iptables", &format!("-A {egress} -d 169.254.0.0/16 {reject}"));
     wait_for_rule("iptables", &jump);
     if v6_works {
-        wait_for_rule("ip6tables", &format!("-A FORWARD -i {bridge} -j {egress}"));
+        let fwd6 = forward_hook(&v6);
+        wait_for_rule("ip6tables", &format!("-A {fwd6} -i {bridge} -j {egress}"));
     }
+    // A rule put above the hook (as another program inserting at the top of INPUT would):
+    // the hook goes back to the top within a pass. (The rule only drops UDP to port 9.)
+    run("iptables", &["-w", "-I", "INPUT", "1", "-i", &bridge, "-p", "udp", "--dport", "9", "-j", "DROP"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = iptables("iptables").1;
+        let input_rules: Vec<&String> = now.iter().filter(|l| l.starts_with("-A INPUT ")).collect();
+        if input_rules.iter().position(|l| l.ends_with(&format!("-j {input}")))
+            < input_rules.iter().position(|l| l.contains("--dport 9 -j DROP"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the INPUT hook is not first again within 10 s: {input_rules:#?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    run("iptables", &["-w", "-D", "INPUT", "-i", &bridge, "-p", "udp", "--dport", "9", "-j", "DROP"]);
+
     // Rules of this installation for an instance it does not know, and instance chains
     // nothing jumps to, are leftovers: removed.
     run("iptables", &["-w", "-N", "BERTH-I-zzzzzzzzzz"]);

@@ -3,7 +3,8 @@
 //! Per family, on the instances' bridge `IF` (chains named after it, so servers on
 //! other bridges never touch them; `TAG` is `IF` without Docker's `br-`):
 //!
-//! * `BERTH-EGRESS-TAG`, hooked first in `FORWARD` (`-i IF`): traffic from instances
+//! * `BERTH-EGRESS-TAG`, hooked first in `DOCKER-USER` (which Docker keeps first in
+//!   `FORWARD`), or first in `FORWARD` where there is no `DOCKER-USER` (`-i IF`): traffic from instances
 //!   to anywhere but the host. Replies (ESTABLISHED,RELATED) pass; traffic back into
 //!   the bridge (other instances) is rejected; each instance with a policy of its own
 //!   jumps to its chain; DNS to the host's resolvers passes; then the operator's
@@ -245,7 +246,7 @@ impl Firewall {
         self.cfg.interface.strip_prefix("br-").unwrap_or(&self.cfg.interface)
     }
 
-    /// `BERTH-EGRESS-TAG`, hooked from `FORWARD`.
+    /// `BERTH-EGRESS-TAG`, hooked from `DOCKER-USER` (or `FORWARD`).
     pub fn egress_chain(&self) -> String {
         format!("BERTH-EGRESS-{}", self.tag())
     }
@@ -389,7 +390,17 @@ impl Firewall {
     pub fn sync(&self) -> anyhow::Result<()> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         for &f in &self.families {
-            match self.sync_family(f, &mut inner) {
+            // Another server on the bridge may change a rule between our listing and our
+            // write (the write then fails as a whole): list again and retry.
+            let mut result = self.sync_family(f, &mut inner);
+            for _ in 0..3 {
+                if result.is_ok() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                result = self.sync_family(f, &mut inner);
+            }
+            match result {
                 Ok(()) => {}
                 Err(e) if f == Family::V6 => tracing::warn!(error = %e, "could not assert the IPv6 egress rules"),
                 Err(e) => return Err(e),
@@ -516,13 +527,33 @@ impl Firewall {
                 script.extend(rules.iter().cloned());
                 written.push((chain.clone(), rules));
             }
-            let hooked = list
-                .chain(hook)
-                .iter()
-                .any(|l| arg(l, "-j") == Some(chain.as_str()) && arg(l, "-i") == Some(self.cfg.interface.as_str()));
-            if !hooked {
+            // Forwarded traffic: in DOCKER-USER, which Docker keeps first in FORWARD (it
+            // inserts each new network's rules at the top of FORWARD, above anything of
+            // ours there); without it (no Docker iptables, IPv6), first in FORWARD.
+            let hook = if hook == "FORWARD" && list.chains.contains("DOCKER-USER") { "DOCKER-USER" } else { hook };
+            let ours =
+                |l: &&String| arg(l, "-j") == Some(chain.as_str()) && arg(l, "-i") == Some(self.cfg.interface.as_str());
+            let rules = list.chain(hook);
+            // Ours must come before anything but other hooks of berth.
+            let first_other = rules.iter().position(|l| !arg(l, "-j").is_some_and(|j| j.starts_with("BERTH-")));
+            let at = rules.iter().position(|l| ours(&l));
+            let misplaced = match (at, first_other) {
+                (None, _) => true,
+                (Some(i), Some(other)) => i > other,
+                (Some(_), None) => false,
+            };
+            if misplaced {
+                if let Some(i) = at {
+                    script.push(rules[i].replacen("-A ", "-D ", 1));
+                }
                 script.push(format!("-I {hook} 1 -i {} -j {chain}", self.cfg.interface));
-                tracing::info!(family = f.cmd(), hook, chain = %chain, "hooking the instances' egress chain");
+                tracing::info!(family = f.cmd(), hook, chain = %chain, "hooking the instances' egress chain first");
+            }
+            if hook == "DOCKER-USER" {
+                // A hook left in FORWARD (before DOCKER-USER existed) goes.
+                for l in list.chain("FORWARD").iter().filter(|l| ours(l)) {
+                    script.push(l.replacen("-A ", "-D ", 1));
+                }
             }
         }
         if script.is_empty() {
