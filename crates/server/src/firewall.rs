@@ -180,6 +180,26 @@ fn run(cmd: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// TCP ports something listens on, on the host (`/proc/net/tcp` and `tcp6`).
+fn listening_ports() -> HashSet<u16> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|l| {
+                    let mut w = l.split_whitespace();
+                    let local = w.nth(1)?;
+                    let state = w.nth(1)?;
+                    let port = local.rsplit(':').next()?;
+                    (state == "0A").then(|| u16::from_str_radix(port, 16).ok()).flatten()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// `iptables -S` parsed: chain → its `-A` lines, and the chains that exist.
 struct Listing {
     rules: HashMap<String, Vec<String>>,
@@ -428,6 +448,15 @@ impl Firewall {
                 script.push(rule);
             }
         }
+        // Ports of servers gone (nothing listens on them any more): their rules go, or
+        // the chain would grow with every server ever started on the bridge.
+        let listening = listening_ports();
+        for l in list.chain(&shield) {
+            let port = arg(l, "--dport").and_then(|p| p.parse::<u16>().ok());
+            if port.is_some_and(|p| !self.cfg.berth_ports.contains(&p) && !listening.contains(&p)) {
+                script.push(l.replacen("-A ", "-D ", 1));
+            }
+        }
         // Instances' chains first: the base chains jump to the dispatch chain, which jumps to them.
         let dispatch_rules = list.chain(&dispatch);
         let mut delete: Vec<String> = Vec::new();
@@ -606,6 +635,12 @@ mod tests {
             families: vec![Family::V4, Family::V6],
             inner: Mutex::default(),
         }
+    }
+
+    #[test]
+    fn listening_ports_include_one_we_listen_on() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(listening_ports().contains(&l.local_addr().unwrap().port()));
     }
 
     #[test]
