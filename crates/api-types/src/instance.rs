@@ -42,6 +42,10 @@ pub struct CreateInstance {
     #[serde(default)]
     #[schema(value_type = Option<Vec<u16>>)]
     pub expose: Option<serde_json::Value>,
+    /// Network settings: `egress` (`internet` by default, `none`, or `{"allow": [...]}`),
+    /// applied without a restart.
+    #[serde(default, deserialize_with = "crate::object_or_null")]
+    pub network: Option<NetworkInput>,
 }
 
 /// `PATCH /v1/instances/{id}` body: only given fields change.
@@ -68,6 +72,39 @@ pub struct UpdateInstance {
     #[serde(default)]
     #[schema(value_type = Option<Vec<u16>>)]
     pub expose: Option<serde_json::Value>,
+    /// Network settings: `egress` (`internet` by default, `none`, or `{"allow": [...]}`),
+    /// applied without a restart.
+    #[serde(default, deserialize_with = "crate::object_or_null")]
+    pub network: Option<NetworkInput>,
+}
+
+/// Network settings as given on create or update.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkInput {
+    /// Where the instance's traffic may go: `"internet"` (the server's default
+    /// policy: the public internet only), `"none"` (nothing, not even DNS), or
+    /// `{"allow": ["CIDR[:PORT]", ...]}` (only those, plus DNS; IPv6 with a port is
+    /// written `[fd00::/8]:443`). `null` or absent: unchanged.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub egress: Option<serde_json::Value>,
+}
+
+/// Network settings of an instance.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Network {
+    /// `"internet"`, `"none"` or `{"allow": ["CIDR[:PORT]", ...]}` (canonical spelling:
+    /// a bare address is written with its `/32` or `/128`).
+    #[schema(value_type = Object)]
+    pub egress: serde_json::Value,
+}
+
+impl Default for Network {
+    /// The server's default policy, `internet` (what an older server's answer means).
+    fn default() -> Self {
+        Self { egress: serde_json::Value::String("internet".into()) }
+    }
 }
 
 /// Budget as given on create or update.
@@ -175,6 +212,9 @@ pub struct Instance {
     /// Kept awake until this time (`POST /v1/instances/{id}/hold`), while a hold is in force.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_until: Option<i64>,
+    /// Network settings (the egress policy).
+    #[serde(default)]
+    pub network: Network,
 }
 
 /// Answer of `DELETE /v1/instances/{id}?purge=true`: the instance and its data are gone.

@@ -95,6 +95,10 @@ pub struct CreateArgs {
     /// Stop after this many idle seconds, woken by the next request (cold_start).
     #[arg(long, value_name = "SECS")]
     pub idle_timeout: Option<u64>,
+    /// Egress policy: `internet` (default), `none`, or the only destinations allowed,
+    /// `CIDR[:PORT]` comma-separated (`10.1.2.0/24:5432,[fd00::/8]:443`).
+    #[arg(long)]
+    pub egress: Option<String>,
 }
 
 /// `berth instances set`: only the given fields change.
@@ -125,6 +129,19 @@ pub struct SetArgs {
     /// Expose no extra port any more.
     #[arg(long, conflicts_with = "expose")]
     pub no_expose: bool,
+    /// Egress policy, applied without a restart: `internet`, `none`, or the only
+    /// destinations allowed, `CIDR[:PORT]` comma-separated (`10.1.2.0/24:5432,[fd00::/8]:443`).
+    #[arg(long)]
+    pub egress: Option<String>,
+}
+
+/// The `network` body of `--egress`.
+fn egress_body(value: &str) -> berth_api_types::NetworkInput {
+    let egress = match value {
+        "internet" | "none" => json!(value),
+        list => json!({"allow": list.split(',').filter(|s| !s.is_empty()).collect::<Vec<_>>()}),
+    };
+    berth_api_types::NetworkInput { egress: Some(egress) }
 }
 
 /// `berth instances list`.
@@ -200,6 +217,7 @@ async fn create(client: &Client, args: CreateArgs, json: bool) -> anyhow::Result
         lifecycle: args
             .idle_timeout
             .map(|t| berth_api_types::Lifecycle { mode: "cold_start".into(), idle_timeout_secs: Some(t) }),
+        network: args.egress.as_deref().map(egress_body),
         ..CreateInstance::default()
     };
     let call = client.post("/instances", Some(&body));
@@ -219,6 +237,7 @@ async fn set(client: &Client, args: SetArgs, json: bool) -> anyhow::Result<()> {
             (false, false) => Some(json!(args.expose)),
             (false, true) => None,
         },
+        network: args.egress.as_deref().map(egress_body),
     };
     if body.name.is_none()
         && body.size.is_none()
@@ -226,8 +245,9 @@ async fn set(client: &Client, args: SetArgs, json: bool) -> anyhow::Result<()> {
         && body.env.is_none()
         && body.budget.is_none()
         && body.expose.is_none()
+        && body.network.is_none()
     {
-        anyhow::bail!("nothing to change: pass --name, --size, --meta, --env, --budget-cap or --expose");
+        anyhow::bail!("nothing to change: pass --name, --size, --meta, --env, --budget-cap, --expose or --egress");
     }
     let path = format!("/instances/{}", args.id);
     let call = client.patch(&path, &body);

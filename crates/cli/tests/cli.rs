@@ -83,7 +83,7 @@ async fn update(headers: HeaderMap, Path(id): Path<String>, Json(body): Json<Val
         return e;
     }
     let mut inst = instance(&id, "running");
-    for field in ["name", "metadata"] {
+    for field in ["name", "metadata", "network"] {
         if let Some(v) = body.get(field) {
             inst[field] = v.clone();
         }
@@ -557,6 +557,16 @@ fn instances_set_patches_only_what_is_given() {
     assert_eq!(inst["name"], "renamed");
     assert_eq!(inst["metadata"], json!({"team": "b"}));
     assert_eq!(inst["size"]["size"], 2);
+
+    for (egress, sent) in [
+        ("none", json!("none")),
+        ("10.1.2.0/24:5432,[fd00::/8]:443", json!({"allow": ["10.1.2.0/24:5432", "[fd00::/8]:443"]})),
+    ] {
+        let out = berth(fake_api(), Some(KEY), &["instances", "set", "inst_aaaaaaaaaa", "--egress", egress, "--json"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let inst: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(inst["network"], json!({"egress": sent}));
+    }
 
     let out = berth(fake_api(), Some(KEY), &["instances", "set", "inst_aaaaaaaaaa"]);
     assert_eq!(out.status.code(), Some(1));

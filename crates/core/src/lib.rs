@@ -3,12 +3,14 @@
 //! No I/O lives here; every other crate builds on these types so that the API,
 //! the store and the reconciler agree on what an instance is and what it may do.
 
+pub mod egress;
 pub mod ids;
 pub mod lifecycle;
 pub mod size;
 pub mod text;
 pub mod time;
 
+pub use egress::Egress;
 pub use ids::{InstanceId, KeyId, ShareId, WorkspaceId};
 pub use lifecycle::{Action, InvalidTransition, Status};
 pub use size::{Size, SizeSpec};

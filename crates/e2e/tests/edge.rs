@@ -1,7 +1,7 @@
 //! The edge: instance URLs, key checks before any byte reaches the instance,
 //! the key swapped for the instance's gateway token, SSE passed through unbuffered.
 
-use berth_test_util::docker::{exec, network_gateway};
+use berth_test_util::docker::{exec, network_gateway, reach_host_port, TEST_NETWORK};
 use berth_test_util::llm::{last_role, last_text, tool, Reply, ScriptedLlm};
 use berth_test_util::TestServer;
 use futures_util::StreamExt;
@@ -17,7 +17,7 @@ async fn scripted_model() -> ScriptedLlm {
 
 /// The model's base URL as an instance reaches it.
 fn from_instances(llm: &ScriptedLlm) -> String {
-    llm.base_url_at(&network_gateway("berth-test"))
+    llm.base_url_at(&network_gateway(TEST_NETWORK))
 }
 
 #[tokio::test]
@@ -25,7 +25,10 @@ async fn the_edge_routes_authenticates_and_streams() {
     let s = TestServer::shared().await;
     let model = scripted_model().await;
     let llm = from_instances(&model);
-    let inst = s.create_instance(json!({"env": {"BERTH_LLM_BASE_URL": llm, "BERTH_MODEL": "scripted"}})).await;
+    let inst = s
+        .create_instance(json!({"env": {"BERTH_LLM_BASE_URL": llm, "BERTH_MODEL": "scripted"},
+        "network": reach_host_port(model.port())}))
+        .await;
     let id = inst["id"].as_str().unwrap().to_string();
     let host = format!("{}.localhost:{}", &id[5..], s.edge_port());
     assert_eq!(inst["url"], format!("http://{host}"));
@@ -109,7 +112,10 @@ async fn the_agent_acts_on_its_own_computer_and_its_sessions_survive_a_restart()
     let s = TestServer::shared().await;
     let model = tool_calling_model().await;
     let llm = from_instances(&model);
-    let inst = s.create_instance(json!({"env": {"BERTH_LLM_BASE_URL": llm, "BERTH_MODEL": "scripted"}})).await;
+    let inst = s
+        .create_instance(json!({"env": {"BERTH_LLM_BASE_URL": llm, "BERTH_MODEL": "scripted"},
+        "network": reach_host_port(model.port())}))
+        .await;
     let id = inst["id"].as_str().unwrap().to_string();
     let host = format!("{}.localhost:{}", &id[5..], s.edge_port());
     let resp = s

@@ -2,7 +2,7 @@
 //! its URL wake it once and all succeed. What counts as activity: open streams,
 //! shells, holds and a running agent turn. A user's stop is not undone by a request.
 
-use berth_test_util::docker::network_gateway;
+use berth_test_util::docker::{network_gateway, reach_host_port, TEST_NETWORK};
 use berth_test_util::llm::{Reply, ScriptedLlm};
 use berth_test_util::{ServerOptions, TestServer};
 use reqwest::Method;
@@ -15,8 +15,16 @@ fn short_idle() -> ServerOptions {
 }
 
 async fn cold_instance(s: &TestServer, idle: u64, env: Value) -> (String, String) {
-    let inst =
-        s.create_instance(json!({"lifecycle": {"mode": "cold_start", "idle_timeout_secs": idle}, "env": env})).await;
+    cold_instance_with(s, idle, env, Value::Null).await
+}
+
+/// [`cold_instance`] with `network` settings.
+async fn cold_instance_with(s: &TestServer, idle: u64, env: Value, network: Value) -> (String, String) {
+    let inst = s
+        .create_instance(
+            json!({"lifecycle": {"mode": "cold_start", "idle_timeout_secs": idle}, "env": env, "network": network}),
+        )
+        .await;
     let id = inst["id"].as_str().unwrap().to_string();
     let host = format!("{}.localhost:{}", &id[5..], s.edge_port());
     (id, host)
@@ -137,8 +145,9 @@ async fn slow_model(secs: u64) -> ScriptedLlm {
 async fn a_running_agent_turn_keeps_an_instance_awake() {
     let s = TestServer::shared_with(short_idle()).await;
     let model = slow_model(9).await;
-    let llm = model.base_url_at(&network_gateway("berth-test"));
-    let (id, host) = cold_instance(&s, 2, json!({"BERTH_LLM_BASE_URL": llm, "BERTH_MODEL": "scripted"})).await;
+    let llm = model.base_url_at(&network_gateway(TEST_NETWORK));
+    let env = json!({"BERTH_LLM_BASE_URL": llm, "BERTH_MODEL": "scripted"});
+    let (id, host) = cold_instance_with(&s, 2, env, reach_host_port(model.port())).await;
 
     // A turn started from inside the instance (no edge stream, no exec left
     // running): only the agent's own report of a running turn keeps it up.

@@ -2,7 +2,7 @@
 //! tools it runs for the model: a prompt-injected "print your environment" finds
 //! nothing to leak, neither in the environment nor through `/proc`.
 
-use berth_test_util::docker::{exec, inspect, network_gateway};
+use berth_test_util::docker::{exec, inspect, network_gateway, reach_host_port, TEST_NETWORK};
 use berth_test_util::llm::{count_role, tool, Reply, ScriptedLlm};
 use berth_test_util::TestServer;
 use serde_json::json;
@@ -29,11 +29,12 @@ fn snooping_model_step(step: usize) -> Reply {
 async fn the_agents_tools_cannot_read_its_secrets() {
     let s = TestServer::shared().await;
     let model = ScriptedLlm::openai_on("0.0.0.0:0", |body| snooping_model_step(count_role(body, "tool"))).await;
-    let llm = model.base_url_at(&network_gateway("berth-test"));
+    let llm = model.base_url_at(&network_gateway(TEST_NETWORK));
     let inst = s
-        .create_instance(
-            json!({"env": {"BERTH_LLM_BASE_URL": llm, "BERTH_LLM_API_KEY": LLM_KEY, "BERTH_MODEL": "scripted"}}),
-        )
+        .create_instance(json!({
+            "env": {"BERTH_LLM_BASE_URL": llm, "BERTH_LLM_API_KEY": LLM_KEY, "BERTH_MODEL": "scripted"},
+            "network": reach_host_port(model.port()),
+        }))
         .await;
     let id = inst["id"].as_str().unwrap().to_string();
     let env = inspect(&format!("berth-{id}"), "{{range .Config.Env}}{{println .}}{{end}}");

@@ -67,6 +67,15 @@ pub struct ContainerState {
     pub agent_addr: Option<SocketAddr>,
     /// When the main process last started (unix seconds).
     pub started_at: Option<i64>,
+    /// The container's global IPv6 address on the instances' network, when it has one.
+    pub ipv6_addr: Option<std::net::Ipv6Addr>,
+}
+
+impl ContainerState {
+    /// The container's addresses on the instances' network (IPv4 first).
+    pub fn addresses(&self) -> Vec<std::net::IpAddr> {
+        self.agent_addr.map(|a| a.ip()).into_iter().chain(self.ipv6_addr.map(std::net::IpAddr::V6)).collect()
+    }
 }
 
 /// A process to run inside an instance.
@@ -200,6 +209,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// The host network interface instances' traffic arrives on, once prepared
     /// (for host firewall rules); `None` where the runtime has no such thing.
     fn host_interface(&self) -> Option<String>;
+    /// The subnets (CIDR text) of the instances' network, once prepared.
+    fn host_subnets(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// CPUs and memory of the host, once prepared. CPU limits above the host's CPUs
     /// are clamped to them (instances share CPUs; memory is admitted by the server).
     fn capacity(&self) -> HostCapacity;

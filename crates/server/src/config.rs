@@ -74,9 +74,18 @@ pub struct ServerArgs {
     /// workspace's instance limit × 80 (its limit's worth of the largest size).
     #[arg(long, env = "BERTH_WORKSPACE_DISK_GB")]
     pub workspace_disk_gb: Option<u64>,
-    /// Docker network instances join (inter-container traffic disabled).
+    /// Docker network instances join (inter-container traffic disabled). An existing
+    /// one is adopted only when it is a bridge made by berth with `enable_icc=false`.
     #[arg(long, env = "BERTH_NETWORK", default_value = "berth-instances")]
     pub network: String,
+    /// Destination instances may reach although the default policy denies it,
+    /// `CIDR[:PORT]` (IPv6 with a port: `[fd00::/8]:443`); repeatable.
+    #[arg(long = "egress-allow", env = "BERTH_EGRESS_ALLOW", value_delimiter = ',', value_name = "CIDR[:PORT]", value_parser = berth_core::egress::Destination::parse)]
+    pub egress_allow: Vec<berth_core::egress::Destination>,
+    /// Destination instances never reach, in addition to the default denies (also
+    /// over an instance's own `allow` list), `CIDR[:PORT]`; repeatable.
+    #[arg(long = "egress-deny", env = "BERTH_EGRESS_DENY", value_delimiter = ',', value_name = "CIDR[:PORT]", value_parser = berth_core::egress::Destination::parse)]
+    pub egress_deny: Vec<berth_core::egress::Destination>,
     /// Default most live instances per workspace.
     #[arg(long, env = "BERTH_INSTANCE_LIMIT", default_value_t = 100)]
     pub instance_limit: u32,

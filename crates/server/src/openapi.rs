@@ -24,7 +24,7 @@ use utoipa::{Modify, OpenApi};
         t::SizeInfo, t::Port, t::Purged, t::Workspace, t::CreateWorkspace, t::ApiKey, t::CreateKey, t::ErrorBody,
         t::ErrorDetail, t::Healthz, t::ExecRequest, t::ExecResult, t::Command, t::Logs, t::LogEntry,
         t::InstanceHealth, t::GatewayHealth, t::Event, t::Template, t::TemplatePort, t::CreateShare, t::Share,
-        t::ShareRevoked, t::Hold,
+        t::ShareRevoked, t::Hold, t::NetworkInput, t::Network,
     )),
     modifiers(&BearerAuth),
     tags((name = "instances"), (name = "operate"), (name = "shares"), (name = "templates"), (name = "workspaces"), (name = "keys"))
@@ -192,6 +192,23 @@ fn add_constraints(doc: &mut Value, settings: DocSettings) {
         set_property(doc, schema, "env", env.clone());
         set_property(doc, schema, "expose", expose.clone());
     }
+    // network.egress: one schema for input and output, the validator's own language.
+    doc["components"]["schemas"]["Egress"] = json!({
+        "description": "Where an instance's traffic may go: `internet` (the server's default policy: the public internet only, not the host, private, link-local, CGNAT, loopback or multicast ranges, nor other instances), `none` (nothing, not even DNS), or `{\"allow\": [...]}` (only these destinations plus DNS; they may be private or the host, but never the server's own ports). A destination is `CIDR[:PORT]` (TCP and UDP): `10.1.2.0/24:5432`, `203.0.113.7`, `fd00::/8`, `[fd00::/8]:443`; host bits are cleared. Applied without a restart.",
+        "oneOf": [
+            {"type": "string", "enum": ["internet", "none"]},
+            {"type": "object", "additionalProperties": false, "required": ["allow"],
+             "properties": {"allow": {"type": "array", "maxItems": berth_core::egress::MAX_ALLOW,
+                                      "items": {"type": "string", "pattern": berth_core::egress::destination_pattern()}}}},
+        ],
+    });
+    set_property(
+        doc,
+        "NetworkInput",
+        "egress",
+        json!({"oneOf": [{"$ref": "#/components/schemas/Egress"}, {"type": "null"}]}),
+    );
+    set_property(doc, "Network", "egress", json!({"$ref": "#/components/schemas/Egress"}));
     set_property(doc, "CreateInstance", "user", text(v::MAX_USER));
     set_property(doc, "CreateInstance", "region", json!({"enum": ["local", null]}));
     set_property(doc, "BudgetInput", "managed_cap_usd", nullable("number", json!({"minimum": 0})));

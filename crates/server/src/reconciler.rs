@@ -88,6 +88,9 @@ impl Reconciler {
 
     /// One pass over every record, container and volume.
     pub async fn pass(&self) -> anyhow::Result<()> {
+        // The egress rules first: a firewall reload or a rule deleted by hand is back
+        // within a pass (one listing per family when nothing changed).
+        self.state.egress_sync().await;
         // Containers and volumes first, records second: anything listed was made
         // after its record was inserted, so it cannot be mistaken for an orphan.
         let containers = self.state.runtime.list().await?;
@@ -163,9 +166,21 @@ async fn reconcile_one(
     mut rec: InstanceRecord,
 ) -> anyhow::Result<()> {
     let cs = state.runtime.inspect(&rec.id).await?;
-    let observed = cs.observed;
-    // The record is authoritative: the edge's table follows it every pass.
+    let observed = cs.observed.clone();
+    // The record is authoritative: the edge's table and the egress rules follow it every pass.
     state.routes.apply(&rec);
+    if rec.status == Status::Deleted {
+        if let Some(fw) = &state.egress {
+            fw.forget(&rec.id);
+        }
+    } else {
+        state.egress_policy(&rec.id, &rec.egress).await;
+        let addrs = match observed {
+            Observed::Running | Observed::Paused => cs.addresses(),
+            _ => Vec::new(),
+        };
+        state.egress_addresses(&rec.id, addrs).await;
+    }
     match observed {
         Observed::Running if rec.status == Status::Running => {
             state.routes.set_address(&rec.id, cs.agent_addr.map(|a| a.ip()), None)
@@ -181,6 +196,7 @@ async fn reconcile_one(
             state.runtime.purge(&rec.id).await?;
             state.store.delete_instance(&rec.id).await?;
             state.routes.remove(&rec.id);
+            state.egress_forget(&rec.id).await;
             let ev = EventRecord {
                 instance_id: rec.id.clone(),
                 at: now_secs(),
@@ -395,6 +411,7 @@ mod tests {
             idle_stopped: false,
             hold_until: None,
             requests_total: 0,
+            egress: Default::default(),
         }
     }
 

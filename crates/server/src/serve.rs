@@ -77,20 +77,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         RuntimeKind::Kubernetes => bail!("the kubernetes runtime is not available in this build; use --runtime docker"),
     };
     runtime.prepare().await.context("preparing the runtime")?;
-    let exposed = crate::firewall::exposed_ports(&[args.listen, args.edge_listen]);
-    let shielded = match runtime.host_interface() {
-        Some(interface) if !exposed.is_empty() => {
-            crate::firewall::shield(&interface, &exposed)?;
-            Some(interface)
-        }
-        None if !exposed.is_empty() => {
-            tracing::warn!(
-                "the runtime has no host interface to firewall; make sure instances cannot reach {exposed:?}"
-            );
-            None
-        }
-        _ => None,
-    };
+    let egress = egress_firewall(&args, runtime.as_ref(), store.as_ref(), &install_id).await?;
     crate::bootstrap::ensure_default_workspace(store.as_ref(), &args.data, args.instance_limit).await?;
     if args.llm_base_url.is_some() || args.billing {
         tracing::warn!(
@@ -131,6 +118,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
         }),
         http: reqwest::Client::builder().no_proxy().build()?,
+        egress: egress.clone(),
         heartbeats: Arc::default(),
         routes,
         activity,
@@ -222,11 +210,61 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = tokio::join!(api_serving, edge_serving);
     shared.access.close();
-    if let Some(interface) = shielded {
-        crate::firewall::unshield(&interface, &exposed);
-    }
     tracing::info!("berth server stopped; instances keep running");
     Ok(())
+}
+
+/// Installs the instances' egress rules (berth's own ports, the default policy and
+/// the operator's `--egress-allow`/`--egress-deny`); the server does not start without
+/// them. The reconciler re-asserts them every pass.
+async fn egress_firewall(
+    args: &ServerArgs,
+    runtime: &dyn Runtime,
+    store: &dyn Store,
+    install_id: &str,
+) -> anyhow::Result<Option<Arc<crate::firewall::Firewall>>> {
+    let Some(interface) = runtime.host_interface() else {
+        tracing::warn!("the runtime has no host interface to firewall; instances' egress is not restricted");
+        return Ok(None);
+    };
+    let read =
+        |path: &str| std::fs::read_to_string(path).map(|t| crate::firewall::parse_resolvers(&t)).unwrap_or_default();
+    let mut resolvers = read("/etc/resolv.conf");
+    if resolvers.iter().any(|r| r.is_loopback()) {
+        // systemd-resolved's stub: Docker forwards to the upstream servers it lists instead.
+        resolvers.extend(read("/run/systemd/resolve/resolv.conf"));
+    }
+    if resolvers.is_empty() {
+        tracing::warn!("no nameserver in /etc/resolv.conf: instances may not resolve names");
+    }
+    let subnets = runtime.host_subnets().iter().filter_map(|s| s.parse().ok()).collect();
+    let mut berth_ports = vec![args.listen.port(), args.edge_listen.port()];
+    berth_ports.dedup();
+    let fw = crate::firewall::Firewall::new(crate::firewall::EgressConfig {
+        interface: interface.clone(),
+        install: install_id.to_string(),
+        subnets,
+        resolvers,
+        allow: args.egress_allow.clone(),
+        deny: args.egress_deny.clone(),
+        berth_ports,
+        served_ports: Vec::new(),
+    });
+    // Every instance's policy is known before the first sync (which removes the rules of
+    // instances it does not know); their addresses come with the reconciler's first pass.
+    for rec in store.all_instances().await? {
+        if rec.status != berth_core::Status::Deleted {
+            fw.set_policy(&rec.id, &rec.egress);
+        }
+    }
+    fw.sync().with_context(|| {
+        format!(
+            "installing the instances' egress rules on {interface} (iptables, as root): without them instances reach \
+             the host, the LAN and cloud metadata"
+        )
+    })?;
+    tracing::info!(interface, chain = %fw.egress_chain(), "instances' egress policy installed");
+    Ok(Some(Arc::new(fw)))
 }
 
 type Acceptors = (Option<Arc<TlsAcceptor>>, Option<Arc<TlsAcceptor>>);
@@ -289,6 +327,19 @@ async fn follow_runtime_events(state: AppState) {
                         RuntimeEventKind::Died | RuntimeEventKind::Paused | RuntimeEventKind::Destroyed
                     ) {
                         state.routes.set_address(&id, None, None);
+                        if ev.kind != RuntimeEventKind::Paused && state.egress.is_some() {
+                            // Its address is free for another container: its own rules go,
+                            // unless a new container of the instance runs already.
+                            if let Ok(cs) = state.runtime.inspect(&id).await {
+                                let addrs = match cs.observed {
+                                    berth_runtime::Observed::Running | berth_runtime::Observed::Paused => {
+                                        cs.addresses()
+                                    }
+                                    _ => Vec::new(),
+                                };
+                                state.egress_addresses(&id, addrs).await;
+                            }
+                        }
                     }
                 }
             }

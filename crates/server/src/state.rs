@@ -79,6 +79,8 @@ pub struct AppState {
     pub health_inspect: Arc<InspectCache>,
     /// Room on the host for instances' memory.
     pub admission: Arc<crate::admission::Admission>,
+    /// The instances' egress firewall (`None` where the runtime has no host interface).
+    pub egress: Option<Arc<crate::firewall::Firewall>>,
     /// Last time (unix seconds) each instance's agent answered a probe.
     pub heartbeats: Arc<std::sync::Mutex<std::collections::HashMap<berth_core::InstanceId, i64>>>,
 }
@@ -87,6 +89,39 @@ impl AppState {
     /// Records that an instance's agent answered now.
     pub fn heartbeat(&self, id: &berth_core::InstanceId) {
         self.heartbeats.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), berth_core::now_secs());
+    }
+
+    /// Brings the egress rules to what is desired (on a blocking thread); a failure is logged.
+    pub async fn egress_sync(&self) {
+        let Some(fw) = self.egress.clone() else { return };
+        match tokio::task::spawn_blocking(move || fw.sync()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not assert the egress rules"),
+            Err(e) => tracing::warn!(error = %e, "egress rules task failed"),
+        }
+    }
+
+    /// Sets an instance's egress policy, applying it at once when it changed.
+    pub async fn egress_policy(&self, id: &berth_core::InstanceId, policy: &berth_core::Egress) {
+        if self.egress.as_ref().is_some_and(|fw| fw.set_policy(id, policy)) {
+            self.egress_sync().await;
+        }
+    }
+
+    /// Sets an instance's addresses on the bridge (empty: none now), applying its
+    /// policy to them at once when they changed.
+    pub async fn egress_addresses(&self, id: &berth_core::InstanceId, addrs: Vec<std::net::IpAddr>) {
+        if self.egress.as_ref().is_some_and(|fw| fw.set_addresses(id, addrs)) {
+            self.egress_sync().await;
+        }
+    }
+
+    /// Removes a deleted instance's own egress rules.
+    pub async fn egress_forget(&self, id: &berth_core::InstanceId) {
+        if let Some(fw) = &self.egress {
+            fw.forget(id);
+            self.egress_sync().await;
+        }
     }
 
     /// Last heartbeat of an instance.

@@ -67,6 +67,8 @@ pub struct InstanceRecord {
     pub hold_until: Option<i64>,
     /// Requests served through the edge (as of the last batch written).
     pub requests_total: u64,
+    /// Where its traffic may go.
+    pub egress: berth_core::Egress,
 }
 
 /// A port an instance's own programs serve, reached at `http://{handle}.{domain}`.

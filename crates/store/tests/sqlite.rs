@@ -47,6 +47,7 @@ fn instance(ws: &WorkspaceId, size: u32, status: Status) -> InstanceRecord {
         idle_stopped: false,
         hold_until: None,
         requests_total: 0,
+        egress: Default::default(),
     }
 }
 

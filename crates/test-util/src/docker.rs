@@ -40,12 +40,22 @@ pub fn inspect(name: &str, format: &str) -> String {
     docker(&["inspect", "-f", format, name]).1
 }
 
+/// The Docker network test servers put instances on (made by the first server).
+/// Not `berth-test`, which servers of older checkouts share without egress rules.
+pub const TEST_NETWORK: &str = "berth-e2e";
+
 /// The gateway address of a Docker network: the host as its containers reach it
-/// (`berth-test`, the tests' bridge, once a server has created it).
+/// ([`TEST_NETWORK`], the tests' bridge, once a server has created it).
 pub fn network_gateway(network: &str) -> String {
     let (ok, out, err) = docker(&["network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}", network]);
     assert!(ok && !out.is_empty(), "no gateway for network {network}: {err}");
     out
+}
+
+/// The `network` setting letting an instance reach `port` on the host through its
+/// bridge's gateway (the default egress policy keeps instances off the host).
+pub fn reach_host_port(port: u16) -> serde_json::Value {
+    serde_json::json!({"egress": {"allow": [format!("{}/32:{port}", network_gateway(TEST_NETWORK))]}})
 }
 
 /// Removes every container and volume of an installation, a few at a time.

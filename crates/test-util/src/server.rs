@@ -20,6 +20,9 @@ pub struct ServerOptions {
     /// PEM of the CA behind `--tls-cert`: the hosting API is then https and the
     /// test client trusts this CA.
     pub api_ca: Option<String>,
+    /// `--network`: [`crate::docker::TEST_NETWORK`] by default. Servers with other
+    /// egress flags need a network of their own (one bridge, one policy).
+    pub network: String,
 }
 
 impl Default for ServerOptions {
@@ -29,6 +32,7 @@ impl Default for ServerOptions {
             extra_args: vec![],
             listen_host: "127.0.0.1".into(),
             api_ca: None,
+            network: crate::docker::TEST_NETWORK.into(),
         }
     }
 }
@@ -114,7 +118,7 @@ pub(crate) fn server_args(data: &Path, port: u16, edge_port: u16, opts: &ServerO
         "--agent-bin".into(),
         agent_bin().display().to_string(),
         "--network".into(),
-        "berth-test".into(),
+        opts.network.clone(),
         "--reconcile-interval-ms".into(),
         "300".into(),
     ];

@@ -90,6 +90,8 @@ pub struct DockerRuntime {
     cpu_samples: std::sync::Mutex<HashMap<String, (u64, u64)>>,
     /// Id of the instances' network, resolved by `prepare`.
     network_id: std::sync::RwLock<String>,
+    /// Host interface (bridge) and subnets of the instances' network, read by `prepare`.
+    bridge: std::sync::RwLock<(String, Vec<String>)>,
     /// CPUs and memory of the Docker host, read by `prepare`.
     capacity: std::sync::RwLock<HostCapacity>,
     /// Loop-backed homes, when enabled.
@@ -103,6 +105,51 @@ const GIB: u64 = 1 << 30;
 /// only when no other stats request is in progress; otherwise they wait for the next
 /// sample, up to a second, so a polling client would pay that on every call.
 const STATS_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The label berth puts on the networks it makes (and requires on one it adopts).
+const NETWORK_LABEL: &str = "berth.network";
+
+/// Checks that the instances' network `name` (id `id`) isolates instances: a bridge,
+/// inter-container traffic off, made by berth. Answers its host interface (the
+/// `com.docker.network.bridge.name` option, else Docker's `br-` + 12 chars of the id)
+/// and its subnets.
+fn check_network(
+    name: &str,
+    id: &str,
+    net: &bollard::models::Network,
+) -> std::result::Result<(String, Vec<String>), String> {
+    let driver = net.driver.as_deref().unwrap_or("");
+    if driver != "bridge" {
+        return Err(format!(
+            "network `{name}` uses the `{driver}` driver; instances need a bridge network (pass another --network, or remove it and berth makes one)"
+        ));
+    }
+    let opts = net.options.clone().unwrap_or_default();
+    let icc = opts.get("com.docker.network.bridge.enable_icc").map(String::as_str);
+    if icc != Some("false") {
+        return Err(format!(
+            "network `{name}` lets containers reach each other (com.docker.network.bridge.enable_icc is {}); instances need it \"false\"",
+            icc.map_or("unset".to_string(), |v| format!("\"{v}\""))
+        ));
+    }
+    if !net.labels.as_ref().is_some_and(|l| l.contains_key(NETWORK_LABEL)) {
+        return Err(format!(
+            "network `{name}` was not made by berth (no `{NETWORK_LABEL}` label); berth adopts only its own networks"
+        ));
+    }
+    let bridge = match opts.get("com.docker.network.bridge.name") {
+        Some(b) if !b.is_empty() => b.clone(),
+        _ if id.len() >= 12 => format!("br-{}", &id[..12]),
+        _ => return Err(format!("network `{name}` has no bridge interface name")),
+    };
+    let subnets = net
+        .ipam
+        .as_ref()
+        .and_then(|i| i.config.as_ref())
+        .map(|c| c.iter().filter_map(|c| c.subnet.clone()).collect())
+        .unwrap_or_default();
+    Ok((bridge, subnets))
+}
 
 fn container_name(id: &InstanceId) -> String {
     format!("berth-{id}")
@@ -188,6 +235,7 @@ impl DockerRuntime {
             cpu_samples: Default::default(),
             exec_tokens: Default::default(),
             network_id: Default::default(),
+            bridge: Default::default(),
             capacity: std::sync::RwLock::new(capacity),
         })
     }
@@ -417,9 +465,12 @@ impl Runtime for DockerRuntime {
     }
 
     fn host_interface(&self) -> Option<String> {
-        // Docker names a user-defined bridge `br-` + the first 12 chars of its id.
-        let id = self.network_id.read().unwrap_or_else(|e| e.into_inner()).clone();
-        (id.len() >= 12).then(|| format!("br-{}", &id[..12]))
+        let name = self.bridge.read().unwrap_or_else(|e| e.into_inner()).0.clone();
+        (!name.is_empty()).then_some(name)
+    }
+
+    fn host_subnets(&self) -> Vec<String> {
+        self.bridge.read().unwrap_or_else(|e| e.into_inner()).1.clone()
     }
 
     fn capacity(&self) -> HostCapacity {
@@ -461,7 +512,7 @@ impl Runtime for DockerRuntime {
                 driver: Some("bridge".into()),
                 // Instances must not reach each other: no inter-container traffic.
                 options: Some(HashMap::from([("com.docker.network.bridge.enable_icc".into(), "false".into())])),
-                labels: Some(HashMap::from([("berth.network".into(), "instances".into())])),
+                labels: Some(HashMap::from([(NETWORK_LABEL.into(), "instances".into())])),
                 ..Default::default()
             };
             self.docker.create_network(req).await.map_err(map_err)?;
@@ -476,6 +527,13 @@ impl Runtime for DockerRuntime {
         for (_, loser) in nets.iter().skip(1) {
             let _ = self.docker.remove_network(loser).await;
         }
+        let net = self
+            .docker
+            .inspect_network(&winner, None::<bollard::query_parameters::InspectNetworkOptions>)
+            .await
+            .map_err(map_err)?;
+        let bridge = check_network(&self.cfg.network, &winner, &net).map_err(RuntimeError::Failed)?;
+        *self.bridge.write().unwrap_or_else(|e| e.into_inner()) = bridge;
         *self.network_id.write().unwrap_or_else(|e| e.into_inner()) = winner;
         Ok(())
     }
@@ -605,7 +663,12 @@ impl Runtime for DockerRuntime {
         let info = match self.docker.inspect_container(&container_name(id), NO_INSPECT).await {
             Ok(info) => info,
             Err(e) if is_not_found(&e) => {
-                return Ok(ContainerState { observed: Observed::Missing, agent_addr: None, started_at: None })
+                return Ok(ContainerState {
+                    observed: Observed::Missing,
+                    agent_addr: None,
+                    started_at: None,
+                    ipv6_addr: None,
+                })
             }
             Err(e) => return Err(map_err(e)),
         };
@@ -622,13 +685,21 @@ impl Runtime for DockerRuntime {
         };
         let agent_addr = info
             .network_settings
-            .and_then(|n| n.networks)
-            .and_then(|mut nets| nets.remove(&self.cfg.network))
-            .and_then(|ep| ep.ip_address)
+            .as_ref()
+            .and_then(|n| n.networks.as_ref())
+            .and_then(|nets| nets.get(&self.cfg.network))
+            .and_then(|ep| ep.ip_address.as_deref())
             .and_then(|ip| ip.parse::<IpAddr>().ok())
             .map(|ip| SocketAddr::new(ip, AGENT_PORT));
+        let ipv6_addr = info
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.networks.as_ref())
+            .and_then(|nets| nets.get(&self.cfg.network))
+            .and_then(|ep| ep.global_ipv6_address.as_deref())
+            .and_then(|ip| ip.parse().ok());
         let started_at = state.started_at.as_deref().and_then(berth_core::time::parse_rfc3339).filter(|t| *t > 0);
-        Ok(ContainerState { observed, agent_addr, started_at })
+        Ok(ContainerState { observed, agent_addr, started_at, ipv6_addr })
     }
 
     async fn list(&self) -> Result<Vec<ManagedContainer>> {
@@ -752,5 +823,51 @@ impl Runtime for DockerRuntime {
             Some(Ok(RuntimeEvent { instance_id, kind }))
         });
         Ok(stream.boxed())
+    }
+}
+
+#[cfg(test)]
+mod network_tests {
+    use super::check_network;
+    use bollard::models::{Ipam, IpamConfig, Network};
+    use std::collections::HashMap;
+
+    fn net(driver: &str, opts: &[(&str, &str)], labelled: bool) -> Network {
+        Network {
+            driver: Some(driver.into()),
+            options: Some(opts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            labels: Some(if labelled {
+                HashMap::from([("berth.network".into(), "instances".into())])
+            } else {
+                HashMap::new()
+            }),
+            ipam: Some(Ipam {
+                config: Some(vec![IpamConfig { subnet: Some("172.30.0.0/16".into()), ..Default::default() }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    const ICC_OFF: (&str, &str) = ("com.docker.network.bridge.enable_icc", "false");
+
+    #[test]
+    fn only_berths_isolated_bridges_are_adopted() {
+        let id = "0123456789abcdef";
+        assert_eq!(
+            check_network("n", id, &net("bridge", &[ICC_OFF], true)).unwrap(),
+            ("br-0123456789ab".to_string(), vec!["172.30.0.0/16".to_string()])
+        );
+        let named = net("bridge", &[ICC_OFF, ("com.docker.network.bridge.name", "berth0")], true);
+        assert_eq!(check_network("n", id, &named).unwrap().0, "berth0");
+        let e = check_network("mine", id, &net("overlay", &[ICC_OFF], true)).unwrap_err();
+        assert!(e.contains("`mine`") && e.contains("overlay"), "{e}");
+        let e = check_network("mine", id, &net("bridge", &[], true)).unwrap_err();
+        assert!(e.contains("`mine`") && e.contains("enable_icc is unset"), "{e}");
+        let e = check_network("mine", id, &net("bridge", &[("com.docker.network.bridge.enable_icc", "true")], true))
+            .unwrap_err();
+        assert!(e.contains("\"true\""), "{e}");
+        let e = check_network("mine", id, &net("bridge", &[ICC_OFF], false)).unwrap_err();
+        assert!(e.contains("`mine`") && e.contains("not made by berth"), "{e}");
     }
 }

@@ -222,6 +222,7 @@ mod tests {
             idle_stopped: false,
             hold_until: None,
             requests_total: 0,
+            egress: Default::default(),
         }
     }
 

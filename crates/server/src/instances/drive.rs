@@ -112,6 +112,12 @@ pub fn address_stale(state: &AppState, id: &InstanceId) {
     state.routes.set_address(id, None, None);
 }
 
+/// The container is going away or being replaced: its address (which Docker may give
+/// to another container) loses the instance's own egress rules.
+pub async fn addresses_released(state: &AppState, id: &InstanceId) {
+    state.egress_addresses(id, Vec::new()).await;
+}
+
 /// Waits until the container runs and its agent answers `/health`; the edge
 /// learns the address it answered on.
 pub async fn wait_ready(state: &AppState, id: &InstanceId) -> Result<(), RuntimeError> {
@@ -130,6 +136,8 @@ pub async fn wait_ready(state: &AppState, id: &InstanceId) -> Result<(), Runtime
                 return Err(RuntimeError::Failed("the instance's container disappeared while starting".into()))
             }
             Observed::Running => {
+                // The instance's own egress rules follow its address before anything else.
+                state.egress_addresses(id, cs.addresses()).await;
                 if let Some(addr) = cs.agent_addr {
                     let url = format!("http://{addr}/health");
                     match state.http.get(&url).timeout(Duration::from_secs(2)).send().await {

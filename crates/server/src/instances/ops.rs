@@ -3,7 +3,7 @@
 //! edge routing table). They run detached from the request, so a client that
 //! hangs up mid-create cannot leave a half-made instance behind.
 
-use super::drive::address_stale;
+use super::drive::{address_stale, addresses_released};
 pub use super::drive::{bring_up, detached, set_status, spec_of, wait_ready, Actor};
 use super::validate::{ValidCreate, ValidUpdate};
 use crate::auth::Auth;
@@ -78,6 +78,7 @@ pub async fn create(state: AppState, auth: Auth, v: ValidCreate) -> ApiResult<In
         idle_stopped: false,
         hold_until: None,
         requests_total: 0,
+        egress: v.egress,
     };
     {
         // Checked and inserted under one lock: two creates cannot both take the last room.
@@ -106,6 +107,7 @@ pub async fn create(state: AppState, auth: Auth, v: ValidCreate) -> ApiResult<In
             reason: None,
         })
         .await?;
+    state.egress_policy(&id, &rec.egress).await;
     let outcome = async {
         state.runtime.create(&spec_of(&rec)).await?;
         state.runtime.start(&id).await?;
@@ -125,6 +127,7 @@ pub async fn create(state: AppState, auth: Auth, v: ValidCreate) -> ApiResult<In
                 return Err(e.into());
             }
             state.store.delete_instance(&id).await?;
+            state.egress_forget(&id).await;
             Err(e.into())
         }
     }
@@ -153,12 +156,15 @@ pub async fn act(state: AppState, actor: Actor, id: String, action: Action) -> A
         match action {
             Action::Stop => {
                 set_status(&state, &mut rec, Status::Stopping, &actor, None).await.map_err(to_rt)?;
-                state.runtime.stop(&rec.id).await
+                state.runtime.stop(&rec.id).await?;
+                addresses_released(&state, &rec.id).await;
+                Ok(())
             }
             Action::Start => bring_up(&state, &rec).await,
             Action::Restart => {
                 address_stale(&state, &rec.id);
                 state.runtime.stop(&rec.id).await?;
+                addresses_released(&state, &rec.id).await;
                 bring_up(&state, &rec).await
             }
             Action::Pause => {
@@ -172,6 +178,7 @@ pub async fn act(state: AppState, actor: Actor, id: String, action: Action) -> A
             Action::Update => {
                 address_stale(&state, &rec.id);
                 state.runtime.create(&spec_of(&rec)).await?;
+                addresses_released(&state, &rec.id).await;
                 if target == Status::Running {
                     state.runtime.start(&rec.id).await?;
                     wait_ready(&state, &rec.id).await?;
@@ -180,6 +187,7 @@ pub async fn act(state: AppState, actor: Actor, id: String, action: Action) -> A
                 Ok(())
             }
             Action::Restore => {
+                state.egress_policy(&rec.id, &rec.egress).await;
                 state.runtime.create(&spec_of(&rec)).await?;
                 state.runtime.start(&rec.id).await?;
                 wait_ready(&state, &rec.id).await?;
@@ -254,6 +262,9 @@ pub async fn patch(state: AppState, actor: Actor, id: String, v: ValidUpdate) ->
     if let Some(ports) = v.expose {
         rec.exposed = exposed_ports(&rec.exposed, &ports);
     }
+    if let Some(egress) = v.egress {
+        rec.egress = egress;
+    }
     // Growing a running instance needs room on the host for the difference.
     let _room = match v.size {
         Some(size) if matches!(rec.status, Status::Running | Status::Paused) => {
@@ -282,6 +293,7 @@ pub async fn patch(state: AppState, actor: Actor, id: String, v: ValidUpdate) ->
         rec.env = env;
         address_stale(&state, &rec.id);
         state.runtime.create(&spec_of(&rec)).await?;
+        addresses_released(&state, &rec.id).await;
         if matches!(rec.status, Status::Running | Status::Paused | Status::Error) {
             state.runtime.start(&rec.id).await?;
             wait_ready(&state, &rec.id).await?;
@@ -296,6 +308,10 @@ pub async fn patch(state: AppState, actor: Actor, id: String, v: ValidUpdate) ->
     rec.updated_at = now_secs();
     state.store.update_instance(&rec).await?;
     state.routes.apply(&rec);
+    // A new egress policy applies to the running container at once, no restart.
+    if rec.status != Status::Deleted {
+        state.egress_policy(&rec.id, &rec.egress).await;
+    }
     Ok(rec)
 }
 
@@ -314,6 +330,7 @@ pub async fn delete(state: AppState, actor: Actor, id: String, purge: bool) -> A
         state.shares.revoke_instance(&rec.id);
         state.runtime.purge(&rec.id).await?;
         state.store.delete_instance(&rec.id).await?;
+        state.egress_forget(&rec.id).await;
         let ev = EventRecord {
             instance_id: rec.id.clone(),
             at: now_secs(),
@@ -329,6 +346,7 @@ pub async fn delete(state: AppState, actor: Actor, id: String, purge: bool) -> A
     state.shares.revoke_instance(&rec.id);
     address_stale(&state, &rec.id);
     state.runtime.remove(&rec.id).await?;
+    state.egress_forget(&rec.id).await;
     rec.deleted_at = Some(now_secs());
     set_status(&state, &mut rec, Status::Deleted, &actor, None).await?;
     Ok(Some(rec))

@@ -60,5 +60,8 @@ pub fn instance(settings: &Settings, r: &InstanceRecord) -> Instance {
         updated_at: r.updated_at,
         deleted_at: r.deleted_at,
         hold_until: r.hold_until.filter(|t| *t > berth_core::now_secs()),
+        network: berth_api_types::Network {
+            egress: serde_json::to_value(&r.egress).unwrap_or(serde_json::Value::Null),
+        },
     }
 }

@@ -1,7 +1,8 @@
 //! Validation of create and update bodies: every field checked, errors name it.
 
 use crate::error::ApiError;
-use berth_api_types::{BudgetInput, CreateInstance, Lifecycle, UpdateInstance};
+use berth_api_types::{BudgetInput, CreateInstance, Lifecycle, NetworkInput, UpdateInstance};
+use berth_core::egress::{Destination, Egress, MAX_ALLOW};
 use berth_core::size::{self, SizeSpec};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -31,6 +32,8 @@ pub struct ValidCreate {
     pub lifecycle: Lifecycle,
     /// Extra ports to route, in the order given.
     pub expose: Vec<u16>,
+    /// Where its traffic may go.
+    pub egress: Egress,
 }
 
 /// Most extra ports one instance may expose.
@@ -67,6 +70,7 @@ pub fn create(body: CreateInstance, min_idle_secs: u64) -> Result<ValidCreate, A
         topup_micros,
         lifecycle: lifecycle(body.lifecycle, min_idle_secs)?,
         expose: expose(body.expose.as_ref())?.unwrap_or_default(),
+        egress: network(body.network.as_ref())?.unwrap_or_default(),
     })
 }
 
@@ -79,6 +83,7 @@ pub struct ValidUpdate {
     pub env: Option<BTreeMap<String, String>>,
     pub budget: Option<(Option<f64>, i64)>,
     pub expose: Option<Vec<u16>>,
+    pub egress: Option<Egress>,
 }
 
 /// Checks a PATCH body.
@@ -90,7 +95,60 @@ pub fn update(body: UpdateInstance) -> Result<ValidUpdate, ApiError> {
         env: env(body.env.as_ref())?,
         budget: body.budget.as_ref().map(|b| budget(Some(b))).transpose()?,
         expose: expose(body.expose.as_ref())?,
+        egress: network(body.network.as_ref())?,
     })
+}
+
+/// `network.egress`: `"internet"`, `"none"` or `{"allow": ["CIDR[:PORT]", ...]}`.
+fn network(value: Option<&NetworkInput>) -> Result<Option<Egress>, ApiError> {
+    let Some(v) = value.and_then(|n| n.egress.as_ref()) else { return Ok(None) };
+    const FIELD: &str = "network.egress";
+    let shape = || {
+        ApiError::invalid(
+            FIELD,
+            format!("`{FIELD}` must be \"internet\", \"none\" or {{\"allow\": [\"CIDR[:PORT]\", ...]}}"),
+        )
+    };
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) if s == "internet" => Ok(Some(Egress::Internet)),
+        Value::String(s) if s == "none" => Ok(Some(Egress::None)),
+        Value::String(s) => Err(ApiError::invalid(
+            FIELD,
+            format!("unknown `{FIELD}` `{}`: use \"internet\", \"none\" or {{\"allow\": [...]}}", clip(s)),
+        )),
+        Value::Object(o) => {
+            if let Some(k) = o.keys().find(|k| *k != "allow") {
+                return Err(ApiError::invalid(
+                    format!("{FIELD}.{}", clip(k)),
+                    format!("unknown field `{}` in `{FIELD}`", clip(k)),
+                ));
+            }
+            let Some(Value::Array(items)) = o.get("allow") else { return Err(shape()) };
+            if items.len() > MAX_ALLOW {
+                return Err(ApiError::invalid(
+                    format!("{FIELD}.allow"),
+                    format!("`{FIELD}.allow` lists more than {MAX_ALLOW} destinations"),
+                ));
+            }
+            let mut list: Vec<Destination> = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let field = format!("{FIELD}.allow[{i}]");
+                let Some(text) = item.as_str() else {
+                    return Err(ApiError::invalid(
+                        &field,
+                        format!("`{field}` must be a string CIDR[:PORT], like \"10.1.2.0/24:5432\""),
+                    ));
+                };
+                let d = Destination::parse(text).map_err(|e| ApiError::invalid(&field, format!("`{field}`: {e}")))?;
+                if !list.contains(&d) {
+                    list.push(d);
+                }
+            }
+            Ok(Some(Egress::Allow(list)))
+        }
+        _ => Err(shape()),
+    }
 }
 
 fn clip(s: &str) -> String {

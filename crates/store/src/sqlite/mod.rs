@@ -99,7 +99,7 @@ impl SqliteStore {
 const INSTANCE_COLUMNS: &str = "seq, id, workspace_id, name, template, template_version, size, \
     user_tag, region, metadata, env, budget_cap_usd, topup_micros, lifecycle_mode, idle_timeout, \
     status, status_reason, restart_count, created_at, updated_at, deleted_at, gateway_token, last_request_at, \
-    exposed, idle_stopped, hold_until, requests_total";
+    exposed, idle_stopped, hold_until, requests_total, egress";
 
 /// The `env` column, opened when sealed.
 fn env_map(row: &SqliteRow, seal: Option<&crate::seal::SealKey>) -> Result<std::collections::BTreeMap<String, String>> {
@@ -125,6 +125,18 @@ fn exposed_from_row(row: &SqliteRow) -> Result<Vec<ExposedPort>> {
 
 fn exposed_json(ports: &[ExposedPort]) -> String {
     serde_json::to_string(ports).unwrap_or_else(|_| "[]".into())
+}
+
+fn egress_from_row(row: &SqliteRow) -> Result<berth_core::Egress> {
+    match row.try_get::<Option<String>, _>("egress")? {
+        None => Ok(berth_core::Egress::Internet),
+        Some(text) => serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("egress: {e}"))),
+    }
+}
+
+/// NULL for the default policy, so rows written before it existed read the same.
+fn egress_json(e: &berth_core::Egress) -> Option<String> {
+    (*e != berth_core::Egress::Internet).then(|| serde_json::to_string(e).unwrap_or_else(|_| "\"none\"".into()))
 }
 
 fn status(text: &str) -> Result<Status> {
@@ -160,6 +172,7 @@ fn instance_from_row(row: &SqliteRow, seal: Option<&crate::seal::SealKey>) -> Re
         idle_stopped: row.try_get::<i64, _>("idle_stopped")? != 0,
         hold_until: row.try_get("hold_until")?,
         requests_total: row.try_get::<i64, _>("requests_total")?.max(0) as u64,
+        egress: egress_from_row(row)?,
     })
 }
 
@@ -284,8 +297,8 @@ impl Store for SqliteStore {
         let done = sqlx::query(
             "INSERT INTO instances (id, workspace_id, name, template, template_version, size, user_tag, region, \
              metadata, env, budget_cap_usd, topup_micros, lifecycle_mode, idle_timeout, status, status_reason, \
-             restart_count, created_at, updated_at, deleted_at, gateway_token, exposed, idle_stopped, hold_until) \
-             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+             restart_count, created_at, updated_at, deleted_at, gateway_token, exposed, idle_stopped, hold_until, egress) \
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
              WHERE (SELECT COUNT(*) FROM instances WHERE workspace_id = ? AND status != 'deleted') < ?",
         )
         .bind(r.id.as_str())
@@ -312,6 +325,7 @@ impl Store for SqliteStore {
         .bind(exposed_json(&r.exposed))
         .bind(r.idle_stopped as i64)
         .bind(r.hold_until)
+        .bind(egress_json(&r.egress))
         .bind(r.workspace_id.as_str())
         .bind(limit as i64)
         .execute(&self.pool)
@@ -405,7 +419,7 @@ impl Store for SqliteStore {
             "UPDATE instances SET name = ?, template_version = ?, size = ?, metadata = ?, env = ?, \
              budget_cap_usd = ?, topup_micros = ?, lifecycle_mode = ?, idle_timeout = ?, status = ?, \
              status_reason = ?, restart_count = ?, updated_at = ?, deleted_at = ?, exposed = ?, idle_stopped = ?, \
-             hold_until = ? WHERE id = ?",
+             hold_until = ?, egress = ? WHERE id = ?",
         )
         .bind(&r.name)
         .bind(r.template_version as i64)
@@ -424,6 +438,7 @@ impl Store for SqliteStore {
         .bind(exposed_json(&r.exposed))
         .bind(r.idle_stopped as i64)
         .bind(r.hold_until)
+        .bind(egress_json(&r.egress))
         .bind(r.id.as_str())
         .execute(&self.pool)
         .await?;
