@@ -56,8 +56,9 @@ def main():
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--image", default="berth-test/busybox:latest")
     args = ap.parse_args()
-    berth = os.path.join(ROOT, "target/release/berth")
-    agent = os.path.join(ROOT, "target/x86_64-unknown-linux-gnu/release/berth-agent")
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+    berth = os.path.join(target, "release/berth")
+    agent = os.path.join(target, "x86_64-unknown-linux-gnu/release/berth-agent")
     for p in (berth, agent):
         if not os.path.exists(p):
             sys.exit(f"{p} missing: cargo build --release -p berth-cli && scripts/build-agent.sh --release")
