@@ -143,7 +143,14 @@ struct Inner {
     /// Each chain we wrote: the rules as we wrote them, and as iptables printed them
     /// back right after (its own spelling may differ from ours).
     seen: HashMap<(Family, String), (Vec<String>, Vec<String>)>,
+    /// When the shield chain was last checked for ports nothing listens on (reading
+    /// `/proc/net/tcp` costs a walk of every socket of the host: with thousands of
+    /// short connections it took a quarter of the server's CPU at every sync).
+    stale_ports_checked: Option<std::time::Instant>,
 }
+
+/// How often the shield chain is pruned of ports nothing listens on any more.
+const STALE_PORTS_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Inner {
     /// Whether `current` (a chain as listed now) holds `desired`: the same text, or
@@ -449,13 +456,25 @@ impl Firewall {
             }
         }
         // Ports of servers gone (nothing listens on them any more): their rules go, or
-        // the chain would grow with every server ever started on the bridge.
-        let listening = listening_ports();
-        for l in list.chain(&shield) {
-            let port = arg(l, "--dport").and_then(|p| p.parse::<u16>().ok());
-            if port.is_some_and(|p| !self.cfg.berth_ports.contains(&p) && !listening.contains(&p)) {
-                script.push(l.replacen("-A ", "-D ", 1));
+        // the chain would grow with every server ever started on the bridge. Checked
+        // once a minute, and the host's sockets are read only when there is a candidate.
+        let others: Vec<(&String, u16)> = list
+            .chain(&shield)
+            .iter()
+            .filter_map(|l| Some((l, arg(l, "--dport")?.parse::<u16>().ok()?)))
+            .filter(|(_, p)| !self.cfg.berth_ports.contains(p))
+            .collect();
+        let due = inner.stale_ports_checked.is_none_or(|at| at.elapsed() >= STALE_PORTS_EVERY);
+        if due && !others.is_empty() {
+            let listening = listening_ports();
+            for (l, port) in others {
+                if !listening.contains(&port) {
+                    script.push(l.replacen("-A ", "-D ", 1));
+                }
             }
+        }
+        if due && f == *self.families.last().unwrap_or(&f) {
+            inner.stale_ports_checked = Some(std::time::Instant::now());
         }
         // Instances' chains first: the base chains jump to the dispatch chain, which jumps to them.
         let dispatch_rules = list.chain(&dispatch);
