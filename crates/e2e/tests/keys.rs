@@ -184,6 +184,16 @@ async fn an_instance_key_reaches_its_instance_and_nothing_else() {
     let kid = k["id"].as_str().unwrap();
     assert_eq!(s.call(Method::DELETE, &format!("/v1/keys/{kid}"), Some(&s.key), None).await.0, 200);
     assert_eq!(s.call(Method::GET, &format!("/v1/instances/{a_id}"), Some(&key), None).await.0, 401);
+
+    // Purging an instance deletes its keys with it.
+    let (_, k2) = s.call(Method::POST, "/v1/keys", Some(&s.key), Some(json!({"instance": b_id}))).await;
+    let key2 = k2["key"].as_str().unwrap().to_string();
+    assert_eq!(s.call(Method::GET, &format!("/v1/instances/{b_id}"), Some(&key2), None).await.0, 200);
+    let (st, _) = s.call(Method::DELETE, &format!("/v1/instances/{b_id}?purge=true"), Some(&s.key), None).await;
+    assert_eq!(st, 200);
+    assert_eq!(s.call(Method::GET, &format!("/v1/instances/{b_id}"), Some(&key2), None).await.0, 401);
+    let (_, keys) = s.call(Method::GET, "/v1/keys", Some(&s.key), None).await;
+    assert!(!keys["data"].as_array().unwrap().iter().any(|x| x["instance"] == b_id), "{keys}");
 }
 
 #[tokio::test]

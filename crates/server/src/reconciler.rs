@@ -214,6 +214,7 @@ async fn reconcile_one(
                 state.runtime.purge(&rec.id).await?;
                 state.store.delete_instance(&rec.id).await?;
                 state.routes.remove(&rec.id);
+                state.forget_instance_keys(&rec.workspace_id, &rec.id).await;
             } else if observed != Observed::Missing {
                 state.runtime.remove(&rec.id).await?;
             }

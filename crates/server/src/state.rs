@@ -91,6 +91,21 @@ impl AppState {
         self.heartbeats.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), berth_core::now_secs());
     }
 
+    /// Deletes (and revokes at once, open streams included) the instance keys of a
+    /// purged instance: they would open nothing ever again.
+    pub async fn forget_instance_keys(&self, ws: &berth_core::WorkspaceId, id: &berth_core::InstanceId) {
+        let keys = match self.store.keys(ws).await {
+            Ok(keys) => keys,
+            Err(e) => return tracing::warn!(instance = %id, error = %e, "could not list the purged instance's keys"),
+        };
+        for k in keys.into_iter().filter(|k| k.instance_id.as_ref() == Some(id)) {
+            match self.store.delete_key(ws, &k.id).await {
+                Ok(_) => self.keys.revoke(&k.id),
+                Err(e) => tracing::warn!(key = %k.id, error = %e, "could not delete a purged instance's key"),
+            }
+        }
+    }
+
     /// Brings the egress rules to what is desired (on a blocking thread); a failure is logged.
     pub async fn egress_sync(&self) {
         let Some(fw) = self.egress.clone() else { return };

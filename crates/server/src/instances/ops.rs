@@ -331,6 +331,7 @@ pub async fn delete(state: AppState, actor: Actor, id: String, purge: bool) -> A
         state.runtime.purge(&rec.id).await?;
         state.store.delete_instance(&rec.id).await?;
         state.egress_forget(&rec.id).await;
+        state.forget_instance_keys(&rec.workspace_id, &rec.id).await;
         let ev = EventRecord {
             instance_id: rec.id.clone(),
             at: now_secs(),
