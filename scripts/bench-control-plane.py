@@ -36,6 +36,8 @@ import time
 import urllib.error
 import urllib.request
 
+from benchlib import release_loops  # scripts/ is on sys.path when run as a script
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AGENT_PATH = "/opt/berth/bin/berth-agent"  # where berth mounts the agent (crates/runtime/src/docker.rs)
 AGENT_PORT = 3737
@@ -338,6 +340,7 @@ class Bench:
                 docker("network", "rm", self.args.network, check=False)
         except Exception as e:  # noqa: BLE001 - report, keep going
             log(f"cleanup: {e}")
+        release_loops(self.tmp)
         shutil.rmtree(self.tmp, ignore_errors=True)
         log("cleaned up")
 

@@ -38,6 +38,8 @@ import tempfile
 import time
 import urllib.request
 
+from benchlib import release_loops  # scripts/ is on sys.path when run as a script
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 APP = r'''
@@ -271,6 +273,7 @@ http {{
                               capture_output=True, text=True).stdout.split()
         for i in range(0, len(vols), 8):
             subprocess.run(["docker", "volume", "rm", *vols[i:i + 8]], capture_output=True)
+        release_loops(self.tmp)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def container_ip(self, inst_id):

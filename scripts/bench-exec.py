@@ -10,6 +10,8 @@ Needs target/release/berth and the static release agent
 """
 import argparse, http.client, json, os, random, shutil, socket, statistics, string, subprocess, sys, tempfile, time, urllib.request
 
+from benchlib import release_loops
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -109,6 +111,7 @@ def main():
         vols = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"label=berth.install={install}"], capture_output=True, text=True).stdout.split()
         for i in range(0, len(vols), 8):
             subprocess.run(["docker", "volume", "rm", "-f", *vols[i:i + 8]], capture_output=True)
+        release_loops(data)
         shutil.rmtree(data, ignore_errors=True)
 
 

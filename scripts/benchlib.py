@@ -27,6 +27,17 @@ def binaries(only=None):
     sys.exit("no berth build: cargo build --release -p berth-cli && scripts/build-agent.sh --release")
 
 
+def release_loops(data_dir):
+    """Detaches the loop devices backed by home images under `data_dir` (the server's
+    containers and volumes were removed behind its back, so it never purged them)."""
+    out = subprocess.run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"],
+                         capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        parts = line.split(None, 1)
+        if len(parts) == 2 and parts[1].startswith(data_dir.rstrip("/") + "/"):
+            subprocess.run(["losetup", "--detach", parts[0]], capture_output=True)
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -43,8 +54,9 @@ class Server:
         self.port = free_port()
         self.admin, self.install = "sk_bench" + rand(32), "bench-" + rand(8)
         env = dict(os.environ, BERTH_ADMIN_KEY=self.admin, BERTH_INSTALL_ID=self.install, RUST_LOG="warn")
+        self.data = tempfile.mkdtemp(prefix=prefix)
         self.proc = subprocess.Popen(
-            [berth, "server", "--data", tempfile.mkdtemp(prefix=prefix), "--listen", f"127.0.0.1:{self.port}",
+            [berth, "server", "--data", self.data, "--listen", f"127.0.0.1:{self.port}",
              "--edge-listen", f"127.0.0.1:{free_port()}", "--base-image", image, "--agent-bin", agent,
              "--network", "berth-bench", *flags],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -86,3 +98,4 @@ class Server:
             # In batches: dockerd has locked up under hundreds of removals at once.
             for i in range(0, len(ids), 10):
                 subprocess.run(["docker", *remove, *ids[i:i + 10]], capture_output=True)
+        release_loops(self.data)
