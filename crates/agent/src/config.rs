@@ -105,7 +105,7 @@ impl AgentConfig {
                     .unwrap_or(ProviderKind::OpenAi),
                 idle_timeout: Duration::from_secs(num("BERTH_LLM_TIMEOUT_SECS", 300)),
             },
-            tool_user: var("BERTH_AGENT_TOOL_USER").and_then(|u| crate::tools::ToolUser::parse(&u)),
+            tool_user: crate::tools::ToolUser::from_env().ok().flatten(),
             limits: Limits {
                 max_steps: num("BERTH_AGENT_MAX_STEPS", 32u32).max(1),
                 shell_timeout: Duration::from_secs(num("BERTH_AGENT_SHELL_TIMEOUT_SECS", 120)),

@@ -56,11 +56,9 @@ fn main() -> std::io::Result<()> {
         Some(Command::FileTool) => return berth_agent::tools::confine::file_tool_main(),
         None => {}
     }
-    if let Some(user) = std::env::var("BERTH_AGENT_TOOL_USER").ok().filter(|u| !u.trim().is_empty()) {
-        if berth_agent::tools::ToolUser::parse(&user).is_none() {
-            eprintln!("berth-agent: BERTH_AGENT_TOOL_USER must be UID[:GID] (numbers), not `{user}`");
-            std::process::exit(2);
-        }
+    if let Err(e) = berth_agent::tools::ToolUser::from_env() {
+        eprintln!("berth-agent: {e}");
+        std::process::exit(2);
     }
     // `Targets` (not `EnvFilter`) reads RUST_LOG: same `target=level,level` syntax for
     // what the agent needs, without linking a regex engine into the static binary.

@@ -123,7 +123,7 @@ impl Quotas {
     /// Spends one request of the key's rate, or says when it may retry.
     pub fn spend(&self, key: &KeyId) -> Result<(), Refused> {
         let (rate, burst) = (self.limits.key_rate, self.limits.key_burst.max(1.0));
-        take(&self.buckets, key, rate, burst, 1.0).map_err(|wait| Refused {
+        take(&self.buckets, key, rate, burst).map_err(|wait| Refused {
             message: format!("this key sends more than {rate} requests per second (burst {burst}); slow down"),
             retry_after: wait,
         })
@@ -133,7 +133,7 @@ impl Quotas {
     /// failed too often (nothing is spent: only failures are, by [`Self::auth_failed`]).
     pub fn may_authenticate(&self, ip: IpAddr) -> Result<(), Refused> {
         let (rate, burst) = self.failure_rate();
-        take(&self.failures, &address_block(ip), rate, burst, 0.0).map_err(|wait| Refused {
+        peek(&self.failures, &address_block(ip), rate, burst).map_err(|wait| Refused {
             message: format!(
                 "too many failed authentications from this address (more than {burst} a minute); retry later"
             ),
@@ -144,7 +144,7 @@ impl Quotas {
     /// Counts one failed authentication of a client at `ip`.
     pub fn auth_failed(&self, ip: IpAddr) {
         let (rate, burst) = self.failure_rate();
-        let _ = take(&self.failures, &address_block(ip), rate, burst, 1.0);
+        let _ = take(&self.failures, &address_block(ip), rate, burst);
     }
 
     /// Per second and burst of failed authentications.
@@ -165,15 +165,41 @@ fn address_block(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Seconds until a bucket holding `tokens` has a whole one, at `rate` per second.
+fn wait_secs(tokens: f64, rate: f64) -> u64 {
+    ((1.0 - tokens) / rate).ceil().max(1.0) as u64
+}
+
+/// Whether `key`'s bucket holds a whole token now (a key without a bucket has a full
+/// one), spending nothing and creating no bucket; else the seconds to wait. The check
+/// every authenticating request makes: clients that never failed cost one lookup.
+fn peek<K: std::hash::Hash + Eq>(
+    buckets: &Mutex<HashMap<K, Bucket>>,
+    key: &K,
+    rate: f64,
+    burst: f64,
+) -> Result<(), u64> {
+    if rate <= 0.0 {
+        return Ok(());
+    }
+    let buckets = buckets.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(b) = buckets.get(key) else { return Ok(()) };
+    let tokens = (b.tokens + b.at.elapsed().as_secs_f64() * rate).min(burst);
+    if tokens >= 1.0 {
+        Ok(())
+    } else {
+        Err(wait_secs(tokens, rate))
+    }
+}
+
 /// Token bucket step: refills `key`'s bucket at `rate` per second up to `burst`,
-/// then, when a whole token is there, takes `cost` of it; else the seconds to wait.
+/// then, when a whole token is there, takes it; else the seconds to wait.
 /// A rate of 0 or less never refuses.
 fn take<K: std::hash::Hash + Eq + Clone>(
     buckets: &Mutex<HashMap<K, Bucket>>,
     key: &K,
     rate: f64,
     burst: f64,
-    cost: f64,
 ) -> Result<(), u64> {
     if rate <= 0.0 {
         return Ok(());
@@ -187,10 +213,10 @@ fn take<K: std::hash::Hash + Eq + Clone>(
     b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst);
     b.at = now;
     if b.tokens >= 1.0 {
-        b.tokens -= cost;
+        b.tokens -= 1.0;
         return Ok(());
     }
-    Err(((1.0 - b.tokens) / rate).ceil().max(1.0) as u64)
+    Err(wait_secs(b.tokens, rate))
 }
 
 #[cfg(test)]

@@ -395,7 +395,7 @@ fn disk_dir(args: &ServerArgs) -> anyhow::Result<Option<std::path::PathBuf>> {
 /// Why this host cannot give instances loop-backed homes, if it cannot.
 fn loop_disks_unavailable() -> Option<String> {
     use std::os::unix::fs::MetadataExt;
-    if std::env::var("DOCKER_HOST").is_ok_and(|h| !h.is_empty() && !h.starts_with("unix://")) {
+    if !berth_runtime::docker::docker_is_local() {
         return Some("Docker is not on this host (DOCKER_HOST), so its loop devices are not ours to attach".into());
     }
     if std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {

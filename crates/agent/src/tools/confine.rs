@@ -43,6 +43,16 @@ impl ToolUser {
         };
         Some(ToolUser { uid, gid })
     }
+
+    /// `BERTH_AGENT_TOOL_USER`: `Ok(None)` when unset or empty, `Err` naming a bad value.
+    pub fn from_env() -> Result<Option<Self>, String> {
+        match std::env::var("BERTH_AGENT_TOOL_USER").ok().filter(|u| !u.trim().is_empty()) {
+            None => Ok(None),
+            Some(u) => Self::parse(&u)
+                .map(Some)
+                .ok_or_else(|| format!("BERTH_AGENT_TOOL_USER must be UID[:GID] (numbers), not `{u}`")),
+        }
+    }
 }
 
 /// Makes `cmd` a tool's command: the agent's secrets removed from its environment,
@@ -59,19 +69,14 @@ pub fn confine(cmd: &mut tokio::process::Command, user: Option<ToolUser>) {
 /// Runs a file tool: in this process when tools run as the agent's own user, else in
 /// a child (`berth-agent file-tool`) as the tool user, fed the operation on stdin.
 pub async fn file_op(user: Option<ToolUser>, op: FileOp) -> String {
-    if user.is_none() {
-        return op.perform().await;
-    }
-    match file_op_as(user, &op).await {
-        Ok(text) => text,
-        Err(e) => format!("error: the file tool could not run: {e}"),
-    }
+    let Some(user) = user else { return op.perform().await };
+    file_op_as(user, &op).await.unwrap_or_else(|e| format!("error: the file tool could not run: {e}"))
 }
 
-async fn file_op_as(user: Option<ToolUser>, op: &FileOp) -> io::Result<String> {
+async fn file_op_as(user: ToolUser, op: &FileOp) -> io::Result<String> {
     let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
     cmd.arg("file-tool").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true);
-    confine(&mut cmd, user);
+    confine(&mut cmd, Some(user));
     let mut child = cmd.spawn()?;
     let input = serde_json::to_vec(op).map_err(io::Error::other)?;
     let mut stdin = child.stdin.take().ok_or_else(|| io::Error::other("no stdin"))?;

@@ -75,10 +75,13 @@ pub async fn write_file(path: &Path, content: &str, append: bool) -> String {
         match f {
             // tokio's File writes in the background: flush, so the write is done (and
             // its error seen) before the tool answers.
-            Ok(mut f) => match f.write_all(content.as_bytes()).await {
-                Ok(()) => f.flush().await,
-                Err(e) => Err(e),
-            },
+            Ok(mut f) => {
+                async {
+                    f.write_all(content.as_bytes()).await?;
+                    f.flush().await
+                }
+                .await
+            }
             Err(e) => Err(e),
         }
     } else {

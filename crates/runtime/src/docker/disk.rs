@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use tokio::process::Command;
 
 /// Bytes of the block device `device` (sysfs counts 512-byte sectors).
-async fn device_bytes(device: &str) -> Result<u64> {
+fn device_bytes(device: &str) -> Result<u64> {
     let name = device.trim_start_matches("/dev/");
     let text = std::fs::read_to_string(format!("/sys/block/{name}/size"))
         .map_err(|e| RuntimeError::Failed(format!("size of {device}: {e}")))?;
@@ -25,7 +25,7 @@ async fn device_bytes(device: &str) -> Result<u64> {
 }
 
 /// Bytes the ext4 filesystem on `device` spans, from its superblock (no process).
-async fn fs_bytes(device: &str) -> Result<u64> {
+fn fs_bytes(device: &str) -> Result<u64> {
     use std::io::{Read, Seek, SeekFrom};
     let fail = |e: String| RuntimeError::Failed(format!("reading the superblock of {device}: {e}"));
     let mut f = std::fs::File::open(device).map_err(|e| fail(e.to_string()))?;
@@ -90,9 +90,9 @@ impl LoopDisks {
 
     /// The loop device `image` is attached to, if any (read from sysfs: a start costs
     /// no process).
-    async fn attached(image: &Path) -> Result<Option<String>> {
+    fn attached(image: &Path) -> Option<String> {
         let image = image.canonicalize().unwrap_or_else(|_| image.to_path_buf());
-        let Ok(entries) = std::fs::read_dir("/sys/block") else { return Ok(None) };
+        let entries = std::fs::read_dir("/sys/block").ok()?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !name.starts_with("loop") {
@@ -100,10 +100,10 @@ impl LoopDisks {
             }
             let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) else { continue };
             if Path::new(backing.trim_end()) == image {
-                return Ok(Some(format!("/dev/{name}")));
+                return Some(format!("/dev/{name}"));
             }
         }
-        Ok(None)
+        None
     }
 
     /// Makes instance `id`'s home image of `bytes` (or grows it to that) and attaches
@@ -137,7 +137,7 @@ impl LoopDisks {
                 return Err(e);
             }
         }
-        let device = match Self::attached(&image).await? {
+        let device = match Self::attached(&image) {
             Some(dev) => dev,
             None => run("losetup", &["--find", "--show", &path]).await?,
         };
@@ -152,7 +152,7 @@ impl LoopDisks {
         if !image.exists() {
             return Err(RuntimeError::Failed(format!("the home image {} is missing", image.display())));
         }
-        match Self::attached(&image).await? {
+        match Self::attached(&image) {
             Some(dev) if dev == device => Ok(()),
             Some(dev) => Err(RuntimeError::Failed(format!(
                 "the home image of {id} is attached at {dev}, but its volume names {device}"
@@ -172,24 +172,21 @@ impl LoopDisks {
             std::fs::OpenOptions::new().write(true).open(&image).map_err(|e| RuntimeError::Failed(e.to_string()))?;
         file.set_len(bytes).map_err(|e| RuntimeError::Failed(e.to_string()))?;
         run("losetup", &["--set-capacity", device]).await?;
-        self.grow_fs(device).await.map(|_| ())
+        self.grow_fs(device).await
     }
 
     /// Grows the filesystem on `device` to the device's size: online when it is mounted
-    /// and the kernel allows it, offline when nothing mounts it. Answers `false` when
-    /// the growth has to wait for the next start (mounted, online growth refused).
-    pub async fn grow_fs(&self, device: &str) -> Result<bool> {
-        if fs_bytes(device).await? >= device_bytes(device).await? {
-            return Ok(true);
+    /// and the kernel allows it (else it waits for the next start, logged), offline when
+    /// nothing mounts it.
+    pub async fn grow_fs(&self, device: &str) -> Result<()> {
+        if fs_bytes(device)? >= device_bytes(device)? {
+            return Ok(());
         }
         if mounted(device) {
-            return match run("resize2fs", &[device]).await {
-                Ok(_) => Ok(true),
-                Err(e) => {
-                    tracing::info!(device, error = %e, "the home grows at its next start (online growth refused)");
-                    Ok(false)
-                }
-            };
+            if let Err(e) = run("resize2fs", &[device]).await {
+                tracing::info!(device, error = %e, "the home grows at its next start (online growth refused)");
+            }
+            return Ok(());
         }
         // resize2fs insists on a freshly checked filesystem; -p repairs only what is safe.
         let out = Command::new("e2fsck")
@@ -203,7 +200,7 @@ impl LoopDisks {
                 String::from_utf8_lossy(&out.stdout).trim()
             )));
         }
-        run("resize2fs", &[device]).await.map(|_| true)
+        run("resize2fs", &[device]).await.map(|_| ())
     }
 
     /// Detaches instance `id`'s image and deletes it (its home is gone).
@@ -212,7 +209,7 @@ impl LoopDisks {
         if !image.exists() {
             return Ok(());
         }
-        while let Some(dev) = Self::attached(&image).await? {
+        while let Some(dev) = Self::attached(&image) {
             run("losetup", &["--detach", &dev]).await?;
         }
         std::fs::remove_file(&image).map_err(|e| RuntimeError::Failed(format!("removing {}: {e}", image.display())))
@@ -233,7 +230,7 @@ mod tests {
             eprintln!("mkfs.ext4 missing: skipped");
             return;
         }
-        assert_eq!(super::fs_bytes(&path).await.unwrap(), 64 << 20);
-        assert!(super::fs_bytes("/dev/null").await.is_err());
+        assert_eq!(super::fs_bytes(&path).unwrap(), 64 << 20);
+        assert!(super::fs_bytes("/dev/null").is_err());
     }
 }

@@ -85,7 +85,7 @@ pub(super) async fn kill_tree(rt: &DockerRuntime, exec_id: &str) -> Result<()> {
     };
     let inside = kill_inside(rt, &container, &token).await;
     let Err(e) = inside else { return Ok(()) };
-    if std::env::var("DOCKER_HOST").is_ok_and(|h| !h.is_empty() && !h.starts_with("unix://")) {
+    if !super::docker_is_local() {
         return Err(e);
     }
     let pid = {
@@ -97,8 +97,7 @@ pub(super) async fn kill_tree(rt: &DockerRuntime, exec_id: &str) -> Result<()> {
             .map_err(map_err)?;
         info.state.and_then(|s| s.pid).unwrap_or(0)
     };
-    let token2 = token.clone();
-    match tokio::task::spawn_blocking(move || kill_marked_in_cgroup(pid, &token2)).await {
+    match tokio::task::spawn_blocking(move || kill_marked_in_cgroup(pid, &token)).await {
         Ok(Ok(killed)) => {
             tracing::info!(container, killed, error = %e, "no killer could start in the container; killed from its cgroup");
             Ok(())

@@ -98,6 +98,12 @@ pub struct DockerRuntime {
     disks: Option<disk::LoopDisks>,
 }
 
+/// Whether the Docker engine runs on this host (`DOCKER_HOST` unset or a unix socket):
+/// only then are its loop devices and containers' processes this host's to touch.
+pub fn docker_is_local() -> bool {
+    std::env::var("DOCKER_HOST").map_or(true, |h| h.is_empty() || h.starts_with("unix://"))
+}
+
 /// Bytes in a GiB.
 const GIB: u64 = 1 << 30;
 
@@ -189,7 +195,6 @@ fn sortable_time(t: &str) -> String {
     format!("{secs}.{digits:0<9}{zone}")
 }
 
-/// CPU quota (clamped to the host's CPUs: Docker refuses more), memory and pids of a size.
 /// Bytes per second a home device may be read or written at, per size unit.
 const HOME_BPS_PER_SIZE: i64 = 100 << 20;
 /// Reads or writes per second on a home device, per size unit.
@@ -202,6 +207,7 @@ pub(super) fn io_limits(size: &SizeSpec, device: &str) -> (Vec<ThrottleDevice>, 
     (dev(HOME_BPS_PER_SIZE * i64::from(size.size)), dev(HOME_IOPS_PER_SIZE * i64::from(size.size)))
 }
 
+/// CPU quota (clamped to the host's CPUs: Docker refuses more), memory and pids of a size.
 fn limits(size: &SizeSpec, host_cpus: u32) -> (i64, i64, i64) {
     let memory = (size.memory_mb * 1024 * 1024) as i64;
     let cpus = size.vcpu.min(host_cpus.max(1));
@@ -380,50 +386,52 @@ impl DockerRuntime {
         }
     }
 
-    /// The loop device a home volume is mounted from (`None`: a plain volume, or none).
-    async fn volume_device(&self, name: &str) -> Result<Option<String>> {
+    /// Whether a volume exists, and then the loop device it is mounted from
+    /// (`Some(None)`: a plain volume).
+    async fn inspect_home(&self, name: &str) -> Result<Option<Option<String>>> {
         let _p = self.read_permit().await;
         match self.docker.inspect_volume(name).await {
-            Ok(v) => Ok(v.options.get("device").cloned()),
+            Ok(v) => Ok(Some(v.options.get("device").cloned())),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(map_err(e)),
         }
     }
 
+    /// The loop device a home volume is mounted from (`None`: a plain volume, or none).
+    async fn volume_device(&self, name: &str) -> Result<Option<String>> {
+        Ok(self.inspect_home(name).await?.flatten())
+    }
+
     /// Makes the home volume of `spec`: a loop-backed filesystem of its size when
     /// enabled (a plain volume made before that is kept, data first), else plain.
-    async fn ensure_volume(&self, spec: &InstanceSpec, labels: &HashMap<String, String>) -> Result<String> {
+    /// Answers the volume and its loop device, if it has one.
+    async fn ensure_volume(
+        &self,
+        spec: &InstanceSpec,
+        labels: &HashMap<String, String>,
+    ) -> Result<(String, Option<String>)> {
         let volume = volume_name(spec.id.as_str());
         let mut driver_opts = None;
+        let mut device = None;
         if let Some(disks) = &self.disks {
-            let exists = {
-                let _p = self.read_permit().await;
-                match self.docker.inspect_volume(&volume).await {
-                    Ok(v) => Some(v.options.get("device").cloned()),
-                    Err(e) if is_not_found(&e) => None,
-                    Err(e) => return Err(map_err(e)),
-                }
-            };
-            match exists {
+            let named = match self.inspect_home(&volume).await? {
                 // A plain volume from before quotas: its data stays where it is.
-                Some(None) => return Ok(volume),
-                Some(Some(named)) => {
-                    let device = disks.ensure(spec.id.as_str(), spec.size.disk_gb * GIB).await?;
-                    if named == device {
-                        return Ok(volume);
-                    }
-                    // Attached elsewhere since (a reboot): the volume is only a mount
-                    // description; the data is in the image. Describe it again.
-                    self.remove_volume_named(&volume).await?;
-                    driver_opts =
-                        Some(HashMap::from([("type".to_string(), "ext4".to_string()), ("device".to_string(), device)]));
-                }
-                None => {
-                    let device = disks.ensure(spec.id.as_str(), spec.size.disk_gb * GIB).await?;
-                    driver_opts =
-                        Some(HashMap::from([("type".to_string(), "ext4".to_string()), ("device".to_string(), device)]));
-                }
+                Some(None) => return Ok((volume, None)),
+                Some(Some(named)) => Some(named),
+                None => None,
+            };
+            let dev = disks.ensure(spec.id.as_str(), spec.size.disk_gb * GIB).await?;
+            if named.as_ref() == Some(&dev) {
+                return Ok((volume, Some(dev)));
             }
+            if named.is_some() {
+                // Attached elsewhere since (a reboot): the volume is only a mount
+                // description; the data is in the image. Describe it again.
+                self.remove_volume_named(&volume).await?;
+            }
+            driver_opts =
+                Some(HashMap::from([("type".to_string(), "ext4".to_string()), ("device".to_string(), dev.clone())]));
+            device = Some(dev);
         }
         let _p = self.permit().await;
         let opts = VolumeCreateOptions {
@@ -434,7 +442,7 @@ impl DockerRuntime {
             ..Default::default()
         };
         self.docker.create_volume(opts).await.map_err(map_err)?;
-        Ok(volume)
+        Ok((volume, device))
     }
 
     /// Removes a home volume, and its image when loop-backed.
@@ -545,12 +553,7 @@ impl Runtime for DockerRuntime {
         let name = container_name(&spec.id);
         // The old container first: a home volume in use cannot be described again.
         self.remove_container_named(&name).await?;
-        let volume = self.ensure_volume(spec, &labels).await?;
-
-        let home_device = match &self.disks {
-            Some(_) => self.volume_device(&volume).await?,
-            None => None,
-        };
+        let (volume, home_device) = self.ensure_volume(spec, &labels).await?;
         let io = home_device.as_deref().map(|d| io_limits(&spec.size, d));
         let host = spec::Host {
             cpus: self.capacity().cpus,
@@ -683,21 +686,16 @@ impl Runtime for DockerRuntime {
             }
             other => Observed::Other(other.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into())),
         };
-        let agent_addr = info
+        let endpoint = info
             .network_settings
             .as_ref()
             .and_then(|n| n.networks.as_ref())
-            .and_then(|nets| nets.get(&self.cfg.network))
+            .and_then(|nets| nets.get(&self.cfg.network));
+        let agent_addr = endpoint
             .and_then(|ep| ep.ip_address.as_deref())
             .and_then(|ip| ip.parse::<IpAddr>().ok())
             .map(|ip| SocketAddr::new(ip, AGENT_PORT));
-        let ipv6_addr = info
-            .network_settings
-            .as_ref()
-            .and_then(|n| n.networks.as_ref())
-            .and_then(|nets| nets.get(&self.cfg.network))
-            .and_then(|ep| ep.global_ipv6_address.as_deref())
-            .and_then(|ip| ip.parse().ok());
+        let ipv6_addr = endpoint.and_then(|ep| ep.global_ipv6_address.as_deref()).and_then(|ip| ip.parse().ok());
         let started_at = state.started_at.as_deref().and_then(berth_core::time::parse_rfc3339).filter(|t| *t > 0);
         Ok(ContainerState { observed, agent_addr, started_at, ipv6_addr })
     }

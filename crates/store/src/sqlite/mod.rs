@@ -69,14 +69,6 @@ impl SqliteStore {
         Ok(self)
     }
 
-    fn instance_from_row(&self, row: &SqliteRow) -> Result<InstanceRecord> {
-        let mut r = instance_from_row(row, self.seal.as_ref())?;
-        if let (None, Some(key)) = (&r.gateway_token, &self.seal) {
-            r.gateway_token = Some(key.gateway_token(r.id.as_str()));
-        }
-        Ok(r)
-    }
-
     /// The `env` column's text for `env`.
     fn env_text(&self, env: &std::collections::BTreeMap<String, String>) -> String {
         let text = to_json(env);
@@ -143,10 +135,14 @@ fn status(text: &str) -> Result<Status> {
     text.parse().map_err(StoreError::Corrupt)
 }
 
+/// An instance row: `env` opened when sealed, the gateway token derived when not stored.
 fn instance_from_row(row: &SqliteRow, seal: Option<&crate::seal::SealKey>) -> Result<InstanceRecord> {
+    let id: String = row.try_get("id")?;
+    let stored_token: Option<String> = row.try_get("gateway_token")?;
     Ok(InstanceRecord {
         seq: row.try_get("seq")?,
-        id: InstanceId::from_trusted(row.try_get("id")?),
+        gateway_token: stored_token.or_else(|| seal.map(|k| k.gateway_token(&id))),
+        id: InstanceId::from_trusted(id),
         workspace_id: WorkspaceId::from_trusted(row.try_get("workspace_id")?),
         name: row.try_get("name")?,
         template: row.try_get("template")?,
@@ -166,7 +162,6 @@ fn instance_from_row(row: &SqliteRow, seal: Option<&crate::seal::SealKey>) -> Re
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         deleted_at: row.try_get("deleted_at")?,
-        gateway_token: row.try_get("gateway_token")?,
         last_request_at: row.try_get("last_request_at")?,
         exposed: exposed_from_row(row)?,
         idle_stopped: row.try_get::<i64, _>("idle_stopped")? != 0,
@@ -340,7 +335,7 @@ impl Store for SqliteStore {
         let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = ? AND (? IS NULL OR workspace_id = ?)");
         let ws = ws.map(|w| w.as_str().to_string());
         let row = sqlx::query(&sql).bind(id.as_str()).bind(&ws).bind(&ws).fetch_optional(&self.pool).await?;
-        row.as_ref().map(|r| self.instance_from_row(r)).transpose()
+        row.as_ref().map(|r| instance_from_row(r, self.seal.as_ref())).transpose()
     }
 
     async fn list_instances(
@@ -373,7 +368,7 @@ impl Store for SqliteStore {
             .bind(limit as i64)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|r| self.instance_from_row(r)).collect()
+        rows.iter().map(|r| instance_from_row(r, self.seal.as_ref())).collect()
     }
 
     async fn live_instance_count(&self, ws: &WorkspaceId) -> Result<i64> {
@@ -411,7 +406,7 @@ impl Store for SqliteStore {
     async fn all_instances(&self) -> Result<Vec<InstanceRecord>> {
         let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances ORDER BY seq");
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
-        rows.iter().map(|r| self.instance_from_row(r)).collect()
+        rows.iter().map(|r| instance_from_row(r, self.seal.as_ref())).collect()
     }
 
     async fn update_instance(&self, r: &InstanceRecord) -> Result<()> {
