@@ -117,14 +117,30 @@ pub struct BudgetInput {
     /// One-time headroom in micro-USD.
     #[serde(default)]
     pub topup_micros: Option<i64>,
+    /// Models the managed LLM proxy serves this instance (an allow-list); absent: every
+    /// model the operator prices.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
 }
 
 /// Budget as reported.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct Budget {
+    /// Cap on managed LLM usage in USD (`null`: no cap of its own).
     pub managed_cap_usd: Option<f64>,
+    /// What managed usage has cost so far, in USD.
     pub managed_used_usd: f64,
+    /// Cap plus top-ups minus usage, never below 0 (`null`: no cap).
     pub remaining_usd: Option<f64>,
+    /// One-time headroom above the cap, in micro-USD.
+    #[serde(default)]
+    pub topup_micros: i64,
+    /// `managed_used_usd` exactly, in micro-USD.
+    #[serde(default)]
+    pub managed_used_micros: i64,
+    /// Models the managed proxy serves this instance (`null`: every priced model).
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
 }
 
 /// How the instance is kept alive.

@@ -1,12 +1,14 @@
 //! Wire types of berth's hosting API (SPEC §3). Serde shapes and OpenAPI schemas
 //! only: no I/O, no validation logic beyond what serde itself enforces.
 
+pub mod billing;
 pub mod error;
 pub mod instance;
 pub mod operate;
 pub mod share;
 pub mod workspace;
 
+pub use billing::*;
 pub use error::{ErrorBody, ErrorDetail};
 pub use instance::*;
 pub use operate::*;

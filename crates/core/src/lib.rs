@@ -6,6 +6,7 @@
 pub mod egress;
 pub mod ids;
 pub mod lifecycle;
+pub mod money;
 pub mod size;
 pub mod text;
 pub mod time;

@@ -213,6 +213,11 @@ pub trait Runtime: Send + Sync + 'static {
     fn host_subnets(&self) -> Vec<String> {
         Vec::new()
     }
+    /// The host's address on the instances' network, once prepared: where services
+    /// berth runs for instances (the managed LLM proxy) listen.
+    fn host_address(&self) -> Option<std::net::IpAddr> {
+        None
+    }
     /// CPUs and memory of the host, once prepared. CPU limits above the host's CPUs
     /// are clamped to them (instances share CPUs; memory is admitted by the server).
     fn capacity(&self) -> HostCapacity;

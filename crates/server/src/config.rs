@@ -101,16 +101,39 @@ pub struct ServerArgs {
     /// Most Docker Engine API calls in flight at once.
     #[arg(long, env = "BERTH_RUNTIME_CONCURRENCY", default_value_t = 4)]
     pub runtime_concurrency: usize,
-    /// Upstream of the managed LLM proxy (not served by this build yet).
+    /// The managed LLM proxy's upstream (OpenAI-compatible base URL, e.g.
+    /// `https://api.openai.com/v1`). With it (or `--llm-upstream`), instances get
+    /// `BERTH_LLM_BASE_URL`/`BERTH_LLM_API_KEY` pointing at berth's proxy.
     #[arg(long, env = "BERTH_LLM_BASE_URL")]
     pub llm_base_url: Option<String>,
     /// Key of the managed LLM upstream; never enters an instance.
     #[arg(long, env = "BERTH_LLM_API_KEY", hide_env_values = true)]
     pub llm_api_key: Option<String>,
+    /// More upstreams, `NAME=URL,KEY` (repeatable): a model `NAME/MODEL` goes to
+    /// upstream NAME as `MODEL`.
+    #[arg(long = "llm-upstream", env = "BERTH_LLM_UPSTREAM", value_delimiter = ';', hide_env_values = true)]
+    pub llm_upstream: Vec<String>,
     /// Managed-usage price `MODEL=IN,OUT` (USD per million tokens), repeatable.
     #[arg(long = "llm-price", env = "BERTH_LLM_PRICE", value_delimiter = ';')]
     pub llm_price: Vec<String>,
-    /// Turn on wallet enforcement.
+    /// Price `IN,OUT` (USD per million tokens) of models `--llm-price` does not name;
+    /// without it such models are refused.
+    #[arg(long, env = "BERTH_LLM_PRICE_DEFAULT")]
+    pub llm_price_default: Option<String>,
+    /// Model instances' agents use when a request names none (their `BERTH_MODEL`, unless
+    /// their own env sets it); default: the one `--llm-price` model, when there is one.
+    #[arg(long, env = "BERTH_LLM_MODEL")]
+    pub llm_model: Option<String>,
+    /// Port of the managed LLM proxy, on the host's address on the instances' network
+    /// only (0: any free port).
+    #[arg(long, env = "BERTH_LLM_PROXY_PORT", default_value_t = 7072)]
+    pub llm_proxy_port: u16,
+    /// Output tokens reserved for a call that names no limit (`max_tokens`,
+    /// `max_output_tokens`, ...) when checking it against caps and the wallet.
+    #[arg(long, env = "BERTH_LLM_RESERVE_TOKENS", default_value_t = 4096)]
+    pub llm_reserve_tokens: u32,
+    /// Turn on wallet enforcement: managed usage is drawn from the workspace's wallet and
+    /// refused (402 `insufficient_funds`) when it is empty.
     #[arg(long, env = "BERTH_BILLING")]
     pub billing: bool,
     /// Compute price `SIZE=USD_PER_MONTH`, repeatable.

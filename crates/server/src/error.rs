@@ -19,6 +19,9 @@ pub enum ApiError {
     /// 401: no key or an unknown key.
     #[error("missing or invalid API key")]
     Unauthorized,
+    /// 402: not enough money (`insufficient_funds`, `budget_exceeded`); details name the amounts.
+    #[error("{message}")]
+    PaymentRequired { code: &'static str, message: String, details: Value },
     /// 403: the key may not do this (admin-only routes).
     #[error("{0}")]
     Forbidden(String),
@@ -75,6 +78,12 @@ impl ApiError {
                 (StatusCode::BAD_REQUEST, "invalid_request")
             }
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::PaymentRequired { code, details: d, .. } => {
+                if let Value::Object(m) = d {
+                    details.extend(m.clone());
+                }
+                (StatusCode::PAYMENT_REQUIRED, *code)
+            }
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound { code, .. } => (StatusCode::NOT_FOUND, *code),
             ApiError::InvalidState(t) => {

@@ -372,16 +372,27 @@ impl Firewall {
         let mut r = Vec::new();
         match policy {
             Egress::Internet => return None,
-            Egress::None => {}
+            // Not even the outside: only berth's own services for instances (the managed LLM proxy).
+            Egress::None => r.extend(self.served_rules(&c)),
             Egress::Allow(list) => {
                 r.extend(self.dns_rules(f, &c));
-                r.extend(self.cfg.served_ports.iter().map(|p| format!("-A {c} -p tcp -m tcp --dport {p} -j ACCEPT")));
+                r.extend(self.served_rules(&c));
                 r.extend(Self::dest_rules(f, &c, &self.cfg.deny, reject));
                 r.extend(Self::dest_rules(f, &c, list, "-j ACCEPT"));
             }
         }
         r.push(format!("-A {c} {reject}"));
         Some(r)
+    }
+
+    /// Accepts the ports berth serves to instances, on the host's own addresses only (an
+    /// instance's chain sees forwarded traffic too: the same port elsewhere stays shut).
+    fn served_rules(&self, c: &str) -> Vec<String> {
+        self.cfg
+            .served_ports
+            .iter()
+            .map(|p| format!("-A {c} -p tcp -m addrtype --dst-type LOCAL -m tcp --dport {p} -j ACCEPT"))
+            .collect()
     }
 
     /// Sets an instance's policy (from its record); answers whether it changed.

@@ -16,6 +16,7 @@ pub mod firewall;
 pub mod instances;
 pub mod key_cache;
 pub mod listen;
+pub mod llm;
 pub mod locks;
 pub mod metrics;
 pub mod openapi;

@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document of the hosting API, generated from the handlers'
 //! annotations and the `api-types` schemas, and a plain HTML reference of it.
 
-use crate::routes::{instances, operate, shares, shell, templates, workspaces};
+use crate::routes::{billing, instances, operate, shares, shell, templates, workspaces};
 use berth_api_types as t;
 use serde_json::{json, Value};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -18,16 +18,18 @@ use utoipa::{Modify, OpenApi};
         templates::list, templates::retrieve,
         workspaces::create_workspace, workspaces::list_workspaces,
         workspaces::create_key, workspaces::list_keys, workspaces::delete_key,
+        billing::billing, billing::ledger, billing::wallet_topup, billing::budget_topup,
     ),
     components(schemas(
         t::Instance, t::CreateInstance, t::UpdateInstance, t::BudgetInput, t::Budget, t::Lifecycle, t::TemplateRef,
         t::SizeInfo, t::Port, t::Purged, t::Workspace, t::CreateWorkspace, t::ApiKey, t::CreateKey, t::ErrorBody,
         t::ErrorDetail, t::Healthz, t::ExecRequest, t::ExecResult, t::Command, t::Logs, t::LogEntry,
         t::InstanceHealth, t::GatewayHealth, t::Event, t::Template, t::TemplatePort, t::CreateShare, t::Share,
-        t::ShareRevoked, t::Hold, t::NetworkInput, t::Network,
+        t::ShareRevoked, t::Hold, t::NetworkInput, t::Network, t::Billing, t::UsageDay, t::LedgerEntry,
+        t::WalletTopup, t::BudgetTopup,
     )),
     modifiers(&BearerAuth),
-    tags((name = "instances"), (name = "operate"), (name = "shares"), (name = "templates"), (name = "workspaces"), (name = "keys"))
+    tags((name = "instances"), (name = "operate"), (name = "shares"), (name = "templates"), (name = "workspaces"), (name = "keys"), (name = "billing"))
 )]
 struct ApiDoc;
 

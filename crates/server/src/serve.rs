@@ -77,13 +77,30 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         RuntimeKind::Kubernetes => bail!("the kubernetes runtime is not available in this build; use --runtime docker"),
     };
     runtime.prepare().await.context("preparing the runtime")?;
-    let egress = egress_firewall(&args, runtime.as_ref(), store.as_ref(), &install_id).await?;
+    // The managed LLM proxy listens on the host's address on the instances' network only.
+    let llm_cfg = crate::llm::LlmConfig::from_args(&args)?;
+    let llm_listener = match &llm_cfg {
+        Some(_) => {
+            let ip = runtime.host_address().context(
+                "the managed LLM proxy (--llm-base-url/--llm-upstream) needs the host's address on the instances' \
+                 network, and the runtime has none",
+            )?;
+            let addr = std::net::SocketAddr::new(ip, args.llm_proxy_port);
+            Some(listen::bind(addr).with_context(|| format!("binding the managed LLM proxy on {addr}"))?)
+        }
+        None => None,
+    };
+    let llm_addr = llm_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let served: Vec<u16> = llm_addr.iter().map(|a| a.port()).collect();
+    let egress = egress_firewall(&args, runtime.as_ref(), store.as_ref(), &install_id, served).await?;
     crate::bootstrap::ensure_default_workspace(store.as_ref(), &args.data, args.instance_limit).await?;
-    if args.llm_base_url.is_some() || args.billing {
-        tracing::warn!(
-            "the managed LLM proxy and billing are not part of this build; --llm-* and --billing are ignored"
-        );
+    if args.billing && llm_cfg.is_none() {
+        tracing::warn!("--billing without a managed LLM upstream: only compute would be charged, and this build does not charge compute yet");
     }
+    let llm_proxy = match llm_cfg {
+        Some(cfg) => Some(Arc::new(crate::llm::LlmProxy::new(cfg, store.clone(), seal.clone())?)),
+        None => None,
+    };
 
     let activity = Arc::new(Activity::default());
     let routes = Arc::new(EdgeRoutes::new(activity.clone()));
@@ -120,6 +137,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         http: reqwest::Client::builder().no_proxy().build()?,
         egress: egress.clone(),
         heartbeats: Arc::default(),
+        llm: llm_addr.map(|a| {
+            let priced = llm_proxy.as_ref().map(|p| p.cfg.prices.models.keys().cloned().collect::<Vec<_>>());
+            let only = priced.filter(|m| m.len() == 1).and_then(|m| m.into_iter().next());
+            Arc::new(crate::llm::ManagedLlm {
+                base_url: format!("http://{a}/v1"),
+                default_model: args.llm_model.clone().or(only),
+            })
+        }),
+        llm_proxy: llm_proxy.clone(),
         routes,
         activity,
         shares,
@@ -185,6 +211,21 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         stop_rx.clone(),
         SHUTDOWN_GRACE,
     ));
+    let llm_serving = match (llm_listener, llm_proxy) {
+        (Some(listener), Some(proxy)) => {
+            println!("berth managed LLM proxy listening on http://{} (instances only)", listener.local_addr()?);
+            let router = crate::llm::proxy::router(proxy);
+            Some(tokio::spawn(listen::serve(
+                listener,
+                None,
+                limits,
+                move |_peer: listen::Peer| listen::Boxed(TowerToHyperService::new(router.clone())),
+                stop_rx.clone(),
+                SHUTDOWN_GRACE,
+            )))
+        }
+        _ => None,
+    };
     let api = crate::routes::router(state);
     let api_serving = tokio::spawn(listen::serve(
         listener,
@@ -209,6 +250,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down: finishing in-flight requests");
     let _ = stop_tx.send(true);
     let _ = tokio::join!(api_serving, edge_serving);
+    if let Some(llm) = llm_serving {
+        let _ = llm.await;
+    }
     shared.access.close();
     tracing::info!("berth server stopped; instances keep running");
     Ok(())
@@ -222,6 +266,7 @@ async fn egress_firewall(
     runtime: &dyn Runtime,
     store: &dyn Store,
     install_id: &str,
+    served_ports: Vec<u16>,
 ) -> anyhow::Result<Option<Arc<crate::firewall::Firewall>>> {
     let Some(interface) = runtime.host_interface() else {
         tracing::warn!("the runtime has no host interface to firewall; instances' egress is not restricted");
@@ -248,7 +293,7 @@ async fn egress_firewall(
         allow: args.egress_allow.clone(),
         deny: args.egress_deny.clone(),
         berth_ports,
-        served_ports: Vec::new(),
+        served_ports,
     });
     // Every instance's policy is known before the first sync (which removes the rules of
     // instances it does not know); their addresses come with the reconciler's first pass.

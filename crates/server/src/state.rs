@@ -81,6 +81,10 @@ pub struct AppState {
     pub admission: Arc<crate::admission::Admission>,
     /// The instances' egress firewall (`None` where the runtime has no host interface).
     pub egress: Option<Arc<crate::firewall::Firewall>>,
+    /// The managed LLM proxy, as instances are told of it (`None`: no upstream configured).
+    pub llm: Option<Arc<crate::llm::ManagedLlm>>,
+    /// The managed LLM proxy's meter and settings (`None`: no upstream configured).
+    pub llm_proxy: Option<Arc<crate::llm::LlmProxy>>,
     /// Last time (unix seconds) each instance's agent answered a probe.
     pub heartbeats: Arc<std::sync::Mutex<std::collections::HashMap<berth_core::InstanceId, i64>>>,
 }

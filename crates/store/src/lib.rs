@@ -113,4 +113,14 @@ pub trait Store: Send + Sync + 'static {
     async fn all_active_shares(&self, now: i64) -> Result<Vec<ShareRecord>>;
     /// Revokes a share link of an instance; false when there is no such active share.
     async fn revoke_share(&self, instance: &InstanceId, id: &ShareId, at: i64) -> Result<bool>;
+
+    /// A workspace's wallet balance (micro-dollars); `None` when there is no such workspace.
+    async fn balance(&self, ws: &WorkspaceId) -> Result<Option<i64>>;
+    /// Appends to the ledger and moves the wallet (and, for managed usage, the
+    /// instance's used amount) by the entry's amount, all in one transaction.
+    async fn post_ledger(&self, entry: &LedgerEntry) -> Result<LedgerRecord>;
+    /// A page of a workspace's ledger, newest first, older than `before_seq`.
+    async fn ledger(&self, ws: &WorkspaceId, before_seq: Option<i64>, limit: u32) -> Result<Vec<LedgerRecord>>;
+    /// A workspace's charges since `since` (unix seconds), per instance, UTC day and kind.
+    async fn daily_usage(&self, ws: &WorkspaceId, since: i64) -> Result<Vec<DailyUsage>>;
 }

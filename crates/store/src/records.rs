@@ -44,8 +44,15 @@ pub struct InstanceRecord {
     pub metadata: BTreeMap<String, String>,
     /// Plain values: needed to (re)create the container; never sent to clients.
     pub env: BTreeMap<String, String>,
-    pub budget_cap_usd: Option<f64>,
+    /// Cap on managed LLM usage (micro-dollars); `None`: no cap of its own.
+    pub budget_cap_micros: Option<i64>,
+    /// One-time headroom above the cap (micro-dollars).
     pub topup_micros: i64,
+    /// Models the managed proxy serves it; `None`: every priced model.
+    pub budget_models: Option<Vec<String>>,
+    /// What its managed usage has cost so far (micro-dollars). Written only by
+    /// [`crate::Store::post_ledger`], never by `update_instance`.
+    pub managed_used_micros: i64,
     pub lifecycle_mode: String,
     pub idle_timeout_secs: Option<u64>,
     /// The status clients see; for resting states it is also the desired state.
@@ -113,4 +120,52 @@ pub struct EventRecord {
     /// `key:<id>` or `reconciler`.
     pub actor: String,
     pub reason: Option<String>,
+}
+
+/// One movement of a workspace's money, as written by [`crate::Store::post_ledger`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerEntry {
+    pub workspace_id: WorkspaceId,
+    /// The instance it is for (managed usage, compute); `None` for wallet top-ups.
+    pub instance_id: Option<InstanceId>,
+    /// `topup`, `managed_usage`, `tool_usage`, `compute` or `refund`.
+    pub kind: String,
+    /// Signed micro-dollars: credits positive, charges negative.
+    pub amount_micros: i64,
+    pub description: String,
+    pub model: Option<String>,
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+}
+
+impl LedgerEntry {
+    /// Whether the entry counts toward its instance's managed usage (its cap).
+    pub fn counts_as_managed(&self) -> bool {
+        matches!(self.kind.as_str(), "managed_usage" | "tool_usage")
+    }
+}
+
+/// A row of the append-only ledger.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerRecord {
+    pub seq: i64,
+    pub id: String,
+    pub entry: LedgerEntry,
+    /// The wallet's balance right after this entry.
+    pub balance_micros: i64,
+    pub created_at: i64,
+}
+
+/// Charges of one kind to one instance on one day (UTC), for usage reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DailyUsage {
+    pub instance_id: Option<InstanceId>,
+    /// Unix seconds of the day's start (UTC).
+    pub day: i64,
+    pub kind: String,
+    /// Micro-dollars charged (positive).
+    pub micros: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub calls: i64,
 }

@@ -84,7 +84,28 @@ impl SealKey {
         let mac = derive(&self.master, format!("berth gateway token v1:{id}").as_bytes());
         hex::encode(&mac[..20])
     }
+
+    /// The managed-LLM token of instance `id` (its `BERTH_LLM_API_KEY`):
+    /// `sk-berth-<id>-<hex>`, verified by [`SealKey::llm_token_instance`].
+    pub fn llm_token(&self, id: &str) -> String {
+        let mac = derive(&self.master, format!("berth llm token v1:{id}").as_bytes());
+        format!("{LLM_TOKEN_PREFIX}{id}-{}", hex::encode(&mac[..20]))
+    }
+
+    /// The instance id a managed-LLM token was made for, when it is genuine.
+    pub fn llm_token_instance<'a>(&self, token: &'a str) -> Option<&'a str> {
+        let rest = token.strip_prefix(LLM_TOKEN_PREFIX)?;
+        let (id, _) = rest.rsplit_once('-')?;
+        let expected = self.llm_token(id);
+        // Constant time: the comparison must not tell how much of a guess was right.
+        let same = expected.len() == token.len()
+            && expected.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        same.then_some(id)
+    }
 }
+
+/// What every managed-LLM token starts with.
+pub const LLM_TOKEN_PREFIX: &str = "sk-berth-";
 
 /// HMAC-SHA-256 of `label` under `master`: a subkey or token for that purpose only.
 fn derive(master: &[u8; 32], label: &[u8]) -> [u8; 32] {
@@ -116,6 +137,19 @@ mod tests {
         let again = SealKey::from_hex(&k.to_hex()).unwrap();
         assert_eq!(again.open(&s).unwrap(), k.open(&s).unwrap(), "the key survives its file");
         assert!(SealKey::from_hex("abc").is_err());
+    }
+
+    #[test]
+    fn llm_tokens_name_their_instance_and_cannot_be_forged() {
+        let k = SealKey::generate();
+        let t = k.llm_token("inst_abcdefghij");
+        assert_eq!(k.llm_token_instance(&t), Some("inst_abcdefghij"));
+        assert_eq!(SealKey::generate().llm_token_instance(&t), None);
+        let forged = t.replace("inst_abcdefghij", "inst_zzzzzzzzzz");
+        assert_eq!(k.llm_token_instance(&forged), None);
+        assert_eq!(k.llm_token_instance(&t[..t.len() - 1]), None);
+        assert_eq!(k.llm_token_instance("sk-berth-"), None);
+        assert_ne!(t.rsplit('-').next(), Some(k.gateway_token("inst_abcdefghij").as_str()));
     }
 
     #[test]

@@ -92,6 +92,8 @@ pub struct DockerRuntime {
     network_id: std::sync::RwLock<String>,
     /// Host interface (bridge) and subnets of the instances' network, read by `prepare`.
     bridge: std::sync::RwLock<(String, Vec<String>)>,
+    /// The host's IPv4 address on the instances' network, read by `prepare`.
+    gateway: std::sync::RwLock<Option<std::net::IpAddr>>,
     /// CPUs and memory of the Docker host, read by `prepare`.
     capacity: std::sync::RwLock<HostCapacity>,
     /// Loop-backed homes, when enabled.
@@ -155,6 +157,20 @@ fn check_network(
         .map(|c| c.iter().filter_map(|c| c.subnet.clone()).collect())
         .unwrap_or_default();
     Ok((bridge, subnets))
+}
+
+/// The host's IPv4 address on a network: its IPAM gateway, else the first address of
+/// its IPv4 subnet (where Docker puts the bridge).
+fn network_gateway(net: &bollard::models::Network) -> Option<std::net::IpAddr> {
+    let configs = net.ipam.as_ref()?.config.as_ref()?;
+    configs.iter().find_map(|c| {
+        if let Some(gw) = c.gateway.as_deref().and_then(|g| g.parse::<std::net::Ipv4Addr>().ok()) {
+            return Some(std::net::IpAddr::V4(gw));
+        }
+        let (addr, _) = c.subnet.as_deref()?.split_once('/')?;
+        let base: std::net::Ipv4Addr = addr.parse().ok()?;
+        Some(std::net::IpAddr::V4(std::net::Ipv4Addr::from(u32::from(base) + 1)))
+    })
 }
 
 fn container_name(id: &InstanceId) -> String {
@@ -242,6 +258,7 @@ impl DockerRuntime {
             exec_tokens: Default::default(),
             network_id: Default::default(),
             bridge: Default::default(),
+            gateway: Default::default(),
             capacity: std::sync::RwLock::new(capacity),
         })
     }
@@ -481,6 +498,10 @@ impl Runtime for DockerRuntime {
         self.bridge.read().unwrap_or_else(|e| e.into_inner()).1.clone()
     }
 
+    fn host_address(&self) -> Option<std::net::IpAddr> {
+        *self.gateway.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn capacity(&self) -> HostCapacity {
         *self.capacity.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -542,6 +563,7 @@ impl Runtime for DockerRuntime {
             .map_err(map_err)?;
         let bridge = check_network(&self.cfg.network, &winner, &net).map_err(RuntimeError::Failed)?;
         *self.bridge.write().unwrap_or_else(|e| e.into_inner()) = bridge;
+        *self.gateway.write().unwrap_or_else(|e| e.into_inner()) = network_gateway(&net);
         *self.network_id.write().unwrap_or_else(|e| e.into_inner()) = winner;
         Ok(())
     }

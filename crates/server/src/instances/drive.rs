@@ -59,11 +59,16 @@ pub async fn detached<T: Send + 'static>(fut: impl Future<Output = ApiResult<T>>
     }
 }
 
-/// What the runtime needs to run a record.
-pub fn spec_of(r: &InstanceRecord) -> InstanceSpec {
+/// What the runtime needs to run a record: its env plus the gateway token and, unless
+/// its own env names an LLM (bring your own key), the managed LLM proxy's URL and the
+/// instance's token for it.
+pub fn spec_of(state: &AppState, r: &InstanceRecord) -> InstanceSpec {
     let mut env = r.env.clone();
     if let Some(token) = &r.gateway_token {
         env.insert("BERTH_GATEWAY_TOKEN".into(), token.clone());
+    }
+    if let Some(llm) = &state.llm {
+        llm.add_env(&state.seal, &r.id, &mut env);
     }
     InstanceSpec {
         id: r.id.clone(),
@@ -166,7 +171,7 @@ pub async fn wait_ready(state: &AppState, id: &InstanceId) -> Result<(), Runtime
 pub async fn bring_up(state: &AppState, rec: &InstanceRecord) -> Result<(), RuntimeError> {
     address_stale(state, &rec.id);
     if state.runtime.inspect(&rec.id).await?.observed == Observed::Missing {
-        state.runtime.create(&spec_of(rec)).await?;
+        state.runtime.create(&spec_of(state, rec)).await?;
     }
     state.runtime.start(&rec.id).await?;
     wait_ready(state, &rec.id).await

@@ -62,8 +62,10 @@ pub async fn create(state: AppState, auth: Auth, v: ValidCreate) -> ApiResult<In
         region: v.region,
         metadata: v.metadata,
         env: v.env,
-        budget_cap_usd: v.budget_cap_usd,
-        topup_micros: v.topup_micros,
+        budget_cap_micros: v.budget.cap_micros,
+        topup_micros: v.budget.topup_micros.unwrap_or(0),
+        budget_models: v.budget.models,
+        managed_used_micros: 0,
         lifecycle_mode: v.lifecycle.mode,
         idle_timeout_secs: v.lifecycle.idle_timeout_secs,
         status: Status::Creating,
@@ -109,7 +111,7 @@ pub async fn create(state: AppState, auth: Auth, v: ValidCreate) -> ApiResult<In
         .await?;
     state.egress_policy(&id, &rec.egress).await;
     let outcome = async {
-        state.runtime.create(&spec_of(&rec)).await?;
+        state.runtime.create(&spec_of(&state, &rec)).await?;
         state.runtime.start(&id).await?;
         wait_ready(&state, &id).await
     }
@@ -177,7 +179,7 @@ pub async fn act(state: AppState, actor: Actor, id: String, action: Action) -> A
             }
             Action::Update => {
                 address_stale(&state, &rec.id);
-                state.runtime.create(&spec_of(&rec)).await?;
+                state.runtime.create(&spec_of(&state, &rec)).await?;
                 addresses_released(&state, &rec.id).await;
                 if target == Status::Running {
                     state.runtime.start(&rec.id).await?;
@@ -188,7 +190,7 @@ pub async fn act(state: AppState, actor: Actor, id: String, action: Action) -> A
             }
             Action::Restore => {
                 state.egress_policy(&rec.id, &rec.egress).await;
-                state.runtime.create(&spec_of(&rec)).await?;
+                state.runtime.create(&spec_of(&state, &rec)).await?;
                 state.runtime.start(&rec.id).await?;
                 wait_ready(&state, &rec.id).await?;
                 rec.deleted_at = None;
@@ -255,9 +257,17 @@ pub async fn patch(state: AppState, actor: Actor, id: String, v: ValidUpdate) ->
     if let Some(m) = v.metadata {
         rec.metadata = m;
     }
-    if let Some((cap, topup)) = v.budget {
-        rec.budget_cap_usd = cap;
-        rec.topup_micros = topup;
+    if let Some(b) = v.budget {
+        // Each field given replaces the stored one; absent fields stay.
+        if b.cap_micros.is_some() {
+            rec.budget_cap_micros = b.cap_micros;
+        }
+        if let Some(topup) = b.topup_micros {
+            rec.topup_micros = topup;
+        }
+        if b.models.is_some() {
+            rec.budget_models = b.models;
+        }
     }
     if let Some(ports) = v.expose {
         rec.exposed = exposed_ports(&rec.exposed, &ports);
@@ -292,7 +302,7 @@ pub async fn patch(state: AppState, actor: Actor, id: String, v: ValidUpdate) ->
     if let Some(env) = v.env {
         rec.env = env;
         address_stale(&state, &rec.id);
-        state.runtime.create(&spec_of(&rec)).await?;
+        state.runtime.create(&spec_of(&state, &rec)).await?;
         addresses_released(&state, &rec.id).await;
         if matches!(rec.status, Status::Running | Status::Paused | Status::Error) {
             state.runtime.start(&rec.id).await?;

@@ -30,7 +30,8 @@ pub fn ports(settings: &Settings, r: &InstanceRecord) -> Vec<Port> {
 pub fn instance(settings: &Settings, r: &InstanceRecord) -> Instance {
     let spec = size::lookup(r.size).unwrap_or(size::SIZES[0]);
     let url = instance_url(settings, r.id.label());
-    let cap = r.budget_cap_usd.map(|c| c + r.topup_micros as f64 / 1e6);
+    use berth_core::money::micros_to_usd;
+    let remaining = r.budget_cap_micros.map(|c| (c.saturating_add(r.topup_micros) - r.managed_used_micros).max(0));
     Instance {
         id: r.id.to_string(),
         object: "instance".into(),
@@ -52,7 +53,14 @@ pub fn instance(settings: &Settings, r: &InstanceRecord) -> Instance {
         env: r.env.keys().map(|k| (k.clone(), "***".to_string())).collect(),
         ports: ports(settings, r),
         url: Some(url),
-        budget: Budget { managed_cap_usd: r.budget_cap_usd, managed_used_usd: 0.0, remaining_usd: cap },
+        budget: Budget {
+            managed_cap_usd: r.budget_cap_micros.map(micros_to_usd),
+            managed_used_usd: micros_to_usd(r.managed_used_micros),
+            remaining_usd: remaining.map(micros_to_usd),
+            topup_micros: r.topup_micros,
+            managed_used_micros: r.managed_used_micros,
+            models: r.budget_models.clone(),
+        },
         lifecycle: Lifecycle { mode: r.lifecycle_mode.clone(), idle_timeout_secs: r.idle_timeout_secs },
         update_available: r.template_version < super::SYSTEM_TEMPLATE_VERSION,
         restart_count: r.restart_count,

@@ -27,8 +27,7 @@ pub struct ValidCreate {
     pub region: String,
     pub metadata: BTreeMap<String, String>,
     pub env: BTreeMap<String, String>,
-    pub budget_cap_usd: Option<f64>,
-    pub topup_micros: i64,
+    pub budget: ValidBudget,
     pub lifecycle: Lifecycle,
     /// Extra ports to route, in the order given.
     pub expose: Vec<u16>,
@@ -57,7 +56,6 @@ pub fn create(body: CreateInstance, min_idle_secs: u64) -> Result<ValidCreate, A
             return Err(ApiError::invalid("region", format!("unknown region `{}`; this server offers: local", clip(r))))
         }
     };
-    let (budget_cap_usd, topup_micros) = budget(body.budget.as_ref())?;
     Ok(ValidCreate {
         name: name(body.name)?,
         template,
@@ -66,8 +64,7 @@ pub fn create(body: CreateInstance, min_idle_secs: u64) -> Result<ValidCreate, A
         region,
         metadata: metadata(body.metadata.as_ref())?.unwrap_or_default(),
         env: env(body.env.as_ref())?.unwrap_or_default(),
-        budget_cap_usd,
-        topup_micros,
+        budget: budget(body.budget.as_ref())?,
         lifecycle: lifecycle(body.lifecycle, min_idle_secs)?,
         expose: expose(body.expose.as_ref())?.unwrap_or_default(),
         egress: network(body.network.as_ref())?.unwrap_or_default(),
@@ -81,7 +78,7 @@ pub struct ValidUpdate {
     pub metadata: Option<BTreeMap<String, String>>,
     pub size: Option<SizeSpec>,
     pub env: Option<BTreeMap<String, String>>,
-    pub budget: Option<(Option<f64>, i64)>,
+    pub budget: Option<ValidBudget>,
     pub expose: Option<Vec<u16>>,
     pub egress: Option<Egress>,
 }
@@ -259,18 +256,41 @@ pub fn is_env_name(k: &str) -> bool {
         && !k.as_bytes()[0].is_ascii_digit()
 }
 
-fn budget(b: Option<&BudgetInput>) -> Result<(Option<f64>, i64), ApiError> {
-    let Some(b) = b else { return Ok((None, 0)) };
-    if let Some(cap) = b.managed_cap_usd {
-        if !cap.is_finite() || cap < 0.0 {
-            return Err(ApiError::invalid("budget.managed_cap_usd", "`budget.managed_cap_usd` must be a number ≥ 0"));
+/// A budget that passed validation; in a PATCH, `None` leaves a field unchanged.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ValidBudget {
+    /// The cap in micro-dollars.
+    pub cap_micros: Option<i64>,
+    pub topup_micros: Option<i64>,
+    pub models: Option<Vec<String>>,
+}
+
+/// Most models one allow-list may name.
+const MAX_MODELS: usize = 100;
+
+fn budget(b: Option<&BudgetInput>) -> Result<ValidBudget, ApiError> {
+    let Some(b) = b else { return Ok(ValidBudget::default()) };
+    let cap_micros = match b.managed_cap_usd {
+        None => None,
+        Some(cap) => Some(berth_core::money::usd_to_micros(cap).ok_or_else(|| {
+            ApiError::invalid("budget.managed_cap_usd", "`budget.managed_cap_usd` must be a number of dollars ≥ 0")
+        })?),
+    };
+    if b.topup_micros.is_some_and(|t| t < 0) {
+        return Err(ApiError::invalid("budget.topup_micros", "`budget.topup_micros` must be an integer ≥ 0"));
+    }
+    if let Some(models) = &b.models {
+        if models.len() > MAX_MODELS {
+            return Err(ApiError::invalid("budget.models", format!("`budget.models` names at most {MAX_MODELS} models")));
+        }
+        if let Some(bad) = models.iter().find(|m| m.trim().is_empty() || m.len() > 200) {
+            return Err(ApiError::invalid(
+                "budget.models",
+                format!("`budget.models` has an empty or over-long model name `{}`", clip(bad)),
+            ));
         }
     }
-    let topup = b.topup_micros.unwrap_or(0);
-    if topup < 0 {
-        return Err(ApiError::invalid("budget.topup_micros", "`budget.topup_micros` must be ≥ 0"));
-    }
-    Ok((b.managed_cap_usd, topup))
+    Ok(ValidBudget { cap_micros, topup_micros: b.topup_micros, models: b.models.clone() })
 }
 
 /// `expose`: a list of distinct ports 1–65535, not the agent's.

@@ -7,6 +7,7 @@ pub mod shell;
 pub mod system;
 pub mod templates;
 pub mod workspaces;
+pub mod billing;
 
 use crate::error::ApiError;
 use crate::metrics::{RequestLabels, RouteLabel};
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .merge(shares::router())
         .merge(templates::router())
         .merge(workspaces::router())
+        .merge(billing::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))

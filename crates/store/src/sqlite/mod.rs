@@ -1,10 +1,11 @@
 //! The SQLite backend (sqlx, WAL mode, embedded migrations).
 
+mod ledger;
 mod shares;
 
 use crate::{
-    EventRecord, ExposedPort, InstanceFilter, InstanceRecord, KeyRecord, Result, ShareRecord, Store, StoreError,
-    TrafficUpdate, WorkspaceRecord,
+    DailyUsage, EventRecord, ExposedPort, InstanceFilter, InstanceRecord, KeyRecord, LedgerEntry, LedgerRecord, Result,
+    ShareRecord, Store, StoreError, TrafficUpdate, WorkspaceRecord,
 };
 use async_trait::async_trait;
 use berth_core::{now_secs, InstanceId, KeyId, ShareId, Status, WorkspaceId};
@@ -89,8 +90,8 @@ impl SqliteStore {
 }
 
 const INSTANCE_COLUMNS: &str = "seq, id, workspace_id, name, template, template_version, size, \
-    user_tag, region, metadata, env, budget_cap_usd, topup_micros, lifecycle_mode, idle_timeout, \
-    status, status_reason, restart_count, created_at, updated_at, deleted_at, gateway_token, last_request_at, \
+    user_tag, region, metadata, env, budget_cap_micros, topup_micros, budget_models, managed_used_micros, \
+    lifecycle_mode, idle_timeout, status, status_reason, restart_count, created_at, updated_at, deleted_at, gateway_token, last_request_at, \
     exposed, idle_stopped, hold_until, requests_total, egress";
 
 /// The `env` column, opened when sealed.
@@ -131,6 +132,10 @@ fn egress_json(e: &berth_core::Egress) -> Option<String> {
     (*e != berth_core::Egress::Internet).then(|| serde_json::to_string(e).unwrap_or_else(|_| "\"none\"".into()))
 }
 
+fn models_json(models: &Option<Vec<String>>) -> Option<String> {
+    models.as_ref().map(|m| serde_json::to_string(m).unwrap_or_else(|_| "[]".into()))
+}
+
 fn status(text: &str) -> Result<Status> {
     text.parse().map_err(StoreError::Corrupt)
 }
@@ -152,8 +157,13 @@ fn instance_from_row(row: &SqliteRow, seal: Option<&crate::seal::SealKey>) -> Re
         region: row.try_get("region")?,
         metadata: json_map(row, "metadata")?,
         env: env_map(row, seal)?,
-        budget_cap_usd: row.try_get("budget_cap_usd")?,
+        budget_cap_micros: row.try_get("budget_cap_micros")?,
         topup_micros: row.try_get("topup_micros")?,
+        budget_models: match row.try_get::<Option<String>, _>("budget_models")? {
+            None => None,
+            Some(text) => Some(serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("budget_models: {e}")))?),
+        },
+        managed_used_micros: row.try_get("managed_used_micros")?,
         lifecycle_mode: row.try_get("lifecycle_mode")?,
         idle_timeout_secs: row.try_get::<Option<i64>, _>("idle_timeout")?.map(|v| v as u64),
         status: status(row.try_get("status")?)?,
@@ -291,9 +301,10 @@ impl Store for SqliteStore {
         // another create: SQLite serialises writers.
         let done = sqlx::query(
             "INSERT INTO instances (id, workspace_id, name, template, template_version, size, user_tag, region, \
-             metadata, env, budget_cap_usd, topup_micros, lifecycle_mode, idle_timeout, status, status_reason, \
-             restart_count, created_at, updated_at, deleted_at, gateway_token, exposed, idle_stopped, hold_until, egress) \
-             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+             metadata, env, budget_cap_micros, topup_micros, budget_models, lifecycle_mode, idle_timeout, status, \
+             status_reason, restart_count, created_at, updated_at, deleted_at, gateway_token, exposed, idle_stopped, \
+             hold_until, egress) \
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
              WHERE (SELECT COUNT(*) FROM instances WHERE workspace_id = ? AND status != 'deleted') < ?",
         )
         .bind(r.id.as_str())
@@ -306,8 +317,9 @@ impl Store for SqliteStore {
         .bind(&r.region)
         .bind(to_json(&r.metadata))
         .bind(self.env_text(&r.env))
-        .bind(r.budget_cap_usd)
+        .bind(r.budget_cap_micros)
         .bind(r.topup_micros)
+        .bind(models_json(&r.budget_models))
         .bind(&r.lifecycle_mode)
         .bind(r.idle_timeout_secs.map(|v| v as i64))
         .bind(r.status.as_str())
@@ -412,7 +424,7 @@ impl Store for SqliteStore {
     async fn update_instance(&self, r: &InstanceRecord) -> Result<()> {
         sqlx::query(
             "UPDATE instances SET name = ?, template_version = ?, size = ?, metadata = ?, env = ?, \
-             budget_cap_usd = ?, topup_micros = ?, lifecycle_mode = ?, idle_timeout = ?, status = ?, \
+             budget_cap_micros = ?, topup_micros = ?, budget_models = ?, lifecycle_mode = ?, idle_timeout = ?, status = ?, \
              status_reason = ?, restart_count = ?, updated_at = ?, deleted_at = ?, exposed = ?, idle_stopped = ?, \
              hold_until = ?, egress = ? WHERE id = ?",
         )
@@ -421,8 +433,9 @@ impl Store for SqliteStore {
         .bind(r.size as i64)
         .bind(to_json(&r.metadata))
         .bind(self.env_text(&r.env))
-        .bind(r.budget_cap_usd)
+        .bind(r.budget_cap_micros)
         .bind(r.topup_micros)
+        .bind(models_json(&r.budget_models))
         .bind(&r.lifecycle_mode)
         .bind(r.idle_timeout_secs.map(|v| v as i64))
         .bind(r.status.as_str())
@@ -518,5 +531,21 @@ impl Store for SqliteStore {
 
     async fn revoke_share(&self, instance: &InstanceId, id: &ShareId, at: i64) -> Result<bool> {
         shares::revoke(&self.pool, instance, id, at).await
+    }
+
+    async fn balance(&self, ws: &WorkspaceId) -> Result<Option<i64>> {
+        ledger::balance(&self.pool, ws).await
+    }
+
+    async fn post_ledger(&self, entry: &LedgerEntry) -> Result<LedgerRecord> {
+        ledger::post(&self.pool, entry).await
+    }
+
+    async fn ledger(&self, ws: &WorkspaceId, before_seq: Option<i64>, limit: u32) -> Result<Vec<LedgerRecord>> {
+        ledger::page(&self.pool, ws, before_seq, limit).await
+    }
+
+    async fn daily_usage(&self, ws: &WorkspaceId, since: i64) -> Result<Vec<DailyUsage>> {
+        ledger::daily_usage(&self.pool, ws, since).await
     }
 }

@@ -1,0 +1,79 @@
+//! The managed LLM proxy: instances call it with a token of their own, it calls the
+//! operator's upstream with the operator's key (which never enters an instance),
+//! meters every call from the provider's reported usage at the operator's prices, and
+//! enforces each instance's cap (and, with `--billing`, the workspace's wallet).
+//!
+//! It listens only on the host's address on the instances' network
+//! ([`berth_runtime::Runtime::host_address`]); the egress firewall lets instances
+//! reach exactly that port on the host (its `served_ports`).
+
+pub mod config;
+pub mod meter;
+pub mod proxy;
+pub mod usage;
+
+pub use config::LlmConfig;
+
+use berth_core::InstanceId;
+use berth_store::seal::SealKey;
+use berth_store::Store;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// The proxy's shared state.
+pub struct LlmProxy {
+    pub cfg: LlmConfig,
+    pub meter: meter::Meter,
+    pub store: Arc<dyn Store>,
+    pub seal: SealKey,
+    /// Client for the upstreams (no proxy env: the operator's key goes only where configured).
+    pub http: reqwest::Client,
+    /// Input tokens of each instance's last call: conversations grow, so the next call's
+    /// input is at least about as large (part of its reservation).
+    last_input: Mutex<HashMap<InstanceId, u64>>,
+}
+
+impl LlmProxy {
+    /// The proxy for `cfg`.
+    pub fn new(cfg: LlmConfig, store: Arc<dyn Store>, seal: SealKey) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .build()?;
+        Ok(LlmProxy { cfg, meter: meter::Meter::default(), store, seal, http, last_input: Mutex::default() })
+    }
+
+    fn last_input(&self, id: &InstanceId) -> u64 {
+        self.last_input.lock().unwrap_or_else(|e| e.into_inner()).get(id).copied().unwrap_or(0)
+    }
+
+    fn remember_input(&self, id: &InstanceId, tokens: u64) {
+        self.last_input.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), tokens);
+    }
+}
+
+/// What instances are told about the proxy (their `BERTH_LLM_BASE_URL`) and how their
+/// tokens are made.
+#[derive(Debug, Clone)]
+pub struct ManagedLlm {
+    /// `http://<host address>:<port>/v1`.
+    pub base_url: String,
+    /// Their agents' default model (`BERTH_MODEL`).
+    pub default_model: Option<String>,
+}
+
+impl ManagedLlm {
+    /// Adds the managed LLM's env to an instance's, unless its own `env` names an LLM
+    /// (bring your own key): the proxy's URL, the instance's token, the default model.
+    pub fn add_env(&self, seal: &SealKey, id: &InstanceId, env: &mut std::collections::BTreeMap<String, String>) {
+        if env.contains_key("BERTH_LLM_BASE_URL") || env.contains_key("BERTH_LLM_API_KEY") {
+            return;
+        }
+        env.insert("BERTH_LLM_BASE_URL".into(), self.base_url.clone());
+        env.insert("BERTH_LLM_API_KEY".into(), seal.llm_token(id.as_str()));
+        if let Some(model) = &self.default_model {
+            env.entry("BERTH_MODEL".into()).or_insert_with(|| model.clone());
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! The proxy's HTTP side: authenticate the instance by its token, check its model,
+//! reserve, forward to the operator's upstream with the operator's key, meter what the
+//! provider reports and settle into the ledger.
+
+use super::meter::{Limits, Refusal, Reservation};
+use super::usage::{may_carry_usage, SseFramer, Usage};
+use super::LlmProxy;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use berth_core::{InstanceId, Status};
+use berth_store::{InstanceRecord, LedgerEntry};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Largest request body the proxy takes (long conversations with images).
+const REQUEST_LIMIT: usize = 32 * 1024 * 1024;
+/// Largest non-streamed answer it buffers to read the usage.
+const RESPONSE_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The API a request speaks, by its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    Chat,
+    Responses,
+    Messages,
+}
+
+impl Api {
+    fn path(self) -> &'static str {
+        match self {
+            Api::Chat => "/chat/completions",
+            Api::Responses => "/responses",
+            Api::Messages => "/messages",
+        }
+    }
+
+    /// The output-token limit the request names, in this API's field.
+    fn output_limit(self, body: &Value) -> Option<u64> {
+        let fields: &[&str] = match self {
+            Api::Chat => &["max_completion_tokens", "max_tokens"],
+            Api::Responses => &["max_output_tokens"],
+            Api::Messages => &["max_tokens"],
+        };
+        fields.iter().find_map(|f| body[*f].as_u64())
+    }
+}
+
+/// The proxy's routes (`/v1/...`, as `BERTH_LLM_BASE_URL` ends in `/v1`).
+pub fn router(proxy: Arc<LlmProxy>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(|s, h, b| call(s, h, b, Api::Chat)))
+        .route("/v1/responses", post(|s, h, b| call(s, h, b, Api::Responses)))
+        .route("/v1/messages", post(|s, h, b| call(s, h, b, Api::Messages)))
+        .route("/v1/models", get(models))
+        .fallback(|| async { error(Api::Chat, StatusCode::NOT_FOUND, "not_found", "the managed LLM proxy serves POST /v1/chat/completions, /v1/responses and /v1/messages".into()) })
+        .layer(DefaultBodyLimit::max(REQUEST_LIMIT))
+        .with_state(proxy)
+}
+
+/// An error in the shape the caller's SDK reads: OpenAI's, or Anthropic's on `/messages`.
+fn error(api: Api, status: StatusCode, code: &str, message: String) -> Response {
+    let body = match api {
+        Api::Messages => json!({"type": "error", "error": {"type": code, "code": code, "message": message}}),
+        _ => json!({"error": {"type": code, "code": code, "message": message}}),
+    };
+    (status, Json(body)).into_response()
+}
+
+/// The instance a request's token belongs to (`Authorization: Bearer` or `x-api-key`).
+async fn authenticate(p: &LlmProxy, headers: &HeaderMap) -> Option<InstanceRecord> {
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+    let token = bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))?.trim();
+    let id = InstanceId::parse(p.seal.llm_token_instance(token)?)?;
+    let rec = p.store.instance(None, &id).await.ok().flatten()?;
+    (rec.status != Status::Deleted).then_some(rec)
+}
+
+async fn models(State(p): State<Arc<LlmProxy>>, headers: HeaderMap) -> Response {
+    let Some(rec) = authenticate(&p, &headers).await else {
+        return error(Api::Chat, StatusCode::UNAUTHORIZED, "invalid_api_key", "missing or invalid instance token".into());
+    };
+    let data: Vec<Value> = p
+        .cfg
+        .prices
+        .models
+        .keys()
+        .filter(|m| rec.budget_models.as_ref().is_none_or(|allowed| allowed.contains(m)))
+        .map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "berth"}))
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
+}
+
+async fn call(State(p): State<Arc<LlmProxy>>, headers: HeaderMap, body: Bytes, api: Api) -> Response {
+    let Some(rec) = authenticate(&p, &headers).await else {
+        return error(api, StatusCode::UNAUTHORIZED, "invalid_api_key", "missing or invalid instance token".into());
+    };
+    let mut req: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => return error(api, StatusCode::BAD_REQUEST, "invalid_request", "the body must be a JSON object".into()),
+    };
+    let Some(model) = req["model"].as_str().map(str::to_string) else {
+        return error(api, StatusCode::BAD_REQUEST, "invalid_request", "`model` is required (a string)".into());
+    };
+    if let Some(allowed) = &rec.budget_models {
+        if !allowed.contains(&model) {
+            return error(
+                api,
+                StatusCode::FORBIDDEN,
+                "model_not_allowed",
+                format!("model `{model}` is not in this instance's budget.models ({})", allowed.join(", ")),
+            );
+        }
+    }
+    let Some(price) = p.cfg.prices.price(&model) else {
+        return error(
+            api,
+            StatusCode::BAD_REQUEST,
+            "model_not_priced",
+            format!("model `{model}` has no price on this server; priced models: {}", priced(&p)),
+        );
+    };
+    let Some((upstream, upstream_model)) = p.cfg.route(&model) else {
+        return error(
+            api,
+            StatusCode::BAD_REQUEST,
+            "model_not_routed",
+            format!("no upstream serves `{model}`; name one as UPSTREAM/{model}"),
+        );
+    };
+    let upstream = upstream.clone();
+    req["model"] = json!(upstream_model);
+    let stream = req["stream"].as_bool() == Some(true);
+    // Streams must end with the usage; a client that did not ask for it does not get it.
+    let client_wants_usage = req["stream_options"]["include_usage"].as_bool() == Some(true);
+    if stream && api == Api::Chat && !client_wants_usage {
+        if !req["stream_options"].is_object() {
+            req["stream_options"] = json!({});
+        }
+        req["stream_options"]["include_usage"] = json!(true);
+    }
+
+    // The bound: the output limit the call names (or the default), and for the input
+    // the larger of a quarter of the body's bytes and what the instance's last call used.
+    let output_limit = api.output_limit(&req).unwrap_or(u64::from(p.cfg.reserve_tokens));
+    let input_estimate = (body.len() as u64 / 4).max(p.last_input(&rec.id));
+    let bound = price.cost(input_estimate, output_limit);
+    let wallet = if p.cfg.billing {
+        match p.store.balance(&rec.workspace_id).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the wallet");
+                return error(api, StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the database failed; try again".into());
+            }
+        }
+    } else {
+        None
+    };
+    let limits = Limits {
+        cap: rec.budget_cap_micros.map(|c| c.saturating_add(rec.topup_micros)),
+        used: rec.managed_used_micros,
+        wallet,
+    };
+    let reservation = match p.meter.reserve(&rec.id, &rec.workspace_id, limits, bound) {
+        Ok(r) => r,
+        Err(Refusal::Budget { available, needed }) => {
+            return error(
+                api,
+                StatusCode::PAYMENT_REQUIRED,
+                "budget_exceeded",
+                format!(
+                    "this instance's managed LLM budget is exhausted: {} left, this call may cost up to {}; raise \
+                     budget.managed_cap_usd or add budget.topup_micros",
+                    usd(available),
+                    usd(needed)
+                ),
+            )
+        }
+        Err(Refusal::Funds { available, needed }) => {
+            return error(
+                api,
+                StatusCode::PAYMENT_REQUIRED,
+                "insufficient_funds",
+                format!(
+                    "the workspace's wallet holds {}, this call may cost up to {}; top the wallet up",
+                    usd(available),
+                    usd(needed)
+                ),
+            )
+        }
+    };
+    let call = Call { proxy: p.clone(), rec, model, price, reservation: Some(reservation) };
+
+    let mut out = p.http.post(format!("{}{}", upstream.base_url, api.path())).json(&req);
+    match (api, &upstream.key) {
+        (Api::Messages, Some(key)) => out = out.header("x-api-key", key),
+        (_, Some(key)) => out = out.bearer_auth(key),
+        _ => {}
+    }
+    if api == Api::Messages {
+        let version = headers.get("anthropic-version").cloned().unwrap_or(HeaderValue::from_static("2023-06-01"));
+        out = out.header("anthropic-version", version);
+        if let Some(beta) = headers.get("anthropic-beta") {
+            out = out.header("anthropic-beta", beta.clone());
+        }
+    }
+    let resp = match out.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            settle_detached(call, Usage::default(), false).await;
+            tracing::warn!(upstream = %upstream.name, error = %e, "managed LLM upstream unreachable");
+            return error(
+                api,
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                format!("the LLM provider `{}` could not be reached", upstream.name),
+            );
+        }
+    };
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let content_type = resp.headers().get(reqwest::header::CONTENT_TYPE).cloned();
+    let with_type = |mut r: Response| {
+        if let Some(ct) = &content_type {
+            r.headers_mut().insert(axum::http::header::CONTENT_TYPE, ct.clone());
+        }
+        r
+    };
+    if !status.is_success() {
+        // Providers do not charge refused calls: the reservation goes back.
+        settle_detached(call, Usage::default(), false).await;
+        let body = read_limited(resp).await.unwrap_or_default();
+        return with_type((status, body).into_response());
+    }
+    if !stream {
+        let Some(body) = read_limited(resp).await else {
+            settle_detached(call, Usage::default(), true).await;
+            return error(api, StatusCode::BAD_GATEWAY, "upstream_failed", "the LLM provider's answer was cut off".into());
+        };
+        let mut usage = Usage::default();
+        if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+            usage.observe(&v);
+        }
+        settle_detached(call, usage, true).await;
+        return with_type((status, body).into_response());
+    }
+
+    // A stream: forwarded event by event as it arrives; the usage is read on the way.
+    // When the client leaves, the upstream is still read to its end so the call is
+    // charged what the provider reports rather than a guess.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    let drop_usage_chunk = api == Api::Chat && !client_wants_usage;
+    tokio::spawn(async move {
+        let mut upstream = resp.bytes_stream();
+        let mut framer = SseFramer::default();
+        let mut usage = Usage::default();
+        let mut client = Some(tx);
+        let mut complete = true;
+        while let Some(chunk) = upstream.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "managed LLM stream cut");
+                    complete = false;
+                    break;
+                }
+            };
+            framer.push(&chunk);
+            while let Some(ev) = framer.next_event() {
+                let mut forward = true;
+                if may_carry_usage(&ev.data) {
+                    if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
+                        usage.observe(&v);
+                        forward = !(drop_usage_chunk && v["choices"].as_array().is_some_and(|c| c.is_empty()));
+                    }
+                }
+                if forward {
+                    if let Some(tx) = &client {
+                        if tx.send(Ok(ev.raw)).await.is_err() {
+                            client = None;
+                        }
+                    }
+                }
+            }
+        }
+        let rest = framer.rest();
+        if let (Some(tx), false) = (&client, rest.is_empty()) {
+            let _ = tx.send(Ok(rest)).await;
+        }
+        drop(client);
+        call.settle(usage, complete || usage.seen).await;
+    });
+    let mut r = with_type(Response::new(Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(axum::http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// Settles on a task of its own: the ledger is written even if the client leaves
+/// while it is being written (the handler's future is dropped then).
+async fn settle_detached(call: Call, usage: Usage, served: bool) {
+    let _ = tokio::spawn(call.settle(usage, served)).await;
+}
+
+/// A call in flight: settles its reservation exactly once.
+struct Call {
+    proxy: Arc<LlmProxy>,
+    rec: InstanceRecord,
+    model: String,
+    price: berth_core::money::Price,
+    reservation: Option<Reservation>,
+}
+
+impl Call {
+    /// Charges the call what the provider reported; when it reported nothing for a call
+    /// it served (`served`), the reserved bound (the provider bills it; berth cannot
+    /// know less). A call that was not served costs nothing.
+    async fn settle(mut self, usage: Usage, served: bool) {
+        let Some(r) = self.reservation.take() else { return };
+        let p = &self.proxy;
+        let cost = match (usage.seen, served) {
+            (true, _) => self.price.cost(usage.input, usage.output),
+            (false, true) => r.micros,
+            (false, false) => 0,
+        };
+        p.meter.settle(&r, cost);
+        if usage.seen {
+            p.remember_input(&self.rec.id, usage.input);
+        }
+        if !served && !usage.seen {
+            return;
+        }
+        let description = if usage.seen {
+            format!("{}: {} input + {} output tokens", self.model, usage.input, usage.output)
+        } else {
+            format!("{}: the provider reported no usage; charged the reserved bound", self.model)
+        };
+        let entry = LedgerEntry {
+            workspace_id: self.rec.workspace_id.clone(),
+            instance_id: Some(self.rec.id.clone()),
+            kind: "managed_usage".into(),
+            amount_micros: -cost,
+            description,
+            model: Some(self.model.clone()),
+            input_tokens: usage.seen.then_some(usage.input as i64),
+            output_tokens: usage.seen.then_some(usage.output as i64),
+        };
+        if let Err(e) = p.store.post_ledger(&entry).await {
+            tracing::error!(instance = %self.rec.id, micros = cost, error = %e, "could not record managed usage");
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        // A handler that ended without settling (the client went away mid-request):
+        // nothing was forwarded for certain, so the reservation is released uncharged.
+        if let Some(r) = self.reservation.take() {
+            self.proxy.meter.settle(&r, 0);
+        }
+    }
+}
+
+async fn read_limited(resp: reqwest::Response) -> Option<Bytes> {
+    let mut body = Vec::new();
+    let mut s = resp.bytes_stream();
+    while let Some(chunk) = s.next().await {
+        body.extend_from_slice(&chunk.ok()?);
+        if body.len() > RESPONSE_LIMIT {
+            return None;
+        }
+    }
+    Some(body.into())
+}
+
+fn priced(p: &LlmProxy) -> String {
+    let names: Vec<&str> = p.cfg.prices.models.keys().map(String::as_str).collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Micro-dollars as dollars for messages: `$0.012345`.
+pub fn usd(micros: i64) -> String {
+    format!("${}.{:06}", micros / 1_000_000, micros % 1_000_000)
+}
