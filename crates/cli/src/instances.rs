@@ -231,7 +231,7 @@ async fn set(client: &Client, args: SetArgs, json: bool) -> anyhow::Result<()> {
         size: args.size,
         metadata: object(args.meta),
         env: object(args.env),
-        budget: args.budget_cap.map(|cap| BudgetInput { managed_cap_usd: Some(cap), topup_micros: None }),
+        budget: args.budget_cap.map(|cap| BudgetInput { managed_cap_usd: Some(cap), topup_micros: None, models: None }),
         expose: match (args.no_expose, args.expose.is_empty()) {
             (true, _) => Some(json!([])),
             (false, false) => Some(json!(args.expose)),

@@ -1,0 +1,306 @@
+//! The managed LLM proxy and the money behind it, against a real `berth server` with
+//! `--billing` and an upstream written here that speaks OpenAI chat completions, the
+//! Responses API and Anthropic Messages (streamed and not) and reports the usage the
+//! request's `user` field asks for (`"IN,OUT"`; default 11 in, 7 out).
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use berth_test_util::{ServerOptions, TestServer};
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const UPSTREAM_KEY: &str = "sk-upstream-operator-secret-4242";
+/// $100 per million tokens in and out: 1 token = 100 micros.
+const PRICE: &str = "model-a=100,100";
+
+#[derive(Clone, Default)]
+struct Upstream {
+    seen: Arc<Mutex<Vec<(String, HeaderMap, Value)>>>,
+}
+
+fn usage_asked(body: &Value) -> (u64, u64) {
+    let tag = body["user"].as_str().or(body["metadata"]["user_id"].as_str()).unwrap_or("11,7");
+    let (i, o) = tag.split_once(',').unwrap_or(("11", "7"));
+    (i.parse().unwrap_or(11), o.parse().unwrap_or(7))
+}
+
+fn sse(events: Vec<String>) -> Response {
+    ([("content-type", "text/event-stream")], events.concat()).into_response()
+}
+
+async fn answer(State(u): State<Upstream>, api: &str, headers: HeaderMap, body: Value) -> Response {
+    u.seen.lock().unwrap().push((api.to_string(), headers, body.clone()));
+    // Slow enough that concurrent calls are all in flight together.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (i, o) = usage_asked(&body);
+    let stream = body["stream"] == json!(true);
+    let model = body["model"].clone();
+    match (api, stream) {
+        ("chat", false) => Json(json!({"id": "c1", "object": "chat.completion", "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "pong"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": i, "completion_tokens": o, "total_tokens": i + o}}))
+        .into_response(),
+        ("chat", true) => {
+            let chunk = |delta: Value, fin: Value| {
+                format!("data: {}\n\n", json!({"id": "c1", "object": "chat.completion.chunk", "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": fin}]}))
+            };
+            let mut ev = vec![chunk(json!({"role": "assistant", "content": "po"}), Value::Null), chunk(json!({"content": "ng"}), Value::Null), chunk(json!({}), json!("stop"))];
+            if body["stream_options"]["include_usage"] == json!(true) {
+                ev.push(format!("data: {}\n\n", json!({"id": "c1", "object": "chat.completion.chunk", "choices": [],
+                    "usage": {"prompt_tokens": i, "completion_tokens": o, "total_tokens": i + o}})));
+            }
+            ev.push("data: [DONE]\n\n".into());
+            sse(ev)
+        }
+        ("responses", false) => Json(json!({"id": "resp_1", "object": "response", "status": "completed", "model": model,
+            "output": [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "pong"}]}],
+            "usage": {"input_tokens": i, "output_tokens": o, "total_tokens": i + o}}))
+        .into_response(),
+        ("responses", true) => sse(vec![
+            format!("event: response.created\ndata: {}\n\n", json!({"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}})),
+            format!("event: response.output_text.delta\ndata: {}\n\n", json!({"type": "response.output_text.delta", "delta": "pong"})),
+            format!("event: response.completed\ndata: {}\n\n", json!({"type": "response.completed",
+                "response": {"id": "resp_1", "status": "completed", "usage": {"input_tokens": i, "output_tokens": o}}})),
+        ]),
+        ("messages", false) => Json(json!({"id": "msg_1", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": "pong"}], "stop_reason": "end_turn",
+            "usage": {"input_tokens": i, "output_tokens": o}}))
+        .into_response(),
+        _ => sse(vec![
+            format!("event: message_start\ndata: {}\n\n", json!({"type": "message_start", "message": {"id": "msg_1",
+                "type": "message", "role": "assistant", "content": [], "usage": {"input_tokens": i, "output_tokens": 1}}})),
+            format!("event: content_block_delta\ndata: {}\n\n", json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": "pong"}})),
+            format!("event: message_delta\ndata: {}\n\n", json!({"type": "message_delta",
+                "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": o}})),
+            format!("event: message_stop\ndata: {}\n\n", json!({"type": "message_stop"})),
+        ]),
+    }
+}
+
+async fn upstream() -> (Upstream, String, tokio::task::JoinHandle<()>) {
+    let u = Upstream::default();
+    let app = Router::new()
+        .route("/v1/chat/completions", post(|s, h, Json(b)| answer(s, "chat", h, b)))
+        .route("/v1/responses", post(|s, h, Json(b)| answer(s, "responses", h, b)))
+        .route("/v1/messages", post(|s, h, Json(b)| answer(s, "messages", h, b)))
+        .with_state(u.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (u, url, task)
+}
+
+/// The instance's env as its processes see it.
+async fn instance_env(s: &TestServer, id: &str) -> String {
+    let (st, r) = s.post(&format!("/v1/instances/{id}/exec"), json!({"command": ["env"]})).await;
+    assert_eq!(st, 200, "{r}");
+    r["stdout"].as_str().unwrap().to_string()
+}
+
+fn env_var(env: &str, name: &str) -> String {
+    env.lines().find_map(|l| l.strip_prefix(&format!("{name}="))).unwrap_or_else(|| panic!("{name} not in env")).to_string()
+}
+
+struct Proxy {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Proxy {
+    async fn call(&self, token: &str, path: &str, body: Value) -> (u16, String) {
+        let r = self.http.post(format!("{}{path}", self.base)).bearer_auth(token).json(&body).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+}
+
+async fn instance(s: &TestServer, id: &str) -> Value {
+    s.get(&format!("/v1/instances/{id}")).await.1
+}
+
+/// The instance once its managed usage reads `micros` (a stream settles just after its
+/// last event); fails after 5 s.
+async fn used_settles(s: &TestServer, id: &str, micros: i64) -> Value {
+    for _ in 0..50 {
+        let inst = instance(s, id).await;
+        if inst["budget"]["managed_used_micros"] == micros {
+            return inst;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let inst = instance(s, id).await;
+    panic!("managed usage did not settle at {micros}: {inst}")
+}
+
+async fn balance(s: &TestServer) -> i64 {
+    let (_, b) = s.get("/v1/billing").await;
+    b["balance_micros"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn the_managed_proxy_meters_caps_and_bills_every_call() {
+    let (up, up_url, _task) = upstream().await;
+    let s = TestServer::start_with(ServerOptions {
+        network: "berth-e2e-money".into(),
+        extra_args: [
+            "--billing",
+            "--llm-base-url",
+            &up_url,
+            "--llm-api-key",
+            UPSTREAM_KEY,
+            "--llm-price",
+            PRICE,
+            "--llm-proxy-port",
+            "0",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Default::default()
+    })
+    .await;
+
+    // Credentials come with the instance: the proxy's URL and a token of its own, never
+    // the operator's key.
+    let a = s.create_instance(json!({"budget": {"managed_cap_usd": 0.5}})).await;
+    let a_id = a["id"].as_str().unwrap().to_string();
+    let env = instance_env(&s, &a_id).await;
+    assert!(!env.contains(UPSTREAM_KEY), "the upstream key reached the instance");
+    assert!(!instance(&s, &a_id).await.to_string().contains(UPSTREAM_KEY));
+    let base = env_var(&env, "BERTH_LLM_BASE_URL");
+    let token = env_var(&env, "BERTH_LLM_API_KEY");
+    assert_eq!(env_var(&env, "BERTH_MODEL"), "model-a");
+    assert!(token.starts_with("sk-berth-") && token.contains(&a_id), "{token}");
+    let proxy = Proxy { base: base.clone(), http: reqwest::Client::builder().no_proxy().build().unwrap() };
+    // Only on the host's address on the instances' network.
+    let port = reqwest::Url::parse(&base).unwrap().port().unwrap();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the proxy answers on loopback");
+
+    let chat = |usage: &str, stream: bool| {
+        json!({"model": "model-a", "user": usage, "max_tokens": 1000, "stream": stream,
+            "messages": [{"role": "user", "content": "ping"}]})
+    };
+    // An empty wallet refuses with --billing, and nothing is charged.
+    let (st, body) = proxy.call(&token, "/chat/completions", chat("1000,1000", false)).await;
+    assert_eq!(st, 402, "{body}");
+    assert!(body.contains("insufficient_funds"), "{body}");
+    assert_eq!(up.seen.lock().unwrap().len(), 0, "a refused call reached the upstream");
+
+    // Only an admin tops the wallet up.
+    let (_, workspaces) = s.get("/v1/workspaces").await;
+    let ws = workspaces["data"][0]["id"].as_str().expect("the default workspace").to_string();
+    let (st, _) = s.post(&format!("/v1/workspaces/{ws}/topup"), json!({"micros": -5})).await;
+    assert_eq!(st, 400);
+    let (st, r) = s.post(&format!("/v1/workspaces/{ws}/topup"), json!({"micros": 10_000_000})).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(balance(&s).await, 10_000_000);
+
+    // $0.50 cap, calls of 1,000 + 1,000 tokens at $100/M = $0.20: two are served, the third refused.
+    let (st, body) = proxy.call(&token, "/chat/completions", chat("1000,1000", false)).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["choices"][0]["message"]["content"], "pong");
+    let (st, body) = proxy.call(&token, "/chat/completions", chat("1000,1000", true)).await;
+    assert_eq!(st, 200, "{body}");
+    assert!(body.contains("\"po\"") && body.contains("[DONE]"), "{body}");
+    assert!(!body.contains("\"usage\""), "a client that did not ask for usage got the usage chunk: {body}");
+    let inst = used_settles(&s, &a_id, 400_000).await;
+    assert_eq!(inst["budget"]["remaining_usd"], 0.1, "{inst}");
+    let (st, body) = proxy.call(&token, "/chat/completions", chat("1000,1000", false)).await;
+    assert_eq!(st, 402, "{body}");
+    assert!(body.contains("budget_exceeded"), "{body}");
+    // The upstream got the operator's key and asked for the usage of the stream.
+    {
+        let seen = up.seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        for (_, h, b) in seen.iter() {
+            assert_eq!(h["authorization"], format!("Bearer {UPSTREAM_KEY}").as_str());
+            assert_eq!(b["model"], "model-a");
+        }
+        assert_eq!(seen[1].2["stream_options"]["include_usage"], true);
+    }
+    // A top-up makes room again.
+    let (st, r) = s.post(&format!("/v1/instances/{a_id}/budget/topup"), json!({"topup_micros": 200_000})).await;
+    assert_eq!(st, 200, "{r}");
+    let (st, body) = proxy.call(&token, "/chat/completions", chat("1000,1000", false)).await;
+    assert_eq!(st, 200, "{body}");
+
+    // Responses and Anthropic Messages, streamed, exact to the micro: 123 + 45 tokens.
+    let b = s.create_instance(json!({})).await;
+    let b_id = b["id"].as_str().unwrap().to_string();
+    let b_token = env_var(&instance_env(&s, &b_id).await, "BERTH_LLM_API_KEY");
+    let (st, body) = proxy
+        .call(&b_token, "/responses", json!({"model": "model-a", "user": "123,45", "input": "ping", "stream": true}))
+        .await;
+    assert_eq!(st, 200, "{body}");
+    assert!(body.contains("response.completed"), "{body}");
+    let r = proxy
+        .http
+        .post(format!("{base}/messages"))
+        .header("x-api-key", &b_token)
+        .json(&json!({"model": "model-a", "max_tokens": 100, "metadata": {"user_id": "123,45"}, "stream": true,
+            "messages": [{"role": "user", "content": "ping"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("message_stop"));
+    let (_, h, _) = up.seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(h["x-api-key"], UPSTREAM_KEY);
+    assert_eq!(h["anthropic-version"], "2023-06-01");
+    used_settles(&s, &b_id, 2 * (123 + 45) * 100).await;
+
+    // Refusals that name what was wrong.
+    let (st, body) = proxy.call(&b_token, "/chat/completions", json!({"model": "unpriced", "messages": []})).await;
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("model_not_priced") && body.contains("unpriced"), "{body}");
+    let (st, _) = proxy.call("sk-berth-inst_aaaaaaaaaa-00", "/chat/completions", chat("1,1", false)).await;
+    assert_eq!(st, 401);
+    let patch = json!({"budget": {"models": ["model-b"]}});
+    let (st, r) = s.call(reqwest::Method::PATCH, &format!("/v1/instances/{b_id}"), Some(&s.key), Some(patch)).await;
+    assert_eq!(st, 200, "{r}");
+    let (st, body) = proxy.call(&b_token, "/chat/completions", chat("1,1", false)).await;
+    assert_eq!(st, 403, "{body}");
+    assert!(body.contains("model_not_allowed"), "{body}");
+
+    // 50 concurrent calls at the edge of a $1 cap, each $0.1001: never more than the cap.
+    let c = s.create_instance(json!({"budget": {"managed_cap_usd": 1.0}})).await;
+    let c_id = c["id"].as_str().unwrap().to_string();
+    let c_token = env_var(&instance_env(&s, &c_id).await, "BERTH_LLM_API_KEY");
+    let calls = (0..50).map(|_| proxy.call(&c_token, "/chat/completions", chat("10,1000", false)));
+    let results = futures_util::future::join_all(calls).await;
+    let served = results.iter().filter(|(st, _)| *st == 200).count() as i64;
+    assert!(results.iter().all(|(st, _)| *st == 200 || *st == 402), "{results:?}");
+    let used = instance(&s, &c_id).await["budget"]["managed_used_micros"].as_i64().unwrap();
+    assert_eq!(used, served * 101_000);
+    assert!(used <= 1_000_000, "overspent: {used} micros on a cap of 1,000,000 ({served} calls served)");
+    assert!(served >= 8, "only {served} calls served under a cap that pays for 9");
+    eprintln!("concurrency: {served} of 50 calls served, {used} micros used of a 1,000,000 cap");
+
+    // The ledger adds up: every entry moved the balance by its amount.
+    let mut entries = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/billing/ledger?limit=7&cursor={c}"),
+            None => "/v1/billing/ledger?limit=7".into(),
+        };
+        let (_, page) = s.get(&path).await;
+        entries.extend(page["data"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let sum: i64 = entries.iter().map(|e| e["amount_micros"].as_i64().unwrap()).sum();
+    let bal = balance(&s).await;
+    assert_eq!(sum, bal);
+    assert_eq!(entries[0]["balance_micros"].as_i64().unwrap(), bal);
+    assert_eq!(bal, 10_000_000 - 600_000 - 2 * 16_800 - used);
+    let (_, billing) = s.get("/v1/billing").await;
+    assert_eq!(billing["managed_usage_micros"].as_i64().unwrap(), 10_000_000 - bal, "{billing}");
+    assert!(!billing.to_string().contains(UPSTREAM_KEY));
+}
