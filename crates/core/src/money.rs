@@ -35,7 +35,8 @@ pub fn parse_micros(text: &str) -> Result<i64, MoneyError> {
     if frac.len() > 6 {
         return Err(MoneyError::TooPrecise(text.to_string()));
     }
-    let whole: i64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| MoneyError::TooLarge(text.to_string()))? };
+    let whole: i64 =
+        if whole.is_empty() { 0 } else { whole.parse().map_err(|_| MoneyError::TooLarge(text.to_string()))? };
     let frac_micros: i64 = format!("{frac:0<6}").parse().unwrap_or(0);
     whole
         .checked_mul(MICROS_PER_USD)

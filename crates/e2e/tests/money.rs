@@ -34,8 +34,10 @@ fn sse(events: Vec<String>) -> Response {
 
 async fn answer(State(u): State<Upstream>, api: &str, headers: HeaderMap, body: Value) -> Response {
     u.seen.lock().unwrap().push((api.to_string(), headers, body.clone()));
-    // Slow enough that concurrent calls are all in flight together.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Slow enough that concurrent calls are all in flight together; `slow`: still
+    // answering when the test kills the server.
+    let pause = if body["user"] == "slow" { 10_000 } else { 150 };
+    tokio::time::sleep(Duration::from_millis(pause)).await;
     let (i, o) = usage_asked(&body);
     let stream = body["stream"] == json!(true);
     let model = body["model"].clone();
@@ -46,38 +48,68 @@ async fn answer(State(u): State<Upstream>, api: &str, headers: HeaderMap, body: 
         .into_response(),
         ("chat", true) => {
             let chunk = |delta: Value, fin: Value| {
-                format!("data: {}\n\n", json!({"id": "c1", "object": "chat.completion.chunk", "model": model,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": fin}]}))
+                format!(
+                    "data: {}\n\n",
+                    json!({"id": "c1", "object": "chat.completion.chunk", "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": fin}]})
+                )
             };
-            let mut ev = vec![chunk(json!({"role": "assistant", "content": "po"}), Value::Null), chunk(json!({"content": "ng"}), Value::Null), chunk(json!({}), json!("stop"))];
+            let mut ev = vec![
+                chunk(json!({"role": "assistant", "content": "po"}), Value::Null),
+                chunk(json!({"content": "ng"}), Value::Null),
+                chunk(json!({}), json!("stop")),
+            ];
             if body["stream_options"]["include_usage"] == json!(true) {
-                ev.push(format!("data: {}\n\n", json!({"id": "c1", "object": "chat.completion.chunk", "choices": [],
-                    "usage": {"prompt_tokens": i, "completion_tokens": o, "total_tokens": i + o}})));
+                ev.push(format!(
+                    "data: {}\n\n",
+                    json!({"id": "c1", "object": "chat.completion.chunk", "choices": [],
+                    "usage": {"prompt_tokens": i, "completion_tokens": o, "total_tokens": i + o}})
+                ));
             }
             ev.push("data: [DONE]\n\n".into());
             sse(ev)
         }
-        ("responses", false) => Json(json!({"id": "resp_1", "object": "response", "status": "completed", "model": model,
+        ("responses", false) => {
+            Json(json!({"id": "resp_1", "object": "response", "status": "completed", "model": model,
             "output": [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "pong"}]}],
             "usage": {"input_tokens": i, "output_tokens": o, "total_tokens": i + o}}))
-        .into_response(),
+            .into_response()
+        }
         ("responses", true) => sse(vec![
-            format!("event: response.created\ndata: {}\n\n", json!({"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}})),
-            format!("event: response.output_text.delta\ndata: {}\n\n", json!({"type": "response.output_text.delta", "delta": "pong"})),
-            format!("event: response.completed\ndata: {}\n\n", json!({"type": "response.completed",
-                "response": {"id": "resp_1", "status": "completed", "usage": {"input_tokens": i, "output_tokens": o}}})),
+            format!(
+                "event: response.created\ndata: {}\n\n",
+                json!({"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}})
+            ),
+            format!(
+                "event: response.output_text.delta\ndata: {}\n\n",
+                json!({"type": "response.output_text.delta", "delta": "pong"})
+            ),
+            format!(
+                "event: response.completed\ndata: {}\n\n",
+                json!({"type": "response.completed",
+                "response": {"id": "resp_1", "status": "completed", "usage": {"input_tokens": i, "output_tokens": o}}})
+            ),
         ]),
         ("messages", false) => Json(json!({"id": "msg_1", "type": "message", "role": "assistant", "model": model,
             "content": [{"type": "text", "text": "pong"}], "stop_reason": "end_turn",
             "usage": {"input_tokens": i, "output_tokens": o}}))
         .into_response(),
         _ => sse(vec![
-            format!("event: message_start\ndata: {}\n\n", json!({"type": "message_start", "message": {"id": "msg_1",
-                "type": "message", "role": "assistant", "content": [], "usage": {"input_tokens": i, "output_tokens": 1}}})),
-            format!("event: content_block_delta\ndata: {}\n\n", json!({"type": "content_block_delta", "index": 0,
-                "delta": {"type": "text_delta", "text": "pong"}})),
-            format!("event: message_delta\ndata: {}\n\n", json!({"type": "message_delta",
-                "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": o}})),
+            format!(
+                "event: message_start\ndata: {}\n\n",
+                json!({"type": "message_start", "message": {"id": "msg_1",
+                "type": "message", "role": "assistant", "content": [], "usage": {"input_tokens": i, "output_tokens": 1}}})
+            ),
+            format!(
+                "event: content_block_delta\ndata: {}\n\n",
+                json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": "pong"}})
+            ),
+            format!(
+                "event: message_delta\ndata: {}\n\n",
+                json!({"type": "message_delta",
+                "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": o}})
+            ),
             format!("event: message_stop\ndata: {}\n\n", json!({"type": "message_stop"})),
         ]),
     }
@@ -104,7 +136,10 @@ async fn instance_env(s: &TestServer, id: &str) -> String {
 }
 
 fn env_var(env: &str, name: &str) -> String {
-    env.lines().find_map(|l| l.strip_prefix(&format!("{name}="))).unwrap_or_else(|| panic!("{name} not in env")).to_string()
+    env.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("{name} not in env"))
+        .to_string()
 }
 
 struct Proxy {
@@ -228,6 +263,19 @@ async fn the_managed_proxy_meters_caps_and_bills_every_call() {
     let (st, body) = proxy.call(&token, "/chat/completions", chat("1000,1000", false)).await;
     assert_eq!(st, 200, "{body}");
 
+    // Through the agent, an exhausted budget fails the turn with a reason a person can act on.
+    let r = s
+        .http()
+        .post(format!("{}/v1/responses", s.edge_base))
+        .header("host", berth_test_util::app::host_of(a["url"].as_str().unwrap()))
+        .bearer_auth(&s.key)
+        .json(&json!({"input": "ping"}))
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    assert!(text.contains("budget_exceeded") && text.contains("budget"), "{text}");
+
     // Responses and Anthropic Messages, streamed, exact to the micro: 123 + 45 tokens.
     let b = s.create_instance(json!({})).await;
     let b_id = b["id"].as_str().unwrap().to_string();
@@ -252,6 +300,26 @@ async fn the_managed_proxy_meters_caps_and_bills_every_call() {
     assert_eq!(h["x-api-key"], UPSTREAM_KEY);
     assert_eq!(h["anthropic-version"], "2023-06-01");
     used_settles(&s, &b_id, 2 * (123 + 45) * 100).await;
+
+    // End to end: an instance created with no env chats through the edge; its agent
+    // reaches the proxy through the firewall with its own token and default model.
+    let r = s
+        .http()
+        .post(format!("{}/v1/responses", s.edge_base))
+        .header("host", berth_test_util::app::host_of(b["url"].as_str().unwrap()))
+        .bearer_auth(&s.key)
+        .json(&json!({"input": "ping"}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("pong"), "{text}");
+    let (_, h, body) = up.seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(h["authorization"], format!("Bearer {UPSTREAM_KEY}").as_str());
+    assert_eq!(body["model"], "model-a");
+    used_settles(&s, &b_id, 2 * (123 + 45) * 100 + (11 + 7) * 100).await;
 
     // Refusals that name what was wrong.
     let (st, body) = proxy.call(&b_token, "/chat/completions", json!({"model": "unpriced", "messages": []})).await;
@@ -299,8 +367,73 @@ async fn the_managed_proxy_meters_caps_and_bills_every_call() {
     let bal = balance(&s).await;
     assert_eq!(sum, bal);
     assert_eq!(entries[0]["balance_micros"].as_i64().unwrap(), bal);
-    assert_eq!(bal, 10_000_000 - 600_000 - 2 * 16_800 - used);
+    assert_eq!(bal, 10_000_000 - 600_000 - 2 * 16_800 - 1_800 - used);
     let (_, billing) = s.get("/v1/billing").await;
     assert_eq!(billing["managed_usage_micros"].as_i64().unwrap(), 10_000_000 - bal, "{billing}");
     assert!(!billing.to_string().contains(UPSTREAM_KEY));
+}
+
+#[tokio::test]
+async fn a_server_killed_mid_call_leaves_the_money_consistent() {
+    let (up, up_url, _task) = upstream().await;
+    let mut s = TestServer::start_with(ServerOptions {
+        network: "berth-e2e-money-kill".into(),
+        extra_args: [
+            "--billing",
+            "--llm-base-url",
+            &up_url,
+            "--llm-price",
+            PRICE,
+            // A fixed port: instances keep the URL they were given across the restart.
+            "--llm-proxy-port",
+            "47072",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Default::default()
+    })
+    .await;
+    let (_, workspaces) = s.get("/v1/workspaces").await;
+    let ws = workspaces["data"][0]["id"].as_str().unwrap().to_string();
+    let (st, _) = s.post(&format!("/v1/workspaces/{ws}/topup"), json!({"micros": 1_000_000})).await;
+    assert_eq!(st, 200);
+    let inst = s.create_instance(json!({"budget": {"managed_cap_usd": 0.5}})).await;
+    let id = inst["id"].as_str().unwrap().to_string();
+    let env = instance_env(&s, &id).await;
+    let proxy = Proxy { base: env_var(&env, "BERTH_LLM_BASE_URL"), http: reqwest::Client::new() };
+    let token = env_var(&env, "BERTH_LLM_API_KEY");
+    let big = |user: &str| json!({"model": "model-a", "user": user, "max_tokens": 4900, "messages": [{"role": "user", "content": "ping"}]});
+
+    // A call that reserves nearly the whole cap is in flight when the server dies.
+    let in_flight = {
+        let (base, token) = (proxy.base.clone(), token.clone());
+        tokio::spawn(async move {
+            let p = Proxy { base, http: reqwest::Client::new() };
+            p.call(&token, "/chat/completions", big("slow")).await
+        })
+    };
+    for _ in 0..100 {
+        if !up.seen.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(up.seen.lock().unwrap().len(), 1, "the call did not reach the upstream");
+    s.restart().await;
+    let _ = in_flight.await; // its connection was cut
+
+    // Nothing was charged for it, the books add up, and its reservation is gone: a
+    // call of the same size is admitted at once.
+    let (_, ledger) = s.get("/v1/billing/ledger").await;
+    let sum: i64 = ledger["data"].as_array().unwrap().iter().map(|e| e["amount_micros"].as_i64().unwrap()).sum();
+    assert_eq!(sum, balance(&s).await);
+    assert_eq!(balance(&s).await, 1_000_000);
+    assert_eq!(instance(&s, &id).await["budget"]["managed_used_micros"], 0);
+    let (st, body) = proxy.call(&token, "/chat/completions", big("10,10")).await;
+    assert_eq!(st, 200, "{body}");
+    used_settles(&s, &id, 2_000).await;
+    let (_, ledger) = s.get("/v1/billing/ledger").await;
+    let sum: i64 = ledger["data"].as_array().unwrap().iter().map(|e| e["amount_micros"].as_i64().unwrap()).sum();
+    assert_eq!(sum, balance(&s).await);
+    assert_eq!(sum, 1_000_000 - 2_000);
 }

@@ -281,7 +281,10 @@ fn budget(b: Option<&BudgetInput>) -> Result<ValidBudget, ApiError> {
     }
     if let Some(models) = &b.models {
         if models.len() > MAX_MODELS {
-            return Err(ApiError::invalid("budget.models", format!("`budget.models` names at most {MAX_MODELS} models")));
+            return Err(ApiError::invalid(
+                "budget.models",
+                format!("`budget.models` names at most {MAX_MODELS} models"),
+            ));
         }
         if let Some(bad) = models.iter().find(|m| m.trim().is_empty() || m.len() > 200) {
             return Err(ApiError::invalid(

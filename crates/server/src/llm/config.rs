@@ -72,7 +72,13 @@ impl LlmConfig {
             }
             return Ok(None);
         }
-        Ok(Some(LlmConfig { default, named, prices, reserve_tokens: args.llm_reserve_tokens.max(1), billing: args.billing }))
+        Ok(Some(LlmConfig {
+            default,
+            named,
+            prices,
+            reserve_tokens: args.llm_reserve_tokens.max(1),
+            billing: args.billing,
+        }))
     }
 
     /// The upstream a model goes to and the model name it is sent as:

@@ -129,7 +129,10 @@ mod tests {
             let r = m.reserve(&i, &w, limits, 200_000).unwrap();
             m.settle(&r, 200_000);
         }
-        assert_eq!(m.reserve(&i, &w, limits, 200_000).unwrap_err(), Refusal::Budget { available: 100_000, needed: 200_000 });
+        assert_eq!(
+            m.reserve(&i, &w, limits, 200_000).unwrap_err(),
+            Refusal::Budget { available: 100_000, needed: 200_000 }
+        );
     }
 
     #[test]

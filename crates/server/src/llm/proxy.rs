@@ -58,7 +58,14 @@ pub fn router(proxy: Arc<LlmProxy>) -> Router {
         .route("/v1/responses", post(|s, h, b| call(s, h, b, Api::Responses)))
         .route("/v1/messages", post(|s, h, b| call(s, h, b, Api::Messages)))
         .route("/v1/models", get(models))
-        .fallback(|| async { error(Api::Chat, StatusCode::NOT_FOUND, "not_found", "the managed LLM proxy serves POST /v1/chat/completions, /v1/responses and /v1/messages".into()) })
+        .fallback(|| async {
+            error(
+                Api::Chat,
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "the managed LLM proxy serves POST /v1/chat/completions, /v1/responses and /v1/messages".into(),
+            )
+        })
         .layer(DefaultBodyLimit::max(REQUEST_LIMIT))
         .with_state(proxy)
 }
@@ -86,7 +93,12 @@ async fn authenticate(p: &LlmProxy, headers: &HeaderMap) -> Option<InstanceRecor
 
 async fn models(State(p): State<Arc<LlmProxy>>, headers: HeaderMap) -> Response {
     let Some(rec) = authenticate(&p, &headers).await else {
-        return error(Api::Chat, StatusCode::UNAUTHORIZED, "invalid_api_key", "missing or invalid instance token".into());
+        return error(
+            Api::Chat,
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+            "missing or invalid instance token".into(),
+        );
     };
     let data: Vec<Value> = p
         .cfg
@@ -158,7 +170,12 @@ async fn call(State(p): State<Arc<LlmProxy>>, headers: HeaderMap, body: Bytes, a
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "reading the wallet");
-                return error(api, StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the database failed; try again".into());
+                return error(
+                    api,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database failed; try again".into(),
+                );
             }
         }
     } else {
@@ -242,7 +259,12 @@ async fn call(State(p): State<Arc<LlmProxy>>, headers: HeaderMap, body: Bytes, a
     if !stream {
         let Some(body) = read_limited(resp).await else {
             settle_detached(call, Usage::default(), true).await;
-            return error(api, StatusCode::BAD_GATEWAY, "upstream_failed", "the LLM provider's answer was cut off".into());
+            return error(
+                api,
+                StatusCode::BAD_GATEWAY,
+                "upstream_failed",
+                "the LLM provider's answer was cut off".into(),
+            );
         };
         let mut usage = Usage::default();
         if let Ok(v) = serde_json::from_slice::<Value>(&body) {

@@ -25,7 +25,10 @@ impl Usage {
                 continue;
             }
             let n = |k: &str| u[k].as_u64().unwrap_or(0);
-            let input = n("prompt_tokens") + n("input_tokens") + n("cache_creation_input_tokens") + n("cache_read_input_tokens");
+            let input = n("prompt_tokens")
+                + n("input_tokens")
+                + n("cache_creation_input_tokens")
+                + n("cache_read_input_tokens");
             let output = n("completion_tokens") + n("output_tokens");
             self.input = self.input.max(input);
             self.output = self.output.max(output);
@@ -110,7 +113,9 @@ mod tests {
         u.observe(&json!({"usage": {"prompt_tokens": 12, "completion_tokens": 5}}));
         assert_eq!(u, Usage { input: 12, output: 5, seen: true });
         let mut u = Usage::default();
-        u.observe(&json!({"type": "response.completed", "response": {"usage": {"input_tokens": 7, "output_tokens": 3}}}));
+        u.observe(
+            &json!({"type": "response.completed", "response": {"usage": {"input_tokens": 7, "output_tokens": 3}}}),
+        );
         assert_eq!((u.input, u.output), (7, 3));
         let mut u = Usage::default();
         u.observe(&json!({"type": "message_start", "message": {"usage": {"input_tokens": 20, "cache_read_input_tokens": 5, "output_tokens": 1}}}));

@@ -1,5 +1,6 @@
 //! HTTP routers, one module per resource, merged in [`router`].
 
+pub mod billing;
 pub mod instances;
 pub mod operate;
 pub mod shares;
@@ -7,7 +8,6 @@ pub mod shell;
 pub mod system;
 pub mod templates;
 pub mod workspaces;
-pub mod billing;
 
 use crate::error::ApiError;
 use crate::metrics::{RequestLabels, RouteLabel};

@@ -25,8 +25,10 @@ fn from_row(row: &SqliteRow) -> Result<LedgerRecord> {
 }
 
 pub(super) async fn balance(pool: &SqlitePool, ws: &WorkspaceId) -> Result<Option<i64>> {
-    let row =
-        sqlx::query("SELECT balance_micros FROM workspaces WHERE id = ?").bind(ws.as_str()).fetch_optional(pool).await?;
+    let row = sqlx::query("SELECT balance_micros FROM workspaces WHERE id = ?")
+        .bind(ws.as_str())
+        .fetch_optional(pool)
+        .await?;
     Ok(row.map(|r| r.get("balance_micros")))
 }
 
@@ -34,15 +36,14 @@ pub(super) async fn post(pool: &SqlitePool, e: &LedgerEntry) -> Result<LedgerRec
     let mut tx = pool.begin().await?;
     // The first statement writes, so the transaction holds SQLite's write lock from the
     // start: the balance it reads back is the one its entry records.
-    let balance: i64 = sqlx::query(
-        "UPDATE workspaces SET balance_micros = balance_micros + ? WHERE id = ? RETURNING balance_micros",
-    )
-    .bind(e.amount_micros)
-    .bind(e.workspace_id.as_str())
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(|| StoreError::Corrupt(format!("ledger entry for unknown workspace {}", e.workspace_id)))?
-    .get("balance_micros");
+    let balance: i64 =
+        sqlx::query("UPDATE workspaces SET balance_micros = balance_micros + ? WHERE id = ? RETURNING balance_micros")
+            .bind(e.amount_micros)
+            .bind(e.workspace_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("ledger entry for unknown workspace {}", e.workspace_id)))?
+            .get("balance_micros");
     if let (true, Some(id)) = (e.counts_as_managed(), &e.instance_id) {
         sqlx::query("UPDATE instances SET managed_used_micros = managed_used_micros - ? WHERE id = ?")
             .bind(e.amount_micros)

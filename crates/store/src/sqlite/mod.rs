@@ -161,7 +161,9 @@ fn instance_from_row(row: &SqliteRow, seal: Option<&crate::seal::SealKey>) -> Re
         topup_micros: row.try_get("topup_micros")?,
         budget_models: match row.try_get::<Option<String>, _>("budget_models")? {
             None => None,
-            Some(text) => Some(serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("budget_models: {e}")))?),
+            Some(text) => {
+                Some(serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("budget_models: {e}")))?)
+            }
         },
         managed_used_micros: row.try_get("managed_used_micros")?,
         lifecycle_mode: row.try_get("lifecycle_mode")?,
