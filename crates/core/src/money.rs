@@ -49,7 +49,7 @@ pub fn parse_micros(text: &str) -> Result<i64, MoneyError> {
 /// not finite or too large.
 pub fn usd_to_micros(usd: f64) -> Option<i64> {
     let m = (usd * MICROS_PER_USD as f64).round();
-    (usd.is_finite() && m >= 0.0 && m < 9.0e18).then_some(m as i64)
+    (usd.is_finite() && (0.0..9.0e18).contains(&m)).then_some(m as i64)
 }
 
 /// Dollars of micro-dollars, for display fields (`managed_used_usd`).
