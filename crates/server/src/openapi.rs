@@ -213,8 +213,30 @@ fn add_constraints(doc: &mut Value, settings: DocSettings) {
     set_property(doc, "Network", "egress", json!({"$ref": "#/components/schemas/Egress"}));
     set_property(doc, "CreateInstance", "user", text(v::MAX_USER));
     set_property(doc, "CreateInstance", "region", json!({"enum": ["local", null]}));
-    set_property(doc, "BudgetInput", "managed_cap_usd", nullable("number", json!({"minimum": 0})));
+    set_property(
+        doc,
+        "BudgetInput",
+        "managed_cap_usd",
+        nullable("number", json!({"minimum": 0, "maximum": v::MAX_CAP_USD})),
+    );
     set_property(doc, "BudgetInput", "topup_micros", nullable("integer", json!({"minimum": 0, "maximum": i64::MAX})));
+    set_property(
+        doc,
+        "BudgetInput",
+        "models",
+        nullable(
+            "array",
+            json!({"maxItems": v::MAX_MODELS,
+                   "items": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NOT_BLANK}}),
+        ),
+    );
+    // money
+    let topup = json!({"type": "integer", "minimum": 1, "maximum": crate::routes::billing::MAX_TOPUP});
+    set_property(doc, "WalletTopup", "micros", topup.clone());
+    doc["components"]["schemas"]["WalletTopup"]["required"] = json!(["micros"]);
+    set_property(doc, "WalletTopup", "description", text(200));
+    set_property(doc, "BudgetTopup", "topup_micros", topup);
+    doc["components"]["schemas"]["BudgetTopup"]["required"] = json!(["topup_micros"]);
     // `idle_timeout_secs` only with `cold_start`.
     doc["components"]["schemas"]["Lifecycle"] = json!({
         "description": "How the instance is kept alive: `always_on` (default), or `cold_start` (stopped after `idle_timeout_secs` without traffic, woken by the next request).",

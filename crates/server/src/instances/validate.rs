@@ -266,14 +266,20 @@ pub struct ValidBudget {
 }
 
 /// Most models one allow-list may name.
-const MAX_MODELS: usize = 100;
+pub const MAX_MODELS: usize = 100;
+
+/// Largest `managed_cap_usd`: a trillion dollars (micros stay far inside an i64).
+pub const MAX_CAP_USD: f64 = 1e12;
 
 fn budget(b: Option<&BudgetInput>) -> Result<ValidBudget, ApiError> {
     let Some(b) = b else { return Ok(ValidBudget::default()) };
     let cap_micros = match b.managed_cap_usd {
         None => None,
-        Some(cap) => Some(berth_core::money::usd_to_micros(cap).ok_or_else(|| {
-            ApiError::invalid("budget.managed_cap_usd", "`budget.managed_cap_usd` must be a number of dollars ≥ 0")
+        Some(cap) => Some(berth_core::money::usd_to_micros(cap).filter(|_| cap <= MAX_CAP_USD).ok_or_else(|| {
+            ApiError::invalid(
+                "budget.managed_cap_usd",
+                format!("`budget.managed_cap_usd` must be a number of dollars from 0 to {MAX_CAP_USD}"),
+            )
         })?),
     };
     if b.topup_micros.is_some_and(|t| t < 0) {

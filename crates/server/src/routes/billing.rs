@@ -26,7 +26,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Largest single top-up: a billion dollars.
-const MAX_TOPUP: i64 = 1_000_000_000 * 1_000_000;
+pub const MAX_TOPUP: i64 = 1_000_000_000 * 1_000_000;
 
 /// Unix seconds of the start of the UTC month holding `now`.
 pub fn month_start(now: i64) -> i64 {
