@@ -437,3 +437,91 @@ async fn a_server_killed_mid_call_leaves_the_money_consistent() {
     assert_eq!(sum, balance(&s).await);
     assert_eq!(sum, 1_000_000 - 2_000);
 }
+
+#[tokio::test]
+async fn compute_is_paid_monthly_in_advance_from_the_wallet() {
+    let clock = tempfile::NamedTempFile::new().unwrap();
+    let set_clock = |t: i64| std::fs::write(clock.path(), t.to_string()).unwrap();
+    const JAN_31: i64 = 1_801_353_600; // 2027-01-31T00:00:00Z: one day of a 31-day month left
+    const FEB_1: i64 = JAN_31 + 86_400;
+    const MAR_1: i64 = FEB_1 + 28 * 86_400;
+    set_clock(JAN_31);
+    let s = TestServer::start_with(ServerOptions {
+        network: "berth-e2e-money-compute".into(),
+        extra_args: [
+            "--billing",
+            "--size-price",
+            "1=31",
+            "--size-price",
+            "2=62",
+            "--test-clock-file",
+            clock.path().to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Default::default()
+    })
+    .await;
+    let (_, workspaces) = s.get("/v1/workspaces").await;
+    let ws = workspaces["data"][0]["id"].as_str().unwrap().to_string();
+
+    // An empty wallet: 402, and nothing is left behind.
+    let (st, body) = s.post("/v1/instances", json!({"size": 1})).await;
+    assert_eq!(st, 402, "{body}");
+    assert_eq!(body["error"]["code"], "insufficient_funds", "{body}");
+    assert_eq!(body["error"]["details"]["needed_micros"], 1_000_000, "{body}");
+    let (_, list) = s.get("/v1/instances").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 0, "{list}");
+    assert!(berth_test_util::docker::containers_with_label("berth.install", &s.install_id).is_empty());
+
+    // $31 a month with one day left: $1 now; growing to size 2 costs the difference.
+    let (st, _) = s.post(&format!("/v1/workspaces/{ws}/topup"), json!({"micros": 10_000_000})).await;
+    assert_eq!(st, 200);
+    let inst = s.create_instance(json!({"size": 1})).await;
+    let id = inst["id"].as_str().unwrap().to_string();
+    assert_eq!(balance(&s).await, 9_000_000);
+    let (st, body) =
+        s.call(reqwest::Method::PATCH, &format!("/v1/instances/{id}"), Some(&s.key), Some(json!({"size": 2}))).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(balance(&s).await, 8_000_000);
+
+    // February: $62 is due and the wallet holds $8: the instance is stopped, saying why.
+    set_clock(FEB_1);
+    let mut stopped = Value::Null;
+    for _ in 0..100 {
+        stopped = instance(&s, &id).await;
+        if stopped["status"] == "stopped" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stopped["status"], "stopped", "{stopped}");
+    let (_, events) = s.get(&format!("/v1/instances/{id}/events")).await;
+    assert!(events.to_string().contains("renewal could not be paid"), "{events}");
+    assert_eq!(balance(&s).await, 8_000_000);
+
+    // Starting it pays the month first: refused while short, then paid once.
+    let (st, body) = s.post(&format!("/v1/instances/{id}/start"), json!({})).await;
+    assert_eq!(st, 402, "{body}");
+    let (st, _) = s.post(&format!("/v1/workspaces/{ws}/topup"), json!({"micros": 100_000_000})).await;
+    assert_eq!(st, 200);
+    let (st, body) = s.post(&format!("/v1/instances/{id}/start"), json!({})).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(balance(&s).await, 108_000_000 - 62_000_000);
+    tokio::time::sleep(Duration::from_secs(3)).await; // a renewal pass: nothing more is due
+    assert_eq!(balance(&s).await, 46_000_000);
+
+    // Deleted: no charge in March.
+    let (st, _) = s.call(reqwest::Method::DELETE, &format!("/v1/instances/{id}"), Some(&s.key), None).await;
+    assert_eq!(st, 200);
+    set_clock(MAR_1);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(balance(&s).await, 46_000_000);
+    let (_, ledger) = s.get("/v1/billing/ledger").await;
+    let entries = ledger["data"].as_array().unwrap();
+    let sum: i64 = entries.iter().map(|e| e["amount_micros"].as_i64().unwrap()).sum();
+    assert_eq!(sum, 46_000_000, "{ledger}");
+    let compute: Vec<i64> =
+        entries.iter().filter(|e| e["kind"] == "compute").map(|e| e["amount_micros"].as_i64().unwrap()).collect();
+    assert_eq!(compute, [-62_000_000, -1_000_000, -1_000_000], "{ledger}");
+}

@@ -136,6 +136,9 @@ pub struct ServerArgs {
     /// refused (402 `insufficient_funds`) when it is empty.
     #[arg(long, env = "BERTH_BILLING")]
     pub billing: bool,
+    /// Tests only: a file holding the unix time compute billing runs at (to cross a month).
+    #[arg(long, env = "BERTH_TEST_CLOCK_FILE", hide = true)]
+    pub test_clock_file: Option<PathBuf>,
     /// Compute price `SIZE=USD_PER_MONTH`, repeatable.
     #[arg(long = "size-price", env = "BERTH_SIZE_PRICE", value_delimiter = ';')]
     pub size_price: Vec<String>,

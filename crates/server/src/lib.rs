@@ -8,6 +8,7 @@ pub mod activity;
 pub mod admission;
 pub mod auth;
 pub mod bootstrap;
+pub mod compute;
 pub mod config;
 pub mod edge;
 pub mod error;

@@ -97,6 +97,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if args.billing && llm_cfg.is_none() {
         tracing::warn!("--billing without a managed LLM upstream: only compute would be charged, and this build does not charge compute yet");
     }
+    let compute = crate::compute::Compute::from_args(&args)?;
     let llm_proxy = match llm_cfg {
         Some(cfg) => Some(Arc::new(crate::llm::LlmProxy::new(cfg, store.clone(), seal.clone())?)),
         None => None,
@@ -137,6 +138,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         http: reqwest::Client::builder().no_proxy().build()?,
         egress: egress.clone(),
         heartbeats: Arc::default(),
+        compute: Arc::new(compute),
         llm: llm_addr.map(|a| {
             let priced = llm_proxy.as_ref().map(|p| p.cfg.prices.models.keys().cloned().collect::<Vec<_>>());
             let only = priced.filter(|m| m.len() == 1).and_then(|m| m.into_iter().next());
@@ -163,6 +165,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tokio::spawn(reconciler.run(Duration::from_millis(args.reconcile_interval_ms.max(100))));
     tokio::spawn(flush_activity(state.clone()));
     tokio::spawn(follow_runtime_events(state.clone()));
+    let renew_every = Duration::from_millis(args.reconcile_interval_ms.clamp(100, 5000));
+    tokio::spawn(crate::compute::renew_loop(state.clone(), renew_every));
     // Keys whose time is up stop working, and what they opened closes, within 0.5 s.
     let keys = state.keys.clone();
     tokio::spawn(async move {

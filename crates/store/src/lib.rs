@@ -119,6 +119,9 @@ pub trait Store: Send + Sync + 'static {
     /// Appends to the ledger and moves the wallet (and, for managed usage, the
     /// instance's used amount) by the entry's amount, all in one transaction.
     async fn post_ledger(&self, entry: &LedgerEntry) -> Result<LedgerRecord>;
+    /// Like [`Store::post_ledger`] for a charge, but only when the wallet covers it: `None`
+    /// (and nothing written) when the balance would fall below zero.
+    async fn charge_within_balance(&self, entry: &LedgerEntry) -> Result<Option<LedgerRecord>>;
     /// A page of a workspace's ledger, newest first, older than `before_seq`.
     async fn ledger(&self, ws: &WorkspaceId, before_seq: Option<i64>, limit: u32) -> Result<Vec<LedgerRecord>>;
     /// A workspace's charges since `since` (unix seconds), per instance, UTC day and kind.

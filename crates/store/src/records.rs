@@ -76,6 +76,8 @@ pub struct InstanceRecord {
     pub requests_total: u64,
     /// Where its traffic may go.
     pub egress: berth_core::Egress,
+    /// End of the period its compute is paid for (`--billing` with a size price).
+    pub paid_until: Option<i64>,
 }
 
 /// A port an instance's own programs serve, reached at `http://{handle}.{domain}`.

@@ -50,6 +50,7 @@ fn instance(ws: &WorkspaceId, size: u32, status: Status) -> InstanceRecord {
         hold_until: None,
         requests_total: 0,
         egress: Default::default(),
+        paid_until: None,
     }
 }
 

@@ -225,6 +225,7 @@ mod tests {
             hold_until: None,
             requests_total: 0,
             egress: Default::default(),
+            paid_until: None,
         }
     }
 

@@ -81,21 +81,28 @@ pub async fn create(state: AppState, auth: Auth, v: ValidCreate) -> ApiResult<In
         hold_until: None,
         requests_total: 0,
         egress: v.egress,
+        paid_until: None,
     };
-    {
+    // Compute for the rest of the month is paid before anything exists (402 otherwise);
+    // whatever fails afterwards gives it back.
+    let paid = crate::compute::pay_for(&state, &mut rec, "create").await?;
+    let inserted = async {
         // Checked and inserted under one lock: two creates cannot both take the last room.
         let _room = state.admission.for_create(state.store.as_ref(), v.size.memory_mb).await?;
         let budget = state.settings.workspace_disk_gb;
         crate::admission::check_workspace_disk(state.store.as_ref(), &ws, budget, v.size.disk_gb).await?;
         match state.store.insert_instance(&rec, ws.instance_limit).await {
-            Err(berth_store::StoreError::LimitExceeded { limit }) => {
-                return Err(ApiError::LimitExceeded(format!(
-                    "workspace `{}` already holds its limit of {limit} instances; delete one or raise the limit",
-                    ws.name
-                )))
-            }
-            other => other?,
+            Err(berth_store::StoreError::LimitExceeded { limit }) => Err(ApiError::LimitExceeded(format!(
+                "workspace `{}` already holds its limit of {limit} instances; delete one or raise the limit",
+                ws.name
+            ))),
+            other => Ok(other?),
         }
+    }
+    .await;
+    if let Err(e) = inserted {
+        crate::compute::refund(&state, &rec, paid, "refund: the create was refused").await;
+        return Err(e);
     }
     let actor = Actor::Key(auth);
     state
@@ -130,14 +137,26 @@ pub async fn create(state: AppState, auth: Auth, v: ValidCreate) -> ApiResult<In
             }
             state.store.delete_instance(&id).await?;
             state.egress_forget(&id).await;
+            crate::compute::refund(&state, &rec, paid, "refund: the create failed").await;
             Err(e.into())
         }
     }
 }
 
 /// stop / start / restart / pause / resume / update / restore.
-#[tracing::instrument(skip_all, fields(instance = %id))]
 pub async fn act(state: AppState, actor: Actor, id: String, action: Action) -> ApiResult<InstanceRecord> {
+    act_noted(state, actor, id, action, None).await
+}
+
+/// [`act`], with a note for the audit trail saying why.
+#[tracing::instrument(skip_all, fields(instance = %id))]
+pub async fn act_noted(
+    state: AppState,
+    actor: Actor,
+    id: String,
+    action: Action,
+    why: Option<String>,
+) -> ApiResult<InstanceRecord> {
     let mut rec = load(&state, &actor, &id).await?;
     let _guard = state.locks.lock(&rec.id).await;
     // Re-read under the lock: another operation may have finished meanwhile.
@@ -154,6 +173,13 @@ pub async fn act(state: AppState, actor: Actor, id: String, action: Action) -> A
         }
         _ => None,
     };
+    if matches!(action, Action::Start | Action::Restore) {
+        // An instance whose paid month is over pays for the rest of this one first; the
+        // record says so at once, so a start that fails is not charged twice.
+        if crate::compute::pay_for(&state, &mut rec, action.as_str()).await? > 0 {
+            state.store.update_instance(&rec).await?;
+        }
+    }
     let result: Result<(), RuntimeError> = async {
         match action {
             Action::Stop => {
@@ -204,6 +230,7 @@ pub async fn act(state: AppState, actor: Actor, id: String, action: Action) -> A
         Ok(()) => {
             // Restart and update end where they began: the event still says what happened.
             let note = match (&actor, action) {
+                _ if why.is_some() => why,
                 (_, Action::Restart | Action::Update) => Some(action.as_str().to_string()),
                 (Actor::Edge(_), Action::Start) => Some("woken by a request to its URL".to_string()),
                 _ => None,
@@ -294,8 +321,18 @@ pub async fn patch(state: AppState, actor: Actor, id: String, v: ValidUpdate) ->
             let budget = state.settings.workspace_disk_gb;
             crate::admission::check_workspace_disk(state.store.as_ref(), &ws, budget, size.disk_gb - old_disk).await?;
         }
-        if rec.status != Status::Deleted && state.runtime.inspect(&rec.id).await?.observed != Observed::Missing {
-            state.runtime.resize(&rec.id, &size).await?;
+        // The price difference for the rest of the paid month, before anything changes.
+        let diff = crate::compute::resize(&state, &rec, size.size).await?;
+        let resized = async {
+            if rec.status != Status::Deleted && state.runtime.inspect(&rec.id).await?.observed != Observed::Missing {
+                state.runtime.resize(&rec.id, &size).await?;
+            }
+            Ok::<_, RuntimeError>(())
+        }
+        .await;
+        if let Err(e) = resized {
+            crate::compute::undo_resize(&state, &rec, diff).await;
+            return Err(e.into());
         }
         rec.size = size.size;
     }

@@ -10,8 +10,8 @@ use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use berth_api_types::{Billing, BudgetTopup, ErrorBody, Instance, LedgerEntry, List, UsageDay, WalletTopup};
-use berth_core::time::{format_rfc3339_millis, parse_rfc3339};
-use berth_core::{now_secs, WorkspaceId};
+use berth_core::time::format_rfc3339_millis;
+use berth_core::WorkspaceId;
 use berth_store::LedgerRecord;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -27,12 +27,6 @@ pub fn router() -> Router<AppState> {
 
 /// Largest single top-up: a billion dollars.
 pub const MAX_TOPUP: i64 = 1_000_000_000 * 1_000_000;
-
-/// Unix seconds of the start of the UTC month holding `now`.
-pub fn month_start(now: i64) -> i64 {
-    let text = format_rfc3339_millis(now * 1000);
-    parse_rfc3339(&format!("{}-01T00:00:00Z", &text[..7])).unwrap_or(now - now.rem_euclid(86400))
-}
 
 fn entry(r: &LedgerRecord) -> LedgerEntry {
     LedgerEntry {
@@ -56,14 +50,14 @@ fn entry(r: &LedgerRecord) -> LedgerEntry {
 pub async fn billing(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Billing>> {
     let ws = &auth.workspace_id;
     let balance = state.store.balance(ws).await?.unwrap_or(0);
-    let start = month_start(now_secs());
+    let (start, _) = crate::compute::month_bounds(state.compute.now());
     let days = state.store.daily_usage(ws, start).await?;
     let sum = |kinds: &[&str]| days.iter().filter(|d| kinds.contains(&d.kind.as_str())).map(|d| d.micros).sum();
     Ok(Json(Billing {
         object: "billing".into(),
         workspace_id: ws.to_string(),
         balance_micros: balance,
-        enforced: state.llm_proxy.as_ref().is_some_and(|p| p.cfg.billing),
+        enforced: state.compute.enforce,
         period_start: start,
         managed_usage_micros: sum(&["managed_usage", "tool_usage"]),
         compute_micros: sum(&["compute"]),

@@ -32,18 +32,30 @@ pub(super) async fn balance(pool: &SqlitePool, ws: &WorkspaceId) -> Result<Optio
     Ok(row.map(|r| r.get("balance_micros")))
 }
 
-pub(super) async fn post(pool: &SqlitePool, e: &LedgerEntry) -> Result<LedgerRecord> {
+/// Writes an entry; with `within_balance`, only if the balance stays ≥ 0 (`None` otherwise).
+pub(super) async fn post_within(
+    pool: &SqlitePool,
+    e: &LedgerEntry,
+    within_balance: bool,
+) -> Result<Option<LedgerRecord>> {
     let mut tx = pool.begin().await?;
     // The first statement writes, so the transaction holds SQLite's write lock from the
     // start: the balance it reads back is the one its entry records.
-    let balance: i64 =
-        sqlx::query("UPDATE workspaces SET balance_micros = balance_micros + ? WHERE id = ? RETURNING balance_micros")
-            .bind(e.amount_micros)
-            .bind(e.workspace_id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("ledger entry for unknown workspace {}", e.workspace_id)))?
-            .get("balance_micros");
+    let row = sqlx::query(
+        "UPDATE workspaces SET balance_micros = balance_micros + ? WHERE id = ? \
+         AND (? = 0 OR balance_micros + ? >= 0) RETURNING balance_micros",
+    )
+    .bind(e.amount_micros)
+    .bind(e.workspace_id.as_str())
+    .bind(i64::from(within_balance))
+    .bind(e.amount_micros)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let balance: i64 = match row {
+        Some(r) => r.get("balance_micros"),
+        None if within_balance => return Ok(None),
+        None => return Err(StoreError::Corrupt(format!("ledger entry for unknown workspace {}", e.workspace_id))),
+    };
     if let (true, Some(id)) = (e.counts_as_managed(), &e.instance_id) {
         sqlx::query("UPDATE instances SET managed_used_micros = managed_used_micros - ? WHERE id = ?")
             .bind(e.amount_micros)
@@ -72,7 +84,7 @@ pub(super) async fn post(pool: &SqlitePool, e: &LedgerEntry) -> Result<LedgerRec
     .await?
     .get("seq");
     tx.commit().await?;
-    Ok(LedgerRecord { seq, id, entry: e.clone(), balance_micros: balance, created_at: at })
+    Ok(Some(LedgerRecord { seq, id, entry: e.clone(), balance_micros: balance, created_at: at }))
 }
 
 pub(super) async fn page(

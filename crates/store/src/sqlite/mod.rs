@@ -92,7 +92,7 @@ impl SqliteStore {
 const INSTANCE_COLUMNS: &str = "seq, id, workspace_id, name, template, template_version, size, \
     user_tag, region, metadata, env, budget_cap_micros, topup_micros, budget_models, managed_used_micros, \
     lifecycle_mode, idle_timeout, status, status_reason, restart_count, created_at, updated_at, deleted_at, gateway_token, last_request_at, \
-    exposed, idle_stopped, hold_until, requests_total, egress";
+    exposed, idle_stopped, hold_until, requests_total, egress, paid_until";
 
 /// The `env` column, opened when sealed.
 fn env_map(row: &SqliteRow, seal: Option<&crate::seal::SealKey>) -> Result<std::collections::BTreeMap<String, String>> {
@@ -180,6 +180,7 @@ fn instance_from_row(row: &SqliteRow, seal: Option<&crate::seal::SealKey>) -> Re
         hold_until: row.try_get("hold_until")?,
         requests_total: row.try_get::<i64, _>("requests_total")?.max(0) as u64,
         egress: egress_from_row(row)?,
+        paid_until: row.try_get("paid_until")?,
     })
 }
 
@@ -305,8 +306,8 @@ impl Store for SqliteStore {
             "INSERT INTO instances (id, workspace_id, name, template, template_version, size, user_tag, region, \
              metadata, env, budget_cap_micros, topup_micros, budget_models, lifecycle_mode, idle_timeout, status, \
              status_reason, restart_count, created_at, updated_at, deleted_at, gateway_token, exposed, idle_stopped, \
-             hold_until, egress) \
-             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+             hold_until, egress, paid_until) \
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
              WHERE (SELECT COUNT(*) FROM instances WHERE workspace_id = ? AND status != 'deleted') < ?",
         )
         .bind(r.id.as_str())
@@ -335,6 +336,7 @@ impl Store for SqliteStore {
         .bind(r.idle_stopped as i64)
         .bind(r.hold_until)
         .bind(egress_json(&r.egress))
+        .bind(r.paid_until)
         .bind(r.workspace_id.as_str())
         .bind(limit as i64)
         .execute(&self.pool)
@@ -428,7 +430,7 @@ impl Store for SqliteStore {
             "UPDATE instances SET name = ?, template_version = ?, size = ?, metadata = ?, env = ?, \
              budget_cap_micros = ?, topup_micros = ?, budget_models = ?, lifecycle_mode = ?, idle_timeout = ?, status = ?, \
              status_reason = ?, restart_count = ?, updated_at = ?, deleted_at = ?, exposed = ?, idle_stopped = ?, \
-             hold_until = ?, egress = ? WHERE id = ?",
+             hold_until = ?, egress = ?, paid_until = ? WHERE id = ?",
         )
         .bind(&r.name)
         .bind(r.template_version as i64)
@@ -449,6 +451,7 @@ impl Store for SqliteStore {
         .bind(r.idle_stopped as i64)
         .bind(r.hold_until)
         .bind(egress_json(&r.egress))
+        .bind(r.paid_until)
         .bind(r.id.as_str())
         .execute(&self.pool)
         .await?;
@@ -540,7 +543,13 @@ impl Store for SqliteStore {
     }
 
     async fn post_ledger(&self, entry: &LedgerEntry) -> Result<LedgerRecord> {
-        ledger::post(&self.pool, entry).await
+        ledger::post_within(&self.pool, entry, false)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("ledger entry for unknown workspace {}", entry.workspace_id)))
+    }
+
+    async fn charge_within_balance(&self, entry: &LedgerEntry) -> Result<Option<LedgerRecord>> {
+        ledger::post_within(&self.pool, entry, true).await
     }
 
     async fn ledger(&self, ws: &WorkspaceId, before_seq: Option<i64>, limit: u32) -> Result<Vec<LedgerRecord>> {
