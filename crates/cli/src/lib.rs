@@ -1,6 +1,7 @@
 //! The client side of the `berth` CLI: one module per API resource over one HTTP
 //! client. `main.rs` only parses arguments and hands a [`ClientCommand`] to [`run`].
 
+pub mod billing;
 pub mod chat;
 pub mod client;
 pub mod events;
@@ -43,6 +44,8 @@ pub enum ClientCommand {
     Health(health::HealthArgs),
     /// Show an instance's audit trail of lifecycle changes.
     Events(events::EventsArgs),
+    /// The workspace's wallet: `show`, `ledger`, `topup` (admin keys).
+    Billing(billing::BillingArgs),
 }
 
 /// Run one client command against the server; answers the exit code for the process
@@ -60,6 +63,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<i32> {
         ClientCommand::Share(args) => share::run(args).await,
         ClientCommand::Health(args) => health::run(args).await,
         ClientCommand::Events(args) => events::run(args).await,
+        ClientCommand::Billing(args) => billing::run(args).await,
     };
     done.map(|()| 0)
 }

@@ -464,7 +464,6 @@ async fn compute_is_paid_monthly_in_advance_from_the_wallet() {
     .await;
     let (_, workspaces) = s.get("/v1/workspaces").await;
     let ws = workspaces["data"][0]["id"].as_str().unwrap().to_string();
-
     // An empty wallet: 402, and nothing is left behind.
     let (st, body) = s.post("/v1/instances", json!({"size": 1})).await;
     assert_eq!(st, 402, "{body}");
@@ -524,4 +523,26 @@ async fn compute_is_paid_monthly_in_advance_from_the_wallet() {
     let compute: Vec<i64> =
         entries.iter().filter(|e| e["kind"] == "compute").map(|e| e["amount_micros"].as_i64().unwrap()).collect();
     assert_eq!(compute, [-62_000_000, -1_000_000, -1_000_000], "{ledger}");
+
+    // The CLI tops a wallet up in dollars and shows it.
+    let berth = |args: &[&str]| {
+        let out = std::process::Command::new(berth_test_util::server::berth_bin())
+            .args(args)
+            .env("BERTH_URL", &s.base)
+            .env("BERTH_API_KEY", &s.admin_key)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (code, out) = berth(&["billing", "topup", "0.25"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("$0.250000") && out.contains("$46.250000"), "{out}");
+    let (code, out) = berth(&["billing", "show"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("$46.250000") && out.contains("yes (--billing)"), "{out}");
+    let (code, out) = berth(&["billing", "topup", "-1"]);
+    assert_ne!(code, Some(0), "{out}");
+    let (code, out) = berth(&["billing", "ledger", "--limit", "2"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("topup") && out.contains("more: berth billing ledger --cursor"), "{out}");
 }
