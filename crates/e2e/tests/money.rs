@@ -446,9 +446,36 @@ async fn compute_is_paid_monthly_in_advance_from_the_wallet() {
     const FEB_1: i64 = JAN_31 + 86_400;
     const MAR_1: i64 = FEB_1 + 28 * 86_400;
     set_clock(JAN_31);
+    // The operator's webhook receiver: refuses the first delivery, takes the retry.
+    let hooks: Arc<Mutex<Vec<(HeaderMap, String)>>> = Arc::default();
+    let hook_app = Router::new()
+        .route(
+            "/hook",
+            post(
+                |State(h): State<Arc<Mutex<Vec<(HeaderMap, String)>>>>, headers: HeaderMap, body: String| async move {
+                    let mut h = h.lock().unwrap();
+                    h.push((headers, body));
+                    if h.len() == 1 {
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        axum::http::StatusCode::OK
+                    }
+                },
+            ),
+        )
+        .with_state(hooks.clone());
+    let hook_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", hook_listener.local_addr().unwrap());
+    let _hook_task = tokio::spawn(async move { axum::serve(hook_listener, hook_app).await.unwrap() });
     let s = TestServer::start_with(ServerOptions {
         network: "berth-e2e-money-compute".into(),
         extra_args: [
+            "--webhook-url",
+            &hook_url,
+            "--webhook-secret",
+            "whsec_test",
+            "--low-balance-micros",
+            "50000000",
             "--billing",
             "--size-price",
             "1=31",
@@ -507,6 +534,28 @@ async fn compute_is_paid_monthly_in_advance_from_the_wallet() {
     let (st, body) = s.post(&format!("/v1/instances/{id}/start"), json!({})).await;
     assert_eq!(st, 200, "{body}");
     assert_eq!(balance(&s).await, 108_000_000 - 62_000_000);
+    // Below $50: the operator hears of it, signed, delivered on the retry.
+    for _ in 0..50 {
+        if hooks.lock().unwrap().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    {
+        let hooks = hooks.lock().unwrap();
+        assert_eq!(hooks.len(), 2, "one refused delivery and its retry");
+        let (headers, body) = &hooks[1];
+        let event: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(event["type"], "balance.low");
+        assert_eq!(event["balance_micros"], 46_000_000);
+        assert_eq!(event["workspace_id"], ws.as_str());
+        let sig = headers["x-berth-signature"].to_str().unwrap();
+        let (t, v1) = sig.strip_prefix("t=").unwrap().split_once(",v1=").unwrap();
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"whsec_test").unwrap();
+        mac.update(format!("{t}.{body}").as_bytes());
+        assert_eq!(v1, hex::encode(mac.finalize().into_bytes()), "the signature does not verify");
+    }
     tokio::time::sleep(Duration::from_secs(3)).await; // a renewal pass: nothing more is due
     assert_eq!(balance(&s).await, 46_000_000);
 

@@ -121,11 +121,16 @@ async fn charge(state: &AppState, rec: &InstanceRecord, micros: i64, description
         input_tokens: None,
         output_tokens: None,
     };
-    if state.store.charge_within_balance(&entry).await?.is_none() {
-        let balance = state.store.balance(&rec.workspace_id).await?.unwrap_or(0);
-        return Err(insufficient(balance, micros, &description));
+    match state.store.charge_within_balance(&entry).await? {
+        Some(r) => {
+            state.webhooks.after_entry(&r);
+            Ok(())
+        }
+        None => {
+            let balance = state.store.balance(&rec.workspace_id).await?.unwrap_or(0);
+            Err(insufficient(balance, micros, &description))
+        }
     }
-    Ok(())
 }
 
 /// Pays `rec`'s compute for the rest of the month unless it is paid already; sets

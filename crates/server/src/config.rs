@@ -136,6 +136,16 @@ pub struct ServerArgs {
     /// refused (402 `insufficient_funds`) when it is empty.
     #[arg(long, env = "BERTH_BILLING")]
     pub billing: bool,
+    /// Where notifications go (a wallet falling low), as signed JSON POSTs.
+    #[arg(long, env = "BERTH_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// The secret webhooks are signed with (default: derived from the server's secret
+    /// key and written to `<data>/webhook.secret`).
+    #[arg(long, env = "BERTH_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// A wallet falling below this many micro-dollars is notified.
+    #[arg(long, env = "BERTH_LOW_BALANCE_MICROS", default_value_t = 1_000_000)]
+    pub low_balance_micros: i64,
     /// Tests only: a file holding the unix time compute billing runs at (to cross a month).
     #[arg(long, env = "BERTH_TEST_CLOCK_FILE", hide = true)]
     pub test_clock_file: Option<PathBuf>,

@@ -27,6 +27,7 @@ pub mod routes;
 pub mod serve;
 pub mod state;
 pub mod tls;
+pub mod webhook;
 
 pub use config::ServerArgs;
 pub use serve::run;

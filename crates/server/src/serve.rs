@@ -98,8 +98,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         tracing::warn!("--billing without a managed LLM upstream: only compute would be charged, and this build does not charge compute yet");
     }
     let compute = crate::compute::Compute::from_args(&args)?;
+    let webhooks = Arc::new(webhooks(&args, &seal)?);
     let llm_proxy = match llm_cfg {
-        Some(cfg) => Some(Arc::new(crate::llm::LlmProxy::new(cfg, store.clone(), seal.clone())?)),
+        Some(cfg) => Some(Arc::new(crate::llm::LlmProxy::new(cfg, store.clone(), seal.clone(), webhooks.clone())?)),
         None => None,
     };
 
@@ -139,6 +140,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         egress: egress.clone(),
         heartbeats: Arc::default(),
         compute: Arc::new(compute),
+        webhooks,
         llm: llm_addr.map(|a| {
             let priced = llm_proxy.as_ref().map(|p| p.cfg.prices.models.keys().cloned().collect::<Vec<_>>());
             let only = priced.filter(|m| m.len() == 1).and_then(|m| m.into_iter().next());
@@ -314,6 +316,30 @@ async fn egress_firewall(
     })?;
     tracing::info!(interface, chain = %fw.egress_chain(), "instances' egress policy installed");
     Ok(Some(Arc::new(fw)))
+}
+
+/// The webhook sender; without `--webhook-secret` the derived secret is written to the
+/// data dir (0600) for the operator's receiver.
+fn webhooks(args: &ServerArgs, seal: &berth_store::seal::SealKey) -> anyhow::Result<crate::webhook::Webhooks> {
+    let secret = match &args.webhook_secret {
+        Some(s) if !s.is_empty() => s.clone(),
+        _ => {
+            let secret = seal.webhook_secret();
+            if args.webhook_url.is_some() {
+                let path = args.data.join("webhook.secret");
+                std::fs::write(&path, format!("{secret}\n")).with_context(|| format!("writing {}", path.display()))?;
+                make_private(&path, 0o600)?;
+            }
+            secret
+        }
+    };
+    if let Some(url) = &args.webhook_url {
+        let parsed = reqwest::Url::parse(url).with_context(|| format!("--webhook-url `{url}` is not a URL"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            bail!("--webhook-url `{url}`: only http and https");
+        }
+    }
+    crate::webhook::Webhooks::new(args.webhook_url.clone(), secret, args.low_balance_micros)
 }
 
 type Acceptors = (Option<Arc<TlsAcceptor>>, Option<Arc<TlsAcceptor>>);

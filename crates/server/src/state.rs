@@ -81,6 +81,8 @@ pub struct AppState {
     pub admission: Arc<crate::admission::Admission>,
     /// The instances' egress firewall (`None` where the runtime has no host interface).
     pub egress: Option<Arc<crate::firewall::Firewall>>,
+    /// Notifications to the operator (a wallet falling low).
+    pub webhooks: Arc<crate::webhook::Webhooks>,
     /// Compute prices and the clock they are charged by.
     pub compute: Arc<crate::compute::Compute>,
     /// The managed LLM proxy, as instances are told of it (`None`: no upstream configured).

@@ -85,6 +85,11 @@ impl SealKey {
         hex::encode(&mac[..20])
     }
 
+    /// The default secret webhooks are signed with.
+    pub fn webhook_secret(&self) -> String {
+        format!("whsec_{}", hex::encode(derive(&self.master, b"berth webhook secret v1")))
+    }
+
     /// The managed-LLM token of instance `id` (its `BERTH_LLM_API_KEY`):
     /// `sk-berth-<id>-<hex>`, verified by [`SealKey::llm_token_instance`].
     pub fn llm_token(&self, id: &str) -> String {

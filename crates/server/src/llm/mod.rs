@@ -26,6 +26,8 @@ pub struct LlmProxy {
     pub meter: meter::Meter,
     pub store: Arc<dyn Store>,
     pub seal: SealKey,
+    /// Notified of charges that leave a wallet low.
+    pub webhooks: Arc<crate::webhook::Webhooks>,
     /// Client for the upstreams (no proxy env: the operator's key goes only where configured).
     pub http: reqwest::Client,
     /// Input tokens of each instance's last call: conversations grow, so the next call's
@@ -35,13 +37,18 @@ pub struct LlmProxy {
 
 impl LlmProxy {
     /// The proxy for `cfg`.
-    pub fn new(cfg: LlmConfig, store: Arc<dyn Store>, seal: SealKey) -> anyhow::Result<Self> {
+    pub fn new(
+        cfg: LlmConfig,
+        store: Arc<dyn Store>,
+        seal: SealKey,
+        webhooks: Arc<crate::webhook::Webhooks>,
+    ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(std::time::Duration::from_secs(10))
             .pool_idle_timeout(std::time::Duration::from_secs(60))
             .build()?;
-        Ok(LlmProxy { cfg, meter: meter::Meter::default(), store, seal, http, last_input: Mutex::default() })
+        Ok(LlmProxy { cfg, meter: meter::Meter::default(), store, seal, webhooks, http, last_input: Mutex::default() })
     }
 
     fn last_input(&self, id: &InstanceId) -> u64 {

@@ -374,8 +374,11 @@ impl Call {
             input_tokens: usage.seen.then_some(usage.input as i64),
             output_tokens: usage.seen.then_some(usage.output as i64),
         };
-        if let Err(e) = p.store.post_ledger(&entry).await {
-            tracing::error!(instance = %self.rec.id, micros = cost, error = %e, "could not record managed usage");
+        match p.store.post_ledger(&entry).await {
+            Ok(r) => p.webhooks.after_entry(&r),
+            Err(e) => {
+                tracing::error!(instance = %self.rec.id, micros = cost, error = %e, "could not record managed usage")
+            }
         }
     }
 }

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Managed LLM proxy overhead (issue 11): a streamed chat completion from a local
+upstream, directly and through berth's proxy (with an instance's token, metered and
+capped), in the same run, calls interleaved.
+
+    scripts/bench-llm.py [--calls N] [--tokens N] [--build release|debug]
+
+Prints time to first token (request sent → first content event) and the time per
+streamed token, both ways, and the proxy's overhead per call and per token. The upstream
+is a small HTTP/1.1 server in this script answering SSE chat chunks as fast as it can.
+"""
+import argparse, http.client, json, socket, statistics, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from benchlib import Server, pct
+
+
+class Upstream(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    tokens = 500
+
+    def log_message(self, *a):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        n = body.get("n_tokens", self.tokens)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+        def send(data):
+            ev = f"data: {data}\n\n".encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(ev), ev))
+            self.wfile.flush()
+
+        chunk = json.dumps({"id": "c", "object": "chat.completion.chunk",
+                            "choices": [{"index": 0, "delta": {"content": "tok "}, "finish_reason": None}]})
+        for _ in range(n):
+            send(chunk)
+        if body.get("stream_options", {}).get("include_usage"):
+            send(json.dumps({"id": "c", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": n}}))
+        send("[DONE]")
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+
+def stream(host, port, path, token, n):
+    """(time to first content event, total time) of one streamed call, new connection each."""
+    body = json.dumps({"model": "bench-model", "stream": True, "n_tokens": n, "max_tokens": n,
+                       "messages": [{"role": "user", "content": "go"}]})
+    c = http.client.HTTPConnection(host, port, timeout=60)
+    c.connect()
+    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    t0 = time.perf_counter()
+    c.request("POST", path, body=body, headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    r = c.getresponse()
+    assert r.status == 200, (r.status, r.read()[:300])
+    first = None
+    seen = 0
+    while True:
+        line = r.readline()
+        if not line:
+            break
+        if b'"tok ' in line:
+            seen += 1
+            if first is None:
+                first = time.perf_counter() - t0
+    total = time.perf_counter() - t0
+    c.close()
+    assert seen == n, (seen, n)
+    return first, total
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--calls", type=int, default=40)
+    ap.add_argument("--tokens", type=int, default=500)
+    ap.add_argument("--image", default="berth-test/busybox:latest")
+    ap.add_argument("--build", choices=["release", "debug"])
+    args = ap.parse_args()
+    up = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    threading.Thread(target=up.serve_forever, daemon=True).start()
+    up_port = up.server_address[1]
+    s = Server(args.image, ["--llm-base-url", f"http://127.0.0.1:{up_port}/v1", "--llm-price", "bench-model=1,1",
+                            "--llm-proxy-port", "0"], build=args.build, prefix="berth-bench-llm-")
+    try:
+        s.wait_ready()
+        st, inst = s.call("POST", "/v1/instances", {"budget": {"managed_cap_usd": 1000}})
+        assert st == 201, inst
+        st, out = s.call("POST", f"/v1/instances/{inst['id']}/exec",
+                         {"command": ["sh", "-c", "echo $BERTH_LLM_BASE_URL $BERTH_LLM_API_KEY"]})
+        base, token = out["stdout"].split()
+        host, port = base.split("//")[1].split("/")[0].split(":")
+        port = int(port)
+        direct, proxied = [], []
+        for i in range(args.calls + 3):
+            d = stream("127.0.0.1", up_port, "/v1/chat/completions", "x", args.tokens)
+            p = stream(host, port, "/v1/chat/completions", token, args.tokens)
+            if i >= 3:  # warm-up
+                direct.append(d)
+                proxied.append(p)
+        ttft_d = [f * 1000 for f, _ in direct]
+        ttft_p = [f * 1000 for f, _ in proxied]
+        per_tok_d = [(t - f) * 1000 / (args.tokens - 1) for f, t in direct]
+        per_tok_p = [(t - f) * 1000 / (args.tokens - 1) for f, t in proxied]
+        st, after = s.call("GET", f"/v1/instances/{inst['id']}")
+        print(f"berth {s.profile} build; {args.calls} streamed calls of {args.tokens} tokens each way, interleaved")
+        print(f"{'':28}{'direct':>12}{'via proxy':>12}{'overhead':>12}")
+        for name, d, p in (("time to first token p50 ms", ttft_d, ttft_p),):
+            print(f"{name:28}{statistics.median(d):12.3f}{statistics.median(p):12.3f}"
+                  f"{statistics.median(p) - statistics.median(d):12.3f}")
+        print(f"{'time to first token p90 ms':28}{pct(ttft_d, 90):12.3f}{pct(ttft_p, 90):12.3f}"
+              f"{pct(ttft_p, 90) - pct(ttft_d, 90):12.3f}")
+        md, mp = statistics.median(per_tok_d), statistics.median(per_tok_p)
+        print(f"{'per streamed token p50 ms':28}{md:12.4f}{mp:12.4f}{mp - md:12.4f}")
+        used = after["budget"]["managed_used_micros"]
+        print(f"metered: {used} micros for {args.calls + 3} calls "
+              f"(expected {(args.calls + 3) * (5 + args.tokens)} at $1/M tokens)")
+    finally:
+        s.stop()
+        up.shutdown()
+
+
+if __name__ == "__main__":
+    main()
