@@ -30,8 +30,14 @@ class Upstream(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
 
+        burst = body.get("burst", False)
+        pending = []
+
         def send(data):
             ev = f"data: {data}\n\n".encode()
+            if burst:  # the whole answer in one write
+                pending.append(ev)
+                return
             self.wfile.write(b"%x\r\n%s\r\n" % (len(ev), ev))
             self.wfile.flush()
 
@@ -42,13 +48,16 @@ class Upstream(BaseHTTPRequestHandler):
         if body.get("stream_options", {}).get("include_usage"):
             send(json.dumps({"id": "c", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": n}}))
         send("[DONE]")
+        if pending:
+            all_ = b"".join(pending)
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(all_), all_))
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
 
-def stream(host, port, path, token, n):
+def stream(host, port, path, token, n, burst=False):
     """(time to first content event, total time) of one streamed call, new connection each."""
-    body = json.dumps({"model": "bench-model", "stream": True, "n_tokens": n, "max_tokens": n,
+    body = json.dumps({"model": "bench-model", "stream": True, "n_tokens": n, "max_tokens": n, "burst": burst,
                        "messages": [{"role": "user", "content": "go"}]})
     c = http.client.HTTPConnection(host, port, timeout=60)
     c.connect()
@@ -94,17 +103,22 @@ def main():
         base, token = out["stdout"].split()
         host, port = base.split("//")[1].split("/")[0].split(":")
         port = int(port)
-        direct, proxied = [], []
+        direct, proxied, burst_d, burst_p = [], [], [], []
         for i in range(args.calls + 3):
             d = stream("127.0.0.1", up_port, "/v1/chat/completions", "x", args.tokens)
             p = stream(host, port, "/v1/chat/completions", token, args.tokens)
+            bd = stream("127.0.0.1", up_port, "/v1/chat/completions", "x", args.tokens, burst=True)
+            bp = stream(host, port, "/v1/chat/completions", token, args.tokens, burst=True)
             if i >= 3:  # warm-up
                 direct.append(d)
                 proxied.append(p)
+                burst_d.append(bd)
+                burst_p.append(bp)
         ttft_d = [f * 1000 for f, _ in direct]
         ttft_p = [f * 1000 for f, _ in proxied]
         per_tok_d = [(t - f) * 1000 / (args.tokens - 1) for f, t in direct]
         per_tok_p = [(t - f) * 1000 / (args.tokens - 1) for f, t in proxied]
+        time.sleep(0.5)  # the last stream settles just after its end
         st, after = s.call("GET", f"/v1/instances/{inst['id']}")
         print(f"berth {s.profile} build; {args.calls} streamed calls of {args.tokens} tokens each way, interleaved")
         print(f"{'':28}{'direct':>12}{'via proxy':>12}{'overhead':>12}")
@@ -114,10 +128,15 @@ def main():
         print(f"{'time to first token p90 ms':28}{pct(ttft_d, 90):12.3f}{pct(ttft_p, 90):12.3f}"
               f"{pct(ttft_p, 90) - pct(ttft_d, 90):12.3f}")
         md, mp = statistics.median(per_tok_d), statistics.median(per_tok_p)
-        print(f"{'per streamed token p50 ms':28}{md:12.4f}{mp:12.4f}{mp - md:12.4f}")
+        print(f"{'per token, trickled, p50 ms':28}{md:12.4f}{mp:12.4f}{mp - md:12.4f}")
+        bd = statistics.median([t * 1000 / args.tokens for _, t in burst_d])
+        bp = statistics.median([t * 1000 / args.tokens for _, t in burst_p])
+        print(f"{'per token, burst, p50 ms':28}{bd:12.4f}{bp:12.4f}{bp - bd:12.4f}")
+        print("(trickled: the upstream writes each token as it comes, one write each; burst: the whole\n"
+              " answer in one write, so the figure is the proxy's own work per token, not wake-ups)")
         used = after["budget"]["managed_used_micros"]
-        print(f"metered: {used} micros for {args.calls + 3} calls "
-              f"(expected {(args.calls + 3) * (5 + args.tokens)} at $1/M tokens)")
+        calls = 2 * (args.calls + 3)
+        print(f"metered: {used} micros for {calls} calls (expected {calls * (5 + args.tokens)} at $1/M tokens)")
     finally:
         s.stop()
         up.shutdown()

@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use berth_core::{InstanceId, Status};
 use berth_store::{InstanceRecord, LedgerEntry};
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -285,16 +285,36 @@ async fn call(State(p): State<Arc<LlmProxy>>, headers: HeaderMap, body: Bytes, a
         let mut usage = Usage::default();
         let mut client = Some(tx);
         let mut complete = true;
-        while let Some(chunk) = upstream.next().await {
-            let chunk = match chunk {
-                Ok(c) => c,
+        let mut next = upstream.next().await;
+        while let Some(chunk) = next.take() {
+            match chunk {
+                Ok(c) => framer.push(&c),
                 Err(e) => {
                     tracing::debug!(error = %e, "managed LLM stream cut");
                     complete = false;
                     break;
                 }
-            };
-            framer.push(&chunk);
+            }
+            // Whatever else has arrived already goes out with it, in one write: a
+            // burst of tokens costs one send to the client, not one each.
+            let mut ended = false;
+            loop {
+                match upstream.next().now_or_never() {
+                    Some(Some(Ok(c))) => framer.push(&c),
+                    Some(Some(Err(e))) => {
+                        tracing::debug!(error = %e, "managed LLM stream cut");
+                        complete = false;
+                        ended = true;
+                        break;
+                    }
+                    Some(None) => {
+                        ended = true;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            let mut out = bytes::BytesMut::new();
             while let Some(ev) = framer.next_event() {
                 let mut forward = true;
                 if may_carry_usage(&ev.data) {
@@ -304,12 +324,16 @@ async fn call(State(p): State<Arc<LlmProxy>>, headers: HeaderMap, body: Bytes, a
                     }
                 }
                 if forward {
-                    if let Some(tx) = &client {
-                        if tx.send(Ok(ev.raw)).await.is_err() {
-                            client = None;
-                        }
-                    }
+                    out.extend_from_slice(&ev.raw);
                 }
+            }
+            if let (Some(tx), false) = (&client, out.is_empty()) {
+                if tx.send(Ok(out.freeze())).await.is_err() {
+                    client = None;
+                }
+            }
+            if !ended {
+                next = upstream.next().await;
             }
         }
         let rest = framer.rest();
