@@ -29,6 +29,7 @@ impl AppState {
             limits: config.limits.clone(),
             memory_lock: Default::default(),
             user: config.tool_user,
+            web_search: crate::tools::search::WebSearch::from_env(),
         };
         Arc::new(AppState {
             config,

@@ -54,11 +54,28 @@ async fn answer(State(u): State<Upstream>, api: &str, headers: HeaderMap, body: 
                     "choices": [{"index": 0, "delta": delta, "finish_reason": fin}]})
                 )
             };
-            let mut ev = vec![
-                chunk(json!({"role": "assistant", "content": "po"}), Value::Null),
-                chunk(json!({"content": "ng"}), Value::Null),
-                chunk(json!({}), json!("stop")),
-            ];
+            let messages = body["messages"].as_array().cloned().unwrap_or_default();
+            let last = messages.last().cloned().unwrap_or_default();
+            let offers_search = body["tools"].to_string().contains("web_search");
+            let mut ev = if offers_search && last["role"] == "user" && last["content"].to_string().contains("search") {
+                // The model asks for a web search...
+                let call = json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                    "function": {"name": "web_search", "arguments": "{\"query\":\"berth\"}"}}]});
+                vec![chunk(call, Value::Null), chunk(json!({}), json!("tool_calls"))]
+            } else if last["role"] == "tool" {
+                // ...and answers from what it found.
+                let found = last["content"].as_str().unwrap_or_default().chars().take(60).collect::<String>();
+                vec![
+                    chunk(json!({"role": "assistant", "content": format!("found: {found}")}), Value::Null),
+                    chunk(json!({}), json!("stop")),
+                ]
+            } else {
+                vec![
+                    chunk(json!({"role": "assistant", "content": "po"}), Value::Null),
+                    chunk(json!({"content": "ng"}), Value::Null),
+                    chunk(json!({}), json!("stop")),
+                ]
+            };
             if body["stream_options"]["include_usage"] == json!(true) {
                 ev.push(format!(
                     "data: {}\n\n",
@@ -121,6 +138,17 @@ async fn upstream() -> (Upstream, String, tokio::task::JoinHandle<()>) {
         .route("/v1/chat/completions", post(|s, h, Json(b)| answer(s, "chat", h, b)))
         .route("/v1/responses", post(|s, h, Json(b)| answer(s, "responses", h, b)))
         .route("/v1/messages", post(|s, h, Json(b)| answer(s, "messages", h, b)))
+        // A paid search API: results as JSON, the query and key recorded.
+        .route(
+            "/search",
+            axum::routing::get(
+                |State(u): State<Upstream>, headers: HeaderMap, axum::extract::RawQuery(q): axum::extract::RawQuery| async move {
+                    let q = q.unwrap_or_default();
+                    u.seen.lock().unwrap().push(("search".into(), headers, json!(q)));
+                    Json(json!({"results": [{"title": "result-berth", "url": "http://example.invalid/", "query": q}]}))
+                },
+            ),
+        )
         .with_state(u.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1", listener.local_addr().unwrap());
@@ -192,6 +220,8 @@ async fn the_managed_proxy_meters_caps_and_bills_every_call() {
             PRICE,
             "--llm-proxy-port",
             "0",
+            "--tool-upstream",
+            &format!("web_search={},tool-secret-key,0.01", up_url.trim_end_matches("/v1").to_string() + "/search"),
         ]
         .map(String::from)
         .to_vec(),
@@ -321,6 +351,36 @@ async fn the_managed_proxy_meters_caps_and_bills_every_call() {
     assert_eq!(body["model"], "model-a");
     used_settles(&s, &b_id, 2 * (123 + 45) * 100 + (11 + 7) * 100).await;
 
+    // Metered tools: a search through the proxy with the operator's key, $0.01 a call...
+    let b_env = instance_env(&s, &b_id).await;
+    let search_url = env_var(&b_env, "BERTH_WEB_SEARCH_URL");
+    let tools_token = env_var(&b_env, "BERTH_TOOLS_TOKEN");
+    assert_eq!(tools_token, b_token);
+    let r = proxy.http.get(format!("{search_url}?q=rust&count=3")).bearer_auth(&b_token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("result-berth"));
+    let (_, h, q) = up.seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(h["authorization"], "Bearer tool-secret-key");
+    assert_eq!(q, "q=rust&count=3");
+    let before_agent = 2 * (123 + 45) * 100 + (11 + 7) * 100 + 10_000;
+    used_settles(&s, &b_id, before_agent).await;
+    // ...and berth-agent offers the model `web_search`, which goes the same way.
+    let r = s
+        .http()
+        .post(format!("{}/v1/responses", s.edge_base))
+        .header("host", berth_test_util::app::host_of(b["url"].as_str().unwrap()))
+        .bearer_auth(&s.key)
+        .json(&json!({"input": "search please"}))
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    assert!(text.contains("found: ") && text.contains("result-berth"), "{text}");
+    // Two model calls (11 + 7 tokens each) and one search.
+    used_settles(&s, &b_id, before_agent + 2 * 1_800 + 10_000).await;
+    let (st, _) = proxy.call(&b_token, "/../tools/nope", json!({})).await;
+    assert_eq!(st, 404);
+
     // Refusals that name what was wrong.
     let (st, body) = proxy.call(&b_token, "/chat/completions", json!({"model": "unpriced", "messages": []})).await;
     assert_eq!(st, 400, "{body}");
@@ -367,7 +427,11 @@ async fn the_managed_proxy_meters_caps_and_bills_every_call() {
     let bal = balance(&s).await;
     assert_eq!(sum, bal);
     assert_eq!(entries[0]["balance_micros"].as_i64().unwrap(), bal);
-    assert_eq!(bal, 10_000_000 - 600_000 - 2 * 16_800 - 1_800 - used);
+    let mut spent = 0;
+    for id in [&a_id, &b_id, &c_id] {
+        spent += instance(&s, id).await["budget"]["managed_used_micros"].as_i64().unwrap();
+    }
+    assert_eq!(bal, 10_000_000 - spent);
     let (_, billing) = s.get("/v1/billing").await;
     assert_eq!(billing["managed_usage_micros"].as_i64().unwrap(), 10_000_000 - bal, "{billing}");
     assert!(!billing.to_string().contains(UPSTREAM_KEY));

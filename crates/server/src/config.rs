@@ -113,6 +113,13 @@ pub struct ServerArgs {
     /// upstream NAME as `MODEL`.
     #[arg(long = "llm-upstream", env = "BERTH_LLM_UPSTREAM", value_delimiter = ';', hide_env_values = true)]
     pub llm_upstream: Vec<String>,
+    /// Metered tool APIs `NAME=URL,KEY,PRICE_PER_CALL[,HEADER]` (repeatable): instances
+    /// reach them through the proxy at `/tools/NAME/...` with the operator's key (sent
+    /// as `Authorization: Bearer KEY`, or in HEADER), each call charged against the
+    /// instance's budget. A tool named `web_search` (or `search`) becomes berth-agent's
+    /// `web_search` tool.
+    #[arg(long = "tool-upstream", env = "BERTH_TOOL_UPSTREAM", value_delimiter = ';', hide_env_values = true)]
+    pub tool_upstream: Vec<String>,
     /// Managed-usage price `MODEL=IN,OUT` (USD per million tokens), repeatable.
     #[arg(long = "llm-price", env = "BERTH_LLM_PRICE", value_delimiter = ';')]
     pub llm_price: Vec<String>,

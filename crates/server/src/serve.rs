@@ -147,6 +147,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             Arc::new(crate::llm::ManagedLlm {
                 base_url: format!("http://{a}/v1"),
                 default_model: args.llm_model.clone().or(only),
+                tools: llm_proxy.as_ref().is_some_and(|p| !p.cfg.tools.is_empty()),
+                search_tool: llm_proxy.as_ref().and_then(|p| p.cfg.search_tool()).map(|t| t.name.clone()),
             })
         }),
         llm_proxy: llm_proxy.clone(),

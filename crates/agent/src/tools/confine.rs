@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Environment variables holding the agent's secrets: never passed to a tool.
 pub const SECRET_VARS: &[&str] =
-    &["BERTH_GATEWAY_TOKEN", "BERTH_LLM_API_KEY", "BERTH_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"];
+    &["BERTH_GATEWAY_TOKEN", "BERTH_LLM_API_KEY", "BERTH_TOOLS_TOKEN", "BERTH_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"];
 
 /// Longest a file tool may take (a read of a FIFO, a write to a full disk).
 const FILE_TOOL_TIMEOUT: Duration = Duration::from_secs(60);

@@ -5,6 +5,7 @@
 pub mod confine;
 mod files;
 pub mod memory;
+pub mod search;
 mod shell;
 
 pub use confine::ToolUser;
@@ -29,10 +30,27 @@ pub struct ToolContext {
     pub memory_lock: Arc<tokio::sync::Mutex<()>>,
     /// The user commands and file tools run as (`None`: the agent's own).
     pub user: Option<ToolUser>,
+    /// Where `web_search` goes (`None`: the tool is not offered).
+    pub web_search: Option<search::WebSearch>,
 }
 
 /// The tool descriptions offered to the model.
-pub fn specs() -> Vec<ToolSpec> {
+pub fn specs(ctx: &ToolContext) -> Vec<ToolSpec> {
+    let mut specs = base_specs();
+    if ctx.web_search.is_some() {
+        specs.push(ToolSpec {
+            name: "web_search",
+            description: "Search the web. Answers the search service's results (titles, links, snippets).",
+            parameters: json!({"type": "object", "properties": {
+                "query": {"type": "string", "description": "What to search for."},
+                "count": {"type": "integer", "description": "How many results (1-20, default 5)."}
+            }, "required": ["query"]}),
+        });
+    }
+    specs
+}
+
+fn base_specs() -> Vec<ToolSpec> {
     vec![
         ToolSpec {
             name: "shell",
@@ -124,6 +142,11 @@ pub async fn run(ctx: &ToolContext, name: &str, arguments: &str) -> String {
                 memory::write(&ctx.memory_path, content, replace).await
             }
             None => "error: missing 'content'".into(),
+        },
+        "web_search" => match (&ctx.web_search, str_arg("query")) {
+            (Some(s), Some(q)) => search::run(s, q, args["count"].as_u64().unwrap_or(5), cap).await,
+            (None, _) => "error: web search is not available here".into(),
+            (_, None) => "error: missing 'query'".into(),
         },
         "read_file" => "error: missing 'path'".into(),
         other => format!("error: there is no tool named '{other}'"),

@@ -88,7 +88,7 @@ impl Turn {
     async fn steps(&mut self, emitter: &mut Emitter) -> Result<End, StepError> {
         emitter.emit(events::lifecycle("response.created", &self.response)).await?;
         emitter.emit(events::lifecycle("response.in_progress", &self.response)).await?;
-        let tools = crate::tools::specs();
+        let tools = crate::tools::specs(&self.state.tools);
         for step in 1..=self.max_steps {
             // The last step offers no tools, so the model has to answer.
             let offered: &[ToolSpec] = if step < self.max_steps { &tools } else { &[] };

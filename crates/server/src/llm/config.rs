@@ -20,6 +20,28 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
+/// A metered tool API: calls to `/tools/NAME/...` go to `base_url/...`.
+#[derive(Clone)]
+pub struct ToolUpstream {
+    pub name: String,
+    pub base_url: String,
+    pub key: Option<String>,
+    /// The header the key goes in (`None`: `Authorization: Bearer`).
+    pub header: Option<String>,
+    /// Micro-dollars per call.
+    pub price: i64,
+}
+
+impl std::fmt::Debug for ToolUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolUpstream")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("price", &self.price)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Everything the proxy needs to route, price and cap calls.
 #[derive(Debug, Clone)]
 pub struct LlmConfig {
@@ -28,6 +50,8 @@ pub struct LlmConfig {
     /// `--llm-upstream NAME=URL,KEY`, by name.
     pub named: BTreeMap<String, Upstream>,
     pub prices: PriceTable,
+    /// `--tool-upstream`, by name.
+    pub tools: BTreeMap<String, ToolUpstream>,
     /// Output tokens reserved for a call that names no limit.
     pub reserve_tokens: u32,
     /// `--billing`: managed usage is drawn from the wallet and refused when it is empty.
@@ -66,7 +90,14 @@ impl LlmConfig {
                 output_per_m: parse_micros(o).context("--llm-price-default")?,
             });
         }
-        if default.is_none() && named.is_empty() {
+        let mut tools = BTreeMap::new();
+        for spec in &args.tool_upstream {
+            let t = tool(spec).context("--tool-upstream expects NAME=URL,KEY,PRICE_PER_CALL[,HEADER]")?;
+            if tools.insert(t.name.clone(), t).is_some() {
+                bail!("--tool-upstream names a tool twice");
+            }
+        }
+        if default.is_none() && named.is_empty() && tools.is_empty() {
             if !args.llm_price.is_empty() || args.llm_price_default.is_some() {
                 tracing::warn!("--llm-price is set but no --llm-base-url or --llm-upstream: no managed LLM proxy runs");
             }
@@ -76,9 +107,15 @@ impl LlmConfig {
             default,
             named,
             prices,
+            tools,
             reserve_tokens: args.llm_reserve_tokens.max(1),
             billing: args.billing,
         }))
+    }
+
+    /// The tool berth-agent offers as `web_search`: the one named `web_search`, else `search`.
+    pub fn search_tool(&self) -> Option<&ToolUpstream> {
+        self.tools.get("web_search").or_else(|| self.tools.get("search"))
     }
 
     /// The upstream a model goes to and the model name it is sent as:
@@ -105,6 +142,30 @@ fn base_url(url: &str) -> anyhow::Result<String> {
         bail!("`{url}`: only http and https upstreams");
     }
     Ok(url.trim_end_matches('/').to_string())
+}
+
+fn tool(spec: &str) -> anyhow::Result<ToolUpstream> {
+    let (name, rest) = spec.split_once('=').context("no `=`")?;
+    let name = name.trim();
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        bail!("tool name `{name}`: letters, digits, - and _ only");
+    }
+    let parts: Vec<&str> = rest.split(',').map(str::trim).collect();
+    let (url, key, price, header) = match parts.as_slice() {
+        [url, key, price] => (*url, *key, *price, None),
+        [url, key, price, header] => (*url, *key, *price, Some(header.to_string()).filter(|h| !h.is_empty())),
+        _ => bail!("`{name}`: URL, KEY and PRICE_PER_CALL separated by commas"),
+    };
+    if let Some(h) = &header {
+        reqwest::header::HeaderName::from_bytes(h.as_bytes()).with_context(|| format!("`{h}` is not a header name"))?;
+    }
+    Ok(ToolUpstream {
+        name: name.to_string(),
+        base_url: base_url(url)?,
+        key: Some(key.to_string()).filter(|k| !k.is_empty()),
+        header,
+        price: parse_micros(price).with_context(|| format!("`{name}`: the price per call"))?,
+    })
 }
 
 fn upstream(spec: &str) -> anyhow::Result<Upstream> {
@@ -166,5 +227,14 @@ mod tests {
         let e = cfg(&["--llm-upstream", "a b=http://x,k"]).unwrap_err();
         assert!(format!("{e:#}").contains("--llm-upstream"), "{e:#}");
         assert!(cfg(&["--llm-api-key", "k"]).is_err());
+        let e = cfg(&["--tool-upstream", "search=http://s/api,k"]).unwrap_err();
+        assert!(format!("{e:#}").contains("--tool-upstream"), "{e:#}");
+        let c = cfg(&["--tool-upstream", "search=http://s/api/,k,0.005,X-Subscription-Token"]).unwrap().unwrap();
+        let t = c.search_tool().unwrap();
+        assert_eq!(
+            (t.base_url.as_str(), t.price, t.header.as_deref()),
+            ("http://s/api", 5_000, Some("X-Subscription-Token"))
+        );
+        assert!(!format!("{t:?}").contains("\"k\""));
     }
 }

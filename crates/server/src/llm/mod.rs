@@ -68,12 +68,25 @@ pub struct ManagedLlm {
     pub base_url: String,
     /// Their agents' default model (`BERTH_MODEL`).
     pub default_model: Option<String>,
+    /// Whether metered tools are configured (`BERTH_TOOLS_URL`).
+    pub tools: bool,
+    /// The tool berth-agent offers as `web_search`.
+    pub search_tool: Option<String>,
 }
 
 impl ManagedLlm {
     /// Adds the managed LLM's env to an instance's, unless its own `env` names an LLM
     /// (bring your own key): the proxy's URL, the instance's token, the default model.
     pub fn add_env(&self, seal: &SealKey, id: &InstanceId, env: &mut std::collections::BTreeMap<String, String>) {
+        // Metered tools: their own URL and token, whatever LLM the instance uses.
+        let root = self.base_url.trim_end_matches("/v1");
+        if self.tools {
+            env.insert("BERTH_TOOLS_URL".into(), format!("{root}/tools"));
+            env.insert("BERTH_TOOLS_TOKEN".into(), seal.llm_token(id.as_str()));
+        }
+        if let Some(search) = &self.search_tool {
+            env.insert("BERTH_WEB_SEARCH_URL".into(), format!("{root}/tools/{search}"));
+        }
         if env.contains_key("BERTH_LLM_BASE_URL") || env.contains_key("BERTH_LLM_API_KEY") {
             return;
         }

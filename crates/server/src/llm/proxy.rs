@@ -7,9 +7,11 @@ use super::usage::{may_carry_usage, SseFramer, Usage};
 use super::LlmProxy;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{Path, RawQuery};
+use axum::http::Method;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use berth_core::{InstanceId, Status};
 use berth_store::{InstanceRecord, LedgerEntry};
@@ -58,6 +60,8 @@ pub fn router(proxy: Arc<LlmProxy>) -> Router {
         .route("/v1/responses", post(|s, h, b| call(s, h, b, Api::Responses)))
         .route("/v1/messages", post(|s, h, b| call(s, h, b, Api::Messages)))
         .route("/v1/models", get(models))
+        .route("/tools/{name}", any(tool_call))
+        .route("/tools/{name}/{*rest}", any(tool_call))
         .fallback(|| async {
             error(
                 Api::Chat,
@@ -214,7 +218,7 @@ async fn call(State(p): State<Arc<LlmProxy>>, headers: HeaderMap, body: Bytes, a
             )
         }
     };
-    let call = Call { proxy: p.clone(), rec, model, price, reservation: Some(reservation) };
+    let call = Call { proxy: p.clone(), rec, model, price, reservation: Some(reservation), flat: None };
 
     let mut out = p.http.post(format!("{}{}", upstream.base_url, api.path())).json(&req);
     match (api, &upstream.key) {
@@ -349,6 +353,116 @@ async fn call(State(p): State<Arc<LlmProxy>>, headers: HeaderMap, body: Bytes, a
     r
 }
 
+/// `/tools/NAME/...`: a metered tool API, called with the operator's key and charged its
+/// price per call (a call the tool refuses, non-2xx, costs nothing).
+async fn tool_call(
+    State(p): State<Arc<LlmProxy>>,
+    method: Method,
+    path: Path<Vec<(String, String)>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let api = Api::Chat;
+    let Some(rec) = authenticate(&p, &headers).await else {
+        return error(api, StatusCode::UNAUTHORIZED, "invalid_api_key", "missing or invalid instance token".into());
+    };
+    let name = path.0.iter().find(|(k, _)| k == "name").map(|(_, v)| v.clone()).unwrap_or_default();
+    let rest = path.0.iter().find(|(k, _)| k == "rest").map(|(_, v)| v.clone()).unwrap_or_default();
+    let Some(tool) = p.cfg.tools.get(&name).cloned() else {
+        let known: Vec<&str> = p.cfg.tools.keys().map(String::as_str).collect();
+        return error(
+            api,
+            StatusCode::NOT_FOUND,
+            "unknown_tool",
+            format!(
+                "no tool `{name}` on this server; tools: {}",
+                if known.is_empty() { "none".into() } else { known.join(", ") }
+            ),
+        );
+    };
+    let wallet = if p.cfg.billing { p.store.balance(&rec.workspace_id).await.ok().flatten() } else { None };
+    let limits = Limits {
+        cap: rec.budget_cap_micros.map(|c| c.saturating_add(rec.topup_micros)),
+        used: rec.managed_used_micros,
+        wallet,
+    };
+    let reservation = match p.meter.reserve(&rec.id, &rec.workspace_id, limits, tool.price) {
+        Ok(r) => r,
+        Err(Refusal::Budget { available, needed }) => {
+            return error(
+                api,
+                StatusCode::PAYMENT_REQUIRED,
+                "budget_exceeded",
+                format!(
+                    "this instance's budget is exhausted: {} left, a `{name}` call costs {}",
+                    usd(available),
+                    usd(needed)
+                ),
+            )
+        }
+        Err(Refusal::Funds { available, needed }) => {
+            return error(
+                api,
+                StatusCode::PAYMENT_REQUIRED,
+                "insufficient_funds",
+                format!("the workspace's wallet holds {}, a `{name}` call costs {}", usd(available), usd(needed)),
+            )
+        }
+    };
+    let call = Call {
+        proxy: p.clone(),
+        rec,
+        model: format!("tool:{name}"),
+        price: berth_core::money::Price { input_per_m: 0, output_per_m: 0 },
+        reservation: Some(reservation),
+        flat: Some(tool.price),
+    };
+    let mut url = tool.base_url.clone();
+    if !rest.is_empty() {
+        url.push('/');
+        url.push_str(&rest);
+    }
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(&q);
+    }
+    let reqwest_method = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap_or(reqwest::Method::GET);
+    let mut out = p.http.request(reqwest_method, url).body(body);
+    for h in ["content-type", "accept"] {
+        if let Some(v) = headers.get(h) {
+            out = out.header(h, v.clone());
+        }
+    }
+    match (&tool.header, &tool.key) {
+        (Some(h), Some(key)) => out = out.header(h.as_str(), key),
+        (None, Some(key)) => out = out.bearer_auth(key),
+        _ => {}
+    }
+    let resp = match out.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            settle_detached(call, Usage::default(), false).await;
+            tracing::warn!(tool = %name, error = %e, "metered tool unreachable");
+            return error(
+                api,
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                format!("the tool `{name}` could not be reached"),
+            );
+        }
+    };
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let content_type = resp.headers().get(reqwest::header::CONTENT_TYPE).cloned();
+    let body = read_limited(resp).await;
+    settle_detached(call, Usage::default(), status.is_success() && body.is_some()).await;
+    let mut r = (status, body.unwrap_or_default()).into_response();
+    if let Some(ct) = content_type {
+        r.headers_mut().insert(axum::http::header::CONTENT_TYPE, ct);
+    }
+    r
+}
+
 /// Settles on a task of its own: the ledger is written even if the client leaves
 /// while it is being written (the handler's future is dropped then).
 async fn settle_detached(call: Call, usage: Usage, served: bool) {
@@ -362,6 +476,8 @@ struct Call {
     model: String,
     price: berth_core::money::Price,
     reservation: Option<Reservation>,
+    /// A tool call's price per call (instead of tokens).
+    flat: Option<i64>,
 }
 
 impl Call {
@@ -371,10 +487,12 @@ impl Call {
     async fn settle(mut self, usage: Usage, served: bool) {
         let Some(r) = self.reservation.take() else { return };
         let p = &self.proxy;
-        let cost = match (usage.seen, served) {
-            (true, _) => self.price.cost(usage.input, usage.output),
-            (false, true) => r.micros,
-            (false, false) => 0,
+        let cost = match (self.flat, usage.seen, served) {
+            (Some(price), _, true) => price,
+            (Some(_), _, false) => 0,
+            (None, true, _) => self.price.cost(usage.input, usage.output),
+            (None, false, true) => r.micros,
+            (None, false, false) => 0,
         };
         p.meter.settle(&r, cost);
         if usage.seen {
@@ -383,7 +501,9 @@ impl Call {
         if !served && !usage.seen {
             return;
         }
-        let description = if usage.seen {
+        let description = if self.flat.is_some() {
+            format!("{}: one call", self.model)
+        } else if usage.seen {
             format!("{}: {} input + {} output tokens", self.model, usage.input, usage.output)
         } else {
             format!("{}: the provider reported no usage; charged the reserved bound", self.model)
@@ -391,7 +511,7 @@ impl Call {
         let entry = LedgerEntry {
             workspace_id: self.rec.workspace_id.clone(),
             instance_id: Some(self.rec.id.clone()),
-            kind: "managed_usage".into(),
+            kind: if self.flat.is_some() { "tool_usage" } else { "managed_usage" }.into(),
             amount_micros: -cost,
             description,
             model: Some(self.model.clone()),
