@@ -12,53 +12,21 @@ pub struct SseEvent {
     pub data: String,
 }
 
-/// The line parser of the SSE format, fed with chunks of bytes in any sizes.
+/// The SSE decoder, yielding [`SseEvent`]s: keep-alives and comments are skipped.
 #[derive(Debug, Default)]
 pub struct SseParser {
-    buf: Vec<u8>,
-    event: Option<String>,
-    data: Option<String>,
+    decoder: berth_sse::Decoder,
 }
 
 impl SseParser {
     /// Add bytes; answer the events they completed.
     pub fn feed(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
-        self.buf.extend_from_slice(chunk);
-        let mut out = Vec::new();
-        while let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
-            let mut line: Vec<u8> = self.buf.drain(..=end).collect();
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            out.extend(self.line(&String::from_utf8_lossy(&line)));
-        }
-        out
-    }
-
-    fn line(&mut self, line: &str) -> Option<SseEvent> {
-        if line.is_empty() {
-            // A blank line ends the event; one without data is no event (keep-alives).
-            let event = self.event.take().unwrap_or_else(|| "message".into());
-            return self.data.take().map(|data| SseEvent { event, data });
-        }
-        if line.starts_with(':') {
-            return None;
-        }
-        let (field, value) = line.split_once(':').unwrap_or((line, ""));
-        let value = value.strip_prefix(' ').unwrap_or(value);
-        match field {
-            "event" => self.event = Some(value.to_string()),
-            "data" => match &mut self.data {
-                Some(data) => {
-                    data.push('\n');
-                    data.push_str(value);
-                }
-                None => self.data = Some(value.to_string()),
-            },
-            _ => {} // `id`, `retry` and unknown fields mean nothing here
-        }
-        None
+        self.decoder
+            .feed(chunk)
+            .into_iter()
+            .filter(|e| e.has_data)
+            .map(|e| SseEvent { event: e.kind().to_string(), data: e.data })
+            .collect()
     }
 }
 

@@ -17,6 +17,9 @@ const UPSTREAM_KEY: &str = "sk-upstream-operator-secret-4242";
 /// $100 per million tokens in and out: 1 token = 100 micros.
 const PRICE: &str = "model-a=100,100";
 
+/// What the webhook receiver got.
+type Hooks = Arc<Mutex<Vec<(HeaderMap, String)>>>;
+
 #[derive(Clone, Default)]
 struct Upstream {
     seen: Arc<Mutex<Vec<(String, HeaderMap, Value)>>>,
@@ -511,21 +514,19 @@ async fn compute_is_paid_monthly_in_advance_from_the_wallet() {
     const MAR_1: i64 = FEB_1 + 28 * 86_400;
     set_clock(JAN_31);
     // The operator's webhook receiver: refuses the first delivery, takes the retry.
-    let hooks: Arc<Mutex<Vec<(HeaderMap, String)>>> = Arc::default();
+    let hooks: Hooks = Arc::default();
     let hook_app = Router::new()
         .route(
             "/hook",
-            post(
-                |State(h): State<Arc<Mutex<Vec<(HeaderMap, String)>>>>, headers: HeaderMap, body: String| async move {
-                    let mut h = h.lock().unwrap();
-                    h.push((headers, body));
-                    if h.len() == 1 {
-                        axum::http::StatusCode::INTERNAL_SERVER_ERROR
-                    } else {
-                        axum::http::StatusCode::OK
-                    }
-                },
-            ),
+            post(|State(h): State<Hooks>, headers: HeaderMap, body: String| async move {
+                let mut h = h.lock().unwrap();
+                h.push((headers, body));
+                if h.len() == 1 {
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    axum::http::StatusCode::OK
+                }
+            }),
         )
         .with_state(hooks.clone());
     let hook_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -172,7 +172,7 @@ pub async fn refund(state: &AppState, rec: &InstanceRecord, micros: i64, why: &s
 /// period `rec` has paid for; answers the amount charged (negative: credited).
 pub async fn resize(state: &AppState, rec: &InstanceRecord, new_size: u32) -> ApiResult<i64> {
     let now = state.compute.now();
-    if !state.compute.enforce || rec.status == Status::Deleted || !rec.paid_until.is_some_and(|p| p > now) {
+    if !state.compute.enforce || rec.status == Status::Deleted || rec.paid_until.is_none_or(|p| p <= now) {
         return Ok(0);
     }
     let old = state.compute.price(rec.size).map_or(0, |p| prorated(p, now));
@@ -223,7 +223,7 @@ pub async fn renew_due(state: &AppState) {
         !matches!(r.status, Status::Deleted | Status::Creating)
             && !stopped_by_choice
             && state.compute.price(r.size).is_some()
-            && !r.paid_until.is_some_and(|p| p > now)
+            && r.paid_until.is_none_or(|p| p <= now)
     };
     let recs = match state.store.all_instances().await {
         Ok(r) => r,

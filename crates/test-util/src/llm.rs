@@ -194,7 +194,7 @@ fn sse(frames: Vec<(String, Duration)>, then_break: bool, hang: bool) -> Respons
 }
 
 fn data(v: Value) -> String {
-    format!("data: {v}\n\n")
+    berth_sse::encode(None, &v.to_string())
 }
 
 async fn openai_chat(State(s): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
@@ -215,7 +215,7 @@ async fn openai_chat(State(s): State<Shared>, headers: HeaderMap, Json(body): Js
                 "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}})),
                 now,
             ),
-            ("data: [DONE]\n\n".to_string(), now),
+            (berth_sse::encode(None, "[DONE]"), now),
         ]
     };
     match reply {
@@ -249,7 +249,7 @@ async fn openai_chat(State(s): State<Shared>, headers: HeaderMap, Json(body): Js
 async fn anthropic_messages(State(s): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     let reply = record(&s, headers, &body);
     let now = Duration::ZERO;
-    let ev = |name: &str, v: Value| (format!("event: {name}\ndata: {v}\n\n"), now);
+    let ev = |name: &str, v: Value| (berth_sse::encode(Some(name), &v.to_string()), now);
     let start = ev(
         "message_start",
         json!({"type": "message_start", "message": {"id": "msg_1",

@@ -1,8 +1,8 @@
 //! Anthropic Messages: request body and stream decoding.
 
-use super::sse::SseEvent;
 use super::{ChatRequest, ProviderError, ProviderEvent};
 use crate::api::{Item, Role};
+use berth_sse::Event as SseEvent;
 use serde_json::{json, Map, Value};
 use std::collections::VecDeque;
 

@@ -6,14 +6,13 @@ mod anthropic;
 mod error;
 mod history;
 mod openai;
-mod sse;
 
 pub use error::ProviderError;
 
 use crate::api::Item;
 use crate::config::ProviderKind;
+use berth_sse::{Decoder as SseParser, Event as SseEvent};
 use serde_json::Value;
-use sse::{SseEvent, SseParser};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -187,10 +186,10 @@ impl ModelStream {
                     return Some(Err(ProviderError::Timeout { url: self.url.clone(), after: self.idle_timeout }));
                 }
                 Ok(Err(e)) => return Some(Err(ProviderError::from_reqwest(&self.url, e))),
-                Ok(Ok(Some(bytes))) => self.parser.feed(&bytes, &mut events),
+                Ok(Ok(Some(bytes))) => events.extend(self.parser.feed(&bytes).into_iter().filter(|e| !e.is_empty())),
                 Ok(Ok(None)) => {
                     self.finished = true;
-                    self.parser.finish(&mut events);
+                    events.extend(self.parser.finish());
                 }
             }
             if let Err(e) = self.decode(&events) {

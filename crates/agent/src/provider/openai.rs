@@ -1,8 +1,8 @@
 //! OpenAI-compatible chat completions: request body and stream decoding.
 
-use super::sse::SseEvent;
 use super::{ChatRequest, ProviderError, ProviderEvent};
 use crate::api::{Item, Role};
+use berth_sse::Event as SseEvent;
 use serde_json::{json, Map, Value};
 use std::collections::{HashSet, VecDeque};
 
@@ -145,7 +145,7 @@ mod tests {
 
     fn feed(d: &mut Decoder, data: &str) -> Vec<ProviderEvent> {
         let mut out = VecDeque::new();
-        let ev = SseEvent { event: String::new(), data: data.into() };
+        let ev = SseEvent { data: data.into(), has_data: true, ..Default::default() };
         d.decode(&ev, &mut out).unwrap();
         out.into()
     }
@@ -173,9 +173,9 @@ mod tests {
     fn garbage_and_error_chunks_fail() {
         let mut d = Decoder::default();
         let mut out = VecDeque::new();
-        let bad = SseEvent { event: String::new(), data: "{nope".into() };
+        let bad = SseEvent { data: "{nope".into(), has_data: true, ..Default::default() };
         assert!(matches!(d.decode(&bad, &mut out), Err(ProviderError::Malformed(_))));
-        let err = SseEvent { event: String::new(), data: r#"{"error":{"message":"boom"}}"#.into() };
+        let err = SseEvent { data: r#"{"error":{"message":"boom"}}"#.into(), has_data: true, ..Default::default() };
         assert!(matches!(d.decode(&err, &mut out), Err(ProviderError::Upstream(m)) if m == "boom"));
     }
 }

@@ -3,7 +3,7 @@
 //! provider reports and settle into the ledger.
 
 use super::meter::{Limits, Refusal, Reservation};
-use super::usage::{may_carry_usage, SseFramer, Usage};
+use super::usage::{may_carry_usage, Usage};
 use super::LlmProxy;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
@@ -285,7 +285,7 @@ async fn call(State(p): State<Arc<LlmProxy>>, headers: HeaderMap, body: Bytes, a
     let drop_usage_chunk = api == Api::Chat && !client_wants_usage;
     tokio::spawn(async move {
         let mut upstream = resp.bytes_stream();
-        let mut framer = SseFramer::default();
+        let mut framer = berth_sse::Decoder::default();
         let mut usage = Usage::default();
         let mut client = Some(tx);
         let mut complete = true;
@@ -340,7 +340,7 @@ async fn call(State(p): State<Arc<LlmProxy>>, headers: HeaderMap, body: Bytes, a
                 next = upstream.next().await;
             }
         }
-        let rest = framer.rest();
+        let rest = framer.take_rest();
         if let (Some(tx), false) = (&client, rest.is_empty()) {
             let _ = tx.send(Ok(rest)).await;
         }
