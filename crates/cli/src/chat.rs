@@ -69,7 +69,9 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<i32> {
     if json {
         let answer = spin(format!("waiting for {}", args.id), client.post("/responses", Some(&body))).await?;
         output::json(&answer)?;
-        return Ok(if answer.get("status").and_then(Value::as_str) == Some("failed") { 1 } else { 0 });
+        // Only the status is read: agents other than berth-agent may leave fields out.
+        let status = answer.get("status").and_then(|s| serde_json::from_value(s.clone()).ok());
+        return Ok(if status == Some(berth_responses::Status::Failed) { 1 } else { 0 });
     }
     // Opening can be slow: the edge wakes a stopped `cold_start` instance first.
     let resp = spin(format!("connecting to {}", args.id), client.post_stream("/responses", &body)).await?;

@@ -348,7 +348,9 @@ async fn the_managed_proxy_meters_caps_and_bills_every_call() {
     let status = r.status();
     let text = r.text().await.unwrap();
     assert_eq!(status, 200, "{text}");
-    assert!(text.contains("pong"), "{text}");
+    let answer: berth_responses::Response = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer.output_text(), "pong", "{text}");
+    assert_eq!(answer.usage.as_ref().map(|u| (u.input_tokens, u.output_tokens)), Some((11, 7)), "{text}");
     let (_, h, body) = up.seen.lock().unwrap().last().cloned().unwrap();
     assert_eq!(h["authorization"], format!("Bearer {UPSTREAM_KEY}").as_str());
     assert_eq!(body["model"], "model-a");

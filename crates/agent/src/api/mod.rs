@@ -1,12 +1,10 @@
-//! Wire types of the instance plane (SPEC §4): the OpenAI Responses API shapes
-//! plus berth's `session_id`, and the session listing. No I/O here.
+//! Wire types of the instance plane (SPEC §4): the Responses API shapes live in
+//! `berth-responses` (shared with the server's LLM proxy, the CLI and the tests);
+//! parsing a request's `input` into items is the agent's own.
 
-pub mod events;
-pub mod items;
 pub mod request;
-pub mod response;
-pub mod sessions;
 
-pub use items::{ContentPart, FunctionCallItem, FunctionCallOutputItem, Item, MessageItem, Role};
+pub use berth_responses::{events, items, response, sessions};
+pub use berth_responses::{ContentPart, FunctionCallItem, FunctionCallOutputItem, Item, MessageItem, Role};
+pub use berth_responses::{Response, ResponseError, Status, Usage};
 pub use request::{parse_input, CreateResponse};
-pub use response::{Response, ResponseError, Status, Usage};
