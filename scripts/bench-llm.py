@@ -31,6 +31,7 @@ class Upstream(BaseHTTPRequestHandler):
         self.end_headers()
 
         burst = body.get("burst", False)
+        pace = body.get("pace_ms", 0) / 1000
         pending = []
 
         def send(data):
@@ -40,6 +41,8 @@ class Upstream(BaseHTTPRequestHandler):
                 return
             self.wfile.write(b"%x\r\n%s\r\n" % (len(ev), ev))
             self.wfile.flush()
+            if pace:
+                time.sleep(pace)
 
         chunk = json.dumps({"id": "c", "object": "chat.completion.chunk",
                             "choices": [{"index": 0, "delta": {"content": "tok "}, "finish_reason": None}]})
@@ -55,9 +58,10 @@ class Upstream(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-def stream(host, port, path, token, n, burst=False):
+def stream(host, port, path, token, n, burst=False, pace_ms=0):
     """(time to first content event, total time) of one streamed call, new connection each."""
     body = json.dumps({"model": "bench-model", "stream": True, "n_tokens": n, "max_tokens": n, "burst": burst,
+                       "pace_ms": pace_ms,
                        "messages": [{"role": "user", "content": "go"}]})
     c = http.client.HTTPConnection(host, port, timeout=60)
     c.connect()
@@ -103,13 +107,18 @@ def main():
         base, token = out["stdout"].split()
         host, port = base.split("//")[1].split("/")[0].split(":")
         port = int(port)
-        direct, proxied, burst_d, burst_p = [], [], [], []
+        direct, proxied, burst_d, burst_p, paced_d, paced_p = [], [], [], [], [], []
+        paced_tokens = 100
         for i in range(args.calls + 3):
             d = stream("127.0.0.1", up_port, "/v1/chat/completions", "x", args.tokens)
             p = stream(host, port, "/v1/chat/completions", token, args.tokens)
             bd = stream("127.0.0.1", up_port, "/v1/chat/completions", "x", args.tokens, burst=True)
             bp = stream(host, port, "/v1/chat/completions", token, args.tokens, burst=True)
+            pd = stream("127.0.0.1", up_port, "/v1/chat/completions", "x", paced_tokens, pace_ms=1)
+            pp = stream(host, port, "/v1/chat/completions", token, paced_tokens, pace_ms=1)
             if i >= 3:  # warm-up
+                paced_d.append(pd)
+                paced_p.append(pp)
                 direct.append(d)
                 proxied.append(p)
                 burst_d.append(bd)
@@ -132,10 +141,15 @@ def main():
         bd = statistics.median([t * 1000 / args.tokens for _, t in burst_d])
         bp = statistics.median([t * 1000 / args.tokens for _, t in burst_p])
         print(f"{'per token, burst, p50 ms':28}{bd:12.4f}{bp:12.4f}{bp - bd:12.4f}")
-        print("(trickled: the upstream writes each token as it comes, one write each; burst: the whole\n"
-              " answer in one write, so the figure is the proxy's own work per token, not wake-ups)")
+        pd_ = statistics.median([(t - f) * 1000 / (paced_tokens - 1) for f, t in paced_d])
+        pp_ = statistics.median([(t - f) * 1000 / (paced_tokens - 1) for f, t in paced_p])
+        print(f"{'per token, paced 1 ms, p50 ms':28}{pd_:12.4f}{pp_:12.4f}{pp_ - pd_:12.4f}")
+        print("(trickled: the upstream writes each token as fast as it can, one write each, so every token\n"
+              " wakes the proxy and the client; burst: the whole answer in one write, the proxy's own work\n"
+              " per token; paced: a token every 1 ms, as a model streams, the delay the proxy adds per token)")
         used = after["budget"]["managed_used_micros"]
         calls = 2 * (args.calls + 3)
+        used -= (args.calls + 3) * (5 + paced_tokens)
         print(f"metered: {used} micros for {calls} calls (expected {calls * (5 + args.tokens)} at $1/M tokens)")
     finally:
         s.stop()

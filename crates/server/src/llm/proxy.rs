@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use berth_core::{InstanceId, Status};
 use berth_store::{InstanceRecord, LedgerEntry};
 use bytes::Bytes;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -281,76 +281,142 @@ async fn call(State(p): State<Arc<LlmProxy>>, headers: HeaderMap, body: Bytes, a
     // A stream: forwarded event by event as it arrives; the usage is read on the way.
     // When the client leaves, the upstream is still read to its end so the call is
     // charged what the provider reports rather than a guess.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
-    let drop_usage_chunk = api == Api::Chat && !client_wants_usage;
-    tokio::spawn(async move {
-        let mut upstream = resp.bytes_stream();
-        let mut framer = berth_sse::Decoder::default();
-        let mut usage = Usage::default();
-        let mut client = Some(tx);
-        let mut complete = true;
-        let mut next = upstream.next().await;
-        while let Some(chunk) = next.take() {
-            match chunk {
-                Ok(c) => framer.push(&c),
-                Err(e) => {
-                    tracing::debug!(error = %e, "managed LLM stream cut");
-                    complete = false;
-                    break;
-                }
-            }
-            // Whatever else has arrived already goes out with it, in one write: a
-            // burst of tokens costs one send to the client, not one each.
-            let mut ended = false;
-            loop {
-                match upstream.next().now_or_never() {
-                    Some(Some(Ok(c))) => framer.push(&c),
-                    Some(Some(Err(e))) => {
-                        tracing::debug!(error = %e, "managed LLM stream cut");
-                        complete = false;
-                        ended = true;
-                        break;
-                    }
-                    Some(None) => {
-                        ended = true;
-                        break;
-                    }
-                    None => break,
-                }
-            }
-            let mut out = bytes::BytesMut::new();
-            while let Some(ev) = framer.next_event() {
-                let mut forward = true;
-                if may_carry_usage(&ev.data) {
-                    if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
-                        usage.observe(&v);
-                        forward = !(drop_usage_chunk && v["choices"].as_array().is_some_and(|c| c.is_empty()));
-                    }
-                }
-                if forward {
-                    out.extend_from_slice(&ev.raw);
-                }
-            }
-            if let (Some(tx), false) = (&client, out.is_empty()) {
-                if tx.send(Ok(out.freeze())).await.is_err() {
-                    client = None;
-                }
-            }
-            if !ended {
-                next = upstream.next().await;
-            }
-        }
-        let rest = framer.take_rest();
-        if let (Some(tx), false) = (&client, rest.is_empty()) {
-            let _ = tx.send(Ok(rest)).await;
-        }
-        drop(client);
-        call.settle(usage, complete || usage.seen).await;
-    });
-    let mut r = with_type(Response::new(Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))));
+    let stream = MeteredStream {
+        upstream: Some(resp.bytes_stream().boxed()),
+        framer: berth_sse::Decoder::default(),
+        usage: Usage::default(),
+        drop_usage_chunk: api == Api::Chat && !client_wants_usage,
+        complete: true,
+        call: Some(call),
+    };
+    let mut r = with_type(Response::new(Body::from_stream(stream)));
     *r.status_mut() = status;
     r.headers_mut().insert(axum::http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
+}
+
+/// A streamed answer on its way to the client, read by the client's own connection
+/// task (no task in between): every poll takes all the upstream has delivered, forwards
+/// its complete events in one piece and reads the usage on the way. At the end the call
+/// is settled; if the client leaves first, a task reads the upstream to its end so the
+/// call is charged what the provider reports.
+struct MeteredStream {
+    upstream: Option<futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>>,
+    framer: berth_sse::Decoder,
+    usage: Usage,
+    /// The client did not ask for the usage chunk that berth asked for on its behalf.
+    drop_usage_chunk: bool,
+    /// The upstream ended cleanly (not cut).
+    complete: bool,
+    call: Option<Call>,
+}
+
+impl MeteredStream {
+    /// The complete events received so far, as they are to be forwarded.
+    fn events(&mut self) -> bytes::BytesMut {
+        let mut out = bytes::BytesMut::new();
+        while let Some(ev) = self.framer.next_event() {
+            let mut forward = true;
+            if may_carry_usage(&ev.data) {
+                if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
+                    self.usage.observe(&v);
+                    forward = !(self.drop_usage_chunk && v["choices"].as_array().is_some_and(|c| c.is_empty()));
+                }
+            }
+            if forward {
+                out.extend_from_slice(&ev.raw);
+            }
+        }
+        out
+    }
+
+    fn settle(&mut self) {
+        if let Some(call) = self.call.take() {
+            let (usage, served) = (self.usage, self.complete || self.usage.seen);
+            tokio::spawn(call.settle(usage, served));
+        }
+    }
+}
+
+impl futures_util::Stream for MeteredStream {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        loop {
+            let Some(upstream) = this.upstream.as_mut() else { return Poll::Ready(None) };
+            let (mut arrived, mut ended) = (false, false);
+            // Everything the upstream has delivered goes out in one write.
+            loop {
+                match upstream.poll_next_unpin(cx) {
+                    Poll::Ready(Some(Ok(chunk))) => {
+                        this.framer.push(&chunk);
+                        arrived = true;
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        tracing::debug!(error = %e, "managed LLM stream cut");
+                        this.complete = false;
+                        ended = true;
+                        break;
+                    }
+                    Poll::Ready(None) => {
+                        ended = true;
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            let mut out = this.events();
+            if ended {
+                out.extend_from_slice(&this.framer.take_rest());
+                this.upstream = None;
+                this.settle();
+                return Poll::Ready((!out.is_empty()).then(|| Ok(out.freeze())));
+            }
+            if !out.is_empty() {
+                return Poll::Ready(Some(Ok(out.freeze())));
+            }
+            if !arrived {
+                return Poll::Pending;
+            }
+            // Bytes came but no complete event yet: poll again (registers the waker).
+        }
+    }
+}
+
+impl Drop for MeteredStream {
+    fn drop(&mut self) {
+        // The client left before the end: read the rest for the usage, then settle.
+        let Some(mut upstream) = self.upstream.take() else { return };
+        let Some(call) = self.call.take() else { return };
+        let mut rest = MeteredStream {
+            upstream: None,
+            framer: std::mem::take(&mut self.framer),
+            usage: self.usage,
+            drop_usage_chunk: self.drop_usage_chunk,
+            complete: true,
+            call: Some(call),
+        };
+        tokio::spawn(async move {
+            while let Some(chunk) = upstream.next().await {
+                match chunk {
+                    Ok(c) => {
+                        rest.framer.push(&c);
+                        rest.events();
+                    }
+                    Err(_) => {
+                        rest.complete = false;
+                        break;
+                    }
+                }
+            }
+            rest.settle();
+        });
+    }
 }
 
 /// `/tools/NAME/...`: a metered tool API, called with the operator's key and charged its
