@@ -244,9 +244,43 @@ async fn the_managed_proxy_meters_caps_and_bills_every_call() {
     assert_eq!(env_var(&env, "BERTH_MODEL"), "model-a");
     assert!(token.starts_with("sk-berth-") && token.contains(&a_id), "{token}");
     let proxy = Proxy { base: base.clone(), http: reqwest::Client::builder().no_proxy().build().unwrap() };
-    // Only on the host's address on the instances' network.
-    let port = reqwest::Url::parse(&base).unwrap().port().unwrap();
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the proxy answers on loopback");
+    // The key is nowhere in the instance: not in its container's config, not in any
+    // process's environment, not in its files.
+    let (ok, inspect, _) = berth_test_util::docker::docker(&["inspect", &format!("berth-{a_id}")]);
+    assert!(ok, "{inspect}");
+    assert!(inspect.contains("BERTH_LLM_API_KEY") && !inspect.contains(UPSTREAM_KEY));
+    let (st, found) = s
+        .post(
+            &format!("/v1/instances/{a_id}/exec"),
+            json!({"command": format!("cat /proc/*/environ | grep -c {UPSTREAM_KEY}; grep -rls {UPSTREAM_KEY} /home /etc /tmp /root; true")}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(found["stdout"].as_str().unwrap().trim(), "0", "{found}");
+    // Only on the host's address on the instances' network: not on loopback, not on
+    // the host's other addresses.
+    let url = reqwest::Url::parse(&base).unwrap();
+    let (gateway, port) = (url.host_str().unwrap().to_string(), url.port().unwrap());
+    // The host's own IPv4 addresses: the `/32 host LOCAL` entries of the kernel's table.
+    let trie = std::fs::read_to_string("/proc/net/fib_trie").unwrap();
+    let lines: Vec<&str> = trie.lines().collect();
+    let mut others: Vec<String> = lines
+        .windows(2)
+        .filter(|w| w[1].contains("/32 host LOCAL"))
+        .filter_map(|w| w[0].split_whitespace().last().map(str::to_string))
+        .filter(|a| *a != gateway)
+        .collect();
+    others.sort();
+    others.dedup();
+    assert!(others.iter().any(|a| a == "127.0.0.1"), "{trie}");
+    for addr in &others {
+        let refused = std::net::TcpStream::connect_timeout(
+            &format!("{addr}:{port}").parse().unwrap(),
+            Duration::from_millis(500),
+        )
+        .is_err();
+        assert!(refused, "the proxy answers on {addr}:{port}");
+    }
 
     let chat = |usage: &str, stream: bool| {
         json!({"model": "model-a", "user": usage, "max_tokens": 1000, "stream": stream,
