@@ -14,6 +14,10 @@ pub struct Billing {
     pub balance_micros: i64,
     /// Whether the server enforces the wallet (`--billing`).
     pub enforced: bool,
+    /// The balance below which the operator is notified (`--low-balance-micros`).
+    pub low_balance_threshold_micros: i64,
+    /// Whether the balance is below that threshold.
+    pub low_balance: bool,
     /// Start of the current month (UTC, unix seconds): what month-to-date counts from.
     pub period_start: i64,
     /// Managed LLM usage charged this month.

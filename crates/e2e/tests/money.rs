@@ -473,6 +473,7 @@ async fn the_managed_proxy_meters_caps_and_bills_every_call() {
     assert_eq!(bal, 10_000_000 - spent);
     let (_, billing) = s.get("/v1/billing").await;
     assert_eq!(billing["managed_usage_micros"].as_i64().unwrap(), 10_000_000 - bal, "{billing}");
+    assert_eq!(billing["low_balance"], bal < 1_000_000, "{billing}");
     assert!(!billing.to_string().contains(UPSTREAM_KEY));
 }
 

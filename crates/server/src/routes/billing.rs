@@ -58,6 +58,8 @@ pub async fn billing(State(state): State<AppState>, auth: Auth) -> ApiResult<Jso
         workspace_id: ws.to_string(),
         balance_micros: balance,
         enforced: state.compute.enforce,
+        low_balance_threshold_micros: state.webhooks.low_balance_micros,
+        low_balance: balance < state.webhooks.low_balance_micros,
         period_start: start,
         managed_usage_micros: sum(&["managed_usage", "tool_usage"]),
         compute_micros: sum(&["compute"]),
