@@ -219,15 +219,33 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         stop_rx.clone(),
         SHUTDOWN_GRACE,
     ));
+    let state_subnets = state_subnets_of(&state);
     let llm_serving = match (llm_listener, llm_proxy) {
         (Some(listener), Some(proxy)) => {
             println!("berth managed LLM proxy listening on http://{} (instances only)", listener.local_addr()?);
             let router = crate::llm::proxy::router(proxy);
+            // Only from the instances' network (or the host): a packet routed to the
+            // gateway address from elsewhere (the LAN) finds the port, but not the proxy.
+            let subnets: Vec<berth_core::egress::Cidr> = state_subnets.iter().filter_map(|s| s.parse().ok()).collect();
+            let refuse = axum::Router::new().fallback(|| async {
+                (
+                    axum::http::StatusCode::FORBIDDEN,
+                    axum::Json(serde_json::json!({"error": {"type": "forbidden", "code": "forbidden",
+                        "message": "the managed LLM proxy serves berth's instances only"}})),
+                )
+            });
             Some(tokio::spawn(listen::serve(
                 listener,
                 None,
                 limits,
-                move |_peer: listen::Peer| listen::Boxed(TowerToHyperService::new(router.clone())),
+                move |peer: listen::Peer| {
+                    let app = if crate::llm::caller_allowed(peer.addr.ip(), &subnets) {
+                        router.clone()
+                    } else {
+                        refuse.clone()
+                    };
+                    listen::Boxed(TowerToHyperService::new(app))
+                },
                 stop_rx.clone(),
                 SHUTDOWN_GRACE,
             )))
@@ -318,6 +336,11 @@ async fn egress_firewall(
     })?;
     tracing::info!(interface, chain = %fw.egress_chain(), "instances' egress policy installed");
     Ok(Some(Arc::new(fw)))
+}
+
+/// The subnets of the instances' network (where the proxy's callers come from).
+fn state_subnets_of(state: &AppState) -> Vec<String> {
+    state.runtime.host_subnets()
 }
 
 /// The webhook sender; without `--webhook-secret` the derived secret is written to the

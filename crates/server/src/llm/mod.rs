@@ -60,6 +60,32 @@ impl LlmProxy {
     }
 }
 
+/// Whether a connection from `ip` may use the proxy: from the instances' network, or
+/// from this host itself (whose connections to a local address may come from any of its
+/// addresses; an address is the host's when a socket can be bound to it). `subnets`
+/// empty: the runtime names none, and the firewall is what guards the port.
+pub fn caller_allowed(ip: std::net::IpAddr, subnets: &[berth_core::egress::Cidr]) -> bool {
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    subnets.is_empty() || subnets.iter().any(|s| s.contains(ip)) || std::net::UdpSocket::bind((ip, 0)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_instances_and_the_host_may_call() {
+        let subnets = ["172.21.0.0/16".parse().unwrap()];
+        assert!(super::caller_allowed("172.21.0.5".parse().unwrap(), &subnets));
+        assert!(super::caller_allowed("127.0.0.1".parse().unwrap(), &subnets), "the host itself");
+        assert!(super::caller_allowed("::ffff:172.21.3.4".parse().unwrap(), &subnets));
+        // TEST-NET-3: not this host's, not the instances'.
+        assert!(!super::caller_allowed("203.0.113.9".parse().unwrap(), &subnets));
+        assert!(!super::caller_allowed("172.22.0.5".parse().unwrap(), &subnets));
+    }
+}
+
 /// What instances are told about the proxy (their `BERTH_LLM_BASE_URL`) and how their
 /// tokens are made.
 #[derive(Debug, Clone)]
