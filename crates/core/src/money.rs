@@ -95,14 +95,9 @@ pub struct PriceTable {
 }
 
 impl PriceTable {
-    /// The price of `model`: its own entry, else the part after a `provider/` prefix,
-    /// else the default.
+    /// The price of `model`: its own entry, else the default.
     pub fn price(&self, model: &str) -> Option<Price> {
-        self.models
-            .get(model)
-            .or_else(|| model.split_once('/').and_then(|(_, m)| self.models.get(m)))
-            .copied()
-            .or(self.default)
+        self.models.get(model).copied().or(self.default)
     }
 }
 
@@ -137,7 +132,7 @@ mod tests {
     }
 
     #[test]
-    fn prices_are_found_by_model_then_without_provider_then_default() {
+    fn prices_are_found_by_model_then_default() {
         let (m, p) = parse_price("gpt-4o=2.5,10").unwrap();
         assert_eq!((m.as_str(), p), ("gpt-4o", Price { input_per_m: 2_500_000, output_per_m: 10_000_000 }));
         assert!(parse_price("gpt-4o=2.5").is_err());
@@ -145,7 +140,7 @@ mod tests {
         let mut t = PriceTable::default();
         t.models.insert(m, p);
         assert_eq!(t.price("gpt-4o"), Some(p));
-        assert_eq!(t.price("openai/gpt-4o"), Some(p));
+        assert_eq!(t.price("openai/gpt-4o"), None, "a prefix is the proxy's to strip");
         assert_eq!(t.price("other"), None);
         t.default = Some(Price { input_per_m: 1, output_per_m: 1 });
         assert_eq!(t.price("other"), t.default);

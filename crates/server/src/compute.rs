@@ -109,8 +109,15 @@ fn insufficient(balance: i64, needed: i64, what: &str) -> ApiError {
     }
 }
 
-/// Charges `micros` for `rec` unless the wallet is short (402, nothing charged).
-async fn charge(state: &AppState, rec: &InstanceRecord, micros: i64, description: String) -> ApiResult<()> {
+/// Charges `micros` for `rec` unless the wallet is short (402, nothing charged); with
+/// `paid_until`, the instance's record says so in the same transaction.
+async fn charge(
+    state: &AppState,
+    rec: &InstanceRecord,
+    micros: i64,
+    description: String,
+    paid_until: Option<i64>,
+) -> ApiResult<()> {
     let entry = LedgerEntry {
         workspace_id: rec.workspace_id.clone(),
         instance_id: Some(rec.id.clone()),
@@ -121,7 +128,7 @@ async fn charge(state: &AppState, rec: &InstanceRecord, micros: i64, description
         input_tokens: None,
         output_tokens: None,
     };
-    match state.store.charge_within_balance(&entry).await? {
+    match state.store.charge_within_balance(&entry, paid_until).await? {
         Some(r) => {
             state.webhooks.after_entry(&r);
             Ok(())
@@ -143,7 +150,7 @@ pub async fn pay_for(state: &AppState, rec: &mut InstanceRecord, what: &str) -> 
     }
     let micros = prorated(price, now);
     let (_, end) = month_bounds(now);
-    charge(state, rec, micros, format!("{what}: size {} until {}", rec.size, date(end))).await?;
+    charge(state, rec, micros, format!("{what}: size {} until {}", rec.size, date(end)), Some(end)).await?;
     rec.paid_until = Some(end);
     Ok(micros)
 }
@@ -181,7 +188,7 @@ pub async fn resize(state: &AppState, rec: &InstanceRecord, new_size: u32) -> Ap
     let diff = new - old;
     match diff {
         0 => {}
-        more if more > 0 => charge(state, rec, more, description).await?,
+        more if more > 0 => charge(state, rec, more, description, None).await?,
         less => refund(state, rec, -less, &description).await,
     }
     Ok(diff)

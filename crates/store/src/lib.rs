@@ -120,8 +120,10 @@ pub trait Store: Send + Sync + 'static {
     /// instance's used amount) by the entry's amount, all in one transaction.
     async fn post_ledger(&self, entry: &LedgerEntry) -> Result<LedgerRecord>;
     /// Like [`Store::post_ledger`] for a charge, but only when the wallet covers it: `None`
-    /// (and nothing written) when the balance would fall below zero.
-    async fn charge_within_balance(&self, entry: &LedgerEntry) -> Result<Option<LedgerRecord>>;
+    /// (and nothing written) when the balance would fall below zero. With `paid_until`,
+    /// the entry's instance records it in the same transaction (compute paid in advance).
+    async fn charge_within_balance(&self, entry: &LedgerEntry, paid_until: Option<i64>)
+        -> Result<Option<LedgerRecord>>;
     /// A page of a workspace's ledger, newest first, older than `before_seq`.
     async fn ledger(&self, ws: &WorkspaceId, before_seq: Option<i64>, limit: u32) -> Result<Vec<LedgerRecord>>;
     /// A workspace's charges since `since` (unix seconds), per instance, UTC day and kind.

@@ -334,6 +334,9 @@ pub async fn patch(state: AppState, actor: Actor, id: String, v: ValidUpdate) ->
             crate::compute::undo_resize(&state, &rec, diff).await;
             return Err(e.into());
         }
+        // Resized and paid for: recorded at once, whatever fails after.
+        rec.size = size.size;
+        state.store.update_instance(&rec).await?;
         rec.size = size.size;
     }
     if let Some(env) = v.env {

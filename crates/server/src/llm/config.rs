@@ -113,6 +113,22 @@ impl LlmConfig {
         }))
     }
 
+    /// The price of `model`: its own entry; for `NAME/MODEL` with a configured upstream
+    /// NAME, the entry of `MODEL`; else the default.
+    pub fn price(&self, model: &str) -> Option<berth_core::money::Price> {
+        if let Some(p) = self.prices.models.get(model) {
+            return Some(*p);
+        }
+        if let Some((name, rest)) = model.split_once('/') {
+            if self.named.contains_key(name) {
+                if let Some(p) = self.prices.models.get(rest) {
+                    return Some(*p);
+                }
+            }
+        }
+        self.prices.default
+    }
+
     /// The tool berth-agent offers as `web_search`: the one named `web_search`, else `search`.
     pub fn search_tool(&self) -> Option<&ToolUpstream> {
         self.tools.get("web_search").or_else(|| self.tools.get("search"))

@@ -27,6 +27,9 @@ struct Books {
     instances: HashMap<InstanceId, (i64, i64)>,
     /// Per workspace: reserved by calls in flight.
     wallets: HashMap<WorkspaceId, i64>,
+    /// Per workspace: settled by calls whose ledger entry is not written yet (the
+    /// balance read from the database does not show them).
+    pending: HashMap<WorkspaceId, i64>,
 }
 
 /// The reservations of calls in flight.
@@ -72,33 +75,56 @@ impl Meter {
             *e
         };
         if let Some(cap) = limits.cap {
-            let available = cap - used - reserved;
+            let available = cap.saturating_sub(used).saturating_sub(reserved);
             if available < bound {
                 return Err(Refusal::Budget { available: available.max(0), needed: bound });
             }
         }
         if let Some(balance) = limits.wallet {
-            let available = balance - b.wallets.get(workspace).copied().unwrap_or(0);
+            let held = b.wallets.get(workspace).copied().unwrap_or(0) + b.pending.get(workspace).copied().unwrap_or(0);
+            let available = balance.saturating_sub(held);
             if available < bound {
                 return Err(Refusal::Funds { available: available.max(0), needed: bound });
             }
         }
-        b.instances.get_mut(instance).expect("entry made above").1 += bound;
-        *b.wallets.entry(workspace.clone()).or_default() += bound;
+        let e = b.instances.get_mut(instance).expect("entry made above");
+        e.1 = e.1.saturating_add(bound);
+        let w = b.wallets.entry(workspace.clone()).or_default();
+        *w = w.saturating_add(bound);
         Ok(Reservation { instance: instance.clone(), workspace: workspace.clone(), micros: bound })
     }
 
-    /// Releases a reservation and counts what the call really cost (0 when it failed).
+    /// Releases a reservation and counts what the call really cost (0 when it failed);
+    /// the cost stays held on the wallet until [`Meter::committed`].
     pub fn settle(&self, r: &Reservation, cost: i64) {
         let mut b = self.books.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(e) = b.instances.get_mut(&r.instance) {
-            e.0 += cost;
-            e.1 -= r.micros;
+            e.0 = e.0.saturating_add(cost);
+            e.1 = e.1.saturating_sub(r.micros);
         }
         if let Some(w) = b.wallets.get_mut(&r.workspace) {
-            *w -= r.micros;
+            *w = w.saturating_sub(r.micros);
             if *w == 0 {
                 b.wallets.remove(&r.workspace);
+            }
+        }
+        if cost != 0 {
+            let p = b.pending.entry(r.workspace.clone()).or_default();
+            *p = p.saturating_add(cost);
+        }
+    }
+
+    /// A settled cost's ledger entry is written (or failed): the balance read from the
+    /// database shows it now.
+    pub fn committed(&self, workspace: &WorkspaceId, cost: i64) {
+        if cost == 0 {
+            return;
+        }
+        let mut b = self.books.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = b.pending.get_mut(workspace) {
+            *p = p.saturating_sub(cost);
+            if *p == 0 {
+                b.pending.remove(workspace);
             }
         }
     }
@@ -156,7 +182,13 @@ mod tests {
         let j = InstanceId::from_trusted("inst_bbbbbbbbbb".into());
         let m = Meter::default();
         let limits = Limits { cap: None, used: 0, wallet: Some(150) };
-        let _a = m.reserve(&i, &w, limits, 100).unwrap();
+        let a = m.reserve(&i, &w, limits, 100).unwrap();
+        assert_eq!(m.reserve(&j, &w, limits, 100).unwrap_err(), Refusal::Funds { available: 50, needed: 100 });
+        // Settled but not yet in the database: still held against the balance read.
+        m.settle(&a, 100);
+        assert!(m.reserve(&j, &w, limits, 100).is_err(), "a charge not yet written was forgotten");
+        m.committed(&w, 100);
+        let limits = Limits { wallet: Some(50), ..limits };
         assert_eq!(m.reserve(&j, &w, limits, 100).unwrap_err(), Refusal::Funds { available: 50, needed: 100 });
     }
 }

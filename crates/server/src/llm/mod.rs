@@ -46,6 +46,12 @@ impl LlmProxy {
         let http = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(std::time::Duration::from_secs(10))
+            // A provider silent this long has stalled: the call ends (and its
+            // reservation is settled) instead of holding the budget forever.
+            .read_timeout(std::time::Duration::from_secs(300))
+            // Never follow a redirect: it would carry the operator's key (in
+            // `x-api-key` or a tool's header) to another host.
+            .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(std::time::Duration::from_secs(60))
             .build()?;
         Ok(LlmProxy { cfg, meter: meter::Meter::default(), store, seal, webhooks, http, last_input: Mutex::default() })

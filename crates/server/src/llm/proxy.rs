@@ -20,6 +20,9 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+/// Largest output limit a reservation counts (no model writes more in one call).
+const MAX_OUTPUT_TOKENS: u64 = 10_000_000;
+
 /// Largest request body the proxy takes (long conversations with images).
 const REQUEST_LIMIT: usize = 32 * 1024 * 1024;
 /// Largest non-streamed answer it buffers to read the usage.
@@ -39,6 +42,15 @@ impl Api {
             Api::Chat => "/chat/completions",
             Api::Responses => "/responses",
             Api::Messages => "/messages",
+        }
+    }
+
+    /// The field an output limit is set in when the request names none.
+    fn limit_field(self) -> &'static str {
+        match self {
+            Api::Chat => "max_completion_tokens",
+            Api::Responses => "max_output_tokens",
+            Api::Messages => "max_tokens",
         }
     }
 
@@ -136,7 +148,7 @@ async fn call(State(p): State<Arc<LlmProxy>>, headers: HeaderMap, body: Bytes, a
             );
         }
     }
-    let Some(price) = p.cfg.prices.price(&model) else {
+    let Some(price) = p.cfg.price(&model) else {
         return error(
             api,
             StatusCode::BAD_REQUEST,
@@ -166,12 +178,22 @@ async fn call(State(p): State<Arc<LlmProxy>>, headers: HeaderMap, body: Bytes, a
 
     // The bound: the output limit the call names (or the default), and for the input
     // the larger of a quarter of the body's bytes and what the instance's last call used.
-    let output_limit = api.output_limit(&req).unwrap_or(u64::from(p.cfg.reserve_tokens));
+    // A call that names no output limit gets the reserved one, so the bound holds.
+    let output_limit = match api.output_limit(&req) {
+        Some(n) => n.min(MAX_OUTPUT_TOKENS),
+        None => {
+            let n = u64::from(p.cfg.reserve_tokens);
+            req[api.limit_field()] = json!(n);
+            n
+        }
+    };
+    // `n` choices each write up to the limit.
+    let choices = req["n"].as_u64().unwrap_or(1).clamp(1, 128);
     let input_estimate = (body.len() as u64 / 4).max(p.last_input(&rec.id));
-    let bound = price.cost(input_estimate, output_limit);
+    let bound = price.cost(input_estimate, output_limit.saturating_mul(choices));
     let wallet = if p.cfg.billing {
         match p.store.balance(&rec.workspace_id).await {
-            Ok(b) => b,
+            Ok(b) => Some(b.unwrap_or(0)),
             Err(e) => {
                 tracing::error!(error = %e, "reading the wallet");
                 return error(
@@ -219,7 +241,26 @@ async fn call(State(p): State<Arc<LlmProxy>>, headers: HeaderMap, body: Bytes, a
         }
     };
     let call = Call { proxy: p.clone(), rec, model, price, reservation: Some(reservation), flat: None };
+    // From here the provider may bill: the exchange runs on a task of its own, so a
+    // client that leaves mid-call does not cancel it before it is metered.
+    let exchange = forward(p, call, upstream, api, req, headers, stream, client_wants_usage);
+    tokio::spawn(exchange).await.unwrap_or_else(|_| {
+        error(api, StatusCode::BAD_GATEWAY, "upstream_failed", "the call to the LLM provider failed".into())
+    })
+}
 
+/// Sends a reserved call upstream and answers what came back (metered as it goes).
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    p: Arc<LlmProxy>,
+    call: Call,
+    upstream: super::config::Upstream,
+    api: Api,
+    req: Value,
+    headers: HeaderMap,
+    stream: bool,
+    client_wants_usage: bool,
+) -> Response {
     let mut out = p.http.post(format!("{}{}", upstream.base_url, api.path())).json(&req);
     match (api, &upstream.key) {
         (Api::Messages, Some(key)) => out = out.header("x-api-key", key),
@@ -372,10 +413,24 @@ impl futures_util::Stream for MeteredStream {
             }
             let mut out = this.events();
             if ended {
-                out.extend_from_slice(&this.framer.take_rest());
+                // An unterminated last event is forwarded, and its usage read, too.
+                if let Some(last) = this.framer.finish() {
+                    if may_carry_usage(&last.data) {
+                        if let Ok(v) = serde_json::from_str::<Value>(&last.data) {
+                            this.usage.observe(&v);
+                        }
+                    }
+                    out.extend_from_slice(&last.raw);
+                }
                 this.upstream = None;
                 this.settle();
-                return Poll::Ready((!out.is_empty()).then(|| Ok(out.freeze())));
+                if !out.is_empty() {
+                    return Poll::Ready(Some(Ok(out.freeze())));
+                }
+                // A stream the provider cut ends in an error, so the client can tell.
+                return Poll::Ready((!this.complete).then(|| {
+                    Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the LLM provider cut the stream"))
+                }));
             }
             if !out.is_empty() {
                 return Poll::Ready(Some(Ok(out.freeze())));
@@ -447,7 +502,22 @@ async fn tool_call(
             ),
         );
     };
-    let wallet = if p.cfg.billing { p.store.balance(&rec.workspace_id).await.ok().flatten() } else { None };
+    let wallet = if p.cfg.billing {
+        match p.store.balance(&rec.workspace_id).await {
+            Ok(b) => Some(b.unwrap_or(0)),
+            Err(e) => {
+                tracing::error!(error = %e, "reading the wallet");
+                return error(
+                    api,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database failed; try again".into(),
+                );
+            }
+        }
+    } else {
+        None
+    };
     let limits = Limits {
         cap: rec.budget_cap_micros.map(|c| c.saturating_add(rec.topup_micros)),
         used: rec.managed_used_micros,
@@ -484,15 +554,47 @@ async fn tool_call(
         reservation: Some(reservation),
         flat: Some(tool.price),
     };
-    let mut url = tool.base_url.clone();
-    if !rest.is_empty() {
-        url.push('/');
-        url.push_str(&rest);
+    let Some(url) = tool_url(&tool.base_url, &rest, query.as_deref()) else {
+        return error(
+            api,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("`{rest}` is not a path under the tool"),
+        );
+    };
+    // Like a model call, the exchange outlives a client that leaves.
+    let exchange = tool_forward(p, call, tool, name, url, method, headers, body);
+    tokio::spawn(exchange).await.unwrap_or_else(|_| {
+        error(api, StatusCode::BAD_GATEWAY, "upstream_failed", "the call to the tool failed".into())
+    })
+}
+
+/// `base` with the path segments of `rest` (each percent-encoded; `.` and `..` refused,
+/// so a call cannot leave the tool's base path) and the raw query.
+fn tool_url(base: &str, rest: &str, query: Option<&str>) -> Option<reqwest::Url> {
+    let mut url = reqwest::Url::parse(base).ok()?;
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    if segments.iter().any(|s| *s == "." || *s == "..") {
+        return None;
     }
-    if let Some(q) = query {
-        url.push('?');
-        url.push_str(&q);
-    }
+    url.path_segments_mut().ok()?.pop_if_empty().extend(segments);
+    url.set_query(query);
+    Some(url)
+}
+
+/// Sends a reserved tool call and answers what came back.
+#[allow(clippy::too_many_arguments)]
+async fn tool_forward(
+    p: Arc<LlmProxy>,
+    call: Call,
+    tool: super::config::ToolUpstream,
+    name: String,
+    url: reqwest::Url,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let api = Api::Chat;
     let reqwest_method = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap_or(reqwest::Method::GET);
     let mut out = p.http.request(reqwest_method, url).body(body);
     for h in ["content-type", "accept"] {
@@ -590,6 +692,7 @@ impl Call {
                 tracing::error!(instance = %self.rec.id, micros = cost, error = %e, "could not record managed usage")
             }
         }
+        p.meter.committed(&self.rec.workspace_id, cost);
     }
 }
 
@@ -627,4 +730,21 @@ fn priced(p: &LlmProxy) -> String {
 /// Micro-dollars as dollars for messages: `$0.012345`.
 pub fn usd(micros: i64) -> String {
     format!("${}.{:06}", micros / 1_000_000, micros % 1_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tool_url;
+
+    #[test]
+    fn tool_paths_stay_under_the_tool() {
+        let base = "https://search.example/api/v1";
+        assert_eq!(tool_url(base, "", Some("q=x")).unwrap().as_str(), "https://search.example/api/v1?q=x");
+        assert_eq!(tool_url(base, "web/search", None).unwrap().as_str(), "https://search.example/api/v1/web/search");
+        // A decoded `?` or `#` stays part of the path; traversal is refused.
+        assert_eq!(tool_url(base, "a?b#c", None).unwrap().path(), "/api/v1/a%3Fb%23c");
+        assert!(tool_url(base, "../../admin", None).is_none());
+        assert!(tool_url(base, "a/./b", None).is_none());
+        assert!(tool_url(base, "a/../../b", None).is_none());
+    }
 }

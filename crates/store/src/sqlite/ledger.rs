@@ -37,6 +37,7 @@ pub(super) async fn post_within(
     pool: &SqlitePool,
     e: &LedgerEntry,
     within_balance: bool,
+    paid_until: Option<i64>,
 ) -> Result<Option<LedgerRecord>> {
     let mut tx = pool.begin().await?;
     // The first statement writes, so the transaction holds SQLite's write lock from the
@@ -56,6 +57,13 @@ pub(super) async fn post_within(
         None if within_balance => return Ok(None),
         None => return Err(StoreError::Corrupt(format!("ledger entry for unknown workspace {}", e.workspace_id))),
     };
+    if let (Some(until), Some(id)) = (paid_until, &e.instance_id) {
+        sqlx::query("UPDATE instances SET paid_until = ? WHERE id = ?")
+            .bind(until)
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+    }
     if let (true, Some(id)) = (e.counts_as_managed(), &e.instance_id) {
         sqlx::query("UPDATE instances SET managed_used_micros = managed_used_micros - ? WHERE id = ?")
             .bind(e.amount_micros)

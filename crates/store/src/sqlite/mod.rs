@@ -543,13 +543,17 @@ impl Store for SqliteStore {
     }
 
     async fn post_ledger(&self, entry: &LedgerEntry) -> Result<LedgerRecord> {
-        ledger::post_within(&self.pool, entry, false)
+        ledger::post_within(&self.pool, entry, false, None)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("ledger entry for unknown workspace {}", entry.workspace_id)))
     }
 
-    async fn charge_within_balance(&self, entry: &LedgerEntry) -> Result<Option<LedgerRecord>> {
-        ledger::post_within(&self.pool, entry, true).await
+    async fn charge_within_balance(
+        &self,
+        entry: &LedgerEntry,
+        paid_until: Option<i64>,
+    ) -> Result<Option<LedgerRecord>> {
+        ledger::post_within(&self.pool, entry, true, paid_until).await
     }
 
     async fn ledger(&self, ws: &WorkspaceId, before_seq: Option<i64>, limit: u32) -> Result<Vec<LedgerRecord>> {
