@@ -1,7 +1,7 @@
 //! Wire types of the instance plane (the OpenAI Responses API shapes plus berth's
 //! `session_id`, and the session listing), shared by berth-agent (which serves them),
-//! the server's managed LLM proxy (which reads the usage of Responses streams), the CLI
-//! (which reads the agent's answers) and the tests. Serde shapes only: no I/O.
+//! the server's managed LLM proxy (which reads the usage of Responses API answers), the
+//! CLI (which reads a turn's status) and the tests. Serde shapes only: no I/O.
 
 pub mod events;
 pub mod items;

@@ -39,8 +39,10 @@ pub enum Status {
     Cancelled,
 }
 
-/// Token counts summed over every model call of the turn.
+/// Token counts summed over every model call of the turn (fields a provider leaves
+/// out read as 0).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -50,11 +52,13 @@ pub struct Usage {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CachedTokens {
     pub cached_tokens: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ReasoningTokens {
     pub reasoning_tokens: u64,
 }

@@ -4,6 +4,7 @@
 //! Anthropic Messages (`usage` on the message, `message_start` and `message_delta`).
 //! Streams are framed by `berth_sse`.
 
+use serde::Deserialize;
 use serde_json::Value;
 
 /// Tokens a call used, as the provider reported them.
@@ -20,7 +21,15 @@ impl Usage {
     /// (Anthropic: input on `message_start`, the running output total on
     /// `message_delta`): the largest figure of each side wins.
     pub fn observe(&mut self, v: &Value) {
-        for u in [&v["usage"], &v["response"]["usage"], &v["message"]["usage"]] {
+        // The Responses API's usage (on `response.*` events), read with its wire type.
+        if v["response"]["usage"].is_object() {
+            if let Ok(u) = berth_responses::Usage::deserialize(&v["response"]["usage"]) {
+                self.input = self.input.max(u.input_tokens);
+                self.output = self.output.max(u.output_tokens);
+                self.seen = true;
+            }
+        }
+        for u in [&v["usage"], &v["message"]["usage"]] {
             if !u.is_object() {
                 continue;
             }
