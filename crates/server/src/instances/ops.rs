@@ -382,6 +382,9 @@ pub async fn delete(state: AppState, actor: Actor, id: String, purge: bool) -> A
         state.store.delete_instance(&rec.id).await?;
         state.egress_forget(&rec.id).await;
         state.forget_instance_keys(&rec.workspace_id, &rec.id).await;
+        if let Some(proxy) = &state.llm_proxy {
+            proxy.forget(&rec.id);
+        }
         let ev = EventRecord {
             instance_id: rec.id.clone(),
             at: now_secs(),

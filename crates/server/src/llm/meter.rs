@@ -129,7 +129,7 @@ impl Meter {
         }
     }
 
-    /// Forgets an instance whose record changed hands or was purged.
+    /// Forgets a purged instance (unless a call of it is still in flight).
     pub fn forget(&self, instance: &InstanceId) {
         let mut b = self.books.lock().unwrap_or_else(|e| e.into_inner());
         if b.instances.get(instance).is_some_and(|e| e.1 == 0) {

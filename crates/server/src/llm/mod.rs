@@ -57,6 +57,12 @@ impl LlmProxy {
         Ok(LlmProxy { cfg, meter: meter::Meter::default(), store, seal, webhooks, http, last_input: Mutex::default() })
     }
 
+    /// Forgets what it keeps of a purged instance.
+    pub fn forget(&self, id: &InstanceId) {
+        self.meter.forget(id);
+        self.last_input.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
+
     fn last_input(&self, id: &InstanceId) -> u64 {
         self.last_input.lock().unwrap_or_else(|e| e.into_inner()).get(id).copied().unwrap_or(0)
     }
