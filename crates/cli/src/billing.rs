@@ -3,6 +3,7 @@
 use crate::client::{Client, ClientArgs};
 use crate::output;
 use berth_api_types::{Billing, LedgerEntry, List, WalletTopup};
+use berth_core::money::format_usd as usd;
 use clap::{Args, Subcommand};
 
 /// `berth billing`: its connection flags and the action.
@@ -39,13 +40,6 @@ pub enum BillingCommand {
         #[arg(long)]
         description: Option<String>,
     },
-}
-
-/// `$12.345678` of micro-dollars.
-pub fn usd(micros: i64) -> String {
-    let sign = if micros < 0 { "-" } else { "" };
-    let m = micros.unsigned_abs();
-    format!("{sign}${}.{:06}", m / 1_000_000, m % 1_000_000)
 }
 
 /// Run `berth billing ...`.

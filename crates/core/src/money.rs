@@ -57,6 +57,13 @@ pub fn micros_to_usd(micros: i64) -> f64 {
     micros as f64 / MICROS_PER_USD as f64
 }
 
+/// Micro-dollars as dollar text, exact: `$12.345678`, `-$0.000001`.
+pub fn format_usd(micros: i64) -> String {
+    let sign = if micros < 0 { "-" } else { "" };
+    let m = micros.unsigned_abs();
+    format!("{sign}${}.{:06}", m / 1_000_000, m % 1_000_000)
+}
+
 /// The price of one model: micro-dollars per million input and output tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Price {
@@ -153,5 +160,7 @@ mod tests {
         assert_eq!(usd_to_micros(-0.01), None);
         assert_eq!(usd_to_micros(f64::NAN), None);
         assert_eq!(micros_to_usd(1_500_000), 1.5);
+        assert_eq!(format_usd(12_345_678), "$12.345678");
+        assert_eq!(format_usd(-1), "-$0.000001");
     }
 }

@@ -159,6 +159,49 @@ async fn upstream() -> (Upstream, String, tokio::task::JoinHandle<()>) {
     (u, url, task)
 }
 
+/// A turn with an instance's agent through the edge: status and body.
+async fn chat_via_edge(s: &TestServer, inst: &Value, input: &str) -> (u16, String) {
+    let r = s
+        .http()
+        .post(format!("{}/v1/responses", s.edge_base))
+        .header("host", berth_test_util::app::host_of(inst["url"].as_str().unwrap()))
+        .bearer_auth(&s.key)
+        .json(&json!({"input": input}))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// The id of workspace `default` (the admin's).
+async fn default_workspace(s: &TestServer) -> String {
+    let (_, workspaces) = s.get("/v1/workspaces").await;
+    workspaces["data"][0]["id"].as_str().expect("the default workspace").to_string()
+}
+
+/// The whole ledger, newest first, read in pages of 7.
+async fn ledger(s: &TestServer) -> Vec<Value> {
+    let mut entries = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/billing/ledger?limit=7&cursor={c}"),
+            None => "/v1/billing/ledger?limit=7".into(),
+        };
+        let (_, page) = s.get(&path).await;
+        entries.extend(page["data"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return entries,
+        }
+    }
+}
+
+/// The sum of ledger entries' amounts.
+fn amounts(entries: &[Value]) -> i64 {
+    entries.iter().map(|e| e["amount_micros"].as_i64().unwrap()).sum()
+}
+
 /// The instance's env as its processes see it.
 async fn instance_env(s: &TestServer, id: &str) -> String {
     let (st, r) = s.post(&format!("/v1/instances/{id}/exec"), json!({"command": ["env"]})).await;
@@ -293,8 +336,7 @@ async fn the_managed_proxy_meters_caps_and_bills_every_call() {
     assert_eq!(up.seen.lock().unwrap().len(), 0, "a refused call reached the upstream");
 
     // Only an admin tops the wallet up.
-    let (_, workspaces) = s.get("/v1/workspaces").await;
-    let ws = workspaces["data"][0]["id"].as_str().expect("the default workspace").to_string();
+    let ws = default_workspace(&s).await;
     let (st, _) = s.post(&format!("/v1/workspaces/{ws}/topup"), json!({"micros": -5})).await;
     assert_eq!(st, 400);
     let (st, r) = s.post(&format!("/v1/workspaces/{ws}/topup"), json!({"micros": 10_000_000})).await;
@@ -331,16 +373,7 @@ async fn the_managed_proxy_meters_caps_and_bills_every_call() {
     assert_eq!(st, 200, "{body}");
 
     // Through the agent, an exhausted budget fails the turn with a reason a person can act on.
-    let r = s
-        .http()
-        .post(format!("{}/v1/responses", s.edge_base))
-        .header("host", berth_test_util::app::host_of(a["url"].as_str().unwrap()))
-        .bearer_auth(&s.key)
-        .json(&json!({"input": "ping"}))
-        .send()
-        .await
-        .unwrap();
-    let text = r.text().await.unwrap();
+    let (_, text) = chat_via_edge(&s, &a, "ping").await;
     assert!(text.contains("budget_exceeded") && text.contains("budget"), "{text}");
 
     // Responses and Anthropic Messages, streamed, exact to the micro: 123 + 45 tokens.
@@ -370,17 +403,7 @@ async fn the_managed_proxy_meters_caps_and_bills_every_call() {
 
     // End to end: an instance created with no env chats through the edge; its agent
     // reaches the proxy through the firewall with its own token and default model.
-    let r = s
-        .http()
-        .post(format!("{}/v1/responses", s.edge_base))
-        .header("host", berth_test_util::app::host_of(b["url"].as_str().unwrap()))
-        .bearer_auth(&s.key)
-        .json(&json!({"input": "ping"}))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    let text = r.text().await.unwrap();
+    let (status, text) = chat_via_edge(&s, &b, "ping").await;
     assert_eq!(status, 200, "{text}");
     let answer: berth_responses::Response = serde_json::from_str(&text).unwrap();
     assert_eq!(answer.output_text(), "pong", "{text}");
@@ -404,16 +427,7 @@ async fn the_managed_proxy_meters_caps_and_bills_every_call() {
     let before_agent = 2 * (123 + 45) * 100 + (11 + 7) * 100 + 10_000;
     used_settles(&s, &b_id, before_agent).await;
     // ...and berth-agent offers the model `web_search`, which goes the same way.
-    let r = s
-        .http()
-        .post(format!("{}/v1/responses", s.edge_base))
-        .header("host", berth_test_util::app::host_of(b["url"].as_str().unwrap()))
-        .bearer_auth(&s.key)
-        .json(&json!({"input": "search please"}))
-        .send()
-        .await
-        .unwrap();
-    let text = r.text().await.unwrap();
+    let (_, text) = chat_via_edge(&s, &b, "search please").await;
     assert!(text.contains("found: ") && text.contains("result-berth"), "{text}");
     // Two model calls (11 + 7 tokens each) and one search.
     used_settles(&s, &b_id, before_agent + 2 * 1_800 + 10_000).await;
@@ -448,21 +462,8 @@ async fn the_managed_proxy_meters_caps_and_bills_every_call() {
     eprintln!("concurrency: {served} of 50 calls served, {used} micros used of a 1,000,000 cap");
 
     // The ledger adds up: every entry moved the balance by its amount.
-    let mut entries = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/v1/billing/ledger?limit=7&cursor={c}"),
-            None => "/v1/billing/ledger?limit=7".into(),
-        };
-        let (_, page) = s.get(&path).await;
-        entries.extend(page["data"].as_array().unwrap().iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => break,
-        }
-    }
-    let sum: i64 = entries.iter().map(|e| e["amount_micros"].as_i64().unwrap()).sum();
+    let entries = ledger(&s).await;
+    let sum = amounts(&entries);
     let bal = balance(&s).await;
     assert_eq!(sum, bal);
     assert_eq!(entries[0]["balance_micros"].as_i64().unwrap(), bal);
@@ -497,8 +498,7 @@ async fn a_server_killed_mid_call_leaves_the_money_consistent() {
         ..Default::default()
     })
     .await;
-    let (_, workspaces) = s.get("/v1/workspaces").await;
-    let ws = workspaces["data"][0]["id"].as_str().unwrap().to_string();
+    let ws = default_workspace(&s).await;
     let (st, _) = s.post(&format!("/v1/workspaces/{ws}/topup"), json!({"micros": 1_000_000})).await;
     assert_eq!(st, 200);
     let inst = s.create_instance(json!({"budget": {"managed_cap_usd": 0.5}})).await;
@@ -528,16 +528,14 @@ async fn a_server_killed_mid_call_leaves_the_money_consistent() {
 
     // Nothing was charged for it, the books add up, and its reservation is gone: a
     // call of the same size is admitted at once.
-    let (_, ledger) = s.get("/v1/billing/ledger").await;
-    let sum: i64 = ledger["data"].as_array().unwrap().iter().map(|e| e["amount_micros"].as_i64().unwrap()).sum();
+    let sum = amounts(&ledger(&s).await);
     assert_eq!(sum, balance(&s).await);
     assert_eq!(balance(&s).await, 1_000_000);
     assert_eq!(instance(&s, &id).await["budget"]["managed_used_micros"], 0);
     let (st, body) = proxy.call(&token, "/chat/completions", big("10,10")).await;
     assert_eq!(st, 200, "{body}");
     used_settles(&s, &id, 2_000).await;
-    let (_, ledger) = s.get("/v1/billing/ledger").await;
-    let sum: i64 = ledger["data"].as_array().unwrap().iter().map(|e| e["amount_micros"].as_i64().unwrap()).sum();
+    let sum = amounts(&ledger(&s).await);
     assert_eq!(sum, balance(&s).await);
     assert_eq!(sum, 1_000_000 - 2_000);
 }
@@ -591,8 +589,7 @@ async fn compute_is_paid_monthly_in_advance_from_the_wallet() {
         ..Default::default()
     })
     .await;
-    let (_, workspaces) = s.get("/v1/workspaces").await;
-    let ws = workspaces["data"][0]["id"].as_str().unwrap().to_string();
+    let ws = default_workspace(&s).await;
     // An empty wallet: 402, and nothing is left behind.
     let (st, body) = s.post("/v1/instances", json!({"size": 1})).await;
     assert_eq!(st, 402, "{body}");
@@ -667,13 +664,11 @@ async fn compute_is_paid_monthly_in_advance_from_the_wallet() {
     set_clock(MAR_1);
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(balance(&s).await, 46_000_000);
-    let (_, ledger) = s.get("/v1/billing/ledger").await;
-    let entries = ledger["data"].as_array().unwrap();
-    let sum: i64 = entries.iter().map(|e| e["amount_micros"].as_i64().unwrap()).sum();
-    assert_eq!(sum, 46_000_000, "{ledger}");
+    let entries = ledger(&s).await;
+    assert_eq!(amounts(&entries), 46_000_000, "{entries:?}");
     let compute: Vec<i64> =
         entries.iter().filter(|e| e["kind"] == "compute").map(|e| e["amount_micros"].as_i64().unwrap()).collect();
-    assert_eq!(compute, [-62_000_000, -1_000_000, -1_000_000], "{ledger}");
+    assert_eq!(compute, [-62_000_000, -1_000_000, -1_000_000], "{entries:?}");
 
     // The CLI tops a wallet up in dollars and shows it.
     let berth = |args: &[&str]| {

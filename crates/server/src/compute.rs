@@ -71,9 +71,9 @@ impl Compute {
         self.enforce.then(|| self.prices.get(&size).copied()).flatten()
     }
 
-    /// The prices, for `GET /v1/billing`.
-    pub fn prices(&self) -> &BTreeMap<u32, i64> {
-        &self.prices
+    /// Whether any compute is charged at all (`--billing` with a size price).
+    pub fn charges(&self) -> bool {
+        self.enforce && !self.prices.is_empty()
     }
 }
 
@@ -102,8 +102,8 @@ fn insufficient(balance: i64, needed: i64, what: &str) -> ApiError {
         code: "insufficient_funds",
         message: format!(
             "the workspace's wallet holds {}, and {what} costs {} of compute for the rest of the month; top the wallet up",
-            crate::llm::proxy::usd(balance),
-            crate::llm::proxy::usd(needed)
+            berth_core::money::format_usd(balance),
+            berth_core::money::format_usd(needed)
         ),
         details: json!({"balance_micros": balance, "needed_micros": needed}),
     }
@@ -118,16 +118,7 @@ async fn charge(
     description: String,
     paid_until: Option<i64>,
 ) -> ApiResult<()> {
-    let entry = LedgerEntry {
-        workspace_id: rec.workspace_id.clone(),
-        instance_id: Some(rec.id.clone()),
-        kind: "compute".into(),
-        amount_micros: -micros,
-        description: description.clone(),
-        model: None,
-        input_tokens: None,
-        output_tokens: None,
-    };
+    let entry = LedgerEntry::plain(rec.workspace_id.clone(), Some(rec.id.clone()), "compute", -micros, &description);
     match state.store.charge_within_balance(&entry, paid_until).await? {
         Some(r) => {
             state.webhooks.after_entry(&r);
@@ -160,16 +151,7 @@ pub async fn refund(state: &AppState, rec: &InstanceRecord, micros: i64, why: &s
     if micros <= 0 {
         return;
     }
-    let entry = LedgerEntry {
-        workspace_id: rec.workspace_id.clone(),
-        instance_id: Some(rec.id.clone()),
-        kind: "refund".into(),
-        amount_micros: micros,
-        description: why.to_string(),
-        model: None,
-        input_tokens: None,
-        output_tokens: None,
-    };
+    let entry = LedgerEntry::plain(rec.workspace_id.clone(), Some(rec.id.clone()), "refund", micros, why);
     if let Err(e) = state.store.post_ledger(&entry).await {
         tracing::error!(instance = %rec.id, micros, error = %e, "could not refund compute");
     }
@@ -199,16 +181,9 @@ pub async fn undo_resize(state: &AppState, rec: &InstanceRecord, diff: i64) {
     if diff == 0 {
         return;
     }
-    let entry = LedgerEntry {
-        workspace_id: rec.workspace_id.clone(),
-        instance_id: Some(rec.id.clone()),
-        kind: if diff > 0 { "refund" } else { "compute" }.into(),
-        amount_micros: diff,
-        description: "the resize failed: its price difference reversed".into(),
-        model: None,
-        input_tokens: None,
-        output_tokens: None,
-    };
+    let kind = if diff > 0 { "refund" } else { "compute" };
+    let why = "the resize failed: its price difference reversed";
+    let entry = LedgerEntry::plain(rec.workspace_id.clone(), Some(rec.id.clone()), kind, diff, why);
     if let Err(e) = state.store.post_ledger(&entry).await {
         tracing::error!(instance = %rec.id, diff, error = %e, "could not reverse a failed resize's charge");
     }
@@ -221,7 +196,8 @@ fn date(t: i64) -> String {
 /// Renews every instance whose paid period is over and that is not stopped by choice;
 /// stops those whose renewal the wallet cannot cover.
 pub async fn renew_due(state: &AppState) {
-    if !state.compute.enforce {
+    // Nothing to renew: not even a look at the instances.
+    if !state.compute.charges() {
         return;
     }
     let now = state.compute.now();

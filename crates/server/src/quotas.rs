@@ -60,6 +60,13 @@ struct Bucket {
     at: Instant,
 }
 
+impl Bucket {
+    /// The tokens it holds at `now`, refilled at `rate` per second up to `burst`.
+    fn level(&self, now: Instant, rate: f64, burst: f64) -> f64 {
+        (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(burst)
+    }
+}
+
 /// What is open, by workspace (`None`: the whole server) and kind.
 type OpenCounts = HashMap<(Option<WorkspaceId>, Kind), Arc<AtomicU32>>;
 
@@ -184,7 +191,7 @@ fn peek<K: std::hash::Hash + Eq>(
     }
     let buckets = buckets.lock().unwrap_or_else(|e| e.into_inner());
     let Some(b) = buckets.get(key) else { return Ok(()) };
-    let tokens = (b.tokens + b.at.elapsed().as_secs_f64() * rate).min(burst);
+    let tokens = b.level(Instant::now(), rate, burst);
     if tokens >= 1.0 {
         Ok(())
     } else {
@@ -210,7 +217,7 @@ fn take<K: std::hash::Hash + Eq + Clone>(
     }
     let now = Instant::now();
     let b = buckets.entry(key.clone()).or_insert(Bucket { tokens: burst, at: now });
-    b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst);
+    b.tokens = b.level(now, rate, burst);
     b.at = now;
     if b.tokens >= 1.0 {
         b.tokens -= 1.0;

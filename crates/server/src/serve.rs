@@ -141,16 +141,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         heartbeats: Arc::default(),
         compute: Arc::new(compute),
         webhooks,
-        llm: llm_addr.map(|a| {
-            let priced = llm_proxy.as_ref().map(|p| p.cfg.prices.models.keys().cloned().collect::<Vec<_>>());
-            let only = priced.filter(|m| m.len() == 1).and_then(|m| m.into_iter().next());
-            Arc::new(crate::llm::ManagedLlm {
-                base_url: format!("http://{a}/v1"),
-                default_model: args.llm_model.clone().or(only),
-                tools: llm_proxy.as_ref().is_some_and(|p| !p.cfg.tools.is_empty()),
-                search_tool: llm_proxy.as_ref().and_then(|p| p.cfg.search_tool()).map(|t| t.name.clone()),
-            })
-        }),
+        llm: llm_addr
+            .zip(llm_proxy.as_ref())
+            .map(|(a, p)| Arc::new(crate::llm::ManagedLlm::new(a, &p.cfg, args.llm_model.clone()))),
         llm_proxy: llm_proxy.clone(),
         routes,
         activity,
@@ -219,21 +212,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         stop_rx.clone(),
         SHUTDOWN_GRACE,
     ));
-    let state_subnets = state_subnets_of(&state);
     let llm_serving = match (llm_listener, llm_proxy) {
         (Some(listener), Some(proxy)) => {
             println!("berth managed LLM proxy listening on http://{} (instances only)", listener.local_addr()?);
             let router = crate::llm::proxy::router(proxy);
             // Only from the instances' network (or the host): a packet routed to the
             // gateway address from elsewhere (the LAN) finds the port, but not the proxy.
-            let subnets: Vec<berth_core::egress::Cidr> = state_subnets.iter().filter_map(|s| s.parse().ok()).collect();
-            let refuse = axum::Router::new().fallback(|| async {
-                (
-                    axum::http::StatusCode::FORBIDDEN,
-                    axum::Json(serde_json::json!({"error": {"type": "forbidden", "code": "forbidden",
-                        "message": "the managed LLM proxy serves berth's instances only"}})),
-                )
-            });
+            let subnets: Vec<berth_core::egress::Cidr> =
+                state.runtime.host_subnets().iter().filter_map(|s| s.parse().ok()).collect();
+            let refuse = crate::llm::proxy::outsiders();
             Some(tokio::spawn(listen::serve(
                 listener,
                 None,
@@ -336,11 +323,6 @@ async fn egress_firewall(
     })?;
     tracing::info!(interface, chain = %fw.egress_chain(), "instances' egress policy installed");
     Ok(Some(Arc::new(fw)))
-}
-
-/// The subnets of the instances' network (where the proxy's callers come from).
-fn state_subnets_of(state: &AppState) -> Vec<String> {
-    state.runtime.host_subnets()
 }
 
 /// The webhook sender; without `--webhook-secret` the derived secret is written to the

@@ -141,6 +141,26 @@ pub struct LedgerEntry {
 }
 
 impl LedgerEntry {
+    /// An entry with no model or tokens (top-ups, compute, refunds).
+    pub fn plain(
+        workspace_id: WorkspaceId,
+        instance_id: Option<InstanceId>,
+        kind: &str,
+        amount_micros: i64,
+        description: impl Into<String>,
+    ) -> Self {
+        LedgerEntry {
+            workspace_id,
+            instance_id,
+            kind: kind.into(),
+            amount_micros,
+            description: description.into(),
+            model: None,
+            input_tokens: None,
+            output_tokens: None,
+        }
+    }
+
     /// Whether the entry counts toward its instance's managed usage (its cap).
     pub fn counts_as_managed(&self) -> bool {
         matches!(self.kind.as_str(), "managed_usage" | "tool_usage")

@@ -113,6 +113,18 @@ pub struct ManagedLlm {
 }
 
 impl ManagedLlm {
+    /// What instances are told of a proxy listening on `addr`: its default model is
+    /// `model` (`--llm-model`), else the only priced model, when there is one.
+    pub fn new(addr: std::net::SocketAddr, cfg: &LlmConfig, model: Option<String>) -> Self {
+        let only = (cfg.prices.models.len() == 1).then(|| cfg.prices.models.keys().next().cloned()).flatten();
+        ManagedLlm {
+            base_url: format!("http://{addr}/v1"),
+            default_model: model.or(only),
+            tools: !cfg.tools.is_empty(),
+            search_tool: cfg.search_tool().map(|t| t.name.clone()),
+        }
+    }
+
     /// Adds the managed LLM's env to an instance's, unless its own `env` names an LLM
     /// (bring your own key): the proxy's URL, the instance's token, the default model.
     pub fn add_env(&self, seal: &SealKey, id: &InstanceId, env: &mut std::collections::BTreeMap<String, String>) {

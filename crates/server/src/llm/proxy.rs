@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
+use berth_core::money::format_usd as usd;
 use berth_core::{InstanceId, Status};
 use berth_store::{InstanceRecord, LedgerEntry};
 use bytes::Bytes;
@@ -84,6 +85,18 @@ pub fn router(proxy: Arc<LlmProxy>) -> Router {
         })
         .layer(DefaultBodyLimit::max(REQUEST_LIMIT))
         .with_state(proxy)
+}
+
+/// What callers from outside the instances' network get: 403, whatever they ask.
+pub fn outsiders() -> Router {
+    Router::new().fallback(|| async {
+        error(
+            Api::Chat,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the managed LLM proxy serves berth's instances only".into(),
+        )
+    })
 }
 
 /// An error in the shape the caller's SDK reads: OpenAI's, or Anthropic's on `/messages`.
@@ -191,17 +204,36 @@ async fn call(State(p): State<Arc<LlmProxy>>, headers: HeaderMap, body: Bytes, a
     let choices = req["n"].as_u64().unwrap_or(1).clamp(1, 128);
     let input_estimate = (body.len() as u64 / 4).max(p.last_input(&rec.id));
     let bound = price.cost(input_estimate, output_limit.saturating_mul(choices));
+    let reservation = match reserve(&p, &rec, bound, api, "this call may cost up to").await {
+        Ok(r) => r,
+        Err(refused) => return refused,
+    };
+    let call = Call { proxy: p.clone(), rec, model, price, reservation: Some(reservation), flat: None };
+    // From here the provider may bill: the exchange runs on a task of its own, so a
+    // client that leaves mid-call does not cancel it before it is metered.
+    let exchange = forward(p, call, upstream, api, req, headers, stream, client_wants_usage);
+    tokio::spawn(exchange).await.unwrap_or_else(|_| {
+        error(api, StatusCode::BAD_GATEWAY, "upstream_failed", "the call to the LLM provider failed".into())
+    })
+}
+
+/// Reserves `bound` for a call of `rec` against its cap and, with `--billing`, its
+/// wallet; the refusal (402, or 503 when the wallet cannot be read) as the answer.
+/// `what` says what the call costs in the message (`this call may cost up to`).
+async fn reserve(
+    p: &LlmProxy,
+    rec: &InstanceRecord,
+    bound: i64,
+    api: Api,
+    what: &str,
+) -> Result<Reservation, Response> {
     let wallet = if p.cfg.billing {
         match p.store.balance(&rec.workspace_id).await {
             Ok(b) => Some(b.unwrap_or(0)),
             Err(e) => {
                 tracing::error!(error = %e, "reading the wallet");
-                return error(
-                    api,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "the database failed; try again".into(),
-                );
+                let message = "the database failed; try again".into();
+                return Err(error(api, StatusCode::SERVICE_UNAVAILABLE, "unavailable", message));
             }
         }
     } else {
@@ -212,40 +244,24 @@ async fn call(State(p): State<Arc<LlmProxy>>, headers: HeaderMap, body: Bytes, a
         used: rec.managed_used_micros,
         wallet,
     };
-    let reservation = match p.meter.reserve(&rec.id, &rec.workspace_id, limits, bound) {
-        Ok(r) => r,
-        Err(Refusal::Budget { available, needed }) => {
-            return error(
-                api,
-                StatusCode::PAYMENT_REQUIRED,
-                "budget_exceeded",
-                format!(
-                    "this instance's managed LLM budget is exhausted: {} left, this call may cost up to {}; raise \
-                     budget.managed_cap_usd or add budget.topup_micros",
-                    usd(available),
-                    usd(needed)
-                ),
-            )
-        }
-        Err(Refusal::Funds { available, needed }) => {
-            return error(
-                api,
-                StatusCode::PAYMENT_REQUIRED,
-                "insufficient_funds",
-                format!(
-                    "the workspace's wallet holds {}, this call may cost up to {}; top the wallet up",
-                    usd(available),
-                    usd(needed)
-                ),
-            )
-        }
-    };
-    let call = Call { proxy: p.clone(), rec, model, price, reservation: Some(reservation), flat: None };
-    // From here the provider may bill: the exchange runs on a task of its own, so a
-    // client that leaves mid-call does not cancel it before it is metered.
-    let exchange = forward(p, call, upstream, api, req, headers, stream, client_wants_usage);
-    tokio::spawn(exchange).await.unwrap_or_else(|_| {
-        error(api, StatusCode::BAD_GATEWAY, "upstream_failed", "the call to the LLM provider failed".into())
+    p.meter.reserve(&rec.id, &rec.workspace_id, limits, bound).map_err(|refusal| match refusal {
+        Refusal::Budget { available, needed } => error(
+            api,
+            StatusCode::PAYMENT_REQUIRED,
+            "budget_exceeded",
+            format!(
+                "this instance's managed LLM budget is exhausted: {} left, {what} {}; raise budget.managed_cap_usd \
+                 or add budget.topup_micros",
+                usd(available),
+                usd(needed)
+            ),
+        ),
+        Refusal::Funds { available, needed } => error(
+            api,
+            StatusCode::PAYMENT_REQUIRED,
+            "insufficient_funds",
+            format!("the workspace's wallet holds {}, {what} {}; top the wallet up", usd(available), usd(needed)),
+        ),
     })
 }
 
@@ -357,18 +373,30 @@ impl MeteredStream {
     fn events(&mut self) -> bytes::BytesMut {
         let mut out = bytes::BytesMut::new();
         while let Some(ev) = self.framer.next_event() {
-            let mut forward = true;
-            if may_carry_usage(&ev.data) {
-                if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
-                    self.usage.observe(&v);
-                    forward = !(self.drop_usage_chunk && v["choices"].as_array().is_some_and(|c| c.is_empty()));
-                }
-            }
-            if forward {
-                out.extend_from_slice(&ev.raw);
-            }
+            self.take(ev, &mut out);
         }
         out
+    }
+
+    /// Reads an event's usage and adds it to `out` unless it is the usage chunk the
+    /// client did not ask for.
+    fn take(&mut self, ev: berth_sse::Event, out: &mut bytes::BytesMut) {
+        if may_carry_usage(&ev.data) {
+            if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
+                self.usage.observe(&v);
+                if self.drop_usage_chunk && v["choices"].as_array().is_some_and(|c| c.is_empty()) {
+                    return;
+                }
+            }
+        }
+        out.extend_from_slice(&ev.raw);
+    }
+
+    /// The stream ended: an unterminated last event counts too.
+    fn finish(&mut self, out: &mut bytes::BytesMut) {
+        if let Some(last) = self.framer.finish() {
+            self.take(last, out);
+        }
     }
 
     fn settle(&mut self) {
@@ -413,15 +441,7 @@ impl futures_util::Stream for MeteredStream {
             }
             let mut out = this.events();
             if ended {
-                // An unterminated last event is forwarded, and its usage read, too.
-                if let Some(last) = this.framer.finish() {
-                    if may_carry_usage(&last.data) {
-                        if let Ok(v) = serde_json::from_str::<Value>(&last.data) {
-                            this.usage.observe(&v);
-                        }
-                    }
-                    out.extend_from_slice(&last.raw);
-                }
+                this.finish(&mut out);
                 this.upstream = None;
                 this.settle();
                 if !out.is_empty() {
@@ -469,6 +489,7 @@ impl Drop for MeteredStream {
                     }
                 }
             }
+            rest.finish(&mut bytes::BytesMut::new());
             rest.settle();
         });
     }
@@ -502,49 +523,10 @@ async fn tool_call(
             ),
         );
     };
-    let wallet = if p.cfg.billing {
-        match p.store.balance(&rec.workspace_id).await {
-            Ok(b) => Some(b.unwrap_or(0)),
-            Err(e) => {
-                tracing::error!(error = %e, "reading the wallet");
-                return error(
-                    api,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "the database failed; try again".into(),
-                );
-            }
-        }
-    } else {
-        None
-    };
-    let limits = Limits {
-        cap: rec.budget_cap_micros.map(|c| c.saturating_add(rec.topup_micros)),
-        used: rec.managed_used_micros,
-        wallet,
-    };
-    let reservation = match p.meter.reserve(&rec.id, &rec.workspace_id, limits, tool.price) {
+    let what = format!("a `{name}` call costs");
+    let reservation = match reserve(&p, &rec, tool.price, api, &what).await {
         Ok(r) => r,
-        Err(Refusal::Budget { available, needed }) => {
-            return error(
-                api,
-                StatusCode::PAYMENT_REQUIRED,
-                "budget_exceeded",
-                format!(
-                    "this instance's budget is exhausted: {} left, a `{name}` call costs {}",
-                    usd(available),
-                    usd(needed)
-                ),
-            )
-        }
-        Err(Refusal::Funds { available, needed }) => {
-            return error(
-                api,
-                StatusCode::PAYMENT_REQUIRED,
-                "insufficient_funds",
-                format!("the workspace's wallet holds {}, a `{name}` call costs {}", usd(available), usd(needed)),
-            )
-        }
+        Err(refused) => return refused,
     };
     let call = Call {
         proxy: p.clone(),
@@ -725,11 +707,6 @@ fn priced(p: &LlmProxy) -> String {
     } else {
         names.join(", ")
     }
-}
-
-/// Micro-dollars as dollars for messages: `$0.012345`.
-pub fn usd(micros: i64) -> String {
-    format!("${}.{:06}", micros / 1_000_000, micros % 1_000_000)
 }
 
 #[cfg(test)]

@@ -96,26 +96,9 @@ pub async fn ledger(
     auth: Auth,
     ApiQuery(q): ApiQuery<LedgerQuery>,
 ) -> ApiResult<Json<List<LedgerEntry>>> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid("limit", "`limit` must be between 1 and 100"));
-    }
-    let before = q
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.strip_prefix("led_cur_")
-                .and_then(|n| n.parse::<i64>().ok())
-                .ok_or_else(|| ApiError::invalid("cursor", "`cursor` is not a cursor this API returned"))
-        })
-        .transpose()?;
-    let mut rows = state.store.ledger(&auth.workspace_id, before, limit + 1).await?;
-    let next = if rows.len() > limit as usize {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| format!("led_cur_{}", r.seq))
-    } else {
-        None
-    };
+    let page = super::page::Page::new(q.limit, q.cursor.as_deref(), "led_cur_")?;
+    let mut rows = state.store.ledger(&auth.workspace_id, page.before, page.fetch()).await?;
+    let next = page.cut(&mut rows, |r| r.seq);
     Ok(Json(List::new(rows.iter().map(entry).collect(), next)))
 }
 
@@ -152,16 +135,13 @@ pub async fn wallet_topup(
     }
     let rec = state
         .store
-        .post_ledger(&berth_store::LedgerEntry {
-            workspace_id: ws,
-            instance_id: None,
-            kind: "topup".into(),
-            amount_micros: micros,
-            description: format!("{description} (key {})", auth.key_id),
-            model: None,
-            input_tokens: None,
-            output_tokens: None,
-        })
+        .post_ledger(&berth_store::LedgerEntry::plain(
+            ws,
+            None,
+            "topup",
+            micros,
+            format!("{description} (key {})", auth.key_id),
+        ))
         .await?;
     Ok(Json(entry(&rec)))
 }

@@ -66,29 +66,12 @@ pub async fn list(
     auth: Auth,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<List<Instance>>> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid("limit", "`limit` must be between 1 and 100"));
-    }
+    let page = super::page::Page::new(q.limit, q.cursor.as_deref(), "cur_")?;
     let status =
         q.status.as_deref().map(|s| s.parse::<Status>().map_err(|e| ApiError::invalid("status", e))).transpose()?;
-    let before = q
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.strip_prefix("cur_")
-                .and_then(|n| n.parse::<i64>().ok())
-                .ok_or_else(|| ApiError::invalid("cursor", "`cursor` is not a cursor this API returned"))
-        })
-        .transpose()?;
     let filter = InstanceFilter { user: q.user, status, template: q.template };
-    let mut recs = state.store.list_instances(&auth.workspace_id, &filter, before, limit + 1).await?;
-    let next = if recs.len() > limit as usize {
-        recs.truncate(limit as usize);
-        recs.last().map(|r| format!("cur_{}", r.seq))
-    } else {
-        None
-    };
+    let mut recs = state.store.list_instances(&auth.workspace_id, &filter, page.before, page.fetch()).await?;
+    let next = page.cut(&mut recs, |r| r.seq);
     let data = recs.iter().map(|r| present::instance(&state.settings, r)).collect();
     Ok(Json(List::new(data, next)))
 }

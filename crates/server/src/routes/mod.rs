@@ -9,6 +9,8 @@ pub mod system;
 pub mod templates;
 pub mod workspaces;
 
+mod page;
+
 use crate::error::ApiError;
 use crate::metrics::{RequestLabels, RouteLabel};
 use crate::state::AppState;
