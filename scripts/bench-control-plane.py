@@ -486,7 +486,7 @@ def main():
     p.add_argument("--keep", action="store_true", help="leave the server, containers and volumes in place")
     p.add_argument("--network", default="berth-bench", help="bridge network for everything (default berth-bench)")
     p.add_argument("--berth-bin", default=os.path.join(ROOT, "target/release/berth"))
-    p.add_argument("--agent-bin", default=os.path.join(ROOT, "target/x86_64-unknown-linux-gnu/release/berth-agent"))
+    p.add_argument("--agent-bin", default=os.path.join(ROOT, "target/static-agent/x86_64-unknown-linux-gnu/release/berth-agent"))
     args = p.parse_args()
     if args.creates < 1 or args.instances < 1:
         p.error("--creates and --instances must be at least 1")

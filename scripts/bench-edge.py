@@ -396,7 +396,7 @@ http {{
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--berth-bin", default=os.path.join(ROOT, "target/release/berth"))
-    p.add_argument("--agent-bin", default=os.path.join(ROOT, "target/x86_64-unknown-linux-gnu/release/berth-agent"))
+    p.add_argument("--agent-bin", default=os.path.join(ROOT, "target/static-agent/x86_64-unknown-linux-gnu/release/berth-agent"))
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--connections", type=int, default=16)

@@ -6,7 +6,7 @@ and the `docker exec` CLI, on the same container, in the same run.
     scripts/bench-exec.py [--runs N] [--image IMAGE]
 
 Needs target/release/berth and the static release agent
-(target/x86_64-unknown-linux-gnu/release/berth-agent), a running dockerd and the image.
+(target/static-agent/x86_64-unknown-linux-gnu/release/berth-agent), a running dockerd and the image.
 """
 import argparse, http.client, json, os, random, shutil, socket, statistics, string, subprocess, sys, tempfile, time, urllib.request
 
@@ -60,7 +60,7 @@ def main():
     args = ap.parse_args()
     target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
     berth = os.path.join(target, "release/berth")
-    agent = os.path.join(target, "x86_64-unknown-linux-gnu/release/berth-agent")
+    agent = os.path.join(target, "static-agent/x86_64-unknown-linux-gnu/release/berth-agent")
     for p in (berth, agent):
         if not os.path.exists(p):
             sys.exit(f"{p} missing: cargo build --release -p berth-cli && scripts/build-agent.sh --release")

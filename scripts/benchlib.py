@@ -21,7 +21,7 @@ def binaries(only=None):
     target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
     for profile in (only,) if only else ("release", "debug"):
         berth = os.path.join(target, f"{profile}/berth")
-        agent = os.path.join(target, f"x86_64-unknown-linux-gnu/{profile}/berth-agent")
+        agent = os.path.join(target, f"static-agent/x86_64-unknown-linux-gnu/{profile}/berth-agent")
         if os.path.exists(berth) and os.path.exists(agent):
             return profile, berth, agent
     sys.exit("no berth build: cargo build --release -p berth-cli && scripts/build-agent.sh --release")

@@ -5,9 +5,11 @@
 #   scripts/build-agent.sh [--release]
 #
 # Only the path goes to stdout, so `AGENT="$(scripts/build-agent.sh)"` works.
-# RUSTFLAGS applies to the --target build only (not to build scripts or proc-macros),
-# and its artifacts live under target/x86_64-unknown-linux-gnu/, apart from the
-# normal host build, so the two never invalidate each other.
+# RUSTFLAGS applies to the --target build only (not to build scripts or proc-macros).
+# Its artifacts live in target/static-agent/, apart from the normal host build, so the
+# two never invalidate each other; `cargo build` of berth-server runs this same build
+# (crates/server/build.rs) in the same directory, so whichever runs second has nothing
+# left to do.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -35,12 +37,14 @@ log "cargo build -p berth-agent --target $TARGET ${cargo_args[*]} (static)"
 # (measured RssAnon 576 -> 372 KiB). The cost is ASLR for the agent's own code, which
 # guards nothing here: only the instance's owner reaches the agent (through the edge,
 # with the instance's token), and they already run arbitrary code inside the instance.
-RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static -C relocation-model=static" \
-  cargo build -p berth-agent --target "$TARGET" "${cargo_args[@]}" >&2
-
+# The flags are exactly those of crates/server/build.rs: the same flags, the same artifacts.
 target_dir="${CARGO_TARGET_DIR:-$BERTH_ROOT/target}"
 case "$target_dir" in /*) ;; *) target_dir="$BERTH_ROOT/$target_dir" ;; esac
-bin="$target_dir/$TARGET/$profile/berth-agent"
+CARGO_TARGET_DIR="$target_dir/static-agent" \
+  RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
+  cargo build -p berth-agent --target "$TARGET" "${cargo_args[@]}" >&2
+
+bin="$target_dir/static-agent/$TARGET/$profile/berth-agent"
 [ -x "$bin" ] || die "build finished but $bin is missing"
 if command -v ldd >/dev/null 2>&1 && ldd "$bin" 2>&1 | grep -q '=>'; then
   die "$bin is dynamically linked (crt-static did not take effect)"

@@ -4,14 +4,16 @@
 #   scripts/build-images.sh [--test-only | --base-only] [--force]
 #
 #   berth-test/busybox:latest  tiny rootfs from Debian's busybox-static (docker import)
-#   debian:bookworm-slim       `docker pull` when a registry answers, else an equivalent
-#                              built with mmdebstrap from the host's own apt mirror
-#                              (ca-certificates, curl, git, python3, procps)
+#   debian:bookworm-slim       `docker pull` when a registry answers, else
+#   berth/base:bookworm        an equivalent built with mmdebstrap from the host's own apt
+#                              mirror (ca-certificates, curl, git, python3, procps), under
+#                              berth's own name; `berth server` uses whichever exists
 #
 # An image that already exists is left alone unless --force is given.
 # Environment:
 #   BERTH_TEST_IMAGE   test image ref   (default berth-test/busybox:latest)
-#   BERTH_BASE_IMAGE   base image ref   (default debian:bookworm-slim)
+#   BERTH_BASE_IMAGE   base image ref to pull, else build (default: pull
+#                      debian:bookworm-slim, else build berth/base:bookworm)
 #   BERTH_BASE_SUITE   Debian suite     (default bookworm)
 #   BERTH_BASE_MIRROR  Debian mirror URI, overrides the one read from the host
 #   BERTH_PULL_TIMEOUT seconds for `docker pull` (default 60; 0 skips the pull)
@@ -25,7 +27,8 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 TEST_IMAGE="${BERTH_TEST_IMAGE:-berth-test/busybox:latest}"
-BASE_IMAGE="${BERTH_BASE_IMAGE:-debian:bookworm-slim}"
+UPSTREAM_IMAGE="${BERTH_BASE_IMAGE:-debian:bookworm-slim}"
+BASE_IMAGE="${BERTH_BASE_IMAGE:-berth/base:bookworm}"
 SUITE="${BERTH_BASE_SUITE:-bookworm}"
 PULL_TIMEOUT="${BERTH_PULL_TIMEOUT:-60}"
 DEFAULT_PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -170,15 +173,33 @@ host_aptopts() {
     grep -E '^Acquire::(https?|ftp)::Proxy|^Acquire::Check-Valid-Until |^Acquire::Check-Date |^Acquire::Retries ' || true
 }
 
+# built_here REF: true when REF is an image this script built (it carries our label).
+built_here() {
+  [ "$(docker image inspect -f '{{index .Config.Labels "org.berth.built-by"}}' "$1" 2>/dev/null)" = scripts/build-images.sh ]
+}
+
 build_base_image() {
-  if [ "$force" = 0 ] && image_exists "$BASE_IMAGE"; then
-    log "$BASE_IMAGE exists; skipping (use --force to rebuild)"
-    return 0
+  # Earlier versions tagged their local build as the upstream image: give it our name.
+  if [ "$UPSTREAM_IMAGE" != "$BASE_IMAGE" ] && built_here "$UPSTREAM_IMAGE"; then
+    image_exists "$BASE_IMAGE" || docker tag "$UPSTREAM_IMAGE" "$BASE_IMAGE"
+    if docker rmi "$UPSTREAM_IMAGE" >/dev/null 2>&1; then
+      log "renamed the local build tagged $UPSTREAM_IMAGE to $BASE_IMAGE"
+    else
+      log "$UPSTREAM_IMAGE is berth's local build but still in use; tagged it $BASE_IMAGE too"
+    fi
+  fi
+  if [ "$force" = 0 ]; then
+    for ref in "$UPSTREAM_IMAGE" "$BASE_IMAGE"; do
+      if image_exists "$ref"; then
+        log "$ref exists; skipping (use --force to rebuild)"
+        return 0
+      fi
+    done
   fi
   if [ "$PULL_TIMEOUT" != 0 ]; then
-    log "trying: docker pull $BASE_IMAGE (timeout ${PULL_TIMEOUT}s)"
-    if timeout "$PULL_TIMEOUT" docker pull -q "$BASE_IMAGE" >&2 2>"$WORK/pull.err"; then
-      log "pulled $BASE_IMAGE"
+    log "trying: docker pull $UPSTREAM_IMAGE (timeout ${PULL_TIMEOUT}s)"
+    if timeout "$PULL_TIMEOUT" docker pull -q "$UPSTREAM_IMAGE" >&2 2>"$WORK/pull.err"; then
+      log "pulled $UPSTREAM_IMAGE"
       return 0
     fi
     log "pull failed: $(tr '\n' ' ' <"$WORK/pull.err" | cut -c1-200)"

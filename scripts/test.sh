@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: gets Docker running, builds the test image (busybox) and the base
-# image (one end-to-end test runs on the real default debian:bookworm-slim), builds the
+# image (some end-to-end tests run on the server's default base image), builds the
 # static agent, then runs the whole workspace's tests. Extra arguments are test filters
 # (passed to cargo nextest run, or after `--` to cargo test).
 #

@@ -2,7 +2,7 @@
 """Benchmark: start-to-/health time and idle RSS of a berth-agent binary.
 
 Usage: startup_rss.py [BINARY] [RUNS]
-  (default: target/x86_64-unknown-linux-gnu/release/berth-agent, 20 runs)
+  (default: target/static-agent/x86_64-unknown-linux-gnu/release/berth-agent, 20 runs)
 
 Prints a table beside the targets of issue 4 (start to /health <= 50 ms,
 idle RSS <= 8 MiB). It measures, it does not assert.
@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-BIN = sys.argv[1] if len(sys.argv) > 1 else "target/x86_64-unknown-linux-gnu/release/berth-agent"
+BIN = sys.argv[1] if len(sys.argv) > 1 else "target/static-agent/x86_64-unknown-linux-gnu/release/berth-agent"
 RUNS = int(sys.argv[2]) if len(sys.argv) > 2 else 20
 
 

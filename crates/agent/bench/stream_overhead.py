@@ -2,7 +2,7 @@
 """Benchmark: what the agent adds per streamed token.
 
 Usage: stream_overhead.py [BINARY] [TOKENS]
-  (default: target/x86_64-unknown-linux-gnu/release/berth-agent, 5000 tokens)
+  (default: target/static-agent/x86_64-unknown-linux-gnu/release/berth-agent, 5000 tokens)
 
 A local OpenAI-compatible server streams TOKENS chat chunks as fast as it can.
 The same client reads them once straight from that server and once through the
@@ -22,7 +22,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-BIN = sys.argv[1] if len(sys.argv) > 1 else "target/x86_64-unknown-linux-gnu/release/berth-agent"
+BIN = sys.argv[1] if len(sys.argv) > 1 else "target/static-agent/x86_64-unknown-linux-gnu/release/berth-agent"
 TOKENS = int(sys.argv[2]) if len(sys.argv) > 2 else 5000
 
 

@@ -15,11 +15,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 fn debian(extra: &[&str]) -> ServerOptions {
-    ServerOptions {
-        base_image: "debian:bookworm-slim".into(),
-        extra_args: extra.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    }
+    ServerOptions { base_image: None, extra_args: extra.iter().map(|s| s.to_string()).collect(), ..Default::default() }
 }
 
 /// An instance exposing 8080 (the test app) and 9999 (nothing), the app started.

@@ -68,8 +68,7 @@ async fn wait_for_log(s: &TestServer, id: &str, needle: &str) -> String {
 
 #[tokio::test]
 async fn share_links_open_pages_with_websockets_in_a_browser_until_revoked() {
-    let s =
-        TestServer::start_with(ServerOptions { base_image: "debian:bookworm-slim".into(), ..Default::default() }).await;
+    let s = TestServer::start_with(ServerOptions { base_image: None, ..Default::default() }).await;
     let inst = s.create_instance(json!({"expose": [8080]})).await;
     let id = inst["id"].as_str().unwrap().to_string();
     let app_url = port_url(&inst, 8080);

@@ -54,10 +54,13 @@ pub struct ServerArgs {
     /// Runtime driver.
     #[arg(long, env = "BERTH_RUNTIME", value_enum, default_value = "docker")]
     pub runtime: RuntimeKind,
-    /// Image the system template runs (any image with /bin/sh).
-    #[arg(long, env = "BERTH_BASE_IMAGE", default_value = "debian:bookworm-slim")]
-    pub base_image: String,
-    /// Host path of the static berth-agent binary; default: `berth-agent` beside this executable.
+    /// Image the system template runs (any image with /bin/sh); default:
+    /// `debian:bookworm-slim`, or berth's local equivalent `berth/base:bookworm` (built by
+    /// scripts/build-images.sh where no registry answers) when only that one is present.
+    #[arg(long, env = "BERTH_BASE_IMAGE")]
+    pub base_image: Option<String>,
+    /// Host path of the static berth-agent binary; default: `berth-agent` beside this
+    /// executable when it is static, else the static agent built with this server.
     #[arg(long, env = "BERTH_AGENT_BIN")]
     pub agent_bin: Option<PathBuf>,
     /// What separates instances from the host's kernel (`runc`, `gvisor`).
@@ -276,16 +279,5 @@ impl ServerArgs {
             idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs.max(1)),
             max_connections: self.max_connections.max(1),
         }
-    }
-
-    /// The agent binary to inject: the flag, or `berth-agent` next to the running executable.
-    pub fn agent_bin_path(&self) -> PathBuf {
-        if let Some(p) = &self.agent_bin {
-            return std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
-        }
-        std::env::current_exe()
-            .ok()
-            .and_then(|exe| exe.parent().map(|d| d.join("berth-agent")))
-            .unwrap_or_else(|| PathBuf::from("berth-agent"))
     }
 }

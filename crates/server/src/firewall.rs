@@ -15,8 +15,8 @@
 //!   the host itself. Replies pass; berth's own listening ports are refused (always,
 //!   whatever a policy says: `BERTH-SHIELD-TAG`, where each server adds its own ports
 //!   and removes none, so servers sharing a bridge keep each other's); ICMPv6 neighbour discovery passes; per-instance chains;
-//!   DNS to the resolvers; the ports berth serves to instances ([`Firewall::served_ports`],
-//!   none in this build: the hook for a managed LLM proxy); the operator's allows;
+//!   DNS to the resolvers; the ports berth serves to instances ([`Firewall::served_ports`]:
+//!   the managed LLM proxy's, under every policy, `none` included); the operator's allows;
 //!   everything else is rejected.
 //! * `BERTH-INST-TAG`: one rule per instance with a policy of its own (`-s ADDR -j
 //!   BERTH-I-LABEL`, commented `berth:INSTALL/ID`), jumped to from both chains above.
@@ -24,8 +24,8 @@
 //!   never remove each other's; a server removes the rules of its own installation
 //!   whose instance it does not know (purged while it was down), and instance chains
 //!   nothing jumps to.
-//! * `BERTH-I-LABEL`: an instance's own policy (`none`: reject; `allow`: DNS, the
-//!   operator's denies, its destinations, then reject).
+//! * `BERTH-I-LABEL`: an instance's own policy (`none`: the served ports, then reject;
+//!   `allow`: DNS, the served ports, the operator's denies, its destinations, then reject).
 //!
 //! [`Firewall::sync`] lists each table once (`iptables -S`) and rewrites only what
 //! differs from the desired rules (atomically, with `iptables-restore --noflush`);
@@ -122,8 +122,8 @@ pub struct EgressConfig {
     pub deny: Vec<Destination>,
     /// berth's own listening ports: never reachable from instances.
     pub berth_ports: Vec<u16>,
-    /// Ports berth serves to instances on the host (TCP): reachable from every
-    /// instance whose policy reaches anything.
+    /// Ports berth serves to instances on the host (TCP, the managed LLM proxy's):
+    /// reachable from every instance, whatever its policy.
     pub served_ports: Vec<u16>,
 }
 

@@ -6,6 +6,7 @@
 pub mod acme;
 pub mod activity;
 pub mod admission;
+pub mod agent_bin;
 pub mod auth;
 pub mod bootstrap;
 pub mod compute;

@@ -30,6 +30,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// Runs the server until SIGTERM or Ctrl-C; instances keep running afterwards.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     crate::bootstrap::admin_key_env()?;
+    // Refused before anything is written: an agent that cannot run in every image.
+    let agent_bin = crate::agent_bin::choose(args.agent_bin.as_deref())?;
     // Every connection is a descriptor: take the hard limit, not the soft 1024.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => tracing::debug!(limit = n, "open files limit"),
@@ -60,11 +62,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| berth_core::ids::random_label(12));
     let install_id = store.meta_init("install_id", &proposed).await?;
 
-    let runtime: Arc<dyn Runtime> = match args.runtime {
+    let (runtime, base_image): (Arc<dyn Runtime>, String) = match args.runtime {
         RuntimeKind::Docker => {
             let cfg = DockerConfig {
                 base_image: args.base_image.clone(),
-                agent_bin: args.agent_bin_path(),
+                agent_bin: agent_bin.clone(),
                 install_id: install_id.clone(),
                 network: args.network.clone(),
                 max_concurrent_calls: args.runtime_concurrency,
@@ -72,7 +74,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 disk_dir: disk_dir(&args)?,
                 oci_runtime: (args.isolation == crate::config::Isolation::Gvisor).then(|| args.gvisor_runtime.clone()),
             };
-            Arc::new(DockerRuntime::connect(cfg).await.context("connecting to Docker")?)
+            let docker = DockerRuntime::connect(cfg).await.context("connecting to Docker")?;
+            let base_image = docker.base_image().to_string();
+            tracing::info!(%base_image, "system template image");
+            (Arc::new(docker), base_image)
         }
         RuntimeKind::Kubernetes => bail!("the kubernetes runtime is not available in this build; use --runtime docker"),
     };
@@ -95,7 +100,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let egress = egress_firewall(&args, runtime.as_ref(), store.as_ref(), &install_id, served).await?;
     crate::bootstrap::ensure_default_workspace(store.as_ref(), &args.data, args.instance_limit).await?;
     if args.billing && llm_cfg.is_none() {
-        tracing::warn!("--billing without a managed LLM upstream: only compute would be charged, and this build does not charge compute yet");
+        tracing::warn!("--billing without a managed LLM upstream: only compute (--size-price) is charged");
     }
     let compute = crate::compute::Compute::from_args(&args)?;
     let webhooks = Arc::new(webhooks(&args, &seal)?);
@@ -130,7 +135,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             retention_secs: args.retention_secs,
             workspace_disk_gb: args.workspace_disk_gb,
             start_timeout: Duration::from_secs(args.start_timeout_secs),
-            base_image: args.base_image.clone(),
+            base_image,
             tls: tls.is_some(),
             min_idle_timeout_secs: args.min_idle_timeout_secs,
             host_cpus: capacity.cpus,

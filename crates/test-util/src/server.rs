@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 /// How to start a test server.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    /// Base image; default `$BERTH_TEST_IMAGE` or `berth-test/busybox:latest`.
-    pub base_image: String,
+    /// Base image; default `$BERTH_TEST_IMAGE` or `berth-test/busybox:latest`; `None`:
+    /// the server's own default (`debian:bookworm-slim` or `berth/base:bookworm`).
+    pub base_image: Option<String>,
+    /// Start without `--agent-bin`, so the server picks its agent itself.
+    pub server_picks_agent: bool,
     /// Extra flags for `berth server`.
     pub extra_args: Vec<String>,
     /// Host both listeners bind to (default `127.0.0.1`).
@@ -28,7 +31,8 @@ pub struct ServerOptions {
 impl Default for ServerOptions {
     fn default() -> Self {
         Self {
-            base_image: std::env::var("BERTH_TEST_IMAGE").unwrap_or_else(|_| "berth-test/busybox:latest".into()),
+            base_image: Some(std::env::var("BERTH_TEST_IMAGE").unwrap_or_else(|_| "berth-test/busybox:latest".into())),
+            server_picks_agent: false,
             extra_args: vec![],
             listen_host: "127.0.0.1".into(),
             api_ca: None,
@@ -94,7 +98,7 @@ pub fn agent_bin() -> PathBuf {
     if let Ok(p) = std::env::var("BERTH_AGENT_BIN") {
         return PathBuf::from(p);
     }
-    let p = workspace_root().join("target/x86_64-unknown-linux-gnu/debug/berth-agent");
+    let p = workspace_root().join("target/static-agent/x86_64-unknown-linux-gnu/debug/berth-agent");
     assert!(p.is_file(), "{} missing: run scripts/build-agent.sh first (scripts/test.sh does)", p.display());
     p
 }
@@ -113,15 +117,17 @@ pub(crate) fn server_args(data: &Path, port: u16, edge_port: u16, opts: &ServerO
         format!("{}:{port}", opts.listen_host),
         "--edge-listen".into(),
         format!("{}:{edge_port}", opts.listen_host),
-        "--base-image".into(),
-        opts.base_image.clone(),
-        "--agent-bin".into(),
-        agent_bin().display().to_string(),
         "--network".into(),
         opts.network.clone(),
         "--reconcile-interval-ms".into(),
         "300".into(),
     ];
+    if let Some(image) = &opts.base_image {
+        args.extend(["--base-image".into(), image.clone()]);
+    }
+    if !opts.server_picks_agent {
+        args.extend(["--agent-bin".into(), agent_bin().display().to_string()]);
+    }
     args.extend(opts.extra_args.iter().cloned());
     args
 }

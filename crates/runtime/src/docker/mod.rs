@@ -47,11 +47,18 @@ pub const AGENT_PATH: &str = "/opt/berth/bin/berth-agent";
 const KEPT_CAPS: &[&str] =
     &["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "NET_BIND_SERVICE"];
 
+/// The system template's image when none is configured, in order of preference: the
+/// upstream Debian image, then the equivalent `scripts/build-images.sh` builds from the
+/// host's Debian mirror where no registry answers (under berth's own name, so it never
+/// passes for the upstream image).
+pub const DEFAULT_BASE_IMAGES: &[&str] = &["debian:bookworm-slim", "berth/base:bookworm"];
+
 /// How the Docker driver is set up.
 #[derive(Debug, Clone)]
 pub struct DockerConfig {
-    /// Image of the system template when a spec names none.
-    pub base_image: String,
+    /// Image of the system template when a spec names none; `None`: the first of
+    /// [`DEFAULT_BASE_IMAGES`] present on the daemon, else the first (pulled when needed).
+    pub base_image: Option<String>,
     /// Host path of the static `berth-agent` binary, bind-mounted read-only.
     pub agent_bin: PathBuf,
     /// Id of this berth installation (the `berth.install` label).
@@ -233,9 +240,19 @@ fn limits(size: &SizeSpec, host_cpus: u32) -> (i64, i64, i64) {
 impl DockerRuntime {
     /// Connects to the daemon named by `DOCKER_HOST` (or the local socket) and
     /// negotiates the API version, so older engines (Debian's 20.10) work.
-    pub async fn connect(cfg: DockerConfig) -> Result<Self> {
+    pub async fn connect(mut cfg: DockerConfig) -> Result<Self> {
         let docker = Docker::connect_with_defaults().map_err(map_err)?;
         let docker = docker.negotiate_version().await.map_err(map_err)?;
+        if cfg.base_image.is_none() {
+            let mut chosen = DEFAULT_BASE_IMAGES[0];
+            for image in DEFAULT_BASE_IMAGES {
+                if docker.inspect_image(image).await.is_ok() {
+                    chosen = image;
+                    break;
+                }
+            }
+            cfg.base_image = Some(chosen.to_string());
+        }
         let permits = FairGate::new(cfg.max_concurrent_calls);
         let read_permits = FairGate::new(cfg.max_concurrent_calls);
         let capacity = HostCapacity { cpus: 1, memory_bytes: 0 };
@@ -261,6 +278,11 @@ impl DockerRuntime {
             gateway: Default::default(),
             capacity: std::sync::RwLock::new(capacity),
         })
+    }
+
+    /// The system template's image (configured or chosen at connect).
+    pub fn base_image(&self) -> &str {
+        self.cfg.base_image.as_deref().unwrap_or(DEFAULT_BASE_IMAGES[0])
     }
 
     /// The underlying client, for callers in this crate's tests.
@@ -569,7 +591,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn create(&self, spec: &InstanceSpec) -> Result<()> {
-        let image = spec.image.clone().unwrap_or_else(|| self.cfg.base_image.clone());
+        let image = spec.image.clone().unwrap_or_else(|| self.base_image().to_string());
         self.ensure_image(&image).await?;
         let labels = self.labels(spec);
         let name = container_name(&spec.id);
