@@ -1,8 +1,11 @@
-//! `berth-agent [--listen ADDR] [--data DIR]`: thin wrapper over the library.
+//! `berth-agent [--listen ADDR] [--data DIR] [-- COMMAND...]`: thin wrapper over the
+//! library. With a command (a template's main program), the agent runs it as its child
+//! beside its own API and exits with it, so the container lives as long as the program.
 
 use clap::Parser;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
@@ -39,7 +42,17 @@ enum Command {
 }
 
 fn main() -> std::io::Result<()> {
-    let args = Args::parse();
+    // `[OPTIONS] -- COMMAND...`: the instance's main program, run beside the agent (its
+    // output is the container's); the agent exits with its exit code. Split off here:
+    // with subcommands, clap would read COMMAND as one of them.
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let main_program: Vec<String> = match argv.iter().position(|a| a == "--") {
+        Some(at) if argv.get(1).is_some_and(|a| a.to_string_lossy().starts_with('-')) => {
+            argv.split_off(at).into_iter().skip(1).map(|a| a.to_string_lossy().into_owned()).collect()
+        }
+        _ => Vec::new(),
+    };
+    let args = Args::parse_from(argv);
     match &args.command {
         Some(Command::ExecSession { token, command }) => {
             let err = berth_agent::exec_session::run_session(token, command);
@@ -80,5 +93,27 @@ fn main() -> std::io::Result<()> {
         .thread_keep_alive(std::time::Duration::from_secs(1))
         .enable_all()
         .build()?
-        .block_on(berth_agent::run(berth_agent::AgentConfig::from_env(args.listen, data_dir)))
+        .block_on(async move {
+            let agent = berth_agent::run(berth_agent::AgentConfig::from_env(args.listen, data_dir));
+            if main_program.is_empty() {
+                return agent.await;
+            }
+            let mut child = spawn_main(&main_program)?;
+            tokio::select! {
+                served = agent => served,
+                status = child.wait() => {
+                    let status = status?;
+                    tracing::info!(%status, "the main program ended");
+                    std::process::exit(status.code().unwrap_or(128 + status.signal().unwrap_or(9)));
+                }
+            }
+        })
+}
+
+/// Starts the template's main program with the container's stdio and environment,
+/// less the gateway token (the agent's own credential toward the edge).
+fn spawn_main(argv: &[String]) -> std::io::Result<tokio::process::Child> {
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]).env_remove("BERTH_GATEWAY_TOKEN");
+    cmd.spawn().map_err(|e| std::io::Error::new(e.kind(), format!("starting the main program `{}`: {e}", argv[0])))
 }

@@ -11,9 +11,10 @@ pub struct CreateInstance {
     /// Display name, up to 100 chars.
     #[serde(default)]
     pub name: Option<String>,
-    /// Template id (default `berth-agent`).
+    /// Template (default `berth-agent`): its id or name (the newest version), or
+    /// `{"id", "version"}` to pin a version.
     #[serde(default)]
-    pub template: Option<String>,
+    pub template: Option<crate::TemplateChoice>,
     /// Size class: 1, 2, 4 or 8 (default 1).
     #[serde(default)]
     pub size: Option<u32>,
@@ -161,7 +162,8 @@ impl Default for Lifecycle {
 }
 
 /// Template reference inside an instance.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TemplateRef {
     pub id: String,
     pub version: u32,
@@ -243,30 +245,4 @@ pub struct Purged {
     pub deleted: bool,
     /// Always true: nothing is kept.
     pub purged: bool,
-}
-
-/// A template port.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct TemplatePort {
-    pub port: u16,
-    /// Served at the instance's own URL.
-    pub default: bool,
-}
-
-/// What instances are built from.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Template {
-    pub id: String,
-    /// Always `template`.
-    pub object: String,
-    pub name: String,
-    /// Newest version; instances on an older one show `update_available`.
-    pub version: u32,
-    /// The image instances run.
-    pub image: String,
-    pub ports: Vec<TemplatePort>,
-    /// The agents the template installs.
-    pub agents: Vec<String>,
-    /// Provided by berth itself (cannot be deleted).
-    pub system: bool,
 }

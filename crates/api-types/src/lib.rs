@@ -6,6 +6,7 @@ pub mod error;
 pub mod instance;
 pub mod operate;
 pub mod share;
+pub mod template;
 pub mod workspace;
 
 pub use billing::*;
@@ -13,6 +14,7 @@ pub use error::{ErrorBody, ErrorDetail};
 pub use instance::*;
 pub use operate::*;
 pub use share::*;
+pub use template::*;
 pub use workspace::*;
 
 use serde::{Deserialize, Serialize};

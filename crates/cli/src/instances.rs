@@ -38,8 +38,9 @@ pub enum InstancesCommand {
     Start(IdArg),
     /// Restart an instance.
     Restart(IdArg),
-    /// Recreate an instance on the newest version of its template, data kept.
-    Update(IdArg),
+    /// Recreate an instance on the newest version of its template (or `--version N`,
+    /// an older one to roll back), data kept.
+    Update(UpdateArgs),
     /// Freeze an instance's processes.
     Pause(IdArg),
     /// Unfreeze a paused instance.
@@ -63,6 +64,16 @@ pub struct HoldArgs {
 pub struct IdArg {
     /// Instance id (`inst_...`).
     pub id: String,
+}
+
+/// `berth instances update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Instance id (`inst_...`).
+    pub id: String,
+    /// The template version to move to (default: the newest).
+    #[arg(long)]
+    pub version: Option<u32>,
 }
 
 /// `berth instances create`.
@@ -189,7 +200,12 @@ pub async fn run(args: InstancesArgs) -> anyhow::Result<()> {
         C::Stop(a) => ("stop", "stopping", a.id),
         C::Start(a) => ("start", "starting", a.id),
         C::Restart(a) => ("restart", "restarting", a.id),
-        C::Update(a) => ("update", "updating", a.id),
+        C::Update(u) => {
+            let path = format!("/instances/{}/update", u.id);
+            let body = berth_api_types::UpdateTo { version: u.version };
+            let call = client.post(&path, Some(&body));
+            return show(spin(format!("updating {}", u.id), call).await?, json);
+        }
         C::Pause(a) => ("pause", "pausing", a.id),
         C::Resume(a) => ("resume", "resuming", a.id),
         C::Hold(h) => {
@@ -207,7 +223,7 @@ pub async fn run(args: InstancesArgs) -> anyhow::Result<()> {
 async fn create(client: &Client, args: CreateArgs, json: bool) -> anyhow::Result<()> {
     let body = CreateInstance {
         name: args.name,
-        template: args.template,
+        template: args.template.map(berth_api_types::TemplateChoice::Newest),
         size: args.size,
         user: args.user,
         region: args.region,

@@ -17,6 +17,7 @@ pub mod secret;
 pub mod share;
 pub mod shell;
 pub mod sse;
+pub mod templates;
 pub mod workspaces;
 
 use client::ClientError;
@@ -46,6 +47,8 @@ pub enum ClientCommand {
     Events(events::EventsArgs),
     /// The workspace's wallet: `show`, `ledger`, `topup` (admin keys).
     Billing(billing::BillingArgs),
+    /// Create, list, version and delete templates.
+    Templates(templates::TemplatesArgs),
 }
 
 /// Run one client command against the server; answers the exit code for the process
@@ -64,6 +67,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<i32> {
         ClientCommand::Health(args) => health::run(args).await,
         ClientCommand::Events(args) => events::run(args).await,
         ClientCommand::Billing(args) => billing::run(args).await,
+        ClientCommand::Templates(args) => templates::run(args).await,
     };
     done.map(|()| 0)
 }

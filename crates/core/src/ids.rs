@@ -74,6 +74,11 @@ typed_id!(
     ShareId, "shr_", 16
 );
 
+typed_id!(
+    /// Identifies a custom template: `tpl_` + 12 chars.
+    TemplateId, "tpl_", 12
+);
+
 /// Length of a port handle: longer than an instance label, so the two never collide.
 pub const HANDLE_LEN: usize = 20;
 

@@ -8,13 +8,15 @@ pub mod ids;
 pub mod lifecycle;
 pub mod money;
 pub mod size;
+pub mod template;
 pub mod text;
 pub mod time;
 
 pub use egress::Egress;
-pub use ids::{InstanceId, KeyId, ShareId, WorkspaceId};
+pub use ids::{InstanceId, KeyId, ShareId, TemplateId, WorkspaceId};
 pub use lifecycle::{Action, InvalidTransition, Status};
 pub use size::{Size, SizeSpec};
+pub use template::TemplateSpec;
 
 /// Current unix time in whole seconds.
 pub fn now_secs() -> i64 {

@@ -25,7 +25,7 @@ pub const LABEL_WORKSPACE: &str = "berth.workspace";
 pub const LABEL_INSTALL: &str = "berth.install";
 
 /// Port of the agent gateway inside every `berth-agent` instance.
-pub const AGENT_PORT: u16 = 3737;
+pub const AGENT_PORT: u16 = berth_core::template::AGENT_PORT;
 /// Where the instance's persistent home is mounted.
 pub const HOME_DIR: &str = "/home/agent";
 
@@ -39,6 +39,14 @@ pub struct InstanceSpec {
     pub size: SizeSpec,
     /// Environment given by the client, added to berth's own variables.
     pub env: BTreeMap<String, String>,
+    /// The template's main program: with the agent, the agent runs it as its child
+    /// (the container ends when it ends); without, it replaces the image's own
+    /// entrypoint and command.
+    pub command: Option<Vec<String>>,
+    /// berth-agent is the container's main process (serving its API on [`AGENT_PORT`]);
+    /// false: the image's own entrypoint, or `command`. The agent binary is mounted
+    /// either way (execs run under it).
+    pub agent: bool,
 }
 
 /// What the runtime sees of an instance's container.

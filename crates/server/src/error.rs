@@ -37,6 +37,10 @@ pub enum ApiError {
     /// 422: a workspace limit would be exceeded.
     #[error("{0}")]
     LimitExceeded(String),
+    /// 422: well-formed input whose parts contradict each other (a port listed twice,
+    /// two default ports); `details.field` names the part.
+    #[error("{message}")]
+    Unprocessable { code: &'static str, field: String, message: String },
     /// 422: the host has no room (memory admission, `--max-instances`); details name the numbers.
     #[error("{message}")]
     CapacityExceeded { message: String, details: Value },
@@ -92,6 +96,10 @@ impl ApiError {
             }
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, *code),
             ApiError::LimitExceeded(_) => (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
+            ApiError::Unprocessable { code, field, .. } => {
+                details.insert("field".into(), json!(field));
+                (StatusCode::UNPROCESSABLE_ENTITY, *code)
+            }
             ApiError::CapacityExceeded { details: d, .. } => {
                 if let Value::Object(m) = d {
                     details.extend(m.clone());
@@ -99,6 +107,10 @@ impl ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "capacity_exceeded")
             }
             ApiError::UpgradeRequired(_) => (StatusCode::UPGRADE_REQUIRED, "upgrade_required"),
+            ApiError::Runtime(berth_runtime::RuntimeError::ImageMissing { image, .. }) => {
+                details.insert("image".into(), json!(image));
+                (StatusCode::UNPROCESSABLE_ENTITY, "image_unavailable")
+            }
             ApiError::Runtime(_) => (StatusCode::SERVICE_UNAVAILABLE, "runtime_unavailable"),
             ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             ApiError::RateLimited { retry_after, .. } => {
@@ -106,6 +118,7 @@ impl ApiError {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
             }
             ApiError::Store(StoreError::LimitExceeded { .. }) => (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
+            ApiError::Store(StoreError::Duplicate(_)) => (StatusCode::CONFLICT, "name_taken"),
             ApiError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         };
         (status, code, details)
@@ -127,7 +140,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, details) = self.parts();
         let message = match &self {
-            ApiError::Store(StoreError::LimitExceeded { .. }) => self.to_string(),
+            ApiError::Store(StoreError::LimitExceeded { .. } | StoreError::Duplicate(_)) => self.to_string(),
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store failure");
                 "internal error: the database failed; try again".to_string()

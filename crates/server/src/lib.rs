@@ -27,6 +27,7 @@ pub mod reconciler;
 pub mod routes;
 pub mod serve;
 pub mod state;
+pub mod templates;
 pub mod tls;
 pub mod webhook;
 

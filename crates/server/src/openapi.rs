@@ -15,7 +15,7 @@ use utoipa::{Modify, OpenApi};
         instances::lifecycle,
         operate::exec_command, operate::logs, operate::health, operate::events, shell::shell,
         shares::create_share, shares::list_shares, shares::revoke_share, shares::hold,
-        templates::list, templates::retrieve,
+        templates::list, templates::retrieve, templates::create, templates::update, templates::delete,
         workspaces::create_workspace, workspaces::list_workspaces,
         workspaces::create_key, workspaces::list_keys, workspaces::delete_key,
         billing::billing, billing::ledger, billing::wallet_topup, billing::budget_topup,
@@ -24,7 +24,7 @@ use utoipa::{Modify, OpenApi};
         t::Instance, t::CreateInstance, t::UpdateInstance, t::BudgetInput, t::Budget, t::Lifecycle, t::TemplateRef,
         t::SizeInfo, t::Port, t::Purged, t::Workspace, t::CreateWorkspace, t::ApiKey, t::CreateKey, t::ErrorBody,
         t::ErrorDetail, t::Healthz, t::ExecRequest, t::ExecResult, t::Command, t::Logs, t::LogEntry,
-        t::InstanceHealth, t::GatewayHealth, t::Event, t::Template, t::TemplatePort, t::CreateShare, t::Share,
+        t::InstanceHealth, t::GatewayHealth, t::Event, t::Template, t::TemplatePort, t::TemplateChoice, t::CreateTemplate, t::UpdateTemplate, t::UpdateTo, t::CreateShare, t::Share,
         t::ShareRevoked, t::Hold, t::NetworkInput, t::Network, t::Billing, t::UsageDay, t::LedgerEntry,
         t::WalletTopup, t::BudgetTopup,
     )),
@@ -211,6 +211,61 @@ fn add_constraints(doc: &mut Value, settings: DocSettings) {
         json!({"oneOf": [{"$ref": "#/components/schemas/Egress"}, {"type": "null"}]}),
     );
     set_property(doc, "Network", "egress", json!({"$ref": "#/components/schemas/Egress"}));
+    // Templates: what the validators in templates.rs enforce; parts that contradict each
+    // other (a port twice, two defaults) are 422 `invalid_template`.
+    use crate::templates as tpl;
+    let image = json!({"type": "string", "maxLength": 255, "pattern": "^[A-Za-z0-9_][A-Za-z0-9._/:@-]*$"});
+    set_property(
+        doc,
+        "CreateTemplate",
+        "name",
+        json!({"type": "string", "pattern": format!("^[a-z0-9][a-z0-9-]{{0,{}}}$", tpl::MAX_NAME - 1),
+               "not": {"const": crate::instances::SYSTEM_TEMPLATE}}),
+    );
+    set_property(doc, "CreateTemplate", "image", image.clone());
+    set_property(doc, "UpdateTemplate", "image", nullable("string", image));
+    doc["components"]["schemas"]["CreateTemplate"]["required"] = json!(["name", "image"]);
+    set_property(doc, "CreateTemplate", "build", json!({"type": "null"}));
+    doc["components"]["schemas"]["TemplatePort"]["properties"]["port"] =
+        json!({"type": "integer", "minimum": 1, "maximum": 65535});
+    for schema in ["CreateTemplate", "UpdateTemplate"] {
+        set_property(
+            doc,
+            schema,
+            "ports",
+            nullable(
+                "array",
+                json!({"maxItems": tpl::MAX_PORTS, "items": {"$ref": "#/components/schemas/TemplatePort"}}),
+            ),
+        );
+        set_property(
+            doc,
+            schema,
+            "command",
+            nullable(
+                "array",
+                json!({"maxItems": tpl::MAX_ARGS, "items": {"type": "string", "pattern": "^[^\\u0000]*$"}}),
+            ),
+        );
+        set_property(doc, schema, "env", env.clone());
+        set_property(
+            doc,
+            schema,
+            "health_path",
+            nullable("string", json!({"maxLength": 1024, "pattern": "^(/[^\\u0000-\\u0020\\u007f-\\u009f]*)?$"})),
+        );
+        set_property(doc, schema, "stdin", json!({"enum": [false, null]}));
+        set_property(
+            doc,
+            schema,
+            "agents",
+            nullable(
+                "array",
+                json!({"maxItems": 16, "items": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": PRINTABLE}}),
+            ),
+        );
+        set_property(doc, schema, "default_size", json!({"enum": sizes}));
+    }
     set_property(doc, "CreateInstance", "user", text(v::MAX_USER));
     set_property(doc, "CreateInstance", "region", json!({"enum": ["local", null]}));
     set_property(

@@ -222,7 +222,7 @@ async fn reconcile_one(
         Status::Running => match observed {
             Observed::Running => {
                 let activity = state.activity.of(&rec.id);
-                if let Some(addr) = cs.agent_addr {
+                if let Some(addr) = cs.agent_addr.filter(|_| crate::templates::spec_of(&rec).agent) {
                     probe_agent(state, &rec.id, addr, &activity).await;
                 }
                 if let Some((idle, since)) = idle_for(&rec, &activity, now_secs()) {
@@ -391,6 +391,7 @@ mod tests {
             name: None,
             template: "berth-agent".into(),
             template_version: 1,
+            template_spec: None,
             size: 1,
             user: None,
             region: "local".into(),

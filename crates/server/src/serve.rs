@@ -121,6 +121,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     let (api_tls, tls) = tls_acceptors(&args, &routes)?;
     let capacity = runtime.capacity();
+    let catalog = Arc::new(crate::templates::Catalog::load(store.as_ref()).await?);
     let state = AppState {
         keys: Arc::new(KeyCache::new(store.clone())),
         store,
@@ -140,6 +141,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             min_idle_timeout_secs: args.min_idle_timeout_secs,
             host_cpus: capacity.cpus,
             request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+            templates: catalog,
         }),
         http: reqwest::Client::builder().no_proxy().build()?,
         egress: egress.clone(),

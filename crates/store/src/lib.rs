@@ -11,7 +11,7 @@ pub use records::*;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
-use berth_core::{InstanceId, KeyId, ShareId, Status, WorkspaceId};
+use berth_core::{InstanceId, KeyId, ShareId, Status, TemplateId, TemplateSpec, WorkspaceId};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,9 @@ pub enum StoreError {
     /// Migrations failed at start.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A name that must be unique is taken.
+    #[error("{0}")]
+    Duplicate(String),
     /// A stored row could not be decoded.
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -128,4 +131,23 @@ pub trait Store: Send + Sync + 'static {
     async fn ledger(&self, ws: &WorkspaceId, before_seq: Option<i64>, limit: u32) -> Result<Vec<LedgerRecord>>;
     /// A workspace's charges since `since` (unix seconds), per instance, UTC day and kind.
     async fn daily_usage(&self, ws: &WorkspaceId, since: i64) -> Result<Vec<DailyUsage>>;
+
+    /// Stores a new template as its version 1; [`StoreError::Duplicate`] when its
+    /// workspace already has a template of that name.
+    async fn create_template(&self, t: &TemplateRecord) -> Result<()>;
+    /// A template of a workspace (`None`: any workspace), with its newest version.
+    async fn template(&self, ws: Option<&WorkspaceId>, id: &TemplateId) -> Result<Option<TemplateRecord>>;
+    /// A workspace's template by name.
+    async fn template_by_name(&self, ws: &WorkspaceId, name: &str) -> Result<Option<TemplateRecord>>;
+    /// Every template of a workspace (`None`: of every workspace), oldest first.
+    async fn templates(&self, ws: Option<&WorkspaceId>) -> Result<Vec<TemplateRecord>>;
+    /// One version of a template.
+    async fn template_version(&self, id: &TemplateId, version: u32) -> Result<Option<TemplateSpec>>;
+    /// Adds the next version of a template (its newest from now on); answers the
+    /// template as it now is, `None` when there is no such template.
+    async fn add_template_version(&self, id: &TemplateId, spec: &TemplateSpec) -> Result<Option<TemplateRecord>>;
+    /// Removes a template and its versions (instances keep their copies).
+    async fn delete_template(&self, id: &TemplateId) -> Result<bool>;
+    /// How many instances not yet purged run some version of a template.
+    async fn template_users(&self, template: &str) -> Result<i64>;
 }

@@ -38,6 +38,8 @@ pub struct InstanceRecord {
     pub name: Option<String>,
     pub template: String,
     pub template_version: u32,
+    /// The copy of the template version it runs; `None`: the system template.
+    pub template_spec: Option<berth_core::TemplateSpec>,
     pub size: u32,
     pub user: Option<String>,
     pub region: String,
@@ -190,4 +192,18 @@ pub struct DailyUsage {
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub calls: i64,
+}
+
+/// A custom template of a workspace, with its newest version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateRecord {
+    pub id: berth_core::TemplateId,
+    pub workspace_id: WorkspaceId,
+    pub name: String,
+    /// The newest version (versions count from 1).
+    pub version: u32,
+    /// The newest version's spec.
+    pub spec: berth_core::TemplateSpec,
+    pub created_at: i64,
+    pub updated_at: i64,
 }

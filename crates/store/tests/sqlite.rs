@@ -1,5 +1,5 @@
 //! The SQLite store against a real database file: the atomic limit-checked insert,
-//! cursor pages, keys, traffic batches, admission counts and share links.
+//! cursor pages, keys, traffic batches, admission counts, share links and templates.
 
 use berth_core::{InstanceId, KeyId, ShareId, Status, WorkspaceId};
 use berth_store::{
@@ -26,6 +26,7 @@ fn instance(ws: &WorkspaceId, size: u32, status: Status) -> InstanceRecord {
         name: None,
         template: "berth-agent".into(),
         template_version: 1,
+        template_spec: None,
         size,
         user: Some("u1".into()),
         region: "local".into(),
@@ -208,4 +209,76 @@ fn got_with_env(r: &InstanceRecord) -> InstanceRecord {
     let mut r = r.clone();
     r.env.insert("NEW_SECRET".into(), "changed".into());
     r
+}
+
+#[tokio::test]
+async fn templates_keep_every_version_sealed_and_instances_keep_their_copy() {
+    use berth_core::{TemplateId, TemplateSpec};
+    use berth_store::{seal::SealKey, TemplateRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("berth.db");
+    let s = SqliteStore::open(&path).await.unwrap().sealed_with(SealKey::generate()).await.unwrap();
+    let ws = workspace(&s).await;
+    let other = workspace(&s).await;
+    let mut v1 = TemplateSpec::system();
+    v1.image = Some("img:1".into());
+    v1.env = [("TPL_SECRET".to_string(), "tpl-value-789".to_string())].into();
+    let t = TemplateRecord {
+        id: TemplateId::generate(),
+        workspace_id: ws.clone(),
+        name: "py".into(),
+        version: 1,
+        spec: v1.clone(),
+        created_at: 5,
+        updated_at: 5,
+    };
+    s.create_template(&t).await.unwrap();
+    // Names are unique per workspace, not across them.
+    let dup = TemplateRecord { id: TemplateId::generate(), ..t.clone() };
+    assert!(matches!(s.create_template(&dup).await, Err(StoreError::Duplicate(_))));
+    let elsewhere = TemplateRecord { id: TemplateId::generate(), workspace_id: other.clone(), ..t.clone() };
+    s.create_template(&elsewhere).await.unwrap();
+
+    assert_eq!(s.template(Some(&ws), &t.id).await.unwrap(), Some(t.clone()));
+    assert_eq!(s.template(Some(&other), &t.id).await.unwrap(), None, "another workspace's template");
+    assert_eq!(s.template_by_name(&ws, "py").await.unwrap().unwrap().id, t.id);
+    assert_eq!(s.templates(Some(&ws)).await.unwrap().len(), 1);
+    assert_eq!(s.templates(None).await.unwrap().len(), 2);
+
+    let mut v2 = v1.clone();
+    v2.image = Some("img:2".into());
+    let now = s.add_template_version(&t.id, &v2).await.unwrap().unwrap();
+    assert_eq!((now.version, now.spec.image.as_deref()), (2, Some("img:2")));
+    assert_eq!(s.template_version(&t.id, 1).await.unwrap(), Some(v1.clone()), "old versions stay");
+    assert_eq!(s.template_version(&t.id, 3).await.unwrap(), None);
+    assert_eq!(s.add_template_version(&TemplateId::generate(), &v2).await.unwrap(), None);
+
+    // An instance keeps the copy it runs, also once the template is gone.
+    let mut inst = instance(&ws, 1, Status::Running);
+    inst.template = t.id.to_string();
+    inst.template_spec = Some(v1.clone());
+    s.insert_instance(&inst, 10).await.unwrap();
+    assert_eq!(s.template_users(t.id.as_str()).await.unwrap(), 1);
+    let mut got = s.instance(None, &inst.id).await.unwrap().unwrap();
+    assert_eq!(got.template_spec, Some(v1.clone()));
+    got.template_version = 2;
+    got.template_spec = Some(v2.clone());
+    s.update_instance(&got).await.unwrap();
+    assert_eq!(s.instance(None, &inst.id).await.unwrap().unwrap().template_spec, Some(v2));
+    assert!(s.delete_template(&t.id).await.unwrap());
+    assert!(!s.delete_template(&t.id).await.unwrap());
+    assert_eq!(s.template_version(&t.id, 1).await.unwrap(), None, "versions go with it");
+    assert!(s.instance(None, &inst.id).await.unwrap().unwrap().template_spec.is_some());
+
+    // Nothing of a template's env is in clear at rest.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display())).await.unwrap();
+    let texts: Vec<(String,)> =
+        sqlx::query_as("SELECT spec FROM template_versions UNION ALL SELECT template_spec FROM instances WHERE template_spec IS NOT NULL")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(texts.len() >= 2);
+    for (text,) in texts {
+        assert!(text.starts_with("sealed:v1:") && !text.contains("tpl-value"), "in clear at rest: {text}");
+    }
 }

@@ -361,7 +361,11 @@ impl DockerRuntime {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(RuntimeError::ImageMissing {
                 image: image.into(),
-                detail: format!("pull failed ({e}); build it locally with scripts/build-images.sh --base-only"),
+                detail: if image == self.base_image() {
+                    format!("pull failed ({e}); build it locally with scripts/build-images.sh --base-only")
+                } else {
+                    format!("pull failed ({e}); pull or build it on the Docker host (docker pull, docker build)")
+                },
             }),
             Err(_) => Err(RuntimeError::ImageMissing { image: image.into(), detail: "pull timed out".into() }),
         }

@@ -44,7 +44,7 @@ pub(super) fn container_body(
     env.push(format!("BERTH_INSTANCE_ID={}", spec.id));
     // The agent runs its tools as this user, away from its secrets (a tenant may say
     // otherwise in its own env, e.g. `0` for tools that must be root).
-    if !spec.env.contains_key(TOOL_USER_VAR) {
+    if spec.agent && !spec.env.contains_key(TOOL_USER_VAR) {
         env.push(format!("{TOOL_USER_VAR}={TOOL_USER}"));
     }
     let (nano_cpus, memory, pids) = limits(&spec.size, host.cpus);
@@ -89,18 +89,29 @@ pub(super) fn container_body(
         ]),
         ..Default::default()
     };
+    let (entrypoint, cmd, working_dir) = if spec.agent {
+        let mut cmd =
+            vec!["--listen".into(), format!("0.0.0.0:{AGENT_PORT}"), "--data".into(), format!("{HOME_DIR}/.berth")];
+        if let Some(main) = spec.command.as_ref().filter(|c| !c.is_empty()) {
+            cmd.push("--".into());
+            cmd.extend(main.iter().cloned());
+        }
+        (Some(vec![AGENT_PATH.into()]), Some(cmd), Some(HOME_DIR.into()))
+    } else {
+        match spec.command.as_ref().filter(|c| !c.is_empty()) {
+            // The whole command replaces the image's entrypoint and command.
+            Some(main) => (Some(main[..1].to_vec()), Some(main[1..].to_vec()), None),
+            // The image runs as it would under `docker run`.
+            None => (None, None, None),
+        }
+    };
     let body = ContainerCreateBody {
         image: Some(image),
         hostname: Some(spec.id.label().to_string()),
-        entrypoint: Some(vec![AGENT_PATH.into()]),
-        cmd: Some(vec![
-            "--listen".into(),
-            format!("0.0.0.0:{AGENT_PORT}"),
-            "--data".into(),
-            format!("{HOME_DIR}/.berth"),
-        ]),
+        entrypoint,
+        cmd,
         env: Some(env),
-        working_dir: Some(HOME_DIR.into()),
+        working_dir,
         labels: Some(labels),
         host_config: Some(host_config),
         networking_config: Some(NetworkingConfig {
@@ -124,6 +135,8 @@ mod tests {
             image: None,
             size: size::lookup(size).unwrap(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+            command: None,
+            agent: true,
         };
         let host = Host {
             cpus: 2,
@@ -187,5 +200,41 @@ mod tests {
         assert_eq!(env.iter().filter(|e| e.starts_with("BERTH_INSTANCE_ID=")).count(), 1);
         assert!(env.contains(&format!("HOME={HOME_DIR}")));
         assert!(env.contains(&format!("BERTH_AGENT_TOOL_USER={TOOL_USER}")), "tools run unprivileged by default");
+    }
+
+    fn body_of(agent: bool, command: Option<&[&str]>) -> ContainerCreateBody {
+        let spec = InstanceSpec {
+            id: InstanceId::generate(),
+            workspace_id: WorkspaceId::generate(),
+            image: Some("custom".into()),
+            size: size::lookup(1).unwrap(),
+            env: BTreeMap::new(),
+            command: command.map(|c| c.iter().map(|s| s.to_string()).collect()),
+            agent,
+        };
+        let host = Host { cpus: 2, network: "n".into(), agent_bin: Path::new("/a"), home_io: None, oci_runtime: None };
+        container_body(&host, &spec, "custom".into(), "v".into(), HashMap::new())
+    }
+
+    #[test]
+    fn a_templates_command_runs_under_the_agent_or_instead_of_the_images() {
+        // With the agent: the agent is PID 1's child and runs the command after `--`.
+        let b = body_of(true, Some(&["python3", "-m", "http.server", "8000"]));
+        assert_eq!(b.entrypoint.as_deref(), Some(&[AGENT_PATH.to_string()][..]));
+        let cmd = b.cmd.unwrap();
+        assert_eq!(cmd[cmd.len() - 5..], ["--", "python3", "-m", "http.server", "8000"]);
+        // Without: the command replaces the image's entrypoint and command, and the
+        // image keeps its working directory; nothing of the agent's settings.
+        let b = body_of(false, Some(&["nginx", "-g", "daemon off;"]));
+        assert_eq!(b.entrypoint.as_deref(), Some(&["nginx".to_string()][..]));
+        assert_eq!(b.cmd.as_deref(), Some(&["-g".to_string(), "daemon off;".to_string()][..]));
+        assert_eq!(b.working_dir, None);
+        assert!(!b.env.unwrap().iter().any(|e| e.starts_with(TOOL_USER_VAR)));
+        // No command and no agent: the image runs as `docker run` would run it; the agent
+        // binary is still mounted (execs run under it).
+        let b = body_of(false, None);
+        assert_eq!((b.entrypoint, b.cmd), (None, None));
+        let mounts = b.host_config.unwrap().mounts.unwrap();
+        assert!(mounts.iter().any(|m| m.target.as_deref() == Some(AGENT_PATH)));
     }
 }

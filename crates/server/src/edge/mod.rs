@@ -369,7 +369,7 @@ impl Edge {
         }
         let upgrade = forward::is_upgrade(&req).then(|| req.headers().get(header::UPGRADE).cloned()).flatten();
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-        let is_agent = route.is_default && route.port == AGENT_PORT;
+        let is_agent = route.target.agent && route.port == AGENT_PORT;
         let (mut parts, body) = req.into_parts();
         let f = Forwarding {
             client,

@@ -12,7 +12,6 @@
 
 use crate::activity::{Activity, InstanceActivity};
 use berth_core::{InstanceId, Status, WorkspaceId};
-use berth_runtime::AGENT_PORT;
 use berth_store::InstanceRecord;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -33,8 +32,10 @@ pub struct Target {
     pub ip: Option<IpAddr>,
     /// Bumped whenever the address becomes stale, so a late lookup cannot restore an old one.
     pub generation: u64,
-    /// Port served at the instance's own label (the agent's), if any.
+    /// Port served at the instance's own label (its template's default port), if any.
     pub default_port: Option<u16>,
+    /// berth-agent serves [`AGENT_PORT`]: requests to that port get the gateway token.
+    pub agent: bool,
     /// Every routed host label of the instance (its label and its port handles).
     hosts: Vec<Box<str>>,
     pub activity: Arc<InstanceActivity>,
@@ -105,7 +106,8 @@ impl EdgeRoutes {
             Some(o) => (None, o.generation + 1),
             None => (None, 0),
         };
-        let default_port = Some(AGENT_PORT);
+        let template = crate::templates::spec_of(rec);
+        let default_port = template.default_port();
         let mut hosts: Vec<Box<str>> = vec![rec.id.label().into()];
         hosts.extend(rec.exposed.iter().map(|p| Box::<str>::from(p.handle.as_str())));
         if let Some(o) = &old {
@@ -135,6 +137,7 @@ impl EdgeRoutes {
             ip,
             generation,
             default_port,
+            agent: template.agent,
             hosts,
             activity,
         };
@@ -159,6 +162,7 @@ impl EdgeRoutes {
             ip,
             generation,
             default_port: old.default_port,
+            agent: old.agent,
             hosts: old.hosts.clone(),
             activity: old.activity.clone(),
         };
@@ -201,6 +205,7 @@ mod tests {
             name: None,
             template: "berth-agent".into(),
             template_version: 1,
+            template_spec: None,
             size: 1,
             user: None,
             region: "local".into(),
@@ -235,7 +240,7 @@ mod tests {
         let rec = record(Status::Running);
         routes.apply(&rec);
         let r = routes.lookup(rec.id.label()).unwrap();
-        assert_eq!((r.port, r.is_default), (AGENT_PORT, true));
+        assert_eq!((r.port, r.is_default), (berth_runtime::AGENT_PORT, true));
         let r = routes.lookup(&"h".repeat(20)).unwrap();
         assert_eq!((r.port, r.is_default), (8080, false));
         assert!(routes.lookup("nothing").is_none());

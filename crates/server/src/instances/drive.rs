@@ -59,12 +59,15 @@ pub async fn detached<T: Send + 'static>(fut: impl Future<Output = ApiResult<T>>
     }
 }
 
-/// What the runtime needs to run a record: its env plus the gateway token and, unless
-/// its own env names an LLM (bring your own key), the managed LLM proxy's URL and the
+/// What the runtime needs to run a record: its template version's image, command and
+/// env, its own env over that, plus (with the agent) the gateway token and, unless its
+/// env names an LLM (bring your own key), the managed LLM proxy's URL and the
 /// instance's token for it.
 pub fn spec_of(state: &AppState, r: &InstanceRecord) -> InstanceSpec {
-    let mut env = r.env.clone();
-    if let Some(token) = &r.gateway_token {
+    let t = crate::templates::spec_of(r);
+    let mut env = t.env.clone();
+    env.extend(r.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if let Some(token) = r.gateway_token.as_ref().filter(|_| t.agent) {
         env.insert("BERTH_GATEWAY_TOKEN".into(), token.clone());
     }
     if let Some(llm) = &state.llm {
@@ -73,9 +76,11 @@ pub fn spec_of(state: &AppState, r: &InstanceRecord) -> InstanceSpec {
     InstanceSpec {
         id: r.id.clone(),
         workspace_id: r.workspace_id.clone(),
-        image: None,
+        image: t.image.clone(),
         size: size::lookup(r.size).unwrap_or(size::SIZES[0]),
         env,
+        command: t.command.clone(),
+        agent: t.agent,
     }
 }
 
@@ -123,9 +128,18 @@ pub async fn addresses_released(state: &AppState, id: &InstanceId) {
     state.egress_addresses(id, Vec::new()).await;
 }
 
-/// Waits until the container runs and its agent answers `/health`; the edge
+/// Waits until the container runs and is ready — its agent answers `/health`, or
+/// without an agent, its default port answers the template's `health_path` (HTTP 2xx)
+/// or accepts a connection; a template with no port is ready once it runs. The edge
 /// learns the address it answered on.
-pub async fn wait_ready(state: &AppState, id: &InstanceId) -> Result<(), RuntimeError> {
+pub async fn wait_ready(state: &AppState, rec: &InstanceRecord) -> Result<(), RuntimeError> {
+    let id = &rec.id;
+    let t = crate::templates::spec_of(rec);
+    let probe = match (t.agent, t.default_port()) {
+        (true, _) => Some((berth_runtime::AGENT_PORT, Some("/health".to_string()))),
+        (false, Some(port)) => Some((port, t.health_path.clone())),
+        (false, None) => None,
+    };
     let deadline = Instant::now() + state.settings.start_timeout;
     let mut last = String::from("no answer yet");
     while Instant::now() < deadline {
@@ -143,16 +157,37 @@ pub async fn wait_ready(state: &AppState, id: &InstanceId) -> Result<(), Runtime
             Observed::Running => {
                 // The instance's own egress rules follow its address before anything else.
                 state.egress_addresses(id, cs.addresses()).await;
-                if let Some(addr) = cs.agent_addr {
-                    let url = format!("http://{addr}/health");
-                    match state.http.get(&url).timeout(Duration::from_secs(2)).send().await {
-                        Ok(resp) if resp.status().is_success() => {
-                            state.heartbeat(id);
-                            state.routes.set_address(id, Some(addr.ip()), None);
+                if let Some(ip) = cs.agent_addr.map(|a| a.ip()) {
+                    let ready = match &probe {
+                        None => Ok(()),
+                        Some((port, Some(path))) => {
+                            let url = format!("http://{}{path}", std::net::SocketAddr::new(ip, *port));
+                            match state.http.get(&url).timeout(Duration::from_secs(2)).send().await {
+                                Ok(resp) if resp.status().is_success() => Ok(()),
+                                Ok(resp) => Err(format!("{url} answered {}", resp.status())),
+                                Err(e) => Err(e.to_string()),
+                            }
+                        }
+                        Some((port, None)) => {
+                            let addr = std::net::SocketAddr::new(ip, *port);
+                            match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+                                .await
+                            {
+                                Ok(Ok(_)) => Ok(()),
+                                Ok(Err(e)) => Err(format!("port {port}: {e}")),
+                                Err(_) => Err(format!("port {port}: no answer")),
+                            }
+                        }
+                    };
+                    match ready {
+                        Ok(()) => {
+                            if t.agent {
+                                state.heartbeat(id);
+                            }
+                            state.routes.set_address(id, Some(ip), None);
                             return Ok(());
                         }
-                        Ok(resp) => last = format!("agent answered {}", resp.status()),
-                        Err(e) => last = e.to_string(),
+                        Err(why) => last = why,
                     }
                 }
             }
@@ -160,10 +195,13 @@ pub async fn wait_ready(state: &AppState, id: &InstanceId) -> Result<(), Runtime
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Err(RuntimeError::Failed(format!(
-        "the agent did not answer /health within {} s ({last})",
-        state.settings.start_timeout.as_secs()
-    )))
+    let what = match &probe {
+        Some((_, _)) if t.agent => "the agent did not answer /health".to_string(),
+        Some((port, Some(path))) => format!("port {port} did not answer {path} with 2xx"),
+        Some((port, None)) => format!("nothing accepted connections on port {port}"),
+        None => "the container did not run".to_string(),
+    };
+    Err(RuntimeError::Failed(format!("{what} within {} s ({last})", state.settings.start_timeout.as_secs())))
 }
 
 /// Makes sure a container exists (recreating it from the record when it was
@@ -174,5 +212,5 @@ pub async fn bring_up(state: &AppState, rec: &InstanceRecord) -> Result<(), Runt
         state.runtime.create(&spec_of(state, rec)).await?;
     }
     state.runtime.start(&rec.id).await?;
-    wait_ready(state, &rec.id).await
+    wait_ready(state, rec).await
 }

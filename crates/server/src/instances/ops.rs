@@ -38,9 +38,41 @@ fn exposed_ports(old: &[ExposedPort], ports: &[u16]) -> Vec<ExposedPort> {
         .collect()
 }
 
+/// Ports routed under handles: the template's other ports, then `expose` (the
+/// template's default port is served at the instance's own URL already).
+fn routed_ports(t: &berth_core::TemplateSpec, expose: &[u16]) -> ApiResult<Vec<u16>> {
+    let mut ports: Vec<u16> = t.other_ports().collect();
+    for (i, p) in expose.iter().enumerate() {
+        if t.default_port() == Some(*p) {
+            return Err(ApiError::invalid(
+                format!("expose[{i}]"),
+                format!("port {p} is the template's default port, already served at the instance's own URL"),
+            ));
+        }
+        if !ports.contains(p) {
+            ports.push(*p);
+        }
+    }
+    if ports.len() > super::validate::MAX_EXPOSED + crate::templates::MAX_PORTS {
+        return Err(ApiError::invalid("expose", "too many routed ports"));
+    }
+    Ok(ports)
+}
+
 /// `POST /v1/instances`: answers once the agent is healthy, or leaves nothing behind.
 #[tracing::instrument(skip_all, fields(instance = tracing::field::Empty))]
-pub async fn create(state: AppState, auth: Auth, v: ValidCreate) -> ApiResult<InstanceRecord> {
+pub async fn create(
+    state: AppState,
+    auth: Auth,
+    v: ValidCreate,
+    template: crate::templates::Resolved,
+) -> ApiResult<InstanceRecord> {
+    let t = template.spec().into_owned();
+    let size = match v.size {
+        Some(s) => s,
+        None => super::validate::size_of(t.default_size)?,
+    };
+    let routed = routed_ports(&t, &v.expose)?;
     let id = InstanceId::generate();
     tracing::Span::current().record("instance", tracing::field::display(&id));
     let _guard = state.locks.lock(&id).await;
@@ -55,9 +87,10 @@ pub async fn create(state: AppState, auth: Auth, v: ValidCreate) -> ApiResult<In
         id: id.clone(),
         workspace_id: auth.workspace_id.clone(),
         name: v.name,
-        template: v.template,
-        template_version: super::SYSTEM_TEMPLATE_VERSION,
-        size: v.size.size,
+        template: template.id.clone(),
+        template_version: template.version,
+        template_spec: template.spec.clone(),
+        size: size.size,
         user: v.user,
         region: v.region,
         metadata: v.metadata,
@@ -76,7 +109,7 @@ pub async fn create(state: AppState, auth: Auth, v: ValidCreate) -> ApiResult<In
         deleted_at: None,
         gateway_token: Some(state.seal.gateway_token(id.as_str())),
         last_request_at: None,
-        exposed: exposed_ports(&[], &v.expose),
+        exposed: exposed_ports(&[], &routed),
         idle_stopped: false,
         hold_until: None,
         requests_total: 0,
@@ -88,9 +121,9 @@ pub async fn create(state: AppState, auth: Auth, v: ValidCreate) -> ApiResult<In
     let paid = crate::compute::pay_for(&state, &mut rec, "create").await?;
     let inserted = async {
         // Checked and inserted under one lock: two creates cannot both take the last room.
-        let _room = state.admission.for_create(state.store.as_ref(), v.size.memory_mb).await?;
+        let _room = state.admission.for_create(state.store.as_ref(), size.memory_mb).await?;
         let budget = state.settings.workspace_disk_gb;
-        crate::admission::check_workspace_disk(state.store.as_ref(), &ws, budget, v.size.disk_gb).await?;
+        crate::admission::check_workspace_disk(state.store.as_ref(), &ws, budget, size.disk_gb).await?;
         match state.store.insert_instance(&rec, ws.instance_limit).await {
             Err(berth_store::StoreError::LimitExceeded { limit }) => Err(ApiError::LimitExceeded(format!(
                 "workspace `{}` already holds its limit of {limit} instances; delete one or raise the limit",
@@ -120,7 +153,7 @@ pub async fn create(state: AppState, auth: Auth, v: ValidCreate) -> ApiResult<In
     let outcome = async {
         state.runtime.create(&spec_of(&state, &rec)).await?;
         state.runtime.start(&id).await?;
-        wait_ready(&state, &id).await
+        wait_ready(&state, &rec).await
     }
     .await;
     match outcome {
@@ -149,7 +182,6 @@ pub async fn act(state: AppState, actor: Actor, id: String, action: Action) -> A
 }
 
 /// [`act`], with a note for the audit trail saying why.
-#[tracing::instrument(skip_all, fields(instance = %id))]
 pub async fn act_noted(
     state: AppState,
     actor: Actor,
@@ -157,11 +189,76 @@ pub async fn act_noted(
     action: Action,
     why: Option<String>,
 ) -> ApiResult<InstanceRecord> {
+    act_full(state, actor, id, action, why, None).await
+}
+
+/// `update`: recreates the instance on a version of its template (`None`: the
+/// newest; an older one rolls back), home and agent sessions kept. If the new version
+/// does not come up, the instance goes back to the version it ran and the answer is
+/// the error.
+pub async fn update_to(state: AppState, actor: Actor, id: String, version: Option<u32>) -> ApiResult<InstanceRecord> {
+    act_full(state, actor, id, Action::Update, None, Some(version)).await
+}
+
+/// The template version an update moves `rec` to.
+async fn update_target(
+    state: &AppState,
+    rec: &InstanceRecord,
+    version: Option<u32>,
+) -> ApiResult<crate::templates::Resolved> {
+    if rec.template == super::SYSTEM_TEMPLATE {
+        let choice = match version {
+            None => berth_api_types::TemplateChoice::Newest(rec.template.clone()),
+            Some(v) => berth_api_types::TemplateChoice::Pinned(berth_api_types::TemplateRef {
+                id: rec.template.clone(),
+                version: v,
+            }),
+        };
+        return crate::templates::resolve(state.store.as_ref(), &rec.workspace_id, &choice).await;
+    }
+    let id = berth_core::TemplateId::parse(&rec.template).ok_or_else(|| ApiError::NotFound {
+        code: "template_not_found",
+        message: format!("template `{}` of this instance is gone; nothing to update to", rec.template),
+    })?;
+    let t = state.store.template(Some(&rec.workspace_id), &id).await?.ok_or_else(|| ApiError::NotFound {
+        code: "template_not_found",
+        message: format!("template `{id}` of this instance was deleted; nothing to update to"),
+    })?;
+    crate::templates::version_of(state.store.as_ref(), &t, version).await
+}
+
+/// Replaces the container with one made from the record, and brings it up when the
+/// instance is to run.
+async fn recreate(state: &AppState, rec: &InstanceRecord, target: Status) -> Result<(), RuntimeError> {
+    address_stale(state, &rec.id);
+    state.runtime.create(&spec_of(state, rec)).await?;
+    addresses_released(state, &rec.id).await;
+    if target == Status::Running {
+        state.runtime.start(&rec.id).await?;
+        wait_ready(state, rec).await?;
+    }
+    Ok(())
+}
+
+#[tracing::instrument(skip_all, fields(instance = %id))]
+async fn act_full(
+    state: AppState,
+    actor: Actor,
+    id: String,
+    action: Action,
+    why: Option<String>,
+    update_version: Option<Option<u32>>,
+) -> ApiResult<InstanceRecord> {
     let mut rec = load(&state, &actor, &id).await?;
     let _guard = state.locks.lock(&rec.id).await;
     // Re-read under the lock: another operation may have finished meanwhile.
     rec = load(&state, &actor, &id).await?;
     let target = transition(rec.status, action)?;
+    let update = match action {
+        Action::Update => Some(update_target(&state, &rec, update_version.flatten()).await?),
+        _ => None,
+    };
+    let mut rolled_back = None;
     if action == Action::Restore {
         check_room_to_restore(&state, &rec).await?;
     }
@@ -201,24 +298,35 @@ pub async fn act_noted(
             }
             Action::Resume => {
                 state.runtime.resume(&rec.id).await?;
-                wait_ready(&state, &rec.id).await
+                wait_ready(&state, &rec).await
             }
             Action::Update => {
-                address_stale(&state, &rec.id);
-                state.runtime.create(&spec_of(&state, &rec)).await?;
-                addresses_released(&state, &rec.id).await;
-                if target == Status::Running {
-                    state.runtime.start(&rec.id).await?;
-                    wait_ready(&state, &rec.id).await?;
+                let before = (rec.template_version, rec.template_spec.clone());
+                if let Some(to) = &update {
+                    rec.template_version = to.version;
+                    rec.template_spec = to.spec.clone();
                 }
-                rec.template_version = super::SYSTEM_TEMPLATE_VERSION;
+                if let Err(e) = recreate(&state, &rec, target).await {
+                    if before == (rec.template_version, rec.template_spec.clone()) {
+                        return Err(e);
+                    }
+                    tracing::warn!(instance = %rec.id, error = %e, "update failed; back to the version it ran");
+                    (rec.template_version, rec.template_spec) = before;
+                    recreate(&state, &rec, target).await.map_err(|back| {
+                        RuntimeError::Failed(format!(
+                            "{e}; going back to version {} failed too: {back}",
+                            rec.template_version
+                        ))
+                    })?;
+                    rolled_back = Some(e);
+                }
                 Ok(())
             }
             Action::Restore => {
                 state.egress_policy(&rec.id, &rec.egress).await;
                 state.runtime.create(&spec_of(&state, &rec)).await?;
                 state.runtime.start(&rec.id).await?;
-                wait_ready(&state, &rec.id).await?;
+                wait_ready(&state, &rec).await?;
                 rec.deleted_at = None;
                 Ok(())
             }
@@ -231,12 +339,20 @@ pub async fn act_noted(
             // Restart and update end where they began: the event still says what happened.
             let note = match (&actor, action) {
                 _ if why.is_some() => why,
+                (_, Action::Update) if rolled_back.is_some() => Some(format!(
+                    "update failed, back on version {}: {}",
+                    rec.template_version,
+                    rolled_back.as_ref().map(|e| e.to_string()).unwrap_or_default()
+                )),
                 (_, Action::Restart | Action::Update) => Some(action.as_str().to_string()),
                 (Actor::Edge(_), Action::Start) => Some("woken by a request to its URL".to_string()),
                 _ => None,
             };
             set_status(&state, &mut rec, target, &actor, note).await?;
-            Ok(rec)
+            match rolled_back {
+                Some(e) => Err(e.into()),
+                None => Ok(rec),
+            }
         }
         Err(e) => {
             state.metrics.runtime_error(action.as_str());
@@ -297,7 +413,8 @@ pub async fn patch(state: AppState, actor: Actor, id: String, v: ValidUpdate) ->
         }
     }
     if let Some(ports) = v.expose {
-        rec.exposed = exposed_ports(&rec.exposed, &ports);
+        let routed = routed_ports(&crate::templates::spec_of(&rec), &ports)?;
+        rec.exposed = exposed_ports(&rec.exposed, &routed);
     }
     if let Some(egress) = v.egress {
         rec.egress = egress;
@@ -346,7 +463,7 @@ pub async fn patch(state: AppState, actor: Actor, id: String, v: ValidUpdate) ->
         addresses_released(&state, &rec.id).await;
         if matches!(rec.status, Status::Running | Status::Paused | Status::Error) {
             state.runtime.start(&rec.id).await?;
-            wait_ready(&state, &rec.id).await?;
+            wait_ready(&state, &rec).await?;
             if rec.status == Status::Paused {
                 state.runtime.pause(&rec.id).await?;
             }

@@ -3,7 +3,6 @@
 use crate::state::Settings;
 use berth_api_types::{Budget, Instance, Lifecycle, Port, SizeInfo, TemplateRef};
 use berth_core::size;
-use berth_runtime::AGENT_PORT;
 use berth_store::InstanceRecord;
 
 /// The URL of a host label (an instance label or a port handle) under the edge's domain.
@@ -15,9 +14,14 @@ pub fn instance_url(settings: &Settings, label: &str) -> String {
     }
 }
 
-/// Every routed port of an instance: the agent's (default) first, then the exposed ones.
+/// Every routed port of an instance: the template's default port (the agent's for the
+/// system template) first, then the ones under handles.
 pub fn ports(settings: &Settings, r: &InstanceRecord) -> Vec<Port> {
-    let mut ports = vec![Port { port: AGENT_PORT, default: true, url: instance_url(settings, r.id.label()) }];
+    let default = crate::templates::spec_of(r).default_port();
+    let mut ports: Vec<Port> = default
+        .map(|port| Port { port, default: true, url: instance_url(settings, r.id.label()) })
+        .into_iter()
+        .collect();
     ports.extend(r.exposed.iter().map(|p| Port {
         port: p.port,
         default: false,
@@ -29,7 +33,8 @@ pub fn ports(settings: &Settings, r: &InstanceRecord) -> Vec<Port> {
 /// The instance object of a record.
 pub fn instance(settings: &Settings, r: &InstanceRecord) -> Instance {
     let spec = size::lookup(r.size).unwrap_or(size::SIZES[0]);
-    let url = instance_url(settings, r.id.label());
+    let template = crate::templates::spec_of(r);
+    let url = template.default_port().map(|_| instance_url(settings, r.id.label()));
     use berth_core::money::micros_to_usd;
     let remaining = r.budget_cap_micros.map(|c| (c.saturating_add(r.topup_micros) - r.managed_used_micros).max(0));
     Instance {
@@ -39,7 +44,7 @@ pub fn instance(settings: &Settings, r: &InstanceRecord) -> Instance {
         status: r.status.as_str().into(),
         status_reason: r.status_reason.clone(),
         template: TemplateRef { id: r.template.clone(), version: r.template_version },
-        agents: vec!["berth-agent".into()],
+        agents: template.agents.clone(),
         size: SizeInfo {
             size: spec.size,
             vcpu: spec.vcpu,
@@ -52,7 +57,7 @@ pub fn instance(settings: &Settings, r: &InstanceRecord) -> Instance {
         metadata: r.metadata.clone(),
         env: r.env.keys().map(|k| (k.clone(), "***".to_string())).collect(),
         ports: ports(settings, r),
-        url: Some(url),
+        url,
         budget: Budget {
             managed_cap_usd: r.budget_cap_micros.map(micros_to_usd),
             managed_used_usd: micros_to_usd(r.managed_used_micros),
@@ -62,7 +67,7 @@ pub fn instance(settings: &Settings, r: &InstanceRecord) -> Instance {
             models: r.budget_models.clone(),
         },
         lifecycle: Lifecycle { mode: r.lifecycle_mode.clone(), idle_timeout_secs: r.idle_timeout_secs },
-        update_available: r.template_version < super::SYSTEM_TEMPLATE_VERSION,
+        update_available: settings.templates.latest(&r.template).is_some_and(|v| v > r.template_version),
         restart_count: r.restart_count,
         created_at: r.created_at,
         updated_at: r.updated_at,

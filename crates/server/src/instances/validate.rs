@@ -1,7 +1,7 @@
 //! Validation of create and update bodies: every field checked, errors name it.
 
 use crate::error::ApiError;
-use berth_api_types::{BudgetInput, CreateInstance, Lifecycle, NetworkInput, UpdateInstance};
+use berth_api_types::{BudgetInput, CreateInstance, Lifecycle, NetworkInput, TemplateChoice, UpdateInstance};
 use berth_core::egress::{Destination, Egress, MAX_ALLOW};
 use berth_core::size::{self, SizeSpec};
 use serde_json::Value;
@@ -21,8 +21,10 @@ pub(crate) const RESERVED_ENV: &[&str] = &["HOME", "BERTH_INSTANCE_ID", "BERTH_G
 #[derive(Debug, Clone)]
 pub struct ValidCreate {
     pub name: Option<String>,
-    pub template: String,
-    pub size: SizeSpec,
+    /// Resolved against the store by [`crate::templates::resolve`].
+    pub template: TemplateChoice,
+    /// `None`: the template's default size.
+    pub size: Option<SizeSpec>,
     pub user: Option<String>,
     pub region: String,
     pub metadata: BTreeMap<String, String>,
@@ -40,16 +42,7 @@ pub const MAX_EXPOSED: usize = 16;
 
 /// Checks a create body; `min_idle_secs` is the shortest `idle_timeout_secs` allowed.
 pub fn create(body: CreateInstance, min_idle_secs: u64) -> Result<ValidCreate, ApiError> {
-    let template = match body.template {
-        None => super::SYSTEM_TEMPLATE.to_string(),
-        Some(t) if t == super::SYSTEM_TEMPLATE => t,
-        Some(t) => {
-            return Err(ApiError::NotFound {
-                code: "template_not_found",
-                message: format!("no template `{}`; available: {}", clip(&t), super::SYSTEM_TEMPLATE),
-            })
-        }
-    };
+    let template = body.template.unwrap_or_else(|| TemplateChoice::Newest(super::SYSTEM_TEMPLATE.to_string()));
     let region = match body.region.as_deref() {
         None | Some("local") => "local".to_string(),
         Some(r) => {
@@ -59,7 +52,7 @@ pub fn create(body: CreateInstance, min_idle_secs: u64) -> Result<ValidCreate, A
     Ok(ValidCreate {
         name: name(body.name)?,
         template,
-        size: size_of(body.size.unwrap_or(1))?,
+        size: body.size.map(size_of).transpose()?,
         user: text("user", body.user, MAX_USER)?,
         region,
         metadata: metadata(body.metadata.as_ref())?.unwrap_or_default(),
@@ -148,7 +141,7 @@ fn network(value: Option<&NetworkInput>) -> Result<Option<Egress>, ApiError> {
     }
 }
 
-fn clip(s: &str) -> String {
+pub(crate) fn clip(s: &str) -> String {
     s.chars().take(40).collect()
 }
 
@@ -167,7 +160,7 @@ fn name(value: Option<String>) -> Result<Option<String>, ApiError> {
     text("name", value, MAX_NAME)
 }
 
-fn size_of(s: u32) -> Result<SizeSpec, ApiError> {
+pub(crate) fn size_of(s: u32) -> Result<SizeSpec, ApiError> {
     size::lookup(s).ok_or_else(|| ApiError::invalid("size", format!("unknown size {s}; sizes are 1, 2, 4 and 8")))
 }
 
@@ -217,7 +210,7 @@ fn metadata(value: Option<&Value>) -> Result<Option<BTreeMap<String, String>>, A
     Ok(Some(map))
 }
 
-fn env(value: Option<&Value>) -> Result<Option<BTreeMap<String, String>>, ApiError> {
+pub(crate) fn env(value: Option<&Value>) -> Result<Option<BTreeMap<String, String>>, ApiError> {
     let Some(map) = string_map("env", value)? else { return Ok(None) };
     if map.len() > MAX_ENV_KEYS {
         return Err(ApiError::invalid("env", format!("`env` has more than {MAX_ENV_KEYS} variables")));
@@ -371,8 +364,8 @@ mod tests {
     #[test]
     fn empty_body_gets_defaults() {
         let v = create(CreateInstance::default(), 60).unwrap();
-        assert_eq!(v.template, "berth-agent");
-        assert_eq!(v.size.size, 1);
+        assert_eq!(v.template, TemplateChoice::Newest("berth-agent".into()));
+        assert_eq!(v.size, None, "the template's default size");
         assert_eq!(v.region, "local");
         assert_eq!(v.lifecycle.mode, "always_on");
     }
@@ -388,10 +381,6 @@ mod tests {
         );
         assert_eq!(bad(CreateInstance { env: Some(json!({"1BAD": "x"})), ..Default::default() }), "env.1BAD");
         assert_eq!(bad(CreateInstance { env: Some(json!({"A-B": "x"})), ..Default::default() }), "env.A-B");
-        assert!(matches!(
-            create(CreateInstance { template: Some("nope".into()), ..Default::default() }, 60),
-            Err(ApiError::NotFound { code: "template_not_found", .. })
-        ));
         assert_eq!(bad(CreateInstance { expose: Some(json!([8080, 0])), ..Default::default() }), "expose[1]");
         assert_eq!(bad(CreateInstance { expose: Some(json!([3737])), ..Default::default() }), "expose[0]");
         assert_eq!(bad(CreateInstance { expose: Some(json!([80, 80])), ..Default::default() }), "expose[1]");

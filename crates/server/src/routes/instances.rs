@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use berth_api_types::{CreateInstance, ErrorBody, Instance, List, Purged, UpdateInstance};
+use berth_api_types::{CreateInstance, ErrorBody, Instance, List, Purged, UpdateInstance, UpdateTo};
 use berth_core::lifecycle::Action;
 use berth_core::Status;
 use berth_store::InstanceFilter;
@@ -37,8 +37,9 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateInstance>,
 ) -> ApiResult<(StatusCode, Json<Instance>)> {
     let valid = validate::create(body, state.settings.min_idle_timeout_secs)?;
+    let template = crate::templates::resolve(state.store.as_ref(), &auth.workspace_id, &valid.template).await?;
     let settings = state.settings.clone();
-    let rec = ops::detached(ops::create(state, auth, valid)).await?;
+    let rec = ops::detached(ops::create(state, auth, valid, template)).await?;
     Ok((StatusCode::CREATED, Json(present::instance(&settings, &rec))))
 }
 
@@ -128,17 +129,23 @@ pub async fn delete(
     }
 }
 
-/// Lifecycle actions: stop, start, restart, pause, resume, update, restore.
+/// Lifecycle actions: stop, start, restart, pause, resume, update, restore. `update`
+/// recreates the instance on its template's newest version, or on `{"version": N}`
+/// (an older one rolls back), home and agent sessions kept; if that version does not
+/// come up, the instance goes back to the one it ran and the answer is the error.
 #[utoipa::path(post, path = "/v1/instances/{id}/{action}", tag = "instances",
     params(("id" = String, Path), ("action" = String, Path, description = "stop | start | restart | pause | resume | update | restore")),
+    request_body(content = UpdateTo, description = "only for `update` (optional): the version to move to"),
     responses((status = 200, body = Instance), (status = 404, body = ErrorBody),
         (status = 409, description = "invalid_state, with details.current_status", body = ErrorBody),
+        (status = 422, description = "`capacity_exceeded`/`limit_exceeded` (start, restore) or `image_unavailable` (update)", body = ErrorBody),
         (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn lifecycle(
     State(state): State<AppState>,
     auth: Auth,
     Path((id, action)): Path<(String, String)>,
+    ApiJson(body): ApiJson<UpdateTo>,
 ) -> ApiResult<Json<Instance>> {
     let action = match action.as_str() {
         "stop" => Action::Stop,
@@ -153,6 +160,9 @@ pub async fn lifecycle(
         }
     };
     let settings = state.settings.clone();
-    let rec = ops::detached(ops::act(state, auth.into(), id, action)).await?;
+    let rec = match action {
+        Action::Update => ops::detached(ops::update_to(state, auth.into(), id, body.version)).await?,
+        _ => ops::detached(ops::act(state, auth.into(), id, action)).await?,
+    };
     Ok(Json(present::instance(&settings, &rec)))
 }

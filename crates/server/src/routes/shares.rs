@@ -11,7 +11,6 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use berth_api_types::{CreateShare, ErrorBody, Hold, Instance, List, Share, ShareRevoked};
 use berth_core::{now_secs, ShareId, Status};
-use berth_runtime::AGENT_PORT;
 use berth_store::{InstanceRecord, ShareRecord};
 
 /// Shortest and longest share link lifetimes, and the default.
@@ -59,12 +58,20 @@ pub async fn create_share(
     if rec.status == Status::Deleted {
         return Err(ApiError::instance_not_found(&id));
     }
-    let port = match body.port {
-        None => AGENT_PORT,
-        Some(p) => {
-            let routed = u16::try_from(p).ok().filter(|p| *p == AGENT_PORT || rec.exposed.iter().any(|e| e.port == *p));
+    let default = crate::templates::spec_of(&rec).default_port();
+    let port = match (body.port, default) {
+        (None, Some(port)) => port,
+        (None, None) => {
+            return Err(ApiError::NotFound {
+                code: "port_not_found",
+                message: "this instance has no default port (a private sandbox); name an exposed `port`".into(),
+            })
+        }
+        (Some(p), _) => {
+            let routed =
+                u16::try_from(p).ok().filter(|p| Some(*p) == default || rec.exposed.iter().any(|e| e.port == *p));
             routed.ok_or_else(|| {
-                let mut ports: Vec<String> = vec![AGENT_PORT.to_string()];
+                let mut ports: Vec<String> = default.iter().map(u16::to_string).collect();
                 ports.extend(rec.exposed.iter().map(|e| e.port.to_string()));
                 ApiError::NotFound {
                     code: "port_not_found",

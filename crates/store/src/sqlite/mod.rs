@@ -2,13 +2,14 @@
 
 mod ledger;
 mod shares;
+mod templates;
 
 use crate::{
     DailyUsage, EventRecord, ExposedPort, InstanceFilter, InstanceRecord, KeyRecord, LedgerEntry, LedgerRecord, Result,
-    ShareRecord, Store, StoreError, TrafficUpdate, WorkspaceRecord,
+    ShareRecord, Store, StoreError, TemplateRecord, TrafficUpdate, WorkspaceRecord,
 };
 use async_trait::async_trait;
-use berth_core::{now_secs, InstanceId, KeyId, ShareId, Status, WorkspaceId};
+use berth_core::{now_secs, InstanceId, KeyId, ShareId, Status, TemplateId, TemplateSpec, WorkspaceId};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use std::path::Path;
@@ -92,7 +93,7 @@ impl SqliteStore {
 const INSTANCE_COLUMNS: &str = "seq, id, workspace_id, name, template, template_version, size, \
     user_tag, region, metadata, env, budget_cap_micros, topup_micros, budget_models, managed_used_micros, \
     lifecycle_mode, idle_timeout, status, status_reason, restart_count, created_at, updated_at, deleted_at, gateway_token, last_request_at, \
-    exposed, idle_stopped, hold_until, requests_total, egress, paid_until";
+    exposed, idle_stopped, hold_until, requests_total, egress, paid_until, template_spec";
 
 /// The `env` column, opened when sealed.
 fn env_map(row: &SqliteRow, seal: Option<&crate::seal::SealKey>) -> Result<std::collections::BTreeMap<String, String>> {
@@ -141,7 +142,8 @@ fn status(text: &str) -> Result<Status> {
 }
 
 /// An instance row: `env` opened when sealed, the gateway token derived when not stored.
-fn instance_from_row(row: &SqliteRow, seal: Option<&crate::seal::SealKey>) -> Result<InstanceRecord> {
+fn instance_from_row(row: &SqliteRow, store: &SqliteStore) -> Result<InstanceRecord> {
+    let seal = store.seal.as_ref();
     let id: String = row.try_get("id")?;
     let stored_token: Option<String> = row.try_get("gateway_token")?;
     Ok(InstanceRecord {
@@ -152,6 +154,10 @@ fn instance_from_row(row: &SqliteRow, seal: Option<&crate::seal::SealKey>) -> Re
         name: row.try_get("name")?,
         template: row.try_get("template")?,
         template_version: row.try_get::<i64, _>("template_version")? as u32,
+        template_spec: match row.try_get::<Option<String>, _>("template_spec")? {
+            None => None,
+            Some(text) => Some(store.spec_from(&text)?),
+        },
         size: row.try_get::<i64, _>("size")? as u32,
         user: row.try_get("user_tag")?,
         region: row.try_get("region")?,
@@ -306,8 +312,8 @@ impl Store for SqliteStore {
             "INSERT INTO instances (id, workspace_id, name, template, template_version, size, user_tag, region, \
              metadata, env, budget_cap_micros, topup_micros, budget_models, lifecycle_mode, idle_timeout, status, \
              status_reason, restart_count, created_at, updated_at, deleted_at, gateway_token, exposed, idle_stopped, \
-             hold_until, egress, paid_until) \
-             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+             hold_until, egress, paid_until, template_spec) \
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
              WHERE (SELECT COUNT(*) FROM instances WHERE workspace_id = ? AND status != 'deleted') < ?",
         )
         .bind(r.id.as_str())
@@ -337,6 +343,7 @@ impl Store for SqliteStore {
         .bind(r.hold_until)
         .bind(egress_json(&r.egress))
         .bind(r.paid_until)
+        .bind(r.template_spec.as_ref().map(|t| self.spec_text(t)))
         .bind(r.workspace_id.as_str())
         .bind(limit as i64)
         .execute(&self.pool)
@@ -351,7 +358,7 @@ impl Store for SqliteStore {
         let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = ? AND (? IS NULL OR workspace_id = ?)");
         let ws = ws.map(|w| w.as_str().to_string());
         let row = sqlx::query(&sql).bind(id.as_str()).bind(&ws).bind(&ws).fetch_optional(&self.pool).await?;
-        row.as_ref().map(|r| instance_from_row(r, self.seal.as_ref())).transpose()
+        row.as_ref().map(|r| instance_from_row(r, self)).transpose()
     }
 
     async fn list_instances(
@@ -384,7 +391,7 @@ impl Store for SqliteStore {
             .bind(limit as i64)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|r| instance_from_row(r, self.seal.as_ref())).collect()
+        rows.iter().map(|r| instance_from_row(r, self)).collect()
     }
 
     async fn live_instance_count(&self, ws: &WorkspaceId) -> Result<i64> {
@@ -422,7 +429,7 @@ impl Store for SqliteStore {
     async fn all_instances(&self) -> Result<Vec<InstanceRecord>> {
         let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances ORDER BY seq");
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
-        rows.iter().map(|r| instance_from_row(r, self.seal.as_ref())).collect()
+        rows.iter().map(|r| instance_from_row(r, self)).collect()
     }
 
     async fn update_instance(&self, r: &InstanceRecord) -> Result<()> {
@@ -430,7 +437,7 @@ impl Store for SqliteStore {
             "UPDATE instances SET name = ?, template_version = ?, size = ?, metadata = ?, env = ?, \
              budget_cap_micros = ?, topup_micros = ?, budget_models = ?, lifecycle_mode = ?, idle_timeout = ?, status = ?, \
              status_reason = ?, restart_count = ?, updated_at = ?, deleted_at = ?, exposed = ?, idle_stopped = ?, \
-             hold_until = ?, egress = ?, paid_until = ? WHERE id = ?",
+             hold_until = ?, egress = ?, paid_until = ?, template = ?, template_spec = ? WHERE id = ?",
         )
         .bind(&r.name)
         .bind(r.template_version as i64)
@@ -452,6 +459,8 @@ impl Store for SqliteStore {
         .bind(r.hold_until)
         .bind(egress_json(&r.egress))
         .bind(r.paid_until)
+        .bind(&r.template)
+        .bind(r.template_spec.as_ref().map(|t| self.spec_text(t)))
         .bind(r.id.as_str())
         .execute(&self.pool)
         .await?;
@@ -562,5 +571,37 @@ impl Store for SqliteStore {
 
     async fn daily_usage(&self, ws: &WorkspaceId, since: i64) -> Result<Vec<DailyUsage>> {
         ledger::daily_usage(&self.pool, ws, since).await
+    }
+
+    async fn create_template(&self, t: &TemplateRecord) -> Result<()> {
+        self.t_create(t).await
+    }
+
+    async fn template(&self, ws: Option<&WorkspaceId>, id: &TemplateId) -> Result<Option<TemplateRecord>> {
+        self.t_get(ws, id).await
+    }
+
+    async fn template_by_name(&self, ws: &WorkspaceId, name: &str) -> Result<Option<TemplateRecord>> {
+        self.t_by_name(ws, name).await
+    }
+
+    async fn templates(&self, ws: Option<&WorkspaceId>) -> Result<Vec<TemplateRecord>> {
+        self.t_list(ws).await
+    }
+
+    async fn template_version(&self, id: &TemplateId, version: u32) -> Result<Option<TemplateSpec>> {
+        self.t_version(id, version).await
+    }
+
+    async fn add_template_version(&self, id: &TemplateId, spec: &TemplateSpec) -> Result<Option<TemplateRecord>> {
+        self.t_add_version(id, spec).await
+    }
+
+    async fn delete_template(&self, id: &TemplateId) -> Result<bool> {
+        self.t_delete(id).await
+    }
+
+    async fn template_users(&self, template: &str) -> Result<i64> {
+        self.t_users(template).await
     }
 }

@@ -1,0 +1,410 @@
+//! Custom templates: what their bodies may say, which version an instance runs, and
+//! the newest version of each (kept in memory for `update_available`).
+//!
+//! A template version is immutable. An instance keeps a copy of the version it runs
+//! (`InstanceRecord::template_spec`; `None` is the system template), so its container
+//! can always be recreated, even once the template is deleted.
+
+use crate::error::{ApiError, ApiResult};
+use crate::instances::validate::{clip, env as check_env, size_of};
+use crate::instances::{SYSTEM_TEMPLATE, SYSTEM_TEMPLATE_VERSION};
+use berth_api_types::{CreateTemplate, TemplateChoice, TemplatePort, UpdateTemplate};
+use berth_core::template::{TemplatePort as CorePort, AGENT_PORT};
+use berth_core::{TemplateId, TemplateSpec, WorkspaceId};
+use berth_store::{InstanceRecord, Store, TemplateRecord};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+/// Most ports a template routes.
+pub const MAX_PORTS: usize = 16;
+/// Longest template name.
+pub const MAX_NAME: usize = 63;
+/// Most arguments of a command.
+pub const MAX_ARGS: usize = 256;
+
+/// The newest version of every custom template, so presenting an instance needs no
+/// database read to say whether an update is available.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    latest: RwLock<HashMap<String, u32>>,
+}
+
+impl Catalog {
+    /// Loads every template's newest version.
+    pub async fn load(store: &dyn Store) -> berth_store::Result<Self> {
+        let c = Catalog::default();
+        for t in store.templates(None).await? {
+            c.set(t.id.as_str(), t.version);
+        }
+        Ok(c)
+    }
+
+    /// The newest version of a template (the system template's for it).
+    pub fn latest(&self, id: &str) -> Option<u32> {
+        if id == SYSTEM_TEMPLATE {
+            return Some(SYSTEM_TEMPLATE_VERSION);
+        }
+        self.latest.read().unwrap_or_else(|e| e.into_inner()).get(id).copied()
+    }
+
+    pub fn set(&self, id: &str, version: u32) {
+        self.latest.write().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), version);
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.latest.write().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
+}
+
+/// The template version an instance runs.
+pub fn spec_of(rec: &InstanceRecord) -> Cow<'_, TemplateSpec> {
+    match &rec.template_spec {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(TemplateSpec::system()),
+    }
+}
+
+/// A template version chosen for an instance.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// `berth-agent` or a `tpl_…` id.
+    pub id: String,
+    pub version: u32,
+    /// `None`: the system template.
+    pub spec: Option<TemplateSpec>,
+}
+
+impl Resolved {
+    pub fn spec(&self) -> Cow<'_, TemplateSpec> {
+        match &self.spec {
+            Some(s) => Cow::Borrowed(s),
+            None => Cow::Owned(TemplateSpec::system()),
+        }
+    }
+}
+
+fn not_found(what: &str) -> ApiError {
+    ApiError::NotFound {
+        code: "template_not_found",
+        message: format!("no template `{}` in this workspace (system template: {SYSTEM_TEMPLATE})", clip(what)),
+    }
+}
+
+/// Finds a workspace's template by id or name.
+pub async fn find(store: &dyn Store, ws: &WorkspaceId, what: &str) -> ApiResult<TemplateRecord> {
+    let found = match TemplateId::parse(what) {
+        Some(id) => store.template(Some(ws), &id).await?,
+        None => store.template_by_name(ws, what).await?,
+    };
+    found.ok_or_else(|| not_found(what))
+}
+
+/// The version a create body names: the newest unless pinned.
+pub async fn resolve(store: &dyn Store, ws: &WorkspaceId, choice: &TemplateChoice) -> ApiResult<Resolved> {
+    let (what, version) = match choice {
+        TemplateChoice::Newest(id) => (id.as_str(), None),
+        TemplateChoice::Pinned(r) => (r.id.as_str(), Some(r.version)),
+    };
+    if what == SYSTEM_TEMPLATE {
+        return match version {
+            None | Some(SYSTEM_TEMPLATE_VERSION) => {
+                Ok(Resolved { id: SYSTEM_TEMPLATE.into(), version: SYSTEM_TEMPLATE_VERSION, spec: None })
+            }
+            Some(v) => Err(version_not_found(what, v, SYSTEM_TEMPLATE_VERSION)),
+        };
+    }
+    let t = find(store, ws, what).await?;
+    version_of(store, &t, version).await
+}
+
+/// One version of a template (`None`: the newest).
+pub async fn version_of(store: &dyn Store, t: &TemplateRecord, version: Option<u32>) -> ApiResult<Resolved> {
+    let v = version.unwrap_or(t.version);
+    let spec = if v == t.version { Some(t.spec.clone()) } else { store.template_version(&t.id, v).await? };
+    match spec {
+        Some(spec) => Ok(Resolved { id: t.id.to_string(), version: v, spec: Some(spec) }),
+        None => Err(version_not_found(t.id.as_str(), v, t.version)),
+    }
+}
+
+fn version_not_found(id: &str, v: u32, newest: u32) -> ApiError {
+    ApiError::NotFound {
+        code: "template_version_not_found",
+        message: format!("template `{id}` has no version {v}; its versions are 1 to {newest}"),
+    }
+}
+
+/// A template name: 1–63 lowercase letters, digits and `-`, not a template id's shape.
+fn check_name(name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-');
+    if !ok {
+        return Err(ApiError::invalid(
+            "name",
+            format!("template names are 1–{MAX_NAME} lowercase letters, digits and `-` (`{}` is not)", clip(name)),
+        ));
+    }
+    if name == SYSTEM_TEMPLATE || TemplateId::parse(name).is_some() {
+        return Err(ApiError::invalid("name", format!("`{name}` is reserved")));
+    }
+    Ok(())
+}
+
+/// An image reference as Docker takes it: no spaces or control characters, ≤ 255 bytes.
+fn check_image(image: &str) -> ApiResult<()> {
+    let ok = !image.is_empty()
+        && image.len() <= 255
+        && image.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/:@".contains(&b))
+        && !image.starts_with(['-', '.', '/', ':', '@']);
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "image",
+            format!("`{}` is not an image reference (like `python:3.12-slim`)", clip(image)),
+        ))
+    }
+}
+
+/// 422: parts of a template body that contradict each other.
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+    ApiError::Unprocessable { code: "invalid_template", field: field.into(), message: message.into() }
+}
+
+fn ports_of(ports: &[TemplatePort], agent: bool) -> ApiResult<Vec<CorePort>> {
+    if ports.len() > MAX_PORTS {
+        return Err(ApiError::invalid("ports", format!("`ports` lists more than {MAX_PORTS} ports")));
+    }
+    let mut out: Vec<CorePort> = Vec::with_capacity(ports.len());
+    for (i, p) in ports.iter().enumerate() {
+        let field = format!("ports[{i}].port");
+        if p.port == 0 {
+            return Err(ApiError::invalid(&field, format!("`{field}` must be a port number from 1 to 65535")));
+        }
+        if out.iter().any(|o| o.port == p.port) {
+            return Err(invalid(&field, format!("port {} is listed twice", p.port)));
+        }
+        if p.port == AGENT_PORT && !agent {
+            return Err(invalid(&field, format!("port {AGENT_PORT} is berth-agent's; this template has none")));
+        }
+        out.push(CorePort { port: p.port, default: p.default });
+    }
+    if out.iter().filter(|p| p.default).count() > 1 {
+        return Err(invalid("ports", "at most one port is `default` (served at the instance's own URL)"));
+    }
+    Ok(out)
+}
+
+fn command_of(command: Vec<String>) -> ApiResult<Option<Vec<String>>> {
+    if command.is_empty() {
+        return Ok(None);
+    }
+    if command.len() > MAX_ARGS || command.iter().any(|a| a.contains('\0')) {
+        return Err(ApiError::invalid(
+            "command",
+            format!("`command` is an argv list of at most {MAX_ARGS} strings, no NUL"),
+        ));
+    }
+    if command[0].is_empty() {
+        return Err(invalid("command[0]", "the program (`command[0]`) is empty"));
+    }
+    Ok(Some(command))
+}
+
+fn health_path_of(path: String) -> ApiResult<Option<String>> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    if !path.starts_with('/') || path.len() > 1024 || path.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(ApiError::invalid("health_path", "`health_path` is a URL path starting with `/`, like `/healthz`"));
+    }
+    Ok(Some(path))
+}
+
+fn env_of(env: &std::collections::BTreeMap<String, String>) -> ApiResult<std::collections::BTreeMap<String, String>> {
+    let value = serde_json::to_value(env).unwrap_or_default();
+    Ok(check_env(Some(&value))?.unwrap_or_default())
+}
+
+fn agents_of(agents: Vec<String>) -> ApiResult<Vec<String>> {
+    if agents.len() > 16
+        || agents.iter().any(|a| a.is_empty() || a.chars().count() > 64 || a.chars().any(char::is_control))
+    {
+        return Err(ApiError::invalid("agents", "`agents` lists at most 16 names of 1–64 characters"));
+    }
+    Ok(agents)
+}
+
+fn refuse_stdin(stdin: Option<bool>) -> ApiResult<()> {
+    if stdin == Some(true) {
+        return Err(ApiError::invalid(
+            "stdin",
+            "stdin templates (an interactive main program fed through /stdin) are not in this build",
+        ));
+    }
+    Ok(())
+}
+
+/// Fills what an agent template leaves out: the agent's port as the default port when
+/// no port is given, and the agent in `agents`.
+fn complete(mut spec: TemplateSpec, ports_given: bool) -> TemplateSpec {
+    if spec.agent && !ports_given && spec.ports.is_empty() {
+        spec.ports = vec![CorePort { port: AGENT_PORT, default: true }];
+    }
+    if spec.agent && spec.agents.is_empty() {
+        spec.agents = vec!["berth-agent".into()];
+    }
+    spec
+}
+
+/// Checks a create body: the template's name and its first version.
+pub fn create(body: CreateTemplate) -> ApiResult<(String, TemplateSpec)> {
+    check_name(&body.name)?;
+    if body.build.is_some() {
+        return Err(ApiError::invalid(
+            "build",
+            "Dockerfile builds are not in this build: build the image yourself (docker build) and give `image`",
+        ));
+    }
+    let image = body.image.ok_or_else(|| ApiError::invalid("image", "`image` is required (an OCI image reference)"))?;
+    check_image(&image)?;
+    refuse_stdin(body.stdin)?;
+    let agent = body.agent.unwrap_or(true);
+    let ports_given = body.ports.is_some();
+    let spec = TemplateSpec {
+        image: Some(image),
+        ports: ports_of(&body.ports.unwrap_or_default(), agent)?,
+        command: command_of(body.command.unwrap_or_default())?,
+        env: env_of(&body.env.unwrap_or_default())?,
+        health_path: health_path_of(body.health_path.unwrap_or_default())?,
+        agent,
+        agents: agents_of(body.agents.unwrap_or_default())?,
+        default_size: size_of(body.default_size.unwrap_or(1))?.size,
+    };
+    Ok((body.name, complete(spec, ports_given)))
+}
+
+/// The next version of a template: its newest with the body's fields replaced.
+pub fn update(old: &TemplateSpec, body: UpdateTemplate) -> ApiResult<TemplateSpec> {
+    refuse_stdin(body.stdin)?;
+    let names_something = body.image.is_some()
+        || body.ports.is_some()
+        || body.command.is_some()
+        || body.env.is_some()
+        || body.health_path.is_some()
+        || body.agent.is_some()
+        || body.agents.is_some()
+        || body.default_size.is_some();
+    if !names_something {
+        return Err(ApiError::InvalidRequest {
+            field: None,
+            message: "a template change names at least one field (a new version needs one)".into(),
+        });
+    }
+    let mut spec = old.clone();
+    if let Some(image) = body.image {
+        check_image(&image)?;
+        spec.image = Some(image);
+    }
+    if let Some(agent) = body.agent {
+        spec.agent = agent;
+    }
+    let ports_given = body.ports.is_some();
+    match body.ports {
+        Some(p) => spec.ports = ports_of(&p, spec.agent)?,
+        None if !spec.agent => {
+            // The agent's port goes with the agent.
+            spec.ports.retain(|p| p.port != AGENT_PORT);
+        }
+        None => {}
+    }
+    if let Some(c) = body.command {
+        spec.command = command_of(c)?;
+    }
+    if let Some(e) = body.env {
+        spec.env = env_of(&e)?;
+    }
+    if let Some(h) = body.health_path {
+        spec.health_path = health_path_of(h)?;
+    }
+    if let Some(a) = body.agents {
+        spec.agents = agents_of(a)?;
+    } else if !spec.agent {
+        spec.agents.retain(|a| a != "berth-agent");
+    }
+    if let Some(s) = body.default_size {
+        spec.default_size = size_of(s)?.size;
+    }
+    Ok(complete(spec, ports_given))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(v: serde_json::Value) -> CreateTemplate {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn an_agent_template_defaults_to_the_agents_port_and_a_sandbox_has_none() {
+        let (name, s) = create(body(serde_json::json!({"name": "py", "image": "python:3.12"}))).unwrap();
+        assert_eq!(name, "py");
+        assert_eq!(s.default_port(), Some(AGENT_PORT));
+        assert_eq!(s.agents, vec!["berth-agent"]);
+        let (_, s) = create(body(serde_json::json!({"name": "box", "image": "busybox", "agent": false}))).unwrap();
+        assert!(s.ports.is_empty() && s.agents.is_empty());
+        let (_, s) = create(body(serde_json::json!({"name": "box", "image": "x", "ports": []}))).unwrap();
+        assert!(s.ports.is_empty(), "an agent template may be a private sandbox too");
+    }
+
+    #[test]
+    fn bad_bodies_name_their_field() {
+        for (v, field) in [
+            (serde_json::json!({"name": "Py", "image": "x"}), "name"),
+            (serde_json::json!({"name": "berth-agent", "image": "x"}), "name"),
+            (serde_json::json!({"name": "a"}), "image"),
+            (serde_json::json!({"name": "a", "image": "x y"}), "image"),
+            (serde_json::json!({"name": "a", "image": "x", "build": {}}), "build"),
+            (serde_json::json!({"name": "a", "image": "x", "stdin": true}), "stdin"),
+            (serde_json::json!({"name": "a", "image": "x", "command": ["a\u{0}"]}), "command"),
+            (serde_json::json!({"name": "a", "image": "x", "health_path": "healthz"}), "health_path"),
+            (serde_json::json!({"name": "a", "image": "x", "env": {"1X": "v"}}), "env.1X"),
+            (serde_json::json!({"name": "a", "image": "x", "default_size": 3}), "size"),
+        ] {
+            let err = create(body(v.clone())).unwrap_err();
+            match err {
+                ApiError::InvalidRequest { field: Some(f), .. } => assert_eq!(f, field, "{v}"),
+                other => panic!("{v}: {other:?}"),
+            }
+        }
+        // Parts that contradict each other (a schema cannot say so): 422.
+        for (v, field) in [
+            (
+                json!({"name": "a", "image": "x", "ports": [{"port": 80, "default": true}, {"port": 81, "default": true}]}),
+                "ports",
+            ),
+            (json!({"name": "a", "image": "x", "ports": [{"port": 80}, {"port": 80}]}), "ports[1].port"),
+            (json!({"name": "a", "image": "x", "agent": false, "ports": [{"port": 3737}]}), "ports[0].port"),
+            (json!({"name": "a", "image": "x", "command": [""]}), "command[0]"),
+        ] {
+            match create(body(v.clone())).unwrap_err() {
+                ApiError::Unprocessable { code: "invalid_template", field: f, .. } => assert_eq!(f, field, "{v}"),
+                other => panic!("{v}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_patch_replaces_what_it_names_and_the_agents_port_goes_with_the_agent() {
+        let (_, v1) = create(body(serde_json::json!({"name": "a", "image": "x:1", "env": {"A": "1"}}))).unwrap();
+        let v2 = update(&v1, serde_json::from_value(serde_json::json!({"image": "x:2"})).unwrap()).unwrap();
+        assert_eq!((v2.image.as_deref(), v2.env.get("A").map(String::as_str)), (Some("x:2"), Some("1")));
+        let v3 = update(&v2, serde_json::from_value(serde_json::json!({"agent": false})).unwrap()).unwrap();
+        assert!(v3.ports.is_empty() && v3.agents.is_empty() && !v3.agent);
+    }
+}
