@@ -266,6 +266,8 @@ fn add_constraints(doc: &mut Value, settings: DocSettings) {
         );
         set_property(doc, schema, "default_size", json!({"enum": sizes}));
     }
+    // A PATCH without a body changes nothing (and makes no version).
+    doc["paths"]["/v1/templates/{id}"]["patch"]["requestBody"]["required"] = json!(false);
     set_property(doc, "CreateInstance", "user", text(v::MAX_USER));
     set_property(doc, "CreateInstance", "region", json!({"enum": ["local", null]}));
     set_property(

@@ -290,20 +290,6 @@ pub fn create(body: CreateTemplate) -> ApiResult<(String, TemplateSpec)> {
 /// The next version of a template: its newest with the body's fields replaced.
 pub fn update(old: &TemplateSpec, body: UpdateTemplate) -> ApiResult<TemplateSpec> {
     refuse_stdin(body.stdin)?;
-    let names_something = body.image.is_some()
-        || body.ports.is_some()
-        || body.command.is_some()
-        || body.env.is_some()
-        || body.health_path.is_some()
-        || body.agent.is_some()
-        || body.agents.is_some()
-        || body.default_size.is_some();
-    if !names_something {
-        return Err(ApiError::InvalidRequest {
-            field: None,
-            message: "a template change names at least one field (a new version needs one)".into(),
-        });
-    }
     let mut spec = old.clone();
     if let Some(image) = body.image {
         check_image(&image)?;

@@ -132,6 +132,10 @@ pub async fn update(
     refuse_system(&id, "changed")?;
     let t = crate::templates::find(state.store.as_ref(), &auth.workspace_id, &id).await?;
     let spec = crate::templates::update(&t.spec, body)?;
+    if spec == t.spec {
+        // Nothing changes (an empty body, or the same values): no new version.
+        return Ok(Json(custom(&t)));
+    }
     let t = state.store.add_template_version(&t.id, &spec).await?.ok_or_else(|| ApiError::NotFound {
         code: "template_not_found",
         message: format!("template `{id}` was deleted meanwhile"),
