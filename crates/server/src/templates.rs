@@ -12,7 +12,6 @@ use berth_api_types::{CreateTemplate, TemplateChoice, TemplatePort, UpdateTempla
 use berth_core::template::{TemplatePort as CorePort, AGENT_PORT};
 use berth_core::{TemplateId, TemplateSpec, WorkspaceId};
 use berth_store::{InstanceRecord, Store, TemplateRecord};
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::RwLock;
 
@@ -57,12 +56,18 @@ impl Catalog {
     }
 }
 
+/// The system template's spec, built once: every presentation, edge-table update and
+/// readiness check of a system-template instance reads it.
+static SYSTEM_SPEC: std::sync::LazyLock<TemplateSpec> = std::sync::LazyLock::new(TemplateSpec::system);
+
+/// A stored copy of a template version, or the system template's (`None`).
+fn or_system(spec: &Option<TemplateSpec>) -> &TemplateSpec {
+    spec.as_ref().unwrap_or(&SYSTEM_SPEC)
+}
+
 /// The template version an instance runs.
-pub fn spec_of(rec: &InstanceRecord) -> Cow<'_, TemplateSpec> {
-    match &rec.template_spec {
-        Some(s) => Cow::Borrowed(s),
-        None => Cow::Owned(TemplateSpec::system()),
-    }
+pub fn spec_of(rec: &InstanceRecord) -> &TemplateSpec {
+    or_system(&rec.template_spec)
 }
 
 /// A template version chosen for an instance.
@@ -76,11 +81,8 @@ pub struct Resolved {
 }
 
 impl Resolved {
-    pub fn spec(&self) -> Cow<'_, TemplateSpec> {
-        match &self.spec {
-            Some(s) => Cow::Borrowed(s),
-            None => Cow::Owned(TemplateSpec::system()),
-        }
+    pub fn spec(&self) -> &TemplateSpec {
+        or_system(&self.spec)
     }
 }
 

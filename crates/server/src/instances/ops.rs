@@ -67,7 +67,7 @@ pub async fn create(
     v: ValidCreate,
     template: crate::templates::Resolved,
 ) -> ApiResult<InstanceRecord> {
-    let t = template.spec().into_owned();
+    let t = template.spec().clone();
     let size = match v.size {
         Some(s) => s,
         None => super::validate::size_of(t.default_size)?,
@@ -413,7 +413,7 @@ pub async fn patch(state: AppState, actor: Actor, id: String, v: ValidUpdate) ->
         }
     }
     if let Some(ports) = v.expose {
-        let routed = routed_ports(&crate::templates::spec_of(&rec), &ports)?;
+        let routed = routed_ports(crate::templates::spec_of(&rec), &ports)?;
         rec.exposed = exposed_ports(&rec.exposed, &routed);
     }
     if let Some(egress) = v.egress {
