@@ -58,6 +58,39 @@ pub struct ExecResult {
     pub truncated: bool,
 }
 
+/// `POST /v1/instances/{id}/stdin` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StdinRequest {
+    /// Written to the main program's standard input; a newline is added when it has
+    /// none (set `newline: false` to send it as is).
+    pub input: String,
+    /// Add a newline when `input` has none (default true).
+    #[serde(default)]
+    pub newline: Option<bool>,
+    /// The reply ends once the program has printed nothing for this long (ms,
+    /// 10–10000, default 300); before its first output it is given at least 2 s.
+    #[serde(default)]
+    pub quiet_ms: Option<u64>,
+    /// Longest the reply is collected (s, 1–300, default 30).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+/// What the main program printed in reply to a `stdin` write.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StdinResult {
+    /// stdout and stderr as they came, interleaved.
+    pub output: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub duration_ms: u64,
+    /// Output was still coming when `timeout_secs` ran out.
+    pub timed_out: bool,
+    /// Output beyond 1 MiB was dropped.
+    pub truncated: bool,
+}
+
 /// One log line.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LogEntry {

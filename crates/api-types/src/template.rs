@@ -36,8 +36,12 @@ pub struct Template {
     pub name: String,
     /// Newest version; instances on an older one show `update_available`.
     pub version: u32,
-    /// `ready` (image templates are ready at once).
+    /// Of the newest version: `ready` (an image template at once, a built one once its
+    /// build succeeded), `building`, or `failed` (its build failed: see `build.error`
+    /// and the build's log).
     pub status: String,
+    /// The build that made the newest version's image (`null`: an image template).
+    pub build: Option<TemplateBuild>,
     /// The image instances run.
     pub image: String,
     /// Routed ports; empty: a private sandbox (no URL, driven by exec).
@@ -51,6 +55,8 @@ pub struct Template {
     pub health_path: Option<String>,
     /// berth-agent is injected (its Responses API on port 3737).
     pub agent: bool,
+    /// The main program reads standard input: `POST /v1/instances/{id}/stdin`.
+    pub stdin: bool,
     /// The agents the template installs.
     pub agents: Vec<String>,
     /// Size of instances created without one.
@@ -71,10 +77,11 @@ pub struct CreateTemplate {
     /// Any OCI image reference; pulled at the first instance when not present.
     #[serde(default)]
     pub image: Option<String>,
-    /// Dockerfile builds are not in this build: give `image`.
+    /// Build the image from a Dockerfile instead (give `image` or `build`, not both).
+    /// The template answers at once with `status: building`; follow
+    /// `GET /v1/templates/{id}/builds/{version}/logs?follow=true`.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    pub build: Option<serde_json::Value>,
+    pub build: Option<BuildSource>,
     /// Routed ports (default: `[{"port": 3737, "default": true}]` with the agent, none without).
     #[serde(default)]
     pub ports: Option<Vec<TemplatePort>>,
@@ -88,8 +95,8 @@ pub struct CreateTemplate {
     /// HTTP path answering 2xx on the default port once ready (starts with `/`).
     #[serde(default)]
     pub health_path: Option<String>,
-    /// An interactive main program fed through `POST /v1/instances/{id}/stdin`; not in
-    /// this build (only `false`).
+    /// The main program is interactive: it reads standard input, written through
+    /// `POST /v1/instances/{id}/stdin` (a `command` is required).
     #[serde(default)]
     pub stdin: Option<bool>,
     /// Inject berth-agent (default true).
@@ -103,13 +110,15 @@ pub struct CreateTemplate {
     pub default_size: Option<u32>,
 }
 
-/// `PATCH /v1/templates/{id}` body: any of the create fields but `name` and `build`;
-/// the result is a new version.
+/// `PATCH /v1/templates/{id}` body: any of the create fields but `name`; the result is
+/// a new version (with `build`, a version that is built: `status: building`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTemplate {
     #[serde(default)]
     pub image: Option<String>,
+    #[serde(default)]
+    pub build: Option<BuildSource>,
     #[serde(default)]
     pub ports: Option<Vec<TemplatePort>>,
     #[serde(default)]
@@ -136,4 +145,51 @@ pub struct UpdateTo {
     /// The version to move to (default: the newest); an older one rolls back.
     #[serde(default)]
     pub version: Option<u32>,
+}
+
+/// A Dockerfile and its context.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSource {
+    /// The Dockerfile's text (its first instruction `FROM`, after any `ARG`).
+    pub dockerfile: String,
+    /// The files `COPY`/`ADD` read: a tar archive, gzip-compressed or not, base64-encoded
+    /// (at most 256 MiB unpacked; nothing under `.berth/`). Default: none.
+    #[serde(default)]
+    pub context: Option<String>,
+}
+
+/// A build of a template version from a Dockerfile.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TemplateBuild {
+    /// Always `template.build`.
+    pub object: String,
+    pub template_id: String,
+    /// The version it makes (its number in `/builds/{version}`).
+    pub version: u32,
+    /// `building`, `ready` or `failed`.
+    pub status: String,
+    /// The image it tags.
+    pub image: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Unix seconds.
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// A build's output: `GET /v1/templates/{id}/builds/{version}/logs`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BuildLogs {
+    /// `building`, `ready` or `failed`.
+    pub status: String,
+    pub logs: Vec<BuildLogLine>,
+}
+
+/// A line of a build's output.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BuildLogLine {
+    /// RFC 3339.
+    pub timestamp: String,
+    pub message: String,
 }

@@ -17,6 +17,7 @@ pub mod secret;
 pub mod share;
 pub mod shell;
 pub mod sse;
+pub mod stdin;
 pub mod templates;
 pub mod workspaces;
 
@@ -33,6 +34,8 @@ pub enum ClientCommand {
     Keys(keys::KeysArgs),
     /// Run a command in an instance: `berth exec ID -- CMD ARGS...` (exit code passed through).
     Exec(exec::ExecArgs),
+    /// Write to the main program of a stdin template and print its reply: `berth stdin ID "print(6*7)"`.
+    Stdin(stdin::StdinArgs),
     /// Talk to an instance's agent: `berth chat ID "message"` (the reply streams to stdout).
     Chat(chat::ChatArgs),
     /// Open an interactive terminal in an instance.
@@ -63,6 +66,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<i32> {
         ClientCommand::Chat(args) => return chat::run(args).await,
         ClientCommand::Shell(args) => return shell::run(args).await,
         ClientCommand::Logs(args) => logs::run(args).await,
+        ClientCommand::Stdin(args) => stdin::run(args).await,
         ClientCommand::Share(args) => share::run(args).await,
         ClientCommand::Health(args) => health::run(args).await,
         ClientCommand::Events(args) => events::run(args).await,

@@ -33,6 +33,9 @@ pub struct TemplateFields {
     /// Run the image's own program without berth-agent.
     #[arg(long)]
     pub no_agent: bool,
+    /// The main program is interactive: it reads what `berth stdin ID TEXT` writes.
+    #[arg(long)]
+    pub stdin: bool,
     /// Size of instances created without one (1, 2, 4, 8).
     #[arg(long)]
     pub default_size: Option<u32>,
@@ -57,6 +60,23 @@ pub enum TemplatesCommand {
     /// Make a new version of a template (instances move with `berth instances update`).
     Update {
         id: String,
+        #[command(flatten)]
+        fields: TemplateFields,
+    },
+    /// Build a template from a Dockerfile and a directory (its context), creating it
+    /// when there is none of that name, else making its next version; follows the
+    /// build's output until it ends (exits non-zero when it fails).
+    Build {
+        name: String,
+        /// The directory whose files `COPY`/`ADD` read (packed as tar.gz; at most
+        /// 256 MiB unpacked; `.git` is left out).
+        dir: std::path::PathBuf,
+        /// The Dockerfile (default: DIR/Dockerfile).
+        #[arg(long = "file", short = 'f')]
+        file: Option<std::path::PathBuf>,
+        /// Answer at once, without following the build.
+        #[arg(long)]
+        no_follow: bool,
         #[command(flatten)]
         fields: TemplateFields,
     },
@@ -106,8 +126,9 @@ fn update_body(f: &TemplateFields) -> anyhow::Result<UpdateTemplate> {
         ports: ports(&f.ports)?,
         command: (!f.command.is_empty()).then(|| f.command.clone()),
         env: env(&f.env)?,
+        build: None,
         health_path: f.health_path.clone(),
-        stdin: None,
+        stdin: f.stdin.then_some(true),
         agent: f.no_agent.then_some(false),
         agents: None,
         default_size: f.default_size,
@@ -130,7 +151,7 @@ pub async fn run(args: TemplatesArgs) -> anyhow::Result<()> {
                 command: u.command,
                 env: u.env,
                 health_path: u.health_path,
-                stdin: None,
+                stdin: u.stdin,
                 agent: u.agent,
                 agents: None,
                 default_size: u.default_size,
@@ -139,6 +160,9 @@ pub async fn run(args: TemplatesArgs) -> anyhow::Result<()> {
         }
         TemplatesCommand::Update { id, fields } => {
             client.patch(&format!("/templates/{id}"), &update_body(fields)?).await?
+        }
+        TemplatesCommand::Build { name, dir, file, no_follow, fields } => {
+            return build(&client, args.client.json, name, dir, file.as_deref(), *no_follow, fields).await;
         }
         TemplatesCommand::Delete { id, force } => {
             let query: Vec<(&str, String)> = if *force { vec![("force", "true".into())] } else { vec![] };
@@ -157,33 +181,146 @@ pub async fn run(args: TemplatesArgs) -> anyhow::Result<()> {
                 .map(|t| {
                     let ports: Vec<String> =
                         t.ports.iter().map(|p| format!("{}{}", p.port, if p.default { "*" } else { "" })).collect();
-                    vec![t.id, t.name, t.version.to_string(), t.image, ports.join(","), t.agent.to_string()]
+                    vec![t.id, t.name, t.version.to_string(), t.status, t.image, ports.join(","), t.agent.to_string()]
                 })
                 .collect();
-            output::table(&["ID", "NAME", "VERSION", "IMAGE", "PORTS", "AGENT"], &rows);
+            output::table(&["ID", "NAME", "VERSION", "STATUS", "IMAGE", "PORTS", "AGENT"], &rows);
         }
         TemplatesCommand::Delete { id, .. } => println!("deleted template {id}"),
         _ => {
-            let t: Template = serde_json::from_value(answer)?;
-            let ports: Vec<String> =
-                t.ports.iter().map(|p| format!("{}{}", p.port, if p.default { " (default)" } else { "" })).collect();
-            output::details(&[
-                ("id", t.id),
-                ("name", t.name),
-                ("version", t.version.to_string()),
-                ("image", t.image),
-                ("ports", output::or_dash(Some(ports.join(", ").as_str()).filter(|s| !s.is_empty()))),
-                ("command", output::or_dash(t.command.map(|c| c.join(" ")).as_deref())),
-                ("agent", t.agent.to_string()),
-                (
-                    "env",
-                    output::or_dash(
-                        Some(t.env.keys().cloned().collect::<Vec<_>>().join(", ").as_str()).filter(|s| !s.is_empty()),
-                    ),
-                ),
-                ("default size", t.default_size.to_string()),
-            ]);
+            print_template(serde_json::from_value(answer)?);
         }
     }
     Ok(())
+}
+
+fn print_template(t: Template) {
+    let ports: Vec<String> =
+        t.ports.iter().map(|p| format!("{}{}", p.port, if p.default { " (default)" } else { "" })).collect();
+    let build = t.build.as_ref().map(|b| match &b.error {
+        Some(e) => format!("version {} {}: {e}", b.version, b.status),
+        None => format!("version {} {}", b.version, b.status),
+    });
+    output::details(&[
+        ("id", t.id),
+        ("name", t.name),
+        ("version", t.version.to_string()),
+        ("status", t.status),
+        ("build", output::or_dash(build.as_deref())),
+        ("image", t.image),
+        ("ports", output::or_dash(Some(ports.join(", ").as_str()).filter(|s| !s.is_empty()))),
+        ("command", output::or_dash(t.command.map(|c| c.join(" ")).as_deref())),
+        ("agent", t.agent.to_string()),
+        ("stdin", t.stdin.to_string()),
+        (
+            "env",
+            output::or_dash(
+                Some(t.env.keys().cloned().collect::<Vec<_>>().join(", ").as_str()).filter(|s| !s.is_empty()),
+            ),
+        ),
+        ("default size", t.default_size.to_string()),
+    ]);
+}
+
+/// Packs a directory as a tar.gz (`.git` left out), base64-encoded.
+fn pack(dir: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    use base64::Engine;
+    anyhow::ensure!(dir.is_dir(), "{} is not a directory", dir.display());
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    tar.follow_symlinks(false);
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        if entry.file_name() == ".git" {
+            continue;
+        }
+        let path = entry.path();
+        let name = entry.file_name();
+        if entry.file_type()?.is_dir() {
+            tar.append_dir_all(&name, &path).with_context(|| format!("packing {}", path.display()))?;
+        } else {
+            tar.append_path_with_name(&path, &name).with_context(|| format!("packing {}", path.display()))?;
+        }
+    }
+    let bytes = tar.into_inner()?.finish()?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+async fn build(
+    client: &Client,
+    json: bool,
+    name: &str,
+    dir: &std::path::Path,
+    file: Option<&std::path::Path>,
+    no_follow: bool,
+    fields: &TemplateFields,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let dockerfile_path = file.map(std::path::Path::to_path_buf).unwrap_or_else(|| dir.join("Dockerfile"));
+    let dockerfile = std::fs::read_to_string(&dockerfile_path)
+        .with_context(|| format!("reading the Dockerfile {}", dockerfile_path.display()))?;
+    let source = berth_api_types::BuildSource { dockerfile, context: Some(pack(dir)?) };
+    let mut u = update_body(fields)?;
+    anyhow::ensure!(u.image.is_none(), "--image and a build exclude each other");
+    u.build = Some(source);
+    let exists = match client.get(&format!("/templates/{name}"), &[]).await {
+        Ok(_) => true,
+        Err(crate::client::ClientError::Api(e)) if e.code == "template_not_found" => false,
+        Err(e) => return Err(e.into()),
+    };
+    let answer = if exists {
+        client.patch(&format!("/templates/{name}"), &u).await?
+    } else {
+        let body = CreateTemplate {
+            name: name.to_string(),
+            image: None,
+            build: u.build,
+            ports: u.ports,
+            command: u.command,
+            env: u.env,
+            health_path: u.health_path,
+            stdin: u.stdin,
+            agent: u.agent,
+            agents: None,
+            default_size: u.default_size,
+        };
+        client.post("/templates", Some(&body)).await?
+    };
+    let t: Template = serde_json::from_value(answer.clone())?;
+    if no_follow {
+        if json {
+            return output::json(&answer);
+        }
+        print_template(t);
+        return Ok(());
+    }
+    eprintln!("building {} version {} ...", t.name, t.version);
+    let path = format!("/templates/{}/builds/{}/logs", t.id, t.version);
+    let resp = client.get_stream(&path, &[("follow", "true".into())]).await?;
+    let mut events = crate::sse::SseStream::new(client, resp);
+    while let Some(ev) = events.next().await? {
+        if ev.event == "end" {
+            let end: serde_json::Value = serde_json::from_str(&ev.data).context("unexpected build event")?;
+            let status = end["status"].as_str().unwrap_or("failed").to_string();
+            if status != "ready" {
+                let why = end["error"].as_str().unwrap_or("see the log above");
+                anyhow::bail!("the build of {} version {} failed: {why}", t.name, t.version);
+            }
+            let t: Template = serde_json::from_value(client.get(&format!("/templates/{}", t.id), &[]).await?)?;
+            return if json {
+                output::json(&serde_json::to_value(&t)?)
+            } else {
+                print_template(t);
+                Ok(())
+            };
+        }
+        let line: berth_api_types::BuildLogLine = serde_json::from_str(&ev.data).context("unexpected build event")?;
+        if json {
+            output::stdout(format!("{}\n", serde_json::to_string(&line)?).as_bytes());
+        } else {
+            output::stderr(format!("{}\n", line.message).as_bytes());
+        }
+    }
+    anyhow::bail!("the build's log stream ended early; see `berth templates get {}`", t.id)
 }

@@ -16,7 +16,7 @@ pub use egress::Egress;
 pub use ids::{InstanceId, KeyId, ShareId, TemplateId, WorkspaceId};
 pub use lifecycle::{Action, InvalidTransition, Status};
 pub use size::{Size, SizeSpec};
-pub use template::TemplateSpec;
+pub use template::{TemplateSpec, TemplateStatus};
 
 /// Current unix time in whole seconds.
 pub fn now_secs() -> i64 {

@@ -39,6 +39,9 @@ pub struct TemplateSpec {
     /// the agent's `/health` when there is an agent, else a TCP connect to the default port.
     #[serde(default)]
     pub health_path: Option<String>,
+    /// The main program reads standard input (`POST /v1/instances/{id}/stdin`).
+    #[serde(default)]
+    pub stdin: bool,
     /// berth-agent is injected and serves its API on [`AGENT_PORT`].
     #[serde(default = "yes")]
     pub agent: bool,
@@ -48,6 +51,35 @@ pub struct TemplateSpec {
     /// Size of instances that name none.
     #[serde(default = "one")]
     pub default_size: u32,
+}
+
+/// Whether instances can be made from a template version: an image is `ready` at once;
+/// a version built from a Dockerfile is `building` until its build ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TemplateStatus {
+    Ready,
+    Building,
+    Failed,
+}
+
+impl TemplateStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TemplateStatus::Ready => "ready",
+            TemplateStatus::Building => "building",
+            TemplateStatus::Failed => "failed",
+        }
+    }
+
+    /// Reads a stored status; anything unknown is `failed` (never `ready` by mistake).
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "ready" => TemplateStatus::Ready,
+            "building" => TemplateStatus::Building,
+            _ => TemplateStatus::Failed,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -67,6 +99,7 @@ impl TemplateSpec {
             command: None,
             env: BTreeMap::new(),
             health_path: None,
+            stdin: false,
             agent: true,
             agents: vec!["berth-agent".into()],
             default_size: 1,

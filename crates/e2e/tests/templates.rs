@@ -188,7 +188,6 @@ async fn template_bodies_are_checked_and_templates_stay_in_their_workspace() {
     let tid = t["id"].as_str().unwrap();
     for (body, status, code) in [
         (json!({"name": "mine", "image": image()}), 409, "name_taken"),
-        (json!({"name": "built", "build": {"dockerfile": "FROM x"}}), 400, "invalid_request"),
         (json!({"name": "noimage"}), 400, "invalid_request"),
         (json!({"name": "Bad Name", "image": image()}), 400, "invalid_request"),
         (json!({"name": "p", "image": image(), "ports": [{"port": 0}]}), 400, "invalid_request"),
@@ -197,8 +196,14 @@ async fn template_bodies_are_checked_and_templates_stay_in_their_workspace() {
         let (got, err) = s.post("/v1/templates", body.clone()).await;
         assert_eq!((got, err["error"]["code"].as_str()), (status, Some(code)), "{body}: {err}");
     }
-    let (status, err) = s.post("/v1/templates", json!({"name": "b", "build": {"dockerfile": "FROM x"}})).await;
-    assert_eq!((status, err["error"]["details"]["field"].as_str()), (400, Some("build")), "{err}");
+    for (body, field) in [
+        (json!({"name": "b", "build": {"dockerfile": "RUN true"}}), "build.dockerfile"),
+        (json!({"name": "b", "build": {"dockerfile": "FROM x", "context": "not base64!"}}), "build.context"),
+        (json!({"name": "b", "image": "x", "build": {"dockerfile": "FROM x"}}), "build"),
+    ] {
+        let (status, err) = s.post("/v1/templates", body.clone()).await;
+        assert_eq!((status, err["error"]["details"]["field"].as_str()), (400, Some(field)), "{body}: {err}");
+    }
     for (status, err) in [
         patch(&s, "/v1/templates/berth-agent", json!({"image": "x"})).await,
         delete(&s, "/v1/templates/berth-agent").await,

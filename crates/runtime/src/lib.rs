@@ -4,6 +4,7 @@
 //! ([`docker::DockerRuntime`], feature `docker`) is the one implementation today;
 //! a Kubernetes driver implements the same trait without touching its callers.
 
+pub mod build;
 #[cfg(feature = "docker")]
 pub mod docker;
 pub mod fair;
@@ -43,6 +44,9 @@ pub struct InstanceSpec {
     /// (the container ends when it ends); without, it replaces the image's own
     /// entrypoint and command.
     pub command: Option<Vec<String>>,
+    /// The main program reads standard input (`POST /v1/instances/{id}/stdin` writes
+    /// to it through [`Runtime::attach`]).
+    pub stdin: bool,
     /// berth-agent is the container's main process (serving its API on [`AGENT_PORT`]);
     /// false: the image's own entrypoint, or `command`. The agent binary is mounted
     /// either way (execs run under it).
@@ -273,6 +277,27 @@ pub trait Runtime: Send + Sync + 'static {
     async fn logs(&self, id: &InstanceId, query: LogQuery) -> Result<BoxStream<'static, Result<LogLine>>>;
     /// CPU, memory and process counts now.
     async fn stats(&self, id: &InstanceId) -> Result<Stats>;
+    /// Builds an image from a Dockerfile and context, sending each line of the
+    /// builder's output to `log`; the error says why a build failed.
+    async fn build_image(
+        &self,
+        req: build::BuildRequest,
+        log: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Result<()> {
+        let _ = (req, log);
+        Err(RuntimeError::Failed(format!("the {} runtime does not build images", self.name())))
+    }
+    /// Removes an image berth built (best effort: one still in use stays).
+    async fn remove_image(&self, image: &str) -> Result<()> {
+        let _ = image;
+        Ok(())
+    }
+    /// Attaches to the standard streams of an instance's main process: its output from
+    /// now on, and its standard input (the container was made with `stdin`).
+    async fn attach(&self, id: &InstanceId) -> Result<ExecSession> {
+        let _ = id;
+        Err(RuntimeError::Failed(format!("the {} runtime cannot attach to an instance's main process", self.name())))
+    }
     /// This installation's container events as they happen. The stream ends when
     /// the runtime goes away; the caller subscribes again.
     async fn events(&self) -> Result<BoxStream<'static, Result<RuntimeEvent>>>;

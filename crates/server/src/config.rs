@@ -69,6 +69,20 @@ pub struct ServerArgs {
     /// Name of the gVisor runtime in dockerd's configuration (`--isolation gvisor`).
     #[arg(long, env = "BERTH_GVISOR_RUNTIME", default_value = "runsc")]
     pub gvisor_runtime: String,
+    /// CA bundle (PEM) that template builds and instances trust, so `pip`, `npm` and
+    /// `curl` work behind a TLS-intercepting proxy: mounted read-only into instances at
+    /// /usr/local/share/berth/ca-certificates.crt (SSL_CERT_FILE, REQUESTS_CA_BUNDLE,
+    /// PIP_CERT, NODE_EXTRA_CA_CERTS, CURL_CA_BUNDLE and GIT_SSL_CAINFO point at it) and
+    /// copied into every build stage. Default: the system's
+    /// /etc/ssl/certs/ca-certificates.crt when it exists; `none`: the images' own.
+    #[arg(long, env = "BERTH_CA_BUNDLE")]
+    pub ca_bundle: Option<String>,
+    /// Most template builds running at once (the others wait their turn).
+    #[arg(long, env = "BERTH_MAX_BUILDS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_builds: u32,
+    /// Longest a template build may take before it fails.
+    #[arg(long, env = "BERTH_BUILD_TIMEOUT_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(10..=86400))]
+    pub build_timeout_secs: u64,
     /// How home volumes are bounded to their size's disk (`auto`, `loop`, `off`).
     #[arg(long, env = "BERTH_DISK_QUOTA", value_enum, default_value = "auto")]
     pub disk_quota: DiskQuota,

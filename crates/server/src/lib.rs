@@ -9,6 +9,7 @@ pub mod admission;
 pub mod agent_bin;
 pub mod auth;
 pub mod bootstrap;
+pub mod builds;
 pub mod compute;
 pub mod config;
 pub mod edge;

@@ -73,6 +73,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 stop_grace_secs: 10,
                 disk_dir: disk_dir(&args)?,
                 oci_runtime: (args.isolation == crate::config::Isolation::Gvisor).then(|| args.gvisor_runtime.clone()),
+                ca_bundle: ca_bundle(args.ca_bundle.as_deref())?,
             };
             let docker = DockerRuntime::connect(cfg).await.context("connecting to Docker")?;
             let base_image = docker.base_image().to_string();
@@ -121,6 +122,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     let (api_tls, tls) = tls_acceptors(&args, &routes)?;
     let capacity = runtime.capacity();
+    // No build runs in a server that starts: one cut short by a stop ends `failed`.
+    let cut = store.fail_unfinished_builds("the server stopped during the build; build again").await?;
+    if cut > 0 {
+        tracing::warn!(builds = cut, "template builds cut short by a server stop are marked failed");
+    }
     let catalog = Arc::new(crate::templates::Catalog::load(store.as_ref()).await?);
     let state = AppState {
         keys: Arc::new(KeyCache::new(store.clone())),
@@ -159,6 +165,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         disk_usage: Arc::default(),
         health_inspect: Arc::default(),
         exec_buffer: Arc::new(tokio::sync::Semaphore::new((args.exec_buffer_mb.max(1) * 1024) as usize)),
+        stdin_turns: Arc::default(),
+        builds: Arc::new(crate::builds::Builds::new(
+            args.max_builds as usize,
+            Duration::from_secs(args.build_timeout_secs),
+        )),
         admission: Arc::new(crate::admission::Admission::new(
             capacity.memory_bytes,
             args.memory_overcommit,
@@ -461,6 +472,25 @@ fn make_private(path: &std::path::Path, mode: u32) -> std::io::Result<()> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     }
     Ok(())
+}
+
+/// The system's CA bundle, the default of `--ca-bundle`.
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The CA bundle builds and instances trust, per `--ca-bundle` (`None`: the images' own).
+fn ca_bundle(flag: Option<&str>) -> anyhow::Result<Option<std::path::PathBuf>> {
+    let path = match flag {
+        Some("none") => return Ok(None),
+        Some(p) => std::path::PathBuf::from(p),
+        None if std::path::Path::new(SYSTEM_CA_BUNDLE).is_file() => SYSTEM_CA_BUNDLE.into(),
+        None => return Ok(None),
+    };
+    let text = std::fs::read(&path).with_context(|| format!("reading --ca-bundle {}", path.display()))?;
+    if !text.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        bail!("--ca-bundle {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path.display());
+    }
+    // Absolute: it is bind-mounted by the Docker daemon, which has a working directory of its own.
+    Ok(Some(std::fs::canonicalize(&path)?))
 }
 
 /// Where loop-backed home images go, per `--disk-quota` (`None`: plain volumes).

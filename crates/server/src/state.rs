@@ -79,6 +79,10 @@ pub struct AppState {
     pub disk_usage: Arc<DiskUsageCache>,
     /// Container state seen by `/health`, reused for a second (polling clients).
     pub health_inspect: Arc<InspectCache>,
+    /// Turns of `POST /v1/instances/{id}/stdin` (one write and its reply at a time).
+    pub stdin_turns: Arc<InstanceLocks>,
+    /// Template builds in progress: their live logs, and the slots they wait for.
+    pub builds: Arc<crate::builds::Builds>,
     /// Room on the host for instances' memory.
     pub admission: Arc<crate::admission::Admission>,
     /// The instances' egress firewall (`None` where the runtime has no host interface).

@@ -8,9 +8,9 @@
 use crate::error::{ApiError, ApiResult};
 use crate::instances::validate::{clip, env as check_env, size_of};
 use crate::instances::{SYSTEM_TEMPLATE, SYSTEM_TEMPLATE_VERSION};
-use berth_api_types::{CreateTemplate, TemplateChoice, TemplatePort, UpdateTemplate};
+use berth_api_types::{BuildSource, CreateTemplate, TemplateChoice, TemplatePort, UpdateTemplate};
 use berth_core::template::{TemplatePort as CorePort, AGENT_PORT};
-use berth_core::{TemplateId, TemplateSpec, WorkspaceId};
+use berth_core::{TemplateId, TemplateSpec, TemplateStatus, WorkspaceId};
 use berth_store::{InstanceRecord, Store, TemplateRecord};
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -22,19 +22,19 @@ pub const MAX_NAME: usize = 63;
 /// Most arguments of a command.
 pub const MAX_ARGS: usize = 256;
 
-/// The newest version of every custom template, so presenting an instance needs no
-/// database read to say whether an update is available.
+/// The newest ready version of every custom template, so presenting an instance needs
+/// no database read to say whether an update is available.
 #[derive(Debug, Default)]
 pub struct Catalog {
     latest: RwLock<HashMap<String, u32>>,
 }
 
 impl Catalog {
-    /// Loads every template's newest version.
+    /// Loads every template's newest ready version.
     pub async fn load(store: &dyn Store) -> berth_store::Result<Self> {
         let c = Catalog::default();
-        for t in store.templates(None).await? {
-            c.set(t.id.as_str(), t.version);
+        for (id, version) in store.ready_versions().await? {
+            c.set(id.as_str(), version);
         }
         Ok(c)
     }
@@ -47,8 +47,11 @@ impl Catalog {
         self.latest.read().unwrap_or_else(|e| e.into_inner()).get(id).copied()
     }
 
+    /// A version of a template is ready: the newest ready one, unless a newer is.
     pub fn set(&self, id: &str, version: u32) {
-        self.latest.write().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), version);
+        let mut latest = self.latest.write().unwrap_or_else(|e| e.into_inner());
+        let v = latest.entry(id.to_string()).or_insert(version);
+        *v = (*v).max(version);
     }
 
     pub fn remove(&self, id: &str) {
@@ -123,10 +126,30 @@ pub async fn resolve(store: &dyn Store, ws: &WorkspaceId, choice: &TemplateChoic
 /// One version of a template (`None`: the newest).
 pub async fn version_of(store: &dyn Store, t: &TemplateRecord, version: Option<u32>) -> ApiResult<Resolved> {
     let v = version.unwrap_or(t.version);
-    let spec = if v == t.version { Some(t.spec.clone()) } else { store.template_version(&t.id, v).await? };
-    match spec {
-        Some(spec) => Ok(Resolved { id: t.id.to_string(), version: v, spec: Some(spec) }),
-        None => Err(version_not_found(t.id.as_str(), v, t.version)),
+    let (spec, status) = if v == t.version {
+        (t.spec.clone(), t.status)
+    } else {
+        let found = store.template_version(&t.id, v).await?;
+        let found = found.ok_or_else(|| version_not_found(t.id.as_str(), v, t.version))?;
+        (found.spec, found.status)
+    };
+    let logs = format!("/v1/templates/{}/builds/{v}/logs", t.id);
+    match status {
+        TemplateStatus::Ready => Ok(Resolved { id: t.id.to_string(), version: v, spec: Some(spec) }),
+        TemplateStatus::Building => Err(ApiError::Conflict {
+            code: "build_not_ready",
+            message: format!(
+                "version {v} of template `{}` is still building; try again once it is ready (follow {logs}?follow=true)",
+                t.name
+            ),
+        }),
+        TemplateStatus::Failed => Err(ApiError::Conflict {
+            code: "build_not_ready",
+            message: format!(
+                "the build of version {v} of template `{}` failed (its log: {logs}); build it again (PATCH with `build`) or pick a ready version",
+                t.name
+            ),
+        }),
     }
 }
 
@@ -240,14 +263,60 @@ fn agents_of(agents: Vec<String>) -> ApiResult<Vec<String>> {
     Ok(agents)
 }
 
-fn refuse_stdin(stdin: Option<bool>) -> ApiResult<()> {
-    if stdin == Some(true) {
-        return Err(ApiError::invalid(
-            "stdin",
-            "stdin templates (an interactive main program fed through /stdin) are not in this build",
+/// A stdin template needs a program that reads standard input: its `command`, or
+/// (without the agent) the image's own.
+fn check_stdin(spec: &TemplateSpec) -> ApiResult<()> {
+    if spec.stdin && spec.agent && spec.command.is_none() {
+        return Err(invalid(
+            "command",
+            "a stdin template with the agent needs a `command`: the interactive program its input goes to",
         ));
     }
     Ok(())
+}
+
+/// A Dockerfile build as a request checked it: the Dockerfile and the context (tar).
+#[derive(Debug, Clone)]
+pub struct BuildInput {
+    pub dockerfile: String,
+    pub context: Vec<u8>,
+}
+
+impl BuildInput {
+    /// What the runtime builds: the image `tag` of a template's version.
+    pub fn request(self, template: &TemplateId, tag: &str) -> berth_runtime::build::BuildRequest {
+        berth_runtime::build::BuildRequest {
+            tag: tag.to_string(),
+            dockerfile: self.dockerfile,
+            context: self.context,
+            labels: HashMap::from([("berth.template".to_string(), template.to_string())]),
+        }
+    }
+}
+
+/// Checks a build body: a Dockerfile starting with `FROM`, a base64 tar (or tar.gz).
+fn build_of(source: BuildSource) -> ApiResult<BuildInput> {
+    berth_runtime::build::check_dockerfile(&source.dockerfile).map_err(|e| ApiError::invalid("build.dockerfile", e))?;
+    let context = match source.context.as_deref().map(str::trim) {
+        None | Some("") => Vec::new(),
+        Some(text) => {
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| {
+                ApiError::invalid(
+                    "build.context",
+                    format!("`build.context` is not base64 ({e}): encode a tar or tar.gz"),
+                )
+            })?;
+            berth_runtime::build::check_context(&bytes).map_err(|e| ApiError::invalid("build.context", e))?;
+            bytes
+        }
+    };
+    Ok(BuildInput { dockerfile: source.dockerfile, context })
+}
+
+/// The image a build of a template tags: under berth's own name, unique per build.
+pub fn build_tag(id: &TemplateId) -> String {
+    format!("berth/{id}:build-{}", berth_core::ids::random_label(10))
 }
 
 /// Fills what an agent template leaves out: the agent's port as the default port when
@@ -262,18 +331,24 @@ fn complete(mut spec: TemplateSpec, ports_given: bool) -> TemplateSpec {
     spec
 }
 
-/// Checks a create body: the template's name and its first version.
-pub fn create(body: CreateTemplate) -> ApiResult<(String, TemplateSpec)> {
+/// Checks a create body of template `id`: its name, its first version and, for a
+/// template built from a Dockerfile, the build (the version's image is the build's tag).
+pub fn create(body: CreateTemplate, id: &TemplateId) -> ApiResult<(String, TemplateSpec, Option<BuildInput>)> {
     check_name(&body.name)?;
-    if body.build.is_some() {
-        return Err(ApiError::invalid(
-            "build",
-            "Dockerfile builds are not in this build: build the image yourself (docker build) and give `image`",
-        ));
-    }
-    let image = body.image.ok_or_else(|| ApiError::invalid("image", "`image` is required (an OCI image reference)"))?;
-    check_image(&image)?;
-    refuse_stdin(body.stdin)?;
+    let (image, build) = match (body.image, body.build) {
+        (Some(_), Some(_)) => return Err(ApiError::invalid("build", "give `image` or `build`, not both")),
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "image",
+                "`image` (an OCI image reference) or `build` (a Dockerfile) is required",
+            ))
+        }
+        (Some(image), None) => {
+            check_image(&image)?;
+            (image, None)
+        }
+        (None, Some(source)) => (build_tag(id), Some(build_of(source)?)),
+    };
     let agent = body.agent.unwrap_or(true);
     let ports_given = body.ports.is_some();
     let spec = TemplateSpec {
@@ -282,20 +357,39 @@ pub fn create(body: CreateTemplate) -> ApiResult<(String, TemplateSpec)> {
         command: command_of(body.command.unwrap_or_default())?,
         env: env_of(&body.env.unwrap_or_default())?,
         health_path: health_path_of(body.health_path.unwrap_or_default())?,
+        stdin: body.stdin.unwrap_or(false),
         agent,
         agents: agents_of(body.agents.unwrap_or_default())?,
         default_size: size_of(body.default_size.unwrap_or(1))?.size,
     };
-    Ok((body.name, complete(spec, ports_given)))
+    let spec = complete(spec, ports_given);
+    check_stdin(&spec)?;
+    Ok((body.name, spec, build))
 }
 
-/// The next version of a template: its newest with the body's fields replaced.
-pub fn update(old: &TemplateSpec, body: UpdateTemplate) -> ApiResult<TemplateSpec> {
-    refuse_stdin(body.stdin)?;
+/// The next version of template `id`: its newest with the body's fields replaced (and,
+/// with `build`, the image of a build that starts).
+pub fn update(
+    id: &TemplateId,
+    old: &TemplateSpec,
+    body: UpdateTemplate,
+) -> ApiResult<(TemplateSpec, Option<BuildInput>)> {
     let mut spec = old.clone();
-    if let Some(image) = body.image {
-        check_image(&image)?;
-        spec.image = Some(image);
+    let mut build = None;
+    match (body.image, body.build) {
+        (Some(_), Some(_)) => return Err(ApiError::invalid("build", "give `image` or `build`, not both")),
+        (Some(image), None) => {
+            check_image(&image)?;
+            spec.image = Some(image);
+        }
+        (None, Some(source)) => {
+            build = Some(build_of(source)?);
+            spec.image = Some(build_tag(id));
+        }
+        (None, None) => {}
+    }
+    if let Some(stdin) = body.stdin {
+        spec.stdin = stdin;
     }
     if let Some(agent) = body.agent {
         spec.agent = agent;
@@ -326,7 +420,9 @@ pub fn update(old: &TemplateSpec, body: UpdateTemplate) -> ApiResult<TemplateSpe
     if let Some(s) = body.default_size {
         spec.default_size = size_of(s)?.size;
     }
-    Ok(complete(spec, ports_given))
+    let spec = complete(spec, ports_given);
+    check_stdin(&spec)?;
+    Ok((spec, build))
 }
 
 #[cfg(test)]
@@ -338,15 +434,19 @@ mod tests {
         serde_json::from_value(v).unwrap()
     }
 
+    fn create(body: CreateTemplate) -> ApiResult<(String, TemplateSpec, Option<BuildInput>)> {
+        super::create(body, &TemplateId::generate())
+    }
+
     #[test]
     fn an_agent_template_defaults_to_the_agents_port_and_a_sandbox_has_none() {
-        let (name, s) = create(body(serde_json::json!({"name": "py", "image": "python:3.12"}))).unwrap();
+        let (name, s, _) = create(body(serde_json::json!({"name": "py", "image": "python:3.12"}))).unwrap();
         assert_eq!(name, "py");
         assert_eq!(s.default_port(), Some(AGENT_PORT));
         assert_eq!(s.agents, vec!["berth-agent"]);
-        let (_, s) = create(body(serde_json::json!({"name": "box", "image": "busybox", "agent": false}))).unwrap();
+        let (_, s, _) = create(body(serde_json::json!({"name": "box", "image": "busybox", "agent": false}))).unwrap();
         assert!(s.ports.is_empty() && s.agents.is_empty());
-        let (_, s) = create(body(serde_json::json!({"name": "box", "image": "x", "ports": []}))).unwrap();
+        let (_, s, _) = create(body(serde_json::json!({"name": "box", "image": "x", "ports": []}))).unwrap();
         assert!(s.ports.is_empty(), "an agent template may be a private sandbox too");
     }
 
@@ -357,8 +457,14 @@ mod tests {
             (serde_json::json!({"name": "berth-agent", "image": "x"}), "name"),
             (serde_json::json!({"name": "a"}), "image"),
             (serde_json::json!({"name": "a", "image": "x y"}), "image"),
-            (serde_json::json!({"name": "a", "image": "x", "build": {}}), "build"),
-            (serde_json::json!({"name": "a", "image": "x", "stdin": true}), "stdin"),
+            (serde_json::json!({"name": "a", "image": "x", "build": {"dockerfile": "FROM x"}}), "build"),
+            (serde_json::json!({"name": "a"}), "image"),
+            (serde_json::json!({"name": "a", "build": {"dockerfile": "RUN true"}}), "build.dockerfile"),
+            (serde_json::json!({"name": "a", "build": {"dockerfile": "FROM x", "context": "@@"}}), "build.context"),
+            (
+                serde_json::json!({"name": "a", "build": {"dockerfile": "FROM x", "context": "bm90IGEgdGFy"}}),
+                "build.context",
+            ),
             (serde_json::json!({"name": "a", "image": "x", "command": ["a\u{0}"]}), "command"),
             (serde_json::json!({"name": "a", "image": "x", "health_path": "healthz"}), "health_path"),
             (serde_json::json!({"name": "a", "image": "x", "env": {"1X": "v"}}), "env.1X"),
@@ -379,6 +485,7 @@ mod tests {
             (json!({"name": "a", "image": "x", "ports": [{"port": 80}, {"port": 80}]}), "ports[1].port"),
             (json!({"name": "a", "image": "x", "agent": false, "ports": [{"port": 3737}]}), "ports[0].port"),
             (json!({"name": "a", "image": "x", "command": [""]}), "command[0]"),
+            (json!({"name": "a", "image": "x", "stdin": true}), "command"),
         ] {
             match create(body(v.clone())).unwrap_err() {
                 ApiError::Unprocessable { code: "invalid_template", field: f, .. } => assert_eq!(f, field, "{v}"),
@@ -389,10 +496,27 @@ mod tests {
 
     #[test]
     fn a_patch_replaces_what_it_names_and_the_agents_port_goes_with_the_agent() {
-        let (_, v1) = create(body(serde_json::json!({"name": "a", "image": "x:1", "env": {"A": "1"}}))).unwrap();
-        let v2 = update(&v1, serde_json::from_value(serde_json::json!({"image": "x:2"})).unwrap()).unwrap();
+        let (_, v1, _) = create(body(serde_json::json!({"name": "a", "image": "x:1", "env": {"A": "1"}}))).unwrap();
+        let id = TemplateId::generate();
+        let (v2, _) = update(&id, &v1, serde_json::from_value(serde_json::json!({"image": "x:2"})).unwrap()).unwrap();
         assert_eq!((v2.image.as_deref(), v2.env.get("A").map(String::as_str)), (Some("x:2"), Some("1")));
-        let v3 = update(&v2, serde_json::from_value(serde_json::json!({"agent": false})).unwrap()).unwrap();
+        let (v3, _) = update(&id, &v2, serde_json::from_value(serde_json::json!({"agent": false})).unwrap()).unwrap();
         assert!(v3.ports.is_empty() && v3.agents.is_empty() && !v3.agent);
+    }
+
+    #[test]
+    fn a_build_tags_an_image_of_berths_own_per_build() {
+        let id = TemplateId::generate();
+        let (_, v1, build) =
+            super::create(body(json!({"name": "b", "build": {"dockerfile": "FROM busybox\n"}})), &id).unwrap();
+        let tag = v1.image.clone().unwrap();
+        assert!(tag.starts_with(&format!("berth/{id}:build-")), "{tag}");
+        assert!(build.unwrap().context.is_empty());
+        let (v2, build) =
+            update(&id, &v1, serde_json::from_value(json!({"build": {"dockerfile": "FROM busybox\n"}})).unwrap())
+                .unwrap();
+        assert!(build.is_some() && v2.image != v1.image, "each build tags an image of its own");
+        let (v3, build) = update(&id, &v2, serde_json::from_value(json!({"env": {"A": "1"}})).unwrap()).unwrap();
+        assert!(build.is_none() && v3.image == v2.image, "a change without a build keeps the image");
     }
 }

@@ -11,7 +11,7 @@ pub use records::*;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
-use berth_core::{InstanceId, KeyId, ShareId, Status, TemplateId, TemplateSpec, WorkspaceId};
+use berth_core::{InstanceId, KeyId, ShareId, Status, TemplateId, TemplateSpec, TemplateStatus, WorkspaceId};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -132,9 +132,10 @@ pub trait Store: Send + Sync + 'static {
     /// A workspace's charges since `since` (unix seconds), per instance, UTC day and kind.
     async fn daily_usage(&self, ws: &WorkspaceId, since: i64) -> Result<Vec<DailyUsage>>;
 
-    /// Stores a new template as its version 1; [`StoreError::Duplicate`] when its
-    /// workspace already has a template of that name.
-    async fn create_template(&self, t: &TemplateRecord) -> Result<()>;
+    /// Stores a new template as its version 1 (with `build`, the image its build tags
+    /// and the Dockerfile, a build of it that starts now); [`StoreError::Duplicate`]
+    /// when its workspace already has a template of that name.
+    async fn create_template(&self, t: &TemplateRecord, build: Option<(&str, &str)>) -> Result<()>;
     /// A template of a workspace (`None`: any workspace), with its newest version.
     async fn template(&self, ws: Option<&WorkspaceId>, id: &TemplateId) -> Result<Option<TemplateRecord>>;
     /// A workspace's template by name.
@@ -142,10 +143,37 @@ pub trait Store: Send + Sync + 'static {
     /// Every template of a workspace (`None`: of every workspace), oldest first.
     async fn templates(&self, ws: Option<&WorkspaceId>) -> Result<Vec<TemplateRecord>>;
     /// One version of a template.
-    async fn template_version(&self, id: &TemplateId, version: u32) -> Result<Option<TemplateSpec>>;
-    /// Adds the next version of a template (its newest from now on); answers the
-    /// template as it now is, `None` when there is no such template.
-    async fn add_template_version(&self, id: &TemplateId, spec: &TemplateSpec) -> Result<Option<TemplateRecord>>;
+    async fn template_version(&self, id: &TemplateId, version: u32) -> Result<Option<TemplateVersion>>;
+    /// Adds the next version of a template (its newest from now on), its image from
+    /// `source` (a [`VersionSource::Build`] also records the build, from `build`: the
+    /// image it tags and the Dockerfile); answers the template as it now is, `None`
+    /// when there is no such template.
+    async fn add_template_version(
+        &self,
+        id: &TemplateId,
+        spec: &TemplateSpec,
+        source: VersionSource,
+        build: Option<(&str, &str)>,
+    ) -> Result<Option<TemplateRecord>>;
+    /// Records the end of a build: its version (and every version sharing its image)
+    /// becomes `ready` or `failed`, with its log and error. False when there is no such build.
+    async fn finish_build(
+        &self,
+        id: &TemplateId,
+        version: u32,
+        status: TemplateStatus,
+        error: Option<&str>,
+        log: &[BuildLine],
+    ) -> Result<bool>;
+    /// A build (`version` is the version it makes).
+    async fn template_build(&self, id: &TemplateId, version: u32) -> Result<Option<BuildRecord>>;
+    /// Every build of a template, oldest first, without their logs.
+    async fn template_builds(&self, id: &TemplateId) -> Result<Vec<BuildRecord>>;
+    /// Marks builds still `building` as failed with `reason` (a server that starts has
+    /// none running); answers how many.
+    async fn fail_unfinished_builds(&self, reason: &str) -> Result<u64>;
+    /// The newest `ready` version of every template that has one.
+    async fn ready_versions(&self) -> Result<Vec<(TemplateId, u32)>>;
     /// Removes a template and its versions (instances keep their copies).
     async fn delete_template(&self, id: &TemplateId) -> Result<bool>;
     /// How many instances not yet purged run some version of a template.

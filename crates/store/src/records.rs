@@ -204,6 +204,58 @@ pub struct TemplateRecord {
     pub version: u32,
     /// The newest version's spec.
     pub spec: berth_core::TemplateSpec,
+    /// The newest version's status.
+    pub status: berth_core::TemplateStatus,
+    /// The version whose build made the newest version's image (`None`: an image).
+    pub build: Option<u32>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// One version of a template.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateVersion {
+    pub version: u32,
+    pub spec: berth_core::TemplateSpec,
+    pub status: berth_core::TemplateStatus,
+    /// The version whose build made its image (`None`: an image).
+    pub build: Option<u32>,
+}
+
+/// Where a new template version's image comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionSource {
+    /// An image reference: ready at once.
+    Image,
+    /// A build that starts now (its own row in the builds, `building`).
+    Build,
+    /// The image of the version before, with its status and build.
+    Same,
+}
+
+/// A line of a build's output.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BuildLine {
+    /// RFC 3339.
+    pub timestamp: String,
+    pub message: String,
+}
+
+/// A Dockerfile build of a template version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildRecord {
+    pub template_id: berth_core::TemplateId,
+    /// The version it makes.
+    pub version: u32,
+    /// The image it tags.
+    pub image: String,
+    pub dockerfile: String,
+    /// `building`, `ready` or `failed` (the version's status).
+    pub status: berth_core::TemplateStatus,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Its output, once it has ended (a build in progress keeps its lines in memory).
+    pub log: Vec<BuildLine>,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
 }

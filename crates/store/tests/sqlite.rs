@@ -213,8 +213,8 @@ fn got_with_env(r: &InstanceRecord) -> InstanceRecord {
 
 #[tokio::test]
 async fn templates_keep_every_version_sealed_and_instances_keep_their_copy() {
-    use berth_core::{TemplateId, TemplateSpec};
-    use berth_store::{seal::SealKey, TemplateRecord};
+    use berth_core::{TemplateId, TemplateSpec, TemplateStatus};
+    use berth_store::{seal::SealKey, TemplateRecord, VersionSource};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("berth.db");
     let s = SqliteStore::open(&path).await.unwrap().sealed_with(SealKey::generate()).await.unwrap();
@@ -229,15 +229,17 @@ async fn templates_keep_every_version_sealed_and_instances_keep_their_copy() {
         name: "py".into(),
         version: 1,
         spec: v1.clone(),
+        status: TemplateStatus::Ready,
+        build: None,
         created_at: 5,
         updated_at: 5,
     };
-    s.create_template(&t).await.unwrap();
+    s.create_template(&t, None).await.unwrap();
     // Names are unique per workspace, not across them.
     let dup = TemplateRecord { id: TemplateId::generate(), ..t.clone() };
-    assert!(matches!(s.create_template(&dup).await, Err(StoreError::Duplicate(_))));
+    assert!(matches!(s.create_template(&dup, None).await, Err(StoreError::Duplicate(_))));
     let elsewhere = TemplateRecord { id: TemplateId::generate(), workspace_id: other.clone(), ..t.clone() };
-    s.create_template(&elsewhere).await.unwrap();
+    s.create_template(&elsewhere, None).await.unwrap();
 
     assert_eq!(s.template(Some(&ws), &t.id).await.unwrap(), Some(t.clone()));
     assert_eq!(s.template(Some(&other), &t.id).await.unwrap(), None, "another workspace's template");
@@ -247,11 +249,12 @@ async fn templates_keep_every_version_sealed_and_instances_keep_their_copy() {
 
     let mut v2 = v1.clone();
     v2.image = Some("img:2".into());
-    let now = s.add_template_version(&t.id, &v2).await.unwrap().unwrap();
+    let now = s.add_template_version(&t.id, &v2, VersionSource::Image, None).await.unwrap().unwrap();
     assert_eq!((now.version, now.spec.image.as_deref()), (2, Some("img:2")));
-    assert_eq!(s.template_version(&t.id, 1).await.unwrap(), Some(v1.clone()), "old versions stay");
+    let old = s.template_version(&t.id, 1).await.unwrap().unwrap();
+    assert_eq!((old.spec, old.status), (v1.clone(), TemplateStatus::Ready), "old versions stay");
     assert_eq!(s.template_version(&t.id, 3).await.unwrap(), None);
-    assert_eq!(s.add_template_version(&TemplateId::generate(), &v2).await.unwrap(), None);
+    assert_eq!(s.add_template_version(&TemplateId::generate(), &v2, VersionSource::Image, None).await.unwrap(), None);
 
     // An instance keeps the copy it runs, also once the template is gone.
     let mut inst = instance(&ws, 1, Status::Running);
@@ -281,4 +284,62 @@ async fn templates_keep_every_version_sealed_and_instances_keep_their_copy() {
     for (text,) in texts {
         assert!(text.starts_with("sealed:v1:") && !text.contains("tpl-value"), "in clear at rest: {text}");
     }
+}
+
+#[tokio::test]
+async fn a_build_is_a_version_that_becomes_ready_or_failed_and_a_restart_fails_unfinished_ones() {
+    use berth_core::{TemplateId, TemplateSpec, TemplateStatus};
+    use berth_store::{BuildLine, TemplateRecord, VersionSource};
+    let (s, _dir) = store().await;
+    let ws = workspace(&s).await;
+    let mut spec = TemplateSpec::system();
+    spec.image = Some("berth/tpl_x:a".into());
+    let t = TemplateRecord {
+        id: TemplateId::generate(),
+        workspace_id: ws.clone(),
+        name: "built".into(),
+        version: 1,
+        spec: spec.clone(),
+        status: TemplateStatus::Building,
+        build: Some(1),
+        created_at: 5,
+        updated_at: 5,
+    };
+    s.create_template(&t, Some(("berth/tpl_x:a", "FROM scratch\n"))).await.unwrap();
+    let got = s.template(Some(&ws), &t.id).await.unwrap().unwrap();
+    assert_eq!((got.status, got.build), (TemplateStatus::Building, Some(1)));
+    assert!(s.ready_versions().await.unwrap().is_empty(), "nothing is ready while it builds");
+    let b = s.template_build(&t.id, 1).await.unwrap().unwrap();
+    assert_eq!(
+        (b.status, b.image.as_str(), b.dockerfile.as_str(), b.finished_at),
+        (TemplateStatus::Building, "berth/tpl_x:a", "FROM scratch\n", None)
+    );
+
+    let log = vec![BuildLine { timestamp: "2026-12-05T00:00:00Z".into(), message: "Step 1/1 : FROM scratch".into() }];
+    assert!(s.finish_build(&t.id, 1, TemplateStatus::Ready, None, &log).await.unwrap());
+    assert!(!s.finish_build(&t.id, 9, TemplateStatus::Ready, None, &log).await.unwrap(), "no such build");
+    let b = s.template_build(&t.id, 1).await.unwrap().unwrap();
+    assert_eq!((b.status, b.log.clone()), (TemplateStatus::Ready, log));
+    assert!(b.finished_at.is_some());
+    assert_eq!(s.ready_versions().await.unwrap(), vec![(t.id.clone(), 1)]);
+
+    // A change that keeps the image keeps its build and status; a new build starts
+    // `building`; a server restart fails it and keeps version 2 the newest ready one.
+    let mut v2 = spec.clone();
+    v2.env = [("A".to_string(), "1".to_string())].into();
+    let now = s.add_template_version(&t.id, &v2, VersionSource::Same, None).await.unwrap().unwrap();
+    assert_eq!((now.version, now.status, now.build), (2, TemplateStatus::Ready, Some(1)));
+    let now = s
+        .add_template_version(&t.id, &spec, VersionSource::Build, Some(("berth/tpl_x:b", "FROM x\n")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((now.version, now.status, now.build), (3, TemplateStatus::Building, Some(3)));
+    assert_eq!(s.fail_unfinished_builds("the server restarted").await.unwrap(), 1);
+    let b = s.template_build(&t.id, 3).await.unwrap().unwrap();
+    assert_eq!((b.status, b.error.as_deref()), (TemplateStatus::Failed, Some("the server restarted")));
+    assert_eq!(s.template_version(&t.id, 3).await.unwrap().unwrap().status, TemplateStatus::Failed);
+    assert_eq!(s.ready_versions().await.unwrap(), vec![(t.id.clone(), 2)]);
+    let builds = s.template_builds(&t.id).await.unwrap();
+    assert_eq!(builds.iter().map(|b| b.version).collect::<Vec<_>>(), vec![1, 3]);
 }

@@ -39,23 +39,44 @@ pub(super) async fn start(rt: &DockerRuntime, container: &str, req: ExecRequest)
     drop(permit);
     rt.exec_tokens.lock().unwrap_or_else(|e| e.into_inner()).insert(created.id.clone(), (container.to_string(), token));
     match started {
-        StartExecResults::Attached { output, input } => Ok(ExecSession {
-            id: created.id,
-            output: output
-                .map(|item| {
-                    item.map(|chunk| match chunk {
-                        LogOutput::StdErr { message } => Output::Stderr(message.to_vec()),
-                        LogOutput::StdOut { message }
-                        | LogOutput::Console { message }
-                        | LogOutput::StdIn { message } => Output::Stdout(message.to_vec()),
-                    })
-                    .map_err(map_err)
-                })
-                .boxed(),
-            input: req.stdin.then_some(input),
-        }),
+        StartExecResults::Attached { output, input } => {
+            Ok(ExecSession { id: created.id, output: outputs(output), input: req.stdin.then_some(input) })
+        }
         StartExecResults::Detached => Err(RuntimeError::Failed("exec started detached".into())),
     }
+}
+
+/// The main process's standard streams: output from now on, and its standard input.
+pub(super) async fn attach(rt: &DockerRuntime, container: &str) -> Result<ExecSession> {
+    let opts = bollard::query_parameters::AttachContainerOptions {
+        detach_keys: None,
+        logs: false,
+        stream: true,
+        stdin: true,
+        stdout: true,
+        stderr: true,
+    };
+    let attached = {
+        let _p = rt.permit().await;
+        rt.docker.attach_container(container, Some(opts)).await.map_err(map_err)?
+    };
+    Ok(ExecSession { id: String::new(), output: outputs(attached.output), input: Some(attached.input) })
+}
+
+fn outputs(
+    output: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>,
+) -> futures_util::stream::BoxStream<'static, Result<Output>> {
+    output
+        .map(|item| {
+            item.map(|chunk| match chunk {
+                LogOutput::StdErr { message } => Output::Stderr(message.to_vec()),
+                LogOutput::StdOut { message } | LogOutput::Console { message } | LogOutput::StdIn { message } => {
+                    Output::Stdout(message.to_vec())
+                }
+            })
+            .map_err(map_err)
+        })
+        .boxed()
 }
 
 pub(super) async fn status(rt: &DockerRuntime, exec_id: &str) -> Result<Option<i64>> {

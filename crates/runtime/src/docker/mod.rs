@@ -7,6 +7,7 @@
 //! goes through a small semaphore: dockerd has been seen to lock up when hundreds
 //! of calls land at once.
 
+mod build;
 pub mod disk;
 mod exec;
 mod observe;
@@ -75,6 +76,9 @@ pub struct DockerConfig {
     /// OCI runtime (as registered with dockerd) instances run under, e.g. `runsc` for
     /// gVisor; `None`: the daemon's default (runc).
     pub oci_runtime: Option<String>,
+    /// Host path of the CA bundle builds and instances trust (mounted read-only into
+    /// instances, added to build contexts); `None`: the image's own.
+    pub ca_bundle: Option<PathBuf>,
 }
 
 /// [`Runtime`] on a Docker Engine.
@@ -609,6 +613,7 @@ impl Runtime for DockerRuntime {
             agent_bin: &self.cfg.agent_bin,
             home_io: io,
             oci_runtime: self.cfg.oci_runtime.clone(),
+            ca_bundle: self.cfg.ca_bundle.as_deref(),
         };
         let body = spec::container_body(&host, spec, image, volume, labels);
         let _p = self.permit().await;
@@ -841,6 +846,22 @@ impl Runtime for DockerRuntime {
         }
         cache.insert(name, (std::time::Instant::now(), s.clone()));
         Ok(s)
+    }
+
+    async fn build_image(
+        &self,
+        req: crate::build::BuildRequest,
+        log: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Result<()> {
+        build::build(self, req, log).await
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<()> {
+        build::remove(self, image).await
+    }
+
+    async fn attach(&self, id: &InstanceId) -> Result<ExecSession> {
+        exec::attach(self, &container_name(id)).await
     }
 
     async fn events(&self) -> Result<BoxStream<'static, Result<RuntimeEvent>>> {

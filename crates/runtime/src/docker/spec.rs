@@ -1,6 +1,7 @@
 //! The container an instance runs in: hardened host config, limits, the injected agent.
 
 use super::{limits, AGENT_PATH, KEPT_CAPS};
+use crate::build::{CA_PATH, CA_VARS};
 use crate::{InstanceSpec, AGENT_PORT, HOME_DIR};
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, HostConfigLogConfig, Mount, MountTypeEnum, NetworkingConfig,
@@ -21,6 +22,8 @@ pub(super) struct Host<'a> {
     pub home_io: Option<(Vec<ThrottleDevice>, Vec<ThrottleDevice>)>,
     /// OCI runtime to run under (`runsc`), `None` for the daemon's default.
     pub oci_runtime: Option<String>,
+    /// Host path of the CA bundle mounted read-only at [`CA_PATH`], when there is one.
+    pub ca_bundle: Option<&'a Path>,
 }
 
 /// The agent's setting for the user its tools run as.
@@ -47,6 +50,11 @@ pub(super) fn container_body(
     if spec.agent && !spec.env.contains_key(TOOL_USER_VAR) {
         env.push(format!("{TOOL_USER_VAR}={TOOL_USER}"));
     }
+    // TLS clients trust the host's CA bundle (a TLS-intercepting proxy's CA among
+    // them), unless the template or the instance points them elsewhere.
+    if host.ca_bundle.is_some() {
+        env.extend(CA_VARS.iter().filter(|v| !spec.env.contains_key(**v)).map(|v| format!("{v}={CA_PATH}")));
+    }
     let (nano_cpus, memory, pids) = limits(&spec.size, host.cpus);
     let (bps, iops) = host.home_io.clone().unzip();
     let host_config = HostConfig {
@@ -72,21 +80,7 @@ pub(super) fn container_body(
             typ: Some("json-file".into()),
             config: Some(HashMap::from([("max-size".into(), "10m".into()), ("max-file".into(), "3".into())])),
         }),
-        mounts: Some(vec![
-            Mount {
-                target: Some(HOME_DIR.into()),
-                source: Some(volume),
-                typ: Some(MountTypeEnum::VOLUME),
-                ..Default::default()
-            },
-            Mount {
-                target: Some(AGENT_PATH.into()),
-                source: Some(host.agent_bin.display().to_string()),
-                typ: Some(MountTypeEnum::BIND),
-                read_only: Some(true),
-                ..Default::default()
-            },
-        ]),
+        mounts: Some(mounts(host, volume)),
         ..Default::default()
     };
     let (entrypoint, cmd, working_dir) = if spec.agent {
@@ -106,6 +100,10 @@ pub(super) fn container_body(
         }
     };
     let body = ContainerCreateBody {
+        // A stdin template's main program reads a standard input that stays open
+        // between attaches (`POST /v1/instances/{id}/stdin`).
+        open_stdin: spec.stdin.then_some(true),
+        stdin_once: spec.stdin.then_some(false),
         image: Some(image),
         hostname: Some(spec.id.label().to_string()),
         entrypoint,
@@ -122,6 +120,29 @@ pub(super) fn container_body(
     body
 }
 
+/// The home volume, the read-only agent binary and, when there is one, the read-only
+/// CA bundle: nothing else of the host.
+fn mounts(host: &Host<'_>, volume: String) -> Vec<Mount> {
+    let bind = |source: &Path, target: &str| Mount {
+        target: Some(target.into()),
+        source: Some(source.display().to_string()),
+        typ: Some(MountTypeEnum::BIND),
+        read_only: Some(true),
+        ..Default::default()
+    };
+    let mut mounts = vec![
+        Mount {
+            target: Some(HOME_DIR.into()),
+            source: Some(volume),
+            typ: Some(MountTypeEnum::VOLUME),
+            ..Default::default()
+        },
+        bind(host.agent_bin, AGENT_PATH),
+    ];
+    mounts.extend(host.ca_bundle.map(|ca| bind(ca, CA_PATH)));
+    mounts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +157,7 @@ mod tests {
             size: size::lookup(size).unwrap(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
             command: None,
+            stdin: false,
             agent: true,
         };
         let host = Host {
@@ -144,6 +166,7 @@ mod tests {
             agent_bin: Path::new("/usr/lib/berth/berth-agent"),
             home_io: Some(super::super::io_limits(&berth_core::size::SIZES[0], "/dev/loop7")),
             oci_runtime: None,
+            ca_bundle: Some(Path::new("/etc/ssl/certs/ca-certificates.crt")),
         };
         container_body(
             &host,
@@ -176,7 +199,9 @@ mod tests {
         assert_eq!(h.network_mode.as_deref(), Some("net_1"));
         assert!(h.port_bindings.is_none(), "nothing is published on the host");
         let mounts = h.mounts.as_ref().unwrap();
-        assert_eq!(mounts.len(), 2, "the home volume and the agent binary, nothing else");
+        assert_eq!(mounts.len(), 3, "the home volume, the agent binary and the CA bundle, nothing else");
+        let ca = mounts.iter().find(|m| m.target.as_deref() == Some(CA_PATH)).unwrap();
+        assert_eq!((ca.read_only, ca.source.as_deref()), (Some(true), Some("/etc/ssl/certs/ca-certificates.crt")));
         let agent = mounts.iter().find(|m| m.target.as_deref() == Some(AGENT_PATH)).unwrap();
         assert_eq!(agent.read_only, Some(true));
         assert_eq!(agent.typ, Some(MountTypeEnum::BIND));
@@ -200,6 +225,8 @@ mod tests {
         assert_eq!(env.iter().filter(|e| e.starts_with("BERTH_INSTANCE_ID=")).count(), 1);
         assert!(env.contains(&format!("HOME={HOME_DIR}")));
         assert!(env.contains(&format!("BERTH_AGENT_TOOL_USER={TOOL_USER}")), "tools run unprivileged by default");
+        assert!(env.contains(&format!("SSL_CERT_FILE={CA_PATH}")), "TLS clients trust the host's CA bundle");
+        assert!(b.open_stdin.is_none(), "only stdin templates keep a standard input open");
     }
 
     fn body_of(agent: bool, command: Option<&[&str]>) -> ContainerCreateBody {
@@ -210,9 +237,17 @@ mod tests {
             size: size::lookup(1).unwrap(),
             env: BTreeMap::new(),
             command: command.map(|c| c.iter().map(|s| s.to_string()).collect()),
+            stdin: false,
             agent,
         };
-        let host = Host { cpus: 2, network: "n".into(), agent_bin: Path::new("/a"), home_io: None, oci_runtime: None };
+        let host = Host {
+            cpus: 2,
+            network: "n".into(),
+            agent_bin: Path::new("/a"),
+            home_io: None,
+            oci_runtime: None,
+            ca_bundle: None,
+        };
         container_body(&host, &spec, "custom".into(), "v".into(), HashMap::new())
     }
 

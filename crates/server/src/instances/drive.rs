@@ -80,6 +80,7 @@ pub fn spec_of(state: &AppState, r: &InstanceRecord) -> InstanceSpec {
         size: size::lookup(r.size).unwrap_or(size::SIZES[0]),
         env,
         command: t.command.clone(),
+        stdin: t.stdin,
         agent: t.agent,
     }
 }

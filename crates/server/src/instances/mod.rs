@@ -6,6 +6,7 @@ pub mod drive;
 pub mod exec;
 pub mod ops;
 pub mod present;
+pub mod stdin;
 pub mod validate;
 
 /// The one system template of this build.

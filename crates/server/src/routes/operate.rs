@@ -12,7 +12,10 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use berth_api_types::{ErrorBody, Event, ExecRequest, ExecResult, GatewayHealth, InstanceHealth, List, LogEntry, Logs};
+use berth_api_types::{
+    ErrorBody, Event, ExecRequest, ExecResult, GatewayHealth, InstanceHealth, List, LogEntry, Logs, StdinRequest,
+    StdinResult,
+};
 use berth_core::{now_secs, InstanceId, Status};
 use berth_runtime::{LogQuery, Observed};
 use futures_util::StreamExt;
@@ -27,6 +30,7 @@ use tokio_stream::wrappers::ReceiverStream;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/instances/{id}/exec", post(exec_command))
+        .route("/v1/instances/{id}/stdin", post(stdin))
         .route("/v1/instances/{id}/logs", get(logs))
         .route("/v1/instances/{id}/health", get(health))
         .route("/v1/instances/{id}/events", get(events))
@@ -88,6 +92,37 @@ pub async fn exec_command(
     });
     let stream = ReceiverStream::new(sse_rx).map(Ok::<_, Infallible>).take_until(revoked.cancelled_owned());
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// Write to the main program of a stdin template and answer what it printed in reply
+/// (until it goes quiet for `quiet_ms`). Its output is in the instance's logs too.
+#[utoipa::path(post, path = "/v1/instances/{id}/stdin", tag = "operate", params(("id" = String, Path)),
+    request_body = StdinRequest,
+    responses((status = 200, body = StdinResult), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "`invalid_state`: not running; `stdin_unavailable`: its template is not a stdin template, or its program no longer reads", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn stdin(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<StdinRequest>,
+) -> ApiResult<Json<StdinResult>> {
+    let rec = ops::get(&state, &auth, &id).await?;
+    let c = crate::instances::stdin::validate(body)?;
+    if !crate::templates::spec_of(&rec).stdin {
+        return Err(ApiError::Conflict {
+            code: "stdin_unavailable",
+            message: format!(
+                "instance `{}` runs template `{}`, whose main program does not read standard input (`stdin: true` templates do); use exec",
+                rec.id, rec.template
+            ),
+        });
+    }
+    if rec.status != Status::Running {
+        return Err(crate::error::invalid_state("write to the standard input of", rec.status));
+    }
+    let _busy = state.activity.busy(&rec.id);
+    Ok(Json(crate::instances::stdin::write(&state, &rec, c).await?))
 }
 
 /// Most bytes of log messages one (non-follow) answer holds; older lines go first.

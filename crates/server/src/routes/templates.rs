@@ -9,11 +9,15 @@ use crate::instances::{SYSTEM_TEMPLATE, SYSTEM_TEMPLATE_VERSION};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::routing::get;
 use axum::{Json, Router};
-use berth_api_types::{CreateTemplate, ErrorBody, List, Template, TemplatePort, UpdateTemplate};
-use berth_core::{now_secs, TemplateId, TemplateSpec};
-use berth_store::TemplateRecord;
+use berth_api_types::{
+    BuildLogLine, BuildLogs, CreateTemplate, ErrorBody, List, Template, TemplateBuild, TemplatePort, UpdateTemplate,
+};
+use berth_core::{now_secs, TemplateId, TemplateSpec, TemplateStatus};
+use berth_store::{BuildLine, BuildRecord, TemplateRecord, VersionSource};
+use futures_util::StreamExt;
 use serde::Deserialize;
 
 /// Routes of this resource.
@@ -21,7 +25,15 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/templates", get(list).post(create))
         .route("/v1/templates/{id}", get(retrieve).patch(update).delete(delete))
+        .route("/v1/templates/{id}/builds", get(builds))
+        .route("/v1/templates/{id}/builds/{version}", get(build))
+        .route("/v1/templates/{id}/builds/{version}/logs", get(build_logs))
+        // A build's context travels in the body (base64 of up to 64 MiB of tar.gz).
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
 }
+
+/// Largest template body (a build's context is in it).
+const MAX_BODY: usize = 96 << 20;
 
 fn present(
     id: String,
@@ -37,12 +49,14 @@ fn present(
         name,
         version,
         status: "ready".into(),
+        build: None,
         image,
         ports: spec.ports.iter().map(|p| TemplatePort { port: p.port, default: p.default }).collect(),
         command: spec.command.clone(),
         env: spec.env.keys().map(|k| (k.clone(), "***".to_string())).collect(),
         health_path: spec.health_path.clone(),
         agent: spec.agent,
+        stdin: spec.stdin,
         agents: spec.agents.clone(),
         default_size: spec.default_size,
         system: times.is_none(),
@@ -62,9 +76,35 @@ fn system_template(state: &AppState) -> Template {
     )
 }
 
-fn custom(t: &TemplateRecord) -> Template {
+fn custom(t: &TemplateRecord, build: Option<&BuildRecord>) -> Template {
     let image = t.spec.image.clone().unwrap_or_default();
-    present(t.id.to_string(), t.name.clone(), t.version, &t.spec, image, Some((t.created_at, t.updated_at)))
+    let mut out =
+        present(t.id.to_string(), t.name.clone(), t.version, &t.spec, image, Some((t.created_at, t.updated_at)));
+    out.status = t.status.as_str().into();
+    out.build = build.map(build_view);
+    out
+}
+
+/// A template with the build of its newest version's image, if built.
+async fn custom_with_build(state: &AppState, t: &TemplateRecord) -> ApiResult<Template> {
+    let build = match t.build {
+        Some(v) => state.store.template_build(&t.id, v).await?,
+        None => None,
+    };
+    Ok(custom(t, build.as_ref()))
+}
+
+fn build_view(b: &BuildRecord) -> TemplateBuild {
+    TemplateBuild {
+        object: "template.build".into(),
+        template_id: b.template_id.to_string(),
+        version: b.version,
+        status: b.status.as_str().into(),
+        image: b.image.clone(),
+        error: b.error.clone(),
+        started_at: b.started_at,
+        finished_at: b.finished_at,
+    }
 }
 
 /// List templates: the system template, then the workspace's own, oldest first.
@@ -72,7 +112,9 @@ fn custom(t: &TemplateRecord) -> Template {
     responses((status = 200, body = List<Template>)), security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<List<Template>>> {
     let mut data = vec![system_template(&state)];
-    data.extend(state.store.templates(Some(&auth.workspace_id)).await?.iter().map(custom));
+    for t in state.store.templates(Some(&auth.workspace_id)).await? {
+        data.push(custom_with_build(&state, &t).await?);
+    }
     Ok(Json(List::new(data, None)))
 }
 
@@ -84,43 +126,55 @@ pub async fn retrieve(State(state): State<AppState>, auth: Auth, Path(id): Path<
         return Ok(Json(system_template(&state)));
     }
     let t = crate::templates::find(state.store.as_ref(), &auth.workspace_id, &id).await?;
-    Ok(Json(custom(&t)))
+    Ok(Json(custom_with_build(&state, &t).await?))
 }
 
-/// Create a template from an image (version 1). The image is pulled when the first
-/// instance needs it.
+/// Create a template from an image (version 1), or build it from a Dockerfile: then
+/// it answers at once with `status: building` (instances can be made once it is
+/// `ready`; follow the build at `/v1/templates/{id}/builds/1/logs?follow=true`). An
+/// image is pulled when the first instance needs it.
 #[utoipa::path(post, path = "/v1/templates", tag = "templates", request_body = CreateTemplate,
     responses((status = 201, body = Template), (status = 400, body = ErrorBody),
         (status = 409, description = "`name_taken`: the workspace has a template of that name", body = ErrorBody),
-        (status = 422, description = "`invalid_template`: parts that contradict each other (a port twice, two default ports, port 3737 without the agent, an empty program); `details.field` names it", body = ErrorBody)),
+        (status = 413, description = "the body (a build's context) is larger than 96 MiB", body = ErrorBody),
+        (status = 422, description = "`invalid_template`: parts that contradict each other (a port twice, two default ports, port 3737 without the agent, an empty program, stdin with no program); `details.field` names it", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     auth: Auth,
     ApiJson(body): ApiJson<CreateTemplate>,
 ) -> ApiResult<(StatusCode, Json<Template>)> {
-    let (name, spec) = crate::templates::create(body)?;
+    let id = TemplateId::generate();
+    let (name, spec, build) = crate::templates::create(body, &id)?;
     let now = now_secs();
     let t = TemplateRecord {
-        id: TemplateId::generate(),
+        id,
         workspace_id: auth.workspace_id.clone(),
         name,
         version: 1,
+        status: if build.is_some() { TemplateStatus::Building } else { TemplateStatus::Ready },
+        build: build.as_ref().map(|_| 1),
         spec,
         created_at: now,
         updated_at: now,
     };
-    state.store.create_template(&t).await?;
-    state.settings.templates.set(t.id.as_str(), t.version);
-    Ok((StatusCode::CREATED, Json(custom(&t))))
+    let tag = t.spec.image.clone().unwrap_or_default();
+    let dockerfile = build.as_ref().map(|b| b.dockerfile.clone());
+    state.store.create_template(&t, dockerfile.as_deref().map(|d| (tag.as_str(), d))).await?;
+    match build {
+        Some(b) => state.builds.start(&state, t.id.clone(), 1, b.request(&t.id, &tag)),
+        None => state.settings.templates.set(t.id.as_str(), t.version),
+    }
+    Ok((StatusCode::CREATED, Json(custom_with_build(&state, &t).await?)))
 }
 
-/// Change a template: the result is its next version. Instances stay on the version
-/// they run until they are updated (`POST /v1/instances/{id}/update`).
+/// Change a template: the result is its next version (with `build`, a version that
+/// is built, `status: building`). Instances stay on the version they run until they
+/// are updated (`POST /v1/instances/{id}/update`).
 #[utoipa::path(patch, path = "/v1/templates/{id}", tag = "templates", params(("id" = String, Path)),
     request_body = UpdateTemplate,
     responses((status = 200, body = Template), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, description = "`system_template`: the system template cannot change", body = ErrorBody),
+        (status = 409, description = "`system_template`: the system template cannot change; `build_in_progress`: its newest version is still building", body = ErrorBody),
         (status = 422, description = "`invalid_template`, as for create", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn update(
@@ -131,17 +185,43 @@ pub async fn update(
 ) -> ApiResult<Json<Template>> {
     refuse_system(&id, "changed")?;
     let t = crate::templates::find(state.store.as_ref(), &auth.workspace_id, &id).await?;
-    let spec = crate::templates::update(&t.spec, body)?;
-    if spec == t.spec {
+    let image_given = body.image.is_some();
+    let (spec, build) = crate::templates::update(&t.id, &t.spec, body)?;
+    if spec == t.spec && build.is_none() {
         // Nothing changes (an empty body, or the same values): no new version.
-        return Ok(Json(custom(&t)));
+        return Ok(Json(custom_with_build(&state, &t).await?));
     }
-    let t = state.store.add_template_version(&t.id, &spec).await?.ok_or_else(|| ApiError::NotFound {
-        code: "template_not_found",
-        message: format!("template `{id}` was deleted meanwhile"),
-    })?;
-    state.settings.templates.set(t.id.as_str(), t.version);
-    Ok(Json(custom(&t)))
+    if t.status == TemplateStatus::Building {
+        // The new version would share an image that does not exist yet.
+        return Err(ApiError::Conflict {
+            code: "build_in_progress",
+            message: format!(
+                "version {} of template `{}` is still building; wait for it (GET /v1/templates/{}/builds/{}/logs?follow=true)",
+                t.version, t.name, t.id, t.version
+            ),
+        });
+    }
+    let source = match (&build, image_given) {
+        (Some(_), _) => VersionSource::Build,
+        (None, true) => VersionSource::Image,
+        (None, false) => VersionSource::Same,
+    };
+    let tag = spec.image.clone().unwrap_or_default();
+    let dockerfile = build.as_ref().map(|b| b.dockerfile.clone());
+    let now = state
+        .store
+        .add_template_version(&t.id, &spec, source, dockerfile.as_deref().map(|d| (tag.as_str(), d)))
+        .await?
+        .ok_or_else(|| ApiError::NotFound {
+            code: "template_not_found",
+            message: format!("template `{id}` was deleted meanwhile"),
+        })?;
+    match build {
+        Some(b) => state.builds.start(&state, now.id.clone(), now.version, b.request(&now.id, &tag)),
+        None if now.status == TemplateStatus::Ready => state.settings.templates.set(now.id.as_str(), now.version),
+        None => {}
+    }
+    Ok(Json(custom_with_build(&state, &now).await?))
 }
 
 /// Query of a template delete.
@@ -176,9 +256,18 @@ pub async fn delete(
             ),
         });
     }
+    let shown = custom_with_build(&state, &t).await?;
+    let built = state.store.template_builds(&t.id).await?;
+    state.builds.cancel(&t.id);
     state.store.delete_template(&t.id).await?;
     state.settings.templates.remove(t.id.as_str());
-    Ok(Json(custom(&t)))
+    // Its built images go, but those instances still run (Docker keeps an image in use).
+    for b in built {
+        if let Err(e) = state.runtime.remove_image(&b.image).await {
+            tracing::warn!(image = %b.image, error = %e, "could not remove a deleted template's image");
+        }
+    }
+    Ok(Json(shown))
 }
 
 fn refuse_system(id: &str, what: &str) -> ApiResult<()> {
@@ -189,4 +278,147 @@ fn refuse_system(id: &str, what: &str) -> ApiResult<()> {
         });
     }
     Ok(())
+}
+
+/// The builds of a template, oldest first.
+#[utoipa::path(get, path = "/v1/templates/{id}/builds", tag = "templates", params(("id" = String, Path)),
+    responses((status = 200, body = List<TemplateBuild>), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn builds(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<List<TemplateBuild>>> {
+    let t = crate::templates::find(state.store.as_ref(), &auth.workspace_id, &id).await?;
+    let data = state.store.template_builds(&t.id).await?.iter().map(build_view).collect();
+    Ok(Json(List::new(data, None)))
+}
+
+async fn find_build(state: &AppState, auth: &Auth, id: &str, version: &str) -> ApiResult<BuildRecord> {
+    let t = crate::templates::find(state.store.as_ref(), &auth.workspace_id, id).await?;
+    let not_found = || ApiError::NotFound {
+        code: "build_not_found",
+        message: format!(
+            "template `{}` has no build {}: its builds are listed at /v1/templates/{}/builds",
+            t.name,
+            crate::instances::validate::clip(version),
+            t.id
+        ),
+    };
+    let version: u32 = version.parse().map_err(|_| not_found())?;
+    state.store.template_build(&t.id, version).await?.ok_or_else(not_found)
+}
+
+/// A build of a template (`version`: the version it makes).
+#[utoipa::path(get, path = "/v1/templates/{id}/builds/{version}", tag = "templates",
+    params(("id" = String, Path), ("version" = u32, Path)),
+    responses((status = 200, body = TemplateBuild), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn build(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((id, version)): Path<(String, String)>,
+) -> ApiResult<Json<TemplateBuild>> {
+    Ok(Json(build_view(&find_build(&state, &auth, &id, &version).await?)))
+}
+
+/// Query of a build's logs.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+pub struct BuildLogsQuery {
+    /// Stream the output as SSE (`data:` one JSON line per line of output) until the
+    /// build ends; a last `event: end` carries `{"status","error"}`.
+    pub follow: Option<bool>,
+}
+
+/// A build's output: what it printed so far (in progress) or in all (ended).
+#[utoipa::path(get, path = "/v1/templates/{id}/builds/{version}/logs", tag = "templates",
+    params(("id" = String, Path), ("version" = u32, Path), BuildLogsQuery),
+    responses((status = 200, description = "`{status, logs: [...]}`, or SSE with `follow=true`", body = BuildLogs),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn build_logs(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((id, version)): Path<(String, String)>,
+    ApiQuery(q): ApiQuery<BuildLogsQuery>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let b = find_build(&state, &auth, &id, &version).await?;
+    let line = |l: BuildLine| BuildLogLine { timestamp: l.timestamp, message: l.message };
+    if !q.follow.unwrap_or(false) {
+        let logs = match state.builds.live(&b.template_id, b.version) {
+            Some(live) => live.since(0),
+            // Ended (or cut short by a restart): the stored log.
+            None => state.store.template_build(&b.template_id, b.version).await?.map(|b| b.log).unwrap_or_default(),
+        };
+        let status = b.status.as_str().into();
+        return Ok(Json(BuildLogs { status, logs: logs.into_iter().map(line).collect() }).into_response());
+    }
+    let store = state.store.clone();
+    let live = state.builds.live(&b.template_id, b.version);
+    let events = async_stream_lines(store, b, live).map(move |item| {
+        Ok::<_, std::convert::Infallible>(match item {
+            Item::Line(l) => SseEvent::default().data(serde_json::to_string(&line(l)).unwrap_or_default()),
+            Item::End(status, error) => SseEvent::default()
+                .event("end")
+                .data(serde_json::json!({"status": status.as_str(), "error": error}).to_string()),
+        })
+    });
+    let events = events.take_until(auth.revoked.clone().cancelled_owned());
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+enum Item {
+    Line(BuildLine),
+    End(TemplateStatus, Option<String>),
+}
+
+/// A build's lines as they come: the live ones while it runs, then what the store has
+/// beyond them, then its outcome.
+fn async_stream_lines(
+    store: std::sync::Arc<dyn berth_store::Store>,
+    b: BuildRecord,
+    live: Option<std::sync::Arc<crate::builds::Live>>,
+) -> impl futures_util::Stream<Item = Item> + Send {
+    struct S {
+        store: std::sync::Arc<dyn berth_store::Store>,
+        b: BuildRecord,
+        live: Option<(std::sync::Arc<crate::builds::Live>, crate::builds::Progress)>,
+        sent: usize,
+        queue: std::collections::VecDeque<Item>,
+        done: bool,
+    }
+    let live = live.map(|l| {
+        let rx = l.subscribe();
+        (l, rx)
+    });
+    let s = S { store, b, live, sent: 0, queue: Default::default(), done: false };
+    futures_util::stream::unfold(s, |mut s| async move {
+        loop {
+            if let Some(item) = s.queue.pop_front() {
+                return Some((item, s));
+            }
+            if s.done {
+                return None;
+            }
+            if let Some((live, rx)) = &mut s.live {
+                // Marked seen before reading, so a line pushed after the read wakes us.
+                let ended = rx.borrow_and_update().1;
+                let lines = live.since(s.sent);
+                if !lines.is_empty() {
+                    s.sent += lines.len();
+                    s.queue.extend(lines.into_iter().map(Item::Line));
+                    continue;
+                }
+                if !ended && rx.changed().await.is_ok() {
+                    continue;
+                }
+                // The build ended: the rest (and its outcome) is in the store.
+                s.live = None;
+            }
+            let ended = s.store.template_build(&s.b.template_id, s.b.version).await.ok().flatten();
+            let ended = ended.unwrap_or_else(|| s.b.clone());
+            s.queue.extend(ended.log.into_iter().skip(s.sent).map(Item::Line));
+            s.queue.push_back(Item::End(ended.status, ended.error));
+            s.done = true;
+        }
+    })
 }

@@ -5,11 +5,12 @@ mod shares;
 mod templates;
 
 use crate::{
-    DailyUsage, EventRecord, ExposedPort, InstanceFilter, InstanceRecord, KeyRecord, LedgerEntry, LedgerRecord, Result,
-    ShareRecord, Store, StoreError, TemplateRecord, TrafficUpdate, WorkspaceRecord,
+    BuildLine, BuildRecord, DailyUsage, EventRecord, ExposedPort, InstanceFilter, InstanceRecord, KeyRecord,
+    LedgerEntry, LedgerRecord, Result, ShareRecord, Store, StoreError, TemplateRecord, TemplateVersion, TrafficUpdate,
+    VersionSource, WorkspaceRecord,
 };
 use async_trait::async_trait;
-use berth_core::{now_secs, InstanceId, KeyId, ShareId, Status, TemplateId, TemplateSpec, WorkspaceId};
+use berth_core::{now_secs, InstanceId, KeyId, ShareId, Status, TemplateId, TemplateSpec, TemplateStatus, WorkspaceId};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use std::path::Path;
@@ -573,8 +574,8 @@ impl Store for SqliteStore {
         ledger::daily_usage(&self.pool, ws, since).await
     }
 
-    async fn create_template(&self, t: &TemplateRecord) -> Result<()> {
-        self.t_create(t).await
+    async fn create_template(&self, t: &TemplateRecord, build: Option<(&str, &str)>) -> Result<()> {
+        self.t_create(t, build).await
     }
 
     async fn template(&self, ws: Option<&WorkspaceId>, id: &TemplateId) -> Result<Option<TemplateRecord>> {
@@ -589,12 +590,45 @@ impl Store for SqliteStore {
         self.t_list(ws).await
     }
 
-    async fn template_version(&self, id: &TemplateId, version: u32) -> Result<Option<TemplateSpec>> {
+    async fn template_version(&self, id: &TemplateId, version: u32) -> Result<Option<TemplateVersion>> {
         self.t_version(id, version).await
     }
 
-    async fn add_template_version(&self, id: &TemplateId, spec: &TemplateSpec) -> Result<Option<TemplateRecord>> {
-        self.t_add_version(id, spec).await
+    async fn add_template_version(
+        &self,
+        id: &TemplateId,
+        spec: &TemplateSpec,
+        source: VersionSource,
+        build: Option<(&str, &str)>,
+    ) -> Result<Option<TemplateRecord>> {
+        self.t_add_version(id, spec, source, build).await
+    }
+
+    async fn finish_build(
+        &self,
+        id: &TemplateId,
+        version: u32,
+        status: TemplateStatus,
+        error: Option<&str>,
+        log: &[BuildLine],
+    ) -> Result<bool> {
+        self.t_finish_build(id, version, status, error, log).await
+    }
+
+    async fn template_build(&self, id: &TemplateId, version: u32) -> Result<Option<BuildRecord>> {
+        self.t_build(id, version).await
+    }
+
+    async fn template_builds(&self, id: &TemplateId) -> Result<Vec<BuildRecord>> {
+        self.t_builds(id).await
+    }
+
+    async fn fail_unfinished_builds(&self, reason: &str) -> Result<u64> {
+        self.t_fail_unfinished(reason).await
+    }
+
+    async fn ready_versions(&self) -> Result<Vec<(TemplateId, u32)>> {
+        self.t_ready_versions().await
     }
 
     async fn delete_template(&self, id: &TemplateId) -> Result<bool> {

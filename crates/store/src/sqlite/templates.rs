@@ -2,13 +2,39 @@
 //! (its `env`), so it is sealed at rest like instances' env.
 
 use super::SqliteStore;
-use crate::{Result, StoreError, TemplateRecord};
-use berth_core::{TemplateId, TemplateSpec, WorkspaceId};
+use crate::{BuildLine, BuildRecord, Result, StoreError, TemplateRecord, TemplateVersion, VersionSource};
+use berth_core::{TemplateId, TemplateSpec, TemplateStatus, WorkspaceId};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-const COLUMNS: &str = "t.id, t.workspace_id, t.name, t.version, t.created_at, t.updated_at, v.spec";
+const COLUMNS: &str = "t.id, t.workspace_id, t.name, t.version, t.created_at, t.updated_at, v.spec, v.status, v.build";
 const FROM: &str = "templates t JOIN template_versions v ON v.template_id = t.id AND v.version = t.version";
+
+const BUILD_COLUMNS: &str =
+    "b.template_id, b.version, b.image, b.dockerfile, v.status, b.error, b.started_at, b.finished_at";
+const BUILDS: &str =
+    "template_builds b JOIN template_versions v ON v.template_id = b.template_id AND v.version = b.version";
+
+async fn insert_build(
+    tx: &mut sqlx::SqliteConnection,
+    id: &TemplateId,
+    version: i64,
+    image: &str,
+    dockerfile: &str,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO template_builds (template_id, version, image, dockerfile, started_at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(id.as_str())
+    .bind(version)
+    .bind(image)
+    .bind(dockerfile)
+    .bind(now)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
 
 impl SqliteStore {
     /// Text for a spec column: JSON, sealed when the store has a key.
@@ -41,12 +67,14 @@ impl SqliteStore {
             name: row.try_get("name")?,
             version: row.try_get::<i64, _>("version")? as u32,
             spec: self.spec_from(&row.try_get::<String, _>("spec")?)?,
+            status: TemplateStatus::parse(row.try_get("status")?),
+            build: row.try_get::<Option<i64>, _>("build")?.map(|b| b as u32),
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         })
     }
 
-    pub(super) async fn t_create(&self, t: &TemplateRecord) -> Result<()> {
+    pub(super) async fn t_create(&self, t: &TemplateRecord, build: Option<(&str, &str)>) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO templates (id, workspace_id, name, version, created_at, updated_at) VALUES (?, ?, ?, 1, ?, ?)",
@@ -64,12 +92,23 @@ impl SqliteStore {
             }
             other => other?,
         };
-        sqlx::query("INSERT INTO template_versions (template_id, version, spec, created_at) VALUES (?, 1, ?, ?)")
-            .bind(t.id.as_str())
-            .bind(self.spec_text(&t.spec))
-            .bind(t.created_at)
-            .execute(&mut *tx)
-            .await?;
+        let (status, built) = match build {
+            Some(_) => (TemplateStatus::Building, Some(1)),
+            None => (t.status, t.build),
+        };
+        sqlx::query(
+            "INSERT INTO template_versions (template_id, version, spec, created_at, status, build) VALUES (?, 1, ?, ?, ?, ?)",
+        )
+        .bind(t.id.as_str())
+        .bind(self.spec_text(&t.spec))
+        .bind(t.created_at)
+        .bind(status.as_str())
+        .bind(built)
+        .execute(&mut *tx)
+        .await?;
+        if let Some((image, dockerfile)) = build {
+            insert_build(&mut tx, &t.id, 1, image, dockerfile, t.created_at).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -104,17 +143,31 @@ impl SqliteStore {
         rows.iter().map(|r| self.template_from_row(r)).collect()
     }
 
-    pub(super) async fn t_version(&self, id: &TemplateId, version: u32) -> Result<Option<TemplateSpec>> {
-        let text: Option<String> =
-            sqlx::query_scalar("SELECT spec FROM template_versions WHERE template_id = ? AND version = ?")
+    pub(super) async fn t_version(&self, id: &TemplateId, version: u32) -> Result<Option<TemplateVersion>> {
+        let row =
+            sqlx::query("SELECT spec, status, build FROM template_versions WHERE template_id = ? AND version = ?")
                 .bind(id.as_str())
                 .bind(version as i64)
                 .fetch_optional(&self.pool)
                 .await?;
-        text.map(|t| self.spec_from(&t)).transpose()
+        row.map(|r| {
+            Ok(TemplateVersion {
+                version,
+                spec: self.spec_from(&r.try_get::<String, _>("spec")?)?,
+                status: TemplateStatus::parse(r.try_get("status")?),
+                build: r.try_get::<Option<i64>, _>("build")?.map(|b| b as u32),
+            })
+        })
+        .transpose()
     }
 
-    pub(super) async fn t_add_version(&self, id: &TemplateId, spec: &TemplateSpec) -> Result<Option<TemplateRecord>> {
+    pub(super) async fn t_add_version(
+        &self,
+        id: &TemplateId,
+        spec: &TemplateSpec,
+        source: VersionSource,
+        build: Option<(&str, &str)>,
+    ) -> Result<Option<TemplateRecord>> {
         let now = berth_core::now_secs();
         let mut tx = self.pool.begin().await?;
         // The version number is taken and written in one transaction: SQLite serialises
@@ -131,15 +184,129 @@ impl SqliteStore {
             .bind(id.as_str())
             .fetch_one(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO template_versions (template_id, version, spec, created_at) VALUES (?, ?, ?, ?)")
+        let (status, built) = match source {
+            VersionSource::Image => (TemplateStatus::Ready.as_str().to_string(), None),
+            VersionSource::Build => (TemplateStatus::Building.as_str().to_string(), Some(version)),
+            VersionSource::Same => {
+                let row =
+                    sqlx::query("SELECT status, build FROM template_versions WHERE template_id = ? AND version = ?")
+                        .bind(id.as_str())
+                        .bind(version - 1)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                (row.try_get::<String, _>("status")?, row.try_get::<Option<i64>, _>("build")?)
+            }
+        };
+        sqlx::query(
+            "INSERT INTO template_versions (template_id, version, spec, created_at, status, build) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id.as_str())
+        .bind(version)
+        .bind(self.spec_text(spec))
+        .bind(now)
+        .bind(status)
+        .bind(built)
+        .execute(&mut *tx)
+        .await?;
+        if let (VersionSource::Build, Some((image, dockerfile))) = (source, build) {
+            insert_build(&mut tx, id, version, image, dockerfile, now).await?;
+        }
+        tx.commit().await?;
+        self.t_get(None, id).await
+    }
+
+    pub(super) async fn t_finish_build(
+        &self,
+        id: &TemplateId,
+        version: u32,
+        status: TemplateStatus,
+        error: Option<&str>,
+        log: &[BuildLine],
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE template_builds SET log = ?, error = ?, finished_at = ? WHERE template_id = ? AND version = ?",
+        )
+        .bind(serde_json::to_string(log).unwrap_or_else(|_| "[]".into()))
+        .bind(error)
+        .bind(berth_core::now_secs())
+        .bind(id.as_str())
+        .bind(version as i64)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE template_versions SET status = ? WHERE template_id = ? AND build = ?")
+            .bind(status.as_str())
             .bind(id.as_str())
-            .bind(version)
-            .bind(self.spec_text(spec))
-            .bind(now)
+            .bind(version as i64)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        self.t_get(None, id).await
+        Ok(done.rows_affected() > 0)
+    }
+
+    fn build_from_row(row: &SqliteRow, with_log: bool) -> Result<BuildRecord> {
+        let log = if with_log {
+            let text: String = row.try_get("log")?;
+            serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("build log: {e}")))?
+        } else {
+            Vec::new()
+        };
+        Ok(BuildRecord {
+            template_id: TemplateId::from_trusted(row.try_get("template_id")?),
+            version: row.try_get::<i64, _>("version")? as u32,
+            image: row.try_get("image")?,
+            dockerfile: row.try_get("dockerfile")?,
+            status: TemplateStatus::parse(row.try_get("status")?),
+            error: row.try_get("error")?,
+            log,
+            started_at: row.try_get("started_at")?,
+            finished_at: row.try_get("finished_at")?,
+        })
+    }
+
+    pub(super) async fn t_build(&self, id: &TemplateId, version: u32) -> Result<Option<BuildRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {BUILD_COLUMNS}, b.log FROM {BUILDS} WHERE b.template_id = ? AND b.version = ?"
+        ))
+        .bind(id.as_str())
+        .bind(version as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Self::build_from_row(&r, true)).transpose()
+    }
+
+    pub(super) async fn t_builds(&self, id: &TemplateId) -> Result<Vec<BuildRecord>> {
+        let rows =
+            sqlx::query(&format!("SELECT {BUILD_COLUMNS} FROM {BUILDS} WHERE b.template_id = ? ORDER BY b.version"))
+                .bind(id.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(|r| Self::build_from_row(r, false)).collect()
+    }
+
+    pub(super) async fn t_fail_unfinished(&self, reason: &str) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE template_builds SET error = ?, finished_at = ? WHERE finished_at IS NULL")
+            .bind(reason)
+            .bind(berth_core::now_secs())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE template_versions SET status = 'failed' WHERE status = 'building'")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    pub(super) async fn t_ready_versions(&self) -> Result<Vec<(TemplateId, u32)>> {
+        let rows = sqlx::query(
+            "SELECT template_id, MAX(version) AS version FROM template_versions WHERE status = 'ready' GROUP BY template_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((TemplateId::from_trusted(r.try_get("template_id")?), r.try_get::<i64, _>("version")? as u32)))
+            .collect()
     }
 
     pub(super) async fn t_delete(&self, id: &TemplateId) -> Result<bool> {

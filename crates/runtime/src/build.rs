@@ -1,0 +1,285 @@
+//! Template builds from a Dockerfile: checking what a client sends, and the context a
+//! builder gets (the client's files, the Dockerfile, and the host's CA bundle so that
+//! `pip`/`npm`/`curl` inside `RUN` steps trust a TLS-intercepting proxy).
+//!
+//! The client's context is a tar archive, gzip-compressed or not. berth re-packs it
+//! with two files of its own under `.berth/` (a name the client's files may not use):
+//! the Dockerfile, and the CA bundle, which the rewritten Dockerfile copies into every
+//! stage (to [`CA_PATH`], with [`CA_VARS`] pointing at it) right after its `FROM`.
+
+use std::io::Read;
+
+/// Where the host's CA bundle is inside built images and instances. A path of berth's
+/// own, not `/etc/ssl/certs/ca-certificates.crt`: the image's `update-ca-certificates`
+/// rewrites that one (and could not, were it mounted read-only).
+pub const CA_PATH: &str = "/usr/local/share/berth/ca-certificates.crt";
+
+/// Variables that point the usual TLS clients at [`CA_PATH`]: OpenSSL (Python's `ssl`,
+/// `curl`, `wget`), Python `requests` and `pip`, Node (`npm`), git.
+pub const CA_VARS: &[&str] =
+    &["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT", "NODE_EXTRA_CA_CERTS", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO"];
+
+/// Largest context accepted, unpacked (bytes).
+pub const MAX_CONTEXT_BYTES: u64 = 256 << 20;
+/// Largest Dockerfile (bytes).
+pub const MAX_DOCKERFILE_BYTES: usize = 1 << 20;
+
+/// The Dockerfile inside the context berth sends.
+pub const DOCKERFILE_PATH: &str = ".berth/Dockerfile";
+/// The CA bundle inside the context berth sends.
+const CA_FILE: &str = ".berth/ca-certificates.crt";
+/// The directory the client's own files may not use.
+const RESERVED_DIR: &str = ".berth";
+
+/// A Dockerfile build of a template version.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// The image it tags.
+    pub tag: String,
+    /// The Dockerfile's text.
+    pub dockerfile: String,
+    /// The client's context (tar, maybe gzip); empty: none.
+    pub context: Vec<u8>,
+    /// Labels of the image.
+    pub labels: std::collections::HashMap<String, String>,
+}
+
+/// Checks a Dockerfile: not empty, not too long, and a `FROM` before any instruction
+/// but `ARG` (comments and parser directives aside).
+pub fn check_dockerfile(text: &str) -> Result<(), String> {
+    if text.len() > MAX_DOCKERFILE_BYTES {
+        return Err(format!("the Dockerfile is longer than {} KiB", MAX_DOCKERFILE_BYTES >> 10));
+    }
+    if text.contains('\0') {
+        return Err("the Dockerfile contains a NUL byte".into());
+    }
+    for instr in instructions(text) {
+        match instr.keyword.as_str() {
+            "FROM" => return Ok(()),
+            "ARG" => continue,
+            other => return Err(format!("the Dockerfile must start with FROM (its first instruction is {other})")),
+        }
+    }
+    Err("the Dockerfile has no FROM instruction".into())
+}
+
+/// Checks a client's context: a readable tar archive (gzip-compressed or not) of at
+/// most [`MAX_CONTEXT_BYTES`], with no path under `.berth/`, absolute or climbing out.
+/// Answers how many entries it holds.
+pub fn check_context(context: &[u8]) -> Result<usize, String> {
+    let mut n = 0;
+    each_entry(context, |_, _| {
+        n += 1;
+        Ok(())
+    })?;
+    Ok(n)
+}
+
+/// The context a builder gets: the client's entries, `.dockerignore` amended so it
+/// never drops berth's files, the Dockerfile and, when there is one, the CA bundle
+/// (with the Dockerfile rewritten to install it in every stage).
+pub fn builder_context(context: &[u8], dockerfile: &str, ca_bundle: Option<&[u8]>) -> Result<Vec<u8>, String> {
+    let mut out = tar::Builder::new(Vec::new());
+    each_entry(context, |header, data| {
+        let path = header.path().map_err(|e| format!("context: {e}"))?.to_path_buf();
+        if path == std::path::Path::new(".dockerignore") {
+            let mut text = data;
+            text.extend_from_slice(b"\n!.berth\n!.berth/**\n");
+            return append(&mut out, ".dockerignore", &text);
+        }
+        let mut h = header.clone();
+        out.append_data(&mut h, &path, data.as_slice()).map_err(|e| format!("context: {e}"))
+    })?;
+    let text = match ca_bundle {
+        Some(ca) => {
+            append(&mut out, CA_FILE, ca)?;
+            with_ca(dockerfile)
+        }
+        None => dockerfile.to_string(),
+    };
+    append(&mut out, DOCKERFILE_PATH, text.as_bytes())?;
+    out.into_inner().map_err(|e| format!("context: {e}"))
+}
+
+fn append(out: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) -> Result<(), String> {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mtime(0);
+    out.append_data(&mut h, path, data).map_err(|e| format!("context: {e}"))
+}
+
+/// Calls `f` with the header and content of every entry of a tar (or tar.gz),
+/// refusing what a build must not get.
+fn each_entry(context: &[u8], mut f: impl FnMut(&tar::Header, Vec<u8>) -> Result<(), String>) -> Result<(), String> {
+    if context.is_empty() {
+        return Ok(());
+    }
+    let reader: Box<dyn Read + '_> = if context.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::GzDecoder::new(context))
+    } else {
+        Box::new(context)
+    };
+    let mut archive = tar::Archive::new(reader.take(MAX_CONTEXT_BYTES + (1 << 20)));
+    let mut total: u64 = 0;
+    let entries = archive.entries().map_err(|e| format!("the context is not a tar archive: {e}"))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| format!("the context is not a readable tar archive: {e}"))?;
+        let path = entry.path().map_err(|e| format!("context: {e}"))?.into_owned();
+        let shown = path.display().to_string();
+        if path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            return Err(format!("context entry `{shown}` is absolute or climbs out of the context"));
+        }
+        let first = path.components().find(|c| !matches!(c, std::path::Component::CurDir));
+        if first.is_some_and(|c| c.as_os_str() == RESERVED_DIR) {
+            return Err(format!(
+                "context entry `{shown}`: `{RESERVED_DIR}/` is berth's own (its Dockerfile and CA bundle)"
+            ));
+        }
+        total += entry.header().size().unwrap_or(0);
+        if total > MAX_CONTEXT_BYTES {
+            return Err(format!("the context unpacks to more than {} MiB", MAX_CONTEXT_BYTES >> 20));
+        }
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).map_err(|e| format!("context entry `{shown}`: {e}"))?;
+        let header = entry.header().clone();
+        f(&header, data)?;
+    }
+    Ok(())
+}
+
+/// One instruction of a Dockerfile: its keyword (upper case) and the line (0-based)
+/// its text ends on (continuation lines joined).
+struct Instruction {
+    keyword: String,
+    last_line: usize,
+}
+
+/// The instructions of a Dockerfile, comments, blank lines and continuations aside.
+fn instructions(text: &str) -> Vec<Instruction> {
+    let mut out = Vec::new();
+    let mut current: Option<String> = None;
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        // Blank and comment lines are skipped, also inside a continued instruction.
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        current.get_or_insert_with(|| trimmed.split_whitespace().next().unwrap_or_default().to_ascii_uppercase());
+        // A line ending in `\` continues the instruction.
+        if trimmed.ends_with('\\') {
+            continue;
+        }
+        out.push(Instruction { keyword: current.take().unwrap_or_default(), last_line: i });
+    }
+    if let Some(keyword) = current {
+        out.push(Instruction { keyword, last_line: text.lines().count().saturating_sub(1) });
+    }
+    out
+}
+
+/// The Dockerfile with the CA bundle installed in every stage, right after its `FROM`.
+pub fn with_ca(dockerfile: &str) -> String {
+    let after: std::collections::HashSet<usize> =
+        instructions(dockerfile).into_iter().filter(|i| i.keyword == "FROM").map(|i| i.last_line).collect();
+    let vars = CA_VARS.iter().map(|v| format!("{v}={CA_PATH}")).collect::<Vec<_>>().join(" ");
+    let mut out = String::with_capacity(dockerfile.len() + 512);
+    for (i, line) in dockerfile.lines().enumerate() {
+        out.push_str(line);
+        out.push('\n');
+        if after.contains(&i) {
+            out.push_str(&format!("COPY {CA_FILE} {CA_PATH}\nENV {vars}\n"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(files: &[(&str, &str)], gz: bool) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, path, data.as_bytes()).unwrap();
+        }
+        let raw = b.into_inner().unwrap();
+        if !gz {
+            return raw;
+        }
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut e, &raw).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn files_of(tar_bytes: &[u8]) -> Vec<(String, String)> {
+        let mut a = tar::Archive::new(tar_bytes);
+        a.entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let mut s = String::new();
+                e.read_to_string(&mut s).unwrap();
+                (e.path().unwrap().display().to_string(), s)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_dockerfile_starts_with_from() {
+        assert!(check_dockerfile("# syntax=docker/dockerfile:1\nARG V=1\nFROM busybox:$V\nRUN true\n").is_ok());
+        assert!(check_dockerfile("RUN true\nFROM x\n").unwrap_err().contains("first instruction is RUN"));
+        assert!(check_dockerfile("# nothing\n\n").unwrap_err().contains("no FROM"));
+        assert!(check_dockerfile("from x").is_ok(), "keywords are case-insensitive");
+    }
+
+    #[test]
+    fn every_stage_gets_the_ca_bundle_after_its_from() {
+        let d = "ARG B=x\nFROM $B \\\n  AS one\nRUN a\nFROM one\nRUN b \\\n FROM-not\n";
+        let out = with_ca(d);
+        let lines: Vec<&str> = out.lines().collect();
+        // After the whole first FROM (two lines, a continuation), and after the second.
+        assert_eq!(lines[3], format!("COPY {CA_FILE} {CA_PATH}"), "{out}");
+        assert!(lines[4].starts_with("ENV SSL_CERT_FILE=") && lines[4].contains("NODE_EXTRA_CA_CERTS="), "{out}");
+        assert_eq!(lines[6], "FROM one");
+        assert_eq!(lines[7], format!("COPY {CA_FILE} {CA_PATH}"));
+        assert_eq!(out.matches("COPY ").count(), 2, "`FROM-not` inside a RUN is no stage: {out}");
+    }
+
+    #[test]
+    fn the_builder_gets_the_clients_files_the_dockerfile_and_the_ca() {
+        for gz in [false, true] {
+            let ctx = tar_of(&[("app/main.py", "print(1)"), (".dockerignore", "*")], gz);
+            assert_eq!(check_context(&ctx), Ok(2));
+            let out = files_of(&builder_context(&ctx, "FROM x\n", Some(b"CERT")).unwrap());
+            let get = |p: &str| out.iter().find(|(q, _)| q == p).map(|(_, s)| s.clone());
+            assert_eq!(get("app/main.py").as_deref(), Some("print(1)"));
+            assert_eq!(get(CA_FILE).as_deref(), Some("CERT"));
+            assert!(get(DOCKERFILE_PATH).unwrap().contains("COPY .berth/ca-certificates.crt"));
+            assert!(get(".dockerignore").unwrap().ends_with("!.berth/**\n"), "berth's files are never ignored");
+        }
+        // No context, no CA: the Dockerfile alone, as given.
+        let out = files_of(&builder_context(&[], "FROM x\n", None).unwrap());
+        assert_eq!(out, vec![(DOCKERFILE_PATH.to_string(), "FROM x\n".to_string())]);
+    }
+
+    #[test]
+    fn a_bad_context_is_refused_with_its_reason() {
+        assert!(check_context(b"not a tar at all, just some text that is long enough").is_err());
+        let own = tar_of(&[(".berth/Dockerfile", "FROM evil")], false);
+        assert!(check_context(&own).unwrap_err().contains("berth's own"));
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        // `append_data` refuses `..`; write the name straight into the header.
+        h.as_gnu_mut().unwrap().name[..9].copy_from_slice(b"../escape");
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+        let climbing = b.into_inner().unwrap();
+        assert!(check_context(&climbing).unwrap_err().contains("climbs out"));
+    }
+}
