@@ -47,6 +47,11 @@ pub struct CreateInstance {
     /// applied without a restart.
     #[serde(default, deserialize_with = "crate::object_or_null")]
     pub network: Option<NetworkInput>,
+    /// CPU and memory in place of the size's, within the operator's bounds (disk and
+    /// processes stay the size's). On PATCH it is applied in place; `{}` goes back to
+    /// the size's.
+    #[serde(default, deserialize_with = "crate::object_or_null")]
+    pub resources: Option<ResourcesInput>,
 }
 
 /// `PATCH /v1/instances/{id}` body: only given fields change.
@@ -77,6 +82,48 @@ pub struct UpdateInstance {
     /// applied without a restart.
     #[serde(default, deserialize_with = "crate::object_or_null")]
     pub network: Option<NetworkInput>,
+    /// CPU and memory in place of the size's, within the operator's bounds (disk and
+    /// processes stay the size's). On PATCH it is applied in place; `{}` goes back to
+    /// the size's.
+    #[serde(default, deserialize_with = "crate::object_or_null")]
+    pub resources: Option<ResourcesInput>,
+}
+
+/// CPU and memory as given on create or update. Fields left out follow the size
+/// (`cpu` the size's vCPUs, `memory_mb` its memory) or, for limits, the guarantee.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesInput {
+    /// vCPUs guaranteed (its weight when CPUs are contended), a decimal like `"0.5"`
+    /// (a JSON number is accepted too); at least 0.05, at most the operator's bound.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = r"^[0-9]{1,3}(\.[0-9]{1,3})?$")]
+    pub cpu: Option<serde_json::Value>,
+    /// Memory guaranteed (MiB; the kernel reclaims above it first); at least 64.
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    /// Most vCPUs it may burst to (its quota; default `cpu`), at least `cpu`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = r"^[0-9]{1,3}(\.[0-9]{1,3})?$")]
+    pub cpu_limit: Option<serde_json::Value>,
+    /// Most memory it may use (MiB, its OOM limit; default `memory_mb`), at least `memory_mb`.
+    #[serde(default)]
+    pub memory_limit_mb: Option<u64>,
+}
+
+/// What an instance gets: its own resources, or its size's.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResourcesInfo {
+    /// vCPUs guaranteed, as a decimal (`"0.5"`).
+    pub cpu: String,
+    /// MiB guaranteed.
+    pub memory_mb: u64,
+    /// vCPUs it may use at most (the container's quota, before clamping to the host).
+    pub cpu_limit: String,
+    /// MiB it may use at most.
+    pub memory_limit_mb: u64,
+    /// Set by `resources` (false: the size's).
+    pub custom: bool,
 }
 
 /// Network settings as given on create or update.
@@ -207,6 +254,8 @@ pub struct Instance {
     /// The agents the template installed.
     pub agents: Vec<String>,
     pub size: SizeInfo,
+    /// CPU and memory it gets (its own `resources`, or its size's).
+    pub resources: ResourcesInfo,
     pub user: Option<String>,
     pub region: String,
     #[schema(value_type = BTreeMap<String, String>)]

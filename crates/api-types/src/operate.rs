@@ -71,9 +71,11 @@ pub struct StdinRequest {
     /// The reply ends once the program has printed nothing for this long (ms,
     /// 10–10000, default 300); before its first output it is given at least 2 s.
     #[serde(default)]
+    #[schema(minimum = 10, maximum = 10000)]
     pub quiet_ms: Option<u64>,
     /// Longest the reply is collected (s, 1–300, default 30).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 300)]
     pub timeout_secs: Option<u64>,
 }
 

@@ -85,6 +85,8 @@ pub struct CreateArgs {
     /// Size class: 1, 2, 4 or 8.
     #[arg(long, value_parser = parse_size)]
     pub size: Option<u32>,
+    #[command(flatten)]
+    pub resources: ResourceFlags,
     /// Attribution tag (your end user's id), filterable in list.
     #[arg(long)]
     pub user: Option<String>,
@@ -123,6 +125,8 @@ pub struct SetArgs {
     /// New size class: 1, 2, 4 or 8 (resized in place, data kept).
     #[arg(long, value_parser = parse_size)]
     pub size: Option<u32>,
+    #[command(flatten)]
+    pub resources: ResourceFlags,
     /// Metadata pair, repeatable; the given pairs replace all metadata.
     #[arg(long = "meta", value_name = "K=V", value_parser = parse_pair)]
     pub meta: Vec<(String, String)>,
@@ -234,10 +238,43 @@ async fn create(client: &Client, args: CreateArgs, json: bool) -> anyhow::Result
             .idle_timeout
             .map(|t| berth_api_types::Lifecycle { mode: "cold_start".into(), idle_timeout_secs: Some(t) }),
         network: args.egress.as_deref().map(egress_body),
+        resources: args.resources.body(),
         ..CreateInstance::default()
     };
     let call = client.post("/instances", Some(&body));
     show(spin("creating instance".into(), call).await?, json)
+}
+
+/// CPU and memory in place of the size's (`resources`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ResourceFlags {
+    /// vCPUs guaranteed, e.g. 0.5 (with the other three: CPU and memory in place of the size's).
+    #[arg(long)]
+    pub cpu: Option<String>,
+    /// MiB of memory guaranteed.
+    #[arg(long)]
+    pub memory_mb: Option<u64>,
+    /// Most vCPUs it may burst to.
+    #[arg(long)]
+    pub cpu_limit: Option<String>,
+    /// Most MiB of memory it may use.
+    #[arg(long)]
+    pub memory_limit_mb: Option<u64>,
+}
+
+impl ResourceFlags {
+    fn body(&self) -> Option<berth_api_types::ResourcesInput> {
+        if self.cpu.is_none() && self.memory_mb.is_none() && self.cpu_limit.is_none() && self.memory_limit_mb.is_none()
+        {
+            return None;
+        }
+        Some(berth_api_types::ResourcesInput {
+            cpu: self.cpu.clone().map(serde_json::Value::String),
+            memory_mb: self.memory_mb,
+            cpu_limit: self.cpu_limit.clone().map(serde_json::Value::String),
+            memory_limit_mb: self.memory_limit_mb,
+        })
+    }
 }
 
 async fn set(client: &Client, args: SetArgs, json: bool) -> anyhow::Result<()> {
@@ -254,8 +291,10 @@ async fn set(client: &Client, args: SetArgs, json: bool) -> anyhow::Result<()> {
             (false, true) => None,
         },
         network: args.egress.as_deref().map(egress_body),
+        resources: args.resources.body(),
     };
     if body.name.is_none()
+        && body.resources.is_none()
         && body.size.is_none()
         && body.metadata.is_none()
         && body.env.is_none()

@@ -15,7 +15,7 @@ pub mod time;
 pub use egress::Egress;
 pub use ids::{InstanceId, KeyId, ShareId, TemplateId, WorkspaceId};
 pub use lifecycle::{Action, InvalidTransition, Status};
-pub use size::{Size, SizeSpec};
+pub use size::{Resources, Size, SizeSpec};
 pub use template::{TemplateSpec, TemplateStatus};
 
 /// Current unix time in whole seconds.

@@ -32,3 +32,58 @@ pub const SIZES: [SizeSpec; 4] = [
 pub fn lookup(size: Size) -> Option<SizeSpec> {
     SIZES.iter().copied().find(|s| s.size == size)
 }
+
+/// CPU and memory an instance gets in place of its size's (`resources` on create and
+/// PATCH). Disk and processes stay the size's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Resources {
+    /// CPU it is guaranteed, in thousandths of a vCPU (its weight when CPUs are contended).
+    pub cpu_millis: u32,
+    /// Memory it is guaranteed (the kernel reclaims above it first), MiB.
+    pub memory_mb: u64,
+    /// Most CPU it may use (its quota), thousandths of a vCPU.
+    pub cpu_limit_millis: u32,
+    /// Most memory it may use (the OOM limit), MiB.
+    pub memory_limit_mb: u64,
+}
+
+impl Resources {
+    /// What a size gives: its vCPUs and memory, guaranteed and limit alike.
+    pub fn of_size(size: &SizeSpec) -> Self {
+        Resources {
+            cpu_millis: size.vcpu * 1000,
+            memory_mb: size.memory_mb,
+            cpu_limit_millis: size.vcpu * 1000,
+            memory_limit_mb: size.memory_mb,
+        }
+    }
+
+    /// What an instance of `size` gets: `custom` when it has its own, else the size's.
+    pub fn effective(size: &SizeSpec, custom: Option<&Resources>) -> Self {
+        custom.copied().unwrap_or_else(|| Self::of_size(size))
+    }
+}
+
+/// Thousandths of a vCPU as the API writes them (`"0.5"`, `"2"`).
+pub fn cpu_text(millis: u32) -> String {
+    let (whole, frac) = (millis / 1000, millis % 1000);
+    if frac == 0 {
+        return whole.to_string();
+    }
+    format!("{whole}.{frac:03}").trim_end_matches('0').to_string()
+}
+
+#[cfg(test)]
+mod resources_tests {
+    use super::*;
+
+    #[test]
+    fn cpu_amounts_print_as_decimals() {
+        assert_eq!(
+            (cpu_text(500), cpu_text(2000), cpu_text(1250), cpu_text(50)),
+            ("0.5".into(), "2".into(), "1.25".into(), "0.05".into())
+        );
+        let s = lookup(2).unwrap();
+        assert_eq!(Resources::effective(&s, None).cpu_limit_millis, 2000);
+    }
+}

@@ -66,8 +66,11 @@ print("installed six", meta["info"]["version"])
 #[tokio::test]
 async fn a_build_installs_a_package_through_the_ca_bundle_and_its_instances_have_it() {
     let s = TestServer::shared().await;
-    let dockerfile =
-        format!("FROM {BASE}\nCOPY install.py /opt/install.py\nRUN python3 /opt/install.py\nRUN sleep 1\n");
+    // A line of its own per run, so the builder's cache never skips the install.
+    let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let dockerfile = format!(
+        "FROM {BASE}\nRUN echo run {run}\nCOPY install.py /opt/install.py\nRUN python3 /opt/install.py\nRUN sleep 1\n"
+    );
     let (status, t) = s
         .post(
             "/v1/templates",

@@ -202,7 +202,8 @@ async fn template_bodies_are_checked_and_templates_stay_in_their_workspace() {
         (json!({"name": "b", "image": "x", "build": {"dockerfile": "FROM x"}}), "build"),
     ] {
         let (status, err) = s.post("/v1/templates", body.clone()).await;
-        assert_eq!((status, err["error"]["details"]["field"].as_str()), (400, Some(field)), "{body}: {err}");
+        assert_eq!((status, err["error"]["code"].as_str()), (422, Some("invalid_template")), "{body}: {err}");
+        assert_eq!(err["error"]["details"]["field"].as_str(), Some(field), "{body}: {err}");
     }
     for (status, err) in [
         patch(&s, "/v1/templates/berth-agent", json!({"image": "x"})).await,

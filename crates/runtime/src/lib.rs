@@ -38,6 +38,8 @@ pub struct InstanceSpec {
     /// Image to run; `None` means the server's base image.
     pub image: Option<String>,
     pub size: SizeSpec,
+    /// CPU and memory in place of the size's.
+    pub resources: Option<berth_core::Resources>,
     /// Environment given by the client, added to berth's own variables.
     pub env: BTreeMap<String, String>,
     /// The template's main program: with the agent, the agent runs it as its child
@@ -248,8 +250,8 @@ pub trait Runtime: Send + Sync + 'static {
     async fn pause(&self, id: &InstanceId) -> Result<()>;
     /// Thaws a paused instance.
     async fn resume(&self, id: &InstanceId) -> Result<()>;
-    /// Applies a new size to the container in place.
-    async fn resize(&self, id: &InstanceId, size: &SizeSpec) -> Result<()>;
+    /// Applies a new size (and the instance's own resources, if any) to the container in place.
+    async fn resize(&self, id: &InstanceId, size: &SizeSpec, resources: Option<&berth_core::Resources>) -> Result<()>;
     /// Removes the container; the volume (the instance's data) stays.
     async fn remove(&self, id: &InstanceId) -> Result<()>;
     /// Removes the container and the volume.

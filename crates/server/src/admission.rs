@@ -50,7 +50,8 @@ impl Admission {
             .await?
             .into_iter()
             .map(|(s, n)| size::lookup(s).map_or(0, |spec| spec.memory_mb) * n.max(0) as u64)
-            .sum();
+            .sum::<u64>()
+            + store.active_custom_memory_mb().await?;
         let committed = active + self.pending_mb.load(Ordering::Acquire);
         if committed + mb > self.limit_mb {
             return Err(ApiError::CapacityExceeded {

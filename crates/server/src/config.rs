@@ -77,6 +77,12 @@ pub struct ServerArgs {
     /// /etc/ssl/certs/ca-certificates.crt when it exists; `none`: the images' own.
     #[arg(long, env = "BERTH_CA_BUNDLE")]
     pub ca_bundle: Option<String>,
+    /// Most vCPUs an instance's own `resources` may ask for (guaranteed or limit).
+    #[arg(long, env = "BERTH_RESOURCES_MAX_CPU", default_value_t = 8.0)]
+    pub resources_max_cpu: f64,
+    /// Most memory (MiB) an instance's own `resources` may ask for.
+    #[arg(long, env = "BERTH_RESOURCES_MAX_MEMORY_MB", default_value_t = 16384, value_parser = clap::value_parser!(u64).range(64..))]
+    pub resources_max_memory_mb: u64,
     /// Most template builds running at once (the others wait their turn).
     #[arg(long, env = "BERTH_MAX_BUILDS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub max_builds: u32,

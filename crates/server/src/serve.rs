@@ -148,6 +148,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             host_cpus: capacity.cpus,
             request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
             templates: catalog,
+            resource_bounds: crate::instances::validate::ResourceBounds::from_args(&args)?,
         }),
         http: reqwest::Client::builder().no_proxy().build()?,
         egress: egress.clone(),

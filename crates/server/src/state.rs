@@ -46,6 +46,8 @@ pub struct Settings {
     pub host_cpus: u32,
     /// Longest a hosting API request may take (exec, logs and shell bound themselves).
     pub request_timeout: Duration,
+    /// Upper bounds of an instance's own `resources`.
+    pub resource_bounds: crate::instances::validate::ResourceBounds,
     /// The newest version of every template (for `update_available`).
     pub templates: Arc<crate::templates::Catalog>,
 }

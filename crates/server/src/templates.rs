@@ -296,18 +296,15 @@ impl BuildInput {
 
 /// Checks a build body: a Dockerfile starting with `FROM`, a base64 tar (or tar.gz).
 fn build_of(source: BuildSource) -> ApiResult<BuildInput> {
-    berth_runtime::build::check_dockerfile(&source.dockerfile).map_err(|e| ApiError::invalid("build.dockerfile", e))?;
+    berth_runtime::build::check_dockerfile(&source.dockerfile).map_err(|e| invalid("build.dockerfile", e))?;
     let context = match source.context.as_deref().map(str::trim) {
         None | Some("") => Vec::new(),
         Some(text) => {
             use base64::Engine;
             let bytes = base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| {
-                ApiError::invalid(
-                    "build.context",
-                    format!("`build.context` is not base64 ({e}): encode a tar or tar.gz"),
-                )
+                invalid("build.context", format!("`build.context` is not base64 ({e}): encode a tar or tar.gz"))
             })?;
-            berth_runtime::build::check_context(&bytes).map_err(|e| ApiError::invalid("build.context", e))?;
+            berth_runtime::build::check_context(&bytes).map_err(|e| invalid("build.context", e))?;
             bytes
         }
     };
@@ -336,7 +333,7 @@ fn complete(mut spec: TemplateSpec, ports_given: bool) -> TemplateSpec {
 pub fn create(body: CreateTemplate, id: &TemplateId) -> ApiResult<(String, TemplateSpec, Option<BuildInput>)> {
     check_name(&body.name)?;
     let (image, build) = match (body.image, body.build) {
-        (Some(_), Some(_)) => return Err(ApiError::invalid("build", "give `image` or `build`, not both")),
+        (Some(_), Some(_)) => return Err(invalid("build", "give `image` or `build`, not both")),
         (None, None) => {
             return Err(ApiError::invalid(
                 "image",
@@ -377,7 +374,7 @@ pub fn update(
     let mut spec = old.clone();
     let mut build = None;
     match (body.image, body.build) {
-        (Some(_), Some(_)) => return Err(ApiError::invalid("build", "give `image` or `build`, not both")),
+        (Some(_), Some(_)) => return Err(invalid("build", "give `image` or `build`, not both")),
         (Some(image), None) => {
             check_image(&image)?;
             spec.image = Some(image);
@@ -457,14 +454,7 @@ mod tests {
             (serde_json::json!({"name": "berth-agent", "image": "x"}), "name"),
             (serde_json::json!({"name": "a"}), "image"),
             (serde_json::json!({"name": "a", "image": "x y"}), "image"),
-            (serde_json::json!({"name": "a", "image": "x", "build": {"dockerfile": "FROM x"}}), "build"),
             (serde_json::json!({"name": "a"}), "image"),
-            (serde_json::json!({"name": "a", "build": {"dockerfile": "RUN true"}}), "build.dockerfile"),
-            (serde_json::json!({"name": "a", "build": {"dockerfile": "FROM x", "context": "@@"}}), "build.context"),
-            (
-                serde_json::json!({"name": "a", "build": {"dockerfile": "FROM x", "context": "bm90IGEgdGFy"}}),
-                "build.context",
-            ),
             (serde_json::json!({"name": "a", "image": "x", "command": ["a\u{0}"]}), "command"),
             (serde_json::json!({"name": "a", "image": "x", "health_path": "healthz"}), "health_path"),
             (serde_json::json!({"name": "a", "image": "x", "env": {"1X": "v"}}), "env.1X"),
@@ -486,6 +476,10 @@ mod tests {
             (json!({"name": "a", "image": "x", "agent": false, "ports": [{"port": 3737}]}), "ports[0].port"),
             (json!({"name": "a", "image": "x", "command": [""]}), "command[0]"),
             (json!({"name": "a", "image": "x", "stdin": true}), "command"),
+            (json!({"name": "a", "image": "x", "build": {"dockerfile": "FROM x"}}), "build"),
+            (json!({"name": "a", "build": {"dockerfile": "RUN true"}}), "build.dockerfile"),
+            (json!({"name": "a", "build": {"dockerfile": "FROM x", "context": "@@"}}), "build.context"),
+            (json!({"name": "a", "build": {"dockerfile": "FROM x", "context": "bm90IGEgdGFy"}}), "build.context"),
         ] {
             match create(body(v.clone())).unwrap_err() {
                 ApiError::Unprocessable { code: "invalid_template", field: f, .. } => assert_eq!(f, field, "{v}"),

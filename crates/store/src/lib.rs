@@ -89,8 +89,12 @@ pub trait Store: Send + Sync + 'static {
     /// Number of instances in each status, across workspaces (for `/metrics`).
     async fn status_counts(&self) -> Result<Vec<(Status, i64)>>;
     /// How many instances of each size hold a container now (creating, running,
-    /// paused, stopping), across workspaces: what memory admission counts.
+    /// paused, stopping), across workspaces, those with resources of their own aside:
+    /// what memory admission counts.
     async fn active_sizes(&self) -> Result<Vec<(u32, i64)>>;
+    /// The memory limits (MiB) of the instances with resources of their own that hold
+    /// a container now.
+    async fn active_custom_memory_mb(&self) -> Result<u64>;
     /// Sizes (size, count) of a workspace's instances that hold a home: every one not
     /// yet purged, soft-deleted ones included.
     async fn workspace_sizes(&self, ws: &WorkspaceId) -> Result<Vec<(u32, i64)>>;

@@ -41,6 +41,8 @@ pub struct InstanceRecord {
     /// The copy of the template version it runs; `None`: the system template.
     pub template_spec: Option<berth_core::TemplateSpec>,
     pub size: u32,
+    /// CPU and memory in place of the size's; `None`: the size's.
+    pub resources: Option<berth_core::Resources>,
     pub user: Option<String>,
     pub region: String,
     pub metadata: BTreeMap<String, String>,

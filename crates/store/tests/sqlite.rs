@@ -27,6 +27,7 @@ fn instance(ws: &WorkspaceId, size: u32, status: Status) -> InstanceRecord {
         template: "berth-agent".into(),
         template_version: 1,
         template_spec: None,
+        resources: None,
         size,
         user: Some("u1".into()),
         region: "local".into(),

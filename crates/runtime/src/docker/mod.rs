@@ -20,7 +20,7 @@ use crate::{
     LABEL_INSTANCE, LABEL_WORKSPACE,
 };
 use async_trait::async_trait;
-use berth_core::{InstanceId, SizeSpec};
+use berth_core::{InstanceId, Resources, SizeSpec};
 use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerStateStatusEnum, ContainerUpdateBody, NetworkCreateRequest, ThrottleDevice, VolumeCreateOptions,
@@ -234,11 +234,32 @@ pub(super) fn io_limits(size: &SizeSpec, device: &str) -> (Vec<ThrottleDevice>, 
     (dev(HOME_BPS_PER_SIZE * i64::from(size.size)), dev(HOME_IOPS_PER_SIZE * i64::from(size.size)))
 }
 
-/// CPU quota (clamped to the host's CPUs: Docker refuses more), memory and pids of a size.
-fn limits(size: &SizeSpec, host_cpus: u32) -> (i64, i64, i64) {
-    let memory = (size.memory_mb * 1024 * 1024) as i64;
-    let cpus = size.vcpu.min(host_cpus.max(1));
-    (cpus as i64 * 1_000_000_000, memory, size.pids)
+/// The CPU and memory settings of a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Limits {
+    /// CPU quota, clamped to the host's CPUs (Docker refuses more).
+    pub nano_cpus: i64,
+    /// CPU weight under contention (1024 per guaranteed vCPU).
+    pub cpu_shares: i64,
+    /// Hard memory limit (and memory + swap: no swap).
+    pub memory: i64,
+    /// Soft limit, reclaimed above first; 0: none (the guarantee is the limit).
+    pub memory_reservation: i64,
+    pub pids: i64,
+}
+
+/// What a size (or an instance's own resources) gives a container.
+pub(super) fn limits(size: &SizeSpec, resources: Option<&Resources>, host_cpus: u32) -> Limits {
+    let r = Resources::effective(size, resources);
+    let nano_cpus = i64::from(r.cpu_limit_millis).min(i64::from(host_cpus.max(1)) * 1000) * 1_000_000;
+    let mib = 1024 * 1024;
+    Limits {
+        nano_cpus,
+        cpu_shares: (i64::from(r.cpu_millis) * 1024 / 1000).max(2),
+        memory: (r.memory_limit_mb * mib) as i64,
+        memory_reservation: if r.memory_mb < r.memory_limit_mb { (r.memory_mb * mib) as i64 } else { 0 },
+        pids: size.pids,
+    }
 }
 
 impl DockerRuntime {
@@ -677,18 +698,20 @@ impl Runtime for DockerRuntime {
         self.docker.unpause_container(&container_name(id)).await.map_err(map_err)
     }
 
-    async fn resize(&self, id: &InstanceId, size: &SizeSpec) -> Result<()> {
-        let (nano_cpus, memory, pids) = limits(size, self.capacity().cpus);
+    async fn resize(&self, id: &InstanceId, size: &SizeSpec, resources: Option<&Resources>) -> Result<()> {
+        let l = limits(size, resources, self.capacity().cpus);
         let device = match &self.disks {
             Some(_) => self.volume_device(&volume_name(id.as_str())).await?,
             None => None,
         };
         let (bps, iops) = device.as_deref().map(|d| io_limits(size, d)).unzip();
         let body = ContainerUpdateBody {
-            nano_cpus: Some(nano_cpus),
-            memory: Some(memory),
-            memory_swap: Some(memory),
-            pids_limit: Some(pids),
+            nano_cpus: Some(l.nano_cpus),
+            cpu_shares: Some(l.cpu_shares),
+            memory: Some(l.memory),
+            memory_swap: Some(l.memory),
+            memory_reservation: Some(l.memory_reservation),
+            pids_limit: Some(l.pids),
             blkio_device_read_bps: bps.clone(),
             blkio_device_write_bps: bps,
             blkio_device_read_iops: iops.clone(),

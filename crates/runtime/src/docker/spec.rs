@@ -55,7 +55,7 @@ pub(super) fn container_body(
     if host.ca_bundle.is_some() {
         env.extend(CA_VARS.iter().filter(|v| !spec.env.contains_key(**v)).map(|v| format!("{v}={CA_PATH}")));
     }
-    let (nano_cpus, memory, pids) = limits(&spec.size, host.cpus);
+    let l = limits(&spec.size, spec.resources.as_ref(), host.cpus);
     let (bps, iops) = host.home_io.clone().unzip();
     let host_config = HostConfig {
         runtime: host.oci_runtime.clone(),
@@ -63,10 +63,12 @@ pub(super) fn container_body(
         blkio_device_write_bps: bps,
         blkio_device_read_iops: iops.clone(),
         blkio_device_write_iops: iops,
-        nano_cpus: Some(nano_cpus),
-        memory: Some(memory),
-        memory_swap: Some(memory),
-        pids_limit: Some(pids),
+        nano_cpus: Some(l.nano_cpus),
+        cpu_shares: Some(l.cpu_shares),
+        memory: Some(l.memory),
+        memory_swap: Some(l.memory),
+        memory_reservation: (l.memory_reservation > 0).then_some(l.memory_reservation),
+        pids_limit: Some(l.pids),
         // Under memory pressure the kernel kills an instance before dockerd or berth.
         oom_score_adj: Some(500),
         init: Some(true),
@@ -155,6 +157,7 @@ mod tests {
             workspace_id: WorkspaceId::generate(),
             image: None,
             size: size::lookup(size).unwrap(),
+            resources: None,
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
             command: None,
             stdin: false,
@@ -235,6 +238,7 @@ mod tests {
             workspace_id: WorkspaceId::generate(),
             image: Some("custom".into()),
             size: size::lookup(1).unwrap(),
+            resources: None,
             env: BTreeMap::new(),
             command: command.map(|c| c.iter().map(|s| s.to_string()).collect()),
             stdin: false,
@@ -249,6 +253,21 @@ mod tests {
             ca_bundle: None,
         };
         container_body(&host, &spec, "custom".into(), "v".into(), HashMap::new())
+    }
+
+    #[test]
+    fn resources_of_its_own_replace_the_sizes_cpu_and_memory() {
+        let size = size::lookup(1).unwrap();
+        let r =
+            berth_core::Resources { cpu_millis: 500, memory_mb: 512, cpu_limit_millis: 1500, memory_limit_mb: 1024 };
+        let l = limits(&size, Some(&r), 2);
+        assert_eq!((l.nano_cpus, l.cpu_shares), (1_500_000_000, 512), "quota the limit, weight the guarantee");
+        assert_eq!((l.memory, l.memory_reservation), (1024 << 20, 512 << 20));
+        let l = limits(&size, None, 2);
+        assert_eq!((l.nano_cpus, l.memory, l.memory_reservation), (1_000_000_000, 2048 << 20, 0), "the size's");
+        let big =
+            berth_core::Resources { cpu_millis: 4000, memory_mb: 512, cpu_limit_millis: 4000, memory_limit_mb: 512 };
+        assert_eq!(limits(&size, Some(&big), 2).nano_cpus, 2_000_000_000, "clamped to the host");
     }
 
     #[test]

@@ -206,6 +206,7 @@ mod tests {
             template: "berth-agent".into(),
             template_version: 1,
             template_spec: None,
+            resources: None,
             size: 1,
             user: None,
             region: "local".into(),

@@ -78,6 +78,7 @@ pub fn spec_of(state: &AppState, r: &InstanceRecord) -> InstanceSpec {
         workspace_id: r.workspace_id.clone(),
         image: t.image.clone(),
         size: size::lookup(r.size).unwrap_or(size::SIZES[0]),
+        resources: r.resources,
         env,
         command: t.command.clone(),
         stdin: t.stdin,

@@ -38,6 +38,12 @@ fn exposed_ports(old: &[ExposedPort], ports: &[u16]) -> Vec<ExposedPort> {
         .collect()
 }
 
+/// Memory (MiB) an instance's container may use: its own limit, or its size's.
+fn memory_of(rec: &InstanceRecord) -> u64 {
+    let size = berth_core::size::lookup(rec.size).unwrap_or(berth_core::size::SIZES[0]);
+    berth_core::Resources::effective(&size, rec.resources.as_ref()).memory_limit_mb
+}
+
 /// Ports routed under handles: the template's other ports, then `expose` (the
 /// template's default port is served at the instance's own URL already).
 fn routed_ports(t: &berth_core::TemplateSpec, expose: &[u16]) -> ApiResult<Vec<u16>> {
@@ -72,6 +78,10 @@ pub async fn create(
         Some(s) => s,
         None => super::validate::size_of(t.default_size)?,
     };
+    let resources = match &v.resources {
+        Some(ask) => super::validate::resources_for(ask, &size, &state.settings.resource_bounds)?,
+        None => None,
+    };
     let routed = routed_ports(&t, &v.expose)?;
     let id = InstanceId::generate();
     tracing::Span::current().record("instance", tracing::field::display(&id));
@@ -91,6 +101,7 @@ pub async fn create(
         template_version: template.version,
         template_spec: template.spec.clone(),
         size: size.size,
+        resources,
         user: v.user,
         region: v.region,
         metadata: v.metadata,
@@ -121,7 +132,8 @@ pub async fn create(
     let paid = crate::compute::pay_for(&state, &mut rec, "create").await?;
     let inserted = async {
         // Checked and inserted under one lock: two creates cannot both take the last room.
-        let _room = state.admission.for_create(state.store.as_ref(), size.memory_mb).await?;
+        let mb = berth_core::Resources::effective(&size, resources.as_ref()).memory_limit_mb;
+        let _room = state.admission.for_create(state.store.as_ref(), mb).await?;
         let budget = state.settings.workspace_disk_gb;
         crate::admission::check_workspace_disk(state.store.as_ref(), &ws, budget, size.disk_gb).await?;
         match state.store.insert_instance(&rec, ws.instance_limit).await {
@@ -264,10 +276,7 @@ async fn act_full(
     }
     // An instance coming up needs room on the host until it counts as running.
     let _room = match action {
-        Action::Start | Action::Restore => {
-            let mb = berth_core::size::lookup(rec.size).map_or(0, |s| s.memory_mb);
-            Some(state.admission.reserve(state.store.as_ref(), mb).await?)
-        }
+        Action::Start | Action::Restore => Some(state.admission.reserve(state.store.as_ref(), memory_of(&rec)).await?),
         _ => None,
     };
     if matches!(action, Action::Start | Action::Restore) {
@@ -419,16 +428,35 @@ pub async fn patch(state: AppState, actor: Actor, id: String, v: ValidUpdate) ->
     if let Some(egress) = v.egress {
         rec.egress = egress;
     }
+    // The CPU and memory it is to have: a new size drops resources of its own unless
+    // the body gives resources too (relative to the new size); `{}` is the size's.
+    let new_size = v.size.unwrap_or_else(|| berth_core::size::lookup(rec.size).unwrap_or(berth_core::size::SIZES[0]));
+    let new_resources = match (&v.resources, v.size) {
+        (Some(ask), _) => Some(super::validate::resources_for(ask, &new_size, &state.settings.resource_bounds)?),
+        (None, Some(_)) => Some(None),
+        (None, None) => None,
+    };
     // Growing a running instance needs room on the host for the difference.
-    let _room = match v.size {
-        Some(size) if matches!(rec.status, Status::Running | Status::Paused) => {
-            let old = berth_core::size::lookup(rec.size).map_or(0, |s| s.memory_mb);
-            let more = size.memory_mb.saturating_sub(old);
+    let _room = match &new_resources {
+        Some(r) if matches!(rec.status, Status::Running | Status::Paused) => {
+            let want = berth_core::Resources::effective(&new_size, r.as_ref()).memory_limit_mb;
+            let more = want.saturating_sub(memory_of(&rec));
             Some(state.admission.reserve(state.store.as_ref(), more).await?)
         }
         _ => None,
     };
+    if let (Some(r), None) = (new_resources, v.size) {
+        // Resources alone: applied in place, no price change.
+        if r != rec.resources {
+            if rec.status != Status::Deleted && state.runtime.inspect(&rec.id).await?.observed != Observed::Missing {
+                state.runtime.resize(&rec.id, &new_size, r.as_ref()).await?;
+            }
+            rec.resources = r;
+            state.store.update_instance(&rec).await?;
+        }
+    }
     if let Some(size) = v.size {
+        let resources = new_resources.flatten();
         let old_disk = berth_core::size::lookup(rec.size).map_or(0, |s| s.disk_gb);
         if size.disk_gb > old_disk {
             let ws = state.store.workspace(&rec.workspace_id).await?.ok_or_else(|| ApiError::NotFound {
@@ -442,7 +470,7 @@ pub async fn patch(state: AppState, actor: Actor, id: String, v: ValidUpdate) ->
         let diff = crate::compute::resize(&state, &rec, size.size).await?;
         let resized = async {
             if rec.status != Status::Deleted && state.runtime.inspect(&rec.id).await?.observed != Observed::Missing {
-                state.runtime.resize(&rec.id, &size).await?;
+                state.runtime.resize(&rec.id, &size, resources.as_ref()).await?;
             }
             Ok::<_, RuntimeError>(())
         }
@@ -453,8 +481,8 @@ pub async fn patch(state: AppState, actor: Actor, id: String, v: ValidUpdate) ->
         }
         // Resized and paid for: recorded at once, whatever fails after.
         rec.size = size.size;
+        rec.resources = resources;
         state.store.update_instance(&rec).await?;
-        rec.size = size.size;
     }
     if let Some(env) = v.env {
         rec.env = env;

@@ -1,7 +1,7 @@
 //! Records as clients see them: env redacted, URLs derived from the id.
 
 use crate::state::Settings;
-use berth_api_types::{Budget, Instance, Lifecycle, Port, SizeInfo, TemplateRef};
+use berth_api_types::{Budget, Instance, Lifecycle, Port, ResourcesInfo, SizeInfo, TemplateRef};
 use berth_core::size;
 use berth_store::InstanceRecord;
 
@@ -51,6 +51,16 @@ pub fn instance(settings: &Settings, r: &InstanceRecord) -> Instance {
             memory_mb: spec.memory_mb,
             disk_gb: spec.disk_gb,
             cpu_limit: spec.vcpu.min(settings.host_cpus.max(1)),
+        },
+        resources: {
+            let got = berth_core::Resources::effective(&spec, r.resources.as_ref());
+            ResourcesInfo {
+                cpu: size::cpu_text(got.cpu_millis),
+                memory_mb: got.memory_mb,
+                cpu_limit: size::cpu_text(got.cpu_limit_millis),
+                memory_limit_mb: got.memory_limit_mb,
+                custom: r.resources.is_some(),
+            }
         },
         user: r.user.clone(),
         region: r.region.clone(),

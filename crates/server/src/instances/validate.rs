@@ -1,7 +1,9 @@
 //! Validation of create and update bodies: every field checked, errors name it.
 
 use crate::error::ApiError;
-use berth_api_types::{BudgetInput, CreateInstance, Lifecycle, NetworkInput, TemplateChoice, UpdateInstance};
+use berth_api_types::{
+    BudgetInput, CreateInstance, Lifecycle, NetworkInput, ResourcesInput, TemplateChoice, UpdateInstance,
+};
 use berth_core::egress::{Destination, Egress, MAX_ALLOW};
 use berth_core::size::{self, SizeSpec};
 use serde_json::Value;
@@ -35,6 +37,9 @@ pub struct ValidCreate {
     pub expose: Vec<u16>,
     /// Where its traffic may go.
     pub egress: Egress,
+    /// CPU and memory asked for in place of the size's (resolved against the size by
+    /// [`resources_for`]).
+    pub resources: Option<ResourcesAsk>,
 }
 
 /// Most extra ports one instance may expose.
@@ -61,6 +66,7 @@ pub fn create(body: CreateInstance, min_idle_secs: u64) -> Result<ValidCreate, A
         lifecycle: lifecycle(body.lifecycle, min_idle_secs)?,
         expose: expose(body.expose.as_ref())?.unwrap_or_default(),
         egress: network(body.network.as_ref())?.unwrap_or_default(),
+        resources: body.resources.as_ref().map(resources).transpose()?,
     })
 }
 
@@ -74,6 +80,7 @@ pub struct ValidUpdate {
     pub budget: Option<ValidBudget>,
     pub expose: Option<Vec<u16>>,
     pub egress: Option<Egress>,
+    pub resources: Option<ResourcesAsk>,
 }
 
 /// Checks a PATCH body.
@@ -86,7 +93,151 @@ pub fn update(body: UpdateInstance) -> Result<ValidUpdate, ApiError> {
         budget: body.budget.as_ref().map(|b| budget(Some(b))).transpose()?,
         expose: expose(body.expose.as_ref())?,
         egress: network(body.network.as_ref())?,
+        resources: body.resources.as_ref().map(resources).transpose()?,
     })
+}
+
+/// `resources` as asked: CPU in thousandths of a vCPU, memory in MiB; `None` fields
+/// follow the size (or the guarantee, for limits).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResourcesAsk {
+    pub cpu_millis: Option<u32>,
+    pub memory_mb: Option<u64>,
+    pub cpu_limit_millis: Option<u32>,
+    pub memory_limit_mb: Option<u64>,
+}
+
+impl ResourcesAsk {
+    fn is_empty(&self) -> bool {
+        *self == ResourcesAsk::default()
+    }
+}
+
+/// The operator's bounds on `resources` (`--resources-max-cpu`, `--resources-max-memory-mb`).
+#[derive(Debug, Clone, Copy)]
+pub struct ResourceBounds {
+    pub max_cpu_millis: u32,
+    pub max_memory_mb: u64,
+}
+
+/// Least CPU an instance may be given (thousandths of a vCPU).
+pub const MIN_CPU_MILLIS: u32 = 50;
+/// Least memory an instance may be given (MiB).
+pub const MIN_MEMORY_MB: u64 = 64;
+
+impl ResourceBounds {
+    pub fn from_args(args: &crate::config::ServerArgs) -> anyhow::Result<Self> {
+        let cpu = args.resources_max_cpu;
+        anyhow::ensure!(
+            cpu.is_finite() && (0.05..=1000.0).contains(&cpu),
+            "--resources-max-cpu must be between 0.05 and 1000 (it is {cpu})"
+        );
+        Ok(ResourceBounds {
+            max_cpu_millis: (cpu * 1000.0).round() as u32,
+            max_memory_mb: args.resources_max_memory_mb,
+        })
+    }
+}
+
+impl Default for ResourceBounds {
+    fn default() -> Self {
+        ResourceBounds { max_cpu_millis: 8000, max_memory_mb: 16384 }
+    }
+}
+
+/// A CPU amount: a decimal string (`"0.5"`) or a JSON number, to the thousandth.
+fn cpu_of(field: &str, v: &Value) -> Result<Option<u32>, ApiError> {
+    let bad =
+        || ApiError::invalid(field, format!("`{field}` is a number of vCPUs like \"0.5\" or \"2\" (to a thousandth)"));
+    let text = match v {
+        Value::Null => return Ok(None),
+        Value::String(s) => s.trim().to_string(),
+        Value::Number(n) => n.to_string(),
+        _ => return Err(bad()),
+    };
+    let (whole, frac) = text.split_once('.').unwrap_or((&text, ""));
+    if whole.is_empty()
+        || whole.len() > 3
+        || frac.len() > 3
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+        || (text.contains('.') && frac.is_empty())
+    {
+        return Err(bad());
+    }
+    let whole: u32 = whole.parse().map_err(|_| bad())?;
+    let frac: u32 = format!("{frac:0<3}").parse().map_err(|_| bad())?;
+    Ok(Some(whole * 1000 + frac))
+}
+
+fn resources(r: &ResourcesInput) -> Result<ResourcesAsk, ApiError> {
+    Ok(ResourcesAsk {
+        cpu_millis: r.cpu.as_ref().map(|v| cpu_of("resources.cpu", v)).transpose()?.flatten(),
+        memory_mb: r.memory_mb,
+        cpu_limit_millis: r.cpu_limit.as_ref().map(|v| cpu_of("resources.cpu_limit", v)).transpose()?.flatten(),
+        memory_limit_mb: r.memory_limit_mb,
+    })
+}
+
+/// 422: resources outside the operator's bounds, or a limit below its guarantee.
+fn out_of_bounds(field: &str, message: String) -> ApiError {
+    ApiError::Unprocessable { code: "resources_out_of_bounds", field: field.into(), message }
+}
+
+/// What an instance of `size` gets for `ask`: `None` (the size's) when nothing is asked.
+pub fn resources_for(
+    ask: &ResourcesAsk,
+    size: &SizeSpec,
+    bounds: &ResourceBounds,
+) -> Result<Option<berth_core::Resources>, ApiError> {
+    if ask.is_empty() {
+        return Ok(None);
+    }
+    let cpu = ask.cpu_millis.unwrap_or_else(|| (size.vcpu * 1000).min(ask.cpu_limit_millis.unwrap_or(u32::MAX)));
+    let cpu_limit = ask.cpu_limit_millis.unwrap_or(cpu);
+    let memory = ask.memory_mb.unwrap_or_else(|| size.memory_mb.min(ask.memory_limit_mb.unwrap_or(u64::MAX)));
+    let memory_limit = ask.memory_limit_mb.unwrap_or(memory);
+    let max_cpu = size::cpu_text(bounds.max_cpu_millis);
+    for (field, v) in [("resources.cpu", cpu), ("resources.cpu_limit", cpu_limit)] {
+        if !(MIN_CPU_MILLIS..=bounds.max_cpu_millis).contains(&v) {
+            return Err(out_of_bounds(
+                field,
+                format!(
+                    "`{field}` must be between 0.05 and {max_cpu} vCPUs on this server (asked {})",
+                    size::cpu_text(v)
+                ),
+            ));
+        }
+    }
+    for (field, v) in [("resources.memory_mb", memory), ("resources.memory_limit_mb", memory_limit)] {
+        if !(MIN_MEMORY_MB..=bounds.max_memory_mb).contains(&v) {
+            return Err(out_of_bounds(
+                field,
+                format!(
+                    "`{field}` must be between {MIN_MEMORY_MB} and {} MiB on this server (asked {v})",
+                    bounds.max_memory_mb
+                ),
+            ));
+        }
+    }
+    if cpu_limit < cpu {
+        return Err(out_of_bounds(
+            "resources.cpu_limit",
+            format!("`cpu_limit` ({}) is below `cpu` ({})", size::cpu_text(cpu_limit), size::cpu_text(cpu)),
+        ));
+    }
+    if memory_limit < memory {
+        return Err(out_of_bounds(
+            "resources.memory_limit_mb",
+            format!("`memory_limit_mb` ({memory_limit}) is below `memory_mb` ({memory})"),
+        ));
+    }
+    Ok(Some(berth_core::Resources {
+        cpu_millis: cpu,
+        memory_mb: memory,
+        cpu_limit_millis: cpu_limit,
+        memory_limit_mb: memory_limit,
+    }))
 }
 
 /// `network.egress`: `"internet"`, `"none"` or `{"allow": ["CIDR[:PORT]", ...]}`.
@@ -392,5 +543,62 @@ mod tests {
         );
         let many: serde_json::Map<_, _> = (0..51).map(|i| (format!("k{i}"), json!("v"))).collect();
         assert_eq!(bad(CreateInstance { metadata: Some(Value::Object(many)), ..Default::default() }), "metadata");
+    }
+}
+
+#[cfg(test)]
+mod resources_tests {
+    use super::*;
+
+    fn ask(v: serde_json::Value) -> Result<ResourcesAsk, ApiError> {
+        resources(&serde_json::from_value(v).unwrap())
+    }
+
+    #[test]
+    fn resources_fill_from_the_size_and_stay_in_bounds() {
+        let s1 = size::lookup(1).unwrap();
+        let b = ResourceBounds::default();
+        let r = resources_for(&ask(serde_json::json!({"cpu": "0.5", "memory_mb": 512})).unwrap(), &s1, &b)
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.cpu_millis, r.cpu_limit_millis, r.memory_mb, r.memory_limit_mb), (500, 500, 512, 512));
+        let r = resources_for(
+            &ask(serde_json::json!({"cpu": 0.25, "cpu_limit": "2", "memory_limit_mb": 4096})).unwrap(),
+            &s1,
+            &b,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((r.cpu_millis, r.cpu_limit_millis, r.memory_mb, r.memory_limit_mb), (250, 2000, 2048, 4096));
+        // Only a limit below the size's: the guarantee follows it down.
+        let r = resources_for(&ask(serde_json::json!({"memory_limit_mb": 256})).unwrap(), &s1, &b).unwrap().unwrap();
+        assert_eq!((r.memory_mb, r.memory_limit_mb, r.cpu_millis), (256, 256, 1000));
+        assert_eq!(resources_for(&ask(serde_json::json!({})).unwrap(), &s1, &b).unwrap(), None, "{{}}: the size's");
+        for (v, field) in [
+            (serde_json::json!({"cpu": "abc"}), "resources.cpu"),
+            (serde_json::json!({"cpu": "1."}), "resources.cpu"),
+            (serde_json::json!({"cpu": "0.0001"}), "resources.cpu"),
+            (serde_json::json!({"cpu_limit": -1}), "resources.cpu_limit"),
+        ] {
+            match ask(v.clone()).unwrap_err() {
+                ApiError::InvalidRequest { field: Some(f), .. } => assert_eq!(f, field, "{v}"),
+                other => panic!("{v}: {other:?}"),
+            }
+        }
+        for (v, field) in [
+            (serde_json::json!({"cpu": "0.01"}), "resources.cpu"),
+            (serde_json::json!({"cpu": "9"}), "resources.cpu"),
+            (serde_json::json!({"memory_mb": 32}), "resources.memory_mb"),
+            (serde_json::json!({"memory_mb": 20000}), "resources.memory_mb"),
+            (serde_json::json!({"cpu": "1", "cpu_limit": "0.5"}), "resources.cpu_limit"),
+            (serde_json::json!({"memory_mb": 1024, "memory_limit_mb": 512}), "resources.memory_limit_mb"),
+        ] {
+            match resources_for(&ask(v.clone()).unwrap(), &s1, &b).unwrap_err() {
+                ApiError::Unprocessable { code: "resources_out_of_bounds", field: f, .. } => {
+                    assert_eq!(f, field, "{v}")
+                }
+                other => panic!("{v}: {other:?}"),
+            }
+        }
     }
 }

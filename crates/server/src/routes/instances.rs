@@ -28,7 +28,7 @@ pub fn router() -> Router<AppState> {
 #[utoipa::path(post, path = "/v1/instances", tag = "instances", request_body = CreateInstance,
     responses((status = 201, body = Instance), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, description = "`template_not_found`", body = ErrorBody),
-        (status = 422, description = "`limit_exceeded` (the workspace's instance limit) or `capacity_exceeded` (host memory, `--max-instances`); `details` name the numbers", body = ErrorBody),
+        (status = 422, description = "`limit_exceeded` (the workspace's instance limit), `capacity_exceeded` (host memory, `--max-instances`; `details` name the numbers), `resources_out_of_bounds` (`details.field`) or `image_unavailable`", body = ErrorBody),
         (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
@@ -89,7 +89,8 @@ pub async fn retrieve(State(state): State<AppState>, auth: Auth, Path(id): Path<
 #[utoipa::path(patch, path = "/v1/instances/{id}", tag = "instances", params(("id" = String, Path)),
     request_body = UpdateInstance,
     responses((status = 200, body = Instance), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody)),
+        (status = 409, body = ErrorBody),
+        (status = 422, description = "`resources_out_of_bounds` (`details.field`), `capacity_exceeded` (no room on the host to grow), `image_unavailable`", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,

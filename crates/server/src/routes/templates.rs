@@ -137,7 +137,7 @@ pub async fn retrieve(State(state): State<AppState>, auth: Auth, Path(id): Path<
     responses((status = 201, body = Template), (status = 400, body = ErrorBody),
         (status = 409, description = "`name_taken`: the workspace has a template of that name", body = ErrorBody),
         (status = 413, description = "the body (a build's context) is larger than 96 MiB", body = ErrorBody),
-        (status = 422, description = "`invalid_template`: parts that contradict each other (a port twice, two default ports, port 3737 without the agent, an empty program, stdin with no program); `details.field` names it", body = ErrorBody)),
+        (status = 422, description = "`invalid_template`: parts that contradict each other (a port twice, two default ports, port 3737 without the agent, an empty program, stdin with no program, both `image` and `build`, a Dockerfile without `FROM`, a context that is not a base64 tar); `details.field` names it", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,

@@ -94,7 +94,12 @@ impl SqliteStore {
 const INSTANCE_COLUMNS: &str = "seq, id, workspace_id, name, template, template_version, size, \
     user_tag, region, metadata, env, budget_cap_micros, topup_micros, budget_models, managed_used_micros, \
     lifecycle_mode, idle_timeout, status, status_reason, restart_count, created_at, updated_at, deleted_at, gateway_token, last_request_at, \
-    exposed, idle_stopped, hold_until, requests_total, egress, paid_until, template_spec";
+    exposed, idle_stopped, hold_until, requests_total, egress, paid_until, template_spec, resources";
+
+/// The `resources` column.
+fn resources_json(r: &Option<berth_core::Resources>) -> Option<String> {
+    r.as_ref().and_then(|r| serde_json::to_string(r).ok())
+}
 
 /// The `env` column, opened when sealed.
 fn env_map(row: &SqliteRow, seal: Option<&crate::seal::SealKey>) -> Result<std::collections::BTreeMap<String, String>> {
@@ -160,6 +165,12 @@ fn instance_from_row(row: &SqliteRow, store: &SqliteStore) -> Result<InstanceRec
             Some(text) => Some(store.spec_from(&text)?),
         },
         size: row.try_get::<i64, _>("size")? as u32,
+        resources: match row.try_get::<Option<String>, _>("resources")? {
+            None => None,
+            Some(text) => {
+                Some(serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("instance resources: {e}")))?)
+            }
+        },
         user: row.try_get("user_tag")?,
         region: row.try_get("region")?,
         metadata: json_map(row, "metadata")?,
@@ -313,8 +324,8 @@ impl Store for SqliteStore {
             "INSERT INTO instances (id, workspace_id, name, template, template_version, size, user_tag, region, \
              metadata, env, budget_cap_micros, topup_micros, budget_models, lifecycle_mode, idle_timeout, status, \
              status_reason, restart_count, created_at, updated_at, deleted_at, gateway_token, exposed, idle_stopped, \
-             hold_until, egress, paid_until, template_spec) \
-             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+             hold_until, egress, paid_until, template_spec, resources) \
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
              WHERE (SELECT COUNT(*) FROM instances WHERE workspace_id = ? AND status != 'deleted') < ?",
         )
         .bind(r.id.as_str())
@@ -345,6 +356,7 @@ impl Store for SqliteStore {
         .bind(egress_json(&r.egress))
         .bind(r.paid_until)
         .bind(r.template_spec.as_ref().map(|t| self.spec_text(t)))
+        .bind(resources_json(&r.resources))
         .bind(r.workspace_id.as_str())
         .bind(limit as i64)
         .execute(&self.pool)
@@ -412,11 +424,21 @@ impl Store for SqliteStore {
     async fn active_sizes(&self) -> Result<Vec<(u32, i64)>> {
         let rows = sqlx::query(
             "SELECT size, COUNT(*) AS n FROM instances \
-             WHERE status IN ('creating', 'running', 'paused', 'stopping') GROUP BY size",
+             WHERE status IN ('creating', 'running', 'paused', 'stopping') AND resources IS NULL GROUP BY size",
         )
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(|r| Ok((r.try_get::<i64, _>("size")? as u32, r.try_get("n")?))).collect()
+    }
+
+    async fn active_custom_memory_mb(&self) -> Result<u64> {
+        let mb: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(json_extract(resources, '$.memory_limit_mb')), 0) FROM instances \
+             WHERE status IN ('creating', 'running', 'paused', 'stopping') AND resources IS NOT NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(mb.max(0) as u64)
     }
 
     async fn workspace_sizes(&self, ws: &WorkspaceId) -> Result<Vec<(u32, i64)>> {
@@ -438,7 +460,7 @@ impl Store for SqliteStore {
             "UPDATE instances SET name = ?, template_version = ?, size = ?, metadata = ?, env = ?, \
              budget_cap_micros = ?, topup_micros = ?, budget_models = ?, lifecycle_mode = ?, idle_timeout = ?, status = ?, \
              status_reason = ?, restart_count = ?, updated_at = ?, deleted_at = ?, exposed = ?, idle_stopped = ?, \
-             hold_until = ?, egress = ?, paid_until = ?, template = ?, template_spec = ? WHERE id = ?",
+             hold_until = ?, egress = ?, paid_until = ?, template = ?, template_spec = ?, resources = ? WHERE id = ?",
         )
         .bind(&r.name)
         .bind(r.template_version as i64)
@@ -462,6 +484,7 @@ impl Store for SqliteStore {
         .bind(r.paid_until)
         .bind(&r.template)
         .bind(r.template_spec.as_ref().map(|t| self.spec_text(t)))
+        .bind(resources_json(&r.resources))
         .bind(r.id.as_str())
         .execute(&self.pool)
         .await?;
