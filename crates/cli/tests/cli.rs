@@ -24,6 +24,7 @@ fn instance(id: &str, status: &str) -> Value {
         "id": id, "object": "instance", "name": "demo", "status": status,
         "template": {"id": "berth-agent", "version": 1}, "agents": ["berth-agent"],
         "size": {"size": 1, "vcpu": 1, "memory_mb": 2048, "disk_gb": 10},
+        "resources": {"cpu": "1", "memory_mb": 2048, "cpu_limit": "1", "memory_limit_mb": 2048, "custom": false},
         "user": "u_42", "region": "local", "metadata": {"team": "a"}, "env": {"TOKEN": "***"},
         "url": format!("http://{}.localhost:7071", &id[5..]),
         "ports": [{"port": 3737, "default": true, "url": format!("http://{}.localhost:7071", &id[5..])}],
