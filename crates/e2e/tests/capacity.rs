@@ -132,12 +132,12 @@ async fn resources_of_its_own_show_in_the_container_and_change_in_place() {
     let started = s.get(&format!("/v1/instances/{id}")).await.1["restart_count"].clone();
 
     // Bursting: a guarantee below the limit; applied in place, no restart.
-    let body = json!({"resources": {"cpu": "0.25", "cpu_limit": "1", "memory_mb": 256, "memory_limit_mb": 768}});
+    let body = json!({"resources": {"cpu": "0.25", "cpu_limit": "1", "memory_mb": 3072, "memory_limit_mb": 4096}});
     let (st, got) = s.call(reqwest::Method::PATCH, &format!("/v1/instances/{id}"), Some(&s.key), Some(body)).await;
     assert_eq!((st, got["resources"]["cpu_limit"].as_str()), (200, Some("1")), "{got}");
     assert_eq!(cgroup(&s, id, "cpu.max").await, "100000 100000");
-    assert_eq!(cgroup(&s, id, "memory.max").await, (768u64 << 20).to_string());
-    assert_eq!(cgroup(&s, id, "memory.low").await, (256u64 << 20).to_string(), "the guarantee");
+    assert_eq!(cgroup(&s, id, "memory.max").await, (4096u64 << 20).to_string());
+    assert_eq!(cgroup(&s, id, "memory.low").await, (3072u64 << 20).to_string(), "the guarantee");
     assert_eq!(got["restart_count"], started);
 
     // `{}`: the size's again.
@@ -149,6 +149,12 @@ async fn resources_of_its_own_show_in_the_container_and_change_in_place() {
         (Some(false), Some(2048))
     );
     assert_eq!(cgroup(&s, id, "memory.max").await, (2048u64 << 20).to_string());
+    // The guarantee follows (a larger one left behind would make the next start fail).
+    assert_eq!(cgroup(&s, id, "memory.low").await, (2048u64 << 20).to_string());
+    for action in ["stop", "start"] {
+        let (st, got) = s.post(&format!("/v1/instances/{id}/{action}"), json!({})).await;
+        assert_eq!(st, 200, "{action}: {got}");
+    }
 
     // Outside the operator's bounds, or a limit below its guarantee: 422, nothing made.
     for (body, field) in [

@@ -243,7 +243,9 @@ pub(super) struct Limits {
     pub cpu_shares: i64,
     /// Hard memory limit (and memory + swap: no swap).
     pub memory: i64,
-    /// Soft limit, reclaimed above first; 0: none (the guarantee is the limit).
+    /// Soft limit, reclaimed above first: the guarantee (the limit itself when
+    /// there is no separate guarantee). Never 0: an update ignores 0, which would
+    /// keep a previous, larger reservation and make the next start fail.
     pub memory_reservation: i64,
     pub pids: i64,
 }
@@ -257,7 +259,7 @@ pub(super) fn limits(size: &SizeSpec, resources: Option<&Resources>, host_cpus: 
         nano_cpus,
         cpu_shares: (i64::from(r.cpu_millis) * 1024 / 1000).max(2),
         memory: (r.memory_limit_mb * mib) as i64,
-        memory_reservation: if r.memory_mb < r.memory_limit_mb { (r.memory_mb * mib) as i64 } else { 0 },
+        memory_reservation: (r.memory_mb.min(r.memory_limit_mb) * mib) as i64,
         pids: size.pids,
     }
 }

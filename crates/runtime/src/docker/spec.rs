@@ -67,7 +67,7 @@ pub(super) fn container_body(
         cpu_shares: Some(l.cpu_shares),
         memory: Some(l.memory),
         memory_swap: Some(l.memory),
-        memory_reservation: (l.memory_reservation > 0).then_some(l.memory_reservation),
+        memory_reservation: Some(l.memory_reservation),
         pids_limit: Some(l.pids),
         // Under memory pressure the kernel kills an instance before dockerd or berth.
         oom_score_adj: Some(500),
@@ -264,7 +264,7 @@ mod tests {
         assert_eq!((l.nano_cpus, l.cpu_shares), (1_500_000_000, 512), "quota the limit, weight the guarantee");
         assert_eq!((l.memory, l.memory_reservation), (1024 << 20, 512 << 20));
         let l = limits(&size, None, 2);
-        assert_eq!((l.nano_cpus, l.memory, l.memory_reservation), (1_000_000_000, 2048 << 20, 0), "the size's");
+        assert_eq!((l.nano_cpus, l.memory, l.memory_reservation), (1_000_000_000, 2048 << 20, 2048 << 20), "the size's");
         let big =
             berth_core::Resources { cpu_millis: 4000, memory_mb: 512, cpu_limit_millis: 4000, memory_limit_mb: 512 };
         assert_eq!(limits(&size, Some(&big), 2).nano_cpus, 2_000_000_000, "clamped to the host");
