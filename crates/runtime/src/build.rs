@@ -8,6 +8,7 @@
 //! stage (to [`CA_PATH`], with [`CA_VARS`] pointing at it) right after its `FROM`.
 
 use std::io::Read;
+use std::path::{Component, Path, PathBuf};
 
 /// Where the host's CA bundle is inside built images and instances. A path of berth's
 /// own, not `/etc/ssl/certs/ca-certificates.crt`: the image's `update-ca-certificates`
@@ -68,7 +69,7 @@ pub fn check_dockerfile(text: &str) -> Result<(), String> {
 /// Answers how many entries it holds.
 pub fn check_context(context: &[u8]) -> Result<usize, String> {
     let mut n = 0;
-    each_entry(context, |_, _| {
+    each_entry(context, |_| {
         n += 1;
         Ok(())
     })?;
@@ -80,15 +81,21 @@ pub fn check_context(context: &[u8]) -> Result<usize, String> {
 /// (with the Dockerfile rewritten to install it in every stage).
 pub fn builder_context(context: &[u8], dockerfile: &str, ca_bundle: Option<&[u8]>) -> Result<Vec<u8>, String> {
     let mut out = tar::Builder::new(Vec::new());
-    each_entry(context, |header, data| {
-        let path = header.path().map_err(|e| format!("context: {e}"))?.to_path_buf();
-        if path == std::path::Path::new(".dockerignore") {
-            let mut text = data;
+    each_entry(context, |entry| {
+        // The names come from the entry, not its header: a header holds only the
+        // first 100 bytes of a long (GNU or PAX) name or link target.
+        let path: PathBuf = entry.path.components().filter(|c| !matches!(c, Component::CurDir)).collect();
+        if path == Path::new(".dockerignore") {
+            let mut text = entry.data;
             text.extend_from_slice(b"\n!.berth\n!.berth/**\n");
             return append(&mut out, ".dockerignore", &text);
         }
-        let mut h = header.clone();
-        out.append_data(&mut h, &path, data.as_slice()).map_err(|e| format!("context: {e}"))
+        let mut h = entry.header.clone();
+        let written = match &entry.link {
+            Some(target) => out.append_link(&mut h, &path, target),
+            None => out.append_data(&mut h, &path, entry.data.as_slice()),
+        };
+        written.map_err(|e| format!("context entry `{}`: {e}", path.display()))
     })?;
     let text = match ca_bundle {
         Some(ca) => {
@@ -110,9 +117,18 @@ fn append(out: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) -> Result<()
     out.append_data(&mut h, path, data).map_err(|e| format!("context: {e}"))
 }
 
-/// Calls `f` with the header and content of every entry of a tar (or tar.gz),
-/// refusing what a build must not get.
-fn each_entry(context: &[u8], mut f: impl FnMut(&tar::Header, Vec<u8>) -> Result<(), String>) -> Result<(), String> {
+/// One entry of a client's context, read whole.
+struct Entry {
+    header: tar::Header,
+    /// Its full name (long GNU and PAX names included).
+    path: PathBuf,
+    /// Where a symbolic or hard link points.
+    link: Option<PathBuf>,
+    data: Vec<u8>,
+}
+
+/// Calls `f` with every entry of a tar (or tar.gz), refusing what a build must not get.
+fn each_entry(context: &[u8], mut f: impl FnMut(Entry) -> Result<(), String>) -> Result<(), String> {
     if context.is_empty() {
         return Ok(());
     }
@@ -128,10 +144,10 @@ fn each_entry(context: &[u8], mut f: impl FnMut(&tar::Header, Vec<u8>) -> Result
         let mut entry = entry.map_err(|e| format!("the context is not a readable tar archive: {e}"))?;
         let path = entry.path().map_err(|e| format!("context: {e}"))?.into_owned();
         let shown = path.display().to_string();
-        if path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        if path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir)) {
             return Err(format!("context entry `{shown}` is absolute or climbs out of the context"));
         }
-        let first = path.components().find(|c| !matches!(c, std::path::Component::CurDir));
+        let first = path.components().find(|c| !matches!(c, Component::CurDir));
         if first.is_some_and(|c| c.as_os_str() == RESERVED_DIR) {
             return Err(format!(
                 "context entry `{shown}`: `{RESERVED_DIR}/` is berth's own (its Dockerfile and CA bundle)"
@@ -143,8 +159,13 @@ fn each_entry(context: &[u8], mut f: impl FnMut(&tar::Header, Vec<u8>) -> Result
         }
         let mut data = Vec::new();
         entry.read_to_end(&mut data).map_err(|e| format!("context entry `{shown}`: {e}"))?;
-        let header = entry.header().clone();
-        f(&header, data)?;
+        let link = match entry.header().entry_type() {
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                entry.link_name().map_err(|e| format!("context entry `{shown}`: {e}"))?.map(|l| l.into_owned())
+            }
+            _ => None,
+        };
+        f(Entry { header: entry.header().clone(), path, link, data })?;
     }
     Ok(())
 }
@@ -265,6 +286,41 @@ mod tests {
         // No context, no CA: the Dockerfile alone, as given.
         let out = files_of(&builder_context(&[], "FROM x\n", None).unwrap());
         assert_eq!(out, vec![(DOCKERFILE_PATH.to_string(), "FROM x\n".to_string())]);
+    }
+
+    #[test]
+    fn long_names_links_and_dotted_paths_survive_the_repacking() {
+        let long = format!("{}/deep.txt", "d".repeat(150));
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(4);
+        h.set_mode(0o644);
+        b.append_data(&mut h, &long, &b"deep"[..]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "shortcut", &long).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "./.dockerignore", &b"*"[..]).unwrap();
+        let ctx = b.into_inner().unwrap();
+
+        let out = builder_context(&ctx, "FROM x\n", None).unwrap();
+        let mut a = tar::Archive::new(out.as_slice());
+        let mut seen = Vec::new();
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().display().to_string();
+            let link = e.link_name().unwrap().map(|l| l.display().to_string());
+            let mut text = String::new();
+            e.read_to_string(&mut text).unwrap();
+            seen.push((path, link, text));
+        }
+        assert_eq!(seen[0], (long.clone(), None, "deep".to_string()), "a long name is kept whole");
+        assert_eq!(seen[1], ("shortcut".to_string(), Some(long), String::new()), "so is a long link target");
+        assert_eq!(seen[2].0, ".dockerignore");
+        assert!(seen[2].2.ends_with("!.berth/**\n"), "`./.dockerignore` is amended too: {:?}", seen[2]);
     }
 
     #[test]

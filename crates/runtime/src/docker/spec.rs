@@ -264,7 +264,11 @@ mod tests {
         assert_eq!((l.nano_cpus, l.cpu_shares), (1_500_000_000, 512), "quota the limit, weight the guarantee");
         assert_eq!((l.memory, l.memory_reservation), (1024 << 20, 512 << 20));
         let l = limits(&size, None, 2);
-        assert_eq!((l.nano_cpus, l.memory, l.memory_reservation), (1_000_000_000, 2048 << 20, 2048 << 20), "the size's");
+        assert_eq!(
+            (l.nano_cpus, l.memory, l.memory_reservation),
+            (1_000_000_000, 2048 << 20, 2048 << 20),
+            "the size's"
+        );
         let big =
             berth_core::Resources { cpu_millis: 4000, memory_mb: 512, cpu_limit_millis: 4000, memory_limit_mb: 512 };
         assert_eq!(limits(&size, Some(&big), 2).nano_cpus, 2_000_000_000, "clamped to the host");
