@@ -29,6 +29,8 @@ pub const MAX_DOCKERFILE_BYTES: usize = 1 << 20;
 pub const DOCKERFILE_PATH: &str = ".berth/Dockerfile";
 /// The CA bundle inside the context berth sends.
 const CA_FILE: &str = ".berth/ca-certificates.crt";
+/// The label every stage of a build carries: its scope (the workspace).
+pub const SCOPE_LABEL: &str = "berth.build-scope";
 /// The directory the client's own files may not use.
 const RESERVED_DIR: &str = ".berth";
 
@@ -43,6 +45,9 @@ pub struct BuildRequest {
     pub context: Vec<u8>,
     /// Labels of the image.
     pub labels: std::collections::HashMap<String, String>,
+    /// Whose build it is (a workspace id): builds share cached steps only within
+    /// one scope.
+    pub scope: String,
 }
 
 /// Checks a Dockerfile: not empty, not too long, and a `FROM` before any instruction
@@ -79,7 +84,12 @@ pub fn check_context(context: &[u8]) -> Result<usize, String> {
 /// The context a builder gets: the client's entries, `.dockerignore` amended so it
 /// never drops berth's files, the Dockerfile and, when there is one, the CA bundle
 /// (with the Dockerfile rewritten to install it in every stage).
-pub fn builder_context(context: &[u8], dockerfile: &str, ca_bundle: Option<&[u8]>) -> Result<Vec<u8>, String> {
+pub fn builder_context(
+    context: &[u8],
+    dockerfile: &str,
+    scope: &str,
+    ca_bundle: Option<&[u8]>,
+) -> Result<Vec<u8>, String> {
     let mut out = tar::Builder::new(Vec::new());
     each_entry(context, |entry| {
         // The names come from the entry, not its header: a header holds only the
@@ -97,13 +107,10 @@ pub fn builder_context(context: &[u8], dockerfile: &str, ca_bundle: Option<&[u8]
         };
         written.map_err(|e| format!("context entry `{}`: {e}", path.display()))
     })?;
-    let text = match ca_bundle {
-        Some(ca) => {
-            append(&mut out, CA_FILE, ca)?;
-            with_ca(dockerfile)
-        }
-        None => dockerfile.to_string(),
-    };
+    if let Some(ca) = ca_bundle {
+        append(&mut out, CA_FILE, ca)?;
+    }
+    let text = prepare(dockerfile, scope, ca_bundle.is_some());
     append(&mut out, DOCKERFILE_PATH, text.as_bytes())?;
     out.into_inner().map_err(|e| format!("context: {e}"))
 }
@@ -170,38 +177,145 @@ fn each_entry(context: &[u8], mut f: impl FnMut(Entry) -> Result<(), String>) ->
     Ok(())
 }
 
-/// One instruction of a Dockerfile: its keyword (upper case) and the line (0-based)
-/// its text ends on (continuation lines joined).
+/// One instruction of a Dockerfile: its keyword (upper case), its arguments
+/// (continuation lines joined) and the line (0-based) its text ends on.
 struct Instruction {
     keyword: String,
+    args: String,
     last_line: usize,
+}
+
+/// The images a Dockerfile takes files from: every `FROM` (but `scratch` and earlier
+/// stages) and every `COPY --from` that names no earlier stage, with the `ARG`
+/// defaults declared before the first `FROM` substituted (berth passes no build
+/// arguments, so the defaults are what the builder uses). A reference that still
+/// holds a variable it cannot resolve is refused, naming it.
+pub fn image_refs(text: &str) -> Result<Vec<String>, String> {
+    let mut globals: Vec<(String, String)> = Vec::new();
+    let mut stages: Vec<String> = Vec::new();
+    let mut refs = Vec::new();
+    let mut seen_from = false;
+    for instr in instructions(text) {
+        match instr.keyword.as_str() {
+            "ARG" if !seen_from => {
+                for decl in instr.args.split_whitespace() {
+                    let (name, value) = decl.split_once('=').unwrap_or((decl, ""));
+                    let value = expand(value.trim_matches('"'), &globals)?;
+                    globals.retain(|(n, _)| n != name);
+                    globals.push((name.to_string(), value));
+                }
+            }
+            "FROM" => {
+                seen_from = true;
+                let mut words = instr.args.split_whitespace().filter(|w| !w.starts_with("--"));
+                let image = expand(words.next().unwrap_or_default(), &globals)?;
+                let is_stage = stages.contains(&image.to_ascii_lowercase());
+                if !image.eq_ignore_ascii_case("scratch") && !is_stage && !refs.contains(&image) {
+                    refs.push(image);
+                }
+                if let (Some(as_), Some(name)) = (words.next(), words.next()) {
+                    if as_.eq_ignore_ascii_case("as") {
+                        stages.push(name.to_ascii_lowercase());
+                    }
+                }
+            }
+            "COPY" => {
+                let from = instr.args.split_whitespace().find_map(|w| w.strip_prefix("--from="));
+                let Some(from) = from else { continue };
+                if from.contains('$') {
+                    return Err(format!("`COPY --from={from}`: name the stage or image without variables"));
+                }
+                let earlier = stages.contains(&from.to_ascii_lowercase()) || from.parse::<usize>().is_ok();
+                if !earlier && !refs.iter().any(|r| r == from) {
+                    refs.push(from.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(refs)
+}
+
+/// `$NAME`, `${NAME}`, `${NAME:-word}` and `${NAME:+word}` replaced by the values of
+/// `vars` (an undeclared name is refused: the builder would make it empty).
+fn expand(text: &str, vars: &[(String, String)]) -> Result<String, String> {
+    let value = |name: &str| vars.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at + 1..];
+        let (inner, after) = if let Some(braced) = rest.strip_prefix('{') {
+            let end = braced.find('}').ok_or_else(|| format!("`{text}`: an unclosed `${{`"))?;
+            (&braced[..end], &braced[end + 1..])
+        } else {
+            let end = rest.find(|c| !is_name(c)).unwrap_or(rest.len());
+            (&rest[..end], &rest[end..])
+        };
+        let (name, op) = match inner.find(':') {
+            Some(i) => (&inner[..i], Some(&inner[i..])),
+            None => (inner, None),
+        };
+        if name.is_empty() || !name.chars().all(is_name) {
+            return Err(format!("`{text}`: `${inner}` is not a variable berth can resolve"));
+        }
+        let set = value(name).filter(|v| !v.is_empty());
+        match (op, set) {
+            (None, Some(v)) => out.push_str(v),
+            (None, None) => return Err(format!("`{text}`: `{name}` has no default value (`ARG {name}=...`)")),
+            (Some(op), set) if op.starts_with(":-") => out.push_str(set.unwrap_or(&op[2..])),
+            (Some(op), set) if op.starts_with(":+") => out.push_str(if set.is_some() { &op[2..] } else { "" }),
+            (Some(op), _) => return Err(format!("`{text}`: `{op}` is not supported here")),
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// The instructions of a Dockerfile, comments, blank lines and continuations aside.
 fn instructions(text: &str) -> Vec<Instruction> {
     let mut out = Vec::new();
-    let mut current: Option<String> = None;
+    let mut current: Option<(String, String)> = None;
     for (i, line) in text.lines().enumerate() {
         let trimmed = line.trim();
         // Blank and comment lines are skipped, also inside a continued instruction.
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        current.get_or_insert_with(|| trimmed.split_whitespace().next().unwrap_or_default().to_ascii_uppercase());
         // A line ending in `\` continues the instruction.
-        if trimmed.ends_with('\\') {
+        let (body, continued) = match trimmed.strip_suffix('\\') {
+            Some(body) => (body, true),
+            None => (trimmed, false),
+        };
+        match &mut current {
+            Some((_, args)) => {
+                args.push(' ');
+                args.push_str(body.trim());
+            }
+            None => {
+                let (keyword, args) = body.split_once(char::is_whitespace).unwrap_or((body, ""));
+                current = Some((keyword.to_ascii_uppercase(), args.trim().to_string()));
+            }
+        }
+        if continued {
             continue;
         }
-        out.push(Instruction { keyword: current.take().unwrap_or_default(), last_line: i });
+        let (keyword, args) = current.take().unwrap_or_default();
+        out.push(Instruction { keyword, args, last_line: i });
     }
-    if let Some(keyword) = current {
-        out.push(Instruction { keyword, last_line: text.lines().count().saturating_sub(1) });
+    if let Some((keyword, args)) = current {
+        out.push(Instruction { keyword, args, last_line: text.lines().count().saturating_sub(1) });
     }
     out
 }
 
-/// The Dockerfile with the CA bundle installed in every stage, right after its `FROM`.
-pub fn with_ca(dockerfile: &str) -> String {
+/// The Dockerfile a builder gets: right after every `FROM`, a label naming the
+/// build's `scope` (so the builder's cache, keyed by each step's parent, is never
+/// shared between scopes: one tenant's cached layers are never another's) and, with
+/// a CA bundle, the bundle installed.
+pub fn prepare(dockerfile: &str, scope: &str, ca: bool) -> String {
     let after: std::collections::HashSet<usize> =
         instructions(dockerfile).into_iter().filter(|i| i.keyword == "FROM").map(|i| i.last_line).collect();
     let vars = CA_VARS.iter().map(|v| format!("{v}={CA_PATH}")).collect::<Vec<_>>().join(" ");
@@ -210,7 +324,10 @@ pub fn with_ca(dockerfile: &str) -> String {
         out.push_str(line);
         out.push('\n');
         if after.contains(&i) {
-            out.push_str(&format!("COPY {CA_FILE} {CA_PATH}\nENV {vars}\n"));
+            out.push_str(&format!("LABEL {SCOPE_LABEL}=\"{scope}\"\n"));
+            if ca {
+                out.push_str(&format!("COPY {CA_FILE} {CA_PATH}\nENV {vars}\n"));
+            }
         }
     }
     out
@@ -259,16 +376,32 @@ mod tests {
     }
 
     #[test]
-    fn every_stage_gets_the_ca_bundle_after_its_from() {
+    fn every_stage_gets_its_scope_and_the_ca_bundle_after_its_from() {
         let d = "ARG B=x\nFROM $B \\\n  AS one\nRUN a\nFROM one\nRUN b \\\n FROM-not\n";
-        let out = with_ca(d);
+        let out = prepare(d, "ws_1", true);
         let lines: Vec<&str> = out.lines().collect();
         // After the whole first FROM (two lines, a continuation), and after the second.
-        assert_eq!(lines[3], format!("COPY {CA_FILE} {CA_PATH}"), "{out}");
-        assert!(lines[4].starts_with("ENV SSL_CERT_FILE=") && lines[4].contains("NODE_EXTRA_CA_CERTS="), "{out}");
-        assert_eq!(lines[6], "FROM one");
-        assert_eq!(lines[7], format!("COPY {CA_FILE} {CA_PATH}"));
+        assert_eq!(lines[3], format!("LABEL {SCOPE_LABEL}=\"ws_1\""), "{out}");
+        assert_eq!(lines[4], format!("COPY {CA_FILE} {CA_PATH}"), "{out}");
+        assert!(lines[5].starts_with("ENV SSL_CERT_FILE=") && lines[5].contains("NODE_EXTRA_CA_CERTS="), "{out}");
+        assert_eq!(lines[7], "FROM one");
+        assert_eq!(lines[9], format!("COPY {CA_FILE} {CA_PATH}"));
         assert_eq!(out.matches("COPY ").count(), 2, "`FROM-not` inside a RUN is no stage: {out}");
+        // Without a CA bundle, the scope still separates the cache.
+        let out = prepare(d, "ws_2", false);
+        assert_eq!(out.matches("LABEL ").count(), 2, "{out}");
+        assert!(!out.contains("COPY "), "{out}");
+    }
+
+    #[test]
+    fn the_images_a_dockerfile_names_are_found_with_their_args() {
+        let d = "ARG PY=3.12\nARG BASE=python:${PY}-slim\nFROM $BASE AS build\nRUN make\n\
+                 FROM --platform=linux/amd64 build\nCOPY --from=build /a /a\nCOPY --from=0 /b /b\n\
+                 COPY --from=tools:1 /t /t\nFROM scratch\nCOPY --from=build /x /x\nFROM ${MISSING:-alpine}\n";
+        assert_eq!(image_refs(d), Ok(vec!["python:3.12-slim".to_string(), "tools:1".into(), "alpine".into()]));
+        assert!(image_refs("FROM $NOPE\n").unwrap_err().contains("`NOPE` has no default"));
+        assert!(image_refs("FROM x\nARG S=y\nCOPY --from=$S /a /a\n").unwrap_err().contains("without variables"));
+        assert!(image_refs("FROM ${X").unwrap_err().contains("unclosed"));
     }
 
     #[test]
@@ -276,16 +409,17 @@ mod tests {
         for gz in [false, true] {
             let ctx = tar_of(&[("app/main.py", "print(1)"), (".dockerignore", "*")], gz);
             assert_eq!(check_context(&ctx), Ok(2));
-            let out = files_of(&builder_context(&ctx, "FROM x\n", Some(b"CERT")).unwrap());
+            let out = files_of(&builder_context(&ctx, "FROM x\n", "ws_1", Some(b"CERT")).unwrap());
             let get = |p: &str| out.iter().find(|(q, _)| q == p).map(|(_, s)| s.clone());
             assert_eq!(get("app/main.py").as_deref(), Some("print(1)"));
             assert_eq!(get(CA_FILE).as_deref(), Some("CERT"));
             assert!(get(DOCKERFILE_PATH).unwrap().contains("COPY .berth/ca-certificates.crt"));
             assert!(get(".dockerignore").unwrap().ends_with("!.berth/**\n"), "berth's files are never ignored");
         }
-        // No context, no CA: the Dockerfile alone, as given.
-        let out = files_of(&builder_context(&[], "FROM x\n", None).unwrap());
-        assert_eq!(out, vec![(DOCKERFILE_PATH.to_string(), "FROM x\n".to_string())]);
+        // No context, no CA: the Dockerfile alone, with its scope.
+        let out = files_of(&builder_context(&[], "FROM x\n", "ws_1", None).unwrap());
+        let want = format!("FROM x\nLABEL {SCOPE_LABEL}=\"ws_1\"\n");
+        assert_eq!(out, vec![(DOCKERFILE_PATH.to_string(), want)]);
     }
 
     #[test]
@@ -306,7 +440,7 @@ mod tests {
         b.append_data(&mut h, "./.dockerignore", &b"*"[..]).unwrap();
         let ctx = b.into_inner().unwrap();
 
-        let out = builder_context(&ctx, "FROM x\n", None).unwrap();
+        let out = builder_context(&ctx, "FROM x\n", "ws_1", None).unwrap();
         let mut a = tar::Archive::new(out.as_slice());
         let mut seen = Vec::new();
         for e in a.entries().unwrap() {

@@ -184,15 +184,36 @@ fn check_image(image: &str) -> ApiResult<()> {
         && image.len() <= 255
         && image.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/:@".contains(&b))
         && !image.starts_with(['-', '.', '/', ':', '@']);
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
+    if !ok {
+        return Err(ApiError::invalid(
             "image",
             format!("`{}` is not an image reference (like `python:3.12-slim`)", clip(image)),
-        ))
+        ));
     }
+    check_image_owner(image).map_err(|e| invalid("image", e))
 }
+
+/// Refuses the references that could reach another workspace's image on the shared
+/// daemon: the images berth builds (`berth/tpl_...`, each workspace's own; a template
+/// is used by its id, not its image) and images named by their ID (or a prefix of
+/// it), which Docker resolves among every image it holds.
+fn check_image_owner(image: &str) -> Result<(), String> {
+    let name = image.split(['@', ':']).next().unwrap_or_default();
+    if image.starts_with(BUILT_PREFIX) {
+        return Err(format!(
+            "`{}` is an image berth built for a template; use the template itself (its id), or build from the same Dockerfile",
+            clip(image)
+        ));
+    }
+    let hex_id = image.strip_prefix("sha256:").unwrap_or(image);
+    if image.starts_with("sha256:") || (!name.contains('/') && hex_id.bytes().all(|b| b.is_ascii_hexdigit())) {
+        return Err(format!("`{}` names an image by its ID; name it by repository and tag", clip(image)));
+    }
+    Ok(())
+}
+
+/// Where the images berth builds are tagged.
+const BUILT_PREFIX: &str = "berth/tpl_";
 
 /// 422: parts of a template body that contradict each other.
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
@@ -284,12 +305,14 @@ pub struct BuildInput {
 
 impl BuildInput {
     /// What the runtime builds: the image `tag` of a template's version.
-    pub fn request(self, template: &TemplateId, tag: &str) -> berth_runtime::build::BuildRequest {
+    /// `workspace` scopes the builder's cache.
+    pub fn request(self, template: &TemplateId, tag: &str, workspace: &str) -> berth_runtime::build::BuildRequest {
         berth_runtime::build::BuildRequest {
             tag: tag.to_string(),
             dockerfile: self.dockerfile,
             context: self.context,
             labels: HashMap::from([("berth.template".to_string(), template.to_string())]),
+            scope: workspace.to_string(),
         }
     }
 }
@@ -297,6 +320,10 @@ impl BuildInput {
 /// Checks a build body: a Dockerfile starting with `FROM`, a base64 tar (or tar.gz).
 fn build_of(source: BuildSource) -> ApiResult<BuildInput> {
     berth_runtime::build::check_dockerfile(&source.dockerfile).map_err(|e| invalid("build.dockerfile", e))?;
+    let images = berth_runtime::build::image_refs(&source.dockerfile).map_err(|e| invalid("build.dockerfile", e))?;
+    for image in images {
+        check_image_owner(&image).map_err(|e| invalid("build.dockerfile", e))?;
+    }
     let context = match source.context.as_deref().map(str::trim) {
         None | Some("") => Vec::new(),
         Some(text) => {
@@ -313,6 +340,7 @@ fn build_of(source: BuildSource) -> ApiResult<BuildInput> {
 
 /// The image a build of a template tags: under berth's own name, unique per build.
 pub fn build_tag(id: &TemplateId) -> String {
+    debug_assert!(format!("berth/{id}").starts_with(BUILT_PREFIX));
     format!("berth/{id}:build-{}", berth_core::ids::random_label(10))
 }
 
@@ -480,6 +508,14 @@ mod tests {
             (json!({"name": "a", "build": {"dockerfile": "RUN true"}}), "build.dockerfile"),
             (json!({"name": "a", "build": {"dockerfile": "FROM x", "context": "@@"}}), "build.context"),
             (json!({"name": "a", "build": {"dockerfile": "FROM x", "context": "bm90IGEgdGFy"}}), "build.context"),
+            // What could reach another workspace's image on the shared daemon.
+            (json!({"name": "a", "image": "berth/tpl_0a1b2c3d4e5f:build-abc"}), "image"),
+            (json!({"name": "a", "image": "3f4a1b"}), "image"),
+            (json!({"name": "a", "image": "sha256:3f4a1b"}), "image"),
+            (json!({"name": "a", "build": {"dockerfile": "FROM berth/tpl_x:build-y"}}), "build.dockerfile"),
+            (json!({"name": "a", "build": {"dockerfile": "ARG B=berth/tpl_x:y\nFROM ${B}"}}), "build.dockerfile"),
+            (json!({"name": "a", "build": {"dockerfile": "FROM x\nCOPY --from=3f4a1b / /"}}), "build.dockerfile"),
+            (json!({"name": "a", "build": {"dockerfile": "FROM $UNSET"}}), "build.dockerfile"),
         ] {
             match create(body(v.clone())).unwrap_err() {
                 ApiError::Unprocessable { code: "invalid_template", field: f, .. } => assert_eq!(f, field, "{v}"),

@@ -26,12 +26,13 @@ pub(super) async fn build(rt: &DockerRuntime, req: BuildRequest, log: UnboundedS
         ),
         None => None,
     };
-    let BuildRequest { tag, dockerfile, context, mut labels } = req;
-    let tar = tokio::task::spawn_blocking(move || builder_context(&context, &dockerfile, ca.as_deref()))
+    let BuildRequest { tag, dockerfile, context, mut labels, scope } = req;
+    let tar = tokio::task::spawn_blocking(move || builder_context(&context, &dockerfile, &scope, ca.as_deref()))
         .await
         .map_err(|e| RuntimeError::Failed(format!("packing the context: {e}")))?
         .map_err(RuntimeError::Failed)?;
     labels.insert(LABEL_INSTALL.to_string(), rt.cfg.install_id.clone());
+    let cpus = crate::Runtime::capacity(rt).cpus;
     let opts = BuildImageOptions {
         dockerfile: DOCKERFILE_PATH.into(),
         t: Some(tag),
@@ -41,6 +42,9 @@ pub(super) async fn build(rt: &DockerRuntime, req: BuildRequest, log: UnboundedS
         labels: Some(labels),
         memory: Some(BUILD_MEMORY),
         memswap: Some(BUILD_MEMORY),
+        // All but one of the host's CPUs: a build never starves the control plane.
+        cpuperiod: Some(100_000),
+        cpuquota: Some(100_000 * i32::try_from(cpus.saturating_sub(1).max(1)).unwrap_or(1)),
         ..Default::default()
     };
     let mut steps = rt.docker.build_image(opts, None, Some(bollard::body_full(tar.into())));

@@ -137,7 +137,7 @@ pub async fn retrieve(State(state): State<AppState>, auth: Auth, Path(id): Path<
     responses((status = 201, body = Template), (status = 400, body = ErrorBody),
         (status = 409, description = "`name_taken`: the workspace has a template of that name", body = ErrorBody),
         (status = 413, description = "the body (a build's context) is larger than 96 MiB", body = ErrorBody),
-        (status = 422, description = "`invalid_template`: parts that contradict each other (a port twice, two default ports, port 3737 without the agent, an empty program, stdin with no program, both `image` and `build`, a Dockerfile without `FROM`, a context that is not a base64 tar); `details.field` names it", body = ErrorBody)),
+        (status = 422, description = "`invalid_template`: parts that contradict each other (a port twice, two default ports, port 3737 without the agent, an empty program, stdin with no program, both `image` and `build`, a Dockerfile without `FROM`, a context that is not a base64 tar, an image named by its ID or one berth built for a template); `details.field` names it", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -162,7 +162,7 @@ pub async fn create(
     let dockerfile = build.as_ref().map(|b| b.dockerfile.clone());
     state.store.create_template(&t, dockerfile.as_deref().map(|d| (tag.as_str(), d))).await?;
     match build {
-        Some(b) => state.builds.start(&state, t.id.clone(), 1, b.request(&t.id, &tag)),
+        Some(b) => state.builds.start(&state, t.id.clone(), 1, b.request(&t.id, &tag, auth.workspace_id.as_str())),
         None => state.settings.templates.set(t.id.as_str(), t.version),
     }
     Ok((StatusCode::CREATED, Json(custom_with_build(&state, &t).await?)))
@@ -217,7 +217,12 @@ pub async fn update(
             message: format!("template `{id}` was deleted meanwhile"),
         })?;
     match build {
-        Some(b) => state.builds.start(&state, now.id.clone(), now.version, b.request(&now.id, &tag)),
+        Some(b) => state.builds.start(
+            &state,
+            now.id.clone(),
+            now.version,
+            b.request(&now.id, &tag, auth.workspace_id.as_str()),
+        ),
         None if now.status == TemplateStatus::Ready => state.settings.templates.set(now.id.as_str(), now.version),
         None => {}
     }
