@@ -154,10 +154,34 @@ async fn a_failing_build_fails_with_its_log_and_a_new_build_makes_the_next_versi
     let id = inst["id"].as_str().unwrap();
     let out = s.exec(id, json!(["cat", "/built.txt"]), None).await;
     assert_eq!(out["stdout"].as_str(), Some("built\n"), "{out}");
+
+    // While a rebuild runs, instances are still made from the newest ready version;
+    // pinning the building one is refused.
+    let slow = format!("FROM {}\nRUN sleep 3 && echo again > /built.txt\n", busybox());
+    let (status, t4) = s
+        .call(
+            Method::PATCH,
+            &format!("/v1/templates/{tid}"),
+            Some(&s.key),
+            Some(json!({"build": {"dockerfile": slow}})),
+        )
+        .await;
+    assert_eq!((status, t4["status"].as_str()), (200, Some("building")), "{t4}");
+    let during = s.create_instance(json!({"template": "breaks"})).await;
+    assert_eq!(during["template"]["version"], 3, "{during}");
+    let pinned = json!({"template": {"id": tid, "version": 4}});
+    let (status, err) = s.post("/v1/instances", pinned).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (409, Some("build_not_ready")), "{err}");
+    assert_eq!(follow(&s, &tid, 4).await.1["status"], "ready");
+    let (_, got) = s.get(&format!("/v1/instances/{}", during["id"].as_str().unwrap())).await;
+    assert_eq!(got["update_available"], true, "{got}");
+    s.call(Method::DELETE, &format!("/v1/instances/{}?purge=true", during["id"].as_str().unwrap()), Some(&s.key), None)
+        .await;
+
     let (_, builds) = s.get(&format!("/v1/templates/{tid}/builds")).await;
     let versions: Vec<u64> =
         builds["data"].as_array().unwrap().iter().map(|b| b["version"].as_u64().unwrap()).collect();
-    assert_eq!(versions, [1, 3]);
+    assert_eq!(versions, [1, 3, 4]);
     s.call(Method::DELETE, &format!("/v1/instances/{id}?purge=true"), Some(&s.key), None).await;
 }
 

@@ -123,8 +123,19 @@ pub async fn resolve(store: &dyn Store, ws: &WorkspaceId, choice: &TemplateChoic
     version_of(store, &t, version).await
 }
 
-/// One version of a template (`None`: the newest).
+/// One version of a template (`None`: the newest that is ready; while a newer one
+/// builds, or when its build failed, instances keep being made from the one before).
 pub async fn version_of(store: &dyn Store, t: &TemplateRecord, version: Option<u32>) -> ApiResult<Resolved> {
+    if version.is_none() && t.status != TemplateStatus::Ready {
+        // The few versions before the newest, newest first; none ready: the newest's error.
+        for v in (t.version.saturating_sub(32).max(1)..t.version).rev() {
+            if let Some(older) = store.template_version(&t.id, v).await? {
+                if older.status == TemplateStatus::Ready {
+                    return Ok(Resolved { id: t.id.to_string(), version: v, spec: Some(older.spec) });
+                }
+            }
+        }
+    }
     let v = version.unwrap_or(t.version);
     let (spec, status) = if v == t.version {
         (t.spec.clone(), t.status)
