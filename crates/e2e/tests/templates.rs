@@ -223,3 +223,30 @@ async fn template_bodies_are_checked_and_templates_stay_in_their_workspace() {
     let (_, list) = s.call(Method::GET, "/v1/templates", Some(&other), None).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 1, "only the system template: {list}");
 }
+
+#[tokio::test]
+async fn concurrent_changes_each_make_one_version_or_are_told_to_retry() {
+    let s = TestServer::shared().await;
+    let t = template(&s, json!({"name": "racy", "image": image(), "agent": false, "command": ["sleep", "1000"]})).await;
+    let path = format!("/v1/templates/{}", t["id"].as_str().unwrap());
+    let answers = futures_util::future::join_all((0..8).map(|i| {
+        let path = path.clone();
+        let s = &s;
+        async move { patch(s, &path, json!({"env": {"N": i.to_string()}})).await }
+    }))
+    .await;
+    let mut versions = Vec::new();
+    for (status, body) in &answers {
+        match status {
+            200 => versions.push(body["version"].as_u64().unwrap()),
+            409 => assert_eq!(body["error"]["code"], "template_changed", "{body}"),
+            _ => panic!("{status}: {body}"),
+        }
+    }
+    versions.sort_unstable();
+    let n = versions.len() as u64;
+    assert!(n >= 1 && versions == (2..2 + n).collect::<Vec<_>>(), "one version per change that landed: {versions:?}");
+    let (_, now) = s.get(&path).await;
+    assert_eq!((now["version"].as_u64(), now["status"].as_str()), (Some(1 + n), Some("ready")), "{now}");
+    delete(&s, &path).await;
+}

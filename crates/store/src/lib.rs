@@ -150,11 +150,13 @@ pub trait Store: Send + Sync + 'static {
     async fn template_version(&self, id: &TemplateId, version: u32) -> Result<Option<TemplateVersion>>;
     /// Adds the next version of a template (its newest from now on), its image from
     /// `source` (a [`VersionSource::Build`] also records the build, from `build`: the
-    /// image it tags and the Dockerfile); answers the template as it now is, `None`
-    /// when there is no such template.
+    /// image it tags and the Dockerfile); answers the template as it now is. `None`
+    /// when there is no such template, or when its newest version is no longer `base`
+    /// (the one the change was made from: another change came first).
     async fn add_template_version(
         &self,
         id: &TemplateId,
+        base: u32,
         spec: &TemplateSpec,
         source: VersionSource,
         build: Option<(&str, &str)>,

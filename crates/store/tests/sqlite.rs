@@ -250,12 +250,15 @@ async fn templates_keep_every_version_sealed_and_instances_keep_their_copy() {
 
     let mut v2 = v1.clone();
     v2.image = Some("img:2".into());
-    let now = s.add_template_version(&t.id, &v2, VersionSource::Image, None).await.unwrap().unwrap();
+    let now = s.add_template_version(&t.id, 1, &v2, VersionSource::Image, None).await.unwrap().unwrap();
     assert_eq!((now.version, now.spec.image.as_deref()), (2, Some("img:2")));
     let old = s.template_version(&t.id, 1).await.unwrap().unwrap();
     assert_eq!((old.spec, old.status), (v1.clone(), TemplateStatus::Ready), "old versions stay");
     assert_eq!(s.template_version(&t.id, 3).await.unwrap(), None);
-    assert_eq!(s.add_template_version(&TemplateId::generate(), &v2, VersionSource::Image, None).await.unwrap(), None);
+    assert_eq!(
+        s.add_template_version(&TemplateId::generate(), 1, &v2, VersionSource::Image, None).await.unwrap(),
+        None
+    );
 
     // An instance keeps the copy it runs, also once the template is gone.
     let mut inst = instance(&ws, 1, Status::Running);
@@ -328,10 +331,13 @@ async fn a_build_is_a_version_that_becomes_ready_or_failed_and_a_restart_fails_u
     // `building`; a server restart fails it and keeps version 2 the newest ready one.
     let mut v2 = spec.clone();
     v2.env = [("A".to_string(), "1".to_string())].into();
-    let now = s.add_template_version(&t.id, &v2, VersionSource::Same, None).await.unwrap().unwrap();
+    let now = s.add_template_version(&t.id, 1, &v2, VersionSource::Same, None).await.unwrap().unwrap();
     assert_eq!((now.version, now.status, now.build), (2, TemplateStatus::Ready, Some(1)));
+    // A change made from version 1 comes too late: nothing is added.
+    assert_eq!(s.add_template_version(&t.id, 1, &v2, VersionSource::Same, None).await.unwrap(), None);
+    assert_eq!(s.template(None, &t.id).await.unwrap().unwrap().version, 2);
     let now = s
-        .add_template_version(&t.id, &spec, VersionSource::Build, Some(("berth/tpl_x:b", "FROM x\n")))
+        .add_template_version(&t.id, 2, &spec, VersionSource::Build, Some(("berth/tpl_x:b", "FROM x\n")))
         .await
         .unwrap()
         .unwrap();

@@ -174,7 +174,7 @@ pub async fn create(
 #[utoipa::path(patch, path = "/v1/templates/{id}", tag = "templates", params(("id" = String, Path)),
     request_body = UpdateTemplate,
     responses((status = 200, body = Template), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, description = "`system_template`: the system template cannot change; `build_in_progress`: its newest version is still building", body = ErrorBody),
+        (status = 409, description = "`system_template`: the system template cannot change; `build_in_progress`: its newest version is still building; `template_changed`: another change made a newer version while this one was checked (send it again)", body = ErrorBody),
         (status = 422, description = "`invalid_template`, as for create", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn update(
@@ -208,14 +208,28 @@ pub async fn update(
     };
     let tag = spec.image.clone().unwrap_or_default();
     let dockerfile = build.as_ref().map(|b| b.dockerfile.clone());
-    let now = state
-        .store
-        .add_template_version(&t.id, &spec, source, dockerfile.as_deref().map(|d| (tag.as_str(), d)))
-        .await?
-        .ok_or_else(|| ApiError::NotFound {
-            code: "template_not_found",
-            message: format!("template `{id}` was deleted meanwhile"),
-        })?;
+    let added = state.store.add_template_version(
+        &t.id,
+        t.version,
+        &spec,
+        source,
+        dockerfile.as_deref().map(|d| (tag.as_str(), d)),
+    );
+    let Some(now) = added.await? else {
+        return Err(match state.store.template(Some(&auth.workspace_id), &t.id).await? {
+            Some(moved) => ApiError::Conflict {
+                code: "template_changed",
+                message: format!(
+                    "template `{}` changed meanwhile (now version {}); send the change again",
+                    t.name, moved.version
+                ),
+            },
+            None => ApiError::NotFound {
+                code: "template_not_found",
+                message: format!("template `{id}` was deleted meanwhile"),
+            },
+        });
+    };
     match build {
         Some(b) => state.builds.start(
             &state,

@@ -620,11 +620,12 @@ impl Store for SqliteStore {
     async fn add_template_version(
         &self,
         id: &TemplateId,
+        base: u32,
         spec: &TemplateSpec,
         source: VersionSource,
         build: Option<(&str, &str)>,
     ) -> Result<Option<TemplateRecord>> {
-        self.t_add_version(id, spec, source, build).await
+        self.t_add_version(id, base, spec, source, build).await
     }
 
     async fn finish_build(

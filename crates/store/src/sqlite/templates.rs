@@ -164,19 +164,23 @@ impl SqliteStore {
     pub(super) async fn t_add_version(
         &self,
         id: &TemplateId,
+        base: u32,
         spec: &TemplateSpec,
         source: VersionSource,
         build: Option<(&str, &str)>,
     ) -> Result<Option<TemplateRecord>> {
         let now = berth_core::now_secs();
         let mut tx = self.pool.begin().await?;
-        // The version number is taken and written in one transaction: SQLite serialises
-        // writers, so two PATCHes get two versions.
-        let done = sqlx::query("UPDATE templates SET version = version + 1, updated_at = ? WHERE id = ?")
-            .bind(now)
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await?;
+        // The version number is taken and written in one transaction, only if it still
+        // follows `base`: SQLite serialises writers, so of two PATCHes made from the same
+        // version, the second finds it moved (and never copies a status meant for another).
+        let done =
+            sqlx::query("UPDATE templates SET version = version + 1, updated_at = ? WHERE id = ? AND version = ?")
+                .bind(now)
+                .bind(id.as_str())
+                .bind(base as i64)
+                .execute(&mut *tx)
+                .await?;
         if done.rows_affected() == 0 {
             return Ok(None);
         }
