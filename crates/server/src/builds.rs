@@ -22,12 +22,53 @@ use tokio::sync::{watch, Semaphore};
 
 /// Most lines of a build's output kept (the rest are counted, not kept).
 pub const MAX_LINES: usize = 20_000;
+/// Longest line kept (longer ones are cut, saying so).
+pub const MAX_LINE_BYTES: usize = 4096;
+/// Most builds a workspace may have running or waiting at once.
+pub const MAX_PER_WORKSPACE: usize = 4;
 
 /// The builds running (or waiting for a slot) on this server.
 pub struct Builds {
     live: Mutex<HashMap<(TemplateId, u32), Arc<Live>>>,
+    /// Builds running or waiting, per workspace.
+    per_workspace: Arc<Mutex<HashMap<String, usize>>>,
     slots: Arc<Semaphore>,
     timeout: Duration,
+}
+
+/// A workspace's place for one more build, taken before its version is stored; it is
+/// given back when the build ends (or when the version is never stored).
+pub struct Ticket {
+    workspace: String,
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.workspace) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.workspace);
+            }
+        }
+    }
+}
+
+/// Ends a build's live entry however its task ends (a panic, an abort): followers
+/// are told it ended and the entry goes.
+struct Ending {
+    state: AppState,
+    id: TemplateId,
+    version: u32,
+    live: Arc<Live>,
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        self.live.close();
+        self.state.builds.end(&self.id, self.version);
+    }
 }
 
 /// How many lines a build has printed, and whether it has ended.
@@ -52,7 +93,15 @@ impl Live {
         }
     }
 
-    fn push(&self, message: String) {
+    fn push(&self, mut message: String) {
+        if message.len() > MAX_LINE_BYTES {
+            let mut cut = MAX_LINE_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str(" [berth: line cut]");
+        }
         let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
         if lines.len() >= MAX_LINES {
             self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -100,7 +149,24 @@ fn now_ms() -> i64 {
 
 impl Builds {
     pub fn new(max_builds: usize, timeout: Duration) -> Self {
-        Builds { live: Mutex::default(), slots: Arc::new(Semaphore::new(max_builds.max(1))), timeout }
+        Builds {
+            live: Mutex::default(),
+            per_workspace: Arc::default(),
+            slots: Arc::new(Semaphore::new(max_builds.max(1))),
+            timeout,
+        }
+    }
+
+    /// A place for one more build of `workspace`; `None` when it already has
+    /// [`MAX_PER_WORKSPACE`] running or waiting.
+    pub fn reserve(&self, workspace: &str) -> Option<Ticket> {
+        let mut counts = self.per_workspace.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(workspace.to_string()).or_default();
+        if *n >= MAX_PER_WORKSPACE {
+            return None;
+        }
+        *n += 1;
+        Some(Ticket { workspace: workspace.to_string(), counts: self.per_workspace.clone() })
     }
 
     /// The build of a template version, while it runs.
@@ -109,26 +175,30 @@ impl Builds {
     }
 
     /// Starts building a template version (already stored as `building`).
-    pub fn start(&self, state: &AppState, id: TemplateId, version: u32, req: BuildRequest) {
+    pub fn start(&self, state: &AppState, id: TemplateId, version: u32, req: BuildRequest, ticket: Ticket) {
         let live = Arc::new(Live::new());
         self.live.lock().unwrap_or_else(|e| e.into_inner()).insert((id.clone(), version), live.clone());
-        let task = tokio::spawn(run(state.clone(), id, version, req, live.clone(), self.slots.clone(), self.timeout));
+        let ending = Ending { state: state.clone(), id, version, live: live.clone() };
+        let task = tokio::spawn(run(ending, req, self.slots.clone(), self.timeout, ticket));
         *live.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.abort_handle());
     }
 
     /// Stops the builds of a template being deleted (their rows go with it).
     pub fn cancel(&self, id: &TemplateId) {
-        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        live.retain(|(t, _), b| {
-            if t != id {
-                return true;
+        let mut gone = Vec::new();
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).retain(|(t, _), b| {
+            if t == id {
+                gone.push(b.clone());
             }
+            t != id
+        });
+        // Outside the lock: an aborted task's `Ending` takes it.
+        for b in gone {
             if let Some(task) = b.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 task.abort();
             }
             b.close();
-            false
-        });
+        }
     }
 
     fn end(&self, id: &TemplateId, version: u32) {
@@ -136,15 +206,8 @@ impl Builds {
     }
 }
 
-async fn run(
-    state: AppState,
-    id: TemplateId,
-    version: u32,
-    req: BuildRequest,
-    live: Arc<Live>,
-    slots: Arc<Semaphore>,
-    timeout: Duration,
-) {
+async fn run(ending: Ending, req: BuildRequest, slots: Arc<Semaphore>, timeout: Duration, _ticket: Ticket) {
+    let (state, id, version, live) = (&ending.state, &ending.id, ending.version, &ending.live);
     let image = req.tag.clone();
     let slot = match slots.clone().try_acquire_owned() {
         Ok(slot) => Ok(slot),
@@ -177,19 +240,33 @@ async fn run(
         Some(e) => live.push(format!("[berth: the build failed after {secs:.1} s: {e}]")),
     }
     tracing::info!(template = %id, version, status = status.as_str(), secs, "template build ended");
-    match state.store.finish_build(&id, version, status, error.as_deref(), &live.all()).await {
-        Ok(true) => {}
+    // The outcome must be stored, or the version would stay `building` until the next
+    // server start: a few tries over a few seconds (a busy database) before giving up.
+    let log = live.all();
+    let mut tries = 0;
+    let stored = loop {
+        tries += 1;
+        match state.store.finish_build(id, version, status, error.as_deref(), &log).await {
+            Ok(found) => break Some(found),
+            Err(e) if tries < 5 => {
+                tracing::warn!(template = %id, version, error = %e, "storing a build's outcome failed; trying again");
+                tokio::time::sleep(Duration::from_millis(200 << tries)).await;
+            }
+            Err(e) => {
+                tracing::error!(template = %id, version, error = %e, "could not store a build's outcome; the next server start marks it failed");
+                break None;
+            }
+        }
+    };
+    match stored {
+        Some(true) if status == TemplateStatus::Ready => state.settings.templates.set(id.as_str(), version),
         // The template was deleted meanwhile: its image goes too.
-        Ok(false) => {
+        Some(false) => {
             let _ = state.runtime.remove_image(&image).await;
         }
-        Err(e) => tracing::error!(template = %id, version, error = %e, "could not store a build's outcome"),
+        _ => {}
     }
-    if status == TemplateStatus::Ready {
-        state.settings.templates.set(id.as_str(), version);
-    }
-    live.close();
-    state.builds.end(&id, version);
+    // `ending` closes the live entry and removes it, now that the outcome is stored.
 }
 
 /// A runtime error as a build's reason (without the runtime's own prefix).
@@ -197,5 +274,28 @@ fn clean(e: &berth_runtime::RuntimeError) -> String {
     match e {
         berth_runtime::RuntimeError::Failed(m) => m.trim().to_string(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_workspace_has_a_few_builds_at_once_and_gets_its_places_back() {
+        let b = Builds::new(2, Duration::from_secs(60));
+        let held: Vec<Ticket> = (0..MAX_PER_WORKSPACE).map(|_| b.reserve("ws_a").expect("a place")).collect();
+        assert!(b.reserve("ws_a").is_none(), "the fifth waits");
+        assert!(b.reserve("ws_b").is_some(), "another workspace is not held up");
+        drop(held);
+        assert!(b.reserve("ws_a").is_some(), "ended builds give their places back");
+    }
+
+    #[test]
+    fn long_lines_are_cut_on_a_character_boundary() {
+        let live = Live::new();
+        live.push("é".repeat(MAX_LINE_BYTES));
+        let line = &live.since(0)[0].message;
+        assert!(line.ends_with("[berth: line cut]") && line.len() < MAX_LINE_BYTES + 32, "{}", line.len());
     }
 }

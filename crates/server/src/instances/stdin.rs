@@ -47,17 +47,30 @@ pub fn validate(body: StdinRequest) -> ApiResult<Checked> {
 
 /// Writes the input and answers what the program printed in reply.
 pub async fn write(state: &AppState, rec: &InstanceRecord, c: Checked) -> ApiResult<StdinResult> {
-    let _turn = state.stdin_turns.lock(&rec.id).await;
     let started = Instant::now();
-    let session = state.runtime.attach(&rec.id).await?;
-    let mut output = session.output;
-    let mut input = session.input.ok_or_else(|| ApiError::Conflict {
-        code: "stdin_unavailable",
-        message: "the instance's main program has no standard input to write to".into(),
-    })?;
-    input.write_all(&c.input).await.map_err(|e| gone(&e))?;
-    input.flush().await.map_err(|e| gone(&e))?;
+    // One bound for all of it: waiting for an earlier turn, attaching, writing (a
+    // program that stopped reading blocks the write) and reading the reply.
     let deadline = tokio::time::Instant::now() + c.timeout;
+    let setup = async {
+        let turn = state.stdin_turns.lock(&rec.id).await;
+        let session = state.runtime.attach(&rec.id).await?;
+        let mut input = session.input.ok_or_else(|| ApiError::Conflict {
+            code: "stdin_unavailable",
+            message: "the instance's main program has no standard input to write to".into(),
+        })?;
+        input.write_all(&c.input).await.map_err(|e| gone(&e))?;
+        input.flush().await.map_err(|e| gone(&e))?;
+        Ok::<_, ApiError>((turn, session.output, input))
+    };
+    let (_turn, mut output, input) = tokio::time::timeout_at(deadline, setup).await.map_err(|_| {
+        ApiError::Conflict {
+            code: "stdin_unavailable",
+            message: format!(
+                "the input could not be written within {} s (`timeout_secs`): an earlier input is still being answered, or the program does not read its input",
+                c.timeout.as_secs()
+            ),
+        }
+    })??;
     let (mut all, mut out, mut err) = (Vec::new(), Vec::new(), Vec::new());
     let mut truncated = false;
     let mut timed_out = false;

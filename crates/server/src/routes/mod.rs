@@ -26,7 +26,8 @@ const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30
 
 /// Routes whose answers may rightly take long (a command's own timeout, a followed
 /// log, a shell): no request timeout, they bound themselves.
-const LONG_ROUTES: [&str; 3] = ["/v1/instances/{id}/exec", "/v1/instances/{id}/logs", "/v1/instances/{id}/shell"];
+const LONG_ROUTES: [&str; 4] =
+    ["/v1/instances/{id}/exec", "/v1/instances/{id}/logs", "/v1/instances/{id}/shell", "/v1/instances/{id}/stdin"];
 
 /// The whole hosting API.
 pub fn router(state: AppState) -> Router {

@@ -137,6 +137,7 @@ pub async fn retrieve(State(state): State<AppState>, auth: Auth, Path(id): Path<
     responses((status = 201, body = Template), (status = 400, body = ErrorBody),
         (status = 409, description = "`name_taken`: the workspace has a template of that name", body = ErrorBody),
         (status = 413, description = "the body (a build's context) is larger than 96 MiB", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: the workspace already has 4 builds running or waiting", body = ErrorBody),
         (status = 422, description = "`invalid_template`: parts that contradict each other (a port twice, two default ports, port 3737 without the agent, an empty program, stdin with no program, both `image` and `build`, a Dockerfile without `FROM`, a context that is not a base64 tar, an image named by its ID or one berth built for a template); `details.field` names it", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
@@ -145,7 +146,16 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateTemplate>,
 ) -> ApiResult<(StatusCode, Json<Template>)> {
     let id = TemplateId::generate();
-    let (name, spec, build) = crate::templates::create(body, &id)?;
+    // A build's context is decoded and read whole: off the async threads.
+    let checked = {
+        let id = id.clone();
+        tokio::task::spawn_blocking(move || crate::templates::create(body, &id)).await
+    };
+    let (name, spec, build) = checked.map_err(|e| panicked("checking the template", &e))??;
+    let ticket = match &build {
+        Some(_) => Some(reserve(&state, &auth)?),
+        None => None,
+    };
     let now = now_secs();
     let t = TemplateRecord {
         id,
@@ -162,7 +172,13 @@ pub async fn create(
     let dockerfile = build.as_ref().map(|b| b.dockerfile.clone());
     state.store.create_template(&t, dockerfile.as_deref().map(|d| (tag.as_str(), d))).await?;
     match build {
-        Some(b) => state.builds.start(&state, t.id.clone(), 1, b.request(&t.id, &tag, auth.workspace_id.as_str())),
+        Some(b) => state.builds.start(
+            &state,
+            t.id.clone(),
+            1,
+            b.request(&t.id, &tag, auth.workspace_id.as_str()),
+            ticket.expect("reserved with the build"),
+        ),
         None => state.settings.templates.set(t.id.as_str(), t.version),
     }
     Ok((StatusCode::CREATED, Json(custom_with_build(&state, &t).await?)))
@@ -175,7 +191,8 @@ pub async fn create(
     request_body = UpdateTemplate,
     responses((status = 200, body = Template), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, description = "`system_template`: the system template cannot change; `build_in_progress`: its newest version is still building; `template_changed`: another change made a newer version while this one was checked (send it again)", body = ErrorBody),
-        (status = 422, description = "`invalid_template`, as for create", body = ErrorBody)),
+        (status = 422, description = "`invalid_template`, as for create", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: the workspace already has 4 builds running or waiting", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
@@ -186,7 +203,11 @@ pub async fn update(
     refuse_system(&id, "changed")?;
     let t = crate::templates::find(state.store.as_ref(), &auth.workspace_id, &id).await?;
     let image_given = body.image.is_some();
-    let (spec, build) = crate::templates::update(&t.id, &t.spec, body)?;
+    let checked = {
+        let (id, spec) = (t.id.clone(), t.spec.clone());
+        tokio::task::spawn_blocking(move || crate::templates::update(&id, &spec, body)).await
+    };
+    let (spec, build) = checked.map_err(|e| panicked("checking the change", &e))??;
     if spec == t.spec && build.is_none() {
         // Nothing changes (an empty body, or the same values): no new version.
         return Ok(Json(custom_with_build(&state, &t).await?));
@@ -201,6 +222,10 @@ pub async fn update(
             ),
         });
     }
+    let ticket = match &build {
+        Some(_) => Some(reserve(&state, &auth)?),
+        None => None,
+    };
     let source = match (&build, image_given) {
         (Some(_), _) => VersionSource::Build,
         (None, true) => VersionSource::Image,
@@ -236,6 +261,7 @@ pub async fn update(
             now.id.clone(),
             now.version,
             b.request(&now.id, &tag, auth.workspace_id.as_str()),
+            ticket.expect("reserved with the build"),
         ),
         None if now.status == TemplateStatus::Ready => state.settings.templates.set(now.id.as_str(), now.version),
         None => {}
@@ -440,4 +466,19 @@ fn async_stream_lines(
             s.done = true;
         }
     })
+}
+
+/// A place for one more build of the workspace, or 429.
+fn reserve(state: &AppState, auth: &Auth) -> ApiResult<crate::builds::Ticket> {
+    state.builds.reserve(auth.workspace_id.as_str()).ok_or_else(|| ApiError::RateLimited {
+        message: format!(
+            "this workspace already has {} builds running or waiting; try again when one has ended",
+            crate::builds::MAX_PER_WORKSPACE
+        ),
+        retry_after: 10,
+    })
+}
+
+fn panicked(what: &str, e: &tokio::task::JoinError) -> ApiError {
+    ApiError::Runtime(berth_runtime::RuntimeError::Failed(format!("{what} failed: {e}")))
 }
