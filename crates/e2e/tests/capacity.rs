@@ -168,5 +168,10 @@ async fn resources_of_its_own_show_in_the_container_and_change_in_place() {
     }
     let (st, err) = s.post("/v1/instances", json!({"resources": {"cpu": "half"}})).await;
     assert_eq!((st, err["error"]["details"]["field"].as_str()), (400, Some("resources.cpu")), "{err}");
+    // A deleted instance has no container to resize: refused, as a size change is.
+    s.call(reqwest::Method::DELETE, &format!("/v1/instances/{id}"), Some(&s.key), None).await;
+    let body = json!({"resources": {"memory_mb": 512}});
+    let (st, err) = s.call(reqwest::Method::PATCH, &format!("/v1/instances/{id}"), Some(&s.key), Some(body)).await;
+    assert_eq!((st, err["error"]["code"].as_str()), (409, Some("invalid_state")), "{err}");
     s.call(reqwest::Method::DELETE, &format!("/v1/instances/{id}?purge=true"), Some(&s.key), None).await;
 }

@@ -397,9 +397,9 @@ pub async fn patch(state: AppState, actor: Actor, id: String, v: ValidUpdate) ->
     let rec = load(&state, &actor, &id).await?;
     let _guard = state.locks.lock(&rec.id).await;
     let mut rec = load(&state, &actor, &id).await?;
-    // Size and env need a live (not deleted) instance; name, metadata and budget
-    // may change on a deleted one too, but not mid-create.
-    let runtime_change = v.size.is_some() || v.env.is_some();
+    // Size, resources and env need a live (not deleted) instance; name, metadata and
+    // budget may change on a deleted one too, but not mid-create.
+    let runtime_change = v.size.is_some() || v.env.is_some() || v.resources.is_some();
     if runtime_change || rec.status == Status::Creating {
         transition(rec.status, Action::Reconfigure)?;
     }
