@@ -215,7 +215,10 @@ pub async fn health(
         status: rec.status.as_str().into(),
         cpu_percent: 0.0,
         memory_mb: 0.0,
-        memory_limit_mb: berth_core::size::lookup(rec.size).map(|s| s.memory_mb as f64).unwrap_or(0.0),
+        // What it may use: its own resources' limit, or its size's.
+        memory_limit_mb: berth_core::size::lookup(rec.size)
+            .map(|s| berth_core::Resources::effective(&s, rec.resources.as_ref()).memory_limit_mb as f64)
+            .unwrap_or(0.0),
         disk_mb: 0.0,
         disk_limit_mb: state
             .runtime
