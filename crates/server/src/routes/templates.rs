@@ -306,8 +306,18 @@ pub async fn delete(
     state.builds.cancel(&t.id);
     state.store.delete_template(&t.id).await?;
     state.settings.templates.remove(t.id.as_str());
-    // Its built images go, but those instances still run (Docker keeps an image in use).
-    for b in built {
+    // Its built images go, but those its instances still run on (`?force=true`) stay:
+    // a stopped or deleted one may need its image to come back (restore, env change).
+    let kept: std::collections::HashSet<String> = if users > 0 {
+        let all = state.store.all_instances().await?;
+        all.into_iter()
+            .filter(|r| r.template == t.id.as_str())
+            .filter_map(|r| r.template_spec.and_then(|s| s.image))
+            .collect()
+    } else {
+        Default::default()
+    };
+    for b in built.into_iter().filter(|b| !kept.contains(&b.image)) {
         if let Err(e) = state.runtime.remove_image(&b.image).await {
             tracing::warn!(image = %b.image, error = %e, "could not remove a deleted template's image");
         }
