@@ -182,6 +182,20 @@ async fn a_failing_build_fails_with_its_log_and_a_new_build_makes_the_next_versi
     let versions: Vec<u64> =
         builds["data"].as_array().unwrap().iter().map(|b| b["version"].as_u64().unwrap()).collect();
     assert_eq!(versions, [1, 3, 4]);
+
+    // Deleted by force, the template's built image a deleted (restorable) instance ran
+    // on stays: the instance comes back on it, and can be recreated.
+    let (status, _) = s.call(Method::DELETE, &format!("/v1/instances/{id}"), Some(&s.key), None).await;
+    assert_eq!(status, 200);
+    let (status, _) = s.call(Method::DELETE, &format!("/v1/templates/{tid}?force=true"), Some(&s.key), None).await;
+    assert_eq!(status, 200);
+    let (status, got) = s.post(&format!("/v1/instances/{id}/restore"), json!({})).await;
+    assert_eq!((status, got["status"].as_str()), (200, Some("running")), "{got}");
+    let (status, got) =
+        s.call(Method::PATCH, &format!("/v1/instances/{id}"), Some(&s.key), Some(json!({"env": {"X": "1"}}))).await;
+    assert_eq!((status, got["status"].as_str()), (200, Some("running")), "{got}");
+    let out = s.exec(id, json!(["sh", "-c", "cat /built.txt; echo $X"]), None).await;
+    assert_eq!(out["stdout"].as_str(), Some("built\n1\n"), "{out}");
     s.call(Method::DELETE, &format!("/v1/instances/{id}?purge=true"), Some(&s.key), None).await;
 }
 
