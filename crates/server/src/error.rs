@@ -44,6 +44,9 @@ pub enum ApiError {
     /// 422: the host has no room (memory admission, `--max-instances`); details name the numbers.
     #[error("{message}")]
     CapacityExceeded { message: String, details: Value },
+    /// 413: the request body is larger than the route takes.
+    #[error("{0}")]
+    TooLarge(String),
     /// 426: a WebSocket route asked without `Upgrade: websocket`.
     #[error("{0}")]
     UpgradeRequired(String),
@@ -107,6 +110,7 @@ impl ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "capacity_exceeded")
             }
             ApiError::UpgradeRequired(_) => (StatusCode::UPGRADE_REQUIRED, "upgrade_required"),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Runtime(berth_runtime::RuntimeError::ImageMissing { image, .. }) => {
                 details.insert("image".into(), json!(image));
                 (StatusCode::UNPROCESSABLE_ENTITY, "image_unavailable")

@@ -21,9 +21,13 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let content_type =
             req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|s| s.to_ascii_lowercase());
-        let body = bytes::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::InvalidRequest { field: None, message: format!("could not read the body: {e}") })?;
+        let body = bytes::Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::TooLarge("the request body is larger than this route takes".into())
+            } else {
+                ApiError::InvalidRequest { field: None, message: format!("could not read the body: {e}") }
+            }
+        })?;
         if body.iter().all(|b| b.is_ascii_whitespace()) {
             return Ok(ApiJson(T::default()));
         }
