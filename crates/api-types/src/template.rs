@@ -42,6 +42,9 @@ pub struct Template {
     pub status: String,
     /// The build that made the newest version's image (`null`: an image template).
     pub build: Option<TemplateBuild>,
+    /// While the image is being pulled (an instance needs it and the Docker host does
+    /// not have it yet): how far the pull got. `null` otherwise.
+    pub pull: Option<TemplatePull>,
     /// The image instances run.
     pub image: String,
     /// Routed ports; empty: a private sandbox (no URL, driven by exec).
@@ -157,6 +160,22 @@ pub struct BuildSource {
     /// (at most 256 MiB unpacked; nothing under `.berth/`). Default: none.
     #[serde(default)]
     pub context: Option<String>,
+}
+
+/// An image pull in progress.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TemplatePull {
+    /// Always `pulling`.
+    pub status: String,
+    pub image: String,
+    /// Bytes downloaded so far, of `total_bytes` (of the layers known so far).
+    pub current_bytes: u64,
+    pub total_bytes: u64,
+    /// Layers in place (downloaded and unpacked, or already on the host), of `layers_total`.
+    pub layers_done: u32,
+    pub layers_total: u32,
+    /// Unix seconds.
+    pub started_at: i64,
 }
 
 /// A build of a template version from a Dockerfile.

@@ -181,7 +181,11 @@ pub async fn run(args: TemplatesArgs) -> anyhow::Result<()> {
                 .map(|t| {
                     let ports: Vec<String> =
                         t.ports.iter().map(|p| format!("{}{}", p.port, if p.default { "*" } else { "" })).collect();
-                    vec![t.id, t.name, t.version.to_string(), t.status, t.image, ports.join(","), t.agent.to_string()]
+                    let status = match &t.pull {
+                        Some(p) => format!("{} ({})", t.status, pull_text(p)),
+                        None => t.status,
+                    };
+                    vec![t.id, t.name, t.version.to_string(), status, t.image, ports.join(","), t.agent.to_string()]
                 })
                 .collect();
             output::table(&["ID", "NAME", "VERSION", "STATUS", "IMAGE", "PORTS", "AGENT"], &rows);
@@ -207,6 +211,7 @@ fn print_template(t: Template) {
         ("version", t.version.to_string()),
         ("status", t.status),
         ("build", output::or_dash(build.as_deref())),
+        ("pull", output::or_dash(t.pull.as_ref().map(pull_text).as_deref())),
         ("image", t.image),
         ("ports", output::or_dash(Some(ports.join(", ").as_str()).filter(|s| !s.is_empty()))),
         ("command", output::or_dash(t.command.map(|c| c.join(" ")).as_deref())),
@@ -220,6 +225,18 @@ fn print_template(t: Template) {
         ),
         ("default size", t.default_size.to_string()),
     ]);
+}
+
+/// A pull in progress: `pulling 12.0/40.5 MB, 1/3 layers`.
+fn pull_text(p: &berth_api_types::TemplatePull) -> String {
+    let mb = |b: u64| b as f64 / 1e6;
+    format!(
+        "pulling {:.1}/{:.1} MB, {}/{} layers",
+        mb(p.current_bytes),
+        mb(p.total_bytes),
+        p.layers_done,
+        p.layers_total
+    )
 }
 
 /// Packs a directory as a tar.gz (`.git` left out), base64-encoded.

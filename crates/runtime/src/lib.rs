@@ -165,6 +165,21 @@ pub struct ManagedContainer {
     pub name: String,
 }
 
+/// An image pull in progress (for the first instance of a template whose image is not
+/// on the host yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullProgress {
+    pub image: String,
+    /// Unix seconds.
+    pub started_at: i64,
+    /// Bytes downloaded so far, of `total_bytes` (the layers known so far).
+    pub current_bytes: u64,
+    pub total_bytes: u64,
+    /// Layers in place (pulled, or already on the host), of `layers_total`.
+    pub layers_done: u32,
+    pub layers_total: u32,
+}
+
 /// What the host offers instances, as the runtime reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostCapacity {
@@ -230,6 +245,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// The host's address on the instances' network, once prepared: where services
     /// berth runs for instances (the managed LLM proxy) listen.
     fn host_address(&self) -> Option<std::net::IpAddr> {
+        None
+    }
+    /// The pull of `image` running now, if any.
+    fn pull_progress(&self, _image: &str) -> Option<PullProgress> {
         None
     }
     /// CPUs and memory of the host, once prepared. CPU limits above the host's CPUs

@@ -25,7 +25,7 @@ use utoipa::{Modify, OpenApi};
         t::Instance, t::ResourcesInput, t::ResourcesInfo, t::CreateInstance, t::UpdateInstance, t::BudgetInput, t::Budget, t::Lifecycle, t::TemplateRef,
         t::SizeInfo, t::Port, t::Purged, t::Workspace, t::CreateWorkspace, t::ApiKey, t::CreateKey, t::ErrorBody,
         t::ErrorDetail, t::Healthz, t::ExecRequest, t::ExecResult, t::Command, t::Logs, t::LogEntry,
-        t::InstanceHealth, t::GatewayHealth, t::Event, t::Template, t::TemplatePort, t::TemplateChoice, t::CreateTemplate, t::UpdateTemplate, t::UpdateTo, t::StdinRequest, t::StdinResult, t::BuildSource, t::TemplateBuild, t::BuildLogs, t::BuildLogLine, t::CreateShare, t::Share,
+        t::InstanceHealth, t::GatewayHealth, t::Event, t::Template, t::TemplatePort, t::TemplateChoice, t::CreateTemplate, t::UpdateTemplate, t::UpdateTo, t::StdinRequest, t::StdinResult, t::BuildSource, t::TemplateBuild, t::TemplatePull, t::BuildLogs, t::BuildLogLine, t::CreateShare, t::Share,
         t::ShareRevoked, t::Hold, t::NetworkInput, t::Network, t::Billing, t::UsageDay, t::LedgerEntry,
         t::WalletTopup, t::BudgetTopup,
     )),

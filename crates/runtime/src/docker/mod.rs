@@ -11,6 +11,7 @@ mod build;
 pub mod disk;
 mod exec;
 mod observe;
+mod pull;
 mod spec;
 
 use crate::fair::{FairGate, FairPermit};
@@ -26,8 +27,7 @@ use bollard::models::{
     ContainerStateStatusEnum, ContainerUpdateBody, NetworkCreateRequest, ThrottleDevice, VolumeCreateOptions,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListVolumesOptions, RemoveContainerOptions,
-    RemoveVolumeOptions,
+    CreateContainerOptions, ListContainersOptions, ListVolumesOptions, RemoveContainerOptions, RemoveVolumeOptions,
 };
 use bollard::Docker;
 use futures_util::stream::BoxStream;
@@ -94,6 +94,8 @@ pub struct DockerRuntime {
     /// Recent stats per container, and a lock per container so that concurrent
     /// `/health` calls share one Engine API call (each costs up to a second).
     stats_cache: std::sync::Mutex<HashMap<String, (std::time::Instant, Stats)>>,
+    /// Image pulls running now.
+    pulls: Arc<pull::Pulls>,
     stats_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Exec id → (container, token) of execs that may still need a kill.
     exec_tokens: std::sync::Mutex<HashMap<String, (String, String)>>,
@@ -264,6 +266,9 @@ pub(super) fn limits(size: &SizeSpec, resources: Option<&Resources>, host_cpus: 
     }
 }
 
+/// How long a create waits for the pull of its image (the pull itself goes on).
+const PULL_TIMEOUT: Duration = Duration::from_secs(120);
+
 impl DockerRuntime {
     /// Connects to the daemon named by `DOCKER_HOST` (or the local socket) and
     /// negotiates the API version, so older engines (Debian's 20.10) work.
@@ -297,6 +302,7 @@ impl DockerRuntime {
             permits,
             read_permits,
             stats_cache: Default::default(),
+            pulls: Default::default(),
             stats_locks: Default::default(),
             cpu_samples: Default::default(),
             exec_tokens: Default::default(),
@@ -365,6 +371,7 @@ impl DockerRuntime {
         }
     }
 
+    /// Makes sure `image` is on the host, pulling it when missing.
     async fn ensure_image(&self, image: &str) -> Result<()> {
         {
             let _p = self.permit().await;
@@ -374,16 +381,7 @@ impl DockerRuntime {
                 Err(e) => return Err(map_err(e)),
             }
         }
-        tracing::info!(image, "image missing locally, pulling");
-        let opts = CreateImageOptions { from_image: Some(image.to_string()), ..Default::default() };
-        let mut pull = self.docker.create_image(Some(opts), None, None);
-        let outcome = tokio::time::timeout(Duration::from_secs(120), async {
-            while let Some(step) = pull.next().await {
-                step?;
-            }
-            Ok::<_, DockerError>(())
-        })
-        .await;
+        let outcome = tokio::time::timeout(PULL_TIMEOUT, self.pulls.pull(&self.docker, image)).await;
         match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(RuntimeError::ImageMissing {
@@ -394,7 +392,13 @@ impl DockerRuntime {
                     format!("pull failed ({e}); pull or build it on the Docker host (docker pull, docker build)")
                 },
             }),
-            Err(_) => Err(RuntimeError::ImageMissing { image: image.into(), detail: "pull timed out".into() }),
+            Err(_) => Err(RuntimeError::ImageMissing {
+                image: image.into(),
+                detail: format!(
+                    "the pull did not end within {} s; it goes on meanwhile (the template shows its progress): try again later",
+                    PULL_TIMEOUT.as_secs()
+                ),
+            }),
         }
     }
 
@@ -553,6 +557,10 @@ impl Runtime for DockerRuntime {
 
     fn host_address(&self) -> Option<std::net::IpAddr> {
         *self.gateway.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pull_progress(&self, image: &str) -> Option<crate::PullProgress> {
+        self.pulls.progress(image)
     }
 
     fn capacity(&self) -> HostCapacity {

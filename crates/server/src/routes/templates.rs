@@ -13,7 +13,8 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::routing::get;
 use axum::{Json, Router};
 use berth_api_types::{
-    BuildLogLine, BuildLogs, CreateTemplate, ErrorBody, List, Template, TemplateBuild, TemplatePort, UpdateTemplate,
+    BuildLogLine, BuildLogs, CreateTemplate, ErrorBody, List, Template, TemplateBuild, TemplatePort, TemplatePull,
+    UpdateTemplate,
 };
 use berth_core::{now_secs, TemplateId, TemplateSpec, TemplateStatus};
 use berth_store::{BuildLine, BuildRecord, TemplateRecord, VersionSource};
@@ -50,6 +51,7 @@ fn present(
         version,
         status: "ready".into(),
         build: None,
+        pull: None,
         image,
         ports: spec.ports.iter().map(|p| TemplatePort { port: p.port, default: p.default }).collect(),
         command: spec.command.clone(),
@@ -66,14 +68,29 @@ fn present(
 }
 
 fn system_template(state: &AppState) -> Template {
-    present(
+    let t = present(
         SYSTEM_TEMPLATE.into(),
         SYSTEM_TEMPLATE.into(),
         SYSTEM_TEMPLATE_VERSION,
         &TemplateSpec::system(),
         state.settings.base_image.clone(),
         None,
-    )
+    );
+    with_pull(state, t)
+}
+
+/// A template with the pull of its image, while one runs.
+fn with_pull(state: &AppState, mut t: Template) -> Template {
+    t.pull = state.runtime.pull_progress(&t.image).map(|p| TemplatePull {
+        status: "pulling".into(),
+        image: p.image,
+        current_bytes: p.current_bytes,
+        total_bytes: p.total_bytes,
+        layers_done: p.layers_done,
+        layers_total: p.layers_total,
+        started_at: p.started_at,
+    });
+    t
 }
 
 fn custom(t: &TemplateRecord, build: Option<&BuildRecord>) -> Template {
@@ -91,7 +108,7 @@ async fn custom_with_build(state: &AppState, t: &TemplateRecord) -> ApiResult<Te
         Some(v) => state.store.template_build(&t.id, v).await?,
         None => None,
     };
-    Ok(custom(t, build.as_ref()))
+    Ok(with_pull(state, custom(t, build.as_ref())))
 }
 
 fn build_view(b: &BuildRecord) -> TemplateBuild {
