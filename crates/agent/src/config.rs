@@ -20,6 +20,9 @@ pub struct AgentConfig {
     /// The user tools run as (`BERTH_AGENT_TOOL_USER`, `UID[:GID]`; unset: the agent's
     /// own). berth sets `1000:1000` in instances, where the agent runs as root.
     pub tool_user: Option<crate::tools::ToolUser>,
+    /// Another agent to drive per turn instead of the agent's own loop
+    /// (`BERTH_AGENT_DRIVER=claude-code`; `BERTH_AGENT_DRIVER_BIN` its executable).
+    pub driver: Option<crate::driver::Driver>,
 }
 
 /// Which wire protocol a provider speaks.
@@ -106,6 +109,15 @@ impl AgentConfig {
                 idle_timeout: Duration::from_secs(num("BERTH_LLM_TIMEOUT_SECS", 300)),
             },
             tool_user: crate::tools::ToolUser::from_env().ok().flatten(),
+            driver: var("BERTH_AGENT_DRIVER").filter(|d| d != "berth-agent").and_then(|d| {
+                match crate::driver::Driver::from_env(&d, var("BERTH_AGENT_DRIVER_BIN")) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        tracing::error!("{e}; the agent answers itself");
+                        None
+                    }
+                }
+            }),
             limits: Limits {
                 max_steps: num("BERTH_AGENT_MAX_STEPS", 32u32).max(1),
                 shell_timeout: Duration::from_secs(num("BERTH_AGENT_SHELL_TIMEOUT_SECS", 120)),

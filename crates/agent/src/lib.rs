@@ -11,6 +11,7 @@
 pub mod api;
 mod busy;
 pub mod config;
+pub mod driver;
 pub mod error;
 pub mod exec_session;
 mod ids;

@@ -22,7 +22,8 @@ pub enum StoreError {
 type Result<T> = std::result::Result<T, StoreError>;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those done.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE sessions (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         id TEXT NOT NULL UNIQUE,
@@ -44,7 +45,12 @@ const MIGRATIONS: &[&str] = &["
         body TEXT NOT NULL
     );
     CREATE INDEX responses_by_session ON responses(session_id, created_at);
-"];
+",
+    "
+    -- The session of a driven agent (Claude Code...) that continues this one.
+    ALTER TABLE sessions ADD COLUMN external_id TEXT;
+",
+];
 
 /// Handle to the session database; cheap to clone.
 #[derive(Clone)]
@@ -85,6 +91,23 @@ impl Store {
                 "INSERT INTO sessions (id, created_at, updated_at, title) VALUES (?1, ?2, ?2, ?3)",
                 params![id, now, title],
             )?;
+            Ok(())
+        })
+    }
+
+    /// The driven agent's own session continuing this one, if any.
+    pub fn external_session(&self, id: &str) -> Result<Option<String>> {
+        self.with(|c| {
+            Ok(c.query_row("SELECT external_id FROM sessions WHERE id = ?1", [id], |r| r.get::<_, Option<String>>(0))
+                .optional()?
+                .flatten())
+        })
+    }
+
+    /// Records the driven agent's own session continuing this one.
+    pub fn set_external_session(&self, id: &str, external: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute("UPDATE sessions SET external_id = ?2 WHERE id = ?1", params![id, external])?;
             Ok(())
         })
     }

@@ -21,6 +21,9 @@ pub struct CreateResponse {
     pub session_id: Option<String>,
     /// berth extension: `openai` (chat completions) or `anthropic`.
     pub provider: Option<String>,
+    /// berth extension: which agent answers, `berth-agent` (the agent's own loop) or
+    /// the agent the instance drives (`claude-code`); default the instance's.
+    pub agent: Option<String>,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
     pub max_output_tokens: Option<u32>,

@@ -57,6 +57,39 @@ pub enum ProviderEvent {
     },
 }
 
+/// Where a step reads a model's answer from: an HTTP stream from a provider
+/// ([`ModelStream`]), or an agent CLI relaying one (`crate::driver`).
+pub trait EventSource: Send {
+    /// The next event; `None` once the answer is complete.
+    fn next(&mut self) -> impl std::future::Future<Output = Option<Result<ProviderEvent, ProviderError>>> + Send;
+}
+
+impl EventSource for ModelStream {
+    async fn next(&mut self) -> Option<Result<ProviderEvent, ProviderError>> {
+        ModelStream::next(self).await
+    }
+}
+
+/// Decodes Anthropic Messages stream events given as JSON (as an agent CLI that
+/// speaks the protocol relays them, one per line).
+#[derive(Debug, Default)]
+pub struct AnthropicEvents(anthropic::Decoder);
+
+impl AnthropicEvents {
+    /// The provider-neutral events of one Messages stream event.
+    pub fn decode(&mut self, event: &Value) -> Result<Vec<ProviderEvent>, ProviderError> {
+        let ev = SseEvent {
+            event: event["type"].as_str().unwrap_or_default().to_string(),
+            data: event.to_string(),
+            has_data: true,
+            ..Default::default()
+        };
+        let mut out = VecDeque::new();
+        self.0.decode(&ev, &mut out)?;
+        Ok(out.into())
+    }
+}
+
 /// A configured endpoint of one protocol.
 #[derive(Debug, Clone)]
 pub struct Provider {

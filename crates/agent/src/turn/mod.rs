@@ -13,8 +13,9 @@ use crate::api::events;
 use crate::api::response::IncompleteDetails;
 use crate::api::{FunctionCallOutputItem, Item, Response, ResponseError, Status};
 use crate::busy::SessionGuard;
+use crate::driver::{AnswerSource, Driver, DriverEvent, Launch};
 use crate::ids::new_id;
-use crate::provider::{ChatRequest, Provider, ToolSpec};
+use crate::provider::{ChatRequest, Provider, ProviderError, ToolSpec};
 use crate::state::AppState;
 use std::sync::Arc;
 use step::StepError;
@@ -28,6 +29,10 @@ pub struct Turn {
     provider: Provider,
     system: String,
     max_steps: u32,
+    /// Another agent answering this turn (its CLI run once), instead of the loop.
+    driver: Option<crate::driver::Driver>,
+    /// The turn's user text, for a driven agent.
+    prompt: String,
     finished: bool,
 }
 
@@ -88,6 +93,9 @@ impl Turn {
     async fn steps(&mut self, emitter: &mut Emitter) -> Result<End, StepError> {
         emitter.emit(events::lifecycle("response.created", &self.response)).await?;
         emitter.emit(events::lifecycle("response.in_progress", &self.response)).await?;
+        if let Some(driver) = self.driver.clone() {
+            return self.driven(&driver, emitter).await;
+        }
         let tools = crate::tools::specs(&self.state.tools);
         for step in 1..=self.max_steps {
             // The last step offers no tools, so the model has to answer.
@@ -114,6 +122,60 @@ impl Turn {
             }
         }
         Ok(End::StepLimit)
+    }
+
+    /// The turn answered by a driven agent: its model answers streamed as they come,
+    /// the tools it ran and their results as items, its session kept for the next turn.
+    async fn driven(&mut self, driver: &Driver, emitter: &mut Emitter) -> Result<End, StepError> {
+        let store = self.state.store.clone();
+        let session = self.response.session_id.clone();
+        let internal = |e: crate::store::StoreError| StepError::Internal(format!("The agent's store failed: {e}"));
+        let resume = store.external_session(&session).map_err(internal)?;
+        let llm = &self.state.config.llm;
+        let launch = Launch {
+            prompt: &self.prompt,
+            model: &self.response.model,
+            resume: resume.as_deref(),
+            workdir: &self.state.config.workdir,
+            user: self.state.config.tool_user,
+            base_url: &llm.anthropic_base_url,
+            api_key: llm.anthropic_api_key.as_deref(),
+            instructions: self.response.instructions.as_deref(),
+        };
+        let mut rx = driver.start(&launch).map_err(|e| {
+            StepError::Provider(ProviderError::Upstream(format!("{} could not be started: {e}", driver.name())))
+        })?;
+        let mut pending: Option<DriverEvent> = None;
+        loop {
+            let ev = match pending.take() {
+                Some(ev) => ev,
+                None => rx.recv().await.ok_or(StepError::Provider(ProviderError::Interrupted))?,
+            };
+            match ev {
+                DriverEvent::Session(id) => {
+                    if resume.as_deref() != Some(id.as_str()) {
+                        store.set_external_session(&session, &id).map_err(internal)?;
+                    }
+                }
+                DriverEvent::Model(first) => {
+                    let first_new = self.response.output.len();
+                    let mut answer = AnswerSource { first: Some(first), rx: &mut rx, leftover: None };
+                    let result = step::run(&mut answer, &mut self.response, emitter).await;
+                    pending = answer.leftover.take();
+                    self.keep_completed(first_new)?;
+                    result?;
+                }
+                DriverEvent::ModelEnd => {}
+                DriverEvent::ToolResult { call_id, output } => {
+                    self.tool_output_started(emitter, &call_id).await?;
+                    self.tool_output_done(emitter, call_id, output).await?;
+                }
+                DriverEvent::Done(Ok(())) => return Ok(End::Completed),
+                DriverEvent::Done(Err(message)) => {
+                    return Ok(End::Failed(ResponseError { code: "agent_error".into(), message }))
+                }
+            }
+        }
     }
 
     async fn model_call(&mut self, tools: &[ToolSpec], emitter: &mut Emitter) -> Result<(), StepError> {

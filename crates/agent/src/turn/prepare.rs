@@ -32,6 +32,32 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
         })?),
     };
     let provider = state.provider_for(requested, &model);
+    let driver = match req.agent.as_deref().map(str::trim) {
+        None | Some("") => state.config.driver.clone(),
+        Some("berth-agent") => None,
+        Some(name) => match &state.config.driver {
+            Some(d) if d.name() == name => Some(d.clone()),
+            installed => {
+                let have = installed.as_ref().map(|d| format!("`berth-agent` and `{}`", d.name()));
+                return Err(ApiError::invalid_param(
+                    "agent",
+                    format!("This instance has no agent '{name}': it has {}.", have.unwrap_or("`berth-agent`".into())),
+                ));
+            }
+        },
+    };
+    // A driven agent takes the turn's new user text as its prompt.
+    let prompt = input
+        .iter()
+        .filter_map(|i| match i {
+            Item::Message(m) if m.role == Role::User => Some(m.text()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    if driver.is_some() && prompt.trim().is_empty() {
+        return Err(ApiError::invalid_param("input", "The agent needs a user message to answer."));
+    }
 
     let store = &state.store;
     let existing = match (&req.session_id, &req.previous_response_id) {
@@ -118,6 +144,8 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
         history,
         provider,
         max_steps,
+        driver,
+        prompt,
         finished: false,
     })
 }

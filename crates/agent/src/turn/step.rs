@@ -6,7 +6,7 @@ use crate::api::events;
 use crate::api::items::{ReasoningItem, ReasoningText};
 use crate::api::{ContentPart, FunctionCallItem, Item, MessageItem, Response, Usage};
 use crate::ids::new_id;
-use crate::provider::{ModelStream, ProviderError, ProviderEvent};
+use crate::provider::{EventSource, ProviderError, ProviderEvent};
 use std::collections::HashMap;
 
 /// Why a step stopped before the model finished.
@@ -35,7 +35,11 @@ enum Open {
 
 /// Streams one model answer into `response.output`. On return (even on
 /// error) every item it added is closed: `completed`, or `incomplete` if cut off.
-pub async fn run(stream: &mut ModelStream, response: &mut Response, emitter: &mut Emitter) -> Result<(), StepError> {
+pub async fn run(
+    stream: &mut impl EventSource,
+    response: &mut Response,
+    emitter: &mut Emitter,
+) -> Result<(), StepError> {
     let mut step = Step { response, emitter, open: Open::Nothing, calls: HashMap::new() };
     let result = step.consume(stream).await;
     let status = if result.is_ok() { "completed" } else { "incomplete" };
@@ -52,7 +56,7 @@ struct Step<'a> {
 }
 
 impl Step<'_> {
-    async fn consume(&mut self, stream: &mut ModelStream) -> Result<(), StepError> {
+    async fn consume(&mut self, stream: &mut impl EventSource) -> Result<(), StepError> {
         while let Some(ev) = stream.next().await {
             match ev.map_err(StepError::Provider)? {
                 ProviderEvent::Text(t) => self.text(&t).await?,

@@ -1,0 +1,311 @@
+//! Other agents behind the same Responses API: berth-agent runs the agent's own
+//! non-interactive CLI once per turn and translates what it streams.
+//!
+//! Claude Code (`claude -p PROMPT --output-format stream-json --verbose
+//! --include-partial-messages [--resume ID]`) prints one JSON object per line: a
+//! `system`/`init` line naming its session, `stream_event` lines relaying the
+//! Anthropic Messages stream of each model call (decoded like the agent's own
+//! Anthropic provider, so text arrives as deltas and tool calls as calls), `user`
+//! lines carrying the results of the tools it ran, and a last `result` line. The
+//! agent's session id is kept with the berth session (`Store::set_external_session`),
+//! so the next turn resumes it. Its model traffic goes where the agent's own does:
+//! `ANTHROPIC_BASE_URL` and `ANTHROPIC_API_KEY` come from the agent's Anthropic settings.
+
+use crate::provider::{AnthropicEvents, EventSource, ProviderError, ProviderEvent};
+use crate::tools::ToolUser;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::sync::mpsc;
+
+/// An agent berth-agent drives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Driver {
+    /// Claude Code, its `claude` executable.
+    ClaudeCode { bin: PathBuf },
+}
+
+/// What a driven turn needs from the agent's settings.
+#[derive(Debug, Clone)]
+pub struct Launch<'a> {
+    pub prompt: &'a str,
+    pub model: &'a str,
+    /// The agent's own session to resume, from an earlier turn.
+    pub resume: Option<&'a str>,
+    pub workdir: &'a Path,
+    pub user: Option<ToolUser>,
+    pub base_url: &'a str,
+    pub api_key: Option<&'a str>,
+    pub instructions: Option<&'a str>,
+}
+
+/// What a driven agent reports, in order.
+#[derive(Debug)]
+pub enum DriverEvent {
+    /// The agent's own session id.
+    Session(String),
+    /// Part of a model answer.
+    Model(ProviderEvent),
+    /// A model answer is complete.
+    ModelEnd,
+    /// A tool the agent ran returned.
+    ToolResult { call_id: String, output: String },
+    /// The turn is over: `Err` says why it failed.
+    Done(Result<(), String>),
+}
+
+impl Driver {
+    /// The driver named by `BERTH_AGENT_DRIVER` (`claude-code`), with its executable
+    /// (`BERTH_AGENT_DRIVER_BIN`, default `claude` on the PATH).
+    pub fn from_env(name: &str, bin: Option<String>) -> Result<Self, String> {
+        match name.trim() {
+            "claude-code" | "claude" => Ok(Driver::ClaudeCode { bin: bin.unwrap_or_else(|| "claude".into()).into() }),
+            other => Err(format!("unknown agent `{other}` (BERTH_AGENT_DRIVER): this agent drives `claude-code`")),
+        }
+    }
+
+    /// The agent's name, as requests and `/health` give it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Driver::ClaudeCode { .. } => "claude-code",
+        }
+    }
+
+    /// Starts the agent's CLI for one turn; its events arrive on the receiver. The
+    /// process is killed when the receiver goes (the client went away).
+    pub fn start(&self, l: &Launch<'_>) -> std::io::Result<mpsc::Receiver<DriverEvent>> {
+        let Driver::ClaudeCode { bin } = self;
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.arg("-p")
+            .arg(l.prompt)
+            .args(["--output-format", "stream-json", "--verbose", "--include-partial-messages"])
+            .args(["--model", l.model])
+            // berth-agent's own tools ask nobody either; the instance is the sandbox.
+            .arg("--dangerously-skip-permissions");
+        if let Some(id) = l.resume {
+            cmd.args(["--resume", id]);
+        }
+        if let Some(extra) = l.instructions.filter(|i| !i.trim().is_empty()) {
+            cmd.args(["--append-system-prompt", extra]);
+        }
+        cmd.current_dir(l.workdir)
+            .env("HOME", l.workdir)
+            .env("ANTHROPIC_BASE_URL", l.base_url.trim_end_matches('/').trim_end_matches("/v1"))
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .env("DISABLE_AUTOUPDATER", "1")
+            .env("DISABLE_TELEMETRY", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        crate::tools::confine::confine(&mut cmd, l.user);
+        // After `confine`, which keeps the agent's own keys from tools: this one is the CLI's.
+        if let Some(key) = l.api_key {
+            cmd.env("ANTHROPIC_API_KEY", key);
+        }
+        let mut child = cmd.spawn()?;
+        let stdout = child.stdout.take().expect("piped");
+        let mut stderr = child.stderr.take().expect("piped");
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            let errors = tokio::spawn(async move {
+                let mut text = String::new();
+                let _ = (&mut stderr).take(64 * 1024).read_to_string(&mut text).await;
+                text
+            });
+            let mut lines = BufReader::new(stdout).lines();
+            let mut t = Translator::default();
+            let mut ended = false;
+            while let Ok(Some(line)) = lines.next_line().await {
+                for ev in t.line(&line) {
+                    ended |= matches!(ev, DriverEvent::Done(_));
+                    if tx.send(ev).await.is_err() {
+                        // The turn is gone: `child` drops here, which kills it.
+                        return;
+                    }
+                }
+            }
+            let status = child.wait().await;
+            if !ended {
+                let stderr = errors.await.unwrap_or_default();
+                let tail: String = stderr
+                    .trim()
+                    .lines()
+                    .rev()
+                    .take(5)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join(" | ");
+                let code = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                let _ = tx
+                    .send(DriverEvent::Done(Err(format!("the agent ended without an answer ({code}): {tail}"))))
+                    .await;
+            }
+        });
+        Ok(rx)
+    }
+}
+
+/// Turns the CLI's lines into [`DriverEvent`]s.
+#[derive(Default)]
+pub struct Translator {
+    /// The model answer being relayed.
+    message: Option<AnthropicEvents>,
+}
+
+impl Translator {
+    /// The events of one line (none for lines it has no use for).
+    pub fn line(&mut self, line: &str) -> Vec<DriverEvent> {
+        let Ok(v) = serde_json::from_str::<Value>(line.trim()) else { return Vec::new() };
+        let mut out = Vec::new();
+        match v["type"].as_str() {
+            Some("system") if v["subtype"] == "init" => {
+                if let Some(id) = v["session_id"].as_str() {
+                    out.push(DriverEvent::Session(id.to_string()));
+                }
+            }
+            // Sub-agents' own model calls (`parent_tool_use_id` set) stay inside their tool call.
+            Some("stream_event") if v["parent_tool_use_id"].is_null() => {
+                let ev = &v["event"];
+                if ev["type"] == "message_start" {
+                    self.message = Some(AnthropicEvents::default());
+                }
+                if let Some(decoder) = &mut self.message {
+                    match decoder.decode(ev) {
+                        Ok(events) => out.extend(events.into_iter().map(DriverEvent::Model)),
+                        Err(e) => out.push(DriverEvent::Done(Err(e.to_string()))),
+                    }
+                }
+                if ev["type"] == "message_stop" && self.message.take().is_some() {
+                    out.push(DriverEvent::ModelEnd);
+                }
+            }
+            Some("user") if v["parent_tool_use_id"].is_null() => {
+                for block in v["message"]["content"].as_array().into_iter().flatten() {
+                    if block["type"] == "tool_result" {
+                        out.push(DriverEvent::ToolResult {
+                            call_id: block["tool_use_id"].as_str().unwrap_or_default().to_string(),
+                            output: result_text(&block["content"], block["is_error"].as_bool() == Some(true)),
+                        });
+                    }
+                }
+            }
+            Some("result") => {
+                if self.message.take().is_some() {
+                    out.push(DriverEvent::ModelEnd);
+                }
+                let failed =
+                    v["is_error"].as_bool() == Some(true) || v["subtype"].as_str().is_some_and(|s| s != "success");
+                out.push(DriverEvent::Done(if failed {
+                    let why = v["result"].as_str().or(v["subtype"].as_str()).unwrap_or("the agent failed");
+                    Err(why.to_string())
+                } else {
+                    Ok(())
+                }));
+            }
+            _ => {}
+        }
+        out
+    }
+}
+
+/// A tool result's content (a string, or text blocks) as one text.
+fn result_text(content: &Value, is_error: bool) -> String {
+    let text = match content {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => blocks.iter().filter_map(|b| b["text"].as_str()).collect::<Vec<_>>().join("\n"),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    if is_error {
+        format!("error: {text}")
+    } else {
+        text
+    }
+}
+
+/// One model answer out of a driven agent's events, for the step that streams it.
+/// Anything else that arrives before the answer ends is kept for the turn.
+pub struct AnswerSource<'a> {
+    pub first: Option<ProviderEvent>,
+    pub rx: &'a mut mpsc::Receiver<DriverEvent>,
+    pub leftover: Option<DriverEvent>,
+}
+
+impl EventSource for AnswerSource<'_> {
+    async fn next(&mut self) -> Option<Result<ProviderEvent, ProviderError>> {
+        if let Some(ev) = self.first.take() {
+            return Some(Ok(ev));
+        }
+        if self.leftover.is_some() {
+            return None;
+        }
+        match self.rx.recv().await {
+            Some(DriverEvent::Model(ev)) => Some(Ok(ev)),
+            Some(DriverEvent::ModelEnd) => None,
+            Some(DriverEvent::Done(Err(e))) => {
+                self.leftover = Some(DriverEvent::Done(Err(e.clone())));
+                Some(Err(ProviderError::Upstream(e)))
+            }
+            Some(other) => {
+                self.leftover = Some(other);
+                None
+            }
+            None => Some(Err(ProviderError::Interrupted)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(lines: &[&str]) -> Vec<DriverEvent> {
+        let mut t = Translator::default();
+        lines.iter().flat_map(|l| t.line(l)).collect()
+    }
+
+    #[test]
+    fn claude_codes_stream_becomes_deltas_calls_results_and_an_end() {
+        let got = events(&[
+            r#"{"type":"system","subtype":"init","session_id":"s-1"}"#,
+            r#"{"type":"stream_event","parent_tool_use_id":null,"event":{"type":"message_start","message":{"usage":{"input_tokens":5}}}}"#,
+            r#"{"type":"stream_event","parent_tool_use_id":null,"event":{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_1","name":"Bash"}}}"#,
+            r#"{"type":"stream_event","parent_tool_use_id":null,"event":{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"command\":\"echo hi\"}"}}}"#,
+            r#"{"type":"assistant","message":{"content":[{"type":"tool_use","id":"toolu_1"}]}}"#,
+            r#"{"type":"stream_event","parent_tool_use_id":null,"event":{"type":"message_stop"}}"#,
+            r#"{"type":"user","parent_tool_use_id":null,"message":{"content":[{"type":"tool_result","tool_use_id":"toolu_1","content":[{"type":"text","text":"hi"}]}]}}"#,
+            r#"{"type":"stream_event","parent_tool_use_id":"toolu_9","event":{"type":"message_start"}}"#,
+            r#"{"type":"stream_event","parent_tool_use_id":null,"event":{"type":"message_start","message":{}}}"#,
+            r#"{"type":"stream_event","parent_tool_use_id":null,"event":{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"done"}}}"#,
+            r#"{"type":"stream_event","parent_tool_use_id":null,"event":{"type":"message_stop"}}"#,
+            "not json at all",
+            r#"{"type":"result","subtype":"success","is_error":false,"result":"done"}"#,
+        ]);
+        let shown: Vec<String> = got.iter().map(|e| format!("{e:?}")).collect();
+        assert!(matches!(&got[0], DriverEvent::Session(s) if s == "s-1"), "{shown:#?}");
+        assert!(
+            matches!(&got[2], DriverEvent::Model(ProviderEvent::ToolCallStart { call_id, name, .. }) if call_id == "toolu_1" && name == "Bash"),
+            "{shown:#?}"
+        );
+        assert!(matches!(&got[4], DriverEvent::ModelEnd), "{shown:#?}");
+        assert!(
+            matches!(&got[5], DriverEvent::ToolResult { call_id, output } if call_id == "toolu_1" && output == "hi")
+        );
+        assert!(matches!(&got[7], DriverEvent::Model(ProviderEvent::Text(t)) if t == "done"), "{shown:#?}");
+        assert!(matches!(&got[8], DriverEvent::ModelEnd));
+        assert!(matches!(&got[9], DriverEvent::Done(Ok(()))));
+        assert_eq!(got.len(), 10, "a sub-agent's stream and unknown lines add nothing: {shown:#?}");
+    }
+
+    #[test]
+    fn a_failed_result_says_why() {
+        let got = events(&[
+            r#"{"type":"result","subtype":"error_during_execution","is_error":true,"result":"API Error: 500"}"#,
+        ]);
+        assert!(matches!(&got[0], DriverEvent::Done(Err(e)) if e == "API Error: 500"));
+    }
+}

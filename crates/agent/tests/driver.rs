@@ -1,0 +1,118 @@
+//! Another agent behind the Responses API (`BERTH_AGENT_DRIVER=claude-code`), with a
+//! stand-in `claude` that prints what Claude Code's stream-json mode prints (the real
+//! CLI is driven end to end in the e2e `agents` test): streamed text, a tool call and
+//! its result as items, the agent's session resumed on the next turn, the model
+//! settings handed over, a failure reported, and `agent` picking who answers.
+
+mod support;
+
+use berth_test_util::llm::{Reply, ScriptedLlm};
+use serde_json::{json, Value};
+use support::{read, Agent, Dirs};
+
+/// A stand-in `claude`: logs its arguments and model settings to `$HOME/claude.log`,
+/// then prints a tool call (Bash `echo hi`), its result, and a streamed answer. A
+/// prompt saying `fail` ends in an error result instead.
+const FAKE_CLAUDE: &str = r#"#!/bin/sh
+echo "ARGS $*" >> "$HOME/claude.log"
+echo "BASE $ANTHROPIC_BASE_URL KEY $ANTHROPIC_API_KEY" >> "$HOME/claude.log"
+ev() { echo "{\"type\":\"stream_event\",\"parent_tool_use_id\":null,\"event\":$1}"; }
+echo '{"type":"system","subtype":"init","session_id":"cc-sess-1"}'
+case "$*" in *fail*)
+  echo '{"type":"result","subtype":"error_during_execution","is_error":true,"result":"API Error: 529 overloaded"}'
+  exit 1;;
+esac
+ev '{"type":"message_start","message":{"usage":{"input_tokens":7}}}'
+ev '{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_1","name":"Bash","input":{}}}'
+ev '{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"command\":"}}'
+ev '{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"\"echo hi\"}"}}'
+ev '{"type":"content_block_stop","index":0}'
+ev '{"type":"message_stop"}'
+echo '{"type":"user","parent_tool_use_id":null,"message":{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":"hi","is_error":false}]}}'
+ev '{"type":"message_start","message":{"usage":{"input_tokens":9}}}'
+ev '{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}'
+ev '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"the shell "}}'
+ev '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"said hi"}}'
+ev '{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":4}}'
+ev '{"type":"message_stop"}'
+echo '{"type":"result","subtype":"success","is_error":false,"result":"the shell said hi","session_id":"cc-sess-1"}'
+"#;
+
+async fn driven_agent(dirs: &Dirs, llm: &str) -> Agent {
+    let bin = dirs.workdir.parent().unwrap().join("claude");
+    std::fs::write(&bin, FAKE_CLAUDE).unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    Agent::start(
+        dirs,
+        llm,
+        &[
+            ("BERTH_AGENT_DRIVER", "claude-code"),
+            ("BERTH_AGENT_DRIVER_BIN", bin.to_str().unwrap()),
+            ("BERTH_ANTHROPIC_BASE_URL", "http://models.internal:9/v1"),
+            ("BERTH_ANTHROPIC_API_KEY", "sk-ant-test"),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn claude_codes_turn_streams_as_responses_events_and_its_session_is_resumed() {
+    let llm = ScriptedLlm::openai(|_| Reply::Text(vec!["berth-agent itself".into()])).await;
+    let dirs = Dirs::new();
+    let agent = driven_agent(&dirs, &llm.base_url).await;
+
+    let events = agent.stream(&json!({"model": "claude-test", "input": "run echo hi"})).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+    let deltas: Vec<&str> = events
+        .iter()
+        .filter(|e| e.event == "response.output_text.delta")
+        .map(|e| e.data["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(deltas, ["the shell ", "said hi"], "text arrives as it streams: {kinds:?}");
+    assert!(kinds.contains(&"response.function_call_arguments.delta"), "{kinds:?}");
+    let done = events.last().unwrap();
+    assert_eq!(done.event, "response.completed", "{kinds:?}");
+    let output = done.data["response"]["output"].as_array().unwrap();
+    let types: Vec<&str> = output.iter().map(|i| i["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["function_call", "function_call_output", "message"], "{output:#?}");
+    assert_eq!((output[0]["name"].as_str(), output[0]["call_id"].as_str()), (Some("Bash"), Some("toolu_1")));
+    let args: Value = serde_json::from_str(output[0]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(args, json!({"command": "echo hi"}));
+    assert_eq!((output[1]["call_id"].as_str(), output[1]["output"].as_str()), (Some("toolu_1"), Some("hi")));
+    assert_eq!(output[2]["content"][0]["text"], "the shell said hi");
+    let usage = &done.data["response"]["usage"];
+    assert_eq!((usage["input_tokens"].as_u64(), usage["output_tokens"].as_u64()), (Some(16), Some(4)), "{usage}");
+
+    // The model settings are the agent's own; the next turn resumes the agent's session.
+    let session = done.data["response"]["session_id"].as_str().unwrap().to_string();
+    let (status, again) = agent
+        .post("/v1/responses", &json!({"model": "claude-test", "input": "and again", "session_id": session}))
+        .await;
+    assert_eq!(status, 200, "{again}");
+    let log = read(&dirs.workdir, "claude.log");
+    let calls: Vec<&str> = log.lines().filter(|l| l.starts_with("ARGS")).collect();
+    assert!(calls[0].contains("-p run echo hi") && calls[0].contains("--model claude-test"), "{log}");
+    assert!(!calls[0].contains("--resume"), "a new session starts fresh: {log}");
+    assert!(calls[1].contains("--resume cc-sess-1"), "{log}");
+    assert!(log.contains("BASE http://models.internal:9 KEY sk-ant-test"), "{log}");
+
+    // `agent` picks who answers; an agent the instance lacks is named in the error.
+    let (_, own) = agent.post("/v1/responses", &json!({"input": "hi", "agent": "berth-agent"})).await;
+    assert_eq!(own["output"][0]["content"][0]["text"], "berth-agent itself", "{own}");
+    let (status, err) = agent.post("/v1/responses", &json!({"input": "hi", "agent": "codex"})).await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["param"], "agent", "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("claude-code"), "{err}");
+}
+
+#[tokio::test]
+async fn a_failing_agent_turn_fails_with_its_reason() {
+    let llm = ScriptedLlm::openai(|_| Reply::Text(vec!["unused".into()])).await;
+    let dirs = Dirs::new();
+    let agent = driven_agent(&dirs, &llm.base_url).await;
+    let events = agent.stream(&json!({"model": "claude-test", "input": "please fail"})).await;
+    let last = events.last().unwrap();
+    assert_eq!(last.event, "response.failed", "{events:?}");
+    assert_eq!(last.data["response"]["error"]["message"], "API Error: 529 overloaded");
+    assert_eq!(last.data["response"]["error"]["code"], "agent_error");
+}
