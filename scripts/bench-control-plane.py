@@ -191,7 +191,7 @@ class Bench:
         self.port = free_port()
         edge = free_port()
         cmd = [
-            a.berth_bin, "server",
+            a.berth_bin, "server", "--agent-templates", "none",
             "--data", os.path.join(self.tmp, "data"),
             "--listen", f"127.0.0.1:{self.port}",
             "--edge-listen", f"127.0.0.1:{edge}",

@@ -211,7 +211,7 @@ class Bench:
     def start_server(self):
         a = self.args
         self.api_port, self.edge_port = free_port(), free_port()
-        cmd = [a.berth_bin, "server", "--data", os.path.join(self.tmp, "data"),
+        cmd = [a.berth_bin, "server", "--agent-templates", "none", "--data", os.path.join(self.tmp, "data"),
                "--listen", f"127.0.0.1:{self.api_port}", "--edge-listen", f"127.0.0.1:{self.edge_port}",
                "--base-image", "debian:bookworm-slim", "--agent-bin", a.agent_bin,
                "--network", "berth-bench", "--reconcile-interval-ms", "300", "--min-idle-timeout-secs", "1",

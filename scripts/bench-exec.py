@@ -68,7 +68,7 @@ def main():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
     key, install = "sk_bench" + rand(32), "bench-" + rand(8)
     env = dict(os.environ, BERTH_ADMIN_KEY=key, BERTH_INSTALL_ID=install, RUST_LOG="warn")
-    server = subprocess.Popen([berth, "server", "--data", data, "--listen", f"127.0.0.1:{port}",
+    server = subprocess.Popen([berth, "server", "--agent-templates", "none", "--data", data, "--listen", f"127.0.0.1:{port}",
                                "--base-image", args.image, "--agent-bin", agent, "--network", "berth-bench"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"

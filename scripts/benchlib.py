@@ -56,7 +56,7 @@ class Server:
         env = dict(os.environ, BERTH_ADMIN_KEY=self.admin, BERTH_INSTALL_ID=self.install, RUST_LOG="warn")
         self.data = tempfile.mkdtemp(prefix=prefix)
         self.proc = subprocess.Popen(
-            [berth, "server", "--data", self.data, "--listen", f"127.0.0.1:{self.port}",
+            [berth, "server", "--agent-templates", "none", "--data", self.data, "--listen", f"127.0.0.1:{self.port}",
              "--edge-listen", f"127.0.0.1:{free_port()}", "--base-image", image, "--agent-bin", agent,
              "--network", "berth-bench", *flags],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -7,7 +7,8 @@
 #   scripts/test.sh [FILTER...]
 #
 # Exports for the tests: BERTH_AGENT_BIN (absolute path of the static agent) and
-# BERTH_TEST_IMAGE (berth-test/busybox:latest unless already set).
+# BERTH_TEST_IMAGE (berth-test/busybox:latest unless already set), BERTH_AGENT_TEMPLATES
+# (none unless already set: servers build no agent template image).
 #   BERTH_TEST_THREADS  parallel tests (default 4)
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
@@ -25,7 +26,10 @@ apt_install gcc libc6-dev pkg-config
 
 BERTH_AGENT_BIN="$("$BERTH_ROOT/scripts/build-agent.sh")"
 BERTH_TEST_IMAGE="${BERTH_TEST_IMAGE:-berth-test/busybox:latest}"
-export BERTH_AGENT_BIN BERTH_TEST_IMAGE
+# Servers the tests start build no agent template image (minutes each) unless a test
+# asks for one with --agent-templates.
+BERTH_AGENT_TEMPLATES="${BERTH_AGENT_TEMPLATES:-none}"
+export BERTH_AGENT_BIN BERTH_TEST_IMAGE BERTH_AGENT_TEMPLATES
 log "BERTH_AGENT_BIN=$BERTH_AGENT_BIN"
 log "BERTH_TEST_IMAGE=$BERTH_TEST_IMAGE"
 

@@ -86,6 +86,13 @@ pub struct ServerArgs {
     /// Most template builds running at once (the others wait their turn).
     #[arg(long, env = "BERTH_MAX_BUILDS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub max_builds: u32,
+    /// System agent templates to offer, their images built at start (comma-separated;
+    /// `none`: none). This build ships `claude-code`.
+    #[arg(long, env = "BERTH_AGENT_TEMPLATES", value_delimiter = ',', default_value = "claude-code")]
+    pub agent_templates: Vec<String>,
+    /// The Debian image agent templates are built on (it needs `apt-get`).
+    #[arg(long, env = "BERTH_AGENT_TEMPLATE_BASE", default_value = "berth/base:bookworm")]
+    pub agent_template_base: String,
     /// Longest a template build may take before it fails.
     #[arg(long, env = "BERTH_BUILD_TIMEOUT_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(10..=86400))]
     pub build_timeout_secs: u64,

@@ -7,6 +7,7 @@ pub mod acme;
 pub mod activity;
 pub mod admission;
 pub mod agent_bin;
+pub mod agents;
 pub mod auth;
 pub mod bootstrap;
 pub mod builds;

@@ -128,6 +128,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         tracing::warn!(builds = cut, "template builds cut short by a server stop are marked failed");
     }
     let catalog = Arc::new(crate::templates::Catalog::load(store.as_ref()).await?);
+    let agents = Arc::new(crate::agents::SystemAgents::new(&args.agent_templates, args.agent_template_base.clone())?);
     let state = AppState {
         keys: Arc::new(KeyCache::new(store.clone())),
         store,
@@ -176,7 +177,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             args.memory_overcommit,
             args.max_instances,
         )),
+        agents: agents.clone(),
     };
+    agents.start(state.runtime.clone());
     let reconciler = Reconciler::new(state.clone());
     tokio::spawn(reconciler.run(Duration::from_millis(args.reconcile_interval_ms.max(100))));
     tokio::spawn(flush_activity(state.clone()));

@@ -85,6 +85,8 @@ pub struct AppState {
     pub stdin_turns: Arc<InstanceLocks>,
     /// Template builds in progress: their live logs, and the slots they wait for.
     pub builds: Arc<crate::builds::Builds>,
+    /// The system agent templates offered (`claude-code`) and their images' builds.
+    pub agents: Arc<crate::agents::SystemAgents>,
     /// Room on the host for instances' memory.
     pub admission: Arc<crate::admission::Admission>,
     /// The instances' egress firewall (`None` where the runtime has no host interface).

@@ -106,11 +106,19 @@ pub async fn find(store: &dyn Store, ws: &WorkspaceId, what: &str) -> ApiResult<
 }
 
 /// The version a create body names: the newest unless pinned.
-pub async fn resolve(store: &dyn Store, ws: &WorkspaceId, choice: &TemplateChoice) -> ApiResult<Resolved> {
+pub async fn resolve(
+    store: &dyn Store,
+    agents: &crate::agents::SystemAgents,
+    ws: &WorkspaceId,
+    choice: &TemplateChoice,
+) -> ApiResult<Resolved> {
     let (what, version) = match choice {
         TemplateChoice::Newest(id) => (id.as_str(), None),
         TemplateChoice::Pinned(r) => (r.id.as_str(), Some(r.version)),
     };
+    if crate::agents::AGENT_NAMES.contains(&what) {
+        return agent_template(agents, what, version);
+    }
     if what == SYSTEM_TEMPLATE {
         return match version {
             None | Some(SYSTEM_TEMPLATE_VERSION) => {
@@ -164,6 +172,40 @@ pub async fn version_of(store: &dyn Store, t: &TemplateRecord, version: Option<u
     }
 }
 
+/// A system agent template (version 1), once its image is built.
+fn agent_template(agents: &crate::agents::SystemAgents, name: &str, version: Option<u32>) -> ApiResult<Resolved> {
+    let Some(state) = agents.state(name).filter(|_| agents.offers(name)) else {
+        return Err(ApiError::NotFound {
+            code: "template_not_found",
+            message: format!(
+                "the agent template `{name}` is not offered by this server (it offers: {}; see --agent-templates)",
+                std::iter::once(SYSTEM_TEMPLATE).chain(agents.names().iter().copied()).collect::<Vec<_>>().join(", ")
+            ),
+        });
+    };
+    if let Some(v) = version.filter(|v| *v != 1) {
+        return Err(version_not_found(name, v, 1));
+    }
+    match state.status {
+        TemplateStatus::Ready => {
+            Ok(Resolved { id: name.to_string(), version: 1, spec: Some(crate::agents::SystemAgents::spec(name)) })
+        }
+        TemplateStatus::Building => Err(ApiError::Conflict {
+            code: "build_not_ready",
+            message: format!(
+                "the image of the agent template `{name}` is still being built (the server builds it at start, a few minutes the first time); try again once GET /v1/templates/{name} says ready"
+            ),
+        }),
+        TemplateStatus::Failed => Err(ApiError::Conflict {
+            code: "build_not_ready",
+            message: format!(
+                "the image of the agent template `{name}` could not be built: {}; a server restart builds it again",
+                state.error.unwrap_or_default()
+            ),
+        }),
+    }
+}
+
 fn version_not_found(id: &str, v: u32, newest: u32) -> ApiError {
     ApiError::NotFound {
         code: "template_version_not_found",
@@ -183,7 +225,7 @@ fn check_name(name: &str) -> ApiResult<()> {
             format!("template names are 1–{MAX_NAME} lowercase letters, digits and `-` (`{}` is not)", clip(name)),
         ));
     }
-    if name == SYSTEM_TEMPLATE || TemplateId::parse(name).is_some() {
+    if name == SYSTEM_TEMPLATE || crate::agents::AGENT_NAMES.contains(&name) || TemplateId::parse(name).is_some() {
         return Err(ApiError::invalid("name", format!("`{name}` is reserved")));
     }
     Ok(())

@@ -122,6 +122,10 @@ pub(crate) fn server_args(data: &Path, port: u16, edge_port: u16, opts: &ServerO
         "--reconcile-interval-ms".into(),
         "300".into(),
     ];
+    // Agent templates' images take minutes to build: only the tests of them ask.
+    if !opts.extra_args.iter().any(|a| a == "--agent-templates") {
+        args.extend(["--agent-templates".into(), "none".into()]);
+    }
     if let Some(image) = &opts.base_image {
         args.extend(["--base-image".into(), image.clone()]);
     }

@@ -218,7 +218,7 @@ async fn update_target(
     rec: &InstanceRecord,
     version: Option<u32>,
 ) -> ApiResult<crate::templates::Resolved> {
-    if rec.template == super::SYSTEM_TEMPLATE {
+    if rec.template == super::SYSTEM_TEMPLATE || crate::agents::AGENT_NAMES.contains(&rec.template.as_str()) {
         let choice = match version {
             None => berth_api_types::TemplateChoice::Newest(rec.template.clone()),
             Some(v) => berth_api_types::TemplateChoice::Pinned(berth_api_types::TemplateRef {
@@ -226,7 +226,7 @@ async fn update_target(
                 version: v,
             }),
         };
-        return crate::templates::resolve(state.store.as_ref(), &rec.workspace_id, &choice).await;
+        return crate::templates::resolve(state.store.as_ref(), &state.agents, &rec.workspace_id, &choice).await;
     }
     let id = berth_core::TemplateId::parse(&rec.template).ok_or_else(|| ApiError::NotFound {
         code: "template_not_found",

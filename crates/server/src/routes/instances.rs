@@ -37,7 +37,8 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateInstance>,
 ) -> ApiResult<(StatusCode, Json<Instance>)> {
     let valid = validate::create(body, state.settings.min_idle_timeout_secs)?;
-    let template = crate::templates::resolve(state.store.as_ref(), &auth.workspace_id, &valid.template).await?;
+    let template =
+        crate::templates::resolve(state.store.as_ref(), &state.agents, &auth.workspace_id, &valid.template).await?;
     let settings = state.settings.clone();
     let rec = ops::detached(ops::create(state, auth, valid, template)).await?;
     Ok((StatusCode::CREATED, Json(present::instance(&settings, &rec))))

@@ -79,6 +79,30 @@ fn system_template(state: &AppState) -> Template {
     with_pull(state, t)
 }
 
+/// The system agent templates the server offers (`claude-code`), with their builds.
+fn agent_templates(state: &AppState) -> Vec<Template> {
+    state.agents.names().iter().filter_map(|name| agent_template(state, name)).collect()
+}
+
+fn agent_template(state: &AppState, name: &str) -> Option<Template> {
+    let st = state.agents.state(name).filter(|_| state.agents.offers(name))?;
+    let spec = crate::agents::SystemAgents::spec(name);
+    let image = crate::agents::SystemAgents::image(name);
+    let mut t = present(name.into(), name.into(), 1, &spec, image.clone(), None);
+    t.status = st.status.as_str().into();
+    t.build = st.started_at.map(|started_at| TemplateBuild {
+        object: "template.build".into(),
+        template_id: name.into(),
+        version: 1,
+        status: st.status.as_str().into(),
+        image,
+        error: st.error.clone(),
+        started_at,
+        finished_at: st.finished_at,
+    });
+    Some(t)
+}
+
 /// A template with the pull of its image, while one runs.
 fn with_pull(state: &AppState, mut t: Template) -> Template {
     t.pull = state.runtime.pull_progress(&t.image).map(|p| TemplatePull {
@@ -129,6 +153,7 @@ fn build_view(b: &BuildRecord) -> TemplateBuild {
     responses((status = 200, body = List<Template>)), security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<List<Template>>> {
     let mut data = vec![system_template(&state)];
+    data.extend(agent_templates(&state));
     for t in state.store.templates(Some(&auth.workspace_id)).await? {
         data.push(custom_with_build(&state, &t).await?);
     }
@@ -141,6 +166,9 @@ pub async fn list(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<L
 pub async fn retrieve(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<Json<Template>> {
     if id == SYSTEM_TEMPLATE {
         return Ok(Json(system_template(&state)));
+    }
+    if let Some(t) = agent_template(&state, &id) {
+        return Ok(Json(t));
     }
     let t = crate::templates::find(state.store.as_ref(), &auth.workspace_id, &id).await?;
     Ok(Json(custom_with_build(&state, &t).await?))
@@ -343,10 +371,10 @@ pub async fn delete(
 }
 
 fn refuse_system(id: &str, what: &str) -> ApiResult<()> {
-    if id == SYSTEM_TEMPLATE {
+    if id == SYSTEM_TEMPLATE || crate::agents::AGENT_NAMES.contains(&id) {
         return Err(ApiError::Conflict {
             code: "system_template",
-            message: format!("the system template `{SYSTEM_TEMPLATE}` cannot be {what}; create a template of your own"),
+            message: format!("the system template `{id}` cannot be {what}; create a template of your own"),
         });
     }
     Ok(())

@@ -1,0 +1,136 @@
+//! The system agent template `claude-code`: the server builds its image at start
+//! (Claude Code from npm, through the host's CA bundle), and an instance of it answers
+//! a streamed Responses request through the edge with a tool call run by the real
+//! Claude Code CLI, against a scripted Anthropic model the test serves, then resumes
+//! the agent's session on the next turn.
+//!
+//! The image takes minutes to build the first time (apt, npm); the builder's cache
+//! makes later runs take seconds.
+
+use berth_test_util::docker::{network_gateway, reach_host_port, TEST_NETWORK};
+use berth_test_util::llm::{last_text, text, tool, ScriptedLlm};
+use berth_test_util::server::ServerOptions;
+use berth_test_util::TestServer;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// The text of the tool results in the last message, if it carries any.
+fn tool_results(body: &Value) -> Option<String> {
+    let last = body["messages"].as_array()?.last()?;
+    let results: Vec<String> = last["content"]
+        .as_array()?
+        .iter()
+        .filter(|b| b["type"] == "tool_result")
+        .map(|b| match &b["content"] {
+            Value::String(s) => s.clone(),
+            Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("\n"),
+            _ => String::new(),
+        })
+        .collect();
+    (!results.is_empty()).then(|| results.join("\n"))
+}
+
+/// The events of a streamed response through the edge: (event, data) pairs.
+async fn stream(s: &TestServer, host: &str, body: Value) -> Vec<(String, Value)> {
+    let resp = s
+        .http()
+        .post(format!("{}/v1/responses", s.edge_base))
+        .header("host", host)
+        .bearer_auth(&s.key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    let mut bytes = resp.bytes_stream();
+    let mut buf = String::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(120), bytes.next()).await.expect("events") {
+        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    buf.split("\n\n")
+        .filter_map(|frame| {
+            let event = frame.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let data = frame.lines().find_map(|l| l.strip_prefix("data: "))?;
+            Some((event.to_string(), serde_json::from_str(data).unwrap()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn claude_code_answers_through_the_edge_with_a_tool_call_against_a_scripted_model() {
+    let opts = ServerOptions {
+        extra_args: vec!["--agent-templates".into(), "claude-code".into()],
+        network: TEST_NETWORK.into(),
+        ..Default::default()
+    };
+    let s = TestServer::start_with(opts).await;
+
+    // The server builds the image at start; until it is ready, instances wait.
+    let deadline = Instant::now() + Duration::from_secs(1500);
+    let mut refused_while_building = false;
+    loop {
+        let (status, t) = s.get("/v1/templates/claude-code").await;
+        assert_eq!(status, 200, "{t}");
+        assert_eq!((t["system"].as_bool(), t["agents"][0].as_str()), (Some(true), Some("claude-code")), "{t}");
+        match t["status"].as_str().unwrap() {
+            "ready" => break,
+            "building" if !refused_while_building => {
+                let (status, err) = s.post("/v1/instances", json!({"template": "claude-code"})).await;
+                if status == 409 {
+                    assert_eq!(err["error"]["code"], "build_not_ready", "{err}");
+                    refused_while_building = true;
+                }
+            }
+            "building" => {}
+            _ => panic!("the agent template's image did not build: {t}"),
+        }
+        assert!(Instant::now() < deadline, "the agent template is still building: {t}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    let model = ScriptedLlm::anthropic_on("0.0.0.0:0", |body| match tool_results(body) {
+        None if last_text(body).contains("again") => text(&["second turn, same session"]),
+        None => tool("Bash", json!({"command": "echo from-the-instance", "description": "say hello"})),
+        Some(out) => text(&["the shell said ", &out]),
+    })
+    .await;
+    let base = model.base_url_at(&network_gateway(TEST_NETWORK));
+    let env = json!({"BERTH_ANTHROPIC_BASE_URL": base, "BERTH_ANTHROPIC_API_KEY": "sk-ant-scripted",
+        "BERTH_MODEL": "claude-scripted"});
+    let inst = s
+        .create_instance(json!({"template": "claude-code", "env": env, "network": reach_host_port(model.port())}))
+        .await;
+    assert_eq!(inst["agents"], json!(["claude-code", "berth-agent"]), "{inst}");
+    let id = inst["id"].as_str().unwrap().to_string();
+    let host = format!("{}.localhost:{}", &id[5..], s.edge_port());
+
+    let events = stream(&s, &host, json!({"input": "say hello from your shell", "stream": true})).await;
+    let kinds: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+    let (last, done) = events.last().unwrap();
+    assert_eq!(last, "response.completed", "{kinds:?} {done}");
+    assert!(kinds.contains(&"response.output_text.delta"), "{kinds:?}");
+    let output = done["response"]["output"].as_array().unwrap();
+    let call = output.iter().find(|i| i["type"] == "function_call").expect("a tool call");
+    assert_eq!(call["name"], "Bash", "{call}");
+    let result = output.iter().find(|i| i["type"] == "function_call_output").expect("its result");
+    assert_eq!(result["call_id"], call["call_id"]);
+    assert!(result["output"].as_str().unwrap().contains("from-the-instance"), "the instance ran it: {result}");
+    let answer = output.iter().rev().find(|i| i["type"] == "message").unwrap();
+    assert!(answer["content"][0]["text"].as_str().unwrap().contains("the shell said from-the-instance"), "{answer}");
+
+    // The model traffic went to the model the instance was given, with its key.
+    let reqs = model.requests();
+    assert!(reqs.len() >= 2, "{} requests", reqs.len());
+    assert!(reqs.iter().all(|r| r.headers.get("x-api-key").is_some_and(|k| k == "sk-ant-scripted")));
+
+    // The next turn continues Claude Code's own session.
+    let session = done["response"]["session_id"].as_str().unwrap();
+    let events = stream(&s, &host, json!({"input": "and again", "session_id": session, "stream": true})).await;
+    let (last, done) = events.last().unwrap();
+    assert_eq!(last, "response.completed", "{done}");
+    let text_out = done["response"]["output"].as_array().unwrap().last().unwrap()["content"][0]["text"].clone();
+    assert_eq!(text_out, "second turn, same session");
+    let resumed = model.requests().last().unwrap().body["messages"].as_array().unwrap().len();
+    assert!(resumed >= 3, "the resumed session sent its earlier turn too ({resumed} messages)");
+}
