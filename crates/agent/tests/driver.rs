@@ -39,20 +39,32 @@ echo '{"type":"result","subtype":"success","is_error":false,"result":"the shell 
 "#;
 
 async fn driven_agent(dirs: &Dirs, llm: &str) -> Agent {
+    driven_agent_with(
+        dirs,
+        llm,
+        &[("BERTH_ANTHROPIC_BASE_URL", "http://models.internal:9/v1"), ("BERTH_ANTHROPIC_API_KEY", "sk-ant-test")],
+    )
+    .await
+}
+
+async fn driven_agent_with(dirs: &Dirs, llm: &str, env: &[(&str, &str)]) -> Agent {
     let bin = dirs.workdir.parent().unwrap().join("claude");
     std::fs::write(&bin, FAKE_CLAUDE).unwrap();
     std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    Agent::start(
-        dirs,
-        llm,
-        &[
-            ("BERTH_AGENT_DRIVER", "claude-code"),
-            ("BERTH_AGENT_DRIVER_BIN", bin.to_str().unwrap()),
-            ("BERTH_ANTHROPIC_BASE_URL", "http://models.internal:9/v1"),
-            ("BERTH_ANTHROPIC_API_KEY", "sk-ant-test"),
-        ],
-    )
-    .await
+    let mut all = vec![("BERTH_AGENT_DRIVER", "claude-code"), ("BERTH_AGENT_DRIVER_BIN", bin.to_str().unwrap())];
+    all.extend_from_slice(env);
+    Agent::start(dirs, llm, &all).await
+}
+
+#[tokio::test]
+async fn without_anthropic_settings_the_agent_uses_berths_llm_settings() {
+    // berth's managed proxy speaks Messages too: the instance's base URL and token.
+    let dirs = Dirs::new();
+    let agent = driven_agent_with(&dirs, "http://proxy.internal:7072/v1", &[]).await;
+    let (status, r) = agent.post("/v1/responses", &json!({"model": "claude-test", "input": "hi"})).await;
+    assert_eq!((status.as_u16(), r["status"].as_str()), (200, Some("completed")), "{r}");
+    let log = read(&dirs.workdir, "claude.log");
+    assert!(log.contains("BASE http://proxy.internal:7072 KEY test-key"), "{log}");
 }
 
 #[tokio::test]

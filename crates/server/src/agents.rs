@@ -151,14 +151,11 @@ impl SystemAgents {
             last
         };
         let (result, last) = tokio::join!(runtime.build_image(req, tx), pump);
-        let finished_at = Some(berth_core::now_secs());
+        let finished = berth_core::now_secs();
+        let finished_at = Some(finished);
         let state = match result {
             Ok(()) => {
-                tracing::info!(
-                    template = name,
-                    secs = finished_at.unwrap_or(started) - started,
-                    "agent template ready"
-                );
+                tracing::info!(template = name, secs = finished - started, "agent template ready");
                 AgentState { status: TemplateStatus::Ready, error: None, started_at: Some(started), finished_at }
             }
             Err(e) => {

@@ -132,14 +132,20 @@ impl Turn {
         let internal = |e: crate::store::StoreError| StepError::Internal(format!("The agent's store failed: {e}"));
         let resume = store.external_session(&session).map_err(internal)?;
         let llm = &self.state.config.llm;
+        // Its Anthropic settings when it has them, else berth's LLM settings (the
+        // managed proxy speaks Messages too, with the instance's token as the key).
+        let (base_url, api_key) = match (&llm.anthropic_api_key, &llm.openai_api_key) {
+            (None, Some(key)) => (&llm.openai_base_url, Some(key)),
+            (key, _) => (&llm.anthropic_base_url, key.as_ref()),
+        };
         let launch = Launch {
             prompt: &self.prompt,
             model: &self.response.model,
             resume: resume.as_deref(),
             workdir: &self.state.config.workdir,
             user: self.state.config.tool_user,
-            base_url: &llm.anthropic_base_url,
-            api_key: llm.anthropic_api_key.as_deref(),
+            base_url,
+            api_key: api_key.map(String::as_str),
             instructions: self.response.instructions.as_deref(),
         };
         let mut rx = driver.start(&launch).map_err(|e| {
