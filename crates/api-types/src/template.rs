@@ -75,7 +75,9 @@ pub struct Template {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTemplate {
-    /// 1–63 chars: lowercase letters, digits, `-`; unique in the workspace.
+    /// 1–63 chars: lowercase letters, digits, `-`; unique in the workspace; not a
+    /// system template's name (`berth-agent`, `hermes`, `claude-code`, `codex`,
+    /// `openclaw`, `all`).
     pub name: String,
     /// Any OCI image reference; pulled at the first instance when not present.
     #[serde(default)]
