@@ -51,13 +51,13 @@ class Server:
 
     def __init__(self, image, flags, build=None, prefix="berth-bench-"):
         self.profile, berth, agent = binaries(build)
-        self.port = free_port()
+        self.port, self.edge_port = free_port(), free_port()
         self.admin, self.install = "sk_bench" + rand(32), "bench-" + rand(8)
         env = dict(os.environ, BERTH_ADMIN_KEY=self.admin, BERTH_INSTALL_ID=self.install, RUST_LOG="warn")
         self.data = tempfile.mkdtemp(prefix=prefix)
         self.proc = subprocess.Popen(
             [berth, "server", "--agent-templates", "none", "--data", self.data, "--listen", f"127.0.0.1:{self.port}",
-             "--edge-listen", f"127.0.0.1:{free_port()}", "--base-image", image, "--agent-bin", agent,
+             "--edge-listen", f"127.0.0.1:{self.edge_port}", "--base-image", image, "--agent-bin", agent,
              "--network", "berth-bench", *flags],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.base = f"http://127.0.0.1:{self.port}"

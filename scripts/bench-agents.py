@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Agent templates (issue 12), one run:
+
+  1. build time of the `claude-code` agent template's image: cold (its image removed
+     first, so apt and npm run again) and cached (a second server start), from server
+     start to the template saying `ready`;
+  2. time to first token through the edge, Claude Code vs berth-agent, on the same
+     scripted Anthropic model (a streaming Messages server this script runs), turns
+     alternating between the two instances; each turn a new session.
+
+    scripts/bench-agents.py [--turns N] [--build release|debug] [--cached-only]
+
+Uses the release build when there is one (else debug; CARGO_TARGET_DIR is honoured),
+a running dockerd, and berth/base:bookworm (scripts/build-images.sh).
+"""
+import argparse, json, subprocess, threading, time, urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from benchlib import Server, pct
+
+IMAGE = "berth/agent-claude-code:latest"
+BASE = "berth/base:bookworm"
+WORDS = ["the ", "scripted ", "model ", "says ", "hello"]
+
+
+class Model(BaseHTTPRequestHandler):
+    """A streaming Anthropic Messages endpoint answering every call with WORDS."""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+        model = body.get("model", "m")
+        if not body.get("stream"):
+            out = json.dumps({"id": "msg_1", "type": "message", "role": "assistant", "model": model,
+                              "content": [{"type": "text", "text": "".join(WORDS)}], "stop_reason": "end_turn",
+                              "usage": {"input_tokens": 5, "output_tokens": 5}}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+            return
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("connection", "close")
+        self.end_headers()
+
+        def ev(kind, data):
+            self.wfile.write(f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode())
+            self.wfile.flush()
+        ev("message_start", {"type": "message_start", "message": {
+            "id": "msg_1", "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": None, "usage": {"input_tokens": 5, "output_tokens": 1}}})
+        ev("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+        for w in WORDS:
+            ev("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}})
+        ev("content_block_stop", {"type": "content_block_stop", "index": 0})
+        ev("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 5}})
+        ev("message_stop", {"type": "message_stop"})
+        self.close_connection = True
+
+
+def gateway(network):
+    return subprocess.run(["docker", "network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}", network],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def until_ready(server, limit=1800):
+    """Seconds until the claude-code template is ready (from now)."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        try:
+            st, t = server.call("GET", "/v1/templates/claude-code")
+        except OSError:
+            st, t = 0, None
+        if st == 200 and t["status"] == "ready":
+            return time.monotonic() - started
+        if st == 200 and t["status"] == "failed":
+            raise SystemExit(f"the claude-code image did not build: {t['build']}")
+        time.sleep(0.2)
+    raise SystemExit("the claude-code image is still building")
+
+
+def ttft(server, label, body):
+    """(ms to the first text delta, ms to the end) of one streamed turn through the edge."""
+    req = urllib.request.Request(f"http://127.0.0.1:{server.edge_port}/v1/responses", method="POST",
+                                 data=json.dumps(dict(body, stream=True)).encode(),
+                                 headers={"Host": f"{label}.localhost:{server.edge_port}",
+                                          "Authorization": f"Bearer {server.admin}",
+                                          "Content-Type": "application/json"})
+    started = time.monotonic()
+    first = None
+    last = None
+    with server.opener.open(req, timeout=300) as r:
+        for raw in r:
+            line = raw.decode().strip()
+            if line == "event: response.output_text.delta" and first is None:
+                first = time.monotonic()
+            if line.startswith("event: response."):
+                last = line
+    if first is None or last != "event: response.completed":
+        raise SystemExit(f"turn through {label} ended {last} without text")
+    return (first - started) * 1000, (time.monotonic() - started) * 1000
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--turns", type=int, default=10)
+    ap.add_argument("--build", choices=["release", "debug"])
+    ap.add_argument("--cached-only", action="store_true", help="skip the cold build (keep the image)")
+    args = ap.parse_args()
+    flags = ["--agent-templates", "claude-code"]
+
+    cold = None
+    if not args.cached_only:
+        subprocess.run(["docker", "rmi", "-f", IMAGE], capture_output=True)
+        server = Server(BASE, flags, args.build)
+        try:
+            server.wait_ready()
+            cold = until_ready(server)
+        finally:
+            server.stop()
+    server = Server(BASE, flags, args.build)
+    model = ThreadingHTTPServer(("0.0.0.0", 0), Model)
+    threading.Thread(target=model.serve_forever, daemon=True).start()
+    try:
+        server.wait_ready()
+        cached = until_ready(server)
+        gw = gateway("berth-bench")
+        url = f"http://{gw}:{model.server_address[1]}"
+        network = {"egress": {"allow": [f"{gw}/32:{model.server_address[1]}"]}}
+        env = {"BERTH_ANTHROPIC_BASE_URL": url, "BERTH_ANTHROPIC_API_KEY": "sk-ant-bench",
+               "BERTH_MODEL": "claude-bench", "BERTH_LLM_PROVIDER": "anthropic"}
+        made, labels = [], {}
+        for kind in ("claude-code", "berth-agent"):
+            st, inst = server.call("POST", "/v1/instances", {"template": kind, "env": env, "network": network})
+            if st != 201:
+                raise SystemExit(f"create from {kind} failed ({st}): {inst}")
+            made.append(inst["id"])
+            labels[kind] = inst["id"][5:]
+        times = {k: ([], []) for k in labels}
+        for k in labels:  # one warm-up turn each, not counted
+            ttft(server, labels[k], {"input": "hello"})
+        for i in range(args.turns):
+            order = list(labels) if i % 2 == 0 else list(reversed(list(labels)))
+            for k in order:
+                first, total = ttft(server, labels[k], {"input": f"hello {i}"})
+                times[k][0].append(first)
+                times[k][1].append(total)
+        print(f"berth {server.profile} build; claude-code image on {BASE}")
+        print(f"{'claude-code image build':<34}{'cold s':>8}{'cached s':>10}")
+        cold_text = f"{cold:>8.1f}" if cold is not None else f"{'-':>8}"
+        print(f"{'server start -> template ready':<34}{cold_text}{cached:>10.1f}")
+        print(f"\n{args.turns} streamed turns each through the edge, alternating, same scripted Anthropic model")
+        print(f"{'agent':<34}{'TTFT p50 ms':>12}{'p90 ms':>9}{'turn p50 ms':>13}")
+        for k in labels:
+            first, total = times[k]
+            print(f"{k:<34}{pct(first, 50):>12.0f}{pct(first, 90):>9.0f}{pct(total, 50):>13.0f}")
+        for iid in made:
+            server.call("DELETE", f"/v1/instances/{iid}?purge=true")
+    finally:
+        model.shutdown()
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
