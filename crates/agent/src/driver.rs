@@ -24,6 +24,8 @@ use tokio::sync::mpsc;
 pub enum Driver {
     /// Claude Code, its `claude` executable.
     ClaudeCode { bin: PathBuf },
+    /// OpenAI's Codex CLI, its `codex` executable (`codex exec --json`).
+    Codex { bin: PathBuf },
 }
 
 /// What a driven turn needs from the agent's settings.
@@ -61,7 +63,10 @@ impl Driver {
     pub fn from_env(name: &str, bin: Option<String>) -> Result<Self, String> {
         match name.trim() {
             "claude-code" | "claude" => Ok(Driver::ClaudeCode { bin: bin.unwrap_or_else(|| "claude".into()).into() }),
-            other => Err(format!("unknown agent `{other}` (BERTH_AGENT_DRIVER): this agent drives `claude-code`")),
+            "codex" => Ok(Driver::Codex { bin: bin.unwrap_or_else(|| "codex".into()).into() }),
+            other => Err(format!(
+                "unknown agent `{other}` (BERTH_AGENT_DRIVER): this agent drives `claude-code` and `codex`"
+            )),
         }
     }
 
@@ -69,32 +74,55 @@ impl Driver {
     pub fn name(&self) -> &'static str {
         match self {
             Driver::ClaudeCode { .. } => "claude-code",
+            Driver::Codex { .. } => "codex",
         }
     }
 
     /// Starts the agent's CLI for one turn; its events arrive on the receiver. The
     /// process is killed when the receiver goes (the client went away).
     pub fn start(&self, l: &Launch<'_>) -> std::io::Result<mpsc::Receiver<DriverEvent>> {
-        let Driver::ClaudeCode { bin } = self;
-        let mut cmd = tokio::process::Command::new(bin);
-        cmd.arg("-p")
-            .arg(l.prompt)
-            .args(["--output-format", "stream-json", "--verbose", "--include-partial-messages"])
-            .args(["--model", l.model])
-            // berth-agent's own tools ask nobody either; the instance is the sandbox.
-            .arg("--dangerously-skip-permissions");
-        if let Some(id) = l.resume {
-            cmd.args(["--resume", id]);
-        }
-        if let Some(extra) = l.instructions.filter(|i| !i.trim().is_empty()) {
-            cmd.args(["--append-system-prompt", extra]);
-        }
+        let mut cmd = match self {
+            Driver::ClaudeCode { bin } => {
+                let mut cmd = tokio::process::Command::new(bin);
+                cmd.arg("-p")
+                    .arg(l.prompt)
+                    .args(["--output-format", "stream-json", "--verbose", "--include-partial-messages"])
+                    .args(["--model", l.model])
+                    // berth-agent's own tools ask nobody either; the instance is the sandbox.
+                    .arg("--dangerously-skip-permissions");
+                if let Some(id) = l.resume {
+                    cmd.args(["--resume", id]);
+                }
+                if let Some(extra) = l.instructions.filter(|i| !i.trim().is_empty()) {
+                    cmd.args(["--append-system-prompt", extra]);
+                }
+                cmd.env("ANTHROPIC_BASE_URL", l.base_url.trim_end_matches('/').trim_end_matches("/v1"))
+                    .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+                    .env("DISABLE_AUTOUPDATER", "1")
+                    .env("DISABLE_TELEMETRY", "1");
+                cmd
+            }
+            Driver::Codex { bin } => {
+                let mut cmd = tokio::process::Command::new(bin);
+                // A model provider of berth's: the OpenAI Responses API at the agent's base URL.
+                let provider = format!(
+                    "model_providers.berth={{name=\"berth\", base_url={}, env_key=\"BERTH_CODEX_API_KEY\", wire_api=\"responses\"}}",
+                    toml_string(l.base_url.trim_end_matches('/'))
+                );
+                cmd.args(["exec", "--json", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox"])
+                    .args(["-m", l.model, "-c", "model_provider=berth", "-c", &provider]);
+                if let Some(extra) = l.instructions.filter(|i| !i.trim().is_empty()) {
+                    cmd.args(["-c", &format!("developer_instructions={}", toml_string(extra))]);
+                }
+                if let Some(id) = l.resume {
+                    cmd.args(["resume", id]);
+                }
+                cmd.arg(l.prompt);
+                cmd
+            }
+        };
         cmd.current_dir(l.workdir)
             .env("HOME", l.workdir)
-            .env("ANTHROPIC_BASE_URL", l.base_url.trim_end_matches('/').trim_end_matches("/v1"))
-            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-            .env("DISABLE_AUTOUPDATER", "1")
-            .env("DISABLE_TELEMETRY", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -102,8 +130,15 @@ impl Driver {
         crate::tools::confine::confine(&mut cmd, l.user);
         // After `confine`, which keeps the agent's own keys from tools: this one is the CLI's.
         if let Some(key) = l.api_key {
-            cmd.env("ANTHROPIC_API_KEY", key);
+            cmd.env(
+                if matches!(self, Driver::Codex { .. }) { "BERTH_CODEX_API_KEY" } else { "ANTHROPIC_API_KEY" },
+                key,
+            );
         }
+        let kind = match self {
+            Driver::ClaudeCode { .. } => Kind::ClaudeCode,
+            Driver::Codex { .. } => Kind::Codex,
+        };
         let mut child = cmd.spawn()?;
         let stdout = child.stdout.take().expect("piped");
         let mut stderr = child.stderr.take().expect("piped");
@@ -115,7 +150,7 @@ impl Driver {
                 text
             });
             let mut lines = BufReader::new(stdout).lines();
-            let mut t = Translator::default();
+            let mut t = Translator::new(kind);
             let mut ended = false;
             while let Ok(Some(line)) = lines.next_line().await {
                 for ev in t.line(&line) {
@@ -149,17 +184,40 @@ impl Driver {
     }
 }
 
+/// A TOML basic string (for `codex -c key=value`).
+fn toml_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// Which CLI's lines a [`Translator`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    ClaudeCode,
+    Codex,
+}
+
 /// Turns the CLI's lines into [`DriverEvent`]s.
-#[derive(Default)]
 pub struct Translator {
-    /// The model answer being relayed.
+    kind: Kind,
+    /// The model answer being relayed (Claude Code).
     message: Option<AnthropicEvents>,
 }
 
 impl Translator {
+    pub fn new(kind: Kind) -> Self {
+        Translator { kind, message: None }
+    }
+
     /// The events of one line (none for lines it has no use for).
     pub fn line(&mut self, line: &str) -> Vec<DriverEvent> {
         let Ok(v) = serde_json::from_str::<Value>(line.trim()) else { return Vec::new() };
+        match self.kind {
+            Kind::ClaudeCode => self.claude_line(&v),
+            Kind::Codex => codex_line(&v),
+        }
+    }
+
+    fn claude_line(&mut self, v: &Value) -> Vec<DriverEvent> {
         let mut out = Vec::new();
         match v["type"].as_str() {
             Some("system") if v["subtype"] == "init" => {
@@ -210,6 +268,70 @@ impl Translator {
         }
         out
     }
+}
+
+/// One line of `codex exec --json`: `thread.started` (its session), items as they
+/// start and complete (the agent's messages and reasoning whole, its commands and other
+/// actions as calls with their results), and `turn.completed` / `turn.failed`.
+fn codex_line(v: &Value) -> Vec<DriverEvent> {
+    let mut out = Vec::new();
+    let item = &v["item"];
+    let id = item["id"].as_str().unwrap_or_default().to_string();
+    let call = |out: &mut Vec<DriverEvent>, name: &str, args: Value| {
+        out.push(DriverEvent::Model(ProviderEvent::ToolCallStart { index: 0, call_id: id.clone(), name: name.into() }));
+        out.push(DriverEvent::Model(ProviderEvent::ToolCallArgs { index: 0, delta: args.to_string() }));
+        out.push(DriverEvent::ModelEnd);
+    };
+    match (v["type"].as_str(), item["type"].as_str()) {
+        (Some("thread.started"), _) => {
+            if let Some(id) = v["thread_id"].as_str() {
+                out.push(DriverEvent::Session(id.to_string()));
+            }
+        }
+        (Some("item.completed"), Some("agent_message")) => {
+            out.push(DriverEvent::Model(ProviderEvent::Text(item["text"].as_str().unwrap_or_default().into())));
+            out.push(DriverEvent::ModelEnd);
+        }
+        (Some("item.completed"), Some("reasoning")) => {
+            out.push(DriverEvent::Model(ProviderEvent::Reasoning(item["text"].as_str().unwrap_or_default().into())));
+            out.push(DriverEvent::ModelEnd);
+        }
+        (Some("item.started"), Some("command_execution")) => {
+            call(&mut out, "exec_command", serde_json::json!({"cmd": item["command"]}));
+        }
+        (Some("item.completed"), Some("command_execution")) => {
+            let mut text = item["aggregated_output"].as_str().unwrap_or_default().to_string();
+            if let Some(code) = item["exit_code"].as_i64().filter(|c| *c != 0) {
+                text.push_str(&format!("\n[exit code {code}]"));
+            }
+            out.push(DriverEvent::ToolResult { call_id: id, output: text });
+        }
+        // Its warnings ("model metadata not found") are not part of the answer.
+        (Some("item.started" | "item.completed"), Some("error" | "todo_list")) => {}
+        (Some("item.started"), Some(kind)) => call(&mut out, kind, item.clone()),
+        (Some("item.completed"), Some(_)) => {
+            let status = item["status"].as_str().unwrap_or("completed");
+            out.push(DriverEvent::ToolResult { call_id: id, output: status.to_string() });
+        }
+        (Some("turn.completed"), _) => {
+            let u = &v["usage"];
+            let input = u["input_tokens"].as_u64().unwrap_or(0);
+            let output = u["output_tokens"].as_u64().unwrap_or(0);
+            out.push(DriverEvent::Model(ProviderEvent::Usage { input, output }));
+            out.push(DriverEvent::ModelEnd);
+            out.push(DriverEvent::Done(Ok(())));
+        }
+        (Some("turn.failed"), _) => {
+            let why = v["error"]["message"].as_str().unwrap_or("the agent's turn failed");
+            out.push(DriverEvent::Done(Err(why.to_string())));
+        }
+        (Some("error"), _) => {
+            let why = v["message"].as_str().unwrap_or("the agent failed");
+            out.push(DriverEvent::Done(Err(why.to_string())));
+        }
+        _ => {}
+    }
+    out
 }
 
 /// A tool result's content (a string, or text blocks) as one text.
@@ -264,8 +386,39 @@ mod tests {
     use super::*;
 
     fn events(lines: &[&str]) -> Vec<DriverEvent> {
-        let mut t = Translator::default();
+        let mut t = Translator::new(Kind::ClaudeCode);
         lines.iter().flat_map(|l| t.line(l)).collect()
+    }
+
+    #[test]
+    fn codexs_items_become_messages_calls_and_results() {
+        let mut t = Translator::new(Kind::Codex);
+        let got: Vec<DriverEvent> = [
+            r#"{"type":"thread.started","thread_id":"th-1"}"#,
+            r#"{"type":"item.completed","item":{"id":"item_0","type":"error","message":"Model metadata not found"}}"#,
+            r#"{"type":"turn.started"}"#,
+            r#"{"type":"item.started","item":{"id":"item_1","type":"command_execution","command":"bash -lc 'false'","status":"in_progress"}}"#,
+            r#"{"type":"item.completed","item":{"id":"item_1","type":"command_execution","aggregated_output":"oops\n","exit_code":1}}"#,
+            r#"{"type":"item.completed","item":{"id":"item_2","type":"agent_message","text":"done"}}"#,
+            r#"{"type":"turn.completed","usage":{"input_tokens":10,"output_tokens":6}}"#,
+        ]
+        .iter()
+        .flat_map(|l| t.line(l))
+        .collect();
+        let shown: Vec<String> = got.iter().map(|e| format!("{e:?}")).collect();
+        assert!(matches!(&got[0], DriverEvent::Session(s) if s == "th-1"), "{shown:#?}");
+        assert!(
+            matches!(&got[1], DriverEvent::Model(ProviderEvent::ToolCallStart { call_id, name, .. }) if call_id == "item_1" && name == "exec_command"),
+            "{shown:#?}"
+        );
+        assert!(
+            matches!(&got[4], DriverEvent::ToolResult { output, .. } if output == "oops\n\n[exit code 1]"),
+            "{shown:#?}"
+        );
+        assert!(matches!(&got[5], DriverEvent::Model(ProviderEvent::Text(t)) if t == "done"), "{shown:#?}");
+        assert!(matches!(got.last(), Some(DriverEvent::Done(Ok(())))), "{shown:#?}");
+        let failed = t.line(r#"{"type":"turn.failed","error":{"message":"stream disconnected"}}"#);
+        assert!(matches!(&failed[0], DriverEvent::Done(Err(e)) if e == "stream disconnected"));
     }
 
     #[test]

@@ -1,8 +1,8 @@
-//! The system agent template `claude-code`: the server builds its image at start
-//! (Claude Code from npm, through the host's CA bundle), and an instance of it answers
-//! a streamed Responses request through the edge with a tool call run by the real
-//! Claude Code CLI, against a scripted Anthropic model the test serves, then resumes
-//! the agent's session on the next turn.
+//! The system agent templates `claude-code` and `codex`: the server builds their images
+//! at start (from npm, through the host's CA bundle), and an instance of each answers a
+//! streamed Responses request through the edge with a tool call run by the real CLI,
+//! against a scripted model the test serves (Anthropic Messages for Claude Code, the
+//! OpenAI Responses API for Codex), then resumes the agent's session on the next turn.
 //!
 //! The image takes minutes to build the first time (apt, npm); the builder's cache
 //! makes later runs take seconds.
@@ -57,26 +57,25 @@ async fn stream(s: &TestServer, host: &str, body: Value) -> Vec<(String, Value)>
         .collect()
 }
 
-#[tokio::test]
-async fn claude_code_answers_through_the_edge_with_a_tool_call_against_a_scripted_model() {
+/// A server offering the agent template `name`, once its image is built (instances of
+/// it are refused while it builds).
+async fn server_with(name: &str) -> TestServer {
     let opts = ServerOptions {
-        extra_args: vec!["--agent-templates".into(), "claude-code".into()],
+        extra_args: vec!["--agent-templates".into(), name.into()],
         network: TEST_NETWORK.into(),
         ..Default::default()
     };
     let s = TestServer::start_with(opts).await;
-
-    // The server builds the image at start; until it is ready, instances wait.
     let deadline = Instant::now() + Duration::from_secs(1500);
     let mut refused_while_building = false;
     loop {
-        let (status, t) = s.get("/v1/templates/claude-code").await;
+        let (status, t) = s.get(&format!("/v1/templates/{name}")).await;
         assert_eq!(status, 200, "{t}");
-        assert_eq!((t["system"].as_bool(), t["agents"][0].as_str()), (Some(true), Some("claude-code")), "{t}");
+        assert_eq!((t["system"].as_bool(), t["agents"][0].as_str()), (Some(true), Some(name)), "{t}");
         match t["status"].as_str().unwrap() {
-            "ready" => break,
+            "ready" => return s,
             "building" if !refused_while_building => {
-                let (status, err) = s.post("/v1/instances", json!({"template": "claude-code"})).await;
+                let (status, err) = s.post("/v1/instances", json!({"template": name})).await;
                 if status == 409 {
                     assert_eq!(err["error"]["code"], "build_not_ready", "{err}");
                     refused_while_building = true;
@@ -88,6 +87,58 @@ async fn claude_code_answers_through_the_edge_with_a_tool_call_against_a_scripte
         assert!(Instant::now() < deadline, "the agent template is still building: {t}");
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+}
+
+#[tokio::test]
+async fn codex_answers_through_the_edge_with_a_tool_call_against_a_scripted_model() {
+    let s = server_with("codex").await;
+    let model = ScriptedLlm::responses_on("0.0.0.0:0", |body| {
+        let last = body["input"].as_array().and_then(|i| i.last()).cloned().unwrap_or_default();
+        if last["type"] == "function_call_output" {
+            let out = last["output"].as_str().map(str::to_string).unwrap_or_else(|| last["output"].to_string());
+            return text(&["codex heard ", if out.contains("from-codex-instance") { "its shell" } else { "nothing" }]);
+        }
+        if last.to_string().contains("and again") {
+            return text(&["second codex turn"]);
+        }
+        tool("exec_command", json!({"cmd": "echo from-codex-instance"}))
+    })
+    .await;
+    let env = json!({"BERTH_LLM_BASE_URL": model.base_url_at(&network_gateway(TEST_NETWORK)),
+        "BERTH_LLM_API_KEY": "sk-codex-scripted", "BERTH_MODEL": "gpt-scripted"});
+    let inst =
+        s.create_instance(json!({"template": "codex", "env": env, "network": reach_host_port(model.port())})).await;
+    let id = inst["id"].as_str().unwrap().to_string();
+    let host = format!("{}.localhost:{}", &id[5..], s.edge_port());
+
+    let events = stream(&s, &host, json!({"input": "say hello from your shell", "stream": true})).await;
+    let (last, done) = events.last().unwrap();
+    assert_eq!(last, "response.completed", "{done}");
+    let output = done["response"]["output"].as_array().unwrap();
+    let call = output.iter().find(|i| i["type"] == "function_call").expect("a tool call");
+    assert_eq!(call["name"], "exec_command", "{call}");
+    assert!(call["arguments"].as_str().unwrap().contains("echo from-codex-instance"), "{call}");
+    let result = output.iter().find(|i| i["type"] == "function_call_output").expect("its result");
+    assert!(result["output"].as_str().unwrap().contains("from-codex-instance"), "the instance ran it: {result}");
+    let answer = output.iter().rev().find(|i| i["type"] == "message").unwrap();
+    assert_eq!(answer["content"][0]["text"], "codex heard its shell", "{answer}");
+    let reqs = model.requests();
+    assert!(reqs.iter().all(|r| r.headers["authorization"] == "Bearer sk-codex-scripted"));
+
+    let first_len = reqs.last().unwrap().body["input"].as_array().unwrap().len();
+    let session = done["response"]["session_id"].as_str().unwrap();
+    let events = stream(&s, &host, json!({"input": "and again", "session_id": session, "stream": true})).await;
+    let (last, done) = events.last().unwrap();
+    assert_eq!(last, "response.completed", "{done}");
+    let out = done["response"]["output"].as_array().unwrap();
+    assert_eq!(out.last().unwrap()["content"][0]["text"], "second codex turn", "{done}");
+    let resumed = model.requests().last().unwrap().body["input"].as_array().unwrap().len();
+    assert!(resumed > first_len, "the resumed thread sent its earlier turn too ({resumed} items)");
+}
+
+#[tokio::test]
+async fn claude_code_answers_through_the_edge_with_a_tool_call_against_a_scripted_model() {
+    let s = server_with("claude-code").await;
 
     let model = ScriptedLlm::anthropic_on("0.0.0.0:0", |body| match tool_results(body) {
         None if last_text(body).contains("again") => text(&["second turn, same session"]),

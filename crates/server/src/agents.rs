@@ -21,21 +21,34 @@ use std::sync::{Arc, Mutex};
 pub const AGENT_NAMES: &[&str] = &["hermes", "claude-code", "codex", "openclaw", "all"];
 
 /// The agent templates this build ships (the others are not driven yet).
-pub const SHIPPED: &[&str] = &["claude-code"];
+pub const SHIPPED: &[&str] = &["claude-code", "codex"];
 
 /// Lines of build output kept for the template's `build.error`.
 const KEPT_LINES: usize = 40;
+
+/// The first steps of every agent template: npm (the same text, so one cached layer).
+fn node(base: &str) -> String {
+    format!(
+        "FROM {base}\n\
+         RUN apt-get update && apt-get install -y --no-install-recommends nodejs npm \\\n\
+         \x20 && rm -rf /var/lib/apt/lists/*\n"
+    )
+}
 
 /// The Dockerfile of an agent template, on `base`.
 fn dockerfile(name: &str, base: &str) -> Option<String> {
     match name {
         // Claude Code's npm package installs a native executable; npm itself needs Node.
         "claude-code" => Some(format!(
-            "FROM {base}\n\
-             RUN apt-get update && apt-get install -y --no-install-recommends nodejs npm \\\n\
-             \x20 && rm -rf /var/lib/apt/lists/*\n\
-             RUN npm install -g @anthropic-ai/claude-code && npm cache clean --force && claude --version\n\
-             ENV BERTH_AGENT_DRIVER=claude-code\n"
+            "{}RUN npm install -g @anthropic-ai/claude-code && npm cache clean --force && claude --version\n\
+             ENV BERTH_AGENT_DRIVER=claude-code\n",
+            node(base)
+        )),
+        // Codex's npm package carries its native executable too.
+        "codex" => Some(format!(
+            "{}RUN npm install -g @openai/codex && npm cache clean --force && codex --version\n\
+             ENV BERTH_AGENT_DRIVER=codex\n",
+            node(base)
         )),
         _ => None,
     }
@@ -69,9 +82,10 @@ impl SystemAgents {
                     SHIPPED.join(", ")
                 );
             };
-            names.push(shipped);
+            if !names.contains(&shipped) {
+                names.push(shipped);
+            }
         }
-        names.dedup();
         let building =
             AgentState { status: TemplateStatus::Building, error: None, started_at: None, finished_at: None };
         let states = names.iter().map(|n| (*n, building.clone())).collect();
@@ -189,8 +203,12 @@ mod tests {
         assert_eq!(a.state("claude-code").unwrap().status, TemplateStatus::Building);
         let none = SystemAgents::new(&["none".into()], "b".into()).unwrap();
         assert!(none.names().is_empty());
-        let err = SystemAgents::new(&["codex".into()], "b".into()).err().unwrap().to_string();
-        assert!(err.contains("`codex`") && err.contains("claude-code"), "{err}");
+        let err = SystemAgents::new(&["hermes".into()], "b".into()).err().unwrap().to_string();
+        assert!(err.contains("`hermes`") && err.contains("claude-code, codex"), "{err}");
+        let both = SystemAgents::new(&["codex".into(), "claude-code".into()], "b".into()).unwrap();
+        assert_eq!(both.names(), ["codex", "claude-code"]);
+        let codex = dockerfile("codex", "b").unwrap();
+        assert!(codex.starts_with(&node("b")) && codex.contains("@openai/codex"), "{codex}");
         let d = dockerfile("claude-code", "berth/base:bookworm").unwrap();
         assert!(d.starts_with("FROM berth/base:bookworm\n") && d.contains("@anthropic-ai/claude-code"), "{d}");
         berth_runtime::build::check_dockerfile(&d).unwrap();

@@ -138,6 +138,16 @@ impl ScriptedLlm {
         Self::serve(bind, app, script, "").await
     }
 
+    /// A model speaking the OpenAI Responses API (`POST /v1/responses`, streamed), as
+    /// Codex uses it; text and tool calls only. `base_url` ends in `/v1`.
+    pub async fn responses_on(bind: &str, script: impl Fn(&Value) -> Reply + Send + Sync + 'static) -> Self {
+        let app = Router::new().route("/v1/responses", post(openai_responses)).route(
+            "/v1/models",
+            get(|| async { Json(json!({"object": "list", "data": [{"id": "scripted-1", "object": "model"}]})) }),
+        );
+        Self::serve(bind, app, script, "/v1").await
+    }
+
     async fn serve(
         bind: &str,
         app: Router<Shared>,
@@ -244,6 +254,65 @@ async fn openai_chat(State(s): State<Shared>, headers: HeaderMap, Json(body): Js
         Reply::Garbage => sse(vec![("data: {this is not json\n\n".into(), now)], false, false),
         Reply::Hang => sse(vec![(": waiting\n\n".into(), now)], false, true),
     }
+}
+
+async fn openai_responses(State(s): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let reply = record(&s, headers, &body);
+    let now = Duration::ZERO;
+    let seq = std::cell::Cell::new(0);
+    let ev = |mut v: Value| {
+        v["sequence_number"] = json!(seq.get());
+        seq.set(seq.get() + 1);
+        let name = v["type"].as_str().unwrap_or_default().to_string();
+        (berth_sse::encode(Some(&name), &v.to_string()), now)
+    };
+    let turn = body["input"].as_array().map_or(0, |i| i.len());
+    let response = json!({"id": format!("resp_{turn}"), "object": "response", "status": "in_progress",
+        "model": body["model"], "output": []});
+    let mut frames = vec![ev(json!({"type": "response.created", "response": response}))];
+    let output: Vec<Value> = match reply {
+        Reply::Text(chunks) | Reply::SlowText(chunks, _) | Reply::Reasoning(_, chunks) => {
+            let id = format!("msg_{turn}");
+            let item = |text: &str, status: &str| {
+                json!({"type": "message", "id": id, "role": "assistant", "status": status,
+                    "content": [{"type": "output_text", "text": text, "annotations": []}]})
+            };
+            frames.push(ev(json!({"type": "response.output_item.added", "output_index": 0,
+                "item": {"type": "message", "id": id, "role": "assistant", "status": "in_progress", "content": []}})));
+            for c in &chunks {
+                frames.push(ev(json!({"type": "response.output_text.delta", "output_index": 0, "item_id": id,
+                    "content_index": 0, "delta": c})));
+            }
+            let done = item(&chunks.concat(), "completed");
+            frames.push(ev(json!({"type": "response.output_item.done", "output_index": 0, "item": done})));
+            vec![done]
+        }
+        Reply::Tools(calls) => calls
+            .iter()
+            .enumerate()
+            .map(|(i, (name, args))| {
+                let (id, call_id) = (format!("fc_{turn}_{i}"), format!("call_{turn}_{i}"));
+                let done = json!({"type": "function_call", "id": id, "call_id": call_id, "name": name,
+                    "arguments": args.to_string(), "status": "completed"});
+                frames.push(ev(json!({"type": "response.output_item.added", "output_index": i,
+                    "item": {"type": "function_call", "id": id, "call_id": call_id, "name": name,
+                        "arguments": "", "status": "in_progress"}})));
+                frames.push(ev(json!({"type": "response.function_call_arguments.delta", "output_index": i,
+                    "item_id": id, "delta": args.to_string()})));
+                frames.push(ev(json!({"type": "response.output_item.done", "output_index": i, "item": done})));
+                done
+            })
+            .collect(),
+        Reply::Status(code, body) => return (StatusCode::from_u16(code).unwrap(), Json(body)).into_response(),
+        other => panic!("the Responses model does not script {other:?}"),
+    };
+    let mut done = response;
+    done["status"] = json!("completed");
+    done["output"] = json!(output);
+    done["usage"] = json!({"input_tokens": 11, "output_tokens": 7, "total_tokens": 18,
+        "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}});
+    frames.push(ev(json!({"type": "response.completed", "response": done})));
+    sse(frames, false, false)
 }
 
 async fn anthropic_messages(State(s): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {

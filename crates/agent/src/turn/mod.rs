@@ -132,11 +132,15 @@ impl Turn {
         let internal = |e: crate::store::StoreError| StepError::Internal(format!("The agent's store failed: {e}"));
         let resume = store.external_session(&session).map_err(internal)?;
         let llm = &self.state.config.llm;
-        // Its Anthropic settings when it has them, else berth's LLM settings (the
-        // managed proxy speaks Messages too, with the instance's token as the key).
-        let (base_url, api_key) = match (&llm.anthropic_api_key, &llm.openai_api_key) {
-            (None, Some(key)) => (&llm.openai_base_url, Some(key)),
-            (key, _) => (&llm.anthropic_base_url, key.as_ref()),
+        let (base_url, api_key) = match driver {
+            // The OpenAI settings: Codex speaks the Responses API (so does the managed proxy).
+            Driver::Codex { .. } => (&llm.openai_base_url, llm.openai_api_key.as_ref()),
+            // Its Anthropic settings when it has them, else berth's LLM settings (the
+            // managed proxy speaks Messages too, with the instance's token as the key).
+            Driver::ClaudeCode { .. } => match (&llm.anthropic_api_key, &llm.openai_api_key) {
+                (None, Some(key)) => (&llm.openai_base_url, Some(key)),
+                (key, _) => (&llm.anthropic_base_url, key.as_ref()),
+            },
         };
         let launch = Launch {
             prompt: &self.prompt,
