@@ -20,9 +20,10 @@ pub struct AgentConfig {
     /// The user tools run as (`BERTH_AGENT_TOOL_USER`, `UID[:GID]`; unset: the agent's
     /// own). berth sets `1000:1000` in instances, where the agent runs as root.
     pub tool_user: Option<crate::tools::ToolUser>,
-    /// Another agent to drive per turn instead of the agent's own loop
-    /// (`BERTH_AGENT_DRIVER=claude-code`; `BERTH_AGENT_DRIVER_BIN` its executable).
-    pub driver: Option<crate::driver::Driver>,
+    /// Other agents to drive per turn instead of the agent's own loop, the first by
+    /// default, another when a request names it (`BERTH_AGENT_DRIVER=claude-code,codex`;
+    /// `BERTH_AGENT_DRIVER_BIN` the executable, when there is one agent).
+    pub drivers: Vec<crate::driver::Driver>,
 }
 
 /// Which wire protocol a provider speaks.
@@ -109,15 +110,7 @@ impl AgentConfig {
                 idle_timeout: Duration::from_secs(num("BERTH_LLM_TIMEOUT_SECS", 300)),
             },
             tool_user: crate::tools::ToolUser::from_env().ok().flatten(),
-            driver: var("BERTH_AGENT_DRIVER").filter(|d| d != "berth-agent").and_then(|d| {
-                match crate::driver::Driver::from_env(&d, var("BERTH_AGENT_DRIVER_BIN")) {
-                    Ok(d) => Some(d),
-                    Err(e) => {
-                        tracing::error!("{e}; the agent answers itself");
-                        None
-                    }
-                }
-            }),
+            drivers: drivers(var("BERTH_AGENT_DRIVER"), var("BERTH_AGENT_DRIVER_BIN")),
             limits: Limits {
                 max_steps: num("BERTH_AGENT_MAX_STEPS", 32u32).max(1),
                 shell_timeout: Duration::from_secs(num("BERTH_AGENT_SHELL_TIMEOUT_SECS", 120)),
@@ -125,4 +118,25 @@ impl AgentConfig {
             },
         }
     }
+}
+
+/// The agents named in `BERTH_AGENT_DRIVER` (comma-separated; `berth-agent`: none).
+fn drivers(names: Option<String>, bin: Option<String>) -> Vec<crate::driver::Driver> {
+    let names: Vec<String> = names
+        .unwrap_or_default()
+        .split(',')
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty() && n != "berth-agent")
+        .collect();
+    // One executable path can only be one agent's.
+    let bin = bin.filter(|_| names.len() == 1);
+    let mut out: Vec<crate::driver::Driver> = Vec::new();
+    for name in names {
+        match crate::driver::Driver::from_env(&name, bin.clone()) {
+            Ok(d) if !out.contains(&d) => out.push(d),
+            Ok(_) => {}
+            Err(e) => tracing::error!("{e}; not driven"),
+        }
+    }
+    out
 }

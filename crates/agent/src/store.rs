@@ -95,21 +95,31 @@ impl Store {
         })
     }
 
-    /// The driven agent's own session continuing this one, if any.
-    pub fn external_session(&self, id: &str) -> Result<Option<String>> {
+    /// A driven agent's own session continuing this one, if any (`external_id` holds
+    /// one per agent, as a JSON object).
+    pub fn external_session(&self, id: &str, agent: &str) -> Result<Option<String>> {
+        let map = self.externals(id)?;
+        Ok(map.get(agent).and_then(|v| v.as_str()).map(str::to_string))
+    }
+
+    /// Records a driven agent's own session continuing this one.
+    pub fn set_external_session(&self, id: &str, agent: &str, external: &str) -> Result<()> {
+        let mut map = self.externals(id)?;
+        map.insert(agent.to_string(), external.into());
+        let text = serde_json::Value::Object(map).to_string();
         self.with(|c| {
-            Ok(c.query_row("SELECT external_id FROM sessions WHERE id = ?1", [id], |r| r.get::<_, Option<String>>(0))
-                .optional()?
-                .flatten())
+            c.execute("UPDATE sessions SET external_id = ?2 WHERE id = ?1", params![id, text])?;
+            Ok(())
         })
     }
 
-    /// Records the driven agent's own session continuing this one.
-    pub fn set_external_session(&self, id: &str, external: &str) -> Result<()> {
-        self.with(|c| {
-            c.execute("UPDATE sessions SET external_id = ?2 WHERE id = ?1", params![id, external])?;
-            Ok(())
-        })
+    fn externals(&self, id: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let text = self.with(|c| {
+            Ok(c.query_row("SELECT external_id FROM sessions WHERE id = ?1", [id], |r| r.get::<_, Option<String>>(0))
+                .optional()?
+                .flatten())
+        })?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default())
     }
 
     /// The session's summary, if it exists.

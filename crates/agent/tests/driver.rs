@@ -128,3 +128,47 @@ async fn a_failing_agent_turn_fails_with_its_reason() {
     assert_eq!(last.data["response"]["error"]["message"], "API Error: 529 overloaded");
     assert_eq!(last.data["response"]["error"]["code"], "agent_error");
 }
+
+/// A stand-in `codex`: logs its arguments, prints a thread and an agent message.
+const FAKE_CODEX: &str = r#"#!/bin/sh
+echo "CODEX $*" >> "$HOME/claude.log"
+echo '{"type":"thread.started","thread_id":"th-9"}'
+echo '{"type":"turn.started"}'
+echo '{"type":"item.completed","item":{"id":"item_1","type":"agent_message","text":"codex here"}}'
+echo '{"type":"turn.completed","usage":{"input_tokens":3,"output_tokens":2}}'
+"#;
+
+#[tokio::test]
+async fn with_several_agents_the_first_answers_and_agent_picks_another_each_resumed_apart() {
+    let llm = ScriptedLlm::openai(|_| Reply::Text(vec!["unused".into()])).await;
+    let dirs = Dirs::new();
+    let bin_dir = dirs.workdir.parent().unwrap().join("bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    for (name, text) in [("claude", FAKE_CLAUDE), ("codex", FAKE_CODEX)] {
+        let bin = bin_dir.join(name);
+        std::fs::write(&bin, text).unwrap();
+        std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let agent =
+        Agent::start(&dirs, &llm.base_url, &[("BERTH_AGENT_DRIVER", "claude-code,codex"), ("PATH", &path)]).await;
+
+    let (_, first) = agent.post("/v1/responses", &json!({"model": "m", "input": "hi"})).await;
+    assert_eq!(first["output"].as_array().unwrap().last().unwrap()["content"][0]["text"], "the shell said hi");
+    let session = first["session_id"].as_str().unwrap();
+    let (_, second) = agent
+        .post("/v1/responses", &json!({"model": "m", "input": "hi", "agent": "codex", "session_id": session}))
+        .await;
+    assert_eq!(second["output"][0]["content"][0]["text"], "codex here", "{second}");
+    let (_, third) = agent
+        .post("/v1/responses", &json!({"model": "m", "input": "hi", "agent": "codex", "session_id": session}))
+        .await;
+    assert_eq!(third["status"], "completed", "{third}");
+    let (_, fourth) = agent.post("/v1/responses", &json!({"model": "m", "input": "hi", "session_id": session})).await;
+    assert_eq!(fourth["status"], "completed", "{fourth}");
+    let log = read(&dirs.workdir, "claude.log");
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("ARGS") || l.starts_with("CODEX")).collect();
+    assert!(lines[1].starts_with("CODEX exec --json") && !lines[1].contains("resume"), "{log}");
+    assert!(lines[2].contains("resume th-9"), "codex resumes its own thread: {log}");
+    assert!(lines[3].starts_with("ARGS") && lines[3].contains("--resume cc-sess-1"), "and claude its own: {log}");
+}

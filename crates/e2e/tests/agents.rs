@@ -71,7 +71,9 @@ async fn server_with(name: &str) -> TestServer {
     loop {
         let (status, t) = s.get(&format!("/v1/templates/{name}")).await;
         assert_eq!(status, 200, "{t}");
-        assert_eq!((t["system"].as_bool(), t["agents"][0].as_str()), (Some(true), Some(name)), "{t}");
+        let agents: Vec<&str> = t["agents"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        assert!(t["system"] == true && agents.contains(&"berth-agent"), "{t}");
+        assert!(name == "all" || agents[0] == name, "{t}");
         match t["status"].as_str().unwrap() {
             "ready" => return s,
             "building" if !refused_while_building => {
@@ -82,7 +84,11 @@ async fn server_with(name: &str) -> TestServer {
                 }
             }
             "building" => {}
-            _ => panic!("the agent template's image did not build: {t}"),
+            _ => {
+                let log = s.log();
+                let tail: Vec<&str> = log.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect();
+                panic!("the agent template's image did not build: {t}\n{}", tail.join("\n"))
+            }
         }
         assert!(Instant::now() < deadline, "the agent template is still building: {t}");
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -184,4 +190,32 @@ async fn claude_code_answers_through_the_edge_with_a_tool_call_against_a_scripte
     assert_eq!(text_out, "second turn, same session");
     let resumed = model.requests().last().unwrap().body["messages"].as_array().unwrap().len();
     assert!(resumed >= 3, "the resumed session sent its earlier turn too ({resumed} messages)");
+}
+
+#[tokio::test]
+async fn all_has_both_agents_and_the_requests_agent_field_picks_one() {
+    let s = server_with("all").await;
+    let claude = ScriptedLlm::anthropic_on("0.0.0.0:0", |_| text(&["claude-code answering"])).await;
+    let codex = ScriptedLlm::responses_on("0.0.0.0:0", |_| text(&["codex answering"])).await;
+    let gw = network_gateway(TEST_NETWORK);
+    let env = json!({"BERTH_ANTHROPIC_BASE_URL": claude.base_url_at(&gw), "BERTH_ANTHROPIC_API_KEY": "sk-ant-scripted",
+        "BERTH_LLM_BASE_URL": codex.base_url_at(&gw), "BERTH_LLM_API_KEY": "sk-codex-scripted",
+        "BERTH_MODEL": "scripted"});
+    let allow = |p: u16| format!("{gw}/32:{p}");
+    let network = json!({"egress": {"allow": [allow(claude.port()), allow(codex.port())]}});
+    let inst = s.create_instance(json!({"template": "all", "env": env, "network": network})).await;
+    assert_eq!(inst["agents"], json!(["claude-code", "codex", "berth-agent"]), "{inst}");
+    let id = inst["id"].as_str().unwrap().to_string();
+    let host = format!("{}.localhost:{}", &id[5..], s.edge_port());
+    for (agent, want) in [(None, "claude-code answering"), (Some("codex"), "codex answering")] {
+        let mut body = json!({"input": "who are you?", "stream": true});
+        if let Some(a) = agent {
+            body["agent"] = json!(a);
+        }
+        let events = stream(&s, &host, body).await;
+        let (last, done) = events.last().unwrap();
+        assert_eq!(last, "response.completed", "{agent:?}: {done}");
+        let out = done["response"]["output"].as_array().unwrap();
+        assert_eq!(out.last().unwrap()["content"][0]["text"], want, "{agent:?}: {done}");
+    }
 }

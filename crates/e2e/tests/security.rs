@@ -411,6 +411,23 @@ async fn the_egress_rules_deny_local_ranges_take_the_operators_flags_and_come_ba
     }
     pos(&iptables("iptables").1, &jump);
 
+    // A rule another server left (killed, its containers removed behind it) for an
+    // address no container holds: the next container to get the address would inherit
+    // its policy. Removed within a prune (every 10 s), with its chain; ours stays.
+    run("iptables", &["-w", "-N", "BERTH-I-xxxxxxxxxx"]);
+    run("iptables", &["-w", "-A", "BERTH-I-xxxxxxxxxx", "-j", "REJECT"]);
+    let foreign = "berth:gone-server/inst_xxxxxxxxxx";
+    run(
+        "iptables",
+        &["-w", "-A", &inst, "-s", "192.0.2.98/32", "-m", "comment", "--comment", foreign, "-j", "BERTH-I-xxxxxxxxxx"],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
+    while iptables("iptables").1.iter().any(|l| l.contains("BERTH-I-xxxxxxxxxx")) {
+        assert!(std::time::Instant::now() < deadline, "a vacant address's rule not removed within 25 s");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    pos(&iptables("iptables").1, &jump);
+
     // Deleting the instance removes its own rules.
     let (st, _) = s.call(Method::DELETE, &format!("/v1/instances/{c}?purge=true"), Some(&s.key), None).await;
     assert_eq!(st, 200);

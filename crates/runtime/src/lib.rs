@@ -247,6 +247,12 @@ pub trait Runtime: Send + Sync + 'static {
     fn host_address(&self) -> Option<std::net::IpAddr> {
         None
     }
+    /// The addresses the containers on the instances' network hold now (any
+    /// container: instances, builds, other servers'); `None` where the runtime cannot
+    /// say.
+    async fn network_addresses(&self) -> Result<Option<std::collections::HashSet<std::net::IpAddr>>> {
+        Ok(None)
+    }
     /// The pull of `image` running now, if any.
     fn pull_progress(&self, _image: &str) -> Option<PullProgress> {
         None

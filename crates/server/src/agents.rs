@@ -21,10 +21,13 @@ use std::sync::{Arc, Mutex};
 pub const AGENT_NAMES: &[&str] = &["hermes", "claude-code", "codex", "openclaw", "all"];
 
 /// The agent templates this build ships (the others are not driven yet).
-pub const SHIPPED: &[&str] = &["claude-code", "codex"];
+pub const SHIPPED: &[&str] = &["claude-code", "codex", "all"];
 
 /// Lines of build output kept for the template's `build.error`.
 const KEPT_LINES: usize = 40;
+
+const CLAUDE: &str = "RUN npm install -g @anthropic-ai/claude-code && npm cache clean --force && claude --version\n";
+const CODEX: &str = "RUN npm install -g @openai/codex && npm cache clean --force && codex --version\n";
 
 /// The first steps of every agent template: npm (the same text, so one cached layer).
 fn node(base: &str) -> String {
@@ -39,17 +42,11 @@ fn node(base: &str) -> String {
 fn dockerfile(name: &str, base: &str) -> Option<String> {
     match name {
         // Claude Code's npm package installs a native executable; npm itself needs Node.
-        "claude-code" => Some(format!(
-            "{}RUN npm install -g @anthropic-ai/claude-code && npm cache clean --force && claude --version\n\
-             ENV BERTH_AGENT_DRIVER=claude-code\n",
-            node(base)
-        )),
+        "claude-code" => Some(format!("{}{CLAUDE}ENV BERTH_AGENT_DRIVER=claude-code\n", node(base))),
         // Codex's npm package carries its native executable too.
-        "codex" => Some(format!(
-            "{}RUN npm install -g @openai/codex && npm cache clean --force && codex --version\n\
-             ENV BERTH_AGENT_DRIVER=codex\n",
-            node(base)
-        )),
+        "codex" => Some(format!("{}{CODEX}ENV BERTH_AGENT_DRIVER=codex\n", node(base))),
+        // Both (on top of the claude-code image's cached layers); the first answers by default.
+        "all" => Some(format!("{}{CLAUDE}{CODEX}ENV BERTH_AGENT_DRIVER=claude-code,codex\n", node(base))),
         _ => None,
     }
 }
@@ -117,7 +114,10 @@ impl SystemAgents {
             health_path: None,
             stdin: false,
             agent: true,
-            agents: vec![name.to_string(), "berth-agent".into()],
+            agents: match name {
+                "all" => vec!["claude-code".into(), "codex".into(), "berth-agent".into()],
+                _ => vec![name.to_string(), "berth-agent".into()],
+            },
             default_size: 1,
         }
     }
@@ -204,7 +204,12 @@ mod tests {
         let none = SystemAgents::new(&["none".into()], "b".into()).unwrap();
         assert!(none.names().is_empty());
         let err = SystemAgents::new(&["hermes".into()], "b".into()).err().unwrap().to_string();
-        assert!(err.contains("`hermes`") && err.contains("claude-code, codex"), "{err}");
+        assert!(err.contains("`hermes`") && err.contains("claude-code, codex, all"), "{err}");
+        let all = dockerfile("all", "b").unwrap();
+        assert!(all
+            .starts_with(&dockerfile("claude-code", "b").unwrap().replace("ENV BERTH_AGENT_DRIVER=claude-code\n", "")));
+        assert!(all.ends_with("ENV BERTH_AGENT_DRIVER=claude-code,codex\n"), "{all}");
+        assert_eq!(SystemAgents::spec("all").agents, ["claude-code", "codex", "berth-agent"]);
         let both = SystemAgents::new(&["codex".into(), "claude-code".into()], "b".into()).unwrap();
         assert_eq!(both.names(), ["codex", "claude-code"]);
         let codex = dockerfile("codex", "b").unwrap();

@@ -66,7 +66,7 @@ const NDP_TYPES: &[u8] = &[133, 135, 136];
 
 /// One of iptables' families.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Family {
+pub enum Family {
     V4,
     V6,
 }
@@ -618,20 +618,7 @@ impl Firewall {
         if script.is_empty() {
             return Ok(());
         }
-        let text = format!("*filter\n{}\nCOMMIT\n", script.join("\n"));
-        tracing::debug!(family = f.cmd(), rules = %text, "writing egress rules");
-        let mut child = Command::new(f.restore())
-            .args(["-w", "--noflush"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("running {}", f.restore()))?;
-        child.stdin.take().context("stdin")?.write_all(text.as_bytes())?;
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!("{} refused the egress rules: {}", f.restore(), String::from_utf8_lossy(&out.stderr).trim());
-        }
+        write_rules(f, &script)?;
         for c in &drop_chains {
             inner.seen.remove(&(f, c.clone()));
         }
@@ -646,9 +633,93 @@ impl Firewall {
     }
 }
 
+/// Applies rule lines (`-A`, `-D`, `-F`, chain declarations) in one `*-restore` call.
+fn write_rules(f: Family, script: &[String]) -> anyhow::Result<()> {
+    let text = format!("*filter\n{}\nCOMMIT\n", script.join("\n"));
+    tracing::debug!(family = f.cmd(), rules = %text, "writing egress rules");
+    let mut child = Command::new(f.restore())
+        .args(["-w", "--noflush"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", f.restore()))?;
+    child.stdin.take().context("stdin")?.write_all(text.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("{} refused the egress rules: {}", f.restore(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// The source address of a dispatch rule (`-s 172.18.0.5/32`).
+fn source_of(rule: &str) -> Option<IpAddr> {
+    arg(rule, "-s")?.split('/').next()?.parse().ok()
+}
+
+impl Firewall {
+    /// The dispatch rules on the bridge now, of every server using it: list them
+    /// *before* reading which addresses the bridge's containers hold, then hand both to
+    /// [`Firewall::prune_vacant`].
+    pub fn dispatch_listing(&self) -> anyhow::Result<Vec<(Family, String)>> {
+        let mut out = Vec::new();
+        for &f in &self.families {
+            match Listing::read(f) {
+                Ok(list) => out.extend(list.chain(&self.dispatch_chain()).iter().map(|l| (f, l.clone()))),
+                Err(e) if f == Family::V6 => tracing::debug!(error = %e, "no IPv6 listing"),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes the rules of `listed` whose source address no container on the bridge
+    /// holds (`held`, read after `listed`): left by a server killed with its instances
+    /// then removed, they would give the next container to get that address (an
+    /// instance, a template build) the policy of one long gone. A rule added after the
+    /// listing is never touched, so an instance another server just started keeps its
+    /// own. Answers how many went.
+    pub fn prune_vacant(&self, listed: &[(Family, String)], held: &HashSet<IpAddr>) -> anyhow::Result<usize> {
+        let _inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut removed = 0;
+        for &f in &self.families {
+            let vacant: Vec<&String> = listed
+                .iter()
+                .filter(|(lf, l)| *lf == f && source_of(l).is_some_and(|a| !held.contains(&a)))
+                .map(|(_, l)| l)
+                .collect();
+            if vacant.is_empty() {
+                continue;
+            }
+            // Still there (another server may have removed some meanwhile).
+            let now = Listing::read(f)?;
+            let present = now.chain(&self.dispatch_chain());
+            let script: Vec<String> =
+                vacant.into_iter().filter(|l| present.contains(l)).map(|l| l.replacen("-A ", "-D ", 1)).collect();
+            if script.is_empty() {
+                continue;
+            }
+            for l in &script {
+                tracing::info!(rule = %l, "removing an egress rule for an address no container holds");
+            }
+            write_rules(f, &script)?;
+            removed += script.len();
+        }
+        Ok(removed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dispatch_rules_source_is_its_address() {
+        let l = "-A BERTH-INST-x -s 172.18.0.13/32 -m comment --comment \"berth:a/inst_b\" -j BERTH-I-b";
+        assert_eq!(source_of(l), Some("172.18.0.13".parse().unwrap()));
+        assert_eq!(source_of("-A BERTH-INST-x -s fd00::5/128 -j BERTH-I-b"), Some("fd00::5".parse().unwrap()));
+        assert_eq!(source_of("-A BERTH-INST-x -j RETURN"), None);
+    }
 
     fn fw() -> Firewall {
         Firewall {

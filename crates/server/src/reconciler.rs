@@ -68,12 +68,17 @@ impl CrashTracker {
 pub struct Reconciler {
     state: AppState,
     crashes: Arc<Mutex<HashMap<InstanceId, CrashTracker>>>,
+    /// When vacant egress rules were last looked for.
+    pruned: Mutex<Option<Instant>>,
 }
+
+/// How often vacant egress rules are looked for (a listing and a network inspect).
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
 impl Reconciler {
     /// A reconciler over the server's state.
     pub fn new(state: AppState) -> Self {
-        Self { state, crashes: Arc::default() }
+        Self { state, crashes: Arc::default(), pruned: Mutex::default() }
     }
 
     /// Loops with `interval` between passes.
@@ -89,7 +94,19 @@ impl Reconciler {
     /// One pass over every record, container and volume.
     pub async fn pass(&self) -> anyhow::Result<()> {
         // The egress rules first: a firewall reload or a rule deleted by hand is back
-        // within a pass (one listing per family when nothing changed).
+        // within a pass (one listing per family when nothing changed); rules for
+        // addresses no container holds go.
+        let due = {
+            let mut pruned = self.pruned.lock().unwrap_or_else(|e| e.into_inner());
+            let due = pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
+            if due {
+                *pruned = Some(Instant::now());
+            }
+            due
+        };
+        if due {
+            self.state.egress_prune().await;
+        }
         self.state.egress_sync().await;
         // Containers and volumes first, records second: anything listed was made
         // after its record was inserted, so it cannot be mistaken for an orphan.

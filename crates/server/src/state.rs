@@ -134,6 +134,30 @@ impl AppState {
         }
     }
 
+    /// Removes egress rules for addresses no container on the bridge holds (left by a
+    /// server killed with its instances removed behind it); failures are logged.
+    pub async fn egress_prune(&self) {
+        let Some(fw) = self.egress.clone() else { return };
+        let lister = fw.clone();
+        // The rules first, then the addresses: a rule added meanwhile is not judged.
+        let listed = match tokio::task::spawn_blocking(move || lister.dispatch_listing()).await {
+            Ok(Ok(listed)) if !listed.is_empty() => listed,
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => return tracing::warn!(error = %e, "could not list the egress rules"),
+            Err(e) => return tracing::warn!(error = %e, "egress listing task failed"),
+        };
+        let held = match self.runtime.network_addresses().await {
+            Ok(Some(held)) => held,
+            Ok(None) => return,
+            Err(e) => return tracing::warn!(error = %e, "could not read the network's addresses"),
+        };
+        match tokio::task::spawn_blocking(move || fw.prune_vacant(&listed, &held)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not remove vacant egress rules"),
+            Err(e) => tracing::warn!(error = %e, "egress pruning task failed"),
+        }
+    }
+
     /// Sets an instance's egress policy, applying it at once when it changed.
     pub async fn egress_policy(&self, id: &berth_core::InstanceId, policy: &berth_core::Egress) {
         if self.egress.as_ref().is_some_and(|fw| fw.set_policy(id, policy)) {

@@ -130,7 +130,7 @@ impl Turn {
         let store = self.state.store.clone();
         let session = self.response.session_id.clone();
         let internal = |e: crate::store::StoreError| StepError::Internal(format!("The agent's store failed: {e}"));
-        let resume = store.external_session(&session).map_err(internal)?;
+        let resume = store.external_session(&session, driver.name()).map_err(internal)?;
         let llm = &self.state.config.llm;
         let (base_url, api_key) = match driver {
             // The OpenAI settings: Codex speaks the Responses API (so does the managed proxy).
@@ -164,7 +164,7 @@ impl Turn {
             match ev {
                 DriverEvent::Session(id) => {
                     if resume.as_deref() != Some(id.as_str()) {
-                        store.set_external_session(&session, &id).map_err(internal)?;
+                        store.set_external_session(&session, driver.name(), &id).map_err(internal)?;
                     }
                 }
                 DriverEvent::Model(first) => {

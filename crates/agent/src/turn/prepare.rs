@@ -32,16 +32,20 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
         })?),
     };
     let provider = state.provider_for(requested, &model);
+    let drivers = &state.config.drivers;
     let driver = match req.agent.as_deref().map(str::trim) {
-        None | Some("") => state.config.driver.clone(),
+        None | Some("") => drivers.first().cloned(),
         Some("berth-agent") => None,
-        Some(name) => match &state.config.driver {
-            Some(d) if d.name() == name => Some(d.clone()),
-            installed => {
-                let have = installed.as_ref().map(|d| format!("`berth-agent` and `{}`", d.name()));
+        Some(name) => match drivers.iter().find(|d| d.name() == name) {
+            Some(d) => Some(d.clone()),
+            None => {
+                let have: Vec<String> = std::iter::once("berth-agent")
+                    .chain(drivers.iter().map(|d| d.name()))
+                    .map(|n| format!("`{n}`"))
+                    .collect();
                 return Err(ApiError::invalid_param(
                     "agent",
-                    format!("This instance has no agent '{name}': it has {}.", have.unwrap_or("`berth-agent`".into())),
+                    format!("This instance has no agent '{name}': it has {}.", have.join(", ")),
                 ));
             }
         },

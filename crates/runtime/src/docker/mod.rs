@@ -559,6 +559,24 @@ impl Runtime for DockerRuntime {
         *self.gateway.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    async fn network_addresses(&self) -> Result<Option<std::collections::HashSet<IpAddr>>> {
+        let _p = self.read_permit().await;
+        let net = self
+            .docker
+            .inspect_network(&self.network_ref(), None::<bollard::query_parameters::InspectNetworkOptions>)
+            .await
+            .map_err(map_err)?;
+        let held = net
+            .containers
+            .unwrap_or_default()
+            .values()
+            .flat_map(|c| [c.ipv4_address.as_deref(), c.ipv6_address.as_deref()])
+            .flatten()
+            .filter_map(|a| a.split('/').next()?.parse().ok())
+            .collect();
+        Ok(Some(held))
+    }
+
     fn pull_progress(&self, image: &str) -> Option<crate::PullProgress> {
         self.pulls.progress(image)
     }
