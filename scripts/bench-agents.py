@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Agent templates (issue 12), one run:
 
-  1. build time of the `claude-code` agent template's image: cold (its image removed
-     first, so apt and npm run again) and cached (a second server start), from server
-     start to the template saying `ready`;
-  2. time to first token through the edge, Claude Code vs berth-agent, on the same
-     scripted Anthropic model (a streaming Messages server this script runs), turns
-     alternating between the two instances; each turn a new session.
+  1. build time of the `claude-code` agent template's image: cold (every agent image
+     and every dangling image removed first, so apt and npm run again) and cached (a
+     second server start), from server start to the template saying `ready`;
+  2. time to first token through the edge, Claude Code and Codex vs berth-agent, on the
+     same scripted model (a server this script runs: Anthropic Messages for Claude Code
+     and berth-agent, the OpenAI Responses API for Codex, the same words), turns
+     alternating between the instances; each turn a new session.
 
     scripts/bench-agents.py [--turns N] [--build release|debug] [--cached-only]
 
@@ -40,6 +41,8 @@ class Model(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
         model = body.get("model", "m")
+        if self.path.endswith("/responses"):
+            return self.responses_api(model)
         if not body.get("stream"):
             out = json.dumps({"id": "msg_1", "type": "message", "role": "assistant", "model": model,
                               "content": [{"type": "text", "text": "".join(WORDS)}], "stop_reason": "end_turn",
@@ -70,17 +73,44 @@ class Model(BaseHTTPRequestHandler):
         self.close_connection = True
 
 
+    def responses_api(self, model):
+        """The same words as an OpenAI Responses stream (Codex's protocol)."""
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("connection", "close")
+        self.end_headers()
+        seq = iter(range(1000))
+
+        def ev(data):
+            data["sequence_number"] = next(seq)
+            self.wfile.write(f"event: {data['type']}\ndata: {json.dumps(data)}\n\n".encode())
+            self.wfile.flush()
+        resp = {"id": "resp_1", "object": "response", "status": "in_progress", "model": model, "output": []}
+        ev({"type": "response.created", "response": resp})
+        msg = {"type": "message", "id": "msg_1", "role": "assistant", "status": "in_progress", "content": []}
+        ev({"type": "response.output_item.added", "output_index": 0, "item": msg})
+        for w in WORDS:
+            ev({"type": "response.output_text.delta", "output_index": 0, "item_id": "msg_1", "content_index": 0,
+                "delta": w})
+        done = dict(msg, status="completed", content=[{"type": "output_text", "text": "".join(WORDS), "annotations": []}])
+        ev({"type": "response.output_item.done", "output_index": 0, "item": done})
+        ev({"type": "response.completed", "response": dict(resp, status="completed", output=[done], usage={
+            "input_tokens": 5, "output_tokens": 5, "total_tokens": 10, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 0}})})
+        self.close_connection = True
+
+
 def gateway(network):
     return subprocess.run(["docker", "network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}", network],
                           capture_output=True, text=True, check=True).stdout.strip()
 
 
-def until_ready(server, limit=1800):
-    """Seconds until the claude-code template is ready (from now)."""
+def until_ready(server, name="claude-code", limit=1800):
+    """Seconds until the agent template is ready (from now)."""
     started = time.monotonic()
     while time.monotonic() - started < limit:
         try:
-            st, t = server.call("GET", "/v1/templates/claude-code")
+            st, t = server.call("GET", f"/v1/templates/{name}")
         except OSError:
             st, t = 0, None
         if st == 200 and t["status"] == "ready":
@@ -123,26 +153,32 @@ def main():
 
     cold = None
     if not args.cached_only:
-        subprocess.run(["docker", "rmi", "-f", IMAGE], capture_output=True)
+        # Every agent image goes (the others share its layers), so apt and npm run again.
+        for name in ("claude-code", "codex", "all"):
+            subprocess.run(["docker", "rmi", "-f", f"berth/agent-{name}:latest"], capture_output=True)
+        # The classic builder's cache is the intermediate images they leave: dangling ones go too.
+        subprocess.run(["docker", "image", "prune", "-f"], capture_output=True)
         server = Server(BASE, flags, args.build)
         try:
             server.wait_ready()
             cold = until_ready(server)
         finally:
             server.stop()
-    server = Server(BASE, flags, args.build)
+    server = Server(BASE, ["--agent-templates", "claude-code,codex"], args.build)
     model = ThreadingHTTPServer(("0.0.0.0", 0), Model)
     threading.Thread(target=model.serve_forever, daemon=True).start()
     try:
         server.wait_ready()
         cached = until_ready(server)
+        until_ready(server, "codex")
         gw = gateway("berth-bench")
         url = f"http://{gw}:{model.server_address[1]}"
         network = {"egress": {"allow": [f"{gw}/32:{model.server_address[1]}"]}}
         env = {"BERTH_ANTHROPIC_BASE_URL": url, "BERTH_ANTHROPIC_API_KEY": "sk-ant-bench",
+               "BERTH_LLM_BASE_URL": url + "/v1", "BERTH_LLM_API_KEY": "sk-bench",
                "BERTH_MODEL": "claude-bench", "BERTH_LLM_PROVIDER": "anthropic"}
         made, labels = [], {}
-        for kind in ("claude-code", "berth-agent"):
+        for kind in ("claude-code", "codex", "berth-agent"):
             st, inst = server.call("POST", "/v1/instances", {"template": kind, "env": env, "network": network})
             if st != 201:
                 raise SystemExit(f"create from {kind} failed ({st}): {inst}")
@@ -161,7 +197,7 @@ def main():
         print(f"{'claude-code image build':<34}{'cold s':>8}{'cached s':>10}")
         cold_text = f"{cold:>8.1f}" if cold is not None else f"{'-':>8}"
         print(f"{'server start -> template ready':<34}{cold_text}{cached:>10.1f}")
-        print(f"\n{args.turns} streamed turns each through the edge, alternating, same scripted Anthropic model")
+        print(f"\n{args.turns} streamed turns each through the edge, alternating, same scripted model")
         print(f"{'agent':<34}{'TTFT p50 ms':>12}{'p90 ms':>9}{'turn p50 ms':>13}")
         for k in labels:
             first, total = times[k]
