@@ -16,7 +16,7 @@ use crate::tools::ToolUser;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 /// An agent berth-agent drives.
@@ -26,6 +26,9 @@ pub enum Driver {
     ClaudeCode { bin: PathBuf },
     /// OpenAI's Codex CLI, its `codex` executable (`codex exec --json`).
     Codex { bin: PathBuf },
+    /// Nous Research's Hermes Agent, its `hermes` executable, spoken to in ACP
+    /// (`hermes acp`: JSON-RPC on stdio).
+    Hermes { bin: PathBuf },
 }
 
 /// What a driven turn needs from the agent's settings.
@@ -64,8 +67,9 @@ impl Driver {
         match name.trim() {
             "claude-code" | "claude" => Ok(Driver::ClaudeCode { bin: bin.unwrap_or_else(|| "claude".into()).into() }),
             "codex" => Ok(Driver::Codex { bin: bin.unwrap_or_else(|| "codex".into()).into() }),
+            "hermes" => Ok(Driver::Hermes { bin: bin.unwrap_or_else(|| "hermes".into()).into() }),
             other => Err(format!(
-                "unknown agent `{other}` (BERTH_AGENT_DRIVER): this agent drives `claude-code` and `codex`"
+                "unknown agent `{other}` (BERTH_AGENT_DRIVER): this agent drives `claude-code`, `codex` and `hermes`"
             )),
         }
     }
@@ -75,6 +79,7 @@ impl Driver {
         match self {
             Driver::ClaudeCode { .. } => "claude-code",
             Driver::Codex { .. } => "codex",
+            Driver::Hermes { .. } => "hermes",
         }
     }
 
@@ -120,26 +125,38 @@ impl Driver {
                 cmd.arg(l.prompt);
                 cmd
             }
+            Driver::Hermes { bin } => {
+                let mut cmd = tokio::process::Command::new(bin);
+                cmd.args(["acp", "--accept-hooks"])
+                    .env("HERMES_INFERENCE_PROVIDER", "openai-api")
+                    .env("HERMES_INFERENCE_MODEL", l.model)
+                    .env("OPENAI_BASE_URL", l.base_url.trim_end_matches('/'));
+                cmd
+            }
         };
         cmd.current_dir(l.workdir)
             .env("HOME", l.workdir)
-            .stdin(Stdio::null())
+            .stdin(if matches!(self, Driver::Hermes { .. }) { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         crate::tools::confine::confine(&mut cmd, l.user);
         // After `confine`, which keeps the agent's own keys from tools: this one is the CLI's.
         if let Some(key) = l.api_key {
-            cmd.env(
-                if matches!(self, Driver::Codex { .. }) { "BERTH_CODEX_API_KEY" } else { "ANTHROPIC_API_KEY" },
-                key,
-            );
+            let var = match self {
+                Driver::ClaudeCode { .. } => "ANTHROPIC_API_KEY",
+                Driver::Codex { .. } => "BERTH_CODEX_API_KEY",
+                Driver::Hermes { .. } => "OPENAI_API_KEY",
+            };
+            cmd.env(var, key);
         }
-        let kind = match self {
-            Driver::ClaudeCode { .. } => Kind::ClaudeCode,
-            Driver::Codex { .. } => Kind::Codex,
+        let mut t = match self {
+            Driver::ClaudeCode { .. } => Translator::new(Kind::ClaudeCode),
+            Driver::Codex { .. } => Translator::new(Kind::Codex),
+            Driver::Hermes { .. } => Translator::acp(l.prompt, l.workdir, l.resume),
         };
         let mut child = cmd.spawn()?;
+        let mut stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("piped");
         let mut stderr = child.stderr.take().expect("piped");
         let (tx, rx) = mpsc::channel(256);
@@ -150,9 +167,22 @@ impl Driver {
                 text
             });
             let mut lines = BufReader::new(stdout).lines();
-            let mut t = Translator::new(kind);
             let mut ended = false;
-            while let Ok(Some(line)) = lines.next_line().await {
+            loop {
+                // What the translator has to say to the agent (ACP requests and replies).
+                if let Some(input) = &mut stdin {
+                    for w in t.writes() {
+                        if input.write_all(format!("{w}\n").as_bytes()).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = input.flush().await;
+                }
+                if ended && t.kind == Kind::Acp {
+                    // The turn's answer is in: the ACP server would wait for more.
+                    break;
+                }
+                let Ok(Some(line)) = lines.next_line().await else { break };
                 for ev in t.line(&line) {
                     ended |= matches!(ev, DriverEvent::Done(_));
                     if tx.send(ev).await.is_err() {
@@ -160,6 +190,10 @@ impl Driver {
                         return;
                     }
                 }
+            }
+            if t.kind == Kind::Acp {
+                drop(stdin);
+                let _ = child.start_kill();
             }
             let status = child.wait().await;
             if !ended {
@@ -194,6 +228,8 @@ fn toml_string(s: &str) -> String {
 pub enum Kind {
     ClaudeCode,
     Codex,
+    /// The Agent Client Protocol (Hermes).
+    Acp,
 }
 
 /// Turns the CLI's lines into [`DriverEvent`]s.
@@ -201,11 +237,48 @@ pub struct Translator {
     kind: Kind,
     /// The model answer being relayed (Claude Code).
     message: Option<AnthropicEvents>,
+    /// The ACP conversation, for Hermes.
+    acp: Option<Acp>,
+}
+
+/// Where an ACP turn stands: `initialize` (1), then `session/load` of the session to
+/// resume (2) or `session/new` (4; also when the load fails), then `session/prompt`
+/// (3), whose answer ends the turn.
+struct Acp {
+    prompt: String,
+    cwd: String,
+    resume: Option<String>,
+    /// The prompt was sent: updates from now on are this turn's (a load replays history).
+    prompting: bool,
+    /// A message is being streamed.
+    open: bool,
+    writes: Vec<String>,
 }
 
 impl Translator {
     pub fn new(kind: Kind) -> Self {
-        Translator { kind, message: None }
+        Translator { kind, message: None, acp: None }
+    }
+
+    /// An ACP turn: `prompt` in a session at `cwd`, resuming `resume` when given.
+    pub fn acp(prompt: &str, cwd: &Path, resume: Option<&str>) -> Self {
+        let init = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": 1,
+            "clientCapabilities": {"fs": {"readTextFile": false, "writeTextFile": false}, "terminal": false}}});
+        let acp = Acp {
+            prompt: prompt.to_string(),
+            cwd: cwd.display().to_string(),
+            resume: resume.map(str::to_string),
+            prompting: false,
+            open: false,
+            writes: vec![init.to_string()],
+        };
+        Translator { kind: Kind::Acp, message: None, acp: Some(acp) }
+    }
+
+    /// Lines to write to the agent's standard input now.
+    pub fn writes(&mut self) -> Vec<String> {
+        self.acp.as_mut().map(|a| std::mem::take(&mut a.writes)).unwrap_or_default()
     }
 
     /// The events of one line (none for lines it has no use for).
@@ -214,6 +287,7 @@ impl Translator {
         match self.kind {
             Kind::ClaudeCode => self.claude_line(&v),
             Kind::Codex => codex_line(&v),
+            Kind::Acp => self.acp.as_mut().map(|a| a.line(&v)).unwrap_or_default(),
         }
     }
 
@@ -334,6 +408,145 @@ fn codex_line(v: &Value) -> Vec<DriverEvent> {
     out
 }
 
+impl Acp {
+    fn send(&mut self, id: u64, method: &str, params: Value) {
+        self.writes
+            .push(serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string());
+    }
+
+    fn new_session(&mut self) {
+        let cwd = self.cwd.clone();
+        self.send(4, "session/new", serde_json::json!({"cwd": cwd, "mcpServers": []}));
+    }
+
+    fn prompt(&mut self, out: &mut Vec<DriverEvent>, session: String) {
+        out.push(DriverEvent::Session(session.clone()));
+        let prompt = serde_json::json!([{"type": "text", "text": self.prompt}]);
+        self.send(3, "session/prompt", serde_json::json!({"sessionId": session, "prompt": prompt}));
+        self.prompting = true;
+    }
+
+    fn close(&mut self, out: &mut Vec<DriverEvent>) {
+        if std::mem::take(&mut self.open) {
+            out.push(DriverEvent::ModelEnd);
+        }
+    }
+
+    fn line(&mut self, v: &Value) -> Vec<DriverEvent> {
+        let mut out = Vec::new();
+        // The agent asks the client: permissions are granted (the instance is the
+        // sandbox, as for berth-agent's own tools); nothing else is offered.
+        if let (Some(method), Some(id)) = (v["method"].as_str(), v.get("id")) {
+            let reply = match method {
+                "session/request_permission" => {
+                    let options = v["params"]["options"].as_array().cloned().unwrap_or_default();
+                    let pick = options
+                        .iter()
+                        .find(|o| o["kind"].as_str().is_some_and(|k| k.starts_with("allow")))
+                        .or(options.first())
+                        .and_then(|o| o["optionId"].as_str())
+                        .unwrap_or_default()
+                        .to_string();
+                    serde_json::json!({"jsonrpc": "2.0", "id": id,
+                        "result": {"outcome": {"outcome": "selected", "optionId": pick}}})
+                }
+                _ => serde_json::json!({"jsonrpc": "2.0", "id": id,
+                    "error": {"code": -32601, "message": format!("{method} is not offered by berth-agent")}}),
+            };
+            self.writes.push(reply.to_string());
+            return out;
+        }
+        if v["method"] == "session/update" {
+            if self.prompting {
+                self.update(&v["params"]["update"], &mut out);
+            }
+            return out;
+        }
+        let error = v["error"]["message"].as_str().map(str::to_string);
+        match (v["id"].as_u64(), error) {
+            (Some(1), None) => match self.resume.clone() {
+                Some(id) => {
+                    let cwd = self.cwd.clone();
+                    self.send(2, "session/load", serde_json::json!({"sessionId": id, "cwd": cwd, "mcpServers": []}));
+                }
+                None => self.new_session(),
+            },
+            (Some(2), None) => {
+                let id = self.resume.clone().unwrap_or_default();
+                self.prompt(&mut out, id);
+            }
+            // A session that cannot be loaded (gone): a new one.
+            (Some(2), Some(_)) => self.new_session(),
+            (Some(4), None) => match v["result"]["sessionId"].as_str() {
+                Some(id) => self.prompt(&mut out, id.to_string()),
+                None => out.push(DriverEvent::Done(Err("the agent opened no session".into()))),
+            },
+            (Some(3), None) => {
+                self.close(&mut out);
+                let u = &v["result"]["usage"];
+                let (input, output) = (u["inputTokens"].as_u64().unwrap_or(0), u["outputTokens"].as_u64().unwrap_or(0));
+                out.push(DriverEvent::Model(ProviderEvent::Usage { input, output }));
+                out.push(DriverEvent::ModelEnd);
+                out.push(DriverEvent::Done(match v["result"]["stopReason"].as_str() {
+                    Some("refusal") => Err("the agent refused".into()),
+                    _ => Ok(()),
+                }));
+            }
+            (Some(_), Some(e)) => {
+                self.close(&mut out);
+                out.push(DriverEvent::Done(Err(e)));
+            }
+            _ => {}
+        }
+        out
+    }
+
+    fn update(&mut self, u: &Value, out: &mut Vec<DriverEvent>) {
+        let text = || u["content"]["text"].as_str().unwrap_or_default().to_string();
+        match u["sessionUpdate"].as_str() {
+            Some("agent_message_chunk") => {
+                self.open = true;
+                out.push(DriverEvent::Model(ProviderEvent::Text(text())));
+            }
+            Some("agent_thought_chunk") => {
+                self.open = true;
+                out.push(DriverEvent::Model(ProviderEvent::Reasoning(text())));
+            }
+            Some("tool_call") => {
+                self.close(out);
+                let id = u["toolCallId"].as_str().unwrap_or_default().to_string();
+                let title = u["title"].as_str().unwrap_or_default();
+                // `terminal: echo hi`: the tool's name, then what it does.
+                let name = title.split(':').next().unwrap_or(title).trim();
+                let name = if name.is_empty() { u["kind"].as_str().unwrap_or("tool") } else { name };
+                let args = match u.get("rawInput") {
+                    Some(raw) if !raw.is_null() => raw.clone(),
+                    _ => serde_json::json!({"title": title}),
+                };
+                out.push(DriverEvent::Model(ProviderEvent::ToolCallStart { index: 0, call_id: id, name: name.into() }));
+                out.push(DriverEvent::Model(ProviderEvent::ToolCallArgs { index: 0, delta: args.to_string() }));
+                out.push(DriverEvent::ModelEnd);
+            }
+            Some("tool_call_update") if matches!(u["status"].as_str(), Some("completed" | "failed")) => {
+                self.close(out);
+                let texts: Vec<String> = u["content"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c["content"]["text"].as_str().map(str::to_string))
+                    .collect();
+                let mut output = texts.join("\n");
+                if u["status"] == "failed" {
+                    output = format!("error: {output}");
+                }
+                let call_id = u["toolCallId"].as_str().unwrap_or_default().to_string();
+                out.push(DriverEvent::ToolResult { call_id, output });
+            }
+            _ => {}
+        }
+    }
+}
+
 /// A tool result's content (a string, or text blocks) as one text.
 fn result_text(content: &Value, is_error: bool) -> String {
     let text = match content {
@@ -452,6 +665,50 @@ mod tests {
         assert!(matches!(&got[8], DriverEvent::ModelEnd));
         assert!(matches!(&got[9], DriverEvent::Done(Ok(()))));
         assert_eq!(got.len(), 10, "a sub-agent's stream and unknown lines add nothing: {shown:#?}");
+    }
+
+    #[test]
+    fn an_acp_turn_opens_or_loads_a_session_prompts_and_relays_updates() {
+        let mut t = Translator::acp("run it", Path::new("/home/agent"), Some("s-old"));
+        let sent = |t: &mut Translator| -> Vec<Value> {
+            t.writes().iter().map(|w| serde_json::from_str(w).unwrap()).collect()
+        };
+        assert_eq!(sent(&mut t)[0]["method"], "initialize");
+        assert!(t.line(r#"{"jsonrpc":"2.0","id":1,"result":{"agentCapabilities":{"loadSession":true}}}"#).is_empty());
+        let load = sent(&mut t);
+        assert_eq!(
+            (load[0]["method"].as_str(), load[0]["params"]["sessionId"].as_str()),
+            (Some("session/load"), Some("s-old"))
+        );
+        // The load replays history: not this turn's. A failed load opens a new session.
+        assert!(t.line(r#"{"jsonrpc":"2.0","method":"session/update","params":{"update":{"sessionUpdate":"agent_message_chunk","content":{"text":"old"}}}}"#).is_empty());
+        assert!(t.line(r#"{"jsonrpc":"2.0","id":2,"error":{"code":-32002,"message":"no such session"}}"#).is_empty());
+        assert_eq!(sent(&mut t)[0]["method"], "session/new");
+        let got = t.line(r#"{"jsonrpc":"2.0","id":4,"result":{"sessionId":"s-new"}}"#);
+        assert!(matches!(&got[0], DriverEvent::Session(s) if s == "s-new"));
+        let prompt = sent(&mut t);
+        assert_eq!(
+            (prompt[0]["method"].as_str(), prompt[0]["params"]["prompt"][0]["text"].as_str()),
+            (Some("session/prompt"), Some("run it"))
+        );
+        // The agent asks for permission: granted with an allow option.
+        t.line(r#"{"jsonrpc":"2.0","id":7,"method":"session/request_permission","params":{"options":[{"optionId":"no","kind":"reject_once"},{"optionId":"yes","kind":"allow_once"}]}}"#);
+        assert_eq!(sent(&mut t)[0]["result"]["outcome"]["optionId"], "yes");
+        let lines = [
+            r#"{"jsonrpc":"2.0","method":"session/update","params":{"update":{"sessionUpdate":"tool_call","toolCallId":"tc-1","title":"terminal: echo hi","kind":"execute"}}}"#,
+            r#"{"jsonrpc":"2.0","method":"session/update","params":{"update":{"sessionUpdate":"tool_call_update","toolCallId":"tc-1","status":"completed","content":[{"type":"content","content":{"type":"text","text":"hi"}}]}}}"#,
+            r#"{"jsonrpc":"2.0","method":"session/update","params":{"update":{"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"done"}}}}"#,
+            r#"{"jsonrpc":"2.0","id":3,"result":{"stopReason":"end_turn","usage":{"inputTokens":5,"outputTokens":3}}}"#,
+        ];
+        let got: Vec<DriverEvent> = lines.iter().flat_map(|l| t.line(l)).collect();
+        let shown: Vec<String> = got.iter().map(|e| format!("{e:?}")).collect();
+        assert!(
+            matches!(&got[0], DriverEvent::Model(ProviderEvent::ToolCallStart { call_id, name, .. }) if call_id == "tc-1" && name == "terminal"),
+            "{shown:#?}"
+        );
+        assert!(matches!(&got[3], DriverEvent::ToolResult { output, .. } if output == "hi"), "{shown:#?}");
+        assert!(matches!(&got[4], DriverEvent::Model(ProviderEvent::Text(t)) if t == "done"), "{shown:#?}");
+        assert!(matches!(got.last(), Some(DriverEvent::Done(Ok(())))), "{shown:#?}");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! makes later runs take seconds.
 
 use berth_test_util::docker::{network_gateway, reach_host_port, TEST_NETWORK};
-use berth_test_util::llm::{last_text, text, tool, ScriptedLlm};
+use berth_test_util::llm::{last_role, last_text, text, tool, ScriptedLlm};
 use berth_test_util::server::ServerOptions;
 use berth_test_util::TestServer;
 use futures_util::StreamExt;
@@ -196,7 +196,12 @@ async fn claude_code_answers_through_the_edge_with_a_tool_call_against_a_scripte
 async fn all_has_both_agents_and_the_requests_agent_field_picks_one() {
     let s = server_with("all").await;
     let claude = ScriptedLlm::anthropic_on("0.0.0.0:0", |_| text(&["claude-code answering"])).await;
-    let codex = ScriptedLlm::responses_on("0.0.0.0:0", |_| text(&["codex answering"])).await;
+    // One OpenAI endpoint for Codex (Responses) and Hermes (chat completions).
+    let codex = ScriptedLlm::responses_on("0.0.0.0:0", |body| match body.get("messages") {
+        Some(_) => text(&["hermes answering"]),
+        None => text(&["codex answering"]),
+    })
+    .await;
     let gw = network_gateway(TEST_NETWORK);
     let env = json!({"BERTH_ANTHROPIC_BASE_URL": claude.base_url_at(&gw), "BERTH_ANTHROPIC_API_KEY": "sk-ant-scripted",
         "BERTH_LLM_BASE_URL": codex.base_url_at(&gw), "BERTH_LLM_API_KEY": "sk-codex-scripted",
@@ -204,10 +209,12 @@ async fn all_has_both_agents_and_the_requests_agent_field_picks_one() {
     let allow = |p: u16| format!("{gw}/32:{p}");
     let network = json!({"egress": {"allow": [allow(claude.port()), allow(codex.port())]}});
     let inst = s.create_instance(json!({"template": "all", "env": env, "network": network})).await;
-    assert_eq!(inst["agents"], json!(["claude-code", "codex", "berth-agent"]), "{inst}");
+    assert_eq!(inst["agents"], json!(["claude-code", "codex", "hermes", "berth-agent"]), "{inst}");
     let id = inst["id"].as_str().unwrap().to_string();
     let host = format!("{}.localhost:{}", &id[5..], s.edge_port());
-    for (agent, want) in [(None, "claude-code answering"), (Some("codex"), "codex answering")] {
+    for (agent, want) in
+        [(None, "claude-code answering"), (Some("codex"), "codex answering"), (Some("hermes"), "hermes answering")]
+    {
         let mut body = json!({"input": "who are you?", "stream": true});
         if let Some(a) = agent {
             body["agent"] = json!(a);
@@ -218,4 +225,51 @@ async fn all_has_both_agents_and_the_requests_agent_field_picks_one() {
         let out = done["response"]["output"].as_array().unwrap();
         assert_eq!(out.last().unwrap()["content"][0]["text"], want, "{agent:?}: {done}");
     }
+}
+
+#[tokio::test]
+async fn hermes_answers_through_the_edge_with_a_tool_call_against_a_scripted_model() {
+    let s = server_with("hermes").await;
+    let model = ScriptedLlm::openai_on("0.0.0.0:0", |body| {
+        if last_role(body) == "tool" {
+            let heard = if last_text(body).contains("from-hermes-instance") { "its shell" } else { "nothing" };
+            return text(&["hermes heard ", heard]);
+        }
+        if last_text(body).contains("and again") {
+            return text(&["second hermes turn"]);
+        }
+        tool("terminal", json!({"command": "echo from-hermes-instance"}))
+    })
+    .await;
+    let env = json!({"BERTH_LLM_BASE_URL": model.base_url_at(&network_gateway(TEST_NETWORK)),
+        "BERTH_LLM_API_KEY": "sk-hermes-scripted", "BERTH_MODEL": "scripted"});
+    let inst =
+        s.create_instance(json!({"template": "hermes", "env": env, "network": reach_host_port(model.port())})).await;
+    let id = inst["id"].as_str().unwrap().to_string();
+    let host = format!("{}.localhost:{}", &id[5..], s.edge_port());
+
+    let events = stream(&s, &host, json!({"input": "say hello from your shell", "stream": true})).await;
+    let kinds: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+    let (last, done) = events.last().unwrap();
+    assert_eq!(last, "response.completed", "{done}");
+    assert!(kinds.contains(&"response.output_text.delta"), "{kinds:?}");
+    let output = done["response"]["output"].as_array().unwrap();
+    let call = output.iter().find(|i| i["type"] == "function_call").expect("a tool call");
+    assert_eq!(call["name"], "terminal", "{call}");
+    let result = output.iter().find(|i| i["type"] == "function_call_output").expect("its result");
+    assert!(result["output"].as_str().unwrap().contains("from-hermes-instance"), "the instance ran it: {result}");
+    let answer = output.iter().rev().find(|i| i["type"] == "message").unwrap();
+    assert!(answer["content"][0]["text"].as_str().unwrap().contains("hermes heard its shell"), "{answer}");
+    let reqs = model.requests();
+    assert!(reqs.iter().all(|r| r.headers["authorization"] == "Bearer sk-hermes-scripted"));
+
+    let first_len = reqs.last().unwrap().body["messages"].as_array().unwrap().len();
+    let session = done["response"]["session_id"].as_str().unwrap();
+    let events = stream(&s, &host, json!({"input": "and again", "session_id": session, "stream": true})).await;
+    let (last, done) = events.last().unwrap();
+    assert_eq!(last, "response.completed", "{done}");
+    let out = done["response"]["output"].as_array().unwrap();
+    assert!(out.last().unwrap()["content"][0]["text"].as_str().unwrap().contains("second hermes turn"), "{done}");
+    let resumed = model.requests().last().unwrap().body["messages"].as_array().unwrap().len();
+    assert!(resumed > first_len, "the resumed session sent its earlier turn too ({resumed} messages)");
 }

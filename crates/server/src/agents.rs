@@ -21,13 +21,17 @@ use std::sync::{Arc, Mutex};
 pub const AGENT_NAMES: &[&str] = &["hermes", "claude-code", "codex", "openclaw", "all"];
 
 /// The agent templates this build ships (the others are not driven yet).
-pub const SHIPPED: &[&str] = &["claude-code", "codex", "all"];
+pub const SHIPPED: &[&str] = &["hermes", "claude-code", "codex", "all"];
 
 /// Lines of build output kept for the template's `build.error`.
 const KEPT_LINES: usize = 40;
 
 const CLAUDE: &str = "RUN npm install -g @anthropic-ai/claude-code && npm cache clean --force && claude --version\n";
 const CODEX: &str = "RUN npm install -g @openai/codex && npm cache clean --force && codex --version\n";
+const HERMES: &str = "RUN apt-get update && apt-get install -y --no-install-recommends python3-venv \\\n\
+    \x20 && rm -rf /var/lib/apt/lists/*\n\
+    RUN python3 -m venv /opt/hermes && /opt/hermes/bin/pip install --no-cache-dir 'hermes-agent[acp]' \\\n\
+    \x20 && ln -s /opt/hermes/bin/hermes /usr/local/bin/hermes && hermes --version\n";
 
 /// The first steps of every agent template: npm (the same text, so one cached layer).
 fn node(base: &str) -> String {
@@ -42,11 +46,15 @@ fn node(base: &str) -> String {
 fn dockerfile(name: &str, base: &str) -> Option<String> {
     match name {
         // Claude Code's npm package installs a native executable; npm itself needs Node.
+        // Hermes Agent from PyPI in a venv of its own, with its ACP extra (how it is driven).
+        "hermes" => Some(format!("FROM {base}\n{HERMES}ENV BERTH_AGENT_DRIVER=hermes\n")),
         "claude-code" => Some(format!("{}{CLAUDE}ENV BERTH_AGENT_DRIVER=claude-code\n", node(base))),
         // Codex's npm package carries its native executable too.
         "codex" => Some(format!("{}{CODEX}ENV BERTH_AGENT_DRIVER=codex\n", node(base))),
-        // Both (on top of the claude-code image's cached layers); the first answers by default.
-        "all" => Some(format!("{}{CLAUDE}{CODEX}ENV BERTH_AGENT_DRIVER=claude-code,codex\n", node(base))),
+        // Every one (on top of the claude-code image's cached layers); the first answers by default.
+        "all" => {
+            Some(format!("{}{CLAUDE}{CODEX}{HERMES}ENV BERTH_AGENT_DRIVER=claude-code,codex,hermes\n", node(base)))
+        }
         _ => None,
     }
 }
@@ -115,7 +123,7 @@ impl SystemAgents {
             stdin: false,
             agent: true,
             agents: match name {
-                "all" => vec!["claude-code".into(), "codex".into(), "berth-agent".into()],
+                "all" => vec!["claude-code".into(), "codex".into(), "hermes".into(), "berth-agent".into()],
                 _ => vec![name.to_string(), "berth-agent".into()],
             },
             default_size: 1,
@@ -203,13 +211,15 @@ mod tests {
         assert_eq!(a.state("claude-code").unwrap().status, TemplateStatus::Building);
         let none = SystemAgents::new(&["none".into()], "b".into()).unwrap();
         assert!(none.names().is_empty());
-        let err = SystemAgents::new(&["hermes".into()], "b".into()).err().unwrap().to_string();
-        assert!(err.contains("`hermes`") && err.contains("claude-code, codex, all"), "{err}");
+        let err = SystemAgents::new(&["openclaw".into()], "b".into()).err().unwrap().to_string();
+        assert!(err.contains("`openclaw`") && err.contains("hermes, claude-code, codex, all"), "{err}");
         let all = dockerfile("all", "b").unwrap();
         assert!(all
             .starts_with(&dockerfile("claude-code", "b").unwrap().replace("ENV BERTH_AGENT_DRIVER=claude-code\n", "")));
-        assert!(all.ends_with("ENV BERTH_AGENT_DRIVER=claude-code,codex\n"), "{all}");
-        assert_eq!(SystemAgents::spec("all").agents, ["claude-code", "codex", "berth-agent"]);
+        assert!(all.ends_with("ENV BERTH_AGENT_DRIVER=claude-code,codex,hermes\n"), "{all}");
+        assert_eq!(SystemAgents::spec("all").agents, ["claude-code", "codex", "hermes", "berth-agent"]);
+        let hermes = dockerfile("hermes", "b").unwrap();
+        assert!(hermes.contains("hermes-agent[acp]") && all.contains("hermes-agent[acp]"), "{hermes}");
         let both = SystemAgents::new(&["codex".into(), "claude-code".into()], "b".into()).unwrap();
         assert_eq!(both.names(), ["codex", "claude-code"]);
         let codex = dockerfile("codex", "b").unwrap();

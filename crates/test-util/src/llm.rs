@@ -139,12 +139,16 @@ impl ScriptedLlm {
     }
 
     /// A model speaking the OpenAI Responses API (`POST /v1/responses`, streamed), as
-    /// Codex uses it; text and tool calls only. `base_url` ends in `/v1`.
+    /// Codex uses it (text and tool calls only), and chat completions too, as an OpenAI
+    /// endpoint does. `base_url` ends in `/v1`.
     pub async fn responses_on(bind: &str, script: impl Fn(&Value) -> Reply + Send + Sync + 'static) -> Self {
-        let app = Router::new().route("/v1/responses", post(openai_responses)).route(
-            "/v1/models",
-            get(|| async { Json(json!({"object": "list", "data": [{"id": "scripted-1", "object": "model"}]})) }),
-        );
+        let app = Router::new()
+            .route("/v1/responses", post(openai_responses))
+            .route("/v1/chat/completions", post(openai_chat))
+            .route(
+                "/v1/models",
+                get(|| async { Json(json!({"object": "list", "data": [{"id": "scripted-1", "object": "model"}]})) }),
+            );
         Self::serve(bind, app, script, "/v1").await
     }
 

@@ -133,8 +133,9 @@ impl Turn {
         let resume = store.external_session(&session, driver.name()).map_err(internal)?;
         let llm = &self.state.config.llm;
         let (base_url, api_key) = match driver {
-            // The OpenAI settings: Codex speaks the Responses API (so does the managed proxy).
-            Driver::Codex { .. } => (&llm.openai_base_url, llm.openai_api_key.as_ref()),
+            // The OpenAI settings: Codex speaks the Responses API (so does the managed
+            // proxy), Hermes chat completions.
+            Driver::Codex { .. } | Driver::Hermes { .. } => (&llm.openai_base_url, llm.openai_api_key.as_ref()),
             // Its Anthropic settings when it has them, else berth's LLM settings (the
             // managed proxy speaks Messages too, with the instance's token as the key).
             Driver::ClaudeCode { .. } => match (&llm.anthropic_api_key, &llm.openai_api_key) {
