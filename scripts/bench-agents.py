@@ -4,10 +4,11 @@
   1. build time of the `claude-code` agent template's image: cold (every agent image
      and every dangling image removed first, so apt and npm run again) and cached (a
      second server start), from server start to the template saying `ready`;
-  2. time to first token through the edge, Claude Code and Codex vs berth-agent, on the
-     same scripted model (a server this script runs: Anthropic Messages for Claude Code
-     and berth-agent, the OpenAI Responses API for Codex, the same words), turns
-     alternating between the instances; each turn a new session.
+  2. time to first token through the edge, Claude Code, Codex and Hermes vs berth-agent,
+     on the same scripted model (a server this script runs: Anthropic Messages for Claude
+     Code and berth-agent, the OpenAI Responses API for Codex, chat completions for
+     Hermes, the same words), turns alternating between the instances; each turn a new
+     session.
 
     scripts/bench-agents.py [--turns N] [--build release|debug] [--cached-only]
 
@@ -43,6 +44,8 @@ class Model(BaseHTTPRequestHandler):
         model = body.get("model", "m")
         if self.path.endswith("/responses"):
             return self.responses_api(model)
+        if self.path.endswith("/chat/completions"):
+            return self.chat(model)
         if not body.get("stream"):
             out = json.dumps({"id": "msg_1", "type": "message", "role": "assistant", "model": model,
                               "content": [{"type": "text", "text": "".join(WORDS)}], "stop_reason": "end_turn",
@@ -72,6 +75,25 @@ class Model(BaseHTTPRequestHandler):
         ev("message_stop", {"type": "message_stop"})
         self.close_connection = True
 
+
+    def chat(self, model):
+        """The same words as OpenAI chat completion chunks (Hermes's protocol)."""
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("connection", "close")
+        self.end_headers()
+
+        def chunk(delta, finish=None, **extra):
+            data = dict({"id": "c1", "object": "chat.completion.chunk", "model": model,
+                         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}, **extra)
+            self.wfile.write(f"data: {json.dumps(data)}\n\n".encode())
+            self.wfile.flush()
+        for w in WORDS:
+            chunk({"content": w})
+        chunk({}, "stop", usage={"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10})
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+        self.close_connection = True
 
     def responses_api(self, model):
         """The same words as an OpenAI Responses stream (Codex's protocol)."""
@@ -154,7 +176,7 @@ def main():
     cold = None
     if not args.cached_only:
         # Every agent image goes (the others share its layers), so apt and npm run again.
-        for name in ("claude-code", "codex", "all"):
+        for name in ("hermes", "claude-code", "codex", "all"):
             subprocess.run(["docker", "rmi", "-f", f"berth/agent-{name}:latest"], capture_output=True)
         # The classic builder's cache is the intermediate images they leave: dangling ones go too.
         subprocess.run(["docker", "image", "prune", "-f"], capture_output=True)
@@ -164,13 +186,16 @@ def main():
             cold = until_ready(server)
         finally:
             server.stop()
-    server = Server(BASE, ["--agent-templates", "claude-code,codex"], args.build)
+    server = Server(BASE, ["--agent-templates", "claude-code,codex,hermes"], args.build)
     model = ThreadingHTTPServer(("0.0.0.0", 0), Model)
     threading.Thread(target=model.serve_forever, daemon=True).start()
     try:
         server.wait_ready()
         cached = until_ready(server)
-        until_ready(server, "codex")
+        # Built after claude-code, one after the other (cold after a cold run, but for
+        # the Debian + npm layer they share with it).
+        codex = cached + until_ready(server, "codex")
+        hermes = codex + until_ready(server, "hermes")
         gw = gateway("berth-bench")
         url = f"http://{gw}:{model.server_address[1]}"
         network = {"egress": {"allow": [f"{gw}/32:{model.server_address[1]}"]}}
@@ -178,7 +203,7 @@ def main():
                "BERTH_LLM_BASE_URL": url + "/v1", "BERTH_LLM_API_KEY": "sk-bench",
                "BERTH_MODEL": "claude-bench", "BERTH_LLM_PROVIDER": "anthropic"}
         made, labels = [], {}
-        for kind in ("claude-code", "codex", "berth-agent"):
+        for kind in ("claude-code", "codex", "hermes", "berth-agent"):
             st, inst = server.call("POST", "/v1/instances", {"template": kind, "env": env, "network": network})
             if st != 201:
                 raise SystemExit(f"create from {kind} failed ({st}): {inst}")
@@ -197,6 +222,7 @@ def main():
         print(f"{'claude-code image build':<34}{'cold s':>8}{'cached s':>10}")
         cold_text = f"{cold:>8.1f}" if cold is not None else f"{'-':>8}"
         print(f"{'server start -> template ready':<34}{cold_text}{cached:>10.1f}")
+        print(f"then, same second start: codex ready after {codex:.1f} s, hermes after {hermes:.1f} s")
         print(f"\n{args.turns} streamed turns each through the edge, alternating, same scripted model")
         print(f"{'agent':<34}{'TTFT p50 ms':>12}{'p90 ms':>9}{'turn p50 ms':>13}")
         for k in labels:

@@ -149,8 +149,8 @@ fn build_view(b: &BuildRecord) -> TemplateBuild {
 }
 
 /// List templates: the system template `berth-agent`, the agent templates the server
-/// offers (`claude-code`: `building` until its image is built), then the workspace's
-/// own, oldest first.
+/// offers (`hermes`, `claude-code`, `codex`, `all`: `building` until their image is
+/// built), then the workspace's own, oldest first.
 #[utoipa::path(get, path = "/v1/templates", tag = "templates",
     responses((status = 200, body = List<Template>)), security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<List<Template>>> {
