@@ -76,11 +76,13 @@ async fn bad_create_bodies_name_the_field_and_create_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    // A body larger than the route takes: 413, saying so.
+    // A body larger than the route takes: 413, saying so, and the connection closes
+    // (its unread rest cannot precede another request).
     let big = format!("{{\"name\":\"{}\"}}", "x".repeat(3 << 20));
     let r = s.http().post(&url).bearer_auth(&s.key).header("content-type", "application/json").body(big).send();
     let r = r.await.unwrap();
     assert_eq!(r.status(), 413);
+    assert_eq!(r.headers().get("connection").map(|v| v.to_str().unwrap()), Some("close"));
     let err: serde_json::Value = r.json().await.unwrap();
     assert_eq!(err["error"]["code"], "payload_too_large", "{err}");
     // Nothing was created.

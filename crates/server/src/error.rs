@@ -164,6 +164,11 @@ impl IntoResponse for ApiError {
         if let Some(secs) = retry_after {
             resp.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
         }
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body is never read: the connection ends with this answer,
+            // and says so, so that a client does not send its next request on it.
+            resp.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        }
         resp
     }
 }
