@@ -16,6 +16,7 @@ pub mod error;
 pub mod exec_session;
 mod ids;
 pub mod provider;
+mod relay;
 mod routes;
 mod state;
 pub mod store;

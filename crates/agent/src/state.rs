@@ -41,7 +41,7 @@ impl AppState {
         })
     }
 
-    fn http(&self) -> reqwest::Client {
+    pub(crate) fn http(&self) -> reqwest::Client {
         self.http
             .get_or_init(|| {
                 reqwest::Client::builder()

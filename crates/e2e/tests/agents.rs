@@ -1,8 +1,10 @@
-//! The system agent templates `claude-code` and `codex`: the server builds their images
-//! at start (from npm, through the host's CA bundle), and an instance of each answers a
-//! streamed Responses request through the edge with a tool call run by the real CLI,
-//! against a scripted model the test serves (Anthropic Messages for Claude Code, the
-//! OpenAI Responses API for Codex), then resumes the agent's session on the next turn.
+//! The system agent templates `claude-code`, `codex`, `hermes` and `openclaw`: the
+//! server builds their images at start (from npm and PyPI, through the host's CA
+//! bundle), and an instance of each answers a streamed Responses request through the
+//! edge with a tool call run by the real agent, against a scripted model the test serves
+//! (Anthropic Messages for Claude Code, the OpenAI Responses API for Codex, chat
+//! completions for Hermes and OpenClaw), then resumes the agent's session on the next
+//! turn. `all` has every one, and the request's `agent` field picks it.
 //!
 //! The image takes minutes to build the first time (apt, npm); the builder's cache
 //! makes later runs take seconds.
@@ -196,8 +198,10 @@ async fn claude_code_answers_through_the_edge_with_a_tool_call_against_a_scripte
 async fn all_has_both_agents_and_the_requests_agent_field_picks_one() {
     let s = server_with("all").await;
     let claude = ScriptedLlm::anthropic_on("0.0.0.0:0", |_| text(&["claude-code answering"])).await;
-    // One OpenAI endpoint for Codex (Responses) and Hermes (chat completions).
+    // One OpenAI endpoint for Codex (Responses), Hermes and OpenClaw (chat completions;
+    // OpenClaw's system prompt names it).
     let codex = ScriptedLlm::responses_on("0.0.0.0:0", |body| match body.get("messages") {
+        Some(m) if m.to_string().to_lowercase().contains("openclaw") => text(&["openclaw answering"]),
         Some(_) => text(&["hermes answering"]),
         None => text(&["codex answering"]),
     })
@@ -209,12 +213,15 @@ async fn all_has_both_agents_and_the_requests_agent_field_picks_one() {
     let allow = |p: u16| format!("{gw}/32:{p}");
     let network = json!({"egress": {"allow": [allow(claude.port()), allow(codex.port())]}});
     let inst = s.create_instance(json!({"template": "all", "env": env, "network": network})).await;
-    assert_eq!(inst["agents"], json!(["claude-code", "codex", "hermes", "berth-agent"]), "{inst}");
+    assert_eq!(inst["agents"], json!(["claude-code", "codex", "hermes", "openclaw", "berth-agent"]), "{inst}");
     let id = inst["id"].as_str().unwrap().to_string();
     let host = format!("{}.localhost:{}", &id[5..], s.edge_port());
-    for (agent, want) in
-        [(None, "claude-code answering"), (Some("codex"), "codex answering"), (Some("hermes"), "hermes answering")]
-    {
+    for (agent, want) in [
+        (None, "claude-code answering"),
+        (Some("codex"), "codex answering"),
+        (Some("hermes"), "hermes answering"),
+        (Some("openclaw"), "openclaw answering"),
+    ] {
         let mut body = json!({"input": "who are you?", "stream": true});
         if let Some(a) = agent {
             body["agent"] = json!(a);
@@ -270,6 +277,74 @@ async fn hermes_answers_through_the_edge_with_a_tool_call_against_a_scripted_mod
     assert_eq!(last, "response.completed", "{done}");
     let out = done["response"]["output"].as_array().unwrap();
     assert!(out.last().unwrap()["content"][0]["text"].as_str().unwrap().contains("second hermes turn"), "{done}");
+    let resumed = model.requests().last().unwrap().body["messages"].as_array().unwrap().len();
+    assert!(resumed > first_len, "the resumed session sent its earlier turn too ({resumed} messages)");
+}
+
+#[tokio::test]
+async fn openclaw_answers_through_the_edge_with_a_tool_call_against_a_scripted_model() {
+    let s = server_with("openclaw").await;
+    // OpenClaw ends its requests with a message of its own context: what this turn
+    // is about is found anywhere in the conversation.
+    let model = ScriptedLlm::openai_on("0.0.0.0:0", |body| {
+        let messages = body["messages"].as_array().cloned().unwrap_or_default();
+        let said = |role: &str, what: &str| {
+            messages.iter().any(|m| m["role"] == role && m["content"].to_string().contains(what))
+        };
+        if said("user", "and again") {
+            return text(&["second openclaw turn"]);
+        }
+        if messages.iter().any(|m| m["role"] == "tool") {
+            let heard = if said("tool", "from-openclaw-instance") { "its shell" } else { "nothing" };
+            return text(&["openclaw ", "heard ", heard]);
+        }
+        tool("exec", json!({"command": "echo from-openclaw-instance"}))
+    })
+    .await;
+    let env = json!({"BERTH_LLM_BASE_URL": model.base_url_at(&network_gateway(TEST_NETWORK)),
+        "BERTH_LLM_API_KEY": "sk-openclaw-scripted", "BERTH_MODEL": "scripted"});
+    let inst =
+        s.create_instance(json!({"template": "openclaw", "env": env, "network": reach_host_port(model.port())})).await;
+    assert_eq!(inst["agents"], json!(["openclaw", "berth-agent"]), "{inst}");
+    let id = inst["id"].as_str().unwrap().to_string();
+    let host = format!("{}.localhost:{}", &id[5..], s.edge_port());
+
+    let events = stream(&s, &host, json!({"input": "say hello from your shell", "stream": true})).await;
+    let kinds: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+    let (last, done) = events.last().unwrap();
+    assert_eq!(last, "response.completed", "{kinds:?} {done}");
+    // The answer streamed as the model said it (through berth-agent's relay), in deltas.
+    let deltas = kinds.iter().filter(|k| **k == "response.output_text.delta").count();
+    assert!(deltas >= 3, "{kinds:?}");
+    let output = done["response"]["output"].as_array().unwrap();
+    let call = output.iter().find(|i| i["type"] == "function_call").expect("a tool call");
+    assert_eq!(call["name"], "exec", "{call}");
+    assert!(call["arguments"].as_str().unwrap().contains("echo from-openclaw-instance"), "{call}");
+    let result = output.iter().find(|i| i["type"] == "function_call_output").expect("its result");
+    assert_eq!(result["call_id"], call["call_id"]);
+    assert!(result["output"].as_str().unwrap().contains("from-openclaw-instance"), "the instance ran it: {result}");
+    let answer = output.iter().rev().find(|i| i["type"] == "message").unwrap();
+    assert_eq!(answer["content"][0]["text"], "openclaw heard its shell", "{answer}");
+    // The key reached the model through the relay; OpenClaw itself was given none.
+    let reqs = model.requests();
+    assert!(reqs.len() >= 2, "{} requests", reqs.len());
+    assert!(reqs.iter().all(|r| r.headers["authorization"] == "Bearer sk-openclaw-scripted"));
+    let (status, found) = s
+        .post(
+            &format!("/v1/instances/{id}/exec"),
+            json!({"command": "grep -rl sk-openclaw-scripted /home /tmp 2>/dev/null | head -3"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["stdout"], "", "the key is in no file the agent can read: {found}");
+
+    let first_len = reqs.last().unwrap().body["messages"].as_array().unwrap().len();
+    let session = done["response"]["session_id"].as_str().unwrap();
+    let events = stream(&s, &host, json!({"input": "and again", "session_id": session, "stream": true})).await;
+    let (last, done) = events.last().unwrap();
+    assert_eq!(last, "response.completed", "{done}");
+    let out = done["response"]["output"].as_array().unwrap();
+    assert_eq!(out.last().unwrap()["content"][0]["text"], "second openclaw turn", "{done}");
     let resumed = model.requests().last().unwrap().body["messages"].as_array().unwrap().len();
     assert!(resumed > first_len, "the resumed session sent its earlier turn too ({resumed} messages)");
 }

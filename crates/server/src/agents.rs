@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 /// Names of the agents the hosted service offers; all are reserved as template names.
 pub const AGENT_NAMES: &[&str] = &["hermes", "claude-code", "codex", "openclaw", "all"];
 
-/// The agent templates this build ships (the others are not driven yet).
-pub const SHIPPED: &[&str] = &["hermes", "claude-code", "codex", "all"];
+/// The agent templates this build ships.
+pub const SHIPPED: &[&str] = &["hermes", "claude-code", "codex", "openclaw", "all"];
 
 /// Lines of build output kept for the template's `build.error`.
 const KEPT_LINES: usize = 40;
@@ -32,6 +32,11 @@ const HERMES: &str = "RUN apt-get update && apt-get install -y --no-install-reco
     \x20 && rm -rf /var/lib/apt/lists/*\n\
     RUN python3 -m venv /opt/hermes && /opt/hermes/bin/pip install --no-cache-dir 'hermes-agent[acp]' \\\n\
     \x20 && ln -s /opt/hermes/bin/hermes /usr/local/bin/hermes && hermes --version\n";
+
+// OpenClaw needs Node 24 (Debian 12 has 18): npm's `node` package puts it in
+// /usr/local/bin, ahead of Debian's on the PATH.
+const OPENCLAW: &str = "RUN npm install -g node@24 && node --version \\\n\
+    \x20 && npm install -g openclaw && npm cache clean --force && openclaw --version\n";
 
 /// The first steps of every agent template: npm (the same text, so one cached layer).
 fn node(base: &str) -> String {
@@ -51,10 +56,12 @@ fn dockerfile(name: &str, base: &str) -> Option<String> {
         "claude-code" => Some(format!("{}{CLAUDE}ENV BERTH_AGENT_DRIVER=claude-code\n", node(base))),
         // Codex's npm package carries its native executable too.
         "codex" => Some(format!("{}{CODEX}ENV BERTH_AGENT_DRIVER=codex\n", node(base))),
+        "openclaw" => Some(format!("{}{OPENCLAW}ENV BERTH_AGENT_DRIVER=openclaw\n", node(base))),
         // Every one (on top of the claude-code image's cached layers); the first answers by default.
-        "all" => {
-            Some(format!("{}{CLAUDE}{CODEX}{HERMES}ENV BERTH_AGENT_DRIVER=claude-code,codex,hermes\n", node(base)))
-        }
+        "all" => Some(format!(
+            "{}{CLAUDE}{CODEX}{HERMES}{OPENCLAW}ENV BERTH_AGENT_DRIVER=claude-code,codex,hermes,openclaw\n",
+            node(base)
+        )),
         _ => None,
     }
 }
@@ -123,7 +130,7 @@ impl SystemAgents {
             stdin: false,
             agent: true,
             agents: match name {
-                "all" => vec!["claude-code".into(), "codex".into(), "hermes".into(), "berth-agent".into()],
+                "all" => ["claude-code", "codex", "hermes", "openclaw", "berth-agent"].map(String::from).to_vec(),
                 _ => vec![name.to_string(), "berth-agent".into()],
             },
             default_size: 1,
@@ -211,13 +218,19 @@ mod tests {
         assert_eq!(a.state("claude-code").unwrap().status, TemplateStatus::Building);
         let none = SystemAgents::new(&["none".into()], "b".into()).unwrap();
         assert!(none.names().is_empty());
-        let err = SystemAgents::new(&["openclaw".into()], "b".into()).err().unwrap().to_string();
-        assert!(err.contains("`openclaw`") && err.contains("hermes, claude-code, codex, all"), "{err}");
+        let err = SystemAgents::new(&["openclaw2".into()], "b".into()).err().unwrap().to_string();
+        assert!(err.contains("`openclaw2`") && err.contains("hermes, claude-code, codex, openclaw, all"), "{err}");
         let all = dockerfile("all", "b").unwrap();
         assert!(all
             .starts_with(&dockerfile("claude-code", "b").unwrap().replace("ENV BERTH_AGENT_DRIVER=claude-code\n", "")));
-        assert!(all.ends_with("ENV BERTH_AGENT_DRIVER=claude-code,codex,hermes\n"), "{all}");
-        assert_eq!(SystemAgents::spec("all").agents, ["claude-code", "codex", "hermes", "berth-agent"]);
+        assert!(all.ends_with("ENV BERTH_AGENT_DRIVER=claude-code,codex,hermes,openclaw\n"), "{all}");
+        assert_eq!(SystemAgents::spec("all").agents, ["claude-code", "codex", "hermes", "openclaw", "berth-agent"]);
+        let openclaw = dockerfile("openclaw", "b").unwrap();
+        assert!(
+            openclaw.starts_with(&node("b")) && openclaw.contains("node@24") && all.contains(OPENCLAW),
+            "{openclaw}"
+        );
+        berth_runtime::build::check_dockerfile(&openclaw).unwrap();
         let hermes = dockerfile("hermes", "b").unwrap();
         assert!(hermes.contains("hermes-agent[acp]") && all.contains("hermes-agent[acp]"), "{hermes}");
         let both = SystemAgents::new(&["codex".into(), "claude-code".into()], "b".into()).unwrap();

@@ -90,6 +90,36 @@ impl AnthropicEvents {
     }
 }
 
+/// Decodes a chat-completions SSE stream from its bytes, as they pass through a
+/// relay (`crate::relay`) on their way to the agent that asked for them.
+#[derive(Default)]
+pub struct ChatEvents {
+    parser: SseParser,
+    decoder: openai::Decoder,
+}
+
+impl ChatEvents {
+    /// The provider-neutral events of the next bytes of the stream.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<ProviderEvent>, ProviderError> {
+        let events = self.parser.feed(chunk);
+        self.decode(events)
+    }
+
+    /// The events of whatever the stream's last bytes left unterminated.
+    pub fn finish(&mut self) -> Result<Vec<ProviderEvent>, ProviderError> {
+        let events: Vec<SseEvent> = self.parser.finish().into_iter().collect();
+        self.decode(events)
+    }
+
+    fn decode(&mut self, events: Vec<SseEvent>) -> Result<Vec<ProviderEvent>, ProviderError> {
+        let mut out = VecDeque::new();
+        for ev in events.iter().filter(|e| !e.is_empty()) {
+            self.decoder.decode(ev, &mut out)?;
+        }
+        Ok(out.into())
+    }
+}
+
 /// A configured endpoint of one protocol.
 #[derive(Debug, Clone)]
 pub struct Provider {

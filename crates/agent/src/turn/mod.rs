@@ -135,7 +135,9 @@ impl Turn {
         let (base_url, api_key) = match driver {
             // The OpenAI settings: Codex speaks the Responses API (so does the managed
             // proxy), Hermes chat completions.
-            Driver::Codex { .. } | Driver::Hermes { .. } => (&llm.openai_base_url, llm.openai_api_key.as_ref()),
+            Driver::Codex { .. } | Driver::Hermes { .. } | Driver::OpenClaw { .. } => {
+                (&llm.openai_base_url, llm.openai_api_key.as_ref())
+            }
             // Its Anthropic settings when it has them, else berth's LLM settings (the
             // managed proxy speaks Messages too, with the instance's token as the key).
             Driver::ClaudeCode { .. } => match (&llm.anthropic_api_key, &llm.openai_api_key) {
@@ -152,6 +154,7 @@ impl Turn {
             base_url,
             api_key: api_key.map(String::as_str),
             instructions: self.response.instructions.as_deref(),
+            http: self.state.http(),
         };
         let mut rx = driver.start(&launch).map_err(|e| {
             StepError::Provider(ProviderError::Upstream(format!("{} could not be started: {e}", driver.name())))
