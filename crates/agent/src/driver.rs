@@ -850,6 +850,50 @@ mod tests {
     }
 
     #[test]
+    fn openclaws_document_ends_the_turn() {
+        let doc = r#"{
+  "payloads": [{"text": "all done", "mediaUrl": null}],
+  "meta": {"agentMeta": {"sessionId": "s-9"}, "aborted": false, "stopReason": "stop",
+           "finalAssistantVisibleText": "all done"}
+}"#;
+        let mut t = Translator::new(Kind::OpenClaw);
+        assert!(doc.lines().flat_map(|l| t.line(l)).next().is_none(), "nothing until it has ended");
+        // The relay streamed the answer: only how it ended is left.
+        let relayed = t.finish(true);
+        assert!(matches!(&relayed[0], DriverEvent::Session(s) if s == "s-9"), "{relayed:?}");
+        assert!(matches!(relayed[1], DriverEvent::Done(Ok(()))) && relayed.len() == 2, "{relayed:?}");
+        // It did not: the document's text is the answer.
+        let mut t = Translator::new(Kind::OpenClaw);
+        doc.lines().for_each(|l| drop(t.line(l)));
+        let got = t.finish(false);
+        assert!(matches!(&got[1], DriverEvent::Model(ProviderEvent::Text(x)) if x == "all done"), "{got:?}");
+        assert!(matches!(got[2], DriverEvent::ModelEnd) && matches!(got[3], DriverEvent::Done(Ok(()))));
+        // A failed run says why; output that is no document says nothing (the caller
+        // then reports how the process ended).
+        let failed = openclaw_result(
+            &serde_json::json!({"payloads": [], "meta": {"aborted": true, "stopReason": "error",
+                "error": {"message": "model endpoint answered 500", "kind": "provider"}}}),
+            false,
+        );
+        assert!(matches!(&failed[0], DriverEvent::Done(Err(e)) if e == "model endpoint answered 500"), "{failed:?}");
+        // What OpenClaw 2026.9 prints once its retries of a failing endpoint are spent.
+        let mut t = Translator::new(Kind::OpenClaw);
+        for l in [
+            "{",
+            r#"  "ok": false,"#,
+            r#"  "error": {"type": "cli_error", "message": "berth/scripted request failed (HTTP 500)"}"#,
+            "}",
+        ] {
+            t.line(l);
+        }
+        let got = t.finish(false);
+        assert!(matches!(&got[0], DriverEvent::Done(Err(e)) if e.contains("HTTP 500")) && got.len() == 1, "{got:?}");
+        let mut t = Translator::new(Kind::OpenClaw);
+        t.line("Error: config invalid");
+        assert!(t.finish(false).is_empty());
+    }
+
+    #[test]
     fn a_failed_result_says_why() {
         let got = events(&[
             r#"{"type":"result","subtype":"error_during_execution","is_error":true,"result":"API Error: 500"}"#,

@@ -233,3 +233,85 @@ fn failure(status: StatusCode, message: &str) -> Response {
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_test_util::llm::{text, tool, ScriptedLlm};
+    use serde_json::json;
+
+    /// Everything sent to the channel so far.
+    fn drain(rx: &mut mpsc::Receiver<DriverEvent>) -> Vec<DriverEvent> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    #[tokio::test]
+    async fn answers_pass_through_unchanged_and_are_relayed_as_they_stream() {
+        let model = ScriptedLlm::openai(|body| match body["messages"].as_array().unwrap().len() {
+            1 => tool("exec", json!({"command": "echo hi"})),
+            _ => text(&["it ", "said hi"]),
+        })
+        .await;
+        let (tx, mut rx) = mpsc::channel(256);
+        let relay = Relay::start(&model.base_url, Some("sk-real"), reqwest::Client::new(), tx).unwrap();
+        let http = reqwest::Client::new();
+        let url = format!("{}/chat/completions", relay.base_url());
+        let first = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "go"}]});
+        let body = http.post(&url).bearer_auth("berth-relay").json(&first).send().await.unwrap().text().await.unwrap();
+        assert!(body.contains("data: ") && body.contains("echo hi"), "the agent gets the stream as it was: {body}");
+        let got = drain(&mut rx);
+        let call_id = match &got[0] {
+            DriverEvent::Model(ProviderEvent::ToolCallStart { call_id, name, .. }) if name == "exec" => call_id.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(got.last(), Some(DriverEvent::ModelEnd)), "{got:?}");
+        assert!(!relay.relayed_text());
+
+        // The agent ran it and says so in its next request, with the id rewritten.
+        let rewritten: String = call_id.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+        let second = json!({"model": "m", "stream": true, "messages": [
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "tool_calls": [{"id": rewritten, "type": "function", "function": {"name": "exec", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": rewritten, "content": [{"type": "text", "text": "hi"}]},
+            {"role": "user", "content": "(context)"}]});
+        http.post(&url).json(&second).send().await.unwrap().text().await.unwrap();
+        let got = drain(&mut rx);
+        assert!(
+            matches!(&got[0], DriverEvent::ToolResult { call_id: c, output } if *c == call_id && output == "hi"),
+            "{got:?}"
+        );
+        let text: String = got
+            .iter()
+            .filter_map(|e| match e {
+                DriverEvent::Model(ProviderEvent::Text(t)) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(text, "it said hi");
+        assert!(relay.relayed_text());
+        // The model saw the real key, never the agent's placeholder.
+        let reqs = model.requests();
+        assert!(reqs.iter().all(|r| r.headers["authorization"] == "Bearer sk-real"), "{reqs:?}");
+
+        // What is not a stream passes through as it is.
+        let models = http.get(format!("{}/models", relay.base_url())).send().await.unwrap();
+        assert_eq!(models.status(), 200);
+        assert!(models.text().await.unwrap().contains("scripted-1"));
+        assert!(drain(&mut rx).is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_that_does_not_answer_is_a_clear_502() {
+        let (tx, _rx) = mpsc::channel(8);
+        let relay = Relay::start("http://127.0.0.1:9/v1", None, reqwest::Client::new(), tx).unwrap();
+        let resp = reqwest::Client::new()
+            .post(format!("{}/chat/completions", relay.base_url()))
+            .json(&json!({"model": "m"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 502);
+        let body: Value = resp.json().await.unwrap();
+        assert!(body["error"]["message"].as_str().unwrap().contains("127.0.0.1:9"), "{body}");
+    }
+}
