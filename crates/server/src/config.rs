@@ -87,9 +87,14 @@ pub struct ServerArgs {
     #[arg(long, env = "BERTH_MAX_BUILDS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub max_builds: u32,
     /// System agent templates to offer, their images built at start (comma-separated;
-    /// `none`: none). This build ships `hermes`, `claude-code`, `codex` and `all` (Claude
-    /// Code and Codex).
-    #[arg(long, env = "BERTH_AGENT_TEMPLATES", value_delimiter = ',', default_value = "hermes,claude-code,codex,all")]
+    /// `none`: none). This build ships `hermes`, `claude-code`, `codex`, `openclaw` and
+    /// `all` (every one of them).
+    #[arg(
+        long,
+        env = "BERTH_AGENT_TEMPLATES",
+        value_delimiter = ',',
+        default_value = "hermes,claude-code,codex,openclaw,all"
+    )]
     pub agent_templates: Vec<String>,
     /// The Debian image agent templates are built on (it needs `apt-get`).
     #[arg(long, env = "BERTH_AGENT_TEMPLATE_BASE", default_value = "berth/base:bookworm")]

@@ -22,7 +22,7 @@ pub struct CreateResponse {
     /// berth extension: `openai` (chat completions) or `anthropic`.
     pub provider: Option<String>,
     /// berth extension: which agent answers, `berth-agent` (the agent's own loop) or
-    /// the agent the instance drives (`claude-code`); default the instance's.
+    /// the agent the instance drives (`claude-code`, `codex`, `hermes`, `openclaw`); default the instance's.
     pub agent: Option<String>,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,

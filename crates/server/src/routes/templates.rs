@@ -149,7 +149,7 @@ fn build_view(b: &BuildRecord) -> TemplateBuild {
 }
 
 /// List templates: the system template `berth-agent`, the agent templates the server
-/// offers (`hermes`, `claude-code`, `codex`, `all`: `building` until their image is
+/// offers (`hermes`, `claude-code`, `codex`, `openclaw`, `all`: `building` until their image is
 /// built), then the workspace's own, oldest first.
 #[utoipa::path(get, path = "/v1/templates", tag = "templates",
     responses((status = 200, body = List<Template>)), security(("bearer" = [])))]
