@@ -4,11 +4,11 @@
   1. build time of the `claude-code` agent template's image: cold (every agent image
      and every dangling image removed first, so apt and npm run again) and cached (a
      second server start), from server start to the template saying `ready`;
-  2. time to first token through the edge, Claude Code, Codex and Hermes vs berth-agent,
-     on the same scripted model (a server this script runs: Anthropic Messages for Claude
-     Code and berth-agent, the OpenAI Responses API for Codex, chat completions for
-     Hermes, the same words), turns alternating between the instances; each turn a new
-     session.
+  2. time to first token through the edge, Claude Code, Codex, Hermes and OpenClaw vs
+     berth-agent, on the same scripted model (a server this script runs: Anthropic
+     Messages for Claude Code and berth-agent, the OpenAI Responses API for Codex, chat
+     completions for Hermes and OpenClaw, the same words), turns alternating between the
+     instances; each turn a new session.
 
     scripts/bench-agents.py [--turns N] [--build release|debug] [--cached-only]
 
@@ -138,9 +138,9 @@ def until_ready(server, name="claude-code", limit=1800):
         if st == 200 and t["status"] == "ready":
             return time.monotonic() - started
         if st == 200 and t["status"] == "failed":
-            raise SystemExit(f"the claude-code image did not build: {t['build']}")
+            raise SystemExit(f"the {name} image did not build: {t['build']}")
         time.sleep(0.2)
-    raise SystemExit("the claude-code image is still building")
+    raise SystemExit(f"the {name} image is still building")
 
 
 def ttft(server, label, body):
@@ -176,7 +176,7 @@ def main():
     cold = None
     if not args.cached_only:
         # Every agent image goes (the others share its layers), so apt and npm run again.
-        for name in ("hermes", "claude-code", "codex", "all"):
+        for name in ("hermes", "claude-code", "codex", "openclaw", "all"):
             subprocess.run(["docker", "rmi", "-f", f"berth/agent-{name}:latest"], capture_output=True)
         # The classic builder's cache is the intermediate images they leave: dangling ones go too.
         subprocess.run(["docker", "image", "prune", "-f"], capture_output=True)
@@ -186,7 +186,7 @@ def main():
             cold = until_ready(server)
         finally:
             server.stop()
-    server = Server(BASE, ["--agent-templates", "claude-code,codex,hermes"], args.build)
+    server = Server(BASE, ["--agent-templates", "claude-code,codex,hermes,openclaw"], args.build)
     model = ThreadingHTTPServer(("0.0.0.0", 0), Model)
     threading.Thread(target=model.serve_forever, daemon=True).start()
     try:
@@ -196,6 +196,7 @@ def main():
         # the Debian + npm layer they share with it).
         codex = cached + until_ready(server, "codex")
         hermes = codex + until_ready(server, "hermes")
+        openclaw = hermes + until_ready(server, "openclaw")
         gw = gateway("berth-bench")
         url = f"http://{gw}:{model.server_address[1]}"
         network = {"egress": {"allow": [f"{gw}/32:{model.server_address[1]}"]}}
@@ -203,7 +204,7 @@ def main():
                "BERTH_LLM_BASE_URL": url + "/v1", "BERTH_LLM_API_KEY": "sk-bench",
                "BERTH_MODEL": "claude-bench", "BERTH_LLM_PROVIDER": "anthropic"}
         made, labels = [], {}
-        for kind in ("claude-code", "codex", "hermes", "berth-agent"):
+        for kind in ("claude-code", "codex", "hermes", "openclaw", "berth-agent"):
             st, inst = server.call("POST", "/v1/instances", {"template": kind, "env": env, "network": network})
             if st != 201:
                 raise SystemExit(f"create from {kind} failed ({st}): {inst}")
@@ -222,7 +223,8 @@ def main():
         print(f"{'claude-code image build':<34}{'cold s':>8}{'cached s':>10}")
         cold_text = f"{cold:>8.1f}" if cold is not None else f"{'-':>8}"
         print(f"{'server start -> template ready':<34}{cold_text}{cached:>10.1f}")
-        print(f"then, same second start: codex ready after {codex:.1f} s, hermes after {hermes:.1f} s")
+        print(f"then, same second start: codex ready after {codex:.1f} s, hermes after {hermes:.1f} s,"
+              f" openclaw after {openclaw:.1f} s")
         print(f"\n{args.turns} streamed turns each through the edge, alternating, same scripted model")
         print(f"{'agent':<34}{'TTFT p50 ms':>12}{'p90 ms':>9}{'turn p50 ms':>13}")
         for k in labels:
