@@ -14,7 +14,7 @@ install id, and removes everything it made at the end (also on Ctrl-C or an erro
 --keep is given. Python 3 standard library only.
 
     scripts/bench-control-plane.py                      # busybox, N=20, M=50
-    scripts/bench-control-plane.py --image debian:bookworm-slim --instances 20
+    scripts/bench-control-plane.py --image berth/base:bookworm --instances 20
 """
 
 import argparse

@@ -15,7 +15,7 @@
 
 It starts its own `berth server` (release build) and nginx on free ports and removes
 everything it made at the end. Needs wrk and nginx-light (apt-get install wrk nginx-light)
-and the debian:bookworm-slim base image (scripts/build-images.sh).
+and the berth/base:bookworm base image (scripts/build-images.sh).
 
     cargo build --release -p berth-cli && scripts/build-agent.sh --release
     scripts/bench-edge.py                  # 3 rounds of 10 s, 1000 WebSockets
@@ -213,7 +213,7 @@ class Bench:
         self.api_port, self.edge_port = free_port(), free_port()
         cmd = [a.berth_bin, "server", "--agent-templates", "none", "--data", os.path.join(self.tmp, "data"),
                "--listen", f"127.0.0.1:{self.api_port}", "--edge-listen", f"127.0.0.1:{self.edge_port}",
-               "--base-image", "debian:bookworm-slim", "--agent-bin", a.agent_bin,
+               "--base-image", "berth/base:bookworm", "--agent-bin", a.agent_bin,
                "--network", "berth-bench", "--reconcile-interval-ms", "300", "--min-idle-timeout-secs", "1",
                "--access-log", os.path.join(self.tmp, "access.log")]
         if a.edge_threads:
