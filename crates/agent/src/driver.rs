@@ -193,11 +193,33 @@ impl Driver {
             Driver::Hermes { .. } => Translator::acp(l.prompt, l.workdir, l.resume),
             Driver::OpenClaw { .. } => Translator::new(Kind::OpenClaw),
         };
-        let mut child = cmd.spawn()?;
-        let mut stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("piped");
-        let mut stderr = child.stderr.take().expect("piped");
+        // OpenClaw's runs in one home take turns: a second one at the same time fails
+        // ("failed to acquire gateway state ownership"). The others start at once.
+        let one_at_a_time = matches!(self, Driver::OpenClaw { .. });
+        let started = if one_at_a_time { None } else { Some(cmd.spawn()?) };
+        let name = self.name();
         tokio::spawn(async move {
+            let _turn = match one_at_a_time {
+                true => tokio::select! {
+                    turn = OPENCLAW_TURNS.lock() => Some(turn),
+                    // The client went away while waiting.
+                    _ = tx.closed() => return,
+                },
+                false => None,
+            };
+            let mut child = match started {
+                Some(child) => child,
+                None => match cmd.spawn() {
+                    Ok(child) => child,
+                    Err(e) => {
+                        let _ = tx.send(DriverEvent::Done(Err(format!("{name} could not be started: {e}")))).await;
+                        return;
+                    }
+                },
+            };
+            let mut stdin = child.stdin.take();
+            let stdout = child.stdout.take().expect("piped");
+            let mut stderr = child.stderr.take().expect("piped");
             let errors = tokio::spawn(async move {
                 let mut text = String::new();
                 let _ = (&mut stderr).take(64 * 1024).read_to_string(&mut text).await;
@@ -262,6 +284,9 @@ impl Driver {
         Ok(rx)
     }
 }
+
+/// OpenClaw's turns in this instance, one at a time.
+static OPENCLAW_TURNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The most of an agent's output kept to read its final document.
 const MAX_DOCUMENT: usize = 4 * 1024 * 1024;

@@ -172,3 +172,80 @@ async fn with_several_agents_the_first_answers_and_agent_picks_another_each_resu
     assert!(lines[2].contains("resume th-9"), "codex resumes its own thread: {log}");
     assert!(lines[3].starts_with("ARGS") && lines[3].contains("--resume cc-sess-1"), "and claude its own: {log}");
 }
+
+/// A stand-in `openclaw`: like OpenClaw, a second run while one holds its state fails;
+/// logs its arguments and the config it was given, then (a second later) prints one
+/// result document answering in the session it was named. A message saying `fail`
+/// prints OpenClaw's failure document instead.
+const FAKE_OPENCLAW: &str = r#"#!/bin/sh
+mkdir "$HOME/.oc-lock" 2>/dev/null || {
+  echo '{"ok": false, "error": {"type": "cli_error", "message": "failed to acquire gateway state ownership"}}'
+  exit 1
+}
+trap 'rmdir "$HOME/.oc-lock"' EXIT
+echo "ARGS $*" >> "$HOME/openclaw.log"
+echo "CONFIG $OPENCLAW_CONFIG_PATH $(tr -d ' \n' < "$OPENCLAW_CONFIG_PATH")" >> "$HOME/openclaw.log"
+sleep 1
+sid=""; prev=""
+for a in "$@"; do [ "$prev" = "--session-id" ] && sid="$a"; prev="$a"; done
+case "$*" in *fail*)
+  printf '{\n  "ok": false,\n  "error": {"type": "cli_error", "message": "berth/m request failed (HTTP 500)"}\n}\n'
+  exit 1;;
+esac
+printf '{\n  "payloads": [{"text": "openclaw says hi"}],\n  "meta": {"agentMeta": {"sessionId": "%s"}, "stopReason": "stop",\n    "finalAssistantVisibleText": "openclaw says hi"}\n}\n' "$sid"
+"#;
+
+#[tokio::test]
+async fn openclaws_turns_take_turns_keep_its_session_and_never_see_the_key() {
+    let llm = ScriptedLlm::openai(|_| Reply::Text(vec!["unused".into()])).await;
+    let dirs = Dirs::new();
+    let bin = dirs.workdir.parent().unwrap().join("openclaw");
+    std::fs::write(&bin, FAKE_OPENCLAW).unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let agent = Agent::start(
+        &dirs,
+        &llm.base_url,
+        &[("BERTH_AGENT_DRIVER", "openclaw"), ("BERTH_AGENT_DRIVER_BIN", bin.to_str().unwrap())],
+    )
+    .await;
+
+    // Two sessions at once: the second waits for the first instead of failing.
+    let body = json!({"model": "m", "input": "hello"});
+    let (a, b) = tokio::join!(agent.post("/v1/responses", &body), agent.post("/v1/responses", &body));
+    for (status, r) in [&a, &b] {
+        assert_eq!((status.as_u16(), r["status"].as_str()), (200, Some("completed")), "{r}");
+        assert_eq!(r["output"][0]["content"][0]["text"], "openclaw says hi", "{r}");
+    }
+    let log = read(&dirs.workdir, "openclaw.log");
+    assert_eq!(log.matches("ARGS ").count(), 2, "{log}");
+    assert!(log.contains("--model berth/m") && log.contains("agent --local --json"), "{log}");
+    // Its model is the relay on loopback; the key is not in its config.
+    assert!(log.contains(r#""baseUrl":"http://127.0.0.1:"#), "{log}");
+    assert!(!log.contains("test-key"), "{log}");
+    for line in log.lines().filter(|l| l.starts_with("CONFIG ")) {
+        let path = line.split(' ').nth(1).unwrap();
+        assert!(!std::path::Path::new(path).exists(), "the turn's config is removed: {path}");
+    }
+
+    // The next turn of a session resumes OpenClaw's session of that name.
+    let session = a.1["session_id"].as_str().unwrap();
+    let first = log.lines().find(|l| l.starts_with("ARGS ")).unwrap();
+    let (status, r) =
+        agent.post("/v1/responses", &json!({"model": "m", "input": "again", "session_id": session})).await;
+    assert_eq!(status.as_u16(), 200, "{r}");
+    let log = read(&dirs.workdir, "openclaw.log");
+    let ids: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("ARGS "))
+        .filter_map(|l| l.split("--session-id ").nth(1)?.split(' ').next())
+        .collect();
+    assert_eq!(ids.len(), 3, "{log}");
+    let resumed = ids[2];
+    assert!(first.contains(&format!("--session-id {resumed} ")) || ids[..2].contains(&resumed), "{log}");
+    assert_ne!(ids[0], ids[1], "two sessions, two OpenClaw sessions: {log}");
+
+    // A failed run fails the turn with OpenClaw's reason.
+    let (_, r) = agent.post("/v1/responses", &json!({"model": "m", "input": "please fail"})).await;
+    assert_eq!(r["status"], "failed", "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("HTTP 500"), "{r}");
+}
