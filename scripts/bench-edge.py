@@ -214,8 +214,9 @@ class Bench:
         cmd = [a.berth_bin, "server", "--agent-templates", "none", "--data", os.path.join(self.tmp, "data"),
                "--listen", f"127.0.0.1:{self.api_port}", "--edge-listen", f"127.0.0.1:{self.edge_port}",
                "--base-image", "berth/base:bookworm", "--agent-bin", a.agent_bin,
-               "--network", "berth-bench", "--reconcile-interval-ms", "300", "--min-idle-timeout-secs", "1",
-               "--access-log", os.path.join(self.tmp, "access.log")]
+               "--network", "berth-bench", "--reconcile-interval-ms", "300", "--min-idle-timeout-secs", "1"]
+        if a.access_log == "on":
+            cmd += ["--access-log", os.path.join(self.tmp, "access.log")]
         if a.edge_threads:
             cmd += ["--edge-threads", str(a.edge_threads)]
         env = dict(os.environ, BERTH_ADMIN_KEY=self.key, BERTH_INSTALL_ID=self.install, RUST_LOG="warn")
@@ -404,6 +405,8 @@ def main():
     p.add_argument("--wakes", type=int, default=10)
     p.add_argument("--websockets", type=int, default=1000)
     p.add_argument("--nginx-workers", default="auto", help="nginx worker_processes (Debian's default: auto)")
+    p.add_argument("--access-log", choices=["on", "off"], default="on",
+                   help="berth's access log (nginx's is off in this bench)")
     p.add_argument("--edge-threads", type=int, help="berth --edge-threads (default: berth's, one per core)")
     args = p.parse_args()
     for tool in ("wrk", "nginx", "docker"):
