@@ -11,11 +11,7 @@
 //! so the next turn resumes it. Its model traffic goes where the agent's own does:
 //! `ANTHROPIC_BASE_URL` and `ANTHROPIC_API_KEY` come from the agent's Anthropic settings.
 //!
-//! OpenClaw (`openclaw agent --local --json --session-id ID -m PROMPT`) prints only
-//! its final answer, as one JSON document: its model traffic goes through a relay of
-//! berth-agent's on loopback (`crate::relay`), which streams the model's answers to
-//! the client as they pass and reads the results of the tools it ran from its next
-//! request; the JSON document ends the turn.
+//! OpenClaw is kept running as its own Gateway and asked per turn (`crate::openclaw`).
 
 use crate::provider::{AnthropicEvents, EventSource, ProviderError, ProviderEvent};
 use crate::tools::ToolUser;
@@ -35,7 +31,8 @@ pub enum Driver {
     /// Nous Research's Hermes Agent, its `hermes` executable, spoken to in ACP
     /// (`hermes acp`: JSON-RPC on stdio).
     Hermes { bin: PathBuf },
-    /// OpenClaw, its `openclaw` executable, whose model calls go through a relay.
+    /// OpenClaw, its `openclaw` executable: its Gateway, asked per turn, its model
+    /// calls through a relay.
     OpenClaw { bin: PathBuf },
 }
 
@@ -98,9 +95,7 @@ impl Driver {
     /// Starts the agent's CLI for one turn; its events arrive on the receiver. The
     /// process is killed when the receiver goes (the client went away).
     pub fn start(&self, l: &Launch<'_>) -> std::io::Result<mpsc::Receiver<DriverEvent>> {
-        let (tx, rx) = mpsc::channel(256);
-        let mut relay = None;
-        let mut cmd = match self {
+        let (mut cmd, key_var, mut t) = match self {
             Driver::ClaudeCode { bin } => {
                 let mut cmd = tokio::process::Command::new(bin);
                 cmd.arg("-p")
@@ -119,7 +114,7 @@ impl Driver {
                     .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
                     .env("DISABLE_AUTOUPDATER", "1")
                     .env("DISABLE_TELEMETRY", "1");
-                cmd
+                (cmd, "ANTHROPIC_API_KEY", Translator::new(Kind::ClaudeCode))
             }
             Driver::Codex { bin } => {
                 let mut cmd = tokio::process::Command::new(bin);
@@ -137,7 +132,7 @@ impl Driver {
                     cmd.args(["resume", id]);
                 }
                 cmd.arg(l.prompt);
-                cmd
+                (cmd, "BERTH_CODEX_API_KEY", Translator::new(Kind::Codex))
             }
             Driver::Hermes { bin } => {
                 let mut cmd = tokio::process::Command::new(bin);
@@ -145,29 +140,10 @@ impl Driver {
                     .env("HERMES_INFERENCE_PROVIDER", "openai-api")
                     .env("HERMES_INFERENCE_MODEL", l.model)
                     .env("OPENAI_BASE_URL", l.base_url.trim_end_matches('/'));
-                cmd
+                (cmd, "OPENAI_API_KEY", Translator::acp(l.prompt, l.workdir, l.resume))
             }
-            Driver::OpenClaw { bin } => {
-                let r = crate::relay::Relay::start(l.base_url, l.api_key, l.http.clone(), tx.clone())?;
-                let config = openclaw_config(&r, l.model)?;
-                let session = l.resume.map(str::to_string).unwrap_or_else(|| crate::ids::new_id("berth"));
-                let _ = tx.try_send(DriverEvent::Session(session.clone()));
-                // It has no option for extra instructions: they go ahead of the message.
-                let message = match l.instructions.filter(|i| !i.trim().is_empty()) {
-                    Some(extra) => format!("{extra}\n\n{}", l.prompt),
-                    None => l.prompt.to_string(),
-                };
-                let mut cmd = tokio::process::Command::new(bin);
-                cmd.args(["agent", "--local", "--json", "--session-id", &session])
-                    .args(["--model", &format!("berth/{}", l.model)])
-                    .arg("-m")
-                    .arg(message)
-                    .env("OPENCLAW_CONFIG_PATH", &config.0)
-                    .env("OPENCLAW_NO_AUTO_UPDATE", "1")
-                    .env("OPENCLAW_DISABLE_BONJOUR", "1");
-                relay = Some((r, config));
-                cmd
-            }
+            // Not a CLI per turn: its Gateway, kept running.
+            Driver::OpenClaw { bin } => return Ok(crate::openclaw::start(bin, l)),
         };
         cmd.current_dir(l.workdir)
             .env("HOME", l.workdir)
@@ -177,49 +153,15 @@ impl Driver {
             .kill_on_drop(true);
         crate::tools::confine::confine(&mut cmd, l.user);
         // After `confine`, which keeps the agent's own keys from tools: this one is the CLI's.
-        // (OpenClaw's key stays with the relay: the agent is given none.)
-        let var = match self {
-            Driver::ClaudeCode { .. } => Some("ANTHROPIC_API_KEY"),
-            Driver::Codex { .. } => Some("BERTH_CODEX_API_KEY"),
-            Driver::Hermes { .. } => Some("OPENAI_API_KEY"),
-            Driver::OpenClaw { .. } => None,
-        };
-        if let (Some(key), Some(var)) = (l.api_key, var) {
-            cmd.env(var, key);
+        if let Some(key) = l.api_key {
+            cmd.env(key_var, key);
         }
-        let mut t = match self {
-            Driver::ClaudeCode { .. } => Translator::new(Kind::ClaudeCode),
-            Driver::Codex { .. } => Translator::new(Kind::Codex),
-            Driver::Hermes { .. } => Translator::acp(l.prompt, l.workdir, l.resume),
-            Driver::OpenClaw { .. } => Translator::new(Kind::OpenClaw),
-        };
-        // OpenClaw's runs in one home take turns: a second one at the same time fails
-        // ("failed to acquire gateway state ownership"). The others start at once.
-        let one_at_a_time = matches!(self, Driver::OpenClaw { .. });
-        let started = if one_at_a_time { None } else { Some(cmd.spawn()?) };
-        let name = self.name();
+        let mut child = cmd.spawn()?;
+        let mut stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("piped");
+        let mut stderr = child.stderr.take().expect("piped");
+        let (tx, rx) = mpsc::channel(256);
         tokio::spawn(async move {
-            let _turn = match one_at_a_time {
-                true => tokio::select! {
-                    turn = OPENCLAW_TURNS.lock() => Some(turn),
-                    // The client went away while waiting.
-                    _ = tx.closed() => return,
-                },
-                false => None,
-            };
-            let mut child = match started {
-                Some(child) => child,
-                None => match cmd.spawn() {
-                    Ok(child) => child,
-                    Err(e) => {
-                        let _ = tx.send(DriverEvent::Done(Err(format!("{name} could not be started: {e}")))).await;
-                        return;
-                    }
-                },
-            };
-            let mut stdin = child.stdin.take();
-            let stdout = child.stdout.take().expect("piped");
-            let mut stderr = child.stderr.take().expect("piped");
             let errors = tokio::spawn(async move {
                 let mut text = String::new();
                 let _ = (&mut stderr).take(64 * 1024).read_to_string(&mut text).await;
@@ -250,14 +192,6 @@ impl Driver {
                     }
                 }
             }
-            // What the whole output says (OpenClaw's one document).
-            let relayed_text = relay.as_ref().is_some_and(|(r, _)| r.relayed_text());
-            for ev in t.finish(relayed_text) {
-                ended |= matches!(ev, DriverEvent::Done(_));
-                if tx.send(ev).await.is_err() {
-                    return;
-                }
-            }
             if t.kind == Kind::Acp {
                 drop(stdin);
                 let _ = child.start_kill();
@@ -285,76 +219,6 @@ impl Driver {
     }
 }
 
-/// OpenClaw's turns in this instance, one at a time.
-static OPENCLAW_TURNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The most of an agent's output kept to read its final document.
-const MAX_DOCUMENT: usize = 4 * 1024 * 1024;
-
-/// OpenClaw's configuration for one turn: one model provider, `berth`, at the relay
-/// (all it knows of the model endpoint; the key stays with the relay). Written to a
-/// file of its own, removed with the guard, so concurrent turns never share one.
-fn openclaw_config(relay: &crate::relay::Relay, model: &str) -> std::io::Result<TempFile> {
-    let config = serde_json::json!({
-        "models": {"mode": "replace", "providers": {"berth": {
-            "baseUrl": relay.base_url(),
-            "apiKey": "berth-relay",
-            "api": "openai-completions",
-            "models": [{"id": model, "name": model, "reasoning": false, "input": ["text"],
-                "contextWindow": 128000, "maxTokens": 8192}],
-        }}},
-        "agents": {"defaults": {"model": {"primary": format!("berth/{model}")}}},
-    });
-    let path = std::env::temp_dir().join(format!("berth-openclaw-{}.json", relay.addr.port()));
-    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap_or_default())?;
-    Ok(TempFile(path))
-}
-
-/// A file removed when dropped.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// How OpenClaw's JSON result ends the turn: `meta.aborted`, an error stop reason or
-/// an `error` make it fail; its final text is the answer when the relay saw none.
-fn openclaw_result(v: &Value, relayed_text: bool) -> Vec<DriverEvent> {
-    let meta = &v["meta"];
-    let mut out = Vec::new();
-    if let Some(id) = meta["agentMeta"]["sessionId"].as_str() {
-        out.push(DriverEvent::Session(id.to_string()));
-    }
-    let text = match meta["finalAssistantVisibleText"].as_str() {
-        Some(t) => t.to_string(),
-        None => v["payloads"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p["text"].as_str())
-            .collect::<Vec<_>>()
-            .join("\n"),
-    };
-    let error = [&meta["error"], &v["error"]]
-        .into_iter()
-        .find(|e| !e.is_null())
-        .map(|e| e["message"].as_str().map(str::to_string).unwrap_or_else(|| e.to_string()));
-    let stop = meta["stopReason"].as_str().unwrap_or_default();
-    let failed = error.is_some() || meta["aborted"] == true || v["ok"] == false || stop == "error";
-    if !relayed_text && !text.trim().is_empty() && !failed {
-        out.push(DriverEvent::Model(ProviderEvent::Text(text.clone())));
-        out.push(DriverEvent::ModelEnd);
-    }
-    out.push(DriverEvent::Done(if failed {
-        Err(error.unwrap_or_else(|| if text.trim().is_empty() { format!("the agent stopped ({stop})") } else { text }))
-    } else {
-        Ok(())
-    }));
-    out
-}
-
 /// A TOML basic string (for `codex -c key=value`).
 fn toml_string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
@@ -367,8 +231,6 @@ pub enum Kind {
     Codex,
     /// The Agent Client Protocol (Hermes).
     Acp,
-    /// OpenClaw's final JSON document (its model answers come through the relay).
-    OpenClaw,
 }
 
 /// Turns the CLI's lines into [`DriverEvent`]s.
@@ -378,8 +240,6 @@ pub struct Translator {
     message: Option<AnthropicEvents>,
     /// The ACP conversation, for Hermes.
     acp: Option<Acp>,
-    /// The output so far (OpenClaw prints one document over many lines).
-    output: String,
 }
 
 /// Where an ACP turn stands: `initialize` (1), then `session/load` of the session to
@@ -398,7 +258,7 @@ struct Acp {
 
 impl Translator {
     pub fn new(kind: Kind) -> Self {
-        Translator { kind, message: None, acp: None, output: String::new() }
+        Translator { kind, message: None, acp: None }
     }
 
     /// An ACP turn: `prompt` in a session at `cwd`, resuming `resume` when given.
@@ -414,7 +274,7 @@ impl Translator {
             open: false,
             writes: vec![init.to_string()],
         };
-        Translator { kind: Kind::Acp, message: None, acp: Some(acp), output: String::new() }
+        Translator { kind: Kind::Acp, message: None, acp: Some(acp) }
     }
 
     /// Lines to write to the agent's standard input now.
@@ -424,34 +284,12 @@ impl Translator {
 
     /// The events of one line (none for lines it has no use for).
     pub fn line(&mut self, line: &str) -> Vec<DriverEvent> {
-        if self.kind == Kind::OpenClaw {
-            if self.output.len() < MAX_DOCUMENT {
-                self.output.push_str(line);
-                self.output.push('\n');
-            }
-            return Vec::new();
-        }
         let Ok(v) = serde_json::from_str::<Value>(line.trim()) else { return Vec::new() };
         match self.kind {
             Kind::ClaudeCode => self.claude_line(&v),
             Kind::Codex => codex_line(&v),
             Kind::Acp => self.acp.as_mut().map(|a| a.line(&v)).unwrap_or_default(),
-            Kind::OpenClaw => Vec::new(),
         }
-    }
-
-    /// The events of the output as a whole, once it has ended: OpenClaw's answer
-    /// (its text when none came through the relay) and how the turn ended.
-    pub fn finish(&mut self, relayed_text: bool) -> Vec<DriverEvent> {
-        if self.kind != Kind::OpenClaw {
-            return Vec::new();
-        }
-        let output = std::mem::take(&mut self.output);
-        let Some(start) = output.find('{') else { return Vec::new() };
-        let Some(Ok(v)) = serde_json::Deserializer::from_str(&output[start..]).into_iter::<Value>().next() else {
-            return Vec::new();
-        };
-        openclaw_result(&v, relayed_text)
     }
 
     fn claude_line(&mut self, v: &Value) -> Vec<DriverEvent> {
@@ -872,50 +710,6 @@ mod tests {
         assert!(matches!(&got[3], DriverEvent::ToolResult { output, .. } if output == "hi"), "{shown:#?}");
         assert!(matches!(&got[4], DriverEvent::Model(ProviderEvent::Text(t)) if t == "done"), "{shown:#?}");
         assert!(matches!(got.last(), Some(DriverEvent::Done(Ok(())))), "{shown:#?}");
-    }
-
-    #[test]
-    fn openclaws_document_ends_the_turn() {
-        let doc = r#"{
-  "payloads": [{"text": "all done", "mediaUrl": null}],
-  "meta": {"agentMeta": {"sessionId": "s-9"}, "aborted": false, "stopReason": "stop",
-           "finalAssistantVisibleText": "all done"}
-}"#;
-        let mut t = Translator::new(Kind::OpenClaw);
-        assert!(doc.lines().flat_map(|l| t.line(l)).next().is_none(), "nothing until it has ended");
-        // The relay streamed the answer: only how it ended is left.
-        let relayed = t.finish(true);
-        assert!(matches!(&relayed[0], DriverEvent::Session(s) if s == "s-9"), "{relayed:?}");
-        assert!(matches!(relayed[1], DriverEvent::Done(Ok(()))) && relayed.len() == 2, "{relayed:?}");
-        // It did not: the document's text is the answer.
-        let mut t = Translator::new(Kind::OpenClaw);
-        doc.lines().for_each(|l| drop(t.line(l)));
-        let got = t.finish(false);
-        assert!(matches!(&got[1], DriverEvent::Model(ProviderEvent::Text(x)) if x == "all done"), "{got:?}");
-        assert!(matches!(got[2], DriverEvent::ModelEnd) && matches!(got[3], DriverEvent::Done(Ok(()))));
-        // A failed run says why; output that is no document says nothing (the caller
-        // then reports how the process ended).
-        let failed = openclaw_result(
-            &serde_json::json!({"payloads": [], "meta": {"aborted": true, "stopReason": "error",
-                "error": {"message": "model endpoint answered 500", "kind": "provider"}}}),
-            false,
-        );
-        assert!(matches!(&failed[0], DriverEvent::Done(Err(e)) if e == "model endpoint answered 500"), "{failed:?}");
-        // What OpenClaw 2026.9 prints once its retries of a failing endpoint are spent.
-        let mut t = Translator::new(Kind::OpenClaw);
-        for l in [
-            "{",
-            r#"  "ok": false,"#,
-            r#"  "error": {"type": "cli_error", "message": "berth/scripted request failed (HTTP 500)"}"#,
-            "}",
-        ] {
-            t.line(l);
-        }
-        let got = t.finish(false);
-        assert!(matches!(&got[0], DriverEvent::Done(Err(e)) if e.contains("HTTP 500")) && got.len() == 1, "{got:?}");
-        let mut t = Translator::new(Kind::OpenClaw);
-        t.line("Error: config invalid");
-        assert!(t.finish(false).is_empty());
     }
 
     #[test]

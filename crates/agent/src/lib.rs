@@ -15,6 +15,7 @@ pub mod driver;
 pub mod error;
 pub mod exec_session;
 mod ids;
+mod openclaw;
 pub mod provider;
 mod relay;
 mod routes;

@@ -1,4 +1,4 @@
-//! A model relay for an agent whose CLI prints only its final answer (OpenClaw).
+//! A model relay for an agent whose own stream does not show its work (OpenClaw).
 //!
 //! The agent's model traffic goes to berth-agent on loopback instead of to the
 //! endpoint: the relay forwards every request unchanged to the configured base URL
@@ -22,7 +22,8 @@ use tokio::sync::mpsc;
 /// The largest request an agent may send through the relay.
 const MAX_REQUEST: usize = 32 * 1024 * 1024;
 
-/// A relay listening on loopback; it stops when dropped.
+/// A relay listening on loopback; it stops when dropped. What it reads goes to the
+/// turn begun last ([`Relay::begin`]), if any.
 pub struct Relay {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
@@ -39,7 +40,7 @@ struct Shared {
     upstream: String,
     api_key: Option<String>,
     http: reqwest::Client,
-    tx: mpsc::Sender<DriverEvent>,
+    sink: Mutex<Option<mpsc::Sender<DriverEvent>>>,
     state: Mutex<Seen>,
 }
 
@@ -53,14 +54,9 @@ struct Seen {
 }
 
 impl Relay {
-    /// A relay to `upstream` (an OpenAI-compatible base URL, `.../v1`) whose events
-    /// go to `tx`. Must be called within the runtime.
-    pub fn start(
-        upstream: &str,
-        api_key: Option<&str>,
-        http: reqwest::Client,
-        tx: mpsc::Sender<DriverEvent>,
-    ) -> std::io::Result<Self> {
+    /// A relay to `upstream` (an OpenAI-compatible base URL, `.../v1`). Must be
+    /// called within the runtime.
+    pub fn start(upstream: &str, api_key: Option<&str>, http: reqwest::Client) -> std::io::Result<Self> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -69,7 +65,7 @@ impl Relay {
             upstream: upstream.trim_end_matches('/').to_string(),
             api_key: api_key.map(str::to_string),
             http,
-            tx,
+            sink: Mutex::default(),
             state: Mutex::default(),
         });
         let app = axum::Router::new().fallback(forward).with_state(shared.clone());
@@ -84,7 +80,18 @@ impl Relay {
         format!("http://{}/v1", self.addr)
     }
 
-    /// Whether any answer text went through.
+    /// What it reads from now on goes to `tx` (a turn begins).
+    pub fn begin(&self, tx: mpsc::Sender<DriverEvent>) {
+        *self.shared.sink.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        *self.shared.state.lock().unwrap_or_else(|e| e.into_inner()) = Seen::default();
+    }
+
+    /// What it reads goes nowhere (the turn is over).
+    pub fn end(&self) {
+        *self.shared.sink.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Whether any answer text went through in this turn.
     pub fn relayed_text(&self) -> bool {
         self.shared.state.lock().map(|s| s.text).unwrap_or(false)
     }
@@ -104,7 +111,7 @@ async fn forward(State(s): State<Arc<Shared>>, req: Request) -> Response {
     };
     if let Ok(v) = serde_json::from_slice::<Value>(&body) {
         for ev in s.tool_results(&v) {
-            let _ = s.tx.send(ev).await;
+            s.send(ev).await;
         }
     }
     let mut b = s.http.request(method, &url).body(body);
@@ -146,9 +153,11 @@ fn relayed(
         upstream: reqwest::Response,
         s: Arc<Shared>,
         events: ChatEvents,
+        /// The answer's end was told (at `[DONE]`, else when the bytes end).
+        told: bool,
         ended: bool,
     }
-    let flow = Flow { upstream, s, events: ChatEvents::default(), ended: false };
+    let flow = Flow { upstream, s, events: ChatEvents::default(), told: false, ended: false };
     futures_util::stream::unfold(flow, |mut f| async move {
         if f.ended {
             return None;
@@ -157,16 +166,25 @@ fn relayed(
             Ok(Some(bytes)) => {
                 let events = f.events.feed(&bytes).unwrap_or_default();
                 f.s.relay(events).await;
+                // Told before the agent has the last bytes: its next request (and
+                // the next answer) can only come after this one's end.
+                if f.events.done() && !std::mem::replace(&mut f.told, true) {
+                    f.s.send(DriverEvent::ModelEnd).await;
+                }
                 Some((Ok(bytes), f))
             }
             Ok(None) => {
                 let events = f.events.finish().unwrap_or_default();
                 f.s.relay(events).await;
-                let _ = f.s.tx.send(DriverEvent::ModelEnd).await;
+                if !f.told {
+                    f.s.send(DriverEvent::ModelEnd).await;
+                }
                 None
             }
             Err(e) => {
-                let _ = f.s.tx.send(DriverEvent::ModelEnd).await;
+                if !f.told {
+                    f.s.send(DriverEvent::ModelEnd).await;
+                }
                 f.ended = true;
                 Some((Err(std::io::Error::other(e)), f))
             }
@@ -175,6 +193,13 @@ fn relayed(
 }
 
 impl Shared {
+    async fn send(&self, ev: DriverEvent) {
+        let sink = self.sink.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(tx) = sink {
+            let _ = tx.send(ev).await;
+        }
+    }
+
     async fn relay(&self, events: Vec<ProviderEvent>) {
         for ev in events {
             if let Ok(mut seen) = self.state.lock() {
@@ -184,7 +209,7 @@ impl Shared {
                     _ => {}
                 }
             }
-            let _ = self.tx.send(DriverEvent::Model(ev)).await;
+            self.send(DriverEvent::Model(ev)).await;
         }
     }
 
@@ -253,7 +278,8 @@ mod tests {
         })
         .await;
         let (tx, mut rx) = mpsc::channel(256);
-        let relay = Relay::start(&model.base_url, Some("sk-real"), reqwest::Client::new(), tx).unwrap();
+        let relay = Relay::start(&model.base_url, Some("sk-real"), reqwest::Client::new()).unwrap();
+        relay.begin(tx);
         let http = reqwest::Client::new();
         let url = format!("{}/chat/completions", relay.base_url());
         let first = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "go"}]});
@@ -298,12 +324,16 @@ mod tests {
         assert_eq!(models.status(), 200);
         assert!(models.text().await.unwrap().contains("scripted-1"));
         assert!(drain(&mut rx).is_empty());
+
+        // Once the turn is over, nothing more is relayed.
+        relay.end();
+        http.post(&url).json(&first).send().await.unwrap().text().await.unwrap();
+        assert!(drain(&mut rx).is_empty());
     }
 
     #[tokio::test]
     async fn an_endpoint_that_does_not_answer_is_a_clear_502() {
-        let (tx, _rx) = mpsc::channel(8);
-        let relay = Relay::start("http://127.0.0.1:9/v1", None, reqwest::Client::new(), tx).unwrap();
+        let relay = Relay::start("http://127.0.0.1:9/v1", None, reqwest::Client::new()).unwrap();
         let resp = reqwest::Client::new()
             .post(format!("{}/chat/completions", relay.base_url()))
             .json(&json!({"model": "m"}))

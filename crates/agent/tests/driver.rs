@@ -173,31 +173,76 @@ async fn with_several_agents_the_first_answers_and_agent_picks_another_each_resu
     assert!(lines[3].starts_with("ARGS") && lines[3].contains("--resume cc-sess-1"), "and claude its own: {log}");
 }
 
-/// A stand-in `openclaw`: like OpenClaw, a second run while one holds its state fails;
-/// logs its arguments and the config it was given, then (a second later) prints one
-/// result document answering in the session it was named. A message saying `fail`
-/// prints OpenClaw's failure document instead.
-const FAKE_OPENCLAW: &str = r#"#!/bin/sh
-mkdir "$HOME/.oc-lock" 2>/dev/null || {
-  echo '{"ok": false, "error": {"type": "cli_error", "message": "failed to acquire gateway state ownership"}}'
-  exit 1
-}
-trap 'rmdir "$HOME/.oc-lock"' EXIT
-echo "ARGS $*" >> "$HOME/openclaw.log"
-echo "CONFIG $OPENCLAW_CONFIG_PATH $(tr -d ' \n' < "$OPENCLAW_CONFIG_PATH")" >> "$HOME/openclaw.log"
-sleep 1
-sid=""; prev=""
-for a in "$@"; do [ "$prev" = "--session-id" ] && sid="$a"; prev="$a"; done
-case "$*" in *fail*)
-  printf '{\n  "ok": false,\n  "error": {"type": "cli_error", "message": "berth/m request failed (HTTP 500)"}\n}\n'
-  exit 1;;
-esac
-printf '{\n  "payloads": [{"text": "openclaw says hi"}],\n  "meta": {"agentMeta": {"sessionId": "%s"}, "stopReason": "stop",\n    "finalAssistantVisibleText": "openclaw says hi"}\n}\n' "$sid"
+/// A stand-in `openclaw` (Python, as OpenClaw's Gateway is a server): `gateway run`
+/// logs its arguments and configuration to `$HOME/openclaw.log`, then serves the
+/// Gateway's OpenResponses endpoint on the configured port, each session's history kept
+/// by `x-openclaw-session-key`, its model called through the configured provider (the
+/// relay). An input saying `fail` ends in `response.failed`; one saying `crash` answers,
+/// then the Gateway exits.
+const FAKE_OPENCLAW: &str = r#"#!/usr/bin/env python3
+import http.server, json, os, sys, threading, urllib.request
+log = open(os.path.join(os.environ["HOME"], "openclaw.log"), "a")
+path = os.environ["OPENCLAW_CONFIG_PATH"]
+text = open(path).read()
+log.write("ARGS " + " ".join(sys.argv[1:]) + "\n")
+log.write("CONFIG " + path + " " + "".join(text.split()) + "\n")
+log.flush()
+cfg = json.loads(text)
+base = cfg["models"]["providers"]["berth"]["baseUrl"]
+model = cfg["agents"]["defaults"]["model"]["primary"].split("/", 1)[1]
+sessions = {}
+
+class Gateway(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a):
+        pass
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+    def do_POST(self):
+        req = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        key = self.headers.get("x-openclaw-session-key")
+        history = sessions.setdefault(key, [])
+        history.append({"role": "user", "content": req["input"]})
+        log.write("TURN " + key + " " + req["input"] + "\n")
+        log.flush()
+        call = urllib.request.Request(base + "/chat/completions", headers={"content-type": "application/json"},
+            data=json.dumps({"model": model, "stream": True, "messages": history}).encode())
+        answer = ""
+        with urllib.request.urlopen(call) as r:
+            for line in r:
+                line = line.decode().strip()
+                if line.startswith("data: {"):
+                    for c in json.loads(line[6:]).get("choices", []):
+                        answer += c.get("delta", {}).get("content") or ""
+        history.append({"role": "assistant", "content": answer})
+        if "fail" in req["input"]:
+            end = {"type": "response.failed", "response": {"error": {"message": "berth/m request failed (HTTP 500)"}}}
+        else:
+            end = {"type": "response.completed", "response": {"output": [
+                {"type": "message", "content": [{"type": "output_text", "text": answer}]}]}}
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("connection", "close")
+        self.end_headers()
+        self.wfile.write(("event: " + end["type"] + "\ndata: " + json.dumps(end) + "\n\n").encode())
+        self.wfile.flush()
+        if "crash" in req["input"]:
+            threading.Timer(0.2, lambda: os._exit(0)).start()
+
+http.server.ThreadingHTTPServer(("127.0.0.1", cfg["gateway"]["port"]), Gateway).serve_forever()
 "#;
 
 #[tokio::test]
-async fn openclaws_turns_take_turns_keep_its_session_and_never_see_the_key() {
-    let llm = ScriptedLlm::openai(|_| Reply::Text(vec!["unused".into()])).await;
+async fn openclaws_gateway_runs_on_answers_each_session_and_never_sees_the_key() {
+    // The model says how many messages it was sent.
+    let llm = ScriptedLlm::openai(|body| {
+        let n = body["messages"].as_array().map(|m| m.len()).unwrap_or(0);
+        Reply::Text(vec!["heard ".into(), n.to_string()])
+    })
+    .await;
     let dirs = Dirs::new();
     let bin = dirs.workdir.parent().unwrap().join("openclaw");
     std::fs::write(&bin, FAKE_OPENCLAW).unwrap();
@@ -209,43 +254,48 @@ async fn openclaws_turns_take_turns_keep_its_session_and_never_see_the_key() {
     )
     .await;
 
-    // Two sessions at once: the second waits for the first instead of failing.
+    // Two sessions at once: one Gateway answers both, each in a session of its own.
     let body = json!({"model": "m", "input": "hello"});
     let (a, b) = tokio::join!(agent.post("/v1/responses", &body), agent.post("/v1/responses", &body));
     for (status, r) in [&a, &b] {
         assert_eq!((status.as_u16(), r["status"].as_str()), (200, Some("completed")), "{r}");
-        assert_eq!(r["output"][0]["content"][0]["text"], "openclaw says hi", "{r}");
+        assert_eq!(r["output"][0]["content"][0]["text"], "heard 1", "{r}");
     }
     let log = read(&dirs.workdir, "openclaw.log");
-    assert_eq!(log.matches("ARGS ").count(), 2, "{log}");
-    assert!(log.contains("--model berth/m") && log.contains("agent --local --json"), "{log}");
-    // Its model is the relay on loopback; the key is not in its config.
+    assert_eq!(log.matches("ARGS gateway run").count(), 1, "{log}");
+    // Its model is the relay on loopback; the key is not in its config, the relay adds it.
     assert!(log.contains(r#""baseUrl":"http://127.0.0.1:"#), "{log}");
     assert!(!log.contains("test-key"), "{log}");
-    for line in log.lines().filter(|l| l.starts_with("CONFIG ")) {
-        let path = line.split(' ').nth(1).unwrap();
-        assert!(!std::path::Path::new(path).exists(), "the turn's config is removed: {path}");
-    }
+    assert!(llm.requests().iter().all(|r| r.headers["authorization"] == "Bearer test-key"));
 
-    // The next turn of a session resumes OpenClaw's session of that name.
+    // The next turn of a session goes on in the same OpenClaw session, streamed.
     let session = a.1["session_id"].as_str().unwrap();
-    let first = log.lines().find(|l| l.starts_with("ARGS ")).unwrap();
-    let (status, r) =
-        agent.post("/v1/responses", &json!({"model": "m", "input": "again", "session_id": session})).await;
-    assert_eq!(status.as_u16(), 200, "{r}");
-    let log = read(&dirs.workdir, "openclaw.log");
-    let ids: Vec<&str> = log
-        .lines()
-        .filter(|l| l.starts_with("ARGS "))
-        .filter_map(|l| l.split("--session-id ").nth(1)?.split(' ').next())
+    let events = agent.stream(&json!({"model": "m", "input": "again", "session_id": session})).await;
+    let last = events.last().unwrap();
+    assert_eq!(last.event, "response.completed", "{events:?}");
+    let deltas: String = events
+        .iter()
+        .filter(|e| e.event == "response.output_text.delta")
+        .map(|e| e.data["delta"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(ids.len(), 3, "{log}");
-    let resumed = ids[2];
-    assert!(first.contains(&format!("--session-id {resumed} ")) || ids[..2].contains(&resumed), "{log}");
-    assert_ne!(ids[0], ids[1], "two sessions, two OpenClaw sessions: {log}");
+    assert_eq!(deltas, "heard 3", "the model's words as it streamed them");
+    let log = read(&dirs.workdir, "openclaw.log");
+    let keys: Vec<&str> = log.lines().filter_map(|l| l.strip_prefix("TURN ")?.split(' ').next()).collect();
+    assert_eq!(keys.len(), 3, "{log}");
+    assert_ne!(keys[0], keys[1], "two sessions, two OpenClaw sessions: {log}");
+    assert!(keys[..2].contains(&keys[2]), "{log}");
 
-    // A failed run fails the turn with OpenClaw's reason.
+    // A failed turn fails with OpenClaw's reason.
     let (_, r) = agent.post("/v1/responses", &json!({"model": "m", "input": "please fail"})).await;
     assert_eq!(r["status"], "failed", "{r}");
     assert!(r["error"]["message"].as_str().unwrap().contains("HTTP 500"), "{r}");
+
+    // A Gateway that died is started again for the next turn.
+    let (_, r) = agent.post("/v1/responses", &json!({"model": "m", "input": "crash after this"})).await;
+    assert_eq!(r["status"], "completed", "{r}");
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let (_, r) = agent.post("/v1/responses", &json!({"model": "m", "input": "still there?"})).await;
+    assert_eq!(r["status"], "completed", "{r}");
+    let log = read(&dirs.workdir, "openclaw.log");
+    assert_eq!(log.matches("ARGS gateway run").count(), 2, "{log}");
 }

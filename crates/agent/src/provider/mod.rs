@@ -105,6 +105,11 @@ impl ChatEvents {
         self.decode(events)
     }
 
+    /// Whether the stream said it is over (`data: [DONE]`).
+    pub fn done(&self) -> bool {
+        self.decoder.done
+    }
+
     /// The events of whatever the stream's last bytes left unterminated.
     pub fn finish(&mut self) -> Result<Vec<ProviderEvent>, ProviderError> {
         let events: Vec<SseEvent> = self.parser.finish().into_iter().collect();
