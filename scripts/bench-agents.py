@@ -8,7 +8,8 @@
      berth-agent, on the same scripted model (a server this script runs: Anthropic
      Messages for Claude Code and berth-agent, the OpenAI Responses API for Codex, chat
      completions for Hermes and OpenClaw, the same words), turns alternating between the
-     instances; each turn a new session.
+     instances; each turn a new session (the first turn of each instance apart: it
+     starts OpenClaw's Gateway); then each instance's memory after its turns.
 
     scripts/bench-agents.py [--turns N] [--build release|debug] [--cached-only]
 
@@ -211,8 +212,9 @@ def main():
             made.append(inst["id"])
             labels[kind] = inst["id"][5:]
         times = {k: ([], []) for k in labels}
-        for k in labels:  # one warm-up turn each, not counted
-            ttft(server, labels[k], {"input": "hello"})
+        first_turn = {}
+        for k in labels:  # one first turn each, not counted (OpenClaw's starts its Gateway)
+            first_turn[k] = ttft(server, labels[k], {"input": "hello"})[0]
         for i in range(args.turns):
             order = list(labels) if i % 2 == 0 else list(reversed(list(labels)))
             for k in order:
@@ -226,10 +228,15 @@ def main():
         print(f"then, same second start: codex ready after {codex:.1f} s, hermes after {hermes:.1f} s,"
               f" openclaw after {openclaw:.1f} s")
         print(f"\n{args.turns} streamed turns each through the edge, alternating, same scripted model")
-        print(f"{'agent':<34}{'TTFT p50 ms':>12}{'p90 ms':>9}{'turn p50 ms':>13}")
+        print(f"{'agent':<34}{'TTFT p50 ms':>12}{'p90 ms':>9}{'turn p50 ms':>13}{'first turn TTFT ms':>20}")
         for k in labels:
             first, total = times[k]
-            print(f"{k:<34}{pct(first, 50):>12.0f}{pct(first, 90):>9.0f}{pct(total, 50):>13.0f}")
+            print(f"{k:<34}{pct(first, 50):>12.0f}{pct(first, 90):>9.0f}{pct(total, 50):>13.0f}{first_turn[k]:>20.0f}")
+        # What each instance holds after its turns (OpenClaw keeps its Gateway running).
+        print(f"\n{'agent':<34}{'instance memory after the turns, MiB':>38}")
+        for k, iid in zip(labels, made):
+            st, h = server.call("GET", f"/v1/instances/{iid}/health")
+            print(f"{k:<34}{h.get('memory_mb', float('nan')) if st == 200 else float('nan'):>38.0f}")
         for iid in made:
             server.call("DELETE", f"/v1/instances/{iid}?purge=true")
     finally:
