@@ -60,7 +60,12 @@ pub async fn run(cfg: AgentConfig) -> std::io::Result<()> {
         store::Store::open(&cfg.data_dir.join("sessions.db")).map_err(|e| std::io::Error::other(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, data = %cfg.data_dir.display(), "berth-agent listening");
-    let app = router(AppState::new(cfg, store));
+    let state = AppState::new(cfg, store);
+    if let Some(driver::Driver::OpenClaw { bin }) = state.config.drivers.first() {
+        let (bin, state) = (bin.clone(), state.clone());
+        tokio::spawn(async move { openclaw::prestart(&bin, &state).await });
+    }
+    let app = router(state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;

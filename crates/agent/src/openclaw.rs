@@ -8,7 +8,9 @@
 //! keeps it for the turns after; a Gateway that died, or a turn for another model or
 //! endpoint, starts a new one. Each turn is a streamed `POST /v1/responses` to it in
 //! the session `x-openclaw-session-key` names (chosen on the session's first turn and
-//! kept with the berth session).
+//! kept with the berth session). An instance whose agent is OpenClaw first (the
+//! `openclaw` template) starts its Gateway when berth-agent starts ([`prestart`]), so
+//! that its first turn does not wait for it either.
 //!
 //! The Gateway's own stream shows its text but not its work (the tools it runs), so
 //! its model traffic goes through a relay of berth-agent's (`crate::relay`), which
@@ -93,6 +95,32 @@ pub fn start(bin: &Path, l: &Launch<'_>) -> mpsc::Receiver<DriverEvent> {
         }
     });
     rx
+}
+
+/// Starts the Gateway ahead of the first turn, for the default model; a failure is
+/// logged (the first turn tries again and reports it).
+pub async fn prestart(bin: &Path, state: &crate::state::AppState) {
+    let llm = &state.config.llm;
+    let Some(model) = llm.default_model.clone() else { return };
+    let t = Turn {
+        bin: bin.to_path_buf(),
+        prompt: String::new(),
+        model,
+        resume: None,
+        workdir: state.config.workdir.clone(),
+        user: state.config.tool_user,
+        base_url: llm.openai_base_url.trim_end_matches('/').to_string(),
+        api_key: llm.openai_api_key.clone(),
+        instructions: None,
+        http: state.http(),
+    };
+    let mut held = GATEWAY.lock().await;
+    if held.is_none() {
+        match Gateway::start(&t).await {
+            Ok(g) => *held = Some(g),
+            Err(e) => tracing::warn!(error = %e, "OpenClaw's Gateway did not start ahead of the first turn"),
+        }
+    }
 }
 
 async fn run(t: Turn, tx: mpsc::Sender<DriverEvent>) -> Result<(), String> {

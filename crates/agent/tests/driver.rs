@@ -254,8 +254,12 @@ async fn openclaws_gateway_runs_on_answers_each_session_and_never_sees_the_key()
     )
     .await;
 
+    // The Gateway starts with the agent, for the default model, before any turn.
+    let log_path = dirs.workdir.join("openclaw.log");
+    let started = || std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("ARGS gateway run"));
+    assert!(support::eventually(10, started).await, "no Gateway before the first turn");
     // Two sessions at once: one Gateway answers both, each in a session of its own.
-    let body = json!({"model": "m", "input": "hello"});
+    let body = json!({"input": "hello"});
     let (a, b) = tokio::join!(agent.post("/v1/responses", &body), agent.post("/v1/responses", &body));
     for (status, r) in [&a, &b] {
         assert_eq!((status.as_u16(), r["status"].as_str()), (200, Some("completed")), "{r}");
@@ -270,7 +274,7 @@ async fn openclaws_gateway_runs_on_answers_each_session_and_never_sees_the_key()
 
     // The next turn of a session goes on in the same OpenClaw session, streamed.
     let session = a.1["session_id"].as_str().unwrap();
-    let events = agent.stream(&json!({"model": "m", "input": "again", "session_id": session})).await;
+    let events = agent.stream(&json!({"input": "again", "session_id": session})).await;
     let last = events.last().unwrap();
     assert_eq!(last.event, "response.completed", "{events:?}");
     let deltas: String = events
@@ -286,16 +290,22 @@ async fn openclaws_gateway_runs_on_answers_each_session_and_never_sees_the_key()
     assert!(keys[..2].contains(&keys[2]), "{log}");
 
     // A failed turn fails with OpenClaw's reason.
-    let (_, r) = agent.post("/v1/responses", &json!({"model": "m", "input": "please fail"})).await;
+    let (_, r) = agent.post("/v1/responses", &json!({"input": "please fail"})).await;
     assert_eq!(r["status"], "failed", "{r}");
     assert!(r["error"]["message"].as_str().unwrap().contains("HTTP 500"), "{r}");
 
     // A Gateway that died is started again for the next turn.
-    let (_, r) = agent.post("/v1/responses", &json!({"model": "m", "input": "crash after this"})).await;
+    let (_, r) = agent.post("/v1/responses", &json!({"input": "crash after this"})).await;
     assert_eq!(r["status"], "completed", "{r}");
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
-    let (_, r) = agent.post("/v1/responses", &json!({"model": "m", "input": "still there?"})).await;
+    let (_, r) = agent.post("/v1/responses", &json!({"input": "still there?"})).await;
     assert_eq!(r["status"], "completed", "{r}");
     let log = read(&dirs.workdir, "openclaw.log");
     assert_eq!(log.matches("ARGS gateway run").count(), 2, "{log}");
+    // Another model needs a Gateway configured for it.
+    let (_, r) = agent.post("/v1/responses", &json!({"model": "other-model", "input": "hi"})).await;
+    assert_eq!(r["status"], "completed", "{r}");
+    let log = read(&dirs.workdir, "openclaw.log");
+    assert_eq!(log.matches("ARGS gateway run").count(), 3, "{log}");
+    assert!(log.contains(r#""primary":"berth/other-model""#), "{log}");
 }
