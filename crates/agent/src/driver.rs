@@ -549,7 +549,7 @@ impl Acp {
 }
 
 /// A tool result's content (a string, or text blocks) as one text.
-fn result_text(content: &Value, is_error: bool) -> String {
+pub(crate) fn result_text(content: &Value, is_error: bool) -> String {
     let text = match content {
         Value::String(s) => s.clone(),
         Value::Array(blocks) => blocks.iter().filter_map(|b| b["text"].as_str()).collect::<Vec<_>>().join("\n"),

@@ -50,6 +50,23 @@ struct Turn {
     http: reqwest::Client,
 }
 
+impl Turn {
+    fn new(bin: &Path, l: &Launch<'_>) -> Self {
+        Turn {
+            bin: bin.to_path_buf(),
+            prompt: l.prompt.to_string(),
+            model: l.model.to_string(),
+            resume: l.resume.map(str::to_string),
+            workdir: l.workdir.to_path_buf(),
+            user: l.user,
+            base_url: l.base_url.trim_end_matches('/').to_string(),
+            api_key: l.api_key.map(str::to_string),
+            instructions: l.instructions.filter(|i| !i.trim().is_empty()).map(str::to_string),
+            http: l.http.clone(),
+        }
+    }
+}
+
 /// A running `openclaw gateway run`.
 struct Gateway {
     child: tokio::process::Child,
@@ -72,18 +89,7 @@ impl Drop for Gateway {
 /// Starts an OpenClaw turn; its events arrive on the receiver. A turn whose client
 /// went away stops (the Gateway stays).
 pub fn start(bin: &Path, l: &Launch<'_>) -> mpsc::Receiver<DriverEvent> {
-    let turn = Turn {
-        bin: bin.to_path_buf(),
-        prompt: l.prompt.to_string(),
-        model: l.model.to_string(),
-        resume: l.resume.map(str::to_string),
-        workdir: l.workdir.to_path_buf(),
-        user: l.user,
-        base_url: l.base_url.trim_end_matches('/').to_string(),
-        api_key: l.api_key.map(str::to_string),
-        instructions: l.instructions.filter(|i| !i.trim().is_empty()).map(str::to_string),
-        http: l.http.clone(),
-    };
+    let turn = Turn::new(bin, l);
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
         let outcome = tokio::select! {
@@ -101,19 +107,19 @@ pub fn start(bin: &Path, l: &Launch<'_>) -> mpsc::Receiver<DriverEvent> {
 /// logged (the first turn tries again and reports it).
 pub async fn prestart(bin: &Path, state: &crate::state::AppState) {
     let llm = &state.config.llm;
-    let Some(model) = llm.default_model.clone() else { return };
-    let t = Turn {
-        bin: bin.to_path_buf(),
-        prompt: String::new(),
+    let Some(model) = &llm.default_model else { return };
+    let launch = Launch {
+        prompt: "",
         model,
         resume: None,
-        workdir: state.config.workdir.clone(),
+        workdir: &state.config.workdir,
         user: state.config.tool_user,
-        base_url: llm.openai_base_url.trim_end_matches('/').to_string(),
-        api_key: llm.openai_api_key.clone(),
+        base_url: &llm.openai_base_url,
+        api_key: llm.openai_api_key.as_deref(),
         instructions: None,
         http: state.http(),
     };
+    let t = Turn::new(bin, &launch);
     let mut held = GATEWAY.lock().await;
     if held.is_none() {
         match Gateway::start(&t).await {
@@ -143,7 +149,8 @@ impl Gateway {
     fn fits(&mut self, t: &Turn) -> bool {
         matches!(self.child.try_wait(), Ok(None))
             && self.model == t.model
-            && self.upstream == (t.base_url.clone(), t.api_key.clone())
+            && self.upstream.0 == t.base_url
+            && self.upstream.1 == t.api_key
     }
 
     async fn start(t: &Turn) -> Result<Self, String> {
@@ -243,11 +250,7 @@ impl Gateway {
             .map_err(|e| format!("OpenClaw's Gateway did not answer: {e}"))?;
         let status = resp.status();
         if !status.is_success() {
-            let text = resp.text().await.unwrap_or_default();
-            let why = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-                .unwrap_or(text);
+            let why = crate::provider::error_detail(&resp.text().await.unwrap_or_default());
             return Err(format!("OpenClaw's Gateway answered {status}: {why}"));
         }
         let mut parser = berth_sse::Decoder::default();

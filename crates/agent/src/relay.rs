@@ -231,7 +231,7 @@ impl Shared {
                 break;
             }
             let call_id = seen.pending.remove(pos);
-            out.push(DriverEvent::ToolResult { call_id, output: content_text(&m["content"]) });
+            out.push(DriverEvent::ToolResult { call_id, output: crate::driver::result_text(&m["content"], false) });
         }
         out
     }
@@ -240,16 +240,6 @@ impl Shared {
 /// An id's letters and digits.
 fn plain(id: &str) -> String {
     id.chars().filter(|c| c.is_ascii_alphanumeric()).collect()
-}
-
-/// A chat message's content (a string, or text parts) as one text.
-fn content_text(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("\n"),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
 }
 
 fn failure(status: StatusCode, message: &str) -> Response {

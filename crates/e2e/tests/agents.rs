@@ -59,6 +59,26 @@ async fn stream(s: &TestServer, host: &str, body: Value) -> Vec<(String, Value)>
         .collect()
 }
 
+/// A first turn's items: its tool call, the call's result and its last message.
+fn call_result_answer(done: &Value) -> (&Value, &Value, &Value) {
+    let output = done["response"]["output"].as_array().expect("an output");
+    let call = output.iter().find(|i| i["type"] == "function_call").expect("a tool call");
+    let result = output.iter().find(|i| i["type"] == "function_call_output").expect("its result");
+    let answer = output.iter().rev().find(|i| i["type"] == "message").expect("an answer");
+    (call, result, answer)
+}
+
+/// The next turn (`and again`) of the session `done` answered in, streamed through the
+/// edge: completed, and the text it ended with.
+async fn next_turn(s: &TestServer, host: &str, done: &Value) -> String {
+    let session = done["response"]["session_id"].as_str().unwrap();
+    let events = stream(s, host, json!({"input": "and again", "session_id": session, "stream": true})).await;
+    let (last, done) = events.last().unwrap();
+    assert_eq!(last, "response.completed", "{done}");
+    let out = done["response"]["output"].as_array().unwrap();
+    out.last().unwrap()["content"][0]["text"].as_str().unwrap_or_default().to_string()
+}
+
 /// A server offering the agent template `name`, once its image is built (instances of
 /// it are refused while it builds).
 async fn server_with(name: &str) -> TestServer {
@@ -122,24 +142,16 @@ async fn codex_answers_through_the_edge_with_a_tool_call_against_a_scripted_mode
     let events = stream(&s, &host, json!({"input": "say hello from your shell", "stream": true})).await;
     let (last, done) = events.last().unwrap();
     assert_eq!(last, "response.completed", "{done}");
-    let output = done["response"]["output"].as_array().unwrap();
-    let call = output.iter().find(|i| i["type"] == "function_call").expect("a tool call");
+    let (call, result, answer) = call_result_answer(done);
     assert_eq!(call["name"], "exec_command", "{call}");
     assert!(call["arguments"].as_str().unwrap().contains("echo from-codex-instance"), "{call}");
-    let result = output.iter().find(|i| i["type"] == "function_call_output").expect("its result");
     assert!(result["output"].as_str().unwrap().contains("from-codex-instance"), "the instance ran it: {result}");
-    let answer = output.iter().rev().find(|i| i["type"] == "message").unwrap();
     assert_eq!(answer["content"][0]["text"], "codex heard its shell", "{answer}");
     let reqs = model.requests();
     assert!(reqs.iter().all(|r| r.headers["authorization"] == "Bearer sk-codex-scripted"));
 
     let first_len = reqs.last().unwrap().body["input"].as_array().unwrap().len();
-    let session = done["response"]["session_id"].as_str().unwrap();
-    let events = stream(&s, &host, json!({"input": "and again", "session_id": session, "stream": true})).await;
-    let (last, done) = events.last().unwrap();
-    assert_eq!(last, "response.completed", "{done}");
-    let out = done["response"]["output"].as_array().unwrap();
-    assert_eq!(out.last().unwrap()["content"][0]["text"], "second codex turn", "{done}");
+    assert_eq!(next_turn(&s, &host, done).await, "second codex turn");
     let resumed = model.requests().last().unwrap().body["input"].as_array().unwrap().len();
     assert!(resumed > first_len, "the resumed thread sent its earlier turn too ({resumed} items)");
 }
@@ -169,13 +181,10 @@ async fn claude_code_answers_through_the_edge_with_a_tool_call_against_a_scripte
     let (last, done) = events.last().unwrap();
     assert_eq!(last, "response.completed", "{kinds:?} {done}");
     assert!(kinds.contains(&"response.output_text.delta"), "{kinds:?}");
-    let output = done["response"]["output"].as_array().unwrap();
-    let call = output.iter().find(|i| i["type"] == "function_call").expect("a tool call");
+    let (call, result, answer) = call_result_answer(done);
     assert_eq!(call["name"], "Bash", "{call}");
-    let result = output.iter().find(|i| i["type"] == "function_call_output").expect("its result");
     assert_eq!(result["call_id"], call["call_id"]);
     assert!(result["output"].as_str().unwrap().contains("from-the-instance"), "the instance ran it: {result}");
-    let answer = output.iter().rev().find(|i| i["type"] == "message").unwrap();
     assert!(answer["content"][0]["text"].as_str().unwrap().contains("the shell said from-the-instance"), "{answer}");
 
     // The model traffic went to the model the instance was given, with its key.
@@ -184,12 +193,7 @@ async fn claude_code_answers_through_the_edge_with_a_tool_call_against_a_scripte
     assert!(reqs.iter().all(|r| r.headers.get("x-api-key").is_some_and(|k| k == "sk-ant-scripted")));
 
     // The next turn continues Claude Code's own session.
-    let session = done["response"]["session_id"].as_str().unwrap();
-    let events = stream(&s, &host, json!({"input": "and again", "session_id": session, "stream": true})).await;
-    let (last, done) = events.last().unwrap();
-    assert_eq!(last, "response.completed", "{done}");
-    let text_out = done["response"]["output"].as_array().unwrap().last().unwrap()["content"][0]["text"].clone();
-    assert_eq!(text_out, "second turn, same session");
+    assert_eq!(next_turn(&s, &host, done).await, "second turn, same session");
     let resumed = model.requests().last().unwrap().body["messages"].as_array().unwrap().len();
     assert!(resumed >= 3, "the resumed session sent its earlier turn too ({resumed} messages)");
 }
@@ -260,23 +264,16 @@ async fn hermes_answers_through_the_edge_with_a_tool_call_against_a_scripted_mod
     let (last, done) = events.last().unwrap();
     assert_eq!(last, "response.completed", "{done}");
     assert!(kinds.contains(&"response.output_text.delta"), "{kinds:?}");
-    let output = done["response"]["output"].as_array().unwrap();
-    let call = output.iter().find(|i| i["type"] == "function_call").expect("a tool call");
+    let (call, result, answer) = call_result_answer(done);
     assert_eq!(call["name"], "terminal", "{call}");
-    let result = output.iter().find(|i| i["type"] == "function_call_output").expect("its result");
     assert!(result["output"].as_str().unwrap().contains("from-hermes-instance"), "the instance ran it: {result}");
-    let answer = output.iter().rev().find(|i| i["type"] == "message").unwrap();
     assert!(answer["content"][0]["text"].as_str().unwrap().contains("hermes heard its shell"), "{answer}");
     let reqs = model.requests();
     assert!(reqs.iter().all(|r| r.headers["authorization"] == "Bearer sk-hermes-scripted"));
 
     let first_len = reqs.last().unwrap().body["messages"].as_array().unwrap().len();
-    let session = done["response"]["session_id"].as_str().unwrap();
-    let events = stream(&s, &host, json!({"input": "and again", "session_id": session, "stream": true})).await;
-    let (last, done) = events.last().unwrap();
-    assert_eq!(last, "response.completed", "{done}");
-    let out = done["response"]["output"].as_array().unwrap();
-    assert!(out.last().unwrap()["content"][0]["text"].as_str().unwrap().contains("second hermes turn"), "{done}");
+    let again = next_turn(&s, &host, done).await;
+    assert!(again.contains("second hermes turn"), "{again}");
     let resumed = model.requests().last().unwrap().body["messages"].as_array().unwrap().len();
     assert!(resumed > first_len, "the resumed session sent its earlier turn too ({resumed} messages)");
 }
@@ -316,14 +313,11 @@ async fn openclaw_answers_through_the_edge_with_a_tool_call_against_a_scripted_m
     // The answer streamed as the model said it (through berth-agent's relay), in deltas.
     let deltas = kinds.iter().filter(|k| **k == "response.output_text.delta").count();
     assert!(deltas >= 3, "{kinds:?}");
-    let output = done["response"]["output"].as_array().unwrap();
-    let call = output.iter().find(|i| i["type"] == "function_call").expect("a tool call");
+    let (call, result, answer) = call_result_answer(done);
     assert_eq!(call["name"], "exec", "{call}");
     assert!(call["arguments"].as_str().unwrap().contains("echo from-openclaw-instance"), "{call}");
-    let result = output.iter().find(|i| i["type"] == "function_call_output").expect("its result");
     assert_eq!(result["call_id"], call["call_id"]);
     assert!(result["output"].as_str().unwrap().contains("from-openclaw-instance"), "the instance ran it: {result}");
-    let answer = output.iter().rev().find(|i| i["type"] == "message").unwrap();
     assert_eq!(answer["content"][0]["text"], "openclaw heard its shell", "{answer}");
     // The key reached the model through the relay; OpenClaw itself was given none.
     let reqs = model.requests();
@@ -339,12 +333,7 @@ async fn openclaw_answers_through_the_edge_with_a_tool_call_against_a_scripted_m
     assert_eq!(found["stdout"], "", "the key is in no file the agent can read: {found}");
 
     let first_len = reqs.last().unwrap().body["messages"].as_array().unwrap().len();
-    let session = done["response"]["session_id"].as_str().unwrap();
-    let events = stream(&s, &host, json!({"input": "and again", "session_id": session, "stream": true})).await;
-    let (last, done) = events.last().unwrap();
-    assert_eq!(last, "response.completed", "{done}");
-    let out = done["response"]["output"].as_array().unwrap();
-    assert_eq!(out.last().unwrap()["content"][0]["text"], "second openclaw turn", "{done}");
+    assert_eq!(next_turn(&s, &host, done).await, "second openclaw turn");
     let resumed = model.requests().last().unwrap().body["messages"].as_array().unwrap().len();
     assert!(resumed > first_len, "the resumed session sent its earlier turn too ({resumed} messages)");
 }

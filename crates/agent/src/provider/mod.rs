@@ -7,6 +7,7 @@ mod error;
 mod history;
 mod openai;
 
+pub(crate) use error::error_detail;
 pub use error::ProviderError;
 
 use crate::api::Item;
