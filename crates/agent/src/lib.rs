@@ -16,6 +16,7 @@ pub mod error;
 pub mod exec_session;
 mod ids;
 mod openclaw;
+pub mod pool;
 pub mod provider;
 mod relay;
 mod routes;
@@ -41,31 +42,33 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
     routes::router(state)
 }
 
-/// Opens the data directory and serves the agent until SIGTERM or Ctrl-C.
-pub async fn run(cfg: AgentConfig) -> std::io::Result<()> {
-    std::fs::create_dir_all(&cfg.data_dir)?;
+/// Opens the data directory and serves the agent until SIGTERM or Ctrl-C. `claimed` is
+/// told once the agent has its configuration: at once, or, started for berth's warm pool
+/// (`BERTH_AGENT_POOL=1`, see [`pool`]), when the control plane claims it.
+pub async fn run(
+    listen: std::net::SocketAddr,
+    data_dir: std::path::PathBuf,
+    claimed: Option<tokio::sync::oneshot::Sender<()>>,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(&data_dir)?;
     // Tools must not read this process's secrets through /proc (environ, mem), even as
     // the same user: a process that is not dumpable is readable only with CAP_SYS_PTRACE,
     // which instances do not have.
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
         tracing::warn!(error = %e, "could not make the agent non-dumpable");
     }
-    if let Some(user) = cfg.tool_user {
-        let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_else(|| cfg.workdir.clone());
-        if let Err(e) = tools::confine::prepare(&home, &cfg.data_dir, user) {
-            tracing::warn!(error = %e, home = %home.display(), "could not hand the home directory to the tool user");
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, data = %data_dir.display(), "berth-agent listening");
+    let app = if pool::waiting() {
+        tracing::info!("waiting in the warm pool for a claim");
+        pool::router(listen, data_dir, claimed)
+    } else {
+        let state = start(AgentConfig::from_env(listen, data_dir))?;
+        if let Some(tx) = claimed {
+            let _ = tx.send(());
         }
-    }
-    let store =
-        store::Store::open(&cfg.data_dir.join("sessions.db")).map_err(|e| std::io::Error::other(e.to_string()))?;
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
-    tracing::info!(addr = %listener.local_addr()?, data = %cfg.data_dir.display(), "berth-agent listening");
-    let state = AppState::new(cfg, store);
-    if let Some(driver::Driver::OpenClaw { bin }) = state.config.drivers.first() {
-        let (bin, state) = (bin.clone(), state.clone());
-        tokio::spawn(async move { openclaw::prestart(&bin, &state).await });
-    }
-    let app = router(state);
+        router(state)
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;
@@ -84,6 +87,25 @@ pub async fn run(cfg: AgentConfig) -> std::io::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The agent's state for its configuration: the home handed to the tool user, the
+/// sessions opened, OpenClaw's Gateway started when OpenClaw answers by default.
+fn start(cfg: AgentConfig) -> std::io::Result<Arc<AppState>> {
+    if let Some(user) = cfg.tool_user {
+        let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_else(|| cfg.workdir.clone());
+        if let Err(e) = tools::confine::prepare(&home, &cfg.data_dir, user) {
+            tracing::warn!(error = %e, home = %home.display(), "could not hand the home directory to the tool user");
+        }
+    }
+    let store =
+        store::Store::open(&cfg.data_dir.join("sessions.db")).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let state = AppState::new(cfg, store);
+    if let Some(driver::Driver::OpenClaw { bin }) = state.config.drivers.first() {
+        let (bin, state) = (bin.clone(), state.clone());
+        tokio::spawn(async move { openclaw::prestart(&bin, &state).await });
+    }
+    Ok(state)
 }
 
 async fn shutdown_signal() {

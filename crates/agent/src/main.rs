@@ -94,14 +94,22 @@ fn main() -> std::io::Result<()> {
         .enable_all()
         .build()?
         .block_on(async move {
-            let agent = berth_agent::run(berth_agent::AgentConfig::from_env(args.listen, data_dir));
             if main_program.is_empty() {
-                return agent.await;
+                return berth_agent::run(args.listen, data_dir, None).await;
             }
-            let mut child = spawn_main(&main_program)?;
+            // The main program starts once the agent has its configuration (for a warm
+            // pool agent, when claimed: the program gets the instance's environment).
+            let (claimed_tx, claimed_rx) = tokio::sync::oneshot::channel();
+            let agent = berth_agent::run(args.listen, data_dir, Some(claimed_tx));
+            let program = async {
+                if claimed_rx.await.is_err() {
+                    return std::future::pending().await;
+                }
+                spawn_main(&main_program)?.wait().await
+            };
             tokio::select! {
                 served = agent => served,
-                status = child.wait() => {
+                status = program => {
                     let status = status?;
                     tracing::info!(%status, "the main program ended");
                     std::process::exit(status.code().unwrap_or(128 + status.signal().unwrap_or(9)));

@@ -231,6 +231,16 @@ pub struct ServerArgs {
     /// Instances' memory limits may add up to host memory × this (admission; 422 beyond).
     #[arg(long, env = "BERTH_MEMORY_OVERCOMMIT", default_value_t = 2.0)]
     pub memory_overcommit: f64,
+    /// Warm pool: keep started, unclaimed instances of a template and size, so a create
+    /// that matches is answered by handing one over (`TEMPLATE[:SIZE]=N`, or `=N..M` for
+    /// a floor of N and a ceiling of M that the pool grows to while claims come fast;
+    /// `=N` is `N..2N`). TEMPLATE: `berth-agent`, an agent template, or a `tpl_…` id.
+    /// Repeatable; the environment variable takes a comma-separated list.
+    #[arg(long = "warm-pool", env = "BERTH_WARM_POOL", value_delimiter = ',', value_name = "TEMPLATE[:SIZE]=N[..M]")]
+    pub warm_pool: Vec<String>,
+    /// Most warm-pool instances being made at once.
+    #[arg(long, env = "BERTH_WARM_POOL_PARALLEL", default_value_t = 2)]
+    pub warm_pool_parallel: usize,
     /// Most instances (all workspaces, not counting deleted ones) this server holds.
     #[arg(long, env = "BERTH_MAX_INSTANCES")]
     pub max_instances: Option<u32>,

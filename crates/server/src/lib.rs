@@ -24,6 +24,7 @@ pub mod llm;
 pub mod locks;
 pub mod metrics;
 pub mod openapi;
+pub mod pool;
 pub mod quotas;
 pub mod reconciler;
 pub mod routes;

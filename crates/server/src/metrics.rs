@@ -95,6 +95,7 @@ pub struct Metrics {
     pub runtime_errors: Family<KindLabel, Counter>,
     pub reconcile_failures: Family<KindLabel, Counter>,
     pub execs: Family<KindLabel, Counter>,
+    pub creates: Family<KindLabel, Counter>,
     pub exec_seconds: Histogram,
     pub edge: EdgeMetrics,
 }
@@ -111,6 +112,7 @@ impl Default for Metrics {
         let runtime_errors = Family::<KindLabel, Counter>::default();
         let reconcile_failures = Family::<KindLabel, Counter>::default();
         let execs = Family::<KindLabel, Counter>::default();
+        let creates = Family::<KindLabel, Counter>::default();
         let exec_seconds = Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0]);
         registry.register("http_requests", "Hosting API requests by route and status", requests.clone());
         registry.register("http_request_duration_seconds", "Hosting API latency by route", request_seconds.clone());
@@ -123,6 +125,11 @@ impl Default for Metrics {
             reconcile_failures.clone(),
         );
         registry.register("execs", "Commands run in instances by outcome", execs.clone());
+        registry.register(
+            "creates",
+            "Instances created through the API: `warm` from the warm pool, `cold`",
+            creates.clone(),
+        );
         registry.register("exec_duration_seconds", "Duration of commands run in instances", exec_seconds.clone());
         let edge = EdgeMetrics::register(&mut registry);
         Self {
@@ -134,6 +141,7 @@ impl Default for Metrics {
             runtime_errors,
             reconcile_failures,
             execs,
+            creates,
             exec_seconds,
             edge,
         }
@@ -144,6 +152,11 @@ impl Metrics {
     /// Counts one reconciler action.
     pub fn reconciled(&self, kind: &str) {
         self.reconciler_actions.get_or_create(&KindLabel { kind: kind.into() }).inc();
+    }
+
+    /// Counts one create: `warm` (from the warm pool) or `cold`.
+    pub fn created(&self, how: &str) {
+        self.creates.get_or_create(&KindLabel { kind: how.into() }).inc();
     }
 
     /// Counts one failed runtime call.

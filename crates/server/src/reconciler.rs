@@ -435,6 +435,7 @@ mod tests {
             requests_total: 0,
             egress: Default::default(),
             paid_until: None,
+            pooled: false,
         }
     }
 

@@ -128,6 +128,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         tracing::warn!(builds = cut, "template builds cut short by a server stop are marked failed");
     }
     let catalog = Arc::new(crate::templates::Catalog::load(store.as_ref()).await?);
+    let pool = warm_pool(&args, &agent_bin)?;
     let agents = Arc::new(crate::agents::SystemAgents::new(&args.agent_templates, args.agent_template_base.clone())?);
     let state = AppState {
         keys: Arc::new(KeyCache::new(store.clone())),
@@ -154,6 +155,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         http: reqwest::Client::builder().no_proxy().build()?,
         egress: egress.clone(),
         heartbeats: Arc::default(),
+        pool: pool.clone(),
         compute: Arc::new(compute),
         webhooks,
         llm: llm_addr
@@ -182,6 +184,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     agents.start(state.runtime.clone());
     let reconciler = Reconciler::new(state.clone());
     tokio::spawn(reconciler.run(Duration::from_millis(args.reconcile_interval_ms.max(100))));
+    if let Some(pool) = pool {
+        tokio::spawn(crate::pool::run(state.clone(), pool));
+    }
     tokio::spawn(flush_activity(state.clone()));
     tokio::spawn(follow_runtime_events(state.clone()));
     let renew_every = Duration::from_millis(args.reconcile_interval_ms.clamp(100, 5000));
@@ -537,4 +542,23 @@ fn loop_disks_unavailable() -> Option<String> {
         return Some(format!("{} not found on PATH (Debian: util-linux, e2fsprogs)", missing.join(", ")));
     }
     None
+}
+
+/// The warm pool of the `--warm-pool` entries (`None`: none). Its instances are told
+/// apart by the agent binary they run: its size and modification time.
+fn warm_pool(args: &ServerArgs, agent_bin: &std::path::Path) -> anyhow::Result<Option<Arc<crate::pool::WarmPool>>> {
+    let specs = args
+        .warm_pool
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| crate::pool::PoolSpec::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    if specs.is_empty() {
+        return Ok(None);
+    }
+    let meta = std::fs::metadata(agent_bin).with_context(|| format!("reading {}", agent_bin.display()))?;
+    let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).unwrap_or_default();
+    let agent = format!("{}-{}", meta.len(), mtime.as_nanos());
+    Ok(Some(Arc::new(crate::pool::WarmPool::new(specs, agent, args.warm_pool_parallel))))
 }

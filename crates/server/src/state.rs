@@ -99,6 +99,8 @@ pub struct AppState {
     pub llm: Option<Arc<crate::llm::ManagedLlm>>,
     /// The managed LLM proxy's meter and settings (`None`: no upstream configured).
     pub llm_proxy: Option<Arc<crate::llm::LlmProxy>>,
+    /// The warm pool (`None`: no `--warm-pool`).
+    pub pool: Option<Arc<crate::pool::WarmPool>>,
     /// Last time (unix seconds) each instance's agent answered a probe.
     pub heartbeats: Arc<std::sync::Mutex<std::collections::HashMap<berth_core::InstanceId, i64>>>,
 }

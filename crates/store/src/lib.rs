@@ -74,6 +74,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Inserts an instance unless its workspace already holds `limit` live instances.
     async fn insert_instance(&self, rec: &InstanceRecord, limit: u32) -> Result<()>;
+    /// Hands the warm pool's instance `pooled` (of workspace `from`) over as `r` (same
+    /// id), unless `r`'s workspace already holds `limit` live instances: the pool's row
+    /// and audit events are replaced by `r` as a new row, atomically. `Ok(false)`: the
+    /// pool no longer holds that instance.
+    async fn claim_instance(
+        &self,
+        pooled: &InstanceId,
+        from: &WorkspaceId,
+        r: &InstanceRecord,
+        limit: u32,
+    ) -> Result<bool>;
     /// One instance, scoped to a workspace when given.
     async fn instance(&self, ws: Option<&WorkspaceId>, id: &InstanceId) -> Result<Option<InstanceRecord>>;
     /// A page of a workspace's instances, newest first, older than `before_seq`.

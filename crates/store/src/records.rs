@@ -78,6 +78,11 @@ pub struct InstanceRecord {
     pub hold_until: Option<i64>,
     /// Requests served through the edge (as of the last batch written).
     pub requests_total: u64,
+    /// Its container was made for the warm pool, before the instance was claimed: the
+    /// container's environment is the pool's, the agent takes the record's by a claim
+    /// call after every start, and execs are given it. False once the container is
+    /// made again from the record.
+    pub pooled: bool,
     /// Where its traffic may go.
     pub egress: berth_core::Egress,
     /// End of the period its compute is paid for (`--billing` with a size price).

@@ -53,6 +53,7 @@ fn instance(ws: &WorkspaceId, size: u32, status: Status) -> InstanceRecord {
         requests_total: 0,
         egress: Default::default(),
         paid_until: None,
+        pooled: false,
     }
 }
 

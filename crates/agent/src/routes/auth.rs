@@ -22,15 +22,10 @@ pub async fn require_gateway_token(
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .unwrap_or("");
-            if !same(given.trim().as_bytes(), token.as_bytes()) {
+            if !super::same_secret(given.trim().as_bytes(), token.as_bytes()) {
                 return Err(ApiError::unauthorized());
             }
         }
     }
     Ok(next.run(req).await)
-}
-
-/// Compares in time independent of where the first difference is.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -39,7 +39,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// Parses a JSON body, answering OpenAI-style 400s for what is wrong with it.
-fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+pub(crate) fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("invalid_json", "The request body is empty; send a JSON object.".into()));
     }
@@ -51,4 +51,9 @@ fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
         };
         ApiError::bad_request(code, format!("Invalid request body: {e}."))
     })
+}
+
+/// Compares two secrets in time independent of where the first difference is.
+pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -92,7 +92,8 @@ impl EdgeRoutes {
     /// Brings an instance's entry in line with its record. The known address is
     /// kept only while the instance stays `running`.
     pub fn apply(&self, rec: &InstanceRecord) {
-        if rec.status == Status::Deleted {
+        // Nothing reaches a warm pool instance before it is claimed.
+        if rec.status == Status::Deleted || crate::pool::is_pool(&rec.workspace_id) {
             self.remove(&rec.id);
             return;
         }
@@ -232,6 +233,7 @@ mod tests {
             requests_total: 0,
             egress: Default::default(),
             paid_until: None,
+            pooled: false,
         }
     }
 

@@ -73,6 +73,10 @@ pub fn spec_of(state: &AppState, r: &InstanceRecord) -> InstanceSpec {
     if let Some(llm) = &state.llm {
         llm.add_env(&state.seal, &r.id, &mut env);
     }
+    if crate::pool::is_pool(&r.workspace_id) && t.agent {
+        // Made for the warm pool: the agent waits for its claim (see `crate::pool`).
+        env.insert("BERTH_AGENT_POOL".into(), "1".into());
+    }
     InstanceSpec {
         id: r.id.clone(),
         workspace_id: r.workspace_id.clone(),
@@ -84,6 +88,16 @@ pub fn spec_of(state: &AppState, r: &InstanceRecord) -> InstanceSpec {
         stdin: t.stdin,
         agent: t.agent,
     }
+}
+
+/// What an exec in `rec` gets besides the container's environment: for an instance
+/// claimed from the warm pool (whose container started with the pool's), the
+/// environment its record gives it; else nothing.
+pub fn exec_env(state: &AppState, rec: &InstanceRecord) -> Vec<String> {
+    if !rec.pooled || crate::pool::is_pool(&rec.workspace_id) {
+        return Vec::new();
+    }
+    spec_of(state, rec).env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
 /// Writes a new status (and reason), appends the audit event and updates the
@@ -142,6 +156,7 @@ pub async fn wait_ready(state: &AppState, rec: &InstanceRecord) -> Result<(), Ru
         (false, Some(port)) => Some((port, t.health_path.clone())),
         (false, None) => None,
     };
+    let reclaim = t.agent && rec.pooled && !crate::pool::is_pool(&rec.workspace_id);
     let deadline = Instant::now() + state.settings.start_timeout;
     let mut last = String::from("no answer yet");
     while Instant::now() < deadline {
@@ -165,6 +180,18 @@ pub async fn wait_ready(state: &AppState, rec: &InstanceRecord) -> Result<(), Ru
                         Some((port, Some(path))) => {
                             let url = format!("http://{}{path}", std::net::SocketAddr::new(ip, *port));
                             match state.http.get(&url).timeout(Duration::from_secs(2)).send().await {
+                                Ok(resp) if resp.status().is_success() && reclaim => {
+                                    // A claimed warm pool instance's agent restarted: it
+                                    // waits for the record's environment again.
+                                    let waiting = resp
+                                        .json::<serde_json::Value>()
+                                        .await
+                                        .is_ok_and(|h| h.get("pool").and_then(|p| p.as_str()) == Some("waiting"));
+                                    match waiting {
+                                        true => crate::pool::claim_agent(state, rec, ip).await,
+                                        false => Ok(()),
+                                    }
+                                }
                                 Ok(resp) if resp.status().is_success() => Ok(()),
                                 Ok(resp) => Err(format!("{url} answered {}", resp.status())),
                                 Err(e) => Err(e.to_string()),

@@ -66,6 +66,7 @@ fn routed_ports(t: &berth_core::TemplateSpec, expose: &[u16]) -> ApiResult<Vec<u
 }
 
 /// `POST /v1/instances`: answers once the agent is healthy, or leaves nothing behind.
+/// A create the warm pool can serve is answered by handing over one of its instances.
 #[tracing::instrument(skip_all, fields(instance = tracing::field::Empty))]
 pub async fn create(
     state: AppState,
@@ -73,7 +74,32 @@ pub async fn create(
     v: ValidCreate,
     template: crate::templates::Resolved,
 ) -> ApiResult<InstanceRecord> {
-    let t = template.spec().clone();
+    let rec = new_record(&state, &auth.workspace_id, v, &template)?;
+    if let Some(claimed) = crate::pool::claim(&state, &auth, &rec).await? {
+        tracing::Span::current().record("instance", tracing::field::display(&claimed.id));
+        return Ok(claimed);
+    }
+    tracing::Span::current().record("instance", tracing::field::display(&rec.id));
+    let _guard = state.locks.lock(&rec.id).await;
+    let ws = state
+        .store
+        .workspace(&auth.workspace_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound { code: "workspace_not_found", message: "workspace not found".into() })?;
+    let made = make(&state, &ws, rec, Actor::Key(auth)).await?;
+    state.metrics.created("cold");
+    Ok(made)
+}
+
+/// The record a create makes (status `creating`, a fresh id), its size, resources and
+/// routed ports checked against the template.
+pub fn new_record(
+    state: &AppState,
+    ws: &berth_core::WorkspaceId,
+    v: ValidCreate,
+    template: &crate::templates::Resolved,
+) -> ApiResult<InstanceRecord> {
+    let t = template.spec();
     let size = match v.size {
         Some(s) => s,
         None => super::validate::size_of(t.default_size)?,
@@ -82,20 +108,12 @@ pub async fn create(
         Some(ask) => super::validate::resources_for(ask, &size, &state.settings.resource_bounds)?,
         None => None,
     };
-    let routed = routed_ports(&t, &v.expose)?;
+    let routed = routed_ports(t, &v.expose)?;
     let id = InstanceId::generate();
-    tracing::Span::current().record("instance", tracing::field::display(&id));
-    let _guard = state.locks.lock(&id).await;
-    let ws = state
-        .store
-        .workspace(&auth.workspace_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound { code: "workspace_not_found", message: "workspace not found".into() })?;
     let now = now_secs();
-    let mut rec = InstanceRecord {
+    Ok(InstanceRecord {
         seq: 0,
-        id: id.clone(),
-        workspace_id: auth.workspace_id.clone(),
+        workspace_id: ws.clone(),
         name: v.name,
         template: template.id.clone(),
         template_version: template.version,
@@ -119,6 +137,7 @@ pub async fn create(
         updated_at: now,
         deleted_at: None,
         gateway_token: Some(state.seal.gateway_token(id.as_str())),
+        id,
         last_request_at: None,
         exposed: exposed_ports(&[], &routed),
         idle_stopped: false,
@@ -126,7 +145,23 @@ pub async fn create(
         requests_total: 0,
         egress: v.egress,
         paid_until: None,
-    };
+        pooled: false,
+    })
+}
+
+/// Makes a new record's instance (its lock held by the caller): paid for, admitted,
+/// inserted, its container made and started until ready; on failure nothing is left.
+pub async fn make(
+    state: &AppState,
+    ws: &berth_store::WorkspaceRecord,
+    mut rec: InstanceRecord,
+    actor: Actor,
+) -> ApiResult<InstanceRecord> {
+    let state = state.clone();
+    let id = rec.id.clone();
+    let size = berth_core::size::lookup(rec.size).unwrap_or(berth_core::size::SIZES[0]);
+    let resources = rec.resources;
+    let now = rec.created_at;
     // Compute for the rest of the month is paid before anything exists (402 otherwise);
     // whatever fails afterwards gives it back.
     let paid = crate::compute::pay_for(&state, &mut rec, "create").await?;
@@ -135,7 +170,7 @@ pub async fn create(
         let mb = berth_core::Resources::effective(&size, resources.as_ref()).memory_limit_mb;
         let _room = state.admission.for_create(state.store.as_ref(), mb).await?;
         let budget = state.settings.workspace_disk_gb;
-        crate::admission::check_workspace_disk(state.store.as_ref(), &ws, budget, size.disk_gb).await?;
+        crate::admission::check_workspace_disk(state.store.as_ref(), ws, budget, size.disk_gb).await?;
         match state.store.insert_instance(&rec, ws.instance_limit).await {
             Err(berth_store::StoreError::LimitExceeded { limit }) => Err(ApiError::LimitExceeded(format!(
                 "workspace `{}` already holds its limit of {limit} instances; delete one or raise the limit",
@@ -149,7 +184,6 @@ pub async fn create(
         crate::compute::refund(&state, &rec, paid, "refund: the create was refused").await;
         return Err(e);
     }
-    let actor = Actor::Key(auth);
     state
         .store
         .record_event(&EventRecord {

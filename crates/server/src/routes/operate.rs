@@ -50,7 +50,9 @@ pub async fn exec_command(
     ApiJson(body): ApiJson<ExecRequest>,
 ) -> ApiResult<Response> {
     let rec = ops::get(&state, &auth, &id).await?;
-    let v = exec::validate(body)?;
+    let mut v = exec::validate(body)?;
+    // The instance's own environment first (claimed from the warm pool), the request's over it.
+    v.env.splice(0..0, crate::instances::drive::exec_env(&state, &rec));
     if rec.status != Status::Running {
         return Err(crate::error::invalid_state("exec", rec.status));
     }

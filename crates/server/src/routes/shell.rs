@@ -77,10 +77,12 @@ pub async fn shell(
         ],
     };
     let revoked = auth.revoked.clone();
+    let mut env = crate::instances::drive::exec_env(&state, &rec);
+    env.push("TERM=xterm-256color".into());
     Ok(ws.on_upgrade(move |socket| async move {
         let _busy = (state.activity.busy(&rec.id), slot);
         tokio::select! {
-            r = session(state, rec.id.clone(), socket, cmd, cols, rows) => {
+            r = session(state.clone(), rec.id.clone(), socket, cmd, env, cols, rows) => {
                 if let Err(e) = r {
                     tracing::info!(instance = %rec.id, error = %e, "shell session ended with an error");
                 }
@@ -96,10 +98,11 @@ async fn session(
     id: InstanceId,
     socket: WebSocket,
     cmd: Vec<String>,
+    env: Vec<String>,
     cols: u16,
     rows: u16,
 ) -> Result<(), berth_runtime::RuntimeError> {
-    let req = ExecRequest { cmd, env: vec!["TERM=xterm-256color".into()], cwd: None, stdin: true, tty: true };
+    let req = ExecRequest { cmd, env, cwd: None, stdin: true, tty: true };
     let mut exec = state.runtime.exec(&id, req).await?;
     let exec_id = exec.id.clone();
     let _ = state.runtime.exec_resize(&exec_id, cols, rows).await;

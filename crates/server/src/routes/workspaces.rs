@@ -98,8 +98,8 @@ pub async fn create_workspace(
 #[utoipa::path(get, path = "/v1/workspaces", tag = "workspaces",
     responses((status = 200, body = List<Workspace>), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn list_workspaces(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<List<Workspace>>> {
-    let all = if auth.admin {
-        state.store.workspaces().await?
+    let all: Vec<_> = if auth.admin {
+        state.store.workspaces().await?.into_iter().filter(|w| !crate::pool::is_pool(&w.id)).collect()
     } else {
         state.store.workspace(&auth.workspace_id).await?.into_iter().collect()
     };

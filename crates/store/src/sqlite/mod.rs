@@ -89,12 +89,64 @@ impl SqliteStore {
             _ => Some(token),
         }
     }
+
+    /// Inserts `r` unless its workspace already holds `limit` live instances.
+    async fn insert_row(&self, conn: &mut sqlx::SqliteConnection, r: &InstanceRecord, limit: u32) -> Result<()> {
+        // One statement, so the limit check and the insert cannot interleave with
+        // another create: SQLite serialises writers.
+        let done = sqlx::query(
+            "INSERT INTO instances (id, workspace_id, name, template, template_version, size, user_tag, region, \
+             metadata, env, budget_cap_micros, topup_micros, budget_models, lifecycle_mode, idle_timeout, status, \
+             status_reason, restart_count, created_at, updated_at, deleted_at, gateway_token, exposed, idle_stopped, \
+             hold_until, egress, paid_until, template_spec, resources, pooled) \
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+             WHERE (SELECT COUNT(*) FROM instances WHERE workspace_id = ? AND status != 'deleted') < ?",
+        )
+        .bind(r.id.as_str())
+        .bind(r.workspace_id.as_str())
+        .bind(&r.name)
+        .bind(&r.template)
+        .bind(r.template_version as i64)
+        .bind(r.size as i64)
+        .bind(&r.user)
+        .bind(&r.region)
+        .bind(to_json(&r.metadata))
+        .bind(self.env_text(&r.env))
+        .bind(r.budget_cap_micros)
+        .bind(r.topup_micros)
+        .bind(models_json(&r.budget_models))
+        .bind(&r.lifecycle_mode)
+        .bind(r.idle_timeout_secs.map(|v| v as i64))
+        .bind(r.status.as_str())
+        .bind(&r.status_reason)
+        .bind(r.restart_count as i64)
+        .bind(r.created_at)
+        .bind(r.updated_at)
+        .bind(r.deleted_at)
+        .bind(self.stored_token(r))
+        .bind(exposed_json(&r.exposed))
+        .bind(r.idle_stopped as i64)
+        .bind(r.hold_until)
+        .bind(egress_json(&r.egress))
+        .bind(r.paid_until)
+        .bind(r.template_spec.as_ref().map(|t| self.spec_text(t)))
+        .bind(resources_json(&r.resources))
+        .bind(r.pooled as i64)
+        .bind(r.workspace_id.as_str())
+        .bind(limit as i64)
+        .execute(&mut *conn)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::LimitExceeded { limit });
+        }
+        Ok(())
+    }
 }
 
 const INSTANCE_COLUMNS: &str = "seq, id, workspace_id, name, template, template_version, size, \
     user_tag, region, metadata, env, budget_cap_micros, topup_micros, budget_models, managed_used_micros, \
     lifecycle_mode, idle_timeout, status, status_reason, restart_count, created_at, updated_at, deleted_at, gateway_token, last_request_at, \
-    exposed, idle_stopped, hold_until, requests_total, egress, paid_until, template_spec, resources";
+    exposed, idle_stopped, hold_until, requests_total, egress, paid_until, template_spec, resources, pooled";
 
 /// The `resources` column.
 fn resources_json(r: &Option<berth_core::Resources>) -> Option<String> {
@@ -199,6 +251,7 @@ fn instance_from_row(row: &SqliteRow, store: &SqliteStore) -> Result<InstanceRec
         requests_total: row.try_get::<i64, _>("requests_total")?.max(0) as u64,
         egress: egress_from_row(row)?,
         paid_until: row.try_get("paid_until")?,
+        pooled: row.try_get::<i64, _>("pooled")? != 0,
     })
 }
 
@@ -318,53 +371,32 @@ impl Store for SqliteStore {
     }
 
     async fn insert_instance(&self, r: &InstanceRecord, limit: u32) -> Result<()> {
-        // One statement, so the limit check and the insert cannot interleave with
-        // another create: SQLite serialises writers.
-        let done = sqlx::query(
-            "INSERT INTO instances (id, workspace_id, name, template, template_version, size, user_tag, region, \
-             metadata, env, budget_cap_micros, topup_micros, budget_models, lifecycle_mode, idle_timeout, status, \
-             status_reason, restart_count, created_at, updated_at, deleted_at, gateway_token, exposed, idle_stopped, \
-             hold_until, egress, paid_until, template_spec, resources) \
-             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
-             WHERE (SELECT COUNT(*) FROM instances WHERE workspace_id = ? AND status != 'deleted') < ?",
-        )
-        .bind(r.id.as_str())
-        .bind(r.workspace_id.as_str())
-        .bind(&r.name)
-        .bind(&r.template)
-        .bind(r.template_version as i64)
-        .bind(r.size as i64)
-        .bind(&r.user)
-        .bind(&r.region)
-        .bind(to_json(&r.metadata))
-        .bind(self.env_text(&r.env))
-        .bind(r.budget_cap_micros)
-        .bind(r.topup_micros)
-        .bind(models_json(&r.budget_models))
-        .bind(&r.lifecycle_mode)
-        .bind(r.idle_timeout_secs.map(|v| v as i64))
-        .bind(r.status.as_str())
-        .bind(&r.status_reason)
-        .bind(r.restart_count as i64)
-        .bind(r.created_at)
-        .bind(r.updated_at)
-        .bind(r.deleted_at)
-        .bind(self.stored_token(r))
-        .bind(exposed_json(&r.exposed))
-        .bind(r.idle_stopped as i64)
-        .bind(r.hold_until)
-        .bind(egress_json(&r.egress))
-        .bind(r.paid_until)
-        .bind(r.template_spec.as_ref().map(|t| self.spec_text(t)))
-        .bind(resources_json(&r.resources))
-        .bind(r.workspace_id.as_str())
-        .bind(limit as i64)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::LimitExceeded { limit });
+        let mut conn = self.pool.acquire().await?;
+        self.insert_row(&mut conn, r, limit).await
+    }
+
+    async fn claim_instance(
+        &self,
+        pooled: &InstanceId,
+        from: &WorkspaceId,
+        r: &InstanceRecord,
+        limit: u32,
+    ) -> Result<bool> {
+        // The pool's row goes and the claimed one comes as a new row (its own place in
+        // the newest-first list), with the pool's audit events, in one transaction.
+        let mut tx = self.pool.begin().await?;
+        let gone = sqlx::query("DELETE FROM instances WHERE id = ? AND workspace_id = ?")
+            .bind(pooled.as_str())
+            .bind(from.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if gone.rows_affected() == 0 {
+            return Ok(false);
         }
-        Ok(())
+        sqlx::query("DELETE FROM events WHERE instance_id = ?").bind(pooled.as_str()).execute(&mut *tx).await?;
+        self.insert_row(&mut tx, r, limit).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn instance(&self, ws: Option<&WorkspaceId>, id: &InstanceId) -> Result<Option<InstanceRecord>> {
@@ -460,7 +492,8 @@ impl Store for SqliteStore {
             "UPDATE instances SET name = ?, template_version = ?, size = ?, metadata = ?, env = ?, \
              budget_cap_micros = ?, topup_micros = ?, budget_models = ?, lifecycle_mode = ?, idle_timeout = ?, status = ?, \
              status_reason = ?, restart_count = ?, updated_at = ?, deleted_at = ?, exposed = ?, idle_stopped = ?, \
-             hold_until = ?, egress = ?, paid_until = ?, template = ?, template_spec = ?, resources = ? WHERE id = ?",
+             hold_until = ?, egress = ?, paid_until = ?, template = ?, template_spec = ?, resources = ?, pooled = ? \
+             WHERE id = ?",
         )
         .bind(&r.name)
         .bind(r.template_version as i64)
@@ -485,6 +518,7 @@ impl Store for SqliteStore {
         .bind(&r.template)
         .bind(r.template_spec.as_ref().map(|t| self.spec_text(t)))
         .bind(resources_json(&r.resources))
+        .bind(r.pooled as i64)
         .bind(r.id.as_str())
         .execute(&self.pool)
         .await?;
