@@ -96,6 +96,7 @@ pub struct Metrics {
     pub reconcile_failures: Family<KindLabel, Counter>,
     pub execs: Family<KindLabel, Counter>,
     pub creates: Family<KindLabel, Counter>,
+    pub warm_pool_ready: Family<KindLabel, Gauge>,
     pub exec_seconds: Histogram,
     pub edge: EdgeMetrics,
 }
@@ -113,6 +114,7 @@ impl Default for Metrics {
         let reconcile_failures = Family::<KindLabel, Counter>::default();
         let execs = Family::<KindLabel, Counter>::default();
         let creates = Family::<KindLabel, Counter>::default();
+        let warm_pool_ready = Family::<KindLabel, Gauge>::default();
         let exec_seconds = Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0]);
         registry.register("http_requests", "Hosting API requests by route and status", requests.clone());
         registry.register("http_request_duration_seconds", "Hosting API latency by route", request_seconds.clone());
@@ -130,6 +132,11 @@ impl Default for Metrics {
             "Instances created through the API: `warm` from the warm pool, `cold`",
             creates.clone(),
         );
+        registry.register(
+            "warm_pool_ready",
+            "Started, unclaimed warm pool instances by pool (`TEMPLATE:SIZE`)",
+            warm_pool_ready.clone(),
+        );
         registry.register("exec_duration_seconds", "Duration of commands run in instances", exec_seconds.clone());
         let edge = EdgeMetrics::register(&mut registry);
         Self {
@@ -142,6 +149,7 @@ impl Default for Metrics {
             reconcile_failures,
             execs,
             creates,
+            warm_pool_ready,
             exec_seconds,
             edge,
         }

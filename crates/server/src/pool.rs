@@ -320,6 +320,26 @@ async fn discard(state: &AppState, rec: &InstanceRecord) {
     state.egress_forget(&rec.id).await;
 }
 
+/// Removes one ready pool instance (the fullest pool's newest) to make room on the
+/// host for a create; false when the pools hold none. The pool refills when room
+/// comes back.
+pub async fn evict_one(state: &AppState) -> bool {
+    let Some(pool) = state.pool.clone() else { return false };
+    let taken = {
+        let mut slots = pool.slots();
+        slots.iter_mut().max_by_key(|s| s.ready.len()).and_then(|s| s.ready.pop_back())
+    };
+    let Some(taken) = taken else { return false };
+    match state.store.instance(None, &taken.id).await {
+        Ok(Some(rec)) if is_pool(&rec.workspace_id) => {
+            tracing::info!(instance = %rec.id, "warm pool: giving a ready instance's room to a create");
+            retire(state, rec).await;
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Creates the pool workspace when missing; adopts the pool instances a previous run
 /// left (those still current become ready, the rest are removed); then keeps the pools
 /// filled until the server stops.

@@ -350,6 +350,13 @@ impl TestServer {
         self.spawn().await;
     }
 
+    /// Starts the server again on the same data dir and port with `extra_args` in
+    /// place of the ones it was started with.
+    pub async fn restart_with(&mut self, extra_args: Vec<String>) {
+        self.opts.extra_args = extra_args;
+        self.restart().await;
+    }
+
     /// An HTTP client.
     pub fn http(&self) -> &reqwest::Client {
         &self.http

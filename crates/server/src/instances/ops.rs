@@ -86,7 +86,14 @@ pub async fn create(
         .workspace(&auth.workspace_id)
         .await?
         .ok_or_else(|| ApiError::NotFound { code: "workspace_not_found", message: "workspace not found".into() })?;
-    let made = make(&state, &ws, rec, Actor::Key(auth)).await?;
+    let actor = Actor::Key(auth);
+    let made = match make(&state, &ws, rec.clone(), actor.clone()).await {
+        // Room held by unclaimed warm instances is given to clients first.
+        Err(ApiError::CapacityExceeded { .. }) if crate::pool::evict_one(&state).await => {
+            make(&state, &ws, rec, actor).await?
+        }
+        other => other?,
+    };
     state.metrics.created("cold");
     Ok(made)
 }

@@ -45,6 +45,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
             state.metrics.instances.get_or_create(&KindLabel { kind: st.as_str().into() }).set(n);
         }
     }
+    if let Some(pool) = &state.pool {
+        for (name, n) in pool.ready_counts() {
+            state.metrics.warm_pool_ready.get_or_create(&KindLabel { kind: name }).set(n as i64);
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
 }
 
