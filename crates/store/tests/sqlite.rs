@@ -82,6 +82,44 @@ async fn inserts_respect_the_limit_and_records_round_trip() {
 }
 
 #[tokio::test]
+async fn a_claim_moves_a_pool_instance_to_the_end_of_its_new_workspace_within_its_limit() {
+    let (s, _dir) = store().await;
+    let pool = workspace(&s).await;
+    let ws = workspace(&s).await; // limit 2
+    let older = instance(&ws, 1, Status::Running);
+    s.insert_instance(&older, 2).await.unwrap();
+    let warm: Vec<InstanceRecord> = (0..3).map(|_| instance(&pool, 1, Status::Running)).collect();
+    for w in &warm {
+        s.insert_instance(w, 100).await.unwrap();
+        let ev = berth_store::EventRecord {
+            instance_id: w.id.clone(),
+            at: 1,
+            from: None,
+            to: Status::Running,
+            actor: "reconciler".into(),
+            reason: None,
+        };
+        s.record_event(&ev).await.unwrap();
+    }
+    let claimed =
+        InstanceRecord { workspace_id: ws.clone(), name: Some("mine".into()), pooled: true, ..warm[0].clone() };
+    assert!(s.claim_instance(&warm[0].id, &pool, &claimed, 2).await.unwrap());
+    let listed = s.list_instances(&ws, &InstanceFilter::default(), None, 10).await.unwrap();
+    assert_eq!(listed.iter().map(|r| &r.id).collect::<Vec<_>>(), [&warm[0].id, &older.id], "newest first");
+    assert_eq!((listed[0].name.as_deref(), listed[0].pooled), (Some("mine"), true));
+    assert!(s.instance(Some(&pool), &warm[0].id).await.unwrap().is_none(), "gone from the pool");
+    assert!(s.events(&warm[0].id, 10).await.unwrap().is_empty(), "the pool's audit trail goes with it");
+    // Claimed already: nothing to take.
+    assert!(!s.claim_instance(&warm[0].id, &pool, &claimed, 5).await.unwrap());
+    // The workspace is full: the pool keeps its instance.
+    let over = InstanceRecord { workspace_id: ws.clone(), ..warm[1].clone() };
+    let err = s.claim_instance(&warm[1].id, &pool, &over, 2).await.unwrap_err();
+    assert!(matches!(err, StoreError::LimitExceeded { limit: 2 }), "{err}");
+    assert!(s.instance(Some(&pool), &warm[1].id).await.unwrap().is_some());
+    assert_eq!(s.events(&warm[1].id, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn pages_are_newest_first_and_filtered() {
     let (s, _dir) = store().await;
     let ws = workspace(&s).await;
