@@ -14,7 +14,7 @@
 use crate::error::ApiError;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{header::AUTHORIZATION, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -95,16 +95,9 @@ async fn dispatch(State(pool): State<Arc<Pool>>, req: Request) -> Response {
         e.status = StatusCode::SERVICE_UNAVAILABLE;
         return e.into_response();
     }
-    let given = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("")
-        .trim()
-        .to_string();
+    let given = crate::routes::bearer(req.headers()).as_bytes();
     // Without a token to check it against, nobody may claim the agent.
-    if !pool.token.as_deref().is_some_and(|t| crate::routes::same_secret(given.as_bytes(), t.as_bytes())) {
+    if !pool.token.as_deref().is_some_and(|t| crate::routes::same_secret(given, t.as_bytes())) {
         return ApiError::unauthorized().into_response();
     }
     let body = match axum::body::to_bytes(req.into_body(), 1024 * 1024).await {

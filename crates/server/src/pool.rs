@@ -115,6 +115,14 @@ struct Slot {
 }
 
 impl Slot {
+    /// Drops claims older than [`RATE_WINDOW`].
+    fn forget_old_claims(&mut self) {
+        let now = Instant::now();
+        while self.claims.front().is_some_and(|t| now.duration_since(*t) > RATE_WINDOW) {
+            self.claims.pop_front();
+        }
+    }
+
     fn target(&self, spec: &PoolSpec) -> usize {
         let recent = self.claims.len() as u32;
         recent.clamp(spec.floor, spec.ceiling) as usize
@@ -148,11 +156,8 @@ impl WarmPool {
         for slot in slots.iter_mut() {
             let Some(cur) = &slot.current else { continue };
             if cur.template == template && cur.version == version && cur.size == size {
-                let now = Instant::now();
-                slot.claims.push_back(now);
-                while slot.claims.front().is_some_and(|t| now.duration_since(*t) > RATE_WINDOW) {
-                    slot.claims.pop_front();
-                }
+                slot.claims.push_back(Instant::now());
+                slot.forget_old_claims();
                 let got = slot.ready.pop_front();
                 self.wake.notify_one();
                 return got;
@@ -230,13 +235,11 @@ pub async fn claim(state: &AppState, auth: &Auth, want: &InstanceRecord) -> ApiR
             berth_core::size::lookup(rec.size).map_or(0, |s| s.disk_gb),
         )
         .await?;
-        match state.store.claim_instance(&was.id, &pool_ws, &rec, ws.instance_limit).await {
-            Err(berth_store::StoreError::LimitExceeded { limit }) => Err(ApiError::LimitExceeded(format!(
-                "workspace `{}` already holds its limit of {limit} instances; delete one or raise the limit",
-                ws.name
-            ))),
-            other => Ok(other?),
-        }
+        state
+            .store
+            .claim_instance(&was.id, &pool_ws, &rec, ws.instance_limit)
+            .await
+            .map_err(|e| ops::limit_error(&ws, e))
     }
     .await;
     match handed {
@@ -344,9 +347,10 @@ pub async fn evict_one(state: &AppState) -> bool {
 /// left (those still current become ready, the rest are removed); then keeps the pools
 /// filled until the server stops.
 pub async fn run(state: AppState, pool: std::sync::Arc<WarmPool>) {
-    if let Err(e) = ensure_workspace(&state).await {
-        return tracing::error!(error = %e, "the warm pool's workspace could not be made; no warm pool");
-    }
+    let ws = match ensure_workspace(&state).await {
+        Ok(ws) => std::sync::Arc::new(ws),
+        Err(e) => return tracing::error!(error = %e, "the warm pool's workspace could not be made; no warm pool"),
+    };
     let mut adopted = false;
     loop {
         let currents = resolve_all(&state, &pool).await;
@@ -354,7 +358,7 @@ pub async fn run(state: AppState, pool: std::sync::Arc<WarmPool>) {
             adopt(&state, &pool, &currents).await;
             adopted = true;
         }
-        pass(&state, &pool, currents).await;
+        pass(&state, &pool, &ws, currents).await;
         tokio::select! {
             _ = pool.wake.notified() => {}
             _ = tokio::time::sleep(PASS_EVERY) => {}
@@ -456,14 +460,15 @@ async fn adopt(state: &AppState, pool: &WarmPool, currents: &[Option<(Current, c
         if rec.status == Status::Creating {
             continue; // the reconciler removes creates a stopped server left
         }
-        let ip = match (rec.status, slot_of(currents, &rec)) {
+        let slot = slot_of(currents, &rec);
+        let ip = match (rec.status, slot) {
             (Status::Running, Some(_)) => match state.runtime.inspect(&rec.id).await {
                 Ok(cs) if cs.observed == berth_runtime::Observed::Running => cs.agent_addr.map(|a| a.ip()),
                 _ => None,
             },
             _ => None,
         };
-        match (ip, slot_of(currents, &rec)) {
+        match (ip, slot) {
             (Some(ip), Some(i)) => {
                 let mut slots = pool.slots();
                 let slot = &mut slots[i];
@@ -488,6 +493,7 @@ async fn retire(state: &AppState, rec: InstanceRecord) {
 async fn pass(
     state: &AppState,
     pool: &std::sync::Arc<WarmPool>,
+    ws: &std::sync::Arc<WorkspaceRecord>,
     currents: Vec<Option<(Current, crate::templates::Resolved)>>,
 ) {
     let mut stale: Vec<InstanceId> = Vec::new();
@@ -503,10 +509,7 @@ async fn pass(
                 stale.extend(slot.ready.drain(..).map(|r| r.id));
                 slot.current = Some(cur.clone());
             }
-            let now = Instant::now();
-            while slot.claims.front().is_some_and(|t| now.duration_since(*t) > RATE_WINDOW) {
-                slot.claims.pop_front();
-            }
+            slot.forget_old_claims();
             let target = slot.target(spec);
             // One surplus instance a pass goes once claims slow down.
             if slot.ready.len() > target {
@@ -524,9 +527,9 @@ async fn pass(
         retire(state, rec).await;
     }
     for (i, resolved, cur) in fills {
-        let (state, pool) = (state.clone(), pool.clone());
+        let (state, pool, ws) = (state.clone(), pool.clone(), ws.clone());
         tokio::spawn(async move {
-            let made = fill(&state, &resolved, &cur).await;
+            let made = fill(&state, &ws, &resolved, &cur).await;
             let (unwanted, failed) = {
                 let mut slots = pool.slots();
                 let slot = &mut slots[i];
@@ -562,8 +565,12 @@ async fn pass(
 }
 
 /// Makes one pool instance and waits until its agent answers.
-async fn fill(state: &AppState, resolved: &crate::templates::Resolved, cur: &Current) -> ApiResult<Ready> {
-    let pool_ws = ensure_workspace(state).await?;
+async fn fill(
+    state: &AppState,
+    pool_ws: &WorkspaceRecord,
+    resolved: &crate::templates::Resolved,
+    cur: &Current,
+) -> ApiResult<Ready> {
     let mut v = crate::instances::validate::create(Default::default(), 0)?;
     v.size = berth_core::size::lookup(cur.size);
     let mut rec = ops::new_record(state, &pool_ws.id, v, resolved)?;
@@ -571,7 +578,7 @@ async fn fill(state: &AppState, resolved: &crate::templates::Resolved, cur: &Cur
     rec.paid_until = Some(i64::MAX); // never charged: the claim pays for it
     rec.metadata.insert(MADE_FROM.into(), cur.made_from.clone());
     let _guard = state.locks.lock(&rec.id).await;
-    let rec = ops::make(state, &pool_ws, rec, Actor::Reconciler).await?;
+    let rec = ops::make(state, pool_ws, rec, Actor::Reconciler).await?;
     let cs = state.runtime.inspect(&rec.id).await.map_err(ApiError::Runtime)?;
     let ip = cs.agent_addr.map(|a| a.ip()).ok_or_else(|| {
         ApiError::Runtime(berth_runtime::RuntimeError::Failed("the warm instance has no address".into()))

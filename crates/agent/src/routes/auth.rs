@@ -4,7 +4,6 @@
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::{Request, State};
-use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::Response;
 use std::sync::Arc;
@@ -15,16 +14,10 @@ pub async fn require_gateway_token(
     next: Next,
 ) -> Result<Response, ApiError> {
     if let Some(token) = &state.config.gateway_token {
-        if req.uri().path() != "/health" {
-            let given = req
-                .headers()
-                .get(AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
-            if !super::same_secret(given.trim().as_bytes(), token.as_bytes()) {
-                return Err(ApiError::unauthorized());
-            }
+        if req.uri().path() != "/health"
+            && !super::same_secret(super::bearer(req.headers()).as_bytes(), token.as_bytes())
+        {
+            return Err(ApiError::unauthorized());
         }
     }
     Ok(next.run(req).await)

@@ -98,6 +98,17 @@ pub async fn create(
     Ok(made)
 }
 
+/// A store error as the create's answer: a full workspace is 422 `limit_exceeded`.
+pub fn limit_error(ws: &berth_store::WorkspaceRecord, e: berth_store::StoreError) -> ApiError {
+    match e {
+        berth_store::StoreError::LimitExceeded { limit } => ApiError::LimitExceeded(format!(
+            "workspace `{}` already holds its limit of {limit} instances; delete one or raise the limit",
+            ws.name
+        )),
+        other => other.into(),
+    }
+}
+
 /// The record a create makes (status `creating`, a fresh id), its size, resources and
 /// routed ports checked against the template.
 pub fn new_record(
@@ -178,13 +189,7 @@ pub async fn make(
         let _room = state.admission.for_create(state.store.as_ref(), mb).await?;
         let budget = state.settings.workspace_disk_gb;
         crate::admission::check_workspace_disk(state.store.as_ref(), ws, budget, size.disk_gb).await?;
-        match state.store.insert_instance(&rec, ws.instance_limit).await {
-            Err(berth_store::StoreError::LimitExceeded { limit }) => Err(ApiError::LimitExceeded(format!(
-                "workspace `{}` already holds its limit of {limit} instances; delete one or raise the limit",
-                ws.name
-            ))),
-            other => Ok(other?),
-        }
+        state.store.insert_instance(&rec, ws.instance_limit).await.map_err(|e| limit_error(ws, e))
     }
     .await;
     if let Err(e) = inserted {
