@@ -103,8 +103,18 @@ pub fn agent_bin() -> PathBuf {
     p
 }
 
+/// A port nothing listens on now, never one this process handed out before (the kernel
+/// may offer a just-released port again: a server's API and edge once got the same one).
 pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// The arguments after `berth` for a test server.
