@@ -215,8 +215,15 @@ impl SqliteStore {
         if let (VersionSource::Build, Some((image, dockerfile))) = (source, build) {
             insert_build(&mut tx, id, version, image, dockerfile, now).await?;
         }
+        // Read back inside the transaction: after it commits, a concurrent change may
+        // already have made a newer version, and this caller must be told its own.
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM {FROM} WHERE t.id = ?"))
+            .bind(id.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        let made = self.template_from_row(&row)?;
         tx.commit().await?;
-        self.t_get(None, id).await
+        Ok(Some(made))
     }
 
     pub(super) async fn t_finish_build(
