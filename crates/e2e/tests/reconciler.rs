@@ -190,3 +190,39 @@ async fn one_unremovable_orphan_does_not_stop_the_reconciler() {
     docker(&["rm", "-f", &holder]);
     docker(&["volume", "rm", &volume]);
 }
+
+/// Docker Engine calls made so far by the server, from `/metrics`.
+async fn runtime_calls(s: &TestServer) -> u64 {
+    let text = s.http().get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("berth_runtime_calls_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn an_idle_server_does_not_call_docker_per_instance_and_still_sees_a_death() {
+    let s = TestServer::start().await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(s.create_instance(json!({})).await["id"].as_str().unwrap().to_string());
+    }
+    // Passes every 300 ms: 20 passes in 6 s. Polling would inspect every instance every
+    // pass (over 120 calls); listing once per change and sweeping every 15 passes, the
+    // idle server makes a handful whatever the count.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = runtime_calls(&s).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let idle = runtime_calls(&s).await - before;
+    assert!(idle <= 20, "{idle} Docker calls in 6 s of idleness with 6 instances\n{}", s.log());
+
+    // Nothing listed is trusted over what happens: a container killed behind berth's
+    // back still comes back (Docker's events say so at once).
+    docker(&["kill", &format!("berth-{}", ids[0])]);
+    wait_for(&s, &ids[0], "restart after kill", |i| i["restart_count"] == 1).await;
+    assert!(agent_answers(&ids[0]).await);
+    for id in &ids[1..] {
+        let (_, inst) = s.get(&format!("/v1/instances/{id}")).await;
+        assert_eq!((inst["status"].as_str(), inst["restart_count"].as_u64()), (Some("running"), Some(0)), "{inst}");
+    }
+}

@@ -56,6 +56,8 @@ struct State {
 /// At most `n` permits at once, shared fairly between tenants (see the module).
 pub struct FairGate {
     state: Mutex<State>,
+    /// Permits asked for so far.
+    asked: std::sync::atomic::AtomicU64,
 }
 
 /// A permit of a [`FairGate`]; dropping it lets the next waiter in.
@@ -66,7 +68,7 @@ pub struct FairPermit<'a> {
 impl FairGate {
     /// A gate of `n` permits (at least one).
     pub fn new(n: usize) -> Self {
-        Self { state: Mutex::new(State { free: n.max(1), ..Default::default() }) }
+        Self { state: Mutex::new(State { free: n.max(1), ..Default::default() }), asked: Default::default() }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -75,6 +77,7 @@ impl FairGate {
 
     /// Waits for a permit in the current task's tenant lane.
     pub async fn acquire(&self) -> FairPermit<'_> {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.acquire_as(current_tenant()).await
     }
 
@@ -114,6 +117,11 @@ impl FairGate {
         let mut st = self.lock();
         st.free += 1;
         dispatch(&mut st);
+    }
+
+    /// Permits asked for through [`FairGate::acquire`] since the gate was made.
+    pub fn asked(&self) -> u64 {
+        self.asked.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Permits free now.

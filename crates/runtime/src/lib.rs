@@ -163,6 +163,10 @@ pub struct ManagedContainer {
     pub instance_id: String,
     /// Runtime-level name or id, for removal.
     pub name: String,
+    /// What the listing said of it: enough to see that nothing needs doing. Its exit
+    /// code is the listing's and `oom_killed` is never known here, and `started_at`
+    /// is not filled: inspect before acting on it.
+    pub state: ContainerState,
 }
 
 /// An image pull in progress (for the first instance of a template whose image is not
@@ -260,6 +264,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// CPUs and memory of the host, once prepared. CPU limits above the host's CPUs
     /// are clamped to them (instances share CPUs; memory is admitted by the server).
     fn capacity(&self) -> HostCapacity;
+    /// Engine calls made so far: (calls that only look, calls that change something).
+    fn calls(&self) -> (u64, u64) {
+        (0, 0)
+    }
     /// Whether an instance's home is bounded by its size's `disk_gb`.
     fn disk_quota(&self) -> bool {
         false
@@ -284,6 +292,7 @@ pub trait Runtime: Send + Sync + 'static {
     /// What the container is doing now.
     async fn inspect(&self, id: &InstanceId) -> Result<ContainerState>;
     /// Every container of this installation.
+    /// Every container of this installation, with its state: one call, however many.
     async fn list(&self) -> Result<Vec<ManagedContainer>>;
     /// Instance ids of every data volume of this installation.
     async fn list_volumes(&self) -> Result<Vec<String>>;

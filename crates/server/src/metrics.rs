@@ -97,6 +97,8 @@ pub struct Metrics {
     pub execs: Family<KindLabel, Counter>,
     pub creates: Family<KindLabel, Counter>,
     pub warm_pool_ready: Family<KindLabel, Gauge>,
+    /// Runtime (Docker Engine) calls by kind, `read` or `write`; set at scrape time.
+    pub runtime_calls: Family<KindLabel, Counter>,
     pub exec_seconds: Histogram,
     pub edge: EdgeMetrics,
 }
@@ -115,6 +117,7 @@ impl Default for Metrics {
         let execs = Family::<KindLabel, Counter>::default();
         let creates = Family::<KindLabel, Counter>::default();
         let warm_pool_ready = Family::<KindLabel, Gauge>::default();
+        let runtime_calls = Family::<KindLabel, Counter>::default();
         let exec_seconds = Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0]);
         registry.register("http_requests", "Hosting API requests by route and status", requests.clone());
         registry.register("http_request_duration_seconds", "Hosting API latency by route", request_seconds.clone());
@@ -137,6 +140,11 @@ impl Default for Metrics {
             "Started, unclaimed warm pool instances by pool (`TEMPLATE:SIZE`)",
             warm_pool_ready.clone(),
         );
+        registry.register(
+            "runtime_calls",
+            "Calls to the runtime (Docker Engine API) by kind: `read` only looks, `write` changes something",
+            runtime_calls.clone(),
+        );
         registry.register("exec_duration_seconds", "Duration of commands run in instances", exec_seconds.clone());
         let edge = EdgeMetrics::register(&mut registry);
         Self {
@@ -150,6 +158,7 @@ impl Default for Metrics {
             execs,
             creates,
             warm_pool_ready,
+            runtime_calls,
             exec_seconds,
             edge,
         }
@@ -181,6 +190,17 @@ impl Metrics {
     pub fn exec(&self, outcome: &str, secs: f64) {
         self.execs.get_or_create(&KindLabel { kind: outcome.into() }).inc();
         self.exec_seconds.observe(secs);
+    }
+
+    /// Brings the runtime call counters up to what the runtime counted.
+    pub fn set_runtime_calls(&self, (reads, writes): (u64, u64)) {
+        // Two scrapes at once must not both add the same difference.
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        for (kind, n) in [("read", reads), ("write", writes)] {
+            let c = self.runtime_calls.get_or_create(&KindLabel { kind: kind.into() });
+            c.inc_by(n.saturating_sub(c.get()));
+        }
     }
 
     /// The Prometheus text exposition.

@@ -10,14 +10,15 @@
 use crate::activity::InstanceActivity;
 use crate::instances::drive::address_stale;
 use crate::instances::ops::{bring_up, set_status, Actor};
-use crate::locks::InstanceGuard;
 use crate::state::AppState;
 use berth_core::{now_secs, InstanceId, Status};
-use berth_runtime::{Observed, RuntimeError};
+use berth_runtime::{ContainerState, ManagedContainer, Observed, RuntimeError};
 use berth_store::{EventRecord, InstanceRecord};
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 /// The reconciler, as named in the audit trail.
 const ACTOR: &Actor = &Actor::Reconciler;
@@ -65,67 +66,204 @@ impl CrashTracker {
 }
 
 /// Runs reconciliation passes forever.
+///
+/// Idle cost stays flat however many instances there are: a pass works from the
+/// runtime's last listing and the lock table, so an instance that nobody touched and
+/// whose container did what its record says costs no runtime call and no database
+/// read. The runtime is listed again (one call) when its event stream reported a
+/// change, and on a sweep every [`SWEEP_PASSES`] passes whatever happened; an
+/// instance whose record and listing disagree, or that an operation touched since
+/// the listing, is re-read and inspected under its lock before anything is done.
 pub struct Reconciler {
     state: AppState,
-    crashes: Arc<Mutex<HashMap<InstanceId, CrashTracker>>>,
-    /// When vacant egress rules were last looked for.
-    pruned: Mutex<Option<Instant>>,
+    shared: Arc<Shared>,
+    nudge: Arc<Nudge>,
+    /// The runtime as last listed.
+    snapshot: tokio::sync::Mutex<Option<Snapshot>>,
+    passes: AtomicU64,
+    /// The time between passes (probes are spread over [`SWEEP_PASSES`] of them).
+    interval: Duration,
 }
 
-/// How often vacant egress rules are looked for (a listing and a network inspect).
-const PRUNE_EVERY: Duration = Duration::from_secs(10);
+/// A full sweep (containers listed whatever the events said, volumes listed, every
+/// agent probed once, spread out) every this many passes: 30 s at the default 2 s.
+const SWEEP_PASSES: u64 = 15;
+/// Egress rules deleted by hand or lost to a firewall reload are put back every this
+/// many passes (6 s at the default interval).
+const ASSERT_RULES_PASSES: u64 = 3;
+/// Rules for addresses no container holds are looked for every this many passes
+/// (a rule listing and a network inspect).
+const PRUNE_PASSES: u64 = 5;
+
+/// What the reconciler's tasks share.
+#[derive(Default)]
+struct Shared {
+    crashes: Mutex<HashMap<InstanceId, CrashTracker>>,
+    /// When each running agent is next asked for its health.
+    probes: Mutex<HashMap<InstanceId, Instant>>,
+}
+
+impl Shared {
+    /// Whether the agent is due a health probe (first sight, or its turn came): each
+    /// one's next probe falls at a random point around the next period, so probes
+    /// spread out instead of arriving all at once every pass.
+    fn probe_due(&self, id: &InstanceId, period: Duration) -> bool {
+        let now = Instant::now();
+        let mut probes = self.probes.lock().unwrap_or_else(|e| e.into_inner());
+        if probes.get(id).is_some_and(|next| *next > now) {
+            return false;
+        }
+        probes.insert(id.clone(), now + period.mul_f64(rand::random_range(0.5..1.5)));
+        true
+    }
+}
+
+/// Wakes the reconciler when the runtime reports a change.
+#[derive(Default)]
+pub struct Nudge {
+    dirty: AtomicBool,
+    wake: Notify,
+}
+
+impl Nudge {
+    /// The runtime changed: list it again on the next pass; `now` runs that pass at once
+    /// (a container died or vanished).
+    pub fn changed(&self, now: bool) {
+        self.dirty.store(true, Ordering::SeqCst);
+        if now {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// The runtime as a listing saw it.
+struct Snapshot {
+    /// The lock table's mark when the listing began: an instance changed since is
+    /// inspected afresh.
+    mark: u64,
+    /// By instance id.
+    containers: HashMap<String, ManagedContainer>,
+}
 
 impl Reconciler {
-    /// A reconciler over the server's state.
-    pub fn new(state: AppState) -> Self {
-        Self { state, crashes: Arc::default(), pruned: Mutex::default() }
+    /// A reconciler over the server's state, passing every `interval`.
+    pub fn new(state: AppState, interval: Duration) -> Self {
+        Self {
+            state,
+            shared: Arc::default(),
+            nudge: Arc::default(),
+            snapshot: tokio::sync::Mutex::default(),
+            passes: AtomicU64::new(0),
+            interval,
+        }
     }
 
-    /// Loops with `interval` between passes.
-    pub async fn run(self, interval: Duration) {
+    /// The handle that tells this reconciler what the runtime's events say.
+    pub fn nudge(&self) -> Arc<Nudge> {
+        self.nudge.clone()
+    }
+
+    /// Loops with `interval` between passes, or sooner when nudged.
+    pub async fn run(self) {
         loop {
             if let Err(e) = self.pass().await {
                 tracing::warn!(error = %e, "reconciler pass failed");
             }
-            tokio::time::sleep(interval).await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.interval) => {}
+                _ = self.nudge.wake.notified() => {
+                    // Let a burst of events (a container dying, then its restart) settle.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
         }
     }
 
-    /// One pass over every record, container and volume.
+    /// One pass over every record, with the runtime listed again when it changed.
     pub async fn pass(&self) -> anyhow::Result<()> {
-        // The egress rules first: a firewall reload or a rule deleted by hand is back
-        // within a pass (one listing per family when nothing changed); rules for
-        // addresses no container holds go.
-        let due = {
-            let mut pruned = self.pruned.lock().unwrap_or_else(|e| e.into_inner());
-            let due = pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
-            if due {
-                *pruned = Some(Instant::now());
-            }
-            due
-        };
-        if due {
+        let n = self.passes.fetch_add(1, Ordering::Relaxed);
+        // The egress rules first: a firewall reload or a rule deleted by hand comes
+        // back within a few passes (one listing per family when nothing changed);
+        // rules for addresses no container holds go.
+        if n.is_multiple_of(PRUNE_PASSES) {
             self.state.egress_prune().await;
         }
-        self.state.egress_sync().await;
-        // Containers and volumes first, records second: anything listed was made
-        // after its record was inserted, so it cannot be mistaken for an orphan.
-        let containers = self.state.runtime.list().await?;
-        let volumes = self.state.runtime.list_volumes().await?;
-        let records = self.state.store.all_instances().await?;
-        let known: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
-        let gone_or_deleted: HashSet<&str> =
-            records.iter().filter(|r| r.status == Status::Deleted).map(|r| r.id.as_str()).collect();
-
-        for c in &containers {
-            if known.contains(c.instance_id.as_str()) && !gone_or_deleted.contains(c.instance_id.as_str()) {
-                continue;
-            }
-            if let Some(id) = InstanceId::parse(&c.instance_id) {
-                if self.state.locks.try_lock(&id).is_none() {
-                    continue;
+        if n.is_multiple_of(ASSERT_RULES_PASSES) {
+            self.state.egress_sync().await;
+        }
+        let mut snapshot = self.snapshot.lock().await;
+        let sweep = snapshot.is_none() || n.is_multiple_of(SWEEP_PASSES);
+        // Cleared before listing: an event that arrives meanwhile makes the next pass list again.
+        let relist = self.nudge.dirty.swap(false, Ordering::SeqCst) || sweep;
+        if relist {
+            // Containers (and volumes) first, records second: anything listed was made
+            // after its record was inserted, so it cannot be mistaken for an orphan.
+            let mark = self.state.locks.mark();
+            let containers = match self.state.runtime.list().await {
+                Ok(containers) => containers.into_iter().map(|c| (c.instance_id.clone(), c)).collect(),
+                Err(e) => {
+                    self.nudge.changed(false);
+                    return Err(e.into());
                 }
+            };
+            self.state.locks.forget_until(mark);
+            *snapshot = Some(Snapshot { mark, containers });
+        }
+        let volumes = if sweep { Some(self.state.runtime.list_volumes().await?) } else { None };
+        let records = self.state.store.all_instances().await?;
+        if relist {
+            if let Some(snapshot) = snapshot.as_ref() {
+                self.remove_orphan_containers(&snapshot.containers, &records).await;
             }
+        }
+        if let Some(volumes) = volumes {
+            self.remove_orphan_volumes(&volumes, &records).await;
+            let live: HashSet<&InstanceId> = records.iter().map(|r| &r.id).collect();
+            self.shared.probes.lock().unwrap_or_else(|e| e.into_inner()).retain(|id, _| live.contains(id));
+        }
+        let Some(snapshot) = snapshot.as_ref() else { return Ok(()) };
+        let period = self.interval * SWEEP_PASSES as u32;
+        for rec in records {
+            let Some(guard) = self.state.locks.try_lock(&rec.id) else { continue };
+            let seen = match self.state.locks.changed_since(&rec.id, snapshot.mark) {
+                true => None,
+                false => {
+                    Some(snapshot.containers.get(rec.id.as_str()).map(|c| c.state.clone()).unwrap_or_else(missing))
+                }
+            };
+            let (state, shared, id) = (self.state.clone(), self.shared.clone(), rec.id.clone());
+            // Slow work (restarts wait for the agent) runs on its own task, holding the lock.
+            tokio::spawn(async move {
+                match reconcile_one(&state, &shared, rec, seen, period).await {
+                    Ok(false) => guard.release_unchanged(),
+                    Ok(true) => drop(guard),
+                    Err(e) => {
+                        state.metrics.reconcile_failure("instance");
+                        tracing::warn!(instance = %id, error = %e, "reconcile failed");
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Removes containers with no live record (a crashed create, a purge interrupted).
+    async fn remove_orphan_containers(
+        &self,
+        containers: &HashMap<String, ManagedContainer>,
+        records: &[InstanceRecord],
+    ) {
+        let live: HashSet<&str> =
+            records.iter().filter(|r| r.status != Status::Deleted).map(|r| r.id.as_str()).collect();
+        for c in containers.values().filter(|c| !live.contains(c.instance_id.as_str())) {
+            // Under the instance's lock: a restore of a deleted instance may be under way.
+            let _guard = match InstanceId::parse(&c.instance_id) {
+                Some(id) => match self.state.locks.try_lock(&id) {
+                    Some(guard) => Some(guard),
+                    None => continue,
+                },
+                None => None,
+            };
             tracing::info!(instance = %c.instance_id, "removing container with no live record");
             self.state.metrics.reconciled("remove_orphan_container");
             // One that cannot be removed must not stop the pass for every other instance.
@@ -134,10 +272,12 @@ impl Reconciler {
                 tracing::warn!(instance = %c.instance_id, error = %e, "could not remove an orphan container");
             }
         }
-        for v in &volumes {
-            if known.contains(v.as_str()) {
-                continue;
-            }
+    }
+
+    /// Removes volumes with no record at all.
+    async fn remove_orphan_volumes(&self, volumes: &[String], records: &[InstanceRecord]) {
+        let known: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        for v in volumes.iter().filter(|v| !known.contains(v.as_str())) {
             tracing::info!(instance = %v, "removing volume with no record");
             self.state.metrics.reconciled("remove_orphan_volume");
             if let Err(e) = self.state.runtime.remove_orphan_volume(v).await {
@@ -145,44 +285,49 @@ impl Reconciler {
                 tracing::warn!(instance = %v, error = %e, "could not remove an orphan volume");
             }
         }
-        for rec in records {
-            let Some(guard) = self.state.locks.try_lock(&rec.id) else { continue };
-            // Re-read under the lock: an operation may have just finished.
-            let rec = match self.state.store.instance(None, &rec.id).await {
-                Ok(Some(rec)) => rec,
-                Ok(None) => continue,
-                Err(e) => {
-                    self.state.metrics.reconcile_failure("read_record");
-                    tracing::warn!(instance = %rec.id, error = %e, "could not re-read an instance; skipped this pass");
-                    continue;
-                }
-            };
-            self.reconcile_instance(rec, guard).await;
-        }
-        Ok(())
-    }
-
-    async fn reconcile_instance(&self, rec: InstanceRecord, guard: InstanceGuard) {
-        let state = self.state.clone();
-        let crashes = self.crashes.clone();
-        let id = rec.id.clone();
-        // Slow work (restarts wait for the agent) runs on its own task, holding the lock.
-        tokio::spawn(async move {
-            if let Err(e) = reconcile_one(&state, &crashes, rec).await {
-                state.metrics.reconcile_failure("instance");
-                tracing::warn!(instance = %id, error = %e, "reconcile failed");
-            }
-            drop(guard);
-        });
     }
 }
 
+/// What a listing that does not show an instance's container says of it.
+fn missing() -> ContainerState {
+    ContainerState { observed: Observed::Missing, agent_addr: None, started_at: None, ipv6_addr: None }
+}
+
+/// Whether a record and its container as listed agree, so that nothing is to be done
+/// at the runtime (only the in-memory tables asserted, probes and idle checks made).
+fn settled(rec: &InstanceRecord, observed: &Observed, retention_secs: i64) -> bool {
+    match rec.status {
+        Status::Running => *observed == Observed::Running,
+        Status::Paused => *observed == Observed::Paused,
+        Status::Stopped => !matches!(observed, Observed::Running | Observed::Paused),
+        Status::Error => true,
+        Status::Deleted => {
+            *observed == Observed::Missing && rec.deleted_at.is_some_and(|t| now_secs() < t + retention_secs)
+        }
+        Status::Creating | Status::Stopping => false,
+    }
+}
+
+/// Brings one instance to its record. `seen` is its container as last listed, when no
+/// operation touched it since; where that does not agree with the record, the record
+/// is read again and the container inspected. Answers whether anything changed.
 async fn reconcile_one(
     state: &AppState,
-    crashes: &Mutex<HashMap<InstanceId, CrashTracker>>,
-    mut rec: InstanceRecord,
-) -> anyhow::Result<()> {
-    let cs = state.runtime.inspect(&rec.id).await?;
+    shared: &Shared,
+    rec: InstanceRecord,
+    seen: Option<ContainerState>,
+    probe_period: Duration,
+) -> anyhow::Result<bool> {
+    let retention = state.settings.retention_secs;
+    let (mut rec, cs, settled) = match seen.filter(|cs| settled(&rec, &cs.observed, retention)) {
+        Some(cs) => (rec, cs, true),
+        None => {
+            // Re-read under the lock: an operation may have just finished.
+            let Some(rec) = state.store.instance(None, &rec.id).await? else { return Ok(true) };
+            let cs = state.runtime.inspect(&rec.id).await?;
+            (rec, cs, false)
+        }
+    };
     let observed = cs.observed.clone();
     // The record is authoritative: the edge's table and the egress rules follow it every pass.
     state.routes.apply(&rec);
@@ -239,18 +384,29 @@ async fn reconcile_one(
         Status::Running => match observed {
             Observed::Running => {
                 let activity = state.activity.of(&rec.id);
-                if let Some(addr) = cs.agent_addr.filter(|_| crate::templates::spec_of(&rec).agent) {
+                // Probed when its turn comes, and before an idle stop (a running turn is activity).
+                let idle = idle_for(&rec, &activity, now_secs()).is_some();
+                let agent = cs.agent_addr.filter(|_| crate::templates::spec_of(&rec).agent);
+                if let Some(addr) = agent.filter(|_| idle || shared.probe_due(&rec.id, probe_period)) {
                     probe_agent(state, &rec.id, addr, &activity).await;
                 }
-                if let Some((idle, since)) = idle_for(&rec, &activity, now_secs()) {
-                    idle_stop(state, &mut rec, &activity, idle, since).await?;
+                if idle_for(&rec, &activity, now_secs()).is_some() {
+                    if settled {
+                        // The listing's record may be older than the traffic counters: read it again.
+                        let Some(fresh) = state.store.instance(None, &rec.id).await? else { return Ok(true) };
+                        rec = fresh;
+                    }
+                    if let Some((idle, since)) = idle_for(&rec, &activity, now_secs()) {
+                        idle_stop(state, &mut rec, &activity, idle, since).await?;
+                        return Ok(true);
+                    }
                 }
             }
             Observed::Paused => {
                 state.metrics.reconciled("resume");
                 state.runtime.resume(&rec.id).await?;
             }
-            other => revive(state, crashes, &mut rec, &other).await?,
+            other => revive(state, &shared.crashes, &mut rec, &other).await?,
         },
         Status::Paused => match observed {
             Observed::Paused => {}
@@ -259,7 +415,7 @@ async fn reconcile_one(
                 state.runtime.pause(&rec.id).await?;
             }
             other => {
-                revive(state, crashes, &mut rec, &other).await?;
+                revive(state, &shared.crashes, &mut rec, &other).await?;
                 if rec.status == Status::Paused {
                     state.runtime.pause(&rec.id).await?;
                 }
@@ -276,7 +432,7 @@ async fn reconcile_one(
         }
         Status::Error => {}
     }
-    Ok(())
+    Ok(!settled)
 }
 
 /// Asks the agent whether it is alive and running a turn (a running turn is activity).
@@ -463,6 +619,39 @@ mod tests {
         let held = InstanceActivity::default();
         held.set_hold(now + 60);
         assert!(!expired(&old, &held), "a hold keeps it awake");
+    }
+
+    #[test]
+    fn only_a_listing_that_agrees_with_the_record_skips_the_inspect() {
+        let now = now_secs();
+        let with = |status: Status| InstanceRecord { status, ..record("always_on", None, now, None) };
+        let exited = Observed::Exited { code: 0, oom_killed: false };
+        assert!(settled(&with(Status::Running), &Observed::Running, 60));
+        assert!(!settled(&with(Status::Running), &exited, 60), "died: inspect, then bring back");
+        assert!(!settled(&with(Status::Running), &Observed::Missing, 60));
+        assert!(settled(&with(Status::Stopped), &exited, 60));
+        assert!(settled(&with(Status::Stopped), &Observed::Missing, 60));
+        assert!(!settled(&with(Status::Stopped), &Observed::Running, 60), "started behind berth's back");
+        assert!(settled(&with(Status::Paused), &Observed::Paused, 60));
+        assert!(!settled(&with(Status::Paused), &Observed::Running, 60));
+        assert!(!settled(&with(Status::Creating), &Observed::Missing, 60), "a create the server lost");
+        assert!(!settled(&with(Status::Stopping), &exited, 60));
+        let deleted = |at: i64| InstanceRecord { deleted_at: Some(at), ..with(Status::Deleted) };
+        assert!(settled(&deleted(now), &Observed::Missing, 60));
+        assert!(!settled(&deleted(now - 61), &Observed::Missing, 60), "retention over: purge");
+        assert!(!settled(&deleted(now), &exited, 60), "its container goes");
+    }
+
+    #[test]
+    fn probes_come_once_a_period_spread_out() {
+        let shared = Shared::default();
+        let period = Duration::from_secs(30);
+        let ids: Vec<InstanceId> = (0..200).map(|_| InstanceId::generate()).collect();
+        assert!(ids.iter().all(|id| shared.probe_due(id, period)), "first sight");
+        assert!(ids.iter().all(|id| !shared.probe_due(id, period)), "not again at once");
+        let next: Vec<Instant> = shared.probes.lock().unwrap().values().copied().collect();
+        let (first, last) = (next.iter().min().unwrap(), next.iter().max().unwrap());
+        assert!(*last - *first > Duration::from_secs(20), "spread over the period: {:?}", *last - *first);
     }
 
     #[test]

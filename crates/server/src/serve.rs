@@ -182,13 +182,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         agents: agents.clone(),
     };
     agents.start(state.runtime.clone());
-    let reconciler = Reconciler::new(state.clone());
-    tokio::spawn(reconciler.run(Duration::from_millis(args.reconcile_interval_ms.max(100))));
+    let reconciler = Reconciler::new(state.clone(), Duration::from_millis(args.reconcile_interval_ms.max(100)));
+    let nudge = reconciler.nudge();
+    tokio::spawn(reconciler.run());
     if let Some(pool) = pool {
         tokio::spawn(crate::pool::run(state.clone(), pool));
     }
     tokio::spawn(flush_activity(state.clone()));
-    tokio::spawn(follow_runtime_events(state.clone()));
+    tokio::spawn(follow_runtime_events(state.clone(), nudge));
     let renew_every = Duration::from_millis(args.reconcile_interval_ms.clamp(100, 5000));
     tokio::spawn(crate::compute::renew_loop(state.clone(), renew_every));
     // Keys whose time is up stop working, and what they opened closes, within 0.5 s.
@@ -423,14 +424,19 @@ async fn flush_activity(state: AppState) {
 }
 
 /// Keeps the edge off containers that died, paused or vanished, as soon as the
-/// runtime says so (the reconciler brings them back on its next pass).
-async fn follow_runtime_events(state: AppState) {
+/// runtime says so, and tells the reconciler, which brings them back at once.
+async fn follow_runtime_events(state: AppState, nudge: Arc<crate::reconciler::Nudge>) {
     loop {
         match state.runtime.events().await {
             Ok(mut events) => {
+                // Whatever happened while nobody listened is seen by a listing.
+                nudge.changed(true);
                 while let Some(ev) = events.next().await {
                     let Ok(ev) = ev else { break };
                     let Some(id) = berth_core::InstanceId::parse(&ev.instance_id) else { continue };
+                    // What the reconciler last listed of it is stale now.
+                    state.locks.touch(&id);
+                    nudge.changed(ev.kind != RuntimeEventKind::Started);
                     if matches!(
                         ev.kind,
                         RuntimeEventKind::Died | RuntimeEventKind::Paused | RuntimeEventKind::Destroyed

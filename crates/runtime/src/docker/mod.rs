@@ -40,6 +40,11 @@ use std::time::Duration;
 
 const NO_INSPECT: Option<bollard::query_parameters::InspectContainerOptions> = None;
 
+/// The exit code in a listing's status, `Exited (137) 5 minutes ago`.
+fn listed_exit_code(status: &str) -> Option<i64> {
+    status.strip_prefix("Exited (")?.split_once(')')?.0.parse().ok()
+}
+
 /// Path of the injected agent binary inside every container.
 pub const AGENT_PATH: &str = "/opt/berth/bin/berth-agent";
 
@@ -432,6 +437,28 @@ impl DockerRuntime {
         }
     }
 
+    /// A container's state as a listing tells it (see [`ManagedContainer::state`]).
+    fn listed_state(&self, c: &bollard::models::ContainerSummary) -> ContainerState {
+        use bollard::models::ContainerSummaryStateEnum as S;
+        let status = c.status.as_deref().unwrap_or_default();
+        let observed = match c.state {
+            Some(S::RUNNING) if status.contains("(Paused)") => Observed::Paused,
+            Some(S::RUNNING) => Observed::Running,
+            Some(S::PAUSED) => Observed::Paused,
+            Some(S::CREATED) => Observed::Created,
+            Some(S::EXITED) => Observed::Exited { code: listed_exit_code(status).unwrap_or(-1), oom_killed: false },
+            other => Observed::Other(other.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into())),
+        };
+        let endpoint =
+            c.network_settings.as_ref().and_then(|n| n.networks.as_ref()).and_then(|nets| nets.get(&self.cfg.network));
+        let agent_addr = endpoint
+            .and_then(|ep| ep.ip_address.as_deref())
+            .and_then(|ip| ip.parse::<IpAddr>().ok())
+            .map(|ip| SocketAddr::new(ip, AGENT_PORT));
+        let ipv6_addr = endpoint.and_then(|ep| ep.global_ipv6_address.as_deref()).and_then(|ip| ip.parse().ok());
+        ContainerState { observed, agent_addr, started_at: None, ipv6_addr }
+    }
+
     fn install_filter(&self) -> HashMap<String, Vec<String>> {
         HashMap::from([("label".to_string(), vec![format!("{LABEL_INSTALL}={}", self.cfg.install_id)])])
     }
@@ -811,8 +838,9 @@ impl Runtime for DockerRuntime {
         Ok(found
             .into_iter()
             .filter_map(|c| {
-                let instance_id = c.labels?.get(LABEL_INSTANCE)?.clone();
-                Some(ManagedContainer { instance_id, name: c.id? })
+                let instance_id = c.labels.as_ref()?.get(LABEL_INSTANCE)?.clone();
+                let state = self.listed_state(&c);
+                Some(ManagedContainer { instance_id, name: c.id?, state })
             })
             .collect())
     }
@@ -839,6 +867,10 @@ impl Runtime for DockerRuntime {
 
     fn disk_quota(&self) -> bool {
         self.disks.is_some()
+    }
+
+    fn calls(&self) -> (u64, u64) {
+        (self.read_permits.asked(), self.permits.asked())
     }
 
     async fn exec(&self, id: &InstanceId, req: ExecRequest) -> Result<ExecSession> {
@@ -987,5 +1019,16 @@ mod network_tests {
         assert!(e.contains("\"true\""), "{e}");
         let e = check_network("mine", id, &net("bridge", &[ICC_OFF], false)).unwrap_err();
         assert!(e.contains("`mine`") && e.contains("not made by berth"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod listing_tests {
+    #[test]
+    fn a_listings_status_gives_the_exit_code() {
+        assert_eq!(super::listed_exit_code("Exited (137) 5 minutes ago"), Some(137));
+        assert_eq!(super::listed_exit_code("Exited (0) Less than a second ago"), Some(0));
+        assert_eq!(super::listed_exit_code("Up 2 hours (Paused)"), None);
+        assert_eq!(super::listed_exit_code("Created"), None);
     }
 }

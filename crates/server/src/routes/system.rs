@@ -50,6 +50,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
             state.metrics.warm_pool_ready.get_or_create(&KindLabel { kind: name }).set(n as i64);
         }
     }
+    state.metrics.set_runtime_calls(state.runtime.calls());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
 }
 
