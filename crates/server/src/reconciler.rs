@@ -232,12 +232,19 @@ impl Reconciler {
                 }
             };
             let (state, shared, id) = (self.state.clone(), self.shared.clone(), rec.id.clone());
+            let nudge = self.nudge.clone();
             // Slow work (restarts wait for the agent) runs on its own task, holding the lock.
             tokio::spawn(async move {
                 match reconcile_one(&state, &shared, rec, seen, period).await {
                     Ok(false) => guard.release_unchanged(),
-                    Ok(true) => drop(guard),
+                    Ok(true) => {
+                        // Inspected afresh (or acted): the next pass lists again, so that
+                        // the instance is back on the listing's word.
+                        drop(guard);
+                        nudge.changed(false);
+                    }
                     Err(e) => {
+                        nudge.changed(false);
                         state.metrics.reconcile_failure("instance");
                         tracing::warn!(instance = %id, error = %e, "reconcile failed");
                     }
