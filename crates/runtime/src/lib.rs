@@ -225,6 +225,10 @@ pub enum RuntimeError {
     /// The runtime refused the operation.
     #[error("runtime error: {0}")]
     Failed(String),
+    /// The host has no room for one more container (a limit of the runtime itself, not
+    /// one of berth's); the message says which.
+    #[error("{0}")]
+    Full(String),
 }
 
 /// Result alias of this crate.

@@ -115,6 +115,9 @@ impl ApiError {
                 details.insert("image".into(), json!(image));
                 (StatusCode::UNPROCESSABLE_ENTITY, "image_unavailable")
             }
+            ApiError::Runtime(berth_runtime::RuntimeError::Full(_)) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "capacity_exceeded")
+            }
             ApiError::Runtime(_) => (StatusCode::SERVICE_UNAVAILABLE, "runtime_unavailable"),
             ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             ApiError::RateLimited { retry_after, .. } => {

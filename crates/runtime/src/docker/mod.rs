@@ -209,6 +209,13 @@ fn is_not_modified(e: &DockerError) -> bool {
 
 fn map_err(e: DockerError) -> RuntimeError {
     match e {
+        // A Linux bridge takes at most 1024 ports: the 1024th container on one network fails.
+        DockerError::DockerResponseServerError { message, .. } if message.contains("exchange full") => {
+            RuntimeError::Full(format!(
+                "the instances' network is full: a Linux bridge holds at most 1023 running containers \
+                 (Docker: {message}); stop or delete instances, or run another server with its own --network"
+            ))
+        }
         DockerError::DockerResponseServerError { status_code, message } => {
             RuntimeError::Failed(format!("docker answered {status_code}: {message}"))
         }
@@ -1030,5 +1037,14 @@ mod listing_tests {
         assert_eq!(super::listed_exit_code("Exited (0) Less than a second ago"), Some(0));
         assert_eq!(super::listed_exit_code("Up 2 hours (Paused)"), None);
         assert_eq!(super::listed_exit_code("Created"), None);
+    }
+
+    #[test]
+    fn a_full_bridge_is_a_lack_of_room_not_a_broken_runtime() {
+        let e = super::map_err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 500,
+            message: "failed to create endpoint berth-x on network berth: adding interface veth1 to bridge br-1 failed: exchange full".into(),
+        });
+        assert!(matches!(&e, crate::RuntimeError::Full(m) if m.contains("1023")), "{e}");
     }
 }
