@@ -98,6 +98,12 @@ impl InstanceLocks {
         self.releases.last.lock().unwrap_or_else(|e| e.into_inner()).get(id).is_some_and(|n| *n > mark)
     }
 
+    /// Instances whose lock was released (or that were touched) after `mark`.
+    pub fn changed_ids_since(&self, mark: u64) -> Vec<InstanceId> {
+        let last = self.releases.last.lock().unwrap_or_else(|e| e.into_inner());
+        last.iter().filter(|(_, n)| **n > mark).map(|(id, _)| id.clone()).collect()
+    }
+
     /// Forgets releases up to `mark` (nobody will ask about anything older).
     pub fn forget_until(&self, mark: u64) {
         self.releases.last.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, n| *n > mark);
@@ -121,6 +127,7 @@ mod tests {
         assert!(locks.try_lock(&b).is_none(), "one holder at a time");
         drop(held);
         assert!(locks.changed_since(&b, mark));
+        assert_eq!(locks.changed_ids_since(mark), vec![b.clone()]);
         locks.forget_until(locks.mark());
         assert!(!locks.changed_since(&b, mark), "forgotten");
     }

@@ -78,8 +78,8 @@ pub struct Reconciler {
     state: AppState,
     shared: Arc<Shared>,
     nudge: Arc<Nudge>,
-    /// The runtime as last listed.
-    snapshot: tokio::sync::Mutex<Option<Snapshot>>,
+    /// The runtime as last listed, and the records as last read.
+    view: tokio::sync::Mutex<View>,
     passes: AtomicU64,
     /// The time between passes (probes are spread over [`SWEEP_PASSES`] of them).
     interval: Duration,
@@ -116,6 +116,12 @@ impl Shared {
         probes.insert(id.clone(), now + period.mul_f64(rand::random_range(0.5..1.5)));
         true
     }
+
+    /// Whether [`Shared::probe_due`] would say yes now (without taking the turn).
+    fn probe_pending(&self, id: &InstanceId) -> bool {
+        let probes = self.probes.lock().unwrap_or_else(|e| e.into_inner());
+        probes.get(id).is_none_or(|next| *next <= Instant::now())
+    }
 }
 
 /// Wakes the reconciler when the runtime reports a change.
@@ -136,6 +142,15 @@ impl Nudge {
     }
 }
 
+/// What the reconciler knows between passes.
+#[derive(Default)]
+struct View {
+    snapshot: Option<Snapshot>,
+    records: HashMap<InstanceId, InstanceRecord>,
+    /// The lock table's mark when the records were read.
+    read_mark: u64,
+}
+
 /// The runtime as a listing saw it.
 struct Snapshot {
     /// The lock table's mark when the listing began: an instance changed since is
@@ -152,7 +167,7 @@ impl Reconciler {
             state,
             shared: Arc::default(),
             nudge: Arc::default(),
-            snapshot: tokio::sync::Mutex::default(),
+            view: tokio::sync::Mutex::default(),
             passes: AtomicU64::new(0),
             interval,
         }
@@ -191,8 +206,9 @@ impl Reconciler {
         if n.is_multiple_of(ASSERT_RULES_PASSES) {
             self.state.egress_sync().await;
         }
-        let mut snapshot = self.snapshot.lock().await;
-        let sweep = snapshot.is_none() || n.is_multiple_of(SWEEP_PASSES);
+        let mut view = self.view.lock().await;
+        let view = &mut *view;
+        let sweep = view.snapshot.is_none() || n.is_multiple_of(SWEEP_PASSES);
         // Cleared before listing: an event that arrives meanwhile makes the next pass list again.
         let relist = self.nudge.dirty.swap(false, Ordering::SeqCst) || sweep;
         if relist {
@@ -206,32 +222,51 @@ impl Reconciler {
                     return Err(e.into());
                 }
             };
-            self.state.locks.forget_until(mark);
-            *snapshot = Some(Snapshot { mark, containers });
+            view.snapshot = Some(Snapshot { mark, containers });
         }
         let volumes = if sweep { Some(self.state.runtime.list_volumes().await?) } else { None };
-        let records = self.state.store.all_instances().await?;
-        if relist {
-            if let Some(snapshot) = snapshot.as_ref() {
-                self.remove_orphan_containers(&snapshot.containers, &records).await;
+        // Records: all of them on a sweep; between sweeps, those an operation touched
+        // since they were read (nothing the reconciler acts on changes without one).
+        let read_mark = self.state.locks.mark();
+        if sweep {
+            view.records = self.state.store.all_instances().await?.into_iter().map(|r| (r.id.clone(), r)).collect();
+        } else {
+            for id in self.state.locks.changed_ids_since(view.read_mark) {
+                match self.state.store.instance(None, &id).await? {
+                    Some(rec) => view.records.insert(id, rec),
+                    None => view.records.remove(&id),
+                };
             }
         }
-        if let Some(volumes) = volumes {
-            self.remove_orphan_volumes(&volumes, &records).await;
-            let live: HashSet<&InstanceId> = records.iter().map(|r| &r.id).collect();
-            self.shared.probes.lock().unwrap_or_else(|e| e.into_inner()).retain(|id, _| live.contains(id));
+        view.read_mark = read_mark;
+        let Some(snapshot) = view.snapshot.as_ref() else { return Ok(()) };
+        // Older releases matter to neither the listing nor the records any more.
+        self.state.locks.forget_until(snapshot.mark.min(read_mark));
+        if relist {
+            self.remove_orphan_containers(&snapshot.containers, &view.records).await;
         }
-        let Some(snapshot) = snapshot.as_ref() else { return Ok(()) };
+        if let Some(volumes) = volumes {
+            self.remove_orphan_volumes(&volumes, &view.records).await;
+            let live = &view.records;
+            self.shared.probes.lock().unwrap_or_else(|e| e.into_inner()).retain(|id, _| live.contains_key(id));
+        }
         let period = self.interval * SWEEP_PASSES as u32;
-        for rec in records {
-            let Some(guard) = self.state.locks.try_lock(&rec.id) else { continue };
+        let retention = self.state.settings.retention_secs;
+        for rec in view.records.values() {
             let seen = match self.state.locks.changed_since(&rec.id, snapshot.mark) {
                 true => None,
                 false => {
                     Some(snapshot.containers.get(rec.id.as_str()).map(|c| c.state.clone()).unwrap_or_else(missing))
                 }
             };
-            let (state, shared, id) = (self.state.clone(), self.shared.clone(), rec.id.clone());
+            // An untouched instance whose container agrees with its record needs a task
+            // only on a sweep, when its probe is due, or when it may have gone idle.
+            let quiet = seen.as_ref().is_some_and(|cs| settled(rec, &cs.observed, retention));
+            if quiet && !sweep && !self.has_duty(rec) {
+                continue;
+            }
+            let Some(guard) = self.state.locks.try_lock(&rec.id) else { continue };
+            let (state, shared, id, rec) = (self.state.clone(), self.shared.clone(), rec.id.clone(), rec.clone());
             let nudge = self.nudge.clone();
             // Slow work (restarts wait for the agent) runs on its own task, holding the lock.
             tokio::spawn(async move {
@@ -254,19 +289,36 @@ impl Reconciler {
         Ok(())
     }
 
+    /// Whether a running instance is due a health probe or may have gone idle.
+    fn has_duty(&self, rec: &InstanceRecord) -> bool {
+        rec.status == Status::Running
+            && (self.shared.probe_pending(&rec.id)
+                || (rec.lifecycle_mode == "cold_start"
+                    && idle_for(rec, &self.state.activity.of(&rec.id), now_secs()).is_some()))
+    }
+
     /// Removes containers with no live record (a crashed create, a purge interrupted).
     async fn remove_orphan_containers(
         &self,
         containers: &HashMap<String, ManagedContainer>,
-        records: &[InstanceRecord],
+        records: &HashMap<InstanceId, InstanceRecord>,
     ) {
         let live: HashSet<&str> =
-            records.iter().filter(|r| r.status != Status::Deleted).map(|r| r.id.as_str()).collect();
+            records.values().filter(|r| r.status != Status::Deleted).map(|r| r.id.as_str()).collect();
         for c in containers.values().filter(|c| !live.contains(c.instance_id.as_str())) {
             // Under the instance's lock: a restore of a deleted instance may be under way.
             let _guard = match InstanceId::parse(&c.instance_id) {
                 Some(id) => match self.state.locks.try_lock(&id) {
-                    Some(guard) => Some(guard),
+                    // Asked again under the lock: the records between sweeps are those
+                    // read when their operation ended, and one may have ended since.
+                    Some(guard) => match self.state.store.instance(None, &id).await {
+                        Ok(Some(rec)) if rec.status != Status::Deleted => continue,
+                        Ok(_) => Some(guard),
+                        Err(e) => {
+                            tracing::warn!(instance = %id, error = %e, "could not read a record; orphan kept this pass");
+                            continue;
+                        }
+                    },
                     None => continue,
                 },
                 None => None,
@@ -282,8 +334,8 @@ impl Reconciler {
     }
 
     /// Removes volumes with no record at all.
-    async fn remove_orphan_volumes(&self, volumes: &[String], records: &[InstanceRecord]) {
-        let known: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    async fn remove_orphan_volumes(&self, volumes: &[String], records: &HashMap<InstanceId, InstanceRecord>) {
+        let known: HashSet<&str> = records.keys().map(|id| id.as_str()).collect();
         for v in volumes.iter().filter(|v| !known.contains(v.as_str())) {
             tracing::info!(instance = %v, "removing volume with no record");
             self.state.metrics.reconciled("remove_orphan_volume");

@@ -152,7 +152,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             templates: catalog,
             resource_bounds: crate::instances::validate::ResourceBounds::from_args(&args)?,
         }),
-        http: reqwest::Client::builder().no_proxy().build()?,
+        // Agents' health, claims and webhooks. Idle connections close after a few
+        // seconds: a probe every 30 s per agent must not keep a thousand of them open.
+        http: reqwest::Client::builder().no_proxy().pool_idle_timeout(Duration::from_secs(5)).build()?,
         egress: egress.clone(),
         heartbeats: Arc::default(),
         pool: pool.clone(),
