@@ -26,7 +26,6 @@ import asyncio
 import base64
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -38,7 +37,8 @@ import tempfile
 import time
 import urllib.request
 
-from benchlib import release_loops  # scripts/ is on sys.path when run as a script
+# scripts/ is on sys.path when run as a script
+from benchlib import Nginx, cpu_secs, free_port, http_first_byte, log, release_loops, vm_rss, wrk
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -81,24 +81,6 @@ asyncio.run(main())
 '''
 
 
-def log(msg):
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def vm_rss(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 class Api:
     def __init__(self, base, key):
         self.base, self.key = base, key
@@ -111,48 +93,6 @@ class Api:
             req.add_header("content-type", "application/json")
         with urllib.request.urlopen(req, timeout=120) as r:
             return json.loads(r.read() or b"null")
-
-
-def cpu_secs(pids):
-    """User + system CPU seconds of processes (all their threads)."""
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def wrk(url, headers, secs, conns):
-    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{secs}s", "--latency", url]
-    for h in headers:
-        cmd += ["-H", h]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    unit = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
-
-    def pct(p):
-        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
-        return float(m.group(1)) * unit[m.group(2)]
-
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    return {"rps": rps, "p50": pct(50), "p99": pct(99), "non2xx": int(errors.group(1)) if errors else 0,
-            "requests": total}
-
-
-def http_first_byte(host_port, host_header, path, headers=()):
-    """Seconds from sending a GET to reading the first byte of the answer."""
-    h, p = host_port
-    with socket.create_connection((h, p), timeout=60) as s:
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        req = f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\n" + "".join(f"{x}\r\n" for x in headers) + "\r\n"
-        t0 = time.perf_counter()
-        s.sendall(req.encode())
-        first = s.recv(1)
-        took = time.perf_counter() - t0
-        assert first, "no answer"
-        return took
 
 
 def sse_first_event(host_port, host_header, headers=()):
@@ -233,31 +173,9 @@ class Bench:
         raise RuntimeError("berth server did not start")
 
     def start_nginx(self, upstream):
-        self.nginx_port = free_port()
-        conf = os.path.join(self.tmp, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(f"""
-worker_processes {self.args.nginx_workers};
-pid {self.tmp}/nginx.pid;
-error_log {self.tmp}/nginx-error.log;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  upstream agent {{ server {upstream}; keepalive 64; }}
-  server {{
-    listen 127.0.0.1:{self.nginx_port};
-    location / {{
-      proxy_pass http://agent;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $host;
-    }}
-  }}
-}}
-""")
-        self.procs.append(subprocess.Popen(["nginx", "-c", conf, "-g", "daemon off;"],
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        time.sleep(0.5)
+        self.nginx = Nginx(upstream, self.tmp, self.args.nginx_workers)
+        self.nginx_port = self.nginx.port
+        self.procs.append(self.nginx.proc)
 
     def cleanup(self):
         for p in self.procs:
@@ -296,9 +214,7 @@ http {{
                            [f"Host: {host}", f"Authorization: Bearer {self.key}"]),
             "nginx": (f"http://127.0.0.1:{self.nginx_port}/health", []),
         }
-        master = self.procs[-1].pid
-        nginx_pids = [master] + [int(p) for p in subprocess.run(["pgrep", "-P", str(master)], capture_output=True,
-                                                                text=True).stdout.split()]
+        nginx_pids = self.nginx.pids()
         procs = {"direct": [], "berth edge": [self.server.pid], "nginx": nginx_pids}
         results = {k: [] for k in targets}
         single = {k: [] for k in targets}

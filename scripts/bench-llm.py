@@ -10,52 +10,9 @@ streamed token, both ways, and the proxy's overhead per call and per token. The 
 is a small HTTP/1.1 server in this script answering SSE chat chunks as fast as it can.
 """
 import argparse, http.client, json, socket, statistics, threading, time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
-from benchlib import Server, pct
-
-
-class Upstream(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    tokens = 500
-
-    def log_message(self, *a):
-        pass
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        n = body.get("n_tokens", self.tokens)
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-
-        burst = body.get("burst", False)
-        pace = body.get("pace_ms", 0) / 1000
-        pending = []
-
-        def send(data):
-            ev = f"data: {data}\n\n".encode()
-            if burst:  # the whole answer in one write
-                pending.append(ev)
-                return
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(ev), ev))
-            self.wfile.flush()
-            if pace:
-                time.sleep(pace)
-
-        chunk = json.dumps({"id": "c", "object": "chat.completion.chunk",
-                            "choices": [{"index": 0, "delta": {"content": "tok "}, "finish_reason": None}]})
-        for _ in range(n):
-            send(chunk)
-        if body.get("stream_options", {}).get("include_usage"):
-            send(json.dumps({"id": "c", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": n}}))
-        send("[DONE]")
-        if pending:
-            all_ = b"".join(pending)
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(all_), all_))
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
+from benchlib import ChatUpstream as Upstream, Server, pct
 
 
 def stream(host, port, path, token, n, burst=False, pace_ms=0):
