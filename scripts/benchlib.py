@@ -54,9 +54,10 @@ def free_port():
 class Server:
     """A `berth server` for one benchmark run; `stop()` removes all it made."""
 
-    def __init__(self, image, flags, build=None, prefix="berth-bench-", network="berth-bench", log=False):
-        """`log`: the server's output goes to `<data>/server.log` (else nowhere)."""
-        self.profile, self.berth_bin, self.agent_bin = binaries(build)
+    def __init__(self, image, flags, build=None, prefix="berth-bench-", network="berth-bench", log=False, bins=None):
+        """`log`: the server's output goes to `<data>/server.log` (else nowhere); `bins`:
+        (profile, berth, agent) to run instead of `binaries(build)`."""
+        self.profile, self.berth_bin, self.agent_bin = bins or binaries(build)
         self.port, self.edge_port = free_port(), free_port()
         self.admin, self.install = "sk_bench" + rand(32), "bench-" + rand(8)
         self.data = tempfile.mkdtemp(prefix=prefix)
