@@ -444,6 +444,20 @@ impl DockerRuntime {
         }
     }
 
+    /// The agent's address and the IPv6 address of a container on the instances' network.
+    fn addresses(
+        &self,
+        networks: Option<&HashMap<String, bollard::models::EndpointSettings>>,
+    ) -> (Option<SocketAddr>, Option<std::net::Ipv6Addr>) {
+        let endpoint = networks.and_then(|nets| nets.get(&self.cfg.network));
+        let agent_addr = endpoint
+            .and_then(|ep| ep.ip_address.as_deref())
+            .and_then(|ip| ip.parse::<IpAddr>().ok())
+            .map(|ip| SocketAddr::new(ip, AGENT_PORT));
+        let ipv6_addr = endpoint.and_then(|ep| ep.global_ipv6_address.as_deref()).and_then(|ip| ip.parse().ok());
+        (agent_addr, ipv6_addr)
+    }
+
     /// A container's state as a listing tells it (see [`ManagedContainer::state`]).
     fn listed_state(&self, c: &bollard::models::ContainerSummary) -> ContainerState {
         use bollard::models::ContainerSummaryStateEnum as S;
@@ -456,13 +470,7 @@ impl DockerRuntime {
             Some(S::EXITED) => Observed::Exited { code: listed_exit_code(status).unwrap_or(-1), oom_killed: false },
             other => Observed::Other(other.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into())),
         };
-        let endpoint =
-            c.network_settings.as_ref().and_then(|n| n.networks.as_ref()).and_then(|nets| nets.get(&self.cfg.network));
-        let agent_addr = endpoint
-            .and_then(|ep| ep.ip_address.as_deref())
-            .and_then(|ip| ip.parse::<IpAddr>().ok())
-            .map(|ip| SocketAddr::new(ip, AGENT_PORT));
-        let ipv6_addr = endpoint.and_then(|ep| ep.global_ipv6_address.as_deref()).and_then(|ip| ip.parse().ok());
+        let (agent_addr, ipv6_addr) = self.addresses(c.network_settings.as_ref().and_then(|n| n.networks.as_ref()));
         ContainerState { observed, agent_addr, started_at: None, ipv6_addr }
     }
 
@@ -824,16 +832,7 @@ impl Runtime for DockerRuntime {
             }
             other => Observed::Other(other.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into())),
         };
-        let endpoint = info
-            .network_settings
-            .as_ref()
-            .and_then(|n| n.networks.as_ref())
-            .and_then(|nets| nets.get(&self.cfg.network));
-        let agent_addr = endpoint
-            .and_then(|ep| ep.ip_address.as_deref())
-            .and_then(|ip| ip.parse::<IpAddr>().ok())
-            .map(|ip| SocketAddr::new(ip, AGENT_PORT));
-        let ipv6_addr = endpoint.and_then(|ep| ep.global_ipv6_address.as_deref()).and_then(|ip| ip.parse().ok());
+        let (agent_addr, ipv6_addr) = self.addresses(info.network_settings.as_ref().and_then(|n| n.networks.as_ref()));
         let started_at = state.started_at.as_deref().and_then(berth_core::time::parse_rfc3339).filter(|t| *t > 0);
         Ok(ContainerState { observed, agent_addr, started_at, ipv6_addr })
     }
