@@ -16,10 +16,10 @@
 Uses the release build when there is one (else debug; CARGO_TARGET_DIR is honoured),
 a running dockerd, and berth/base:bookworm (scripts/build-images.sh).
 """
-import argparse, json, subprocess, threading, time, urllib.request
+import argparse, json, subprocess, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from benchlib import Server, pct
+from benchlib import Server, pct, streamed_turn
 
 IMAGE = "berth/agent-claude-code:latest"
 BASE = "berth/base:bookworm"
@@ -146,24 +146,10 @@ def until_ready(server, name="claude-code", limit=1800):
 
 def ttft(server, label, body):
     """(ms to the first text delta, ms to the end) of one streamed turn through the edge."""
-    req = urllib.request.Request(f"http://127.0.0.1:{server.edge_port}/v1/responses", method="POST",
-                                 data=json.dumps(dict(body, stream=True)).encode(),
-                                 headers={"Host": f"{label}.localhost:{server.edge_port}",
-                                          "Authorization": f"Bearer {server.admin}",
-                                          "Content-Type": "application/json"})
-    started = time.monotonic()
-    first = None
-    last = None
-    with server.opener.open(req, timeout=300) as r:
-        for raw in r:
-            line = raw.decode().strip()
-            if line == "event: response.output_text.delta" and first is None:
-                first = time.monotonic()
-            if line.startswith("event: response."):
-                last = line
-    if first is None or last != "event: response.completed":
-        raise SystemExit(f"turn through {label} ended {last} without text")
-    return (first - started) * 1000, (time.monotonic() - started) * 1000
+    try:
+        return streamed_turn(server, label, body)
+    except RuntimeError as e:
+        raise SystemExit(str(e))
 
 
 def main():

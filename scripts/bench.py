@@ -55,7 +55,7 @@ from http.server import ThreadingHTTPServer
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (BATCH, MIB, ROOT, ChatUpstream, Nginx, Server, binaries, container_ip,  # noqa: E402
                       container_memory, cpu_secs, docker, docker_api_exec, http_first_byte, log, machine,
-                      mem_available, pct, remove_in_batches, wrk)
+                      mem_available, pct, remove_in_batches, streamed_turn, wrk)
 
 FIGURES = ["create", "warm", "ttft", "exec", "edge", "memory", "wake", "density", "list10k", "rss1k"]
 MAIN = {"create", "ttft", "exec", "edge", "memory", "wake"}  # phases sharing one server
@@ -274,23 +274,8 @@ class Bench:
 
     def turn(self, s, label):
         """ms to the first streamed text delta of one turn through the edge, and to its end."""
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{s.edge_port}/v1/responses", method="POST",
-            data=json.dumps({"input": "hello", "stream": True}).encode(),
-            headers={"Host": f"{label}.localhost:{s.edge_port}", "Authorization": f"Bearer {s.admin}",
-                     "Content-Type": "application/json"})
-        t0 = time.perf_counter()
-        first, last = None, None
-        with s.opener.open(req, timeout=120) as r:
-            for raw in r:
-                line = raw.decode().strip()
-                if line == "event: response.output_text.delta" and first is None:
-                    first = time.perf_counter()
-                if line.startswith("event: response."):
-                    last = line
-        if first is None or last != "event: response.completed":
-            raise RuntimeError(f"the turn ended with {last} and no text")
-        return ms(first - t0), ms(time.perf_counter() - t0)
+        first, total = streamed_turn(s, label, {"input": "hello"}, timeout=120)
+        return round(first, 3), round(total, 3)
 
     def phase_ttft(self):
         a, s = self.args, self.main

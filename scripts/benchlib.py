@@ -419,6 +419,28 @@ http {{
                 self.proc.wait()
 
 
+def streamed_turn(server, label, body, timeout=300):
+    """(ms to the first text delta, ms to the end) of one streamed `POST /v1/responses`
+    through the edge to instance `label`; RuntimeError when it ends without text."""
+    req = urllib.request.Request(f"http://127.0.0.1:{server.edge_port}/v1/responses", method="POST",
+                                 data=json.dumps(dict(body, stream=True)).encode(),
+                                 headers={"Host": f"{label}.localhost:{server.edge_port}",
+                                          "Authorization": f"Bearer {server.admin}",
+                                          "Content-Type": "application/json"})
+    t0 = time.perf_counter()
+    first, last = None, None
+    with server.opener.open(req, timeout=timeout) as r:
+        for raw in r:
+            line = raw.decode().strip()
+            if line == "event: response.output_text.delta" and first is None:
+                first = time.perf_counter()
+            if line.startswith("event: response."):
+                last = line
+    if first is None or last != "event: response.completed":
+        raise RuntimeError(f"the turn through {label} ended with {last} and no text")
+    return (first - t0) * 1000, (time.perf_counter() - t0) * 1000
+
+
 def http_first_byte(host_port, host_header, path, headers=()):
     """Seconds from sending a GET to reading the first byte of the answer."""
     h, p = host_port
