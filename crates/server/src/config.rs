@@ -134,6 +134,12 @@ pub struct ServerArgs {
     /// Seconds create/start wait for the agent to answer before giving up.
     #[arg(long, env = "BERTH_START_TIMEOUT_SECS", default_value_t = 60)]
     pub start_timeout_secs: u64,
+    /// Leave the host's kernel limits alone. By default the server raises the
+    /// neighbour (ARP/NDP) table thresholds (`net.ipv4.neigh.default.gc_thresh1/2/3`,
+    /// and IPv6's) to 4096/8192/16384 when they are lower: Linux's defaults let only
+    /// about 500 instances talk to the host before connections to new ones stall.
+    #[arg(long, env = "BERTH_NO_HOST_TUNING")]
+    pub no_host_tuning: bool,
     /// Most Docker Engine API calls in flight at once.
     #[arg(long, env = "BERTH_RUNTIME_CONCURRENCY", default_value_t = 4)]
     pub runtime_concurrency: usize,

@@ -74,6 +74,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 disk_dir: disk_dir(&args)?,
                 oci_runtime: (args.isolation == crate::config::Isolation::Gvisor).then(|| args.gvisor_runtime.clone()),
                 ca_bundle: ca_bundle(args.ca_bundle.as_deref())?,
+                tune_host: !args.no_host_tuning,
             };
             let docker = DockerRuntime::connect(cfg).await.context("connecting to Docker")?;
             let base_image = docker.base_image().to_string();

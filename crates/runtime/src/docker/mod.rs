@@ -10,6 +10,7 @@
 mod build;
 pub mod disk;
 mod exec;
+pub mod host;
 mod observe;
 mod pull;
 mod spec;
@@ -84,6 +85,26 @@ pub struct DockerConfig {
     /// Host path of the CA bundle builds and instances trust (mounted read-only into
     /// instances, added to build contexts); `None`: the image's own.
     pub ca_bundle: Option<PathBuf>,
+    /// Raise the host's neighbour table limits when they are too low for many
+    /// instances ([`host::raise_neighbour_limits`]) when preparing.
+    pub tune_host: bool,
+}
+
+/// Raises the host's neighbour table limits ([`host`]), logging what changed and
+/// what could not be (with the command that does it).
+fn tune_host() {
+    for t in host::raise_neighbour_limits(std::path::Path::new("/proc/sys")) {
+        match t.error {
+            None => {
+                tracing::info!(sysctl = %t.name, was = t.was, now = t.wanted, "raised a kernel limit many instances reach")
+            }
+            Some(e) => tracing::warn!(
+                sysctl = %t.name, value = t.was, error = %e,
+                "the kernel's neighbour table fits about 500 instances talking to the host; raise it: sysctl -w {}={}",
+                t.name, t.wanted
+            ),
+        }
+    }
 }
 
 /// [`Runtime`] on a Docker Engine.
@@ -638,6 +659,9 @@ impl Runtime for DockerRuntime {
                 "agent binary {} not found (build it with scripts/build-agent.sh, or pass --agent-bin)",
                 self.cfg.agent_bin.display()
             )));
+        }
+        if self.cfg.tune_host {
+            tune_host();
         }
         let _p = self.permit().await;
         let info = self.docker.info().await.map_err(map_err)?;

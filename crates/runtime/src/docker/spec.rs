@@ -74,7 +74,7 @@ pub(super) fn container_body(
         init: Some(true),
         cap_drop: Some(vec!["ALL".into()]),
         cap_add: Some(KEPT_CAPS.iter().map(|c| c.to_string()).collect()),
-        security_opt: Some(vec!["no-new-privileges:true".into()]),
+        security_opt: Some(vec!["no-new-privileges".into()]),
         privileged: Some(false),
         network_mode: Some(host.network.clone()),
         restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::NO), maximum_retry_count: None }),
@@ -188,7 +188,7 @@ mod tests {
         assert_eq!(h.cap_drop.as_deref(), Some(&["ALL".to_string()][..]));
         assert!(h.cap_add.as_ref().unwrap().iter().all(|c| KEPT_CAPS.contains(&c.as_str())));
         assert!(!h.cap_add.as_ref().unwrap().iter().any(|c| c == "SYS_ADMIN" || c == "NET_ADMIN" || c == "NET_RAW"));
-        assert_eq!(h.security_opt.as_deref(), Some(&["no-new-privileges:true".to_string()][..]));
+        assert_eq!(h.security_opt.as_deref(), Some(&["no-new-privileges".to_string()][..]));
         assert_eq!(h.init, Some(true), "an init reaps children and makes stop fast");
         let bps = h.blkio_device_write_bps.as_ref().expect("home writes are throttled");
         assert_eq!((bps[0].path.as_deref(), bps[0].rate), (Some("/dev/loop7"), Some(100 << 20)));
