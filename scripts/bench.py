@@ -16,8 +16,11 @@ Figures (`--only` takes their names, comma-separated):
   memory   idle cgroup memory per instance beside `sleep infinity` containers; server RSS
   wake     cold wake: request in -> first byte of an idle-stopped cold_start instance
   density  idle instances created in a time budget (--density-minutes), MemAvailable left,
-           create p50 of the first 50 vs the last 50, then the server's RSS and the CPU% of
-           berth and dockerd while idle for 60 s
+           create p50 of the first 50 vs the last 50 (4 clients); at --loaded-at instances
+           (1,000) the filling pauses for creates one at a time, interleaved with
+           `docker run -d` + /health on the same bridge (as the create phase does on an
+           empty host); then the server's RSS and the CPU% of berth and dockerd while idle
+           for 60 s
   list10k  GET /v1/instances p50/p99 with 10,000 instances in the store (stopped instances
            inserted straight into the server's SQLite: they need no container)
   rss1k    the control plane's RSS with 1,000 instances (taken from the density phase
@@ -410,18 +413,26 @@ class Bench:
         mem0, rss0 = mem_available(), s.rss()
         budget = a.density_minutes * 60
         floor = a.density_floor_mib * MIB
-        lat, lock, state = [], threading.Lock(), {"stop": None, "rss_at": {}}
+        lat, lock, state = [], threading.Lock(), {"stop": None, "rss_at": {}, "busy": 0}
         t_start = time.monotonic()
         marks = sorted({100, 500, 1000, a.rss_instances})
+        # Filling pauses at `loaded_at` for the one-at-a-time creates (go cleared).
+        go, reached = threading.Event(), threading.Event()
+        go.set()
 
         def client():
             while state["stop"] is None:
+                go.wait()
+                if state["stop"] is not None:
+                    return
                 if time.monotonic() - t_start > budget:
                     state["stop"] = state["stop"] or "time budget"
                     return
                 if mem_available() < floor:
                     state["stop"] = state["stop"] or f"MemAvailable below {a.density_floor_mib} MiB"
                     return
+                with lock:
+                    state["busy"] += 1
                 t0 = time.perf_counter()
                 try:
                     st, body = s.call("POST", "/v1/instances", {})
@@ -429,9 +440,13 @@ class Bench:
                     st, body = 0, str(e)
                 dt = ms(time.perf_counter() - t0)
                 with lock:
+                    state["busy"] -= 1
                     if st == 201:
                         lat.append(dt)
                         n = len(lat)
+                        if n >= a.loaded_at and not reached.is_set():
+                            go.clear()
+                            reached.set()
                         if n in marks:
                             state["rss_at"][n] = s.rss()
                         if n % 100 == 0:
@@ -445,6 +460,14 @@ class Bench:
         threads = [threading.Thread(target=client) for _ in range(a.density_clients)]
         for t in threads:
             t.start()
+        loaded, paused = None, False
+        while any(t.is_alive() for t in threads):
+            if reached.wait(1) and not paused:
+                paused = True
+                while state["busy"]:
+                    time.sleep(0.05)
+                loaded = self.loaded_creates(s, len(lat))
+                go.set()
         for t in threads:
             t.join()
         elapsed = time.monotonic() - t_start
@@ -461,7 +484,7 @@ class Bench:
         wall = c1[3] - c0[3]
         rss_end = s.rss()
         out = {"instances": n, "running": running, "secs": round(elapsed, 1), "clients": a.density_clients,
-               "stopped_by": state["stop"], "create_ms": lat, "first50": summary(lat[:50]),
+               "stopped_by": state["stop"], "create_ms": lat, "first50": summary(lat[:50]), "loaded": loaded,
                "last50": summary(lat[-50:]), "mem_available_before_mib": round(mem0 / MIB),
                "mem_available_after_mib": round(mem1 / MIB), "server_rss_idle_mib": round(rss0 / MIB, 1),
                "server_rss_end_mib": round(rss_end / MIB, 1),
@@ -472,6 +495,30 @@ class Bench:
                "containerd_cpu_pct": round((c1[2] - c0[2]) / wall * 100, 2) if containerd else None}
         self.drop(s)
         return out
+
+    def loaded_creates(self, s, n):
+        """Creates one at a time with `n` idle instances in place, interleaved with
+        `docker run -d` + /health on the same bridge (removed afterwards, so the bridge
+        keeps its room)."""
+        a = self.args
+        log(f"density: {n} instances; {a.loaded_creates} creates one at a time, each beside a docker run")
+        berth, base = [], []
+        try:
+            for i in range(a.loaded_creates):
+                if i % 2 == 0:
+                    berth.append(self.create(s)[0])
+                    base.append(self.baseline_agent_run(s.agent_bin)[0])
+                else:
+                    base.append(self.baseline_agent_run(s.agent_bin)[0])
+                    berth.append(self.create(s)[0])
+        except RuntimeError as e:
+            log(f"density: loaded creates stopped: {e}")
+        remove_in_batches(["rm", "-f"], self.baselines())
+        if not berth or not base:
+            return None
+        log(f"density: at {n}: berth p50 {pct(berth, 50):.0f} ms, docker run + /health p50 {pct(base, 50):.0f} ms")
+        return {"at": n, "berth_ms": berth, "docker_run_ms": base, "berth": summary(berth),
+                "docker_run": summary(base)}
 
     def phase_rss1k(self):
         a = self.args
@@ -674,7 +721,16 @@ def rows(res, errors):
         add("  MemAvailable before / after (MiB)", f"{d['mem_available_before_mib']} / {d['mem_available_after_mib']}",
             "-")
         if d["first50"]:
-            add("  create p50, last 50 | first 50 (ms)", d["last50"]["p50"], d["first50"]["p50"])
+            add("  create p50, 4 clients: last 50 | first 50 (ms)", d["last50"]["p50"], d["first50"]["p50"])
+        lo, cold = d.get("loaded"), res.get("create")
+        if lo:
+            add(f"  at {lo['at']} instances: create p50, one at a time | docker run + /health (ms)",
+                lo["berth"]["p50"], lo["docker_run"]["p50"])
+            if cold:
+                add(f"  at {lo['at']} | on an empty host (create phase): create p50 (ms)", lo["berth"]["p50"],
+                    cold["berth"]["p50"])
+                add(f"  at {lo['at']} | on an empty host (create phase): docker run + /health p50 (ms)",
+                    lo["docker_run"]["p50"], cold["docker_run"]["p50"])
         add(f"  idle {d['idle_secs']:.0f} s: server RSS (MiB)", d["server_rss_end_mib"], "-", fmt="{:.1f}")
         add("  idle: CPU% berth / dockerd / containerd",
             f"{d['berth_cpu_pct']} / {d['dockerd_cpu_pct']} / {d['containerd_cpu_pct']}", "-")
@@ -792,6 +848,8 @@ def main():
             ("records", 10000, 2000, "stopped records inserted for list10k"),
             ("list-calls", 200, 50, "list calls timed each way"),
             ("rss-instances", 1000, 100, "instances for rss1k"),
+            ("loaded-at", 1000, 100, "density: instances in place for the one-at-a-time creates"),
+            ("loaded-creates", 10, 4, "density: creates (and docker runs) timed at --loaded-at"),
             ("density-idle-secs", 60, 15, "idle seconds for the CPU figure at the end of density")):
         p.add_argument(f"--{name}", type=int, default=None, help=f"{what} (default {full}; quick {quick})")
         p.set_defaults(**{f"_{name.replace('-', '_')}": (full, quick)})

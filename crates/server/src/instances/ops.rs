@@ -80,6 +80,8 @@ pub async fn create(
         return Ok(claimed);
     }
     tracing::Span::current().record("instance", tracing::field::display(&rec.id));
+    // Refills of the warm pool wait while a client waits for a cold create.
+    let _foreground = state.pool.as_ref().map(|p| p.foreground());
     let _guard = state.locks.lock(&rec.id).await;
     let ws = state
         .store
