@@ -15,6 +15,7 @@ pub mod driver;
 pub mod error;
 pub mod exec_session;
 mod ids;
+pub mod live;
 mod openclaw;
 pub mod pool;
 pub mod provider;
@@ -100,6 +101,11 @@ fn start(cfg: AgentConfig) -> std::io::Result<Arc<AppState>> {
     }
     let store =
         store::Store::open(&cfg.data_dir.join("sessions.db")).map_err(|e| std::io::Error::other(e.to_string()))?;
+    match store.fail_unfinished() {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(turns = n, "turns left running by the previous run of the agent ended as failed"),
+        Err(e) => tracing::error!("cannot end the turns of the previous run: {e}"),
+    }
     let state = AppState::new(cfg, store);
     if let Some(driver::Driver::OpenClaw { bin }) = state.config.drivers.first() {
         let (bin, state) = (bin.clone(), state.clone());

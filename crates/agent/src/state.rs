@@ -14,6 +14,8 @@ pub struct AppState {
     pub config: AgentConfig,
     pub store: Store,
     pub busy: BusySessions,
+    /// Streamed and background turns' event logs.
+    pub live: crate::live::LiveTurns,
     pub tools: ToolContext,
     pub started: Instant,
     /// Built on first use: TLS roots and the DNS resolver cost start time and memory.
@@ -35,6 +37,7 @@ impl AppState {
             config,
             store,
             busy: BusySessions::default(),
+            live: Default::default(),
             tools,
             started: Instant::now(),
             http: OnceLock::new(),

@@ -208,6 +208,20 @@ impl Store {
         })
     }
 
+    /// Ends the turns a previous run of the agent left `in_progress` (it stopped or
+    /// crashed under them) as `failed` with code `agent_restarted`; answers how many.
+    pub fn fail_unfinished(&self) -> Result<usize> {
+        self.with(|c| {
+            Ok(c.execute(
+                "UPDATE responses SET body = json_set(body, '$.status', 'failed', '$.error', json_object(
+                    'code', 'agent_restarted',
+                    'message', 'The agent restarted while this turn ran; what it produced before is kept. Send the turn again.'))
+                 WHERE json_extract(body, '$.status') = 'in_progress'",
+                [],
+            )?)
+        })
+    }
+
     /// A stored response.
     pub fn response(&self, id: &str) -> Result<Option<Response>> {
         let body: Option<String> = self

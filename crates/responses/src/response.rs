@@ -20,6 +20,9 @@ pub struct Response {
     pub metadata: Map<String, Value>,
     pub previous_response_id: Option<String>,
     pub parallel_tool_calls: bool,
+    /// Whether the turn runs on its own (`background: true`), not tied to its request.
+    #[serde(default)]
+    pub background: bool,
     pub tool_choice: String,
     pub tools: Vec<Value>,
     pub temperature: Option<f64>,

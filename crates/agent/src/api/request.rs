@@ -16,6 +16,8 @@ pub struct CreateResponse {
     pub instructions: Option<String>,
     pub previous_response_id: Option<String>,
     pub stream: Option<bool>,
+    /// Answer at once and run the turn on its own, to be fetched, followed or cancelled.
+    pub background: Option<bool>,
     pub metadata: Option<Map<String, Value>>,
     /// berth extension: continue this session.
     pub session_id: Option<String>,

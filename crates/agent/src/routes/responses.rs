@@ -1,49 +1,61 @@
-//! `POST /v1/responses` (plain JSON or Server-Sent Events) and `GET /v1/responses/{id}`.
+//! `POST /v1/responses` (plain JSON, Server-Sent Events, or in the background),
+//! `GET /v1/responses/{id}` (also as a stream picked up at any point) and
+//! `POST /v1/responses/{id}/cancel`.
 
 use super::json_body;
-use crate::api::{CreateResponse, Response};
+use crate::api::{CreateResponse, Response, Status};
 use crate::error::ApiError;
+use crate::live::{Follower, LiveTurn};
 use crate::state::AppState;
-use crate::turn::{prepare, Emitter, Frame};
+use crate::turn::{prepare, Emitter};
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tracing::Instrument;
-
-/// Events buffered between the turn and a slow client before the turn waits.
-const STREAM_BUFFER: usize = 64;
 
 /// How often an idle stream sends an SSE comment; a write to a vanished
 /// client fails, which is how a disconnect during a long tool run is noticed.
 const KEEP_ALIVE: Duration = Duration::from_secs(1);
 
 pub fn router() -> Router<Arc<AppState>> {
-    Router::new().route("/v1/responses", post(create)).route("/v1/responses/{id}", get(fetch))
+    Router::new()
+        .route("/v1/responses", post(create))
+        .route("/v1/responses/{id}", get(fetch))
+        .route("/v1/responses/{id}/cancel", post(cancel))
 }
 
 async fn create(State(state): State<Arc<AppState>>, body: Bytes) -> Result<axum::response::Response, ApiError> {
     let req: CreateResponse = json_body(&body)?;
     let stream = req.stream.unwrap_or(false);
-    let turn = prepare(&state, req)?;
+    let background = req.background.unwrap_or(false);
+    let mut turn = prepare(&state, req)?;
     let span = turn.span();
-    if !stream {
+    if !stream && !background {
         // Runs inside the request: if the client disconnects, hyper drops
         // this future and the turn with it.
         return Ok(Json(turn.run(Emitter::silent()).instrument(span).await).into_response());
     }
-    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-    let task = tokio::spawn(turn.run(Emitter::streaming(tx)).instrument(span));
-    let events = sse_events(rx, AbortOnDrop(task.abort_handle()));
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response())
+    let snapshot = turn.response().clone();
+    let live = state.live.start(&snapshot.id);
+    turn.attach(live.clone());
+    let task = tokio::spawn(turn.run(Emitter::live(live.clone())).instrument(span));
+    live.set_task(task.abort_handle());
+    if !stream {
+        return Ok(Json(snapshot).into_response());
+    }
+    // A streamed turn that is not in the background ends when its client goes away.
+    let guard = (!background).then(|| AbortOnDrop(task.abort_handle()));
+    Ok(sse(live.follow(None), guard))
 }
 
 /// Aborts the turn's task when the response stream is dropped (client gone).
@@ -55,18 +67,86 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn sse_events(rx: mpsc::Receiver<Frame>, guard: AbortOnDrop) -> impl Stream<Item = Result<Event, Infallible>> {
-    stream::unfold((rx, guard), |(mut rx, guard)| async move {
-        let frame = rx.recv().await?;
-        let event = Event::default().event(frame.event).data(frame.data);
-        Some((Ok(event), (rx, guard)))
+/// The SSE answer reading a turn's log; `guard` goes with the stream.
+fn sse(follower: Follower, guard: Option<AbortOnDrop>) -> axum::response::Response {
+    Sse::new(events(follower, guard)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response()
+}
+
+fn events(follower: Follower, guard: Option<AbortOnDrop>) -> impl Stream<Item = Result<Event, Infallible>> {
+    stream::unfold((follower, guard), |(mut follower, guard)| async move {
+        let frame = follower.next().await?;
+        let event = Event::default().event(frame.event).data(frame.data.as_str());
+        Some((Ok(event), (follower, guard)))
     })
 }
 
-async fn fetch(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Response>, ApiError> {
-    state
-        .store
-        .response(&id)?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("response_not_found", format!("Response with id '{id}' not found.")))
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found("response_not_found", format!("Response with id '{id}' not found."))
+}
+
+/// `GET /v1/responses/{id}`: the stored response; with `stream=true`, its events
+/// after `starting_after` (all without it), then the rest live until the turn ends.
+async fn fetch(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<axum::response::Response, ApiError> {
+    let stream = match q.get("stream").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::invalid_param("stream", format!("'stream' is true or false, not '{other}'.")))
+        }
+    };
+    let after = match q.get("starting_after") {
+        None => None,
+        Some(n) => Some(n.parse::<u64>().map_err(|_| {
+            ApiError::invalid_param(
+                "starting_after",
+                format!("'starting_after' is the sequence_number of an event already seen (0 or more), not '{n}'."),
+            )
+        })?),
+    };
+    let stored = state.store.response(&id)?.ok_or_else(|| not_found(&id))?;
+    if !stream {
+        return Ok(Json(stored).into_response());
+    }
+    let live = state.live.get(&id).ok_or_else(|| {
+        let mut e = ApiError::bad_request(
+            "stream_unavailable",
+            format!(
+                "The events of response '{id}' are no longer kept (they are for 10 minutes after a streamed or \
+                 background turn ends, and not across restarts of the agent); GET it without stream=true."
+            ),
+        );
+        e.status = StatusCode::GONE;
+        e
+    })?;
+    Ok(sse(live.follow(after), None))
+}
+
+/// `POST /v1/responses/{id}/cancel`: stops a running streamed or background turn and
+/// its tools; answers the response (`cancelled`, or as it ended when it had already).
+async fn cancel(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Response>, ApiError> {
+    let stored = state.store.response(&id)?.ok_or_else(|| not_found(&id))?;
+    let live: Option<Arc<LiveTurn>> = state.live.get(&id);
+    match live {
+        Some(live) => {
+            live.cancel();
+            live.wait_finished().await;
+        }
+        None if stored.status == Status::InProgress => {
+            let mut e = ApiError::bad_request(
+                "response_not_cancellable",
+                format!(
+                    "Response '{id}' runs inside its own request (neither streamed nor in the background): close \
+                     that request to stop it."
+                ),
+            );
+            e.status = StatusCode::CONFLICT;
+            return Err(e);
+        }
+        None => {}
+    }
+    Ok(Json(state.store.response(&id)?.ok_or_else(|| not_found(&id))?))
 }

@@ -1,45 +1,40 @@
-//! Numbers stream events and hands them to the SSE response; a closed channel
-//! means the client went away, which cancels the turn.
+//! Numbers a turn's stream events and records them in its [`LiveTurn`], from which
+//! every SSE answer about the turn reads.
 
 use crate::api::events::Event;
-use tokio::sync::mpsc;
+use crate::live::{Frame, LiveTurn};
+use std::sync::Arc;
 
-/// One SSE frame ready to send.
-#[derive(Debug)]
-pub struct Frame {
-    pub event: &'static str,
-    pub data: String,
-}
-
-/// The client is gone; stop working for it.
+/// The turn was stopped; stop working for it.
 #[derive(Debug)]
 pub struct Cancelled;
 
-/// Where a turn's events go: an SSE stream, or nowhere for a non-streamed turn.
+/// Where a turn's events go: its live log, or nowhere for a turn answered inline.
 pub struct Emitter {
     seq: u64,
-    tx: Option<mpsc::Sender<Frame>>,
+    live: Option<Arc<LiveTurn>>,
 }
 
 impl Emitter {
-    /// Events go to `tx`; the bounded channel passes the client's pace back to the provider.
-    pub fn streaming(tx: mpsc::Sender<Frame>) -> Self {
-        Emitter { seq: 0, tx: Some(tx) }
+    /// Events are recorded in `live` (streamed and background turns).
+    pub fn live(live: Arc<LiveTurn>) -> Self {
+        Emitter { seq: 0, live: Some(live) }
     }
 
-    /// Events are dropped (a non-streamed request).
+    /// Events are dropped (a turn answered inline as one JSON body).
     pub fn silent() -> Self {
-        Emitter { seq: 0, tx: None }
+        Emitter { seq: 0, live: None }
     }
 
-    /// Sends one event with the next `sequence_number`.
+    /// Records one event with the next `sequence_number`.
     pub async fn emit(&mut self, ev: Event) -> Result<(), Cancelled> {
-        let Some(tx) = &self.tx else {
+        let Some(live) = &self.live else {
             return Ok(());
         };
         let event = ev.kind;
         let data = ev.into_json(self.seq).to_string();
+        live.push(Frame { seq: self.seq, event, data });
         self.seq += 1;
-        tx.send(Frame { event, data }).await.map_err(|_| Cancelled)
+        Ok(())
     }
 }

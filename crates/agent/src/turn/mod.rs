@@ -6,7 +6,7 @@ pub mod emitter;
 mod prepare;
 mod step;
 
-pub use emitter::{Emitter, Frame};
+pub use emitter::Emitter;
 pub use prepare::prepare;
 
 use crate::api::events;
@@ -33,6 +33,8 @@ pub struct Turn {
     driver: Option<crate::driver::Driver>,
     /// The turn's user text, for a driven agent.
     prompt: String,
+    /// Its event log, when it streams or runs in the background: ended with the turn.
+    live: Option<Arc<crate::live::LiveTurn>>,
     finished: bool,
 }
 
@@ -48,6 +50,16 @@ impl Turn {
     /// A span naming the session and response, so one grep follows the turn.
     pub fn span(&self) -> tracing::Span {
         tracing::info_span!("turn", session = %self.response.session_id, response = %self.response.id)
+    }
+
+    /// The response as it stands (`in_progress` before the turn runs).
+    pub fn response(&self) -> &Response {
+        &self.response
+    }
+
+    /// Registers the turn's event log; it is ended when the turn ends, however it does.
+    pub fn attach(&mut self, live: Arc<crate::live::LiveTurn>) {
+        self.live = Some(live);
     }
 
     /// Runs the loop to its end and returns the final response.
@@ -86,6 +98,9 @@ impl Turn {
         self.finished = true;
         if !kind.is_empty() {
             let _ = emitter.emit(events::lifecycle(kind, &self.response)).await;
+        }
+        if let Some(live) = &self.live {
+            live.finish();
         }
         self.response.clone()
     }
@@ -276,10 +291,14 @@ impl Turn {
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        // Dropped mid-turn: the client disconnected and the task was aborted.
+        // Dropped mid-turn: the client disconnected, or the turn was cancelled, and
+        // the task was aborted. Stored first, so a follower that sees the end reads it.
         if !self.finished {
             tracing::info!(response = %self.response.id, "turn dropped; marking it cancelled");
             let _ = self.state.store.cancel_response(&self.response.id);
+            if let Some(live) = &self.live {
+                live.finish();
+            }
         }
     }
 }

@@ -125,6 +125,7 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
         metadata: req.metadata.take().unwrap_or_default(),
         previous_response_id: req.previous_response_id.take(),
         parallel_tool_calls: true,
+        background: req.background.unwrap_or(false),
         tool_choice: "auto".into(),
         tools: Vec::new(),
         temperature: req.temperature,
@@ -150,6 +151,7 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
         max_steps,
         driver,
         prompt,
+        live: None,
         finished: false,
     })
 }

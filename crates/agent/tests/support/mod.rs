@@ -153,6 +153,14 @@ impl Agent {
         SseReader { resp: r, buf: Vec::new() }
     }
 
+    /// Opens `GET path` as an event stream (e.g. `/v1/responses/{id}?stream=true`).
+    pub async fn open_get_stream(&self, path: &str) -> SseReader {
+        let r = self.req(reqwest::Method::GET, path).send().await.unwrap();
+        assert_eq!(r.status(), 200, "stream refused");
+        assert_eq!(r.headers()["content-type"], "text/event-stream");
+        SseReader { resp: r, buf: Vec::new() }
+    }
+
     /// A whole streamed response: every event, in order, until the server closes.
     pub async fn stream(&self, body: &Value) -> Vec<SseEvent> {
         let mut reader = self.open_stream(body).await;
@@ -214,6 +222,19 @@ impl SseReader {
                 Err(_) => panic!("no event for 30s"),
             }
         }
+    }
+}
+
+impl SseReader {
+    /// Every event left, until the server closes (30 s at most).
+    pub async fn rest(mut self) -> Vec<SseEvent> {
+        let mut events = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(e) = self.next().await {
+            events.push(e);
+            assert!(Instant::now() < deadline, "stream did not end");
+        }
+        events
     }
 }
 
