@@ -29,8 +29,9 @@
 //!
 //! [`Firewall::sync`] lists each table once (`iptables -S`) and rewrites only what
 //! differs from the desired rules (atomically, with `iptables-restore --noflush`);
-//! the reconciler calls it every pass, so a firewall reload or a rule deleted by hand
-//! is back within a pass. The rules stay when the server stops: instances keep
+//! the reconciler calls it every third pass, so a firewall reload or a rule deleted by
+//! hand is back within seconds. [`Firewall::apply`] syncs after a change that alters a
+//! rule, and only when no sync since covered it. The rules stay when the server stops: instances keep
 //! running, and so does their policy.
 
 use anyhow::{bail, Context};
@@ -135,11 +136,22 @@ struct InstanceState {
     addrs: Option<Vec<IpAddr>>,
 }
 
-#[derive(Default)]
-struct Inner {
+/// What the rules should be. Locked only briefly, from async code too; a sync works
+/// on a copy, so changes never wait for iptables.
+#[derive(Debug, Clone, Default)]
+struct Desired {
     instances: HashMap<InstanceId, InstanceState>,
     /// Instances forgotten (deleted) whose rules still need removing.
     gone: HashSet<InstanceId>,
+    /// Bumped by every change that alters the rules.
+    version: u64,
+}
+
+/// What a sync keeps between runs; held for a whole sync (on a blocking thread only).
+#[derive(Default)]
+struct Inner {
+    /// The `Desired::version` the last successful sync brought the kernel to.
+    synced: Option<u64>,
     /// Each chain we wrote: the rules as we wrote them, and as iptables printed them
     /// back right after (its own spelling may differ from ours).
     seen: HashMap<(Family, String), (Vec<String>, Vec<String>)>,
@@ -165,6 +177,7 @@ impl Inner {
 pub struct Firewall {
     cfg: EgressConfig,
     families: Vec<Family>,
+    desired: Mutex<Desired>,
     inner: Mutex<Inner>,
 }
 
@@ -260,7 +273,7 @@ impl Firewall {
             ),
             Err(e) => tracing::warn!(error = %e, "ip6tables is missing; IPv6 egress rules are not installed"),
         }
-        Self { cfg, families, inner: Mutex::default() }
+        Self { cfg, families, desired: Mutex::default(), inner: Mutex::default() }
     }
 
     /// The ports berth serves to instances on the host (none in this build; a
@@ -395,60 +408,96 @@ impl Firewall {
             .collect()
     }
 
-    /// Sets an instance's policy (from its record); answers whether it changed.
+    fn desired(&self) -> std::sync::MutexGuard<'_, Desired> {
+        self.desired.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets an instance's policy (from its record); answers whether its rules change
+    /// (they do only while it has addresses: a stopped instance has none).
     pub fn set_policy(&self, id: &InstanceId, policy: &Egress) -> bool {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.gone.remove(id);
-        let st = inner.instances.entry(id.clone()).or_default();
-        let changed = st.policy != *policy;
+        let mut d = self.desired();
+        let revived = d.gone.remove(id);
+        let st = d.instances.entry(id.clone()).or_default();
+        let changed = st.policy != *policy && st.addrs.as_ref().is_some_and(|a| !a.is_empty());
         st.policy = policy.clone();
+        if changed || revived {
+            d.version += 1;
+        }
         changed
     }
 
     /// Sets an instance's addresses on the bridge (empty: it has none now, e.g.
-    /// stopped); answers whether they changed.
+    /// stopped); answers whether they changed (not known and none are alike: an
+    /// instance never seen with an address has no rules to remove).
     pub fn set_addresses(&self, id: &InstanceId, mut addrs: Vec<IpAddr>) -> bool {
         addrs.sort();
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let st = inner.instances.entry(id.clone()).or_default();
-        let changed = st.addrs.as_ref() != Some(&addrs);
+        let mut d = self.desired();
+        let st = d.instances.entry(id.clone()).or_default();
+        let changed = st.addrs.as_deref().unwrap_or_default() != addrs.as_slice();
         st.addrs = Some(addrs);
+        if changed {
+            d.version += 1;
+        }
         changed
     }
 
-    /// Forgets an instance (deleted): its rules go at the next sync.
+    /// Forgets an instance (deleted): its rules go at the next sync. One this server
+    /// never knew is left to the sync, which removes rules of instances it does not know.
     pub fn forget(&self, id: &InstanceId) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.instances.remove(id);
-        inner.gone.insert(id.clone());
+        let mut d = self.desired();
+        if d.instances.remove(id).is_some() {
+            d.gone.insert(id.clone());
+            d.version += 1;
+        }
     }
 
-    /// Brings the kernel's rules to the desired ones, rewriting only what differs.
-    /// IPv4 failures are errors; IPv6 ones are logged.
+    /// Brings the kernel's rules to the desired ones when they changed since the last
+    /// sync; concurrent callers share one sync (a caller that waited for a sync that
+    /// covered its change returns at once).
+    pub fn apply(&self) -> anyhow::Result<()> {
+        self.sync_if(false)
+    }
+
+    /// Brings the kernel's rules to the desired ones, rewriting only what differs
+    /// (also what someone changed by hand). IPv4 failures are errors; IPv6 ones are logged.
     pub fn sync(&self) -> anyhow::Result<()> {
+        self.sync_if(true)
+    }
+
+    fn sync_if(&self, always: bool) -> anyhow::Result<()> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let desired = self.desired().clone();
+        if !always && inner.synced == Some(desired.version) {
+            return Ok(());
+        }
         for &f in &self.families {
             // Another server on the bridge may change a rule between our listing and our
             // write (the write then fails as a whole): list again and retry.
-            let mut result = self.sync_family(f, &mut inner);
+            let mut result = self.sync_family(f, &desired, &mut inner);
             for _ in 0..3 {
                 if result.is_ok() {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));
-                result = self.sync_family(f, &mut inner);
+                result = self.sync_family(f, &desired, &mut inner);
             }
             match result {
                 Ok(()) => {}
                 Err(e) if f == Family::V6 => tracing::warn!(error = %e, "could not assert the IPv6 egress rules"),
-                Err(e) => return Err(e),
+                Err(e) => {
+                    inner.synced = None;
+                    return Err(e);
+                }
             }
         }
-        inner.gone.clear();
+        // Those forgotten since the copy was taken wait for the next sync.
+        let mut d = self.desired();
+        d.gone.retain(|id| !desired.gone.contains(id));
+        inner.synced = Some(desired.version);
         Ok(())
     }
 
-    fn sync_family(&self, f: Family, inner: &mut Inner) -> anyhow::Result<()> {
+    fn sync_family(&self, f: Family, desired: &Desired, inner: &mut Inner) -> anyhow::Result<()> {
         let list = Listing::read(f)?;
         let mut script: Vec<String> = Vec::new();
         let mut written: Vec<(String, Vec<String>)> = Vec::new();
@@ -492,14 +541,26 @@ impl Firewall {
         let mut delete: Vec<String> = Vec::new();
         let mut add: Vec<String> = Vec::new();
         let mut drop_chains: Vec<String> = Vec::new();
-        let mut gone: Vec<String> = inner.gone.iter().map(Self::instance_chain).collect();
+        let mut gone: Vec<String> = desired.gone.iter().map(Self::instance_chain).collect();
+        // Dispatch rules by the chain they jump to and by their source address.
+        let mut by_target: HashMap<&str, Vec<&String>> = HashMap::new();
+        let mut by_source: HashMap<&str, Vec<&String>> = HashMap::new();
+        for l in dispatch_rules {
+            if let Some(t) = arg(l, "-j") {
+                by_target.entry(t).or_default().push(l);
+            }
+            if let Some(src) = arg(l, "-s") {
+                by_source.entry(src).or_default().push(l);
+            }
+        }
+        let known_ids: HashSet<&str> = desired.instances.keys().map(|k| k.as_str()).collect();
         // Rules of this installation for instances it does not know (purged while the
         // server was down, a create interrupted by a crash).
         let ours = format!("\"berth:{}/", self.cfg.install);
         for l in dispatch_rules {
             let Some(id) = arg(l, "--comment").and_then(|c| c.strip_prefix(ours.as_str())) else { continue };
             let id = id.trim_end_matches('"');
-            if !inner.instances.keys().any(|k| k.as_str() == id) {
+            if !known_ids.contains(id) {
                 if let Some(target) = arg(l, "-j") {
                     gone.push(target.to_string());
                 }
@@ -507,7 +568,7 @@ impl Firewall {
         }
         // Instance chains nothing jumps to do nothing: leftovers, removed.
         let referenced: HashSet<&str> = list.rules.values().flatten().filter_map(|l| arg(l, "-j")).collect();
-        let known: HashSet<String> = inner.instances.keys().map(Self::instance_chain).collect();
+        let known: HashSet<String> = desired.instances.keys().map(Self::instance_chain).collect();
         for c in &list.chains {
             if c.starts_with("BERTH-I-") && !referenced.contains(c.as_str()) && !known.contains(c) {
                 gone.push(c.clone());
@@ -516,12 +577,12 @@ impl Firewall {
         gone.sort();
         gone.dedup();
         for chain in gone {
-            delete.extend(dispatch_rules.iter().filter(|l| arg(l, "-j") == Some(chain.as_str())).cloned());
+            delete.extend(by_target.get(chain.as_str()).into_iter().flatten().map(|l| (*l).clone()));
             if list.chains.contains(&chain) {
                 drop_chains.push(chain);
             }
         }
-        for (id, st) in &inner.instances {
+        for (id, st) in &desired.instances {
             let Some(addrs) = &st.addrs else { continue };
             let chain = Self::instance_chain(id);
             let mine: Vec<String> =
@@ -529,13 +590,18 @@ impl Firewall {
             let want = if mine.is_empty() { None } else { self.instance_rules(f, id, &st.policy) };
             // Rules naming this instance's chain from another address, and rules from its
             // address to another chain (left by an instance that had the address before), go.
-            for l in dispatch_rules {
-                let src = arg(l, "-s").unwrap_or("");
-                let target = arg(l, "-j").unwrap_or("");
-                let ours = target == chain;
-                let our_addr = mine.iter().any(|m| m == src);
-                if (ours && (want.is_none() || !our_addr)) || (our_addr && !ours) {
-                    delete.push(l.clone());
+            let to_chain = by_target.get(chain.as_str()).map(Vec::as_slice).unwrap_or_default();
+            for l in to_chain {
+                let our_addr = mine.iter().any(|m| Some(m.as_str()) == arg(l, "-s"));
+                if want.is_none() || !our_addr {
+                    delete.push((*l).clone());
+                }
+            }
+            for m in &mine {
+                for l in by_source.get(m.as_str()).into_iter().flatten() {
+                    if arg(l, "-j") != Some(chain.as_str()) {
+                        delete.push((*l).clone());
+                    }
                 }
             }
             match want {
@@ -553,9 +619,7 @@ impl Firewall {
                         written.push((chain.clone(), rules));
                     }
                     for m in &mine {
-                        let present = dispatch_rules
-                            .iter()
-                            .any(|l| arg(l, "-j") == Some(chain.as_str()) && arg(l, "-s") == Some(m.as_str()));
+                        let present = to_chain.iter().any(|l| arg(l, "-s") == Some(m.as_str()));
                         if !present {
                             add.push(format!(
                                 "-A {dispatch} -s {m} -m comment --comment \"berth:{}/{id}\" -j {chain}",
@@ -680,7 +744,9 @@ impl Firewall {
     /// listing is never touched, so an instance another server just started keeps its
     /// own. Answers how many went.
     pub fn prune_vacant(&self, listed: &[(Family, String)], held: &HashSet<IpAddr>) -> anyhow::Result<usize> {
-        let _inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        // What it removes is not ours to keep, but the next change-driven sync looks again.
+        inner.synced = None;
         let mut removed = 0;
         for &f in &self.families {
             let vacant: Vec<&String> = listed
@@ -734,8 +800,37 @@ mod tests {
                 served_ports: vec![],
             },
             families: vec![Family::V4, Family::V6],
+            desired: Mutex::default(),
             inner: Mutex::default(),
         }
+    }
+
+    #[test]
+    fn only_changes_that_alter_rules_call_for_a_sync() {
+        let f = fw();
+        let id = InstanceId::generate();
+        let none = Egress::None;
+        let ip: IpAddr = "172.18.0.9".parse().unwrap();
+        let version = |f: &Firewall| f.desired().version;
+        // A stopped instance seen for the first time: nothing to write.
+        assert!(!f.set_policy(&id, &none));
+        assert!(!f.set_addresses(&id, vec![]));
+        assert_eq!(version(&f), 0);
+        // It starts: its address needs rules.
+        assert!(f.set_addresses(&id, vec![ip]));
+        assert!(!f.set_addresses(&id, vec![ip]), "the same address again changes nothing");
+        assert!(f.set_policy(&id, &Egress::Internet), "a new policy for an instance with an address");
+        assert!(!f.set_policy(&id, &Egress::Internet));
+        assert_eq!(version(&f), 2);
+        // It stops, then goes.
+        assert!(f.set_addresses(&id, vec![]));
+        f.forget(&id);
+        assert_eq!(version(&f), 4);
+        assert!(f.desired().gone.contains(&id));
+        // Forgetting it again, or one never known, changes nothing.
+        f.forget(&id);
+        f.forget(&InstanceId::generate());
+        assert_eq!(version(&f), 4);
     }
 
     #[test]

@@ -136,6 +136,17 @@ impl AppState {
         }
     }
 
+    /// Brings the egress rules to what is desired when that changed since the last
+    /// sync (concurrent callers share one), on a blocking thread; a failure is logged.
+    pub async fn egress_apply(&self) {
+        let Some(fw) = self.egress.clone() else { return };
+        match tokio::task::spawn_blocking(move || fw.apply()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not apply the egress rules"),
+            Err(e) => tracing::warn!(error = %e, "egress rules task failed"),
+        }
+    }
+
     /// Removes egress rules for addresses no container on the bridge holds (left by a
     /// server killed with its instances removed behind it); failures are logged.
     pub async fn egress_prune(&self) {
@@ -163,7 +174,7 @@ impl AppState {
     /// Sets an instance's egress policy, applying it at once when it changed.
     pub async fn egress_policy(&self, id: &berth_core::InstanceId, policy: &berth_core::Egress) {
         if self.egress.as_ref().is_some_and(|fw| fw.set_policy(id, policy)) {
-            self.egress_sync().await;
+            self.egress_apply().await;
         }
     }
 
@@ -171,7 +182,7 @@ impl AppState {
     /// policy to them at once when they changed.
     pub async fn egress_addresses(&self, id: &berth_core::InstanceId, addrs: Vec<std::net::IpAddr>) {
         if self.egress.as_ref().is_some_and(|fw| fw.set_addresses(id, addrs)) {
-            self.egress_sync().await;
+            self.egress_apply().await;
         }
     }
 
@@ -179,7 +190,7 @@ impl AppState {
     pub async fn egress_forget(&self, id: &berth_core::InstanceId) {
         if let Some(fw) = &self.egress {
             fw.forget(id);
-            self.egress_sync().await;
+            self.egress_apply().await;
         }
     }
 
