@@ -23,6 +23,15 @@ impl ApiError {
         ApiError { status, message: msg, kind, code: Some(code), param: None }
     }
 
+    /// The same error about `to` where it named `from` (a list parsed as another's).
+    pub fn renamed(mut self, from: &str, to: &str) -> Self {
+        if let Some(rest) = self.param.as_deref().and_then(|p| p.strip_prefix(from)) {
+            self.param = Some(format!("{to}{rest}"));
+        }
+        self.message = self.message.replace(&format!("'{from}"), &format!("'{to}"));
+        self
+    }
+
     /// 400: a parameter is malformed.
     pub fn invalid_param(param: &str, message: impl Into<String>) -> Self {
         let mut e = Self::bad_request("invalid_value", message.into());

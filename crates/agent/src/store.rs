@@ -50,6 +50,10 @@ const MIGRATIONS: &[&str] = &[
     -- The session of a driven agent (Claude Code...) that continues this one.
     ALTER TABLE sessions ADD COLUMN external_id TEXT;
 ",
+    "
+    -- A conversation's metadata (the Conversations API), a JSON object.
+    ALTER TABLE sessions ADD COLUMN metadata TEXT;
+",
 ];
 
 /// Handle to the session database; cheap to clone.
@@ -120,6 +124,25 @@ impl Store {
                 .flatten())
         })?;
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default())
+    }
+
+    /// A session's metadata (`{}` when none was set).
+    pub fn session_metadata(&self, id: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let text = self.with(|c| {
+            Ok(c.query_row("SELECT metadata FROM sessions WHERE id = ?1", [id], |r| r.get::<_, Option<String>>(0))
+                .optional()?
+                .flatten())
+        })?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default())
+    }
+
+    /// Replaces a session's metadata.
+    pub fn set_session_metadata(&self, id: &str, metadata: &serde_json::Map<String, serde_json::Value>) -> Result<()> {
+        let text = serde_json::Value::Object(metadata.clone()).to_string();
+        self.with(|c| {
+            c.execute("UPDATE sessions SET metadata = ?2 WHERE id = ?1", params![id, text])?;
+            Ok(())
+        })
     }
 
     /// The session's summary, if it exists.

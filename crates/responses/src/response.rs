@@ -29,6 +29,9 @@ pub struct Response {
     pub top_p: Option<f64>,
     pub max_output_tokens: Option<u32>,
     pub session_id: String,
+    /// `{"id": ...}` of the conversation the turn continued, when it named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<serde_json::Value>,
 }
 
 /// Lifecycle of a response.

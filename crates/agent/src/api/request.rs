@@ -21,6 +21,8 @@ pub struct CreateResponse {
     pub metadata: Option<Map<String, Value>>,
     /// berth extension: continue this session.
     pub session_id: Option<String>,
+    /// The conversation to continue: its id, or `{"id": ...}` (a session's id).
+    pub conversation: Option<Value>,
     /// berth extension: `openai` (chat completions) or `anthropic`.
     pub provider: Option<String>,
     /// berth extension: which agent answers, `berth-agent` (the agent's own loop) or
@@ -31,6 +33,9 @@ pub struct CreateResponse {
     pub max_output_tokens: Option<u32>,
     /// Caps the tool calls of this turn (never above the agent's own step limit).
     pub max_tool_calls: Option<u32>,
+    /// Tools the client runs itself (`type: "function"`), offered beside the agent's
+    /// own; other types are accepted and not offered.
+    pub tools: Option<Vec<Value>>,
 }
 
 /// Turns `input` into history items, with ids assigned.

@@ -20,8 +20,8 @@ use std::time::Duration;
 /// A tool the model may call, described as a JSON-schema function.
 #[derive(Debug, Clone)]
 pub struct ToolSpec {
-    pub name: &'static str,
-    pub description: &'static str,
+    pub name: std::borrow::Cow<'static, str>,
+    pub description: std::borrow::Cow<'static, str>,
     pub parameters: Value,
 }
 

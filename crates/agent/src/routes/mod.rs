@@ -2,6 +2,7 @@
 //! behind the gateway-token check.
 
 mod auth;
+mod conversations;
 mod health;
 mod models;
 mod responses;
@@ -16,6 +17,8 @@ use axum::Router;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
+pub(crate) use conversations::not_found as conversation_not_found;
+
 /// Largest request body accepted.
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
@@ -25,6 +28,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(health::router())
         .merge(responses::router())
         .merge(sessions::router())
+        .merge(conversations::router())
         .merge(models::router())
         .fallback(|| async { ApiError::not_found("not_found", "No such route on this agent.".into()) })
         .method_not_allowed_fallback(|| async {

@@ -39,8 +39,8 @@ pub fn specs(ctx: &ToolContext) -> Vec<ToolSpec> {
     let mut specs = base_specs();
     if ctx.web_search.is_some() {
         specs.push(ToolSpec {
-            name: "web_search",
-            description: "Search the web. Answers the search service's results (titles, links, snippets).",
+            name: "web_search".into(),
+            description: "Search the web. Answers the search service's results (titles, links, snippets).".into(),
             parameters: json!({"type": "object", "properties": {
                 "query": {"type": "string", "description": "What to search for."},
                 "count": {"type": "integer", "description": "How many results (1-20, default 5)."}
@@ -53,9 +53,10 @@ pub fn specs(ctx: &ToolContext) -> Vec<ToolSpec> {
 fn base_specs() -> Vec<ToolSpec> {
     vec![
         ToolSpec {
-            name: "shell",
+            name: "shell".into(),
             description: "Run a shell command (sh -c) on this computer. stdout and stderr are \
-                returned together with the exit code. Long-running commands are killed at the timeout.",
+                returned together with the exit code. Long-running commands are killed at the timeout."
+                .into(),
             parameters: json!({"type": "object", "properties": {
                 "command": {"type": "string", "description": "The command line."},
                 "cwd": {"type": "string", "description": "Working directory (default: the agent's)."},
@@ -63,16 +64,16 @@ fn base_specs() -> Vec<ToolSpec> {
             }, "required": ["command"]}),
         },
         ToolSpec {
-            name: "read_file",
-            description: "Read a text file. Long files are cut; read on with offset.",
+            name: "read_file".into(),
+            description: "Read a text file. Long files are cut; read on with offset.".into(),
             parameters: json!({"type": "object", "properties": {
                 "path": {"type": "string"},
                 "offset": {"type": "integer", "description": "Byte offset to start at."}
             }, "required": ["path"]}),
         },
         ToolSpec {
-            name: "write_file",
-            description: "Write a text file (replacing it, or appending), creating parent directories.",
+            name: "write_file".into(),
+            description: "Write a text file (replacing it, or appending), creating parent directories.".into(),
             parameters: json!({"type": "object", "properties": {
                 "path": {"type": "string"},
                 "content": {"type": "string"},
@@ -80,20 +81,20 @@ fn base_specs() -> Vec<ToolSpec> {
             }, "required": ["path", "content"]}),
         },
         ToolSpec {
-            name: "list_dir",
-            description: "List a directory: directories end in '/', files show their size.",
+            name: "list_dir".into(),
+            description: "List a directory: directories end in '/', files show their size.".into(),
             parameters: json!({"type": "object", "properties": {
                 "path": {"type": "string", "description": "Directory (default: the working directory)."}
             }}),
         },
         ToolSpec {
-            name: "memory_read",
-            description: "Read your persistent memory notes, kept across all sessions.",
+            name: "memory_read".into(),
+            description: "Read your persistent memory notes, kept across all sessions.".into(),
             parameters: json!({"type": "object", "properties": {}}),
         },
         ToolSpec {
-            name: "memory_write",
-            description: "Save to your persistent memory notes: append a note, or replace all notes.",
+            name: "memory_write".into(),
+            description: "Save to your persistent memory notes: append a note, or replace all notes.".into(),
             parameters: json!({"type": "object", "properties": {
                 "content": {"type": "string"},
                 "mode": {"type": "string", "enum": ["append", "replace"]}

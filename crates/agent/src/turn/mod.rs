@@ -7,7 +7,7 @@ mod prepare;
 mod step;
 
 pub use emitter::Emitter;
-pub use prepare::prepare;
+pub use prepare::{prepare, title};
 
 use crate::api::events;
 use crate::api::response::IncompleteDetails;
@@ -33,6 +33,9 @@ pub struct Turn {
     driver: Option<crate::driver::Driver>,
     /// The turn's user text, for a driven agent.
     prompt: String,
+    /// Tools the client runs itself: a call to one ends the turn with the call in the
+    /// output, for the client to answer with a `function_call_output`.
+    client_tools: Vec<ToolSpec>,
     /// Its event log, when it streams or runs in the background: ended with the turn.
     live: Option<Arc<crate::live::LiveTurn>>,
     finished: bool,
@@ -111,7 +114,8 @@ impl Turn {
         if let Some(driver) = self.driver.clone() {
             return self.driven(&driver, emitter).await;
         }
-        let tools = crate::tools::specs(&self.state.tools);
+        let mut tools = crate::tools::specs(&self.state.tools);
+        tools.extend(self.client_tools.iter().cloned());
         for step in 1..=self.max_steps {
             // The last step offers no tools, so the model has to answer.
             let offered: &[ToolSpec] = if step < self.max_steps { &tools } else { &[] };
@@ -122,7 +126,13 @@ impl Turn {
             if calls.is_empty() {
                 return Ok(End::Completed);
             }
+            let mut for_client = false;
             for (name, call_id, arguments) in calls {
+                if !offered.is_empty() && self.client_tools.iter().any(|t| t.name == name) {
+                    // The client runs it and answers in its next request.
+                    for_client = true;
+                    continue;
+                }
                 self.tool_output_started(emitter, &call_id).await?;
                 tracing::debug!(tool = %name, call = %call_id, "running tool");
                 let output = if offered.is_empty() {
@@ -131,6 +141,9 @@ impl Turn {
                     crate::tools::run(&self.state.tools, &name, &arguments).await
                 };
                 self.tool_output_done(emitter, call_id, output).await?;
+            }
+            if for_client {
+                return Ok(End::Completed);
             }
             if offered.is_empty() {
                 return Ok(End::StepLimit);

@@ -8,6 +8,7 @@ use crate::api::{parse_input, CreateResponse, Item, Response, Role, Status};
 use crate::config::ProviderKind;
 use crate::error::ApiError;
 use crate::ids::{new_id, now_secs};
+use crate::provider::ToolSpec;
 use crate::state::AppState;
 use std::sync::Arc;
 
@@ -62,8 +63,44 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
     if driver.is_some() && prompt.trim().is_empty() {
         return Err(ApiError::invalid_param("input", "The agent needs a user message to answer."));
     }
+    let given_tools = req.tools.take().unwrap_or_default();
+    let client_tools = client_tools(&given_tools, &crate::tools::specs(&state.tools))?;
+    if let (Some(d), false) = (&driver, client_tools.is_empty()) {
+        return Err(ApiError::invalid_param(
+            "tools",
+            format!(
+                "Tools the client runs need the agent's own loop ('agent': 'berth-agent'); {} runs its own tools.",
+                d.name()
+            ),
+        ));
+    }
 
     let store = &state.store;
+    let conversation = match req.conversation.take() {
+        None | Some(serde_json::Value::Null) => None,
+        Some(c) => {
+            let id = c.as_str().or_else(|| c.get("id").and_then(|v| v.as_str())).ok_or_else(|| {
+                ApiError::invalid_param("conversation", "'conversation' is a conversation id or {\"id\": ...}.")
+            })?;
+            if req.previous_response_id.is_some() {
+                return Err(ApiError::invalid_param(
+                    "conversation",
+                    "Give 'conversation' or 'previous_response_id', not both.",
+                ));
+            }
+            if req.session_id.as_deref().is_some_and(|s| s != id) {
+                return Err(ApiError::invalid_param(
+                    "conversation",
+                    "'conversation' and 'session_id' name different sessions.",
+                ));
+            }
+            if store.session(id)?.is_none() {
+                return Err(crate::routes::conversation_not_found(id));
+            }
+            req.session_id = Some(id.to_string());
+            Some(id.to_string())
+        }
+    };
     let existing = match (&req.session_id, &req.previous_response_id) {
         (None, None) => None,
         (Some(id), prev) => {
@@ -127,11 +164,12 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
         parallel_tool_calls: true,
         background: req.background.unwrap_or(false),
         tool_choice: "auto".into(),
-        tools: Vec::new(),
+        tools: given_tools,
         temperature: req.temperature,
         top_p: req.top_p,
         max_output_tokens: req.max_output_tokens,
         session_id: session_id.clone(),
+        conversation: conversation.map(|id| serde_json::json!({"id": id})),
     };
     store.put_response(&response)?;
     store.append_items(&session_id, &response.id, &input)?;
@@ -151,13 +189,79 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
         max_steps,
         driver,
         prompt,
+        client_tools,
         live: None,
         finished: false,
     })
 }
 
+/// The function tools of a request (`tools[i]` with `type: "function"`), checked:
+/// a name of 1-64 letters, digits, `_` or `-`, unique, not one of the agent's own
+/// tools; `parameters` a JSON schema object. Both the Responses shape
+/// (`{"type":"function","name",...}`) and the Chat Completions one (`"function": {...}`)
+/// are taken; tools of other types are not offered.
+fn client_tools(tools: &[serde_json::Value], own: &[ToolSpec]) -> Result<Vec<ToolSpec>, ApiError> {
+    let mut out: Vec<ToolSpec> = Vec::new();
+    for (i, t) in tools.iter().enumerate() {
+        let param = format!("tools[{i}]");
+        let Some(obj) = t.as_object() else {
+            return Err(ApiError::invalid_param(&param, format!("'{param}' must be an object.")));
+        };
+        match obj.get("type").and_then(|v| v.as_str()) {
+            Some("function") => {}
+            Some(_) => continue,
+            None => return Err(ApiError::missing_param(&format!("{param}.type"))),
+        }
+        let f = obj.get("function").and_then(|f| f.as_object()).unwrap_or(obj);
+        let name = match f.get("name").and_then(|v| v.as_str()) {
+            Some(n) => n,
+            None => return Err(ApiError::missing_param(&format!("{param}.name"))),
+        };
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !ok {
+            return Err(ApiError::invalid_param(
+                &format!("{param}.name"),
+                format!("Tool name '{name}' must be 1-64 letters, digits, '_' or '-'."),
+            ));
+        }
+        if own.iter().any(|s| s.name == name) {
+            return Err(ApiError::invalid_param(
+                &format!("{param}.name"),
+                format!("'{name}' is one of the agent's own tools; name yours differently."),
+            ));
+        }
+        if out.iter().any(|s| s.name == name) {
+            return Err(ApiError::invalid_param(&format!("{param}.name"), format!("Tool '{name}' is given twice.")));
+        }
+        let description = match f.get("description") {
+            None | Some(serde_json::Value::Null) => String::new(),
+            Some(serde_json::Value::String(d)) => d.clone(),
+            Some(_) => {
+                return Err(ApiError::invalid_param(
+                    &format!("{param}.description"),
+                    format!("'{param}.description' must be a string."),
+                ))
+            }
+        };
+        let parameters = match f.get("parameters") {
+            None | Some(serde_json::Value::Null) => serde_json::json!({"type": "object", "properties": {}}),
+            Some(p @ serde_json::Value::Object(_)) => p.clone(),
+            Some(_) => {
+                return Err(ApiError::invalid_param(
+                    &format!("{param}.parameters"),
+                    format!("'{param}.parameters' must be a JSON schema object."),
+                ))
+            }
+        };
+        out.push(ToolSpec { name: name.to_string().into(), description: description.into(), parameters });
+    }
+    Ok(out)
+}
+
 /// A session's title: the start of its first user message.
-fn title(input: &[Item]) -> String {
+pub fn title(input: &[Item]) -> String {
     let text = input
         .iter()
         .find_map(|i| match i {
