@@ -163,6 +163,31 @@ impl Store {
         })
     }
 
+    /// Starts session `id` as a branch of session `from`: a copy of its history up to
+    /// and including the items of response `upto`, its title and metadata. False when
+    /// `from` is gone.
+    pub fn branch_session(&self, from: &str, upto: &str, id: &str, now: u64) -> Result<bool> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let made = tx.execute(
+                "INSERT INTO sessions (id, created_at, updated_at, title, metadata)
+                 SELECT ?2, ?3, ?3, title, metadata FROM sessions WHERE id = ?1",
+                params![from, id, now],
+            )?;
+            if made == 0 {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO items (session_id, seq, response_id, body)
+                 SELECT ?2, seq, response_id, body FROM items WHERE session_id = ?1 AND seq <=
+                     (SELECT COALESCE(MAX(seq), 0) FROM items WHERE session_id = ?1 AND response_id = ?3)",
+                params![from, id, upto],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
     /// Deletes a session with its history and responses; false if it did not exist.
     pub fn delete_session(&self, id: &str) -> Result<bool> {
         self.with(|c| Ok(c.execute("DELETE FROM sessions WHERE id = ?1", [id])? > 0))

@@ -98,3 +98,38 @@ async fn conversation_mistakes_are_named() {
         agent.post("/v1/conversations/sess_nope/items", &json!({"items": [{"role": "user", "content": "x"}]})).await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn an_older_previous_response_id_branches_a_new_session_from_it() {
+    // The model repeats the user messages it was sent.
+    let llm = ScriptedLlm::openai(|body| {
+        let users: Vec<String> = body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] == "user")
+            .map(|m| m["content"].as_str().unwrap_or("").to_string())
+            .collect();
+        text(&[&users.join("|")])
+    })
+    .await;
+    let dirs = Dirs::new();
+    let agent = Agent::start(&dirs, &llm.base_url, &[]).await;
+    let (_, r1) = agent.post("/v1/responses", &json!({"input": "a"})).await;
+    let (_, r2) = agent.post("/v1/responses", &json!({"input": "b", "previous_response_id": r1["id"]})).await;
+    assert_eq!(r2["session_id"], r1["session_id"], "the newest response continues its session");
+    assert_eq!(r2["output"][0]["content"][0]["text"], "a|b");
+
+    let (status, alt) = agent.post("/v1/responses", &json!({"input": "c", "previous_response_id": r1["id"]})).await;
+    assert_eq!(status, 200, "{alt}");
+    assert_eq!(alt["output"][0]["content"][0]["text"], "a|c", "the branch holds what came before r1, not r2");
+    assert_ne!(alt["session_id"], r1["session_id"], "a new session");
+    assert_eq!(alt["previous_response_id"], r1["id"]);
+    // The original is untouched and goes on; the branch goes on by its own newest response.
+    let (_, r3) = agent.post("/v1/responses", &json!({"input": "d", "previous_response_id": r2["id"]})).await;
+    assert_eq!(r3["output"][0]["content"][0]["text"], "a|b|d");
+    assert_eq!(r3["session_id"], r1["session_id"]);
+    let (_, alt2) = agent.post("/v1/responses", &json!({"input": "e", "previous_response_id": alt["id"]})).await;
+    assert_eq!(alt2["output"][0]["content"][0]["text"], "a|c|e");
+    assert_eq!(alt2["session_id"], alt["session_id"]);
+}

@@ -101,6 +101,9 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
             Some(id.to_string())
         }
     };
+    // A `previous_response_id` older than its session's newest response branches: a new
+    // session starts from the history up to it (source session, response).
+    let mut branch: Option<(String, String)> = None;
     let existing = match (&req.session_id, &req.previous_response_id) {
         (None, None) => None,
         (Some(id), prev) => {
@@ -119,7 +122,15 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
             Some(id.clone())
         }
         (None, Some(prev)) => match store.response(prev)? {
-            Some(r) => Some(r.session_id),
+            Some(r) => {
+                let newest = store.response_ids(&r.session_id)?.pop();
+                if newest.as_deref() == Some(prev.as_str()) {
+                    Some(r.session_id)
+                } else {
+                    branch = Some((r.session_id, prev.clone()));
+                    None
+                }
+            }
             None => {
                 return Err(ApiError::not_found(
                     "previous_response_not_found",
@@ -142,7 +153,17 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
         None => {
             let id = new_id("sess");
             let busy = state.busy.try_claim(&id).ok_or_else(|| ApiError::session_busy(&id))?;
-            store.create_session(&id, &title(&input), now)?;
+            match &branch {
+                Some((from, upto)) => {
+                    if !store.branch_session(from, upto, &id, now)? {
+                        return Err(ApiError::not_found(
+                            "previous_response_not_found",
+                            format!("Previous response with id '{upto}' not found."),
+                        ));
+                    }
+                }
+                None => store.create_session(&id, &title(&input), now)?,
+            }
             (id, busy)
         }
     };
