@@ -203,19 +203,24 @@ class Bench:
         time.sleep(2)
         self.main_rss_idle = self.main.rss()
 
-    def phase_create(self):
-        a, s = self.args, self.main
-        log("create: warm-up (one of each, not counted)")
-        self.create(s)
-        self.baseline_agent_run(s.agent_bin)
-        berth, base = [], []
-        for i in range(a.creates):  # interleaved, so drift on a shared machine hits both alike
+    def creates_beside_docker_runs(self, s, n, berth, base):
+        """`n` creates on `s` and `n` `docker run -d` + /health, appending their ms to
+        `berth` and `base`; interleaved, so drift on a shared machine hits both alike."""
+        for i in range(n):
             if i % 2 == 0:
                 berth.append(self.create(s)[0])
                 base.append(self.baseline_agent_run(s.agent_bin)[0])
             else:
                 base.append(self.baseline_agent_run(s.agent_bin)[0])
                 berth.append(self.create(s)[0])
+
+    def phase_create(self):
+        a, s = self.args, self.main
+        log("create: warm-up (one of each, not counted)")
+        self.create(s)
+        self.baseline_agent_run(s.agent_bin)
+        berth, base = [], []
+        self.creates_beside_docker_runs(s, a.creates, berth, base)
         log(f"create: berth p50 {pct(berth, 50):.0f} ms, docker run + /health p50 {pct(base, 50):.0f} ms")
         remove_in_batches(["rm", "-f"], self.baselines())
         return {"berth_ms": berth, "docker_run_ms": base, "berth": summary(berth), "docker_run": summary(base)}
@@ -504,13 +509,7 @@ class Bench:
         log(f"density: {n} instances; {a.loaded_creates} creates one at a time, each beside a docker run")
         berth, base = [], []
         try:
-            for i in range(a.loaded_creates):
-                if i % 2 == 0:
-                    berth.append(self.create(s)[0])
-                    base.append(self.baseline_agent_run(s.agent_bin)[0])
-                else:
-                    base.append(self.baseline_agent_run(s.agent_bin)[0])
-                    berth.append(self.create(s)[0])
+            self.creates_beside_docker_runs(s, a.loaded_creates, berth, base)
         except RuntimeError as e:
             log(f"density: loaded creates stopped: {e}")
         remove_in_batches(["rm", "-f"], self.baselines())

@@ -118,21 +118,19 @@ impl Store {
     }
 
     fn externals(&self, id: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
-        let text = self.with(|c| {
-            Ok(c.query_row("SELECT external_id FROM sessions WHERE id = ?1", [id], |r| r.get::<_, Option<String>>(0))
-                .optional()?
-                .flatten())
-        })?;
-        Ok(text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default())
+        self.json_object_column(id, "external_id")
     }
 
     /// A session's metadata (`{}` when none was set).
     pub fn session_metadata(&self, id: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
-        let text = self.with(|c| {
-            Ok(c.query_row("SELECT metadata FROM sessions WHERE id = ?1", [id], |r| r.get::<_, Option<String>>(0))
-                .optional()?
-                .flatten())
-        })?;
+        self.json_object_column(id, "metadata")
+    }
+
+    /// A session's column holding a JSON object (`{}` when empty or unreadable).
+    fn json_object_column(&self, id: &str, column: &'static str) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let sql = format!("SELECT {column} FROM sessions WHERE id = ?1");
+        let text =
+            self.with(|c| Ok(c.query_row(&sql, [id], |r| r.get::<_, Option<String>>(0)).optional()?.flatten()))?;
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default())
     }
 
