@@ -6,6 +6,7 @@ call followed by text. Exits non-zero (an assertion) on any incompatibility.
 """
 
 import os
+import time
 
 import openai
 from openai import OpenAI
@@ -61,6 +62,46 @@ assert final.output_text == "The tool said: tool-ran", final.output_text
 # previous_response_id continues the conversation too.
 follow = client.responses.create(model="scripted-model", input="hello", previous_response_id=final.id)
 assert extra(follow, "session_id") == session_id
+
+# Conversations, as SDK code written for OpenAI's uses them.
+conv = client.conversations.create(
+    metadata={"topic": "py"}, items=[{"type": "message", "role": "user", "content": "hello"}]
+)
+assert conv.object == "conversation" and conv.metadata == {"topic": "py"}, conv
+in_conv = client.responses.create(model="scripted-model", input="hello", conversation=conv.id)
+assert in_conv.conversation.id == conv.id, in_conv.conversation
+assert in_conv.output_text == "Hello from the scripted model!"
+items = list(client.conversations.items.list(conv.id, order="asc"))
+assert [i.type for i in items] == ["message", "message", "message"], items
+assert [i.role for i in items] == ["user", "user", "assistant"], items
+assert client.conversations.retrieve(conv.id).id == conv.id
+assert client.conversations.update(conv.id, metadata={"topic": "done"}).metadata == {"topic": "done"}
+assert client.conversations.delete(conv.id).deleted is True
+
+# A background turn: answered at once, fetched when done, its stream picked up after event 2.
+bg = client.responses.create(model="scripted-model", input="hello", background=True)
+assert bg.background is True and bg.status in ("queued", "in_progress"), bg
+for _ in range(100):
+    bg = client.responses.retrieve(bg.id)
+    if bg.status == "completed":
+        break
+    time.sleep(0.05)
+assert bg.status == "completed" and bg.output_text == "Hello from the scripted model!", bg
+resumed = list(client.responses.retrieve(bg.id, stream=True, starting_after=2))
+assert resumed[0].sequence_number == 3 and resumed[-1].type == "response.completed", resumed
+assert client.responses.cancel(bg.id).status == "completed"
+
+# A tool the client runs: the turn ends with its call; the output continues it.
+weather = {"type": "function", "name": "get_weather", "description": "The weather in a city.",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+asked = client.responses.create(model="scripted-model", input="weather in Paris?", tools=[weather])
+calls = [i for i in asked.output if i.type == "function_call"]
+assert len(calls) == 1 and calls[0].name == "get_weather", asked.output
+answer = client.responses.create(
+    model="scripted-model", previous_response_id=asked.id, tools=[weather],
+    input=[{"type": "function_call_output", "call_id": calls[0].call_id, "output": "sunny, 21 C"}],
+)
+assert answer.output_text == "It is sunny in Paris.", answer.output_text
 
 # Models.
 ids = [m.id for m in client.models.list()]

@@ -27,6 +27,8 @@ async fn official_openai_python_client_works() {
     }
     let llm = ScriptedLlm::openai(|body| match (last_role(body).as_str(), last_text(body).as_str()) {
         ("user", "use a tool") => tool("shell", json!({"command": "echo tool-ran"})),
+        ("user", "weather in Paris?") => tool("get_weather", json!({"city": "Paris"})),
+        ("tool", "sunny, 21 C") => text(&["It is sunny in Paris."]),
         ("tool", out) => Reply::Text(vec!["The tool said: ".into(), out.lines().nth(1).unwrap_or("").into()]),
         _ => text(&["Hello", " from the", " scripted model!"]),
     })
