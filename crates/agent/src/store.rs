@@ -275,6 +275,16 @@ impl Store {
         Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
     }
 
+    /// The id of a session's newest response.
+    pub fn newest_response_id(&self, session_id: &str) -> Result<Option<String>> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id FROM responses WHERE session_id = ?1 ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            )?;
+            Ok(stmt.query_row([session_id], |r| r.get(0)).optional()?)
+        })
+    }
+
     /// Ids of a session's responses, oldest first.
     pub fn response_ids(&self, session_id: &str) -> Result<Vec<String>> {
         self.with(|c| {

@@ -128,21 +128,20 @@ impl AppState {
 
     /// Brings the egress rules to what is desired (on a blocking thread); a failure is logged.
     pub async fn egress_sync(&self) {
-        let Some(fw) = self.egress.clone() else { return };
-        match tokio::task::spawn_blocking(move || fw.sync()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "could not assert the egress rules"),
-            Err(e) => tracing::warn!(error = %e, "egress rules task failed"),
-        }
+        self.egress_run(crate::firewall::Firewall::sync, "assert").await
     }
 
     /// Brings the egress rules to what is desired when that changed since the last
     /// sync (concurrent callers share one), on a blocking thread; a failure is logged.
     pub async fn egress_apply(&self) {
+        self.egress_run(crate::firewall::Firewall::apply, "apply").await
+    }
+
+    async fn egress_run(&self, run: fn(&crate::firewall::Firewall) -> anyhow::Result<()>, what: &'static str) {
         let Some(fw) = self.egress.clone() else { return };
-        match tokio::task::spawn_blocking(move || fw.apply()).await {
+        match tokio::task::spawn_blocking(move || run(&fw)).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "could not apply the egress rules"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not {what} the egress rules"),
             Err(e) => tracing::warn!(error = %e, "egress rules task failed"),
         }
     }

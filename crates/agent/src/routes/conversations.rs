@@ -110,12 +110,7 @@ async fn update(
 }
 
 async fn delete(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    // Claiming it keeps a turn from starting while it goes away.
-    let _busy = state.busy.try_claim(&id).ok_or_else(|| ApiError::session_busy(&id))?;
-    if !state.store.delete_session(&id)? {
-        return Err(not_found(&id));
-    }
-    Ok(Json(json!({"id": id, "object": "conversation.deleted", "deleted": true})))
+    super::delete_session(&state, &id, "conversation.deleted", not_found)
 }
 
 #[derive(Deserialize)]
@@ -143,10 +138,7 @@ async fn list_items(
     params: Result<Query<ItemParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_value", e.body_text()))?;
-    let limit = p.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid_param("limit", "'limit' must be between 1 and 100."));
-    }
+    let limit = super::page_limit(p.limit)?;
     let desc = match p.order.as_deref() {
         None | Some("desc") => true,
         Some("asc") => false,

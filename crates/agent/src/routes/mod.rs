@@ -57,6 +57,31 @@ pub(crate) fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError
     })
 }
 
+/// A list's `limit`: 1 to 100, 20 when not given.
+pub(crate) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid_param("limit", "'limit' must be between 1 and 100."));
+    }
+    Ok(limit)
+}
+
+/// Deletes a session (a conversation), answering `{"id", "object", "deleted": true}`;
+/// a session answering a turn is 409, an unknown one `not_found`.
+pub(crate) fn delete_session(
+    state: &AppState,
+    id: &str,
+    object: &str,
+    not_found: fn(&str) -> ApiError,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    // Claiming it keeps a turn from starting while it goes away.
+    let _busy = state.busy.try_claim(id).ok_or_else(|| ApiError::session_busy(id))?;
+    if !state.store.delete_session(id)? {
+        return Err(not_found(id));
+    }
+    Ok(axum::Json(serde_json::json!({"id": id, "object": object, "deleted": true})))
+}
+
 /// Compares two secrets in time independent of where the first difference is.
 pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

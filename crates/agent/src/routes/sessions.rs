@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::Arc;
 
 pub fn router() -> Router<Arc<AppState>> {
@@ -28,10 +28,7 @@ async fn list(
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<SessionList>, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_value", e.body_text()))?;
-    let limit = p.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid_param("limit", "'limit' must be between 1 and 100."));
-    }
+    let limit = super::page_limit(p.limit)?;
     if let Some(after) = &p.after {
         if state.store.session(after)?.is_none() {
             return Err(ApiError::invalid_param("after", format!("No session with id '{after}'.")));
@@ -57,10 +54,5 @@ async fn detail(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> R
 }
 
 async fn delete(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    // Claiming it keeps a turn from starting while it goes away.
-    let _busy = state.busy.try_claim(&id).ok_or_else(|| ApiError::session_busy(&id))?;
-    if !state.store.delete_session(&id)? {
-        return Err(not_found(&id));
-    }
-    Ok(Json(json!({"id": id, "object": "session.deleted", "deleted": true})))
+    super::delete_session(&state, &id, "session.deleted", not_found)
 }

@@ -94,9 +94,6 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
                     "'conversation' and 'session_id' name different sessions.",
                 ));
             }
-            if store.session(id)?.is_none() {
-                return Err(crate::routes::conversation_not_found(id));
-            }
             req.session_id = Some(id.to_string());
             Some(id.to_string())
         }
@@ -108,7 +105,10 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
         (None, None) => None,
         (Some(id), prev) => {
             if store.session(id)?.is_none() {
-                return Err(ApiError::not_found("session_not_found", format!("No session with id '{id}'.")));
+                return Err(match conversation {
+                    Some(_) => crate::routes::conversation_not_found(id),
+                    None => ApiError::not_found("session_not_found", format!("No session with id '{id}'.")),
+                });
             }
             if let Some(prev) = prev {
                 let owner = store.response(prev)?.map(|r| r.session_id);
@@ -123,7 +123,7 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
         }
         (None, Some(prev)) => match store.response(prev)? {
             Some(r) => {
-                let newest = store.response_ids(&r.session_id)?.pop();
+                let newest = store.newest_response_id(&r.session_id)?;
                 if newest.as_deref() == Some(prev.as_str()) {
                     Some(r.session_id)
                 } else {
