@@ -17,6 +17,8 @@ pub struct AgentConfig {
     pub gateway_token: Option<String>,
     pub llm: LlmConfig,
     pub limits: Limits,
+    /// How much history a model is sent, and when it is compacted.
+    pub context: ContextConfig,
     /// The user tools run as (`BERTH_AGENT_TOOL_USER`, `UID[:GID]`; unset: the agent's
     /// own). berth sets `1000:1000` in instances, where the agent runs as root.
     pub tool_user: Option<crate::tools::ToolUser>,
@@ -66,6 +68,69 @@ pub struct Limits {
     pub output_cap: usize,
 }
 
+/// Context windows and compaction.
+#[derive(Debug, Clone)]
+pub struct ContextConfig {
+    /// Context windows in tokens by model name prefix, checked in order, from
+    /// `BERTH_CONTEXT_WINDOW` (`model-prefix=tokens` entries, comma-separated; a bare
+    /// number sets the default) before the built-in ones.
+    pub windows: Vec<(String, u64)>,
+    /// The window of a model no entry names (128,000 unless set).
+    pub default_window: u64,
+    /// Compact a session when its next model call would fill this share of the
+    /// window, in percent (`BERTH_COMPACT_AT_PERCENT`, default 75).
+    pub compact_at_percent: u64,
+    /// Summarise old turns automatically (`BERTH_COMPACTION=off` turns it off: then
+    /// a turn that does not fit fails, unless the request says `truncation: "auto"`).
+    pub auto_compact: bool,
+}
+
+/// Context windows of well-known model families, by name prefix.
+const KNOWN_WINDOWS: &[(&str, u64)] = &[
+    ("claude", 200_000),
+    ("gpt-4.1", 1_000_000),
+    ("gpt-5", 400_000),
+    ("gpt-6", 400_000),
+    ("gpt-4o", 128_000),
+    ("gpt-4-turbo", 128_000),
+    ("gpt-3.5", 16_000),
+    ("o1", 200_000),
+    ("o3", 200_000),
+    ("o4", 200_000),
+];
+
+impl ContextConfig {
+    /// The configuration in `BERTH_CONTEXT_WINDOW`-style `spec`, the rest default.
+    pub fn parse(spec: Option<&str>, compact_at_percent: u64, auto_compact: bool) -> Self {
+        let mut windows = Vec::new();
+        let mut default_window = 128_000;
+        for entry in spec.unwrap_or_default().split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            match entry.rsplit_once('=') {
+                Some((model, n)) => match n.trim().parse::<u64>() {
+                    Ok(n) if n > 0 => windows.push((model.trim().trim_end_matches('*').to_string(), n)),
+                    _ => tracing::warn!("BERTH_CONTEXT_WINDOW entry '{entry}' is not model=tokens; ignored"),
+                },
+                None => match entry.parse::<u64>() {
+                    Ok(n) if n > 0 => default_window = n,
+                    _ => tracing::warn!("BERTH_CONTEXT_WINDOW entry '{entry}' is not a number; ignored"),
+                },
+            }
+        }
+        windows.extend(KNOWN_WINDOWS.iter().map(|(m, n)| (m.to_string(), *n)));
+        ContextConfig { windows, default_window, compact_at_percent: compact_at_percent.clamp(10, 95), auto_compact }
+    }
+
+    /// The context window of `model`, in tokens. A provider prefix (`openai/gpt-4o`)
+    /// is looked through.
+    pub fn window(&self, model: &str) -> u64 {
+        let name = model.rsplit('/').next().unwrap_or(model).to_ascii_lowercase();
+        self.windows
+            .iter()
+            .find(|(prefix, _)| name.starts_with(&prefix.to_ascii_lowercase()) || model.starts_with(prefix.as_str()))
+            .map_or(self.default_window, |(_, n)| *n)
+    }
+}
+
 impl ProviderKind {
     /// Parses `openai` / `anthropic` (and a few aliases).
     pub fn parse(s: &str) -> Option<Self> {
@@ -111,6 +176,11 @@ impl AgentConfig {
             },
             tool_user: crate::tools::ToolUser::from_env().ok().flatten(),
             drivers: drivers(var("BERTH_AGENT_DRIVER"), var("BERTH_AGENT_DRIVER_BIN")),
+            context: ContextConfig::parse(
+                var("BERTH_CONTEXT_WINDOW").as_deref(),
+                num("BERTH_COMPACT_AT_PERCENT", 75),
+                !matches!(var("BERTH_COMPACTION").as_deref(), Some("off" | "0" | "false" | "no")),
+            ),
             limits: Limits {
                 max_steps: num("BERTH_AGENT_MAX_STEPS", 32u32).max(1),
                 shell_timeout: Duration::from_secs(num("BERTH_AGENT_SHELL_TIMEOUT_SECS", 120)),
@@ -139,4 +209,22 @@ fn drivers(names: Option<String>, bin: Option<String>) -> Vec<crate::driver::Dri
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ContextConfig;
+
+    #[test]
+    fn context_windows_by_prefix_with_overrides_first() {
+        let c = ContextConfig::parse(Some("llama3=8192, qwen*=32768, 16000, bad=x"), 75, true);
+        assert_eq!(c.window("llama3:8b"), 8192);
+        assert_eq!(c.window("qwen2.5-coder"), 32768);
+        assert_eq!(c.window("mystery"), 16000);
+        assert_eq!(c.window("claude-sonnet-4"), 200_000);
+        assert_eq!(c.window("openai/gpt-4o-mini"), 128_000);
+        let c = ContextConfig::parse(Some("claude=50000"), 200, true);
+        assert_eq!(c.window("claude-opus"), 50000, "an operator's entry comes before the built-in one");
+        assert_eq!(c.compact_at_percent, 95);
+    }
 }

@@ -81,6 +81,11 @@ impl ApiError {
         )
     }
 
+    /// 502: the model provider failed a call the agent made for the request.
+    pub fn upstream(e: &crate::provider::ProviderError) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, "server_error", e.code(), e.to_string())
+    }
+
     /// 500: something broke inside the agent (the log has details).
     pub fn internal(message: impl std::fmt::Display) -> Self {
         tracing::error!(error = %message, "internal error");

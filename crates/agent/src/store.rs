@@ -54,7 +54,26 @@ const MIGRATIONS: &[&str] = &[
     -- A conversation's metadata (the Conversations API), a JSON object.
     ALTER TABLE sessions ADD COLUMN metadata TEXT;
 ",
+    "
+    -- On a compaction item's row: the seq of the first item the model is still sent
+    -- after it (older ones are summarised by it, and kept here in full).
+    ALTER TABLE items ADD COLUMN kept_from INTEGER;
+    CREATE INDEX items_compactions ON items(session_id, seq) WHERE kept_from IS NOT NULL;
+    -- The provider's count of input tokens at the session's last model call, and how
+    -- many items of the model's history that call was sent: the base of the estimate
+    -- of the next call's size.
+    ALTER TABLE sessions ADD COLUMN context_tokens INTEGER;
+    ALTER TABLE sessions ADD COLUMN context_items INTEGER;
+",
 ];
+
+/// What the model is sent of a session: its newest compaction summary, if any, and
+/// the items after what that summary covers.
+#[derive(Debug, Default)]
+pub struct Context {
+    pub summary: Option<Item>,
+    pub items: Vec<Item>,
+}
 
 /// Handle to the session database; cheap to clone.
 #[derive(Clone)]
@@ -176,8 +195,8 @@ impl Store {
                 return Ok(false);
             }
             tx.execute(
-                "INSERT INTO items (session_id, seq, response_id, body)
-                 SELECT ?2, seq, response_id, body FROM items WHERE session_id = ?1 AND seq <=
+                "INSERT INTO items (session_id, seq, response_id, body, kept_from)
+                 SELECT ?2, seq, response_id, body, kept_from FROM items WHERE session_id = ?1 AND seq <=
                      (SELECT COALESCE(MAX(seq), 0) FROM items WHERE session_id = ?1 AND response_id = ?3)",
                 params![from, id, upto],
             )?;
@@ -226,6 +245,82 @@ impl Store {
                 out.push(HistoryItem { response_id, item: serde_json::from_str(&body)? });
             }
             Ok(out)
+        })
+    }
+
+    /// What the model is sent of a session (see [`Context`]).
+    pub fn context(&self, session_id: &str) -> Result<Context> {
+        self.with(|c| {
+            let (summary, from) = newest_compaction(c, session_id)?;
+            let mut stmt = c.prepare_cached(
+                "SELECT body FROM items WHERE session_id = ?1 AND seq >= ?2 AND kept_from IS NULL ORDER BY seq",
+            )?;
+            let rows = stmt.query_map(params![session_id, from], |r| r.get::<_, String>(0))?;
+            let mut items = Vec::new();
+            for body in rows {
+                items.push(serde_json::from_str(&body?)?);
+            }
+            Ok(Context { summary, items })
+        })
+    }
+
+    /// Records a compaction: `item` (a summary) stands for the first `summarised` items
+    /// of the session's context (after its previous summary); they stay stored. Also
+    /// forgets the last call's token count, which no longer describes the history.
+    pub fn compact(&self, session_id: &str, response_id: &str, item: &Item, summarised: usize) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let (_, from) = newest_compaction(&tx, session_id)?;
+            let next: i64 =
+                tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM items WHERE session_id = ?1", [session_id], |r| {
+                    r.get(0)
+                })?;
+            let kept_from: i64 = tx
+                .query_row(
+                    "SELECT seq FROM items WHERE session_id = ?1 AND seq >= ?2 AND kept_from IS NULL
+                     ORDER BY seq LIMIT 1 OFFSET ?3",
+                    params![session_id, from, summarised as i64],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(next);
+            tx.execute(
+                "INSERT INTO items (session_id, seq, response_id, body, kept_from) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![session_id, next, response_id, serde_json::to_string(item)?, kept_from],
+            )?;
+            tx.execute(
+                "UPDATE sessions SET context_tokens = NULL, context_items = NULL, updated_at = ?2 WHERE id = ?1",
+                params![session_id, crate::ids::now_secs()],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// The provider's input token count at the session's last model call and the
+    /// number of context items it was sent.
+    pub fn context_usage(&self, session_id: &str) -> Result<Option<(u64, usize)>> {
+        self.with(|c| {
+            let row = c
+                .query_row("SELECT context_tokens, context_items FROM sessions WHERE id = ?1", [session_id], |r| {
+                    Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?))
+                })
+                .optional()?;
+            Ok(match row {
+                Some((Some(t), Some(n))) => Some((t.max(0) as u64, n.max(0) as usize)),
+                _ => None,
+            })
+        })
+    }
+
+    /// Records the input token count of a model call sent `items` context items.
+    pub fn set_context_usage(&self, session_id: &str, tokens: u64, items: usize) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE sessions SET context_tokens = ?2, context_items = ?3 WHERE id = ?1",
+                params![session_id, tokens as i64, items as i64],
+            )?;
+            Ok(())
         })
     }
 
@@ -294,6 +389,22 @@ impl Store {
             Ok(ids.collect::<rusqlite::Result<_>>()?)
         })
     }
+}
+
+/// A session's newest compaction item and the seq it keeps from (1: none yet).
+fn newest_compaction(c: &Connection, session_id: &str) -> Result<(Option<Item>, i64)> {
+    let row = c
+        .query_row(
+            "SELECT body, kept_from FROM items WHERE session_id = ?1 AND kept_from IS NOT NULL
+             ORDER BY seq DESC LIMIT 1",
+            [session_id],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+        )
+        .optional()?;
+    Ok(match row {
+        Some((body, from)) => (Some(serde_json::from_str(&body)?), from),
+        None => (None, 1),
+    })
 }
 
 const SUMMARY_SQL_BY_ID: &str = "SELECT s.id, s.created_at, s.updated_at, s.title,

@@ -15,6 +15,8 @@ pub enum Item {
     FunctionCallOutput(FunctionCallOutputItem),
     /// The model's reasoning, where the provider exposes it.
     Reasoning(ReasoningItem),
+    /// A summary standing for the older part of a conversation (compaction).
+    Compaction(CompactionItem),
 }
 
 /// Who wrote a message.
@@ -80,6 +82,16 @@ pub struct ReasoningItem {
     pub summary: Vec<ReasoningText>,
     #[serde(default)]
     pub content: Vec<ReasoningText>,
+}
+
+/// A `compaction` item: the model's summary of the turns before it, which the
+/// model is sent instead of them (they stay in the session's stored history).
+/// OpenAI's field name is kept for SDK compatibility; berth's content is the
+/// summary's plain text, not encrypted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompactionItem {
+    pub id: String,
+    pub encrypted_content: String,
 }
 
 /// `{"type":"reasoning_text"|"summary_text","text":...}`.

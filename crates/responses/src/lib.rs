@@ -8,5 +8,5 @@ pub mod items;
 pub mod response;
 pub mod sessions;
 
-pub use items::{ContentPart, FunctionCallItem, FunctionCallOutputItem, Item, MessageItem, Role};
+pub use items::{CompactionItem, ContentPart, FunctionCallItem, FunctionCallOutputItem, Item, MessageItem, Role};
 pub use response::{Response, ResponseError, Status, Usage};

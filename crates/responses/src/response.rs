@@ -25,6 +25,9 @@ pub struct Response {
     pub background: bool,
     pub tool_choice: String,
     pub tools: Vec<Value>,
+    /// `auto` or `disabled`: whether what does not fit the model's window is dropped.
+    #[serde(default = "disabled")]
+    pub truncation: String,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
     pub max_output_tokens: Option<u32>,
@@ -32,6 +35,10 @@ pub struct Response {
     /// `{"id": ...}` of the conversation the turn continued, when it named one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation: Option<serde_json::Value>,
+}
+
+fn disabled() -> String {
+    "disabled".into()
 }
 
 /// Lifecycle of a response.

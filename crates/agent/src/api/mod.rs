@@ -5,6 +5,8 @@
 pub mod request;
 
 pub use berth_responses::{events, items, response, sessions};
-pub use berth_responses::{ContentPart, FunctionCallItem, FunctionCallOutputItem, Item, MessageItem, Role};
+pub use berth_responses::{
+    CompactionItem, ContentPart, FunctionCallItem, FunctionCallOutputItem, Item, MessageItem, Role,
+};
 pub use berth_responses::{Response, ResponseError, Status, Usage};
 pub use request::{parse_input, CreateResponse};

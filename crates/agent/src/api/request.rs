@@ -36,6 +36,11 @@ pub struct CreateResponse {
     /// Tools the client runs itself (`type: "function"`), offered beside the agent's
     /// own; other types are accepted and not offered.
     pub tools: Option<Vec<Value>>,
+    /// `auto`: drop the oldest items of a history that does not fit the model's window;
+    /// `disabled` (default): such a turn fails with `context_length_exceeded`.
+    pub truncation: Option<String>,
+    /// `[{"type": "compaction", "compact_threshold": tokens}]`: compact at this size.
+    pub context_management: Option<Vec<Value>>,
 }
 
 /// Turns `input` into history items, with ids assigned.
@@ -91,7 +96,7 @@ fn parse_item(v: Value, param: &str) -> Result<Item, ApiError> {
                 status: "completed".into(),
             }))
         }
-        "function_call" | "reasoning" => {
+        "function_call" | "reasoning" | "compaction" => {
             obj.entry("id").or_insert_with(|| new_id("item").into());
             serde_json::from_value(Value::Object(obj))
                 .map_err(|e| ApiError::invalid_param(param, format!("Invalid '{param}': {e}.")))

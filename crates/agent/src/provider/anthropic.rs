@@ -59,7 +59,8 @@ pub fn body(req: &ChatRequest<'_>, history: &[Item]) -> Value {
             Item::FunctionCallOutput(o) => {
                 push("user", json!({"type": "tool_result", "tool_use_id": o.call_id, "content": o.output}))
             }
-            Item::Reasoning(_) => {}
+            // Compaction items reach here as messages (`history::normalize`).
+            Item::Reasoning(_) | Item::Compaction(_) => {}
         }
     }
     let messages: Vec<Value> =

@@ -19,6 +19,8 @@ pub enum ProviderError {
     Upstream(String),
     #[error("{0}")]
     NotConfigured(String),
+    #[error("This turn needs about {estimated} tokens of context and model {model} takes {window}: compact the session (POST /v1/responses/compact), send 'truncation': 'auto' to drop its oldest items, or set BERTH_CONTEXT_WINDOW if the model's window is larger.")]
+    ContextOverflow { model: String, estimated: u64, window: u64 },
 }
 
 fn status_message(status: u16, url: &str, detail: &str) -> String {
@@ -54,6 +56,7 @@ impl ProviderError {
             ProviderError::Interrupted => "provider_stream_interrupted",
             ProviderError::Upstream(_) => "provider_error",
             ProviderError::NotConfigured(_) => "provider_not_configured",
+            ProviderError::ContextOverflow { .. } => "context_length_exceeded",
         }
     }
 
@@ -65,7 +68,9 @@ impl ProviderError {
             | ProviderError::Unreachable { .. }
             | ProviderError::Interrupted
             | ProviderError::Upstream(_) => true,
-            ProviderError::Malformed(_) | ProviderError::NotConfigured(_) => false,
+            ProviderError::Malformed(_) | ProviderError::NotConfigured(_) | ProviderError::ContextOverflow { .. } => {
+                false
+            }
         }
     }
 

@@ -52,6 +52,15 @@ pub fn normalize(history: &[Item]) -> Vec<Item> {
                 }));
             }
             Item::FunctionCallOutput(_) => out.push(item.clone()),
+            Item::Compaction(c) => {
+                flush(&mut out, &mut unanswered);
+                out.push(Item::Message(MessageItem {
+                    id: String::new(),
+                    role: Role::User,
+                    content: vec![ContentPart::InputText { text: summary_text(&c.encrypted_content) }],
+                    status: "completed".into(),
+                }));
+            }
             _ => {
                 flush(&mut out, &mut unanswered);
                 out.push(item.clone());
@@ -60,6 +69,12 @@ pub fn normalize(history: &[Item]) -> Vec<Item> {
     }
     flush(&mut out, &mut unanswered);
     out
+}
+
+/// How a compaction summary is put to the model: as a user message standing for
+/// the turns it replaced.
+pub fn summary_text(summary: &str) -> String {
+    format!("[Summary of the earlier part of this conversation, which was compacted]\n{summary}")
 }
 
 #[cfg(test)]
@@ -105,6 +120,7 @@ mod tests {
                 Item::FunctionCallOutput(o) => format!("out:{}:{}", o.call_id, o.status),
                 Item::Message(m) => format!("msg:{}", m.text()),
                 Item::Reasoning(_) => "reasoning".into(),
+                Item::Compaction(_) => "compaction".into(),
             })
             .collect();
         assert_eq!(

@@ -39,7 +39,8 @@ pub fn body(req: &ChatRequest<'_>, history: &[Item]) -> Value {
             Item::FunctionCallOutput(o) => {
                 messages.push(json!({"role": "tool", "tool_call_id": o.call_id, "content": o.output}))
             }
-            Item::Reasoning(_) => {}
+            // Compaction items reach here as messages (`history::normalize`).
+            Item::Reasoning(_) | Item::Compaction(_) => {}
         }
     }
     let mut body = Map::new();

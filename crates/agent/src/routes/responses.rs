@@ -30,6 +30,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(1);
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/responses", post(create))
+        .route("/v1/responses/compact", post(compact))
         .route("/v1/responses/{id}", get(fetch))
         .route("/v1/responses/{id}/cancel", post(cancel))
 }
@@ -56,6 +57,12 @@ async fn create(State(state): State<Arc<AppState>>, body: Bytes) -> Result<axum:
     // A streamed turn that is not in the background ends when its client goes away.
     let guard = (!background).then(|| AbortOnDrop(task.abort_handle()));
     Ok(sse(live.follow(None), guard))
+}
+
+/// `POST /v1/responses/compact` (see [`crate::turn::context::compact_on_demand`]).
+async fn compact(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Json<serde_json::Value>, ApiError> {
+    let req = json_body(&body)?;
+    Ok(Json(crate::turn::context::compact_on_demand(&state, req).await?))
 }
 
 /// Aborts the turn's task when the response stream is dropped (client gone).

@@ -2,10 +2,12 @@
 //! loop calls the model, runs the tools it asks for and feeds their results
 //! back, until the model answers or the step limit is hit.
 
+pub(crate) mod context;
 pub mod emitter;
 mod prepare;
 mod step;
 
+pub use context::ContextPolicy;
 pub use emitter::Emitter;
 pub use prepare::{prepare, title};
 
@@ -38,6 +40,13 @@ pub struct Turn {
     client_tools: Vec<ToolSpec>,
     /// Its event log, when it streams or runs in the background: ended with the turn.
     live: Option<Arc<crate::live::LiveTurn>>,
+    /// How the request wants its context kept inside the model's window.
+    policy: ContextPolicy,
+    /// `history[0]` is the session's stored compaction summary.
+    compacted: bool,
+    /// The provider's input token count at the last model call, and how many history
+    /// items it was sent.
+    context_known: Option<(u64, usize)>,
     finished: bool,
 }
 
@@ -119,8 +128,14 @@ impl Turn {
         for step in 1..=self.max_steps {
             // The last step offers no tools, so the model has to answer.
             let offered: &[ToolSpec] = if step < self.max_steps { &tools } else { &[] };
+            let skip = self.fit_context(offered, emitter).await?;
             let first_new = self.response.output.len();
-            let result = self.model_call(offered, emitter).await;
+            let input_before = self.response.usage.as_ref().map_or(0, |u| u.input_tokens);
+            let result = self.model_call(offered, skip, emitter).await;
+            if skip == 0 {
+                let input = self.response.usage.as_ref().map_or(0, |u| u.input_tokens) - input_before;
+                self.note_usage(input, self.history.len());
+            }
             let calls = self.keep_completed(first_new)?;
             result?;
             if calls.is_empty() {
@@ -220,11 +235,12 @@ impl Turn {
         }
     }
 
-    async fn model_call(&mut self, tools: &[ToolSpec], emitter: &mut Emitter) -> Result<(), StepError> {
+    /// One model call, sent the history but its first `skip` items.
+    async fn model_call(&mut self, tools: &[ToolSpec], skip: usize, emitter: &mut Emitter) -> Result<(), StepError> {
         let req = ChatRequest {
             model: &self.response.model,
             system: &self.system,
-            history: &self.history,
+            history: &self.history[skip..],
             tools,
             temperature: self.response.temperature,
             top_p: self.response.top_p,

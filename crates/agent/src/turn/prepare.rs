@@ -3,7 +3,7 @@
 //! Everything that can be refused with a 4xx is refused here, before any
 //! stream starts.
 
-use super::Turn;
+use super::{ContextPolicy, Turn};
 use crate::api::{parse_input, CreateResponse, Item, Response, Role, Status};
 use crate::config::ProviderKind;
 use crate::error::ApiError;
@@ -63,6 +63,7 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
     if driver.is_some() && prompt.trim().is_empty() {
         return Err(ApiError::invalid_param("input", "The agent needs a user message to answer."));
     }
+    let policy = context_policy(&req)?;
     let given_tools = req.tools.take().unwrap_or_default();
     let client_tools = client_tools(&given_tools, &crate::tools::specs(&state.tools))?;
     if let (Some(d), false) = (&driver, client_tools.is_empty()) {
@@ -168,7 +169,10 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
         }
     };
 
-    let mut history: Vec<Item> = store.history(&session_id)?.into_iter().map(|h| h.item).collect();
+    let context = store.context(&session_id)?;
+    let compacted = context.summary.is_some();
+    let mut history: Vec<Item> = context.summary.into_iter().chain(context.items).collect();
+    let context_known = store.context_usage(&session_id)?;
     let response = Response {
         id: new_id("resp"),
         object: "response".into(),
@@ -186,6 +190,7 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
         background: req.background.unwrap_or(false),
         tool_choice: "auto".into(),
         tools: given_tools,
+        truncation: if policy.truncate { "auto" } else { "disabled" }.into(),
         temperature: req.temperature,
         top_p: req.top_p,
         max_output_tokens: req.max_output_tokens,
@@ -212,6 +217,9 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
         prompt,
         client_tools,
         live: None,
+        policy,
+        compacted,
+        context_known,
         finished: false,
     })
 }
@@ -279,6 +287,47 @@ fn client_tools(tools: &[serde_json::Value], own: &[ToolSpec]) -> Result<Vec<Too
         out.push(ToolSpec { name: name.to_string().into(), description: description.into(), parameters });
     }
     Ok(out)
+}
+
+/// `truncation` and `context_management`, checked.
+fn context_policy(req: &CreateResponse) -> Result<ContextPolicy, ApiError> {
+    let truncate = match req.truncation.as_deref() {
+        None | Some("disabled") => false,
+        Some("auto") => true,
+        Some(other) => {
+            return Err(ApiError::invalid_param(
+                "truncation",
+                format!("'truncation' is 'auto' or 'disabled', not '{other}'."),
+            ))
+        }
+    };
+    let mut compact_threshold = None;
+    for (i, entry) in req.context_management.iter().flatten().enumerate() {
+        let param = format!("context_management[{i}]");
+        match entry.get("type").and_then(|t| t.as_str()) {
+            Some("compaction") => {}
+            Some(other) => {
+                return Err(ApiError::invalid_param(
+                    &format!("{param}.type"),
+                    format!("Unsupported context management '{other}': only 'compaction' is."),
+                ))
+            }
+            None => return Err(ApiError::missing_param(&format!("{param}.type"))),
+        }
+        match entry.get("compact_threshold") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(v) => match v.as_u64().filter(|n| *n >= 1000) {
+                Some(n) => compact_threshold = Some(n),
+                None => {
+                    return Err(ApiError::invalid_param(
+                        &format!("{param}.compact_threshold"),
+                        format!("'{param}.compact_threshold' is a number of tokens, 1000 or more."),
+                    ))
+                }
+            },
+        }
+    }
+    Ok(ContextPolicy { truncate, compact_threshold })
 }
 
 /// A session's title: the start of its first user message.

@@ -180,7 +180,7 @@ impl Step<'_> {
                 let (name, args) = (c.name.clone(), c.arguments.clone());
                 self.emitter.emit(events::arguments_done(&id, idx, &name, &args)).await?;
             }
-            Item::FunctionCallOutput(_) => {}
+            Item::FunctionCallOutput(_) | Item::Compaction(_) => {}
         }
         self.emitter.emit(events::item_done(idx, &self.response.output[idx])).await
     }
@@ -191,6 +191,7 @@ impl Step<'_> {
             Item::Reasoning(r) => r.id.clone(),
             Item::FunctionCall(c) => c.id.clone(),
             Item::FunctionCallOutput(o) => o.id.clone(),
+            Item::Compaction(c) => c.id.clone(),
         }
     }
 }
