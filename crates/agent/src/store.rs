@@ -341,7 +341,7 @@ impl Store {
     pub fn cancel_response(&self, id: &str) -> Result<()> {
         self.with(|c| {
             c.execute(
-                "UPDATE responses SET body = json_set(body, '$.status', 'cancelled')
+                "UPDATE responses SET body = json_set(body, '$.status', 'cancelled', '$.completed_at', unixepoch())
                  WHERE id = ?1 AND json_extract(body, '$.status') = 'in_progress'",
                 [id],
             )?;
@@ -354,7 +354,7 @@ impl Store {
     pub fn fail_unfinished(&self) -> Result<usize> {
         self.with(|c| {
             Ok(c.execute(
-                "UPDATE responses SET body = json_set(body, '$.status', 'failed', '$.error', json_object(
+                "UPDATE responses SET body = json_set(body, '$.status', 'failed', '$.completed_at', unixepoch(), '$.error', json_object(
                     'code', 'agent_restarted',
                     'message', 'The agent restarted while this turn ran; what it produced before is kept. Send the turn again.'))
                  WHERE json_extract(body, '$.status') = 'in_progress'",

@@ -95,10 +95,7 @@ async fn reasoning_is_streamed_as_its_own_item() {
     let dirs = Dirs::new();
     let agent = Agent::start(&dirs, &llm.base_url, &[]).await;
     let events = agent.stream(&json!({"input": "q"})).await;
-    assert_eq!(
-        shape(&events)[2..6],
-        ["output_item.added", "reasoning_text.delta", "reasoning_text.done", "output_item.done"]
-    );
+    assert_eq!(shape(&events)[2..6], ["output_item.added", "reasoning.delta", "reasoning.done", "output_item.done"]);
     let done = &events.last().unwrap().data["response"];
     assert_eq!(done["output"][0]["type"], "reasoning");
     assert_eq!(done["output"][0]["content"][0]["text"], "think think");
@@ -120,8 +117,40 @@ async fn bad_requests_get_openai_errors() {
         (
             json!({"input": [{"role": "user", "content": [{"type": "input_image"}]}]}),
             400,
+            "missing_required_parameter",
+            Some("input[0].content[0].image_url"),
+        ),
+        (
+            json!({"input": [{"role": "user", "content": [{"type": "input_audio", "data": "x"}]}]}),
+            400,
             "invalid_value",
             Some("input[0].content[0].type"),
+        ),
+        (
+            json!({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "file:///etc/passwd"}]}]}),
+            400,
+            "invalid_value",
+            Some("input[0].content[0].image_url"),
+        ),
+        (
+            json!({"input": [{"role": "user", "content": [{"type": "input_file", "filename": "a.bin", "file_data": "//79"}]}]}),
+            400,
+            "invalid_value",
+            Some("input[0].content[0].file_data"),
+        ),
+        (
+            json!({"input": [{"role": "user", "content": [{"type": "input_file", "file_url": "https://x/y.txt"}]}]}),
+            400,
+            "invalid_value",
+            Some("input[0].content[0].file_url"),
+        ),
+        (json!({"input": "x", "text": {"format": {"type": "yaml"}}}), 400, "invalid_value", Some("text.format.type")),
+        (json!({"input": "x", "tool_choice": "sometimes"}), 400, "invalid_value", Some("tool_choice")),
+        (
+            json!({"input": "x", "text": {"format": {"type": "json_schema", "schema": {}}}}),
+            400,
+            "missing_required_parameter",
+            Some("text.format.name"),
         ),
         (json!({"input": "x", "provider": "bogus"}), 400, "invalid_value", Some("provider")),
         (json!({"input": "x", "session_id": "sess_nope"}), 404, "session_not_found", None),

@@ -78,6 +78,9 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<i32> {
     let mut events = SseStream::new(&client, resp);
     let mut chat = Chat::default();
     while let Some(ev) = events.next().await? {
+        if ev.data == "[DONE]" {
+            break;
+        }
         let data: Value = serde_json::from_str(&ev.data).with_context(|| format!("unexpected `{}` event", ev.event))?;
         // Named by the `event:` line, or else by the payload's `type`.
         let kind = match ev.event.as_str() {

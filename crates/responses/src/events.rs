@@ -31,7 +31,7 @@ pub fn item_done(output_index: usize, item: &Item) -> Event {
 }
 
 fn text_part(text: &str) -> Value {
-    json!({"type": "output_text", "text": text, "annotations": []})
+    json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
 }
 
 pub fn content_part_added(item_id: &str, output_index: usize) -> Event {
@@ -66,9 +66,12 @@ pub fn text_done(item_id: &str, output_index: usize, text: &str) -> Event {
     )
 }
 
+/// Reasoning text as it comes, named as the Open Responses specification names it
+/// (`response.reasoning.delta`; OpenAI's own API says `response.reasoning_text.delta`,
+/// which the spec's validators refuse; the OpenAI SDKs pass either through).
 pub fn reasoning_delta(item_id: &str, output_index: usize, delta: &str) -> Event {
     ev(
-        "response.reasoning_text.delta",
+        "response.reasoning.delta",
         json!({"item_id": item_id, "output_index": output_index, "content_index": 0,
                "delta": delta}),
     )
@@ -76,7 +79,7 @@ pub fn reasoning_delta(item_id: &str, output_index: usize, delta: &str) -> Event
 
 pub fn reasoning_done(item_id: &str, output_index: usize, text: &str) -> Event {
     ev(
-        "response.reasoning_text.done",
+        "response.reasoning.done",
         json!({"item_id": item_id, "output_index": output_index, "content_index": 0,
                "text": text}),
     )
@@ -99,7 +102,7 @@ pub fn arguments_done(item_id: &str, output_index: usize, name: &str, arguments:
 
 /// A stream-level `error` event (the turn could not go on at all).
 pub fn error(code: &str, message: &str) -> Event {
-    ev("error", json!({"code": code, "message": message, "param": null}))
+    ev("error", json!({"error": {"type": "server_error", "code": code, "message": message, "param": null}}))
 }
 
 impl Event {

@@ -50,6 +50,15 @@ pub enum ContentPart {
         text: String,
         #[serde(default)]
         annotations: Vec<serde_json::Value>,
+        /// Always empty: the agent returns no log probabilities.
+        #[serde(default)]
+        logprobs: Vec<serde_json::Value>,
+    },
+    /// An image: an `https:` URL or a `data:` URL with the bytes in base64.
+    InputImage {
+        image_url: Option<String>,
+        #[serde(default = "auto")]
+        detail: String,
     },
 }
 
@@ -102,15 +111,25 @@ pub struct ReasoningText {
     pub text: String,
 }
 
+fn auto() -> String {
+    "auto".into()
+}
+
 fn completed() -> String {
     "completed".into()
 }
 
 impl ContentPart {
+    /// An `output_text` part holding `text`.
+    pub fn output_text(text: String) -> Self {
+        ContentPart::OutputText { text, annotations: Vec::new(), logprobs: Vec::new() }
+    }
+
     /// The text of the part, whatever its kind.
     pub fn text(&self) -> &str {
         match self {
             ContentPart::InputText { text } | ContentPart::OutputText { text, .. } => text,
+            ContentPart::InputImage { .. } => "",
         }
     }
 }
@@ -123,12 +142,7 @@ impl MessageItem {
 
     /// A finished assistant message holding `text`.
     pub fn assistant(id: String, text: String) -> Self {
-        MessageItem {
-            id,
-            role: Role::Assistant,
-            content: vec![ContentPart::OutputText { text, annotations: Vec::new() }],
-            status: completed(),
-        }
+        MessageItem { id, role: Role::Assistant, content: vec![ContentPart::output_text(text)], status: completed() }
     }
 }
 

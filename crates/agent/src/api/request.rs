@@ -41,6 +41,25 @@ pub struct CreateResponse {
     pub truncation: Option<String>,
     /// `[{"type": "compaction", "compact_threshold": tokens}]`: compact at this size.
     pub context_management: Option<Vec<Value>>,
+    /// Passed to chat-completions providers (Anthropic has none).
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    /// `{"format": {"type": "text" | "json_object" | "json_schema", ...}}`: the answer's
+    /// format, passed to chat-completions providers as `response_format`.
+    pub text: Option<Value>,
+    /// `none`: no tools are offered; `auto` (default), `required` and a named function
+    /// are passed on.
+    pub tool_choice: Option<Value>,
+    pub parallel_tool_calls: Option<bool>,
+    // Echoed in the response, not acted on:
+    pub top_logprobs: Option<u32>,
+    pub reasoning: Option<Value>,
+    /// false: the response is not kept for `GET` or `previous_response_id` (the session's
+    /// history, the agent's own, still is).
+    pub store: Option<bool>,
+    pub service_tier: Option<String>,
+    pub safety_identifier: Option<String>,
+    pub prompt_cache_key: Option<String>,
 }
 
 /// Turns `input` into history items, with ids assigned.
@@ -136,19 +155,109 @@ fn parse_message(obj: &mut Map<String, Value>, param: &str) -> Result<Item, ApiE
 
 fn parse_part(p: Value, role: Role, param: &str) -> Result<ContentPart, ApiError> {
     let kind = p.get("type").and_then(Value::as_str).unwrap_or("");
+    match kind {
+        "input_image" if role == Role::User => return parse_image(&p, param),
+        "input_file" if role == Role::User => return parse_file(&p, param),
+        "input_image" | "input_file" => {
+            return Err(ApiError::invalid_param(
+                &format!("{param}.type"),
+                format!("'{kind}' is taken in user messages only."),
+            ))
+        }
+        _ => {}
+    }
     match (kind, p.get("text").and_then(Value::as_str)) {
         ("input_text" | "output_text" | "text", Some(text)) => Ok(text_part(role, text.into())),
         ("input_text" | "output_text" | "text", None) => Err(ApiError::missing_param(&format!("{param}.text"))),
         _ => Err(ApiError::invalid_param(
             &format!("{param}.type"),
-            format!("Unsupported content part type '{kind}': this agent takes text only."),
+            format!("Unsupported content part type '{kind}': use input_text, input_image or input_file."),
         )),
     }
 }
 
+/// `{"type": "input_image", "image_url": "https://..." | "data:image/png;base64,...", "detail"}`.
+fn parse_image(p: &Value, param: &str) -> Result<ContentPart, ApiError> {
+    if p.get("file_id").is_some_and(|f| !f.is_null()) && p.get("image_url").is_none_or(Value::is_null) {
+        return Err(ApiError::invalid_param(
+            &format!("{param}.file_id"),
+            "This agent keeps no uploaded files: send the image as 'image_url' (an https: or a base64 data: URL).",
+        ));
+    }
+    let url = match p.get("image_url") {
+        Some(Value::String(u)) => u.clone(),
+        // The Chat Completions shape, `{"image_url": {"url": ...}}`.
+        Some(Value::Object(o)) if o.get("url").is_some_and(Value::is_string) => o["url"].as_str().unwrap_or("").into(),
+        None | Some(Value::Null) => return Err(ApiError::missing_param(&format!("{param}.image_url"))),
+        Some(_) => {
+            return Err(ApiError::invalid_param(
+                &format!("{param}.image_url"),
+                format!("'{param}.image_url' must be a string."),
+            ))
+        }
+    };
+    let ok = url.starts_with("https://")
+        || url.starts_with("http://")
+        || (url.starts_with("data:image/") && url.contains(";base64,"));
+    if !ok {
+        return Err(ApiError::invalid_param(
+            &format!("{param}.image_url"),
+            format!("'{param}.image_url' must be an http(s) URL or a data:image/...;base64, URL."),
+        ));
+    }
+    let detail = match p.get("detail") {
+        None | Some(Value::Null) => "auto".to_string(),
+        Some(Value::String(d)) if matches!(d.as_str(), "low" | "high" | "auto") => d.clone(),
+        Some(_) => {
+            return Err(ApiError::invalid_param(
+                &format!("{param}.detail"),
+                format!("'{param}.detail' is low, high or auto."),
+            ))
+        }
+    };
+    Ok(ContentPart::InputImage { image_url: Some(url), detail })
+}
+
+/// `{"type": "input_file", "filename", "file_data": base64 or a data: URL}`: a text
+/// file, given to the model as text under its name.
+fn parse_file(p: &Value, param: &str) -> Result<ContentPart, ApiError> {
+    use base64::Engine as _;
+    let name = p.get("filename").and_then(Value::as_str).unwrap_or("file");
+    let data = match p.get("file_data") {
+        Some(Value::String(d)) => d.as_str(),
+        Some(v) if !v.is_null() => {
+            return Err(ApiError::invalid_param(
+                &format!("{param}.file_data"),
+                format!("'{param}.file_data' must be a string."),
+            ))
+        }
+        _ => {
+            let what = if p.get("file_url").is_some_and(|u| !u.is_null()) { "file_url" } else { "file_data" };
+            return Err(ApiError::invalid_param(
+                &format!("{param}.{what}"),
+                format!("'{param}' needs the file's content in 'file_data' (base64, or a base64 data: URL): this agent keeps no uploaded files and fetches none."),
+            ));
+        }
+    };
+    let b64 = match data.strip_prefix("data:") {
+        Some(rest) => rest.split_once(";base64,").map_or(rest, |(_, b)| b),
+        None => data,
+    };
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|e| {
+        ApiError::invalid_param(&format!("{param}.file_data"), format!("'{param}.file_data' is not base64: {e}."))
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        ApiError::invalid_param(
+            &format!("{param}.file_data"),
+            format!("'{name}' is not a text file: this agent reads text (UTF-8) files; send images as input_image, or put the file in the instance and ask the agent to work on it."),
+        )
+    })?;
+    Ok(ContentPart::InputText { text: format!("[File: {name}]\n{text}") })
+}
+
 fn text_part(role: Role, text: String) -> ContentPart {
     match role {
-        Role::Assistant => ContentPart::OutputText { text, annotations: Vec::new() },
+        Role::Assistant => ContentPart::output_text(text),
         _ => ContentPart::InputText { text },
     }
 }

@@ -1,7 +1,7 @@
 //! Anthropic Messages: request body and stream decoding.
 
 use super::{ChatRequest, ProviderError, ProviderEvent};
-use crate::api::{Item, Role};
+use crate::api::{ContentPart, Item, Role};
 use berth_sse::Event as SseEvent;
 use serde_json::{json, Map, Value};
 use std::collections::VecDeque;
@@ -28,6 +28,14 @@ pub fn headers(b: reqwest::RequestBuilder, key: Option<&str>) -> reqwest::Reques
     }
 }
 
+/// An image block: a base64 source from a `data:` URL, else a URL source.
+fn image_block(url: &str) -> Value {
+    if let Some((meta, data)) = url.strip_prefix("data:").and_then(|rest| rest.split_once(";base64,")) {
+        return json!({"type": "image", "source": {"type": "base64", "media_type": meta, "data": data}});
+    }
+    json!({"type": "image", "source": {"type": "url", "url": url}})
+}
+
 /// The `/v1/messages` body for a normalized history.
 pub fn body(req: &ChatRequest<'_>, history: &[Item]) -> Value {
     let mut system = req.system.to_string();
@@ -45,6 +53,17 @@ pub fn body(req: &ChatRequest<'_>, history: &[Item]) -> Value {
                     Role::System | Role::Developer => {
                         system.push_str("\n\n");
                         system.push_str(&text);
+                    }
+                    Role::User if m.content.iter().any(|p| matches!(p, ContentPart::InputImage { .. })) => {
+                        for p in &m.content {
+                            match p {
+                                ContentPart::InputImage { image_url, .. } => {
+                                    push("user", image_block(image_url.as_deref().unwrap_or_default()))
+                                }
+                                p if p.text().is_empty() => {}
+                                p => push("user", json!({"type": "text", "text": p.text()})),
+                            }
+                        }
                     }
                     _ if text.is_empty() => {}
                     Role::User => push("user", json!({"type": "text", "text": text})),
@@ -67,7 +86,7 @@ pub fn body(req: &ChatRequest<'_>, history: &[Item]) -> Value {
         messages.into_iter().map(|(role, content)| json!({"role": role, "content": content})).collect();
     let mut body = Map::new();
     body.insert("model".into(), req.model.into());
-    body.insert("max_tokens".into(), req.max_output_tokens.unwrap_or(DEFAULT_MAX_TOKENS).into());
+    body.insert("max_tokens".into(), req.options.max_output_tokens.unwrap_or(DEFAULT_MAX_TOKENS).into());
     if !system.trim().is_empty() {
         body.insert("system".into(), system.trim().into());
     }
@@ -81,10 +100,10 @@ pub fn body(req: &ChatRequest<'_>, history: &[Item]) -> Value {
             .collect();
         body.insert("tools".into(), tools.into());
     }
-    if let Some(t) = req.temperature {
+    if let Some(t) = req.options.temperature {
         body.insert("temperature".into(), t.into());
     }
-    if let Some(p) = req.top_p {
+    if let Some(p) = req.options.top_p {
         body.insert("top_p".into(), p.into());
     }
     Value::Object(body)
@@ -204,9 +223,7 @@ mod tests {
             system: "sys",
             history: &history,
             tools: &[],
-            temperature: None,
-            top_p: None,
-            max_output_tokens: None,
+            options: Default::default(),
         };
         let b = body(&req, &history);
         let roles: Vec<&str> = b["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();

@@ -32,9 +32,22 @@ pub struct ChatRequest<'a> {
     pub system: &'a str,
     pub history: &'a [Item],
     pub tools: &'a [ToolSpec],
+    pub options: ModelOptions,
+}
+
+/// How the model should answer: sampling, length and format, each left to the
+/// provider's default when unset.
+#[derive(Debug, Clone, Default)]
+pub struct ModelOptions {
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
     pub max_output_tokens: Option<u32>,
+    /// Chat completions only (Anthropic has no such parameters).
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    /// The Responses API's `text.format` (`json_object`, `json_schema`); chat
+    /// completions only.
+    pub format: Option<Value>,
 }
 
 /// What a model stream yields, provider-neutral.

@@ -1,7 +1,7 @@
 //! OpenAI-compatible chat completions: request body and stream decoding.
 
 use super::{ChatRequest, ProviderError, ProviderEvent};
-use crate::api::{Item, Role};
+use crate::api::{ContentPart, Item, Role};
 use berth_sse::Event as SseEvent;
 use serde_json::{json, Map, Value};
 use std::collections::{HashSet, VecDeque};
@@ -20,7 +20,23 @@ pub fn body(req: &ChatRequest<'_>, history: &[Item]) -> Value {
                     Role::Assistant => "assistant",
                     Role::System | Role::Developer => "system",
                 };
-                messages.push(json!({"role": role, "content": m.text()}));
+                let images = m.content.iter().any(|p| matches!(p, ContentPart::InputImage { .. }));
+                let content = if images && m.role == Role::User {
+                    // Text and images in order, as the vision models take them.
+                    m.content
+                        .iter()
+                        .map(|p| match p {
+                            ContentPart::InputImage { image_url, detail } => {
+                                json!({"type": "image_url", "image_url": {"url": image_url, "detail": detail}})
+                            }
+                            p => json!({"type": "text", "text": p.text()}),
+                        })
+                        .collect::<Vec<_>>()
+                        .into()
+                } else {
+                    Value::from(m.text())
+                };
+                messages.push(json!({"role": role, "content": content}));
             }
             Item::FunctionCall(c) => {
                 let call = json!({"id": c.call_id, "type": "function",
@@ -59,14 +75,35 @@ pub fn body(req: &ChatRequest<'_>, history: &[Item]) -> Value {
             .collect();
         body.insert("tools".into(), tools.into());
     }
-    if let Some(t) = req.temperature {
-        body.insert("temperature".into(), t.into());
+    let o = &req.options;
+    for (key, value) in [
+        ("temperature", o.temperature),
+        ("top_p", o.top_p),
+        ("presence_penalty", o.presence_penalty),
+        ("frequency_penalty", o.frequency_penalty),
+    ] {
+        if let Some(v) = value {
+            body.insert(key.into(), v.into());
+        }
     }
-    if let Some(p) = req.top_p {
-        body.insert("top_p".into(), p.into());
-    }
-    if let Some(m) = req.max_output_tokens {
+    if let Some(m) = o.max_output_tokens {
         body.insert("max_tokens".into(), m.into());
+    }
+    match o.format.as_ref().and_then(|f| f.get("type")).and_then(Value::as_str) {
+        Some("json_object") => {
+            body.insert("response_format".into(), json!({"type": "json_object"}));
+        }
+        Some("json_schema") => {
+            let f = o.format.as_ref().unwrap_or(&Value::Null);
+            let mut schema = json!({"name": f["name"], "schema": f["schema"]});
+            for key in ["description", "strict"] {
+                if let Some(v) = f.get(key).filter(|v| !v.is_null()) {
+                    schema[key] = v.clone();
+                }
+            }
+            body.insert("response_format".into(), json!({"type": "json_schema", "json_schema": schema}));
+        }
+        _ => {}
     }
     Value::Object(body)
 }

@@ -15,7 +15,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::stream::{self, Stream};
+use futures_util::stream::{self, Stream, StreamExt};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -79,12 +79,15 @@ fn sse(follower: Follower, guard: Option<AbortOnDrop>) -> axum::response::Respon
     Sse::new(events(follower, guard)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response()
 }
 
+/// The turn's events, then `data: [DONE]` (the Open Responses stream's end; the OpenAI
+/// SDKs stop reading at it).
 fn events(follower: Follower, guard: Option<AbortOnDrop>) -> impl Stream<Item = Result<Event, Infallible>> {
-    stream::unfold((follower, guard), |(mut follower, guard)| async move {
+    let frames = stream::unfold((follower, guard), |(mut follower, guard)| async move {
         let frame = follower.next().await?;
         let event = Event::default().event(frame.event).data(frame.data.as_str());
         Some((Ok(event), (follower, guard)))
-    })
+    });
+    frames.chain(stream::once(async { Ok(Event::default().data("[DONE]")) }))
 }
 
 fn not_found(id: &str) -> ApiError {

@@ -13,7 +13,7 @@ use crate::api::events;
 use crate::api::{parse_input, CompactionItem, ContentPart, Item, MessageItem, Role, Usage};
 use crate::error::ApiError;
 use crate::ids::{new_id, now_secs};
-use crate::provider::{ChatRequest, Provider, ProviderError, ProviderEvent, ToolSpec};
+use crate::provider::{ChatRequest, ModelOptions, Provider, ProviderError, ProviderEvent, ToolSpec};
 
 /// What the summarising call is told to do.
 const SUMMARY_SYSTEM: &str = "You compact conversations between a user and an AI agent that works on its own \
@@ -31,7 +31,15 @@ pub(crate) fn text_tokens(text: &str) -> u64 {
 /// Estimated tokens of one history item as a provider is sent it.
 pub(crate) fn item_tokens(item: &Item) -> u64 {
     let bytes = match item {
-        Item::Message(m) => m.content.iter().map(|p| p.text().len()).sum(),
+        // An image costs about as much as 1,000 tokens of text.
+        Item::Message(m) => m
+            .content
+            .iter()
+            .map(|p| match p {
+                ContentPart::InputImage { .. } => 4000,
+                p => p.text().len(),
+            })
+            .sum(),
         Item::FunctionCall(c) => c.name.len() + c.arguments.len() + c.call_id.len(),
         Item::FunctionCallOutput(o) => o.output.len() + o.call_id.len(),
         Item::Reasoning(_) => 0,
@@ -117,6 +125,7 @@ fn clip_item(item: &mut Item, cap: usize) {
     match item {
         Item::Message(m) => m.content.iter_mut().for_each(|p| match p {
             ContentPart::InputText { text } | ContentPart::OutputText { text, .. } => clip(text),
+            ContentPart::InputImage { .. } => {}
         }),
         Item::FunctionCall(c) => clip(&mut c.arguments),
         Item::FunctionCallOutput(o) => clip(&mut o.output),
@@ -146,9 +155,7 @@ pub(crate) async fn summarise(
         system: SUMMARY_SYSTEM,
         history: &history,
         tools: &[],
-        temperature: None,
-        top_p: None,
-        max_output_tokens: Some(max_output as u32),
+        options: ModelOptions { max_output_tokens: Some(max_output as u32), ..Default::default() },
     };
     let mut stream = provider.start(&req).await?;
     let (mut text, mut usage) = (String::new(), Usage::default());

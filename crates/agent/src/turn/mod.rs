@@ -40,6 +40,8 @@ pub struct Turn {
     client_tools: Vec<ToolSpec>,
     /// Its event log, when it streams or runs in the background: ended with the turn.
     live: Option<Arc<crate::live::LiveTurn>>,
+    /// `tool_choice: "none"`: the model is offered no tools.
+    no_tools: bool,
     /// How the request wants its context kept inside the model's window.
     policy: ContextPolicy,
     /// `history[0]` is the session's stored compaction summary.
@@ -104,6 +106,7 @@ impl Turn {
                 ""
             }
         };
+        self.response.completed_at = Some(crate::ids::now_secs());
         if let Err(e) = self.state.store.put_response(&self.response) {
             tracing::error!("cannot store response: {e}");
         }
@@ -127,7 +130,7 @@ impl Turn {
         tools.extend(self.client_tools.iter().cloned());
         for step in 1..=self.max_steps {
             // The last step offers no tools, so the model has to answer.
-            let offered: &[ToolSpec] = if step < self.max_steps { &tools } else { &[] };
+            let offered: &[ToolSpec] = if step < self.max_steps && !self.no_tools { &tools } else { &[] };
             let skip = self.fit_context(offered, emitter).await?;
             let first_new = self.response.output.len();
             let input_before = self.response.usage.as_ref().map_or(0, |u| u.input_tokens);
@@ -150,7 +153,9 @@ impl Turn {
                 }
                 self.tool_output_started(emitter, &call_id).await?;
                 tracing::debug!(tool = %name, call = %call_id, "running tool");
-                let output = if offered.is_empty() {
+                let output = if offered.is_empty() && self.no_tools {
+                    "not run: this turn offered no tools (tool_choice: none)".to_string()
+                } else if offered.is_empty() {
                     "not run: the step limit of this turn was reached".to_string()
                 } else {
                     crate::tools::run(&self.state.tools, &name, &arguments).await
@@ -242,12 +247,24 @@ impl Turn {
             system: &self.system,
             history: &self.history[skip..],
             tools,
-            temperature: self.response.temperature,
-            top_p: self.response.top_p,
-            max_output_tokens: self.response.max_output_tokens,
+            options: self.model_options(),
         };
         let mut stream = self.provider.start(&req).await.map_err(StepError::Provider)?;
         step::run(&mut stream, &mut self.response, emitter).await
+    }
+
+    /// The request's sampling, length and format, as the response records them.
+    fn model_options(&self) -> crate::provider::ModelOptions {
+        let r = &self.response;
+        let nonzero = |v: f64| (v != 0.0).then_some(v);
+        crate::provider::ModelOptions {
+            temperature: r.temperature,
+            top_p: r.top_p,
+            max_output_tokens: r.max_output_tokens,
+            presence_penalty: nonzero(r.presence_penalty),
+            frequency_penalty: nonzero(r.frequency_penalty),
+            format: r.text.get("format").filter(|f| f["type"] != "text").cloned(),
+        }
     }
 
     /// Stores the completed items of the last model call in the session

@@ -60,10 +60,24 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
         })
         .collect::<Vec<_>>()
         .join("\n\n");
+    let images = input.iter().any(|i| {
+        matches!(i, Item::Message(m) if m.content.iter().any(|p| matches!(p, crate::api::ContentPart::InputImage { .. })))
+    });
+    if let (Some(d), true) = (&driver, images) {
+        return Err(ApiError::invalid_param(
+            "input",
+            format!(
+                "{} is given the turn's text only: send images to the agent's own loop ('agent': 'berth-agent').",
+                d.name()
+            ),
+        ));
+    }
     if driver.is_some() && prompt.trim().is_empty() {
         return Err(ApiError::invalid_param("input", "The agent needs a user message to answer."));
     }
     let policy = context_policy(&req)?;
+    let text = text_param(req.text.take())?;
+    let no_tools = tool_choice_param(req.tool_choice.as_ref())?;
     let given_tools = req.tools.take().unwrap_or_default();
     let client_tools = client_tools(&given_tools, &crate::tools::specs(&state.tools))?;
     if let (Some(d), false) = (&driver, client_tools.is_empty()) {
@@ -177,6 +191,7 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
         id: new_id("resp"),
         object: "response".into(),
         created_at: now,
+        completed_at: None,
         status: Status::InProgress,
         model,
         output: Vec::new(),
@@ -186,14 +201,24 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
         instructions: req.instructions.clone(),
         metadata: req.metadata.take().unwrap_or_default(),
         previous_response_id: req.previous_response_id.take(),
-        parallel_tool_calls: true,
+        parallel_tool_calls: req.parallel_tool_calls.unwrap_or(true),
         background: req.background.unwrap_or(false),
-        tool_choice: "auto".into(),
-        tools: given_tools,
+        tool_choice: req.tool_choice.take().unwrap_or_else(|| "auto".into()),
+        tools: given_tools.iter().map(echo_tool).collect(),
         truncation: if policy.truncate { "auto" } else { "disabled" }.into(),
         temperature: req.temperature,
         top_p: req.top_p,
+        presence_penalty: req.presence_penalty.unwrap_or(0.0),
+        frequency_penalty: req.frequency_penalty.unwrap_or(0.0),
+        top_logprobs: req.top_logprobs.unwrap_or(0),
+        text,
+        reasoning: req.reasoning.take().filter(|r| !r.is_null()),
         max_output_tokens: req.max_output_tokens,
+        max_tool_calls: req.max_tool_calls,
+        store: req.store.unwrap_or(true),
+        service_tier: req.service_tier.take().unwrap_or_else(|| "default".into()),
+        safety_identifier: req.safety_identifier.take(),
+        prompt_cache_key: req.prompt_cache_key.take(),
         session_id: session_id.clone(),
         conversation: conversation.map(|id| serde_json::json!({"id": id})),
     };
@@ -218,6 +243,7 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
         client_tools,
         live: None,
         policy,
+        no_tools,
         compacted,
         context_known,
         finished: false,
@@ -328,6 +354,73 @@ fn context_policy(req: &CreateResponse) -> Result<ContextPolicy, ApiError> {
         }
     }
     Ok(ContextPolicy { truncate, compact_threshold })
+}
+
+/// `text`, checked: its `format.type` is `text`, `json_object` or `json_schema` (with a
+/// `name` and a `schema`).
+fn text_param(text: Option<serde_json::Value>) -> Result<serde_json::Value, ApiError> {
+    let Some(mut text) = text.filter(|t| !t.is_null()) else {
+        return Ok(berth_responses::response::text_format());
+    };
+    let Some(obj) = text.as_object_mut() else {
+        return Err(ApiError::invalid_param(
+            "text",
+            "'text' must be an object like {\"format\": {\"type\": \"text\"}}.",
+        ));
+    };
+    let format = obj.entry("format").or_insert_with(|| serde_json::json!({"type": "text"}));
+    match format.get("type").and_then(|t| t.as_str()) {
+        Some("text" | "json_object") => {}
+        Some("json_schema") => {
+            if !format.get("name").is_some_and(|n| n.is_string()) {
+                return Err(ApiError::missing_param("text.format.name"));
+            }
+            if !format.get("schema").is_some_and(|s| s.is_object()) {
+                return Err(ApiError::missing_param("text.format.schema"));
+            }
+        }
+        Some(other) => {
+            return Err(ApiError::invalid_param(
+                "text.format.type",
+                format!("Unknown text format '{other}': use 'text', 'json_object' or 'json_schema'."),
+            ))
+        }
+        None => return Err(ApiError::missing_param("text.format.type")),
+    }
+    Ok(text)
+}
+
+/// `tool_choice`, checked; answers whether it is `none` (no tools offered).
+fn tool_choice_param(choice: Option<&serde_json::Value>) -> Result<bool, ApiError> {
+    match choice {
+        None | Some(serde_json::Value::Null) => Ok(false),
+        Some(serde_json::Value::String(s)) => match s.as_str() {
+            "none" => Ok(true),
+            "auto" | "required" => Ok(false),
+            other => Err(ApiError::invalid_param(
+                "tool_choice",
+                format!("'tool_choice' is 'none', 'auto', 'required' or {{\"type\": \"function\", \"name\": ...}}, not '{other}'."),
+            )),
+        },
+        Some(serde_json::Value::Object(o)) if o.get("type").and_then(|t| t.as_str()).is_some() => Ok(false),
+        Some(_) => Err(ApiError::invalid_param("tool_choice", "'tool_choice' must be a string or an object with a 'type'.")),
+    }
+}
+
+/// A request's tool as the response echoes it: a function in the Responses shape with
+/// every field the specification requires (`description`, `parameters`, `strict`).
+fn echo_tool(tool: &serde_json::Value) -> serde_json::Value {
+    if tool.get("type").and_then(|t| t.as_str()) != Some("function") {
+        return tool.clone();
+    }
+    let f = tool.get("function").filter(|f| f.is_object()).unwrap_or(tool);
+    serde_json::json!({
+        "type": "function",
+        "name": f.get("name"),
+        "description": f.get("description"),
+        "parameters": f.get("parameters"),
+        "strict": f.get("strict").or(tool.get("strict")),
+    })
 }
 
 /// A session's title: the start of its first user message.

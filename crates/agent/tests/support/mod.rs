@@ -204,6 +204,10 @@ impl SseReader {
                 if data.is_empty() {
                     continue; // a keep-alive comment
                 }
+                if data == "[DONE]" {
+                    assert!(event.is_empty(), "[DONE] is a bare data line");
+                    return None; // the end of the turn's events
+                }
                 let data: Value = serde_json::from_str(&data).expect("event data is JSON");
                 assert_eq!(data["type"].as_str(), Some(event.as_str()), "event name matches type");
                 return Some(SseEvent { event, data });
