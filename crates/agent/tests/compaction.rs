@@ -158,7 +158,8 @@ async fn compact_on_demand_summarises_all_but_the_newest_turn() {
         assert_eq!(r["status"], "completed");
     }
     let last_response = r["id"].as_str().unwrap().to_string();
-    let (status, c) = agent.post("/v1/responses/compact", &json!({"conversation": session})).await;
+    let (status, c) =
+        agent.post("/v1/responses/compact", &json!({"model": "scripted-model", "conversation": session})).await;
     assert_eq!(status, 200, "{c}");
     assert_eq!(c["object"], "response.compaction");
     assert!(c["id"].as_str().unwrap().starts_with("cmp_"));
@@ -181,7 +182,9 @@ async fn compact_on_demand_summarises_all_but_the_newest_turn() {
 
     // Compacting again right away has nothing older than the newest turn... but turn 4
     // is older now; by previous_response_id it names the same session.
-    let (status, c) = agent.post("/v1/responses/compact", &json!({"previous_response_id": last_response})).await;
+    let (status, c) = agent
+        .post("/v1/responses/compact", &json!({"model": "scripted-model", "previous_response_id": last_response}))
+        .await;
     assert_eq!(status, 200, "{c}");
     assert_eq!(c["output"][0]["type"], "compaction");
 
@@ -189,7 +192,7 @@ async fn compact_on_demand_summarises_all_but_the_newest_turn() {
     let (status, c) = agent
         .post(
             "/v1/responses/compact",
-            &json!({"input": [{"role": "user", "content": turn_text(1)}, {"role": "assistant", "content": "ok"},
+            &json!({"model": "scripted-model", "input": [{"role": "user", "content": turn_text(1)}, {"role": "assistant", "content": "ok"},
                               {"role": "user", "content": turn_text(2)}]}),
         )
         .await;
@@ -201,10 +204,15 @@ async fn compact_on_demand_summarises_all_but_the_newest_turn() {
     assert_eq!(r["status"], "completed", "{r}");
 
     // Bad requests are named.
-    let (status, e) = agent.post("/v1/responses/compact", &json!({"session_id": "sess_nope"})).await;
+    let (status, e) =
+        agent.post("/v1/responses/compact", &json!({"model": "scripted-model", "session_id": "sess_nope"})).await;
     assert_eq!((status.as_u16(), e["error"]["code"].as_str()), (404, Some("session_not_found")));
-    let (status, e) = agent.post("/v1/responses/compact", &json!({"session_id": session, "input": "x"})).await;
+    let (status, e) = agent
+        .post("/v1/responses/compact", &json!({"model": "scripted-model", "session_id": session, "input": "x"}))
+        .await;
     assert_eq!((status.as_u16(), e["error"]["param"].as_str()), (400, Some("input")));
-    let (status, e) = agent.post("/v1/responses/compact", &json!({})).await;
+    let (status, e) = agent.post("/v1/responses/compact", &json!({"model": "scripted-model"})).await;
     assert_eq!((status.as_u16(), e["error"]["param"].as_str()), (400, Some("input")));
+    let (status, e) = agent.post("/v1/responses/compact", &json!({"session_id": session})).await;
+    assert_eq!((status.as_u16(), e["error"]["param"].as_str()), (400, Some("model")));
 }

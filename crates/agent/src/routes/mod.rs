@@ -7,6 +7,7 @@ mod health;
 mod models;
 mod responses;
 mod sessions;
+mod websocket;
 
 use crate::error::ApiError;
 use crate::state::AppState;

@@ -29,7 +29,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(1);
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/v1/responses", post(create))
+        .route("/v1/responses", post(create).get(super::websocket::upgrade))
         .route("/v1/responses/compact", post(compact))
         .route("/v1/responses/{id}", get(fetch))
         .route("/v1/responses/{id}/cancel", post(cancel))
@@ -117,7 +117,8 @@ async fn fetch(
             )
         })?),
     };
-    let stored = state.store.response(&id)?.ok_or_else(|| not_found(&id))?;
+    // A `store: false` response is not kept for anyone to fetch.
+    let stored = state.store.response(&id)?.filter(|r| r.store).ok_or_else(|| not_found(&id))?;
     if !stream {
         return Ok(Json(stored).into_response());
     }

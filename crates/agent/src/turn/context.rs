@@ -300,14 +300,9 @@ pub async fn compact_on_demand(
     state: &std::sync::Arc<crate::state::AppState>,
     req: CompactRequest,
 ) -> Result<serde_json::Value, ApiError> {
-    let model = req
-        .model
-        .clone()
-        .filter(|m| !m.trim().is_empty())
-        .or_else(|| state.config.llm.default_model.clone())
-        .ok_or_else(|| {
-        ApiError::invalid_param("model", "No 'model' given and the agent has no default (set BERTH_MODEL).")
-    })?;
+    // The specification makes `model` required here (not on turns, where the agent's
+    // default applies).
+    let model = req.model.clone().filter(|m| !m.trim().is_empty()).ok_or_else(|| ApiError::missing_param("model"))?;
     let requested = match req.provider.as_deref() {
         None => None,
         Some(p) => Some(crate::config::ProviderKind::parse(p).ok_or_else(|| {

@@ -9,7 +9,7 @@ mod step;
 
 pub use context::ContextPolicy;
 pub use emitter::Emitter;
-pub use prepare::{prepare, title};
+pub use prepare::{prepare, prepare_on, title};
 
 use crate::api::events;
 use crate::api::response::IncompleteDetails;

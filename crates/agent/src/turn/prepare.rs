@@ -13,7 +13,22 @@ use crate::state::AppState;
 use std::sync::Arc;
 
 /// Validates the request and sets the turn up.
-pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, ApiError> {
+pub fn prepare(state: &Arc<AppState>, req: CreateResponse) -> Result<Turn, ApiError> {
+    prepare_on(state, req, &std::collections::HashSet::new())
+}
+
+/// [`prepare`], where the responses in `local` (made with `store: false` on the
+/// WebSocket connection asking) may be continued too; other `store: false` responses
+/// are not found.
+pub fn prepare_on(
+    state: &Arc<AppState>,
+    mut req: CreateResponse,
+    local: &std::collections::HashSet<String>,
+) -> Result<Turn, ApiError> {
+    let store = &state.store;
+    let visible = |id: &str| -> Result<Option<Response>, ApiError> {
+        Ok(store.response(id)?.filter(|r| r.store || local.contains(&r.id)))
+    };
     let input = parse_input(req.input.take())?;
     let model = req
         .model
@@ -90,7 +105,6 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
         ));
     }
 
-    let store = &state.store;
     let conversation = match req.conversation.take() {
         None | Some(serde_json::Value::Null) => None,
         Some(c) => {
@@ -126,7 +140,7 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
                 });
             }
             if let Some(prev) = prev {
-                let owner = store.response(prev)?.map(|r| r.session_id);
+                let owner = visible(prev)?.map(|r| r.session_id);
                 if owner.as_deref() != Some(id.as_str()) {
                     return Err(ApiError::invalid_param(
                         "previous_response_id",
@@ -136,7 +150,7 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
             }
             Some(id.clone())
         }
-        (None, Some(prev)) => match store.response(prev)? {
+        (None, Some(prev)) => match visible(prev)? {
             Some(r) => {
                 let newest = store.newest_response_id(&r.session_id)?;
                 if newest.as_deref() == Some(prev.as_str()) {
@@ -156,6 +170,7 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
     };
 
     let now = now_secs();
+    let new_session = existing.is_none();
     let (session_id, busy) = match existing {
         Some(id) => {
             let busy = state.busy.try_claim(&id).ok_or_else(|| ApiError::session_busy(&id))?;
@@ -222,6 +237,12 @@ pub fn prepare(state: &Arc<AppState>, mut req: CreateResponse) -> Result<Turn, A
         session_id: session_id.clone(),
         conversation: conversation.map(|id| serde_json::json!({"id": id})),
     };
+    if let Err(e) = answers_known_calls(&history, &input) {
+        if new_session {
+            store.delete_session(&session_id)?;
+        }
+        return Err(e);
+    }
     store.put_response(&response)?;
     store.append_items(&session_id, &response.id, &input)?;
     history.extend(input);
@@ -313,6 +334,23 @@ fn client_tools(tools: &[serde_json::Value], own: &[ToolSpec]) -> Result<Vec<Too
         out.push(ToolSpec { name: name.to_string().into(), description: description.into(), parameters });
     }
     Ok(out)
+}
+
+/// Each `function_call_output` of the input answers a `function_call` of the history or
+/// of the input before it.
+fn answers_known_calls(history: &[Item], input: &[Item]) -> Result<(), ApiError> {
+    for (i, item) in input.iter().enumerate() {
+        let Item::FunctionCallOutput(o) = item else { continue };
+        let known =
+            history.iter().chain(&input[..i]).any(|c| matches!(c, Item::FunctionCall(c) if c.call_id == o.call_id));
+        if !known {
+            return Err(ApiError::invalid_param(
+                &format!("input[{i}].call_id"),
+                format!("No tool call with call_id '{}' in this conversation to answer.", o.call_id),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `truncation` and `context_management`, checked.
