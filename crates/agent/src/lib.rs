@@ -21,6 +21,7 @@ pub mod pool;
 pub mod provider;
 mod relay;
 mod routes;
+pub mod schedule;
 mod state;
 pub mod store;
 pub mod tools;
@@ -107,6 +108,7 @@ fn start(cfg: AgentConfig) -> std::io::Result<Arc<AppState>> {
         Err(e) => tracing::error!("cannot end the turns of the previous run: {e}"),
     }
     let state = AppState::new(cfg, store);
+    tokio::spawn(schedule::run(state.clone()));
     if let Some(driver::Driver::OpenClaw { bin }) = state.config.drivers.first() {
         let (bin, state) = (bin.clone(), state.clone());
         tokio::spawn(async move { openclaw::prestart(&bin, &state).await });

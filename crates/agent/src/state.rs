@@ -16,6 +16,8 @@ pub struct AppState {
     pub busy: BusySessions,
     /// Streamed and background turns' event logs.
     pub live: crate::live::LiveTurns,
+    /// Wakes the scheduled-work loop when schedules change.
+    pub scheduler: crate::schedule::Scheduler,
     pub tools: ToolContext,
     pub started: Instant,
     /// Built on first use: TLS roots and the DNS resolver cost start time and memory.
@@ -38,6 +40,7 @@ impl AppState {
             store,
             busy: BusySessions::default(),
             live: Default::default(),
+            scheduler: Default::default(),
             tools,
             started: Instant::now(),
             http: OnceLock::new(),

@@ -65,7 +65,50 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE sessions ADD COLUMN context_tokens INTEGER;
     ALTER TABLE sessions ADD COLUMN context_items INTEGER;
 ",
+    "
+    -- Turns the agent runs on time (POST /v1/schedules); `body` holds the schedule as
+    -- created (JSON), `session_id` the session its runs continue.
+    CREATE TABLE schedules (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        body TEXT NOT NULL,
+        session_id TEXT,
+        created_at INTEGER NOT NULL,
+        next_run_at INTEGER NOT NULL,
+        last_run_at INTEGER,
+        run_count INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX schedules_due ON schedules(next_run_at);
+    -- Each run: the response it made, or why it could not start.
+    CREATE TABLE schedule_runs (
+        schedule_id TEXT NOT NULL REFERENCES schedules(id) ON DELETE CASCADE,
+        started_at INTEGER NOT NULL,
+        response_id TEXT,
+        error TEXT
+    );
+    CREATE INDEX schedule_runs_by_schedule ON schedule_runs(schedule_id, started_at);
+",
 ];
+
+/// A stored schedule: its definition as created and its progress.
+#[derive(Debug, Clone)]
+pub struct ScheduleRow {
+    pub id: String,
+    pub body: serde_json::Value,
+    pub session_id: Option<String>,
+    pub created_at: u64,
+    pub next_run_at: u64,
+    pub last_run_at: Option<u64>,
+    pub run_count: u64,
+}
+
+/// One run of a schedule.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ScheduleRun {
+    pub started_at: u64,
+    pub response_id: Option<String>,
+    pub error: Option<String>,
+}
 
 /// What the model is sent of a session: its newest compaction summary, if any, and
 /// the items after what that summary covers.
@@ -322,6 +365,138 @@ impl Store {
             )?;
             Ok(())
         })
+    }
+
+    /// Stores a new schedule.
+    pub fn create_schedule(&self, row: &ScheduleRow) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO schedules (id, body, session_id, created_at, next_run_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![row.id, row.body.to_string(), row.session_id, row.created_at, row.next_run_at],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Every schedule, oldest first.
+    pub fn schedules(&self) -> Result<Vec<ScheduleRow>> {
+        self.schedules_where("1 = 1", params![])
+    }
+
+    /// One schedule.
+    pub fn schedule(&self, id: &str) -> Result<Option<ScheduleRow>> {
+        Ok(self.schedules_where("id = ?1", params![id])?.pop())
+    }
+
+    /// Schedules due at `now`, the longest overdue first.
+    pub fn due_schedules(&self, now: u64) -> Result<Vec<ScheduleRow>> {
+        self.schedules_where("next_run_at <= ?1 ORDER BY next_run_at", params![now])
+    }
+
+    fn schedules_where(&self, clause: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<ScheduleRow>> {
+        let order = if clause.contains("ORDER BY") { "" } else { " ORDER BY seq" };
+        let sql = format!(
+            "SELECT id, body, session_id, created_at, next_run_at, last_run_at, run_count FROM schedules WHERE {clause}{order}"
+        );
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(args, |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, i64>(6)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, body, session_id, created_at, next_run_at, last_run_at, run_count) = row?;
+                out.push(ScheduleRow {
+                    id,
+                    body: serde_json::from_str(&body)?,
+                    session_id,
+                    created_at: created_at as u64,
+                    next_run_at: next_run_at as u64,
+                    last_run_at: last_run_at.map(|t| t as u64),
+                    run_count: run_count as u64,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// The soonest time a schedule is due.
+    pub fn next_due(&self) -> Result<Option<u64>> {
+        self.with(|c| {
+            let t: Option<i64> = c.query_row("SELECT MIN(next_run_at) FROM schedules", [], |r| r.get(0))?;
+            Ok(t.map(|t| t.max(0) as u64))
+        })
+    }
+
+    /// Records a run (its response, or why it could not start), the schedule's next
+    /// time, and the session its runs continue.
+    pub fn record_run(
+        &self,
+        id: &str,
+        at: u64,
+        run: std::result::Result<&str, &str>,
+        next_run_at: u64,
+        session_id: Option<&str>,
+    ) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let (response, error) = match run {
+                Ok(r) => (Some(r), None),
+                Err(e) => (None, Some(e)),
+            };
+            tx.execute(
+                "INSERT INTO schedule_runs (schedule_id, started_at, response_id, error) VALUES (?1, ?2, ?3, ?4)",
+                params![id, at, response, error],
+            )?;
+            // Keep the newest 100 runs of a schedule.
+            tx.execute(
+                "DELETE FROM schedule_runs WHERE schedule_id = ?1 AND rowid NOT IN
+                    (SELECT rowid FROM schedule_runs WHERE schedule_id = ?1 ORDER BY started_at DESC, rowid DESC LIMIT 100)",
+                [id],
+            )?;
+            tx.execute(
+                "UPDATE schedules SET next_run_at = ?2, last_run_at = ?3, run_count = run_count + 1,
+                    session_id = COALESCE(?4, session_id) WHERE id = ?1",
+                params![id, next_run_at, at, session_id],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Moves a schedule's next time (a run put off while its session was busy).
+    pub fn postpone_schedule(&self, id: &str, next_run_at: u64) -> Result<()> {
+        self.with(|c| {
+            c.execute("UPDATE schedules SET next_run_at = ?2 WHERE id = ?1", params![id, next_run_at])?;
+            Ok(())
+        })
+    }
+
+    /// A schedule's runs, newest first, at most `limit`.
+    pub fn schedule_runs(&self, id: &str, limit: usize) -> Result<Vec<ScheduleRun>> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT started_at, response_id, error FROM schedule_runs WHERE schedule_id = ?1
+                 ORDER BY started_at DESC, rowid DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![id, limit as i64], |r| {
+                Ok(ScheduleRun { started_at: r.get::<_, i64>(0)? as u64, response_id: r.get(1)?, error: r.get(2)? })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    /// Deletes a schedule and its runs' records (not their responses); false if absent.
+    pub fn delete_schedule(&self, id: &str) -> Result<bool> {
+        self.with(|c| Ok(c.execute("DELETE FROM schedules WHERE id = ?1", [id])? > 0))
     }
 
     /// Inserts or replaces a response.

@@ -27,6 +27,9 @@ pub struct InstanceActivity {
     turn_running: AtomicBool,
     /// Kept awake until (unix seconds).
     hold_until: AtomicI64,
+    /// When the agent's next scheduled turn is due (unix seconds; 0: none), from its
+    /// last probe; kept while the instance sleeps, so it is woken in time.
+    next_due_at: AtomicI64,
 }
 
 impl InstanceActivity {
@@ -65,6 +68,16 @@ impl InstanceActivity {
     /// Records what the agent's `/health` said about turns.
     pub fn set_turn_running(&self, running: bool) {
         self.turn_running.store(running, Ordering::Relaxed);
+    }
+
+    /// Records what the agent's `/health` said about its next scheduled turn.
+    pub fn set_next_due(&self, at: Option<i64>) {
+        self.next_due_at.store(at.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// When the agent's next scheduled turn is due, as of its last probe.
+    pub fn next_due(&self) -> Option<i64> {
+        Some(self.next_due_at.load(Ordering::Relaxed)).filter(|t| *t > 0)
     }
 
     /// Whether the agent was running a turn at its last probe.

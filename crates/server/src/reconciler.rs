@@ -11,6 +11,7 @@ use crate::activity::InstanceActivity;
 use crate::instances::drive::address_stale;
 use crate::instances::ops::{bring_up, set_status, Actor};
 use crate::state::AppState;
+use berth_core::lifecycle::Action;
 use berth_core::{now_secs, InstanceId, Status};
 use berth_runtime::{ContainerState, ManagedContainer, Observed, RuntimeError};
 use berth_store::{EventRecord, InstanceRecord};
@@ -262,6 +263,10 @@ impl Reconciler {
             // An untouched instance whose container agrees with its record needs a task
             // only on a sweep, when its probe is due, or when it may have gone idle.
             let quiet = seen.as_ref().is_some_and(|cs| settled(rec, &cs.observed, retention));
+            if let Some(due) = due_wake(rec, &self.state.activity.of(&rec.id), now_secs()) {
+                self.wake_for_schedule(rec, due);
+                continue;
+            }
             if quiet && !sweep && !self.has_duty(rec) {
                 continue;
             }
@@ -287,6 +292,24 @@ impl Reconciler {
             });
         }
         Ok(())
+    }
+
+    /// Starts an instance stopped for idleness whose agent has scheduled work due
+    /// (once: the start clears what made it due).
+    fn wake_for_schedule(&self, rec: &InstanceRecord, due: i64) {
+        let activity = self.state.activity.of(&rec.id);
+        activity.set_next_due(None);
+        let (state, id) = (self.state.clone(), rec.id.to_string());
+        tracing::info!(instance = %rec.id, due, "waking a sleeping instance for its scheduled work");
+        self.state.metrics.reconciled("wake_for_schedule");
+        tokio::spawn(async move {
+            let why = Some(format!("woken for its agent's scheduled work, due at {due}"));
+            if let Err(e) =
+                crate::instances::ops::act_noted(state, Actor::Reconciler, id.clone(), Action::Start, why).await
+            {
+                tracing::warn!(instance = %id, error = %e, "could not wake an instance for its scheduled work");
+            }
+        });
     }
 
     /// Whether a running instance is due a health probe or may have gone idle.
@@ -504,7 +527,20 @@ async fn probe_agent(state: &AppState, id: &InstanceId, addr: std::net::SocketAd
     state.heartbeat(id);
     if let Ok(body) = resp.json::<serde_json::Value>().await {
         activity.set_turn_running(body["turn_running"].as_bool().unwrap_or(false));
+        activity.set_next_due(body["next_due_at"].as_i64());
     }
+}
+
+/// Scheduled work due within this many seconds keeps a `cold_start` instance awake.
+const DUE_SOON_SECS: i64 = 60;
+
+/// A sleeping instance is woken this many seconds before its scheduled work is due.
+const WAKE_LEAD_SECS: i64 = 15;
+
+/// Whether an instance stopped for idleness has scheduled work due (it is woken for it).
+fn due_wake(rec: &InstanceRecord, activity: &InstanceActivity, now: i64) -> Option<i64> {
+    let asleep = rec.status == Status::Stopped && rec.idle_stopped && rec.lifecycle_mode == "cold_start";
+    activity.next_due().filter(|due| asleep && *due - WAKE_LEAD_SECS <= now)
 }
 
 /// How long a `cold_start` instance has been idle past its timeout, and since when:
@@ -513,7 +549,8 @@ async fn probe_agent(state: &AppState, id: &InstanceId, addr: std::net::SocketAd
 fn idle_for(rec: &InstanceRecord, activity: &InstanceActivity, now: i64) -> Option<(i64, i64)> {
     let timeout = rec.idle_timeout_secs.filter(|_| rec.lifecycle_mode == "cold_start")? as i64;
     let held = rec.hold_until.is_some_and(|t| t > now) || activity.hold_until().is_some();
-    if held || activity.open_count() > 0 || activity.turn_running() {
+    let due_soon = activity.next_due().is_some_and(|due| due - DUE_SOON_SECS <= now);
+    if held || activity.open_count() > 0 || activity.turn_running() || due_soon {
         return None;
     }
     let since = rec.last_request_at.unwrap_or(0).max(activity.last_request()).max(rec.updated_at);
@@ -678,6 +715,29 @@ mod tests {
         let held = InstanceActivity::default();
         held.set_hold(now + 60);
         assert!(!expired(&old, &held), "a hold keeps it awake");
+        let scheduled = InstanceActivity::default();
+        scheduled.set_next_due(Some(now + 30));
+        assert!(!expired(&old, &scheduled), "scheduled work due soon keeps it awake");
+        scheduled.set_next_due(Some(now + 3600));
+        assert!(expired(&old, &scheduled), "work due in an hour does not");
+    }
+
+    #[test]
+    fn a_sleeping_instance_is_woken_before_its_scheduled_work_only() {
+        let now = now_secs();
+        let mut asleep = record("cold_start", Some(60), now - 500, None);
+        asleep.status = Status::Stopped;
+        asleep.idle_stopped = true;
+        let due = InstanceActivity::default();
+        due.set_next_due(Some(now + 10));
+        assert_eq!(due_wake(&asleep, &due, now), Some(now + 10));
+        let later = InstanceActivity::default();
+        later.set_next_due(Some(now + 600));
+        assert_eq!(due_wake(&asleep, &later, now), None, "not yet");
+        assert_eq!(due_wake(&asleep, &InstanceActivity::default(), now), None, "nothing scheduled");
+        let mut stopped_by_user = asleep.clone();
+        stopped_by_user.idle_stopped = false;
+        assert_eq!(due_wake(&stopped_by_user, &due, now), None, "a user's stop is kept");
     }
 
     #[test]

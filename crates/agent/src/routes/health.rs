@@ -18,6 +18,9 @@ struct Health {
     turn_running: bool,
     /// How many turns are running.
     turns_running: usize,
+    /// When the next scheduled turn is due (Unix seconds), if any: the control plane
+    /// wakes a stopped instance for it.
+    next_due_at: Option<u64>,
 }
 
 pub fn router() -> Router<Arc<AppState>> {
@@ -32,5 +35,6 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<Health> {
         uptime_secs: state.started.elapsed().as_secs(),
         turn_running: turns_running > 0,
         turns_running,
+        next_due_at: state.store.next_due().unwrap_or_default(),
     })
 }

@@ -6,6 +6,7 @@ mod conversations;
 mod health;
 mod models;
 mod responses;
+mod schedules;
 mod sessions;
 mod websocket;
 
@@ -29,6 +30,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(health::router())
         .merge(responses::router())
         .merge(sessions::router())
+        .merge(schedules::router())
         .merge(conversations::router())
         .merge(models::router())
         .fallback(|| async { ApiError::not_found("not_found", "No such route on this agent.".into()) })
