@@ -16,6 +16,7 @@ pub mod error;
 pub mod exec_session;
 mod ids;
 pub mod live;
+mod mcp;
 mod openclaw;
 pub mod pool;
 pub mod provider;
@@ -109,6 +110,9 @@ fn start(cfg: AgentConfig) -> std::io::Result<Arc<AppState>> {
     }
     let state = AppState::new(cfg, store);
     tokio::spawn(schedule::run(state.clone()));
+    // MCP servers start now, so the first turn does not wait for them.
+    let warm = state.clone();
+    tokio::spawn(async move { drop(warm.mcp.specs().await) });
     if let Some(driver::Driver::OpenClaw { bin }) = state.config.drivers.first() {
         let (bin, state) = (bin.clone(), state.clone());
         tokio::spawn(async move { openclaw::prestart(&bin, &state).await });

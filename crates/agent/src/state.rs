@@ -16,6 +16,8 @@ pub struct AppState {
     pub busy: BusySessions,
     /// Streamed and background turns' event logs.
     pub live: crate::live::LiveTurns,
+    /// Tools from the MCP servers of `DATA/mcp.json`.
+    pub mcp: crate::mcp::Mcp,
     /// Wakes the scheduled-work loop when schedules change.
     pub scheduler: crate::schedule::Scheduler,
     pub tools: ToolContext,
@@ -35,7 +37,15 @@ impl AppState {
             user: config.tool_user,
             web_search: crate::tools::search::WebSearch::from_env(),
         };
+        let http = OnceLock::new();
+        let mcp = crate::mcp::Mcp::new(
+            config.data_dir.join("mcp.json"),
+            config.workdir.clone(),
+            config.tool_user,
+            http_client(&http),
+        );
         Arc::new(AppState {
+            mcp,
             config,
             store,
             busy: BusySessions::default(),
@@ -43,21 +53,12 @@ impl AppState {
             scheduler: Default::default(),
             tools,
             started: Instant::now(),
-            http: OnceLock::new(),
+            http,
         })
     }
 
     pub(crate) fn http(&self) -> reqwest::Client {
-        self.http
-            .get_or_init(|| {
-                reqwest::Client::builder()
-                    .connect_timeout(Duration::from_secs(10))
-                    .pool_idle_timeout(Duration::from_secs(60))
-                    .user_agent(concat!("berth-agent/", env!("CARGO_PKG_VERSION")))
-                    .build()
-                    .unwrap_or_default()
-            })
-            .clone()
+        http_client(&self.http)
     }
 
     /// The endpoint of a provider kind, from the configuration.
@@ -87,4 +88,17 @@ impl AppState {
         });
         self.provider(kind)
     }
+}
+
+/// The HTTP client in `cell`, built on first use.
+fn http_client(cell: &OnceLock<reqwest::Client>) -> reqwest::Client {
+    cell.get_or_init(|| {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("berth-agent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default()
+    })
+    .clone()
 }

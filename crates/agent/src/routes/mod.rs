@@ -8,6 +8,7 @@ mod models;
 mod responses;
 mod schedules;
 mod sessions;
+mod tools;
 mod websocket;
 
 use crate::error::ApiError;
@@ -31,6 +32,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(responses::router())
         .merge(sessions::router())
         .merge(schedules::router())
+        .merge(tools::router())
         .merge(conversations::router())
         .merge(models::router())
         .fallback(|| async { ApiError::not_found("not_found", "No such route on this agent.".into()) })

@@ -127,6 +127,7 @@ impl Turn {
             return self.driven(&driver, emitter).await;
         }
         let mut tools = crate::tools::specs(&self.state.tools);
+        tools.extend(self.state.mcp.specs().await);
         tools.extend(self.client_tools.iter().cloned());
         for step in 1..=self.max_steps {
             // The last step offers no tools, so the model has to answer.
@@ -158,7 +159,11 @@ impl Turn {
                 } else if offered.is_empty() {
                     "not run: the step limit of this turn was reached".to_string()
                 } else {
-                    crate::tools::run(&self.state.tools, &name, &arguments).await
+                    let timeout = self.state.config.limits.shell_timeout;
+                    match self.state.mcp.call(&name, &arguments, timeout).await {
+                        Some(output) => output,
+                        None => crate::tools::run(&self.state.tools, &name, &arguments).await,
+                    }
                 };
                 self.tool_output_done(emitter, call_id, output).await?;
             }
