@@ -103,6 +103,9 @@ fn start(cfg: AgentConfig) -> std::io::Result<Arc<AppState>> {
     }
     let store =
         store::Store::open(&cfg.data_dir.join("sessions.db")).map_err(|e| std::io::Error::other(e.to_string()))?;
+    if let Err(e) = store.prune_events() {
+        tracing::warn!("cannot prune old stream events: {e}");
+    }
     match store.fail_unfinished() {
         Ok(0) => {}
         Ok(n) => tracing::warn!(turns = n, "turns left running by the previous run of the agent ended as failed"),

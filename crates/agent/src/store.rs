@@ -88,7 +88,23 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX schedule_runs_by_schedule ON schedule_runs(schedule_id, started_at);
 ",
+    "
+    -- The numbered stream events of streamed and background turns, kept a day so a
+    -- client can pick a turn up again after the agent restarted.
+    CREATE TABLE events (
+        response_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        data TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (response_id, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX events_by_time ON events(at);
+",
 ];
+
+/// How long stream events are kept, in seconds.
+pub const EVENTS_KEPT_SECS: u64 = 24 * 3600;
 
 /// A stored schedule: its definition as created and its progress.
 #[derive(Debug, Clone)]
@@ -497,6 +513,55 @@ impl Store {
     /// Deletes a schedule and its runs' records (not their responses); false if absent.
     pub fn delete_schedule(&self, id: &str) -> Result<bool> {
         self.with(|c| Ok(c.execute("DELETE FROM schedules WHERE id = ?1", [id])? > 0))
+    }
+
+    /// Appends stream events of a turn `(seq, event, data)`.
+    pub fn append_events(&self, response_id: &str, events: &[(u64, &str, &str)]) -> Result<()> {
+        let now = crate::ids::now_secs();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO events (response_id, seq, event, data, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                for (seq, event, data) in events {
+                    stmt.execute(params![response_id, *seq as i64, event, data, now])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// A turn's stored stream events after `after` (all when None), in order.
+    pub fn events(&self, response_id: &str, after: Option<u64>) -> Result<Vec<(u64, String, String)>> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, event, data FROM events WHERE response_id = ?1 AND seq > ?2 ORDER BY seq",
+            )?;
+            let from = after.map_or(-1, |a| a as i64);
+            let rows =
+                stmt.query_map(params![response_id, from], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    /// The last stream event stored for a turn (its number and name), if any.
+    pub fn last_event(&self, response_id: &str) -> Result<Option<(u64, String)>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT seq, event FROM events WHERE response_id = ?1 ORDER BY seq DESC LIMIT 1",
+                [response_id],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            )
+            .optional()?)
+        })
+    }
+
+    /// Forgets stream events older than [`EVENTS_KEPT_SECS`].
+    pub fn prune_events(&self) -> Result<usize> {
+        let cutoff = crate::ids::now_secs().saturating_sub(EVENTS_KEPT_SECS);
+        self.with(|c| Ok(c.execute("DELETE FROM events WHERE at < ?1", [cutoff])?))
     }
 
     /// Inserts or replaces a response.

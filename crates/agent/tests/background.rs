@@ -143,16 +143,41 @@ async fn a_turn_cut_short_by_a_restart_of_the_agent_ends_failed_with_the_reason(
     let agent = Agent::start(&dirs, &llm.base_url, &[]).await;
     let (_, r) = agent.post("/v1/responses", &json!({"input": "long", "background": true})).await;
     let id = r["id"].as_str().unwrap().to_string();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
     drop(agent); // killed mid-turn
 
     let agent = Agent::start(&dirs, &llm.base_url, &[]).await;
     let (_, after) = agent.get(&format!("/v1/responses/{id}")).await;
     assert_eq!(after["status"], "failed", "never stuck in_progress: {after}");
     assert_eq!(after["error"]["code"], "agent_restarted");
-    let (status, e) = agent.get(&format!("/v1/responses/{id}?stream=true")).await;
-    assert_eq!(status, 410, "{e}");
-    assert_eq!(e["error"]["code"], "stream_unavailable");
+    // Its stream is picked up across the restart: what it streamed before, then its end.
+    let events = agent.open_get_stream(&format!("/v1/responses/{id}?stream=true")).await.rest().await;
+    assert_eq!(events[0].event, "response.created");
+    // Kept at least every 250 ms: most of what streamed before the kill.
+    assert!(deltas(&events).starts_with("aaa"), "the deltas streamed before the restart: {}", deltas(&events));
+    let last = events.last().unwrap();
+    assert_eq!(last.event, "response.failed", "the turn cut by the restart ends, with its reason");
+    assert_eq!(last.data["response"]["error"]["code"], "agent_restarted");
+    let numbers = seqs(&events);
+    assert_eq!(numbers, (0..numbers.len() as u64).collect::<Vec<_>>(), "numbered without a gap");
+}
+
+#[tokio::test]
+async fn a_finished_turn_is_picked_up_after_a_restart_of_the_agent_exactly_where_it_left_off() {
+    let llm = ScriptedLlm::openai(|_| text(&WORDS)).await;
+    let dirs = Dirs::new();
+    let agent = Agent::start(&dirs, &llm.base_url, &[]).await;
+    let original = agent.stream(&json!({"input": "count"})).await;
+    let id = original[0].data["response"]["id"].as_str().unwrap().to_string();
+    agent.stop();
+
+    let agent = Agent::start(&dirs, &llm.base_url, &[]).await;
+    let resumed = agent.open_get_stream(&format!("/v1/responses/{id}?stream=true&starting_after=5")).await.rest().await;
+    assert_eq!(seqs(&resumed)[0], 6, "from event 6");
+    let same: Vec<(&str, &Value)> = original[6..].iter().map(|e| (e.event.as_str(), &e.data)).collect();
+    let again: Vec<(&str, &Value)> = resumed.iter().map(|e| (e.event.as_str(), &e.data)).collect();
+    assert_eq!(same, again, "the same events, nothing lost, nothing doubled");
+    assert_eq!(resumed.last().unwrap().event, "response.completed");
 }
 
 #[tokio::test]

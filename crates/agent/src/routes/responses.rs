@@ -122,18 +122,46 @@ async fn fetch(
     if !stream {
         return Ok(Json(stored).into_response());
     }
-    let live = state.live.get(&id).ok_or_else(|| {
+    match state.live.get(&id) {
+        Some(live) => Ok(sse(live.follow(after), None)),
+        None => replay(&state, &stored, after),
+    }
+}
+
+/// A turn's events as the store kept them (the agent restarted since, or its log in
+/// memory was let go), ended by its terminal event: when the turn was cut short by a
+/// restart, one made from the stored response (`response.failed`, `agent_restarted`).
+fn replay(state: &AppState, stored: &Response, after: Option<u64>) -> Result<axum::response::Response, ApiError> {
+    let id = &stored.id;
+    let Some((last, last_kind)) = state.store.last_event(id)? else {
         let mut e = ApiError::bad_request(
             "stream_unavailable",
             format!(
-                "The events of response '{id}' are no longer kept (they are for 10 minutes after a streamed or \
-                 background turn ends, and not across restarts of the agent); GET it without stream=true."
+                "The events of response '{id}' are not kept (they are for a day after a streamed or background turn); \
+                 GET it without stream=true."
             ),
         );
         e.status = StatusCode::GONE;
-        e
-    })?;
-    Ok(sse(live.follow(after), None))
+        return Err(e);
+    };
+    let mut frames: Vec<(String, String)> =
+        state.store.events(id, after)?.into_iter().map(|(_, event, data)| (event, data)).collect();
+    let ended = ["response.completed", "response.failed", "response.incomplete"].contains(&last_kind.as_str());
+    let kind = match stored.status {
+        Status::Completed => Some("response.completed"),
+        Status::Failed => Some("response.failed"),
+        Status::Incomplete => Some("response.incomplete"),
+        Status::Cancelled | Status::InProgress => None,
+    };
+    if let (false, Some(kind)) = (ended, kind) {
+        let seq = (last + 1).max(after.map_or(0, |a| a + 1));
+        let data = crate::api::events::lifecycle(kind, stored).into_json(seq).to_string();
+        frames.push((kind.to_string(), data));
+    }
+    let events = stream::iter(frames)
+        .map(|(event, data)| Ok::<_, Infallible>(Event::default().event(event).data(data)))
+        .chain(stream::once(async { Ok(Event::default().data("[DONE]")) }));
+    Ok(Sse::new(events).into_response())
 }
 
 /// `POST /v1/responses/{id}/cancel`: stops a running streamed or background turn and

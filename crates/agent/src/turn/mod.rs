@@ -78,6 +78,7 @@ impl Turn {
 
     /// Runs the loop to its end and returns the final response.
     pub async fn run(mut self, mut emitter: Emitter) -> Response {
+        emitter.keep_in(&self.state.store, &self.response.id);
         let end = match self.steps(&mut emitter).await {
             Ok(end) => end,
             Err(StepError::Cancelled) => End::Cancelled,
@@ -114,6 +115,7 @@ impl Turn {
         if !kind.is_empty() {
             let _ = emitter.emit(events::lifecycle(kind, &self.response)).await;
         }
+        drop(emitter);
         if let Some(live) = &self.live {
             live.finish();
         }
