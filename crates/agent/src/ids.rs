@@ -1,4 +1,4 @@
-//! Identifiers and timestamps shared by the API objects.
+//! Identifiers, timestamps and text cuts shared by the API objects.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,4 +23,19 @@ mod tests {
         assert!(a.starts_with("resp_") && a.len() == 29);
         assert_ne!(a, b);
     }
+}
+
+/// Shortens `s` to at most `max` bytes (at a character boundary) and appends `mark`
+/// when it was longer; answers whether it was cut.
+pub(crate) fn cut(s: &mut String, max: usize, mark: &str) -> bool {
+    if s.len() <= max {
+        return false;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push_str(mark);
+    true
 }

@@ -104,13 +104,6 @@ pub(crate) fn error_detail(body: &str) -> String {
             .map(str::to_string)
     });
     let mut s = msg.unwrap_or_else(|| body.trim().to_string());
-    if s.len() > 500 {
-        let mut cut = 500;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push('…');
-    }
+    crate::ids::cut(&mut s, 500, "…");
     s
 }

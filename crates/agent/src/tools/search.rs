@@ -46,13 +46,6 @@ pub async fn run(search: &WebSearch, query: &str, count: u64, cap: usize) -> Str
     } else {
         format!("error: the search service answered {status}: {body}")
     };
-    if text.len() > cap {
-        let mut end = cap;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push_str("\n[cut]");
-    }
+    crate::ids::cut(&mut text, cap, "\n[cut]");
     text
 }

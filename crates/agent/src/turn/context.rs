@@ -113,14 +113,7 @@ fn clip_to(items: &[Item], budget: u64) -> Vec<Item> {
 
 fn clip_item(item: &mut Item, cap: usize) {
     let clip = |s: &mut String| {
-        if s.len() > cap {
-            let mut cut = cap;
-            while !s.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            s.truncate(cut);
-            s.push_str(" …[cut]");
-        }
+        crate::ids::cut(s, cap, " …[cut]");
     };
     match item {
         Item::Message(m) => m.content.iter_mut().for_each(|p| match p {
