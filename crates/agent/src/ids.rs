@@ -14,17 +14,6 @@ pub fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn ids_carry_prefix_and_differ() {
-        let a = super::new_id("resp");
-        let b = super::new_id("resp");
-        assert!(a.starts_with("resp_") && a.len() == 29);
-        assert_ne!(a, b);
-    }
-}
-
 /// Shortens `s` to at most `max` bytes (at a character boundary) and appends `mark`
 /// when it was longer; answers whether it was cut.
 pub(crate) fn cut(s: &mut String, max: usize, mark: &str) -> bool {
@@ -38,4 +27,15 @@ pub(crate) fn cut(s: &mut String, max: usize, mark: &str) -> bool {
     s.truncate(end);
     s.push_str(mark);
     true
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_carry_prefix_and_differ() {
+        let a = super::new_id("resp");
+        let b = super::new_id("resp");
+        assert!(a.starts_with("resp_") && a.len() == 29);
+        assert_ne!(a, b);
+    }
 }
