@@ -44,6 +44,12 @@ class Model(BaseHTTPRequestHandler):
         pass
 
     def do_POST(self):
+        try:
+            self.answer()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # a client that read its first event and left (the resume figures)
+
+    def answer(self):
         body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
         msgs = body.get("messages", [])
         size = sum(len(m.get("content") or "") for m in msgs if isinstance(m.get("content"), str)) // 4

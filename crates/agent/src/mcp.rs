@@ -83,13 +83,14 @@ pub struct Mcp {
     path: PathBuf,
     workdir: PathBuf,
     user: Option<ToolUser>,
-    http: reqwest::Client,
+    /// For streamable-HTTP servers, built when the first one starts.
+    http: std::sync::OnceLock<reqwest::Client>,
     loaded: tokio::sync::Mutex<Loaded>,
 }
 
 impl Mcp {
-    pub fn new(path: PathBuf, workdir: PathBuf, user: Option<ToolUser>, http: reqwest::Client) -> Self {
-        Mcp { path, workdir, user, http, loaded: Default::default() }
+    pub fn new(path: PathBuf, workdir: PathBuf, user: Option<ToolUser>) -> Self {
+        Mcp { path, workdir, user, http: Default::default(), loaded: Default::default() }
     }
 
     /// The servers as the file now says, (re)started when it changed.
@@ -164,7 +165,7 @@ impl Mcp {
                 }
                 let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
                 config.custom_headers = headers;
-                let transport = StreamableHttpClientTransport::with_client(Http(self.http.clone()), config);
+                let transport = StreamableHttpClientTransport::with_client(Http(crate::state::http_client(&self.http)), config);
                 ().serve(transport).await.map_err(|e| format!("{url} did not speak MCP: {e}"))?
             }
             (Some(_), Some(_), _) => return Err("give 'command' or 'url', not both".into()),

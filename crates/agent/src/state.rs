@@ -38,12 +38,7 @@ impl AppState {
             web_search: crate::tools::search::WebSearch::from_env(),
         };
         let http = OnceLock::new();
-        let mcp = crate::mcp::Mcp::new(
-            config.data_dir.join("mcp.json"),
-            config.workdir.clone(),
-            config.tool_user,
-            http_client(&http),
-        );
+        let mcp = crate::mcp::Mcp::new(config.data_dir.join("mcp.json"), config.workdir.clone(), config.tool_user);
         Arc::new(AppState {
             mcp,
             config,
@@ -90,8 +85,9 @@ impl AppState {
     }
 }
 
-/// The HTTP client in `cell`, built on first use.
-fn http_client(cell: &OnceLock<reqwest::Client>) -> reqwest::Client {
+/// The HTTP client in `cell`, built on first use (TLS roots and the DNS resolver cost
+/// memory an idle agent should not pay).
+pub(crate) fn http_client(cell: &OnceLock<reqwest::Client>) -> reqwest::Client {
     cell.get_or_init(|| {
         reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
