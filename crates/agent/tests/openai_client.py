@@ -103,6 +103,18 @@ answer = client.responses.create(
 )
 assert answer.output_text == "It is sunny in Paris.", answer.output_text
 
+# Compaction: the SDK's typed answer, and its output taken back as the next input.
+compacted = client.responses.compact(
+    model="scripted-model",
+    input=[{"role": "user", "content": "My name is Alice."}, {"role": "assistant", "content": "Hello Alice!"}],
+)
+assert compacted.object == "response.compaction", compacted
+assert compacted.output[-1].type == "compaction" and compacted.output[-1].encrypted_content, compacted.output
+again = client.responses.create(
+    model="scripted-model", input=[i.model_dump(exclude_none=True) for i in compacted.output] + [
+        {"role": "user", "content": "What is my name?"}])
+assert again.status == "completed", again
+
 # Models.
 ids = [m.id for m in client.models.list()]
 assert "scripted-model" in ids, ids
