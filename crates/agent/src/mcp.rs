@@ -165,7 +165,8 @@ impl Mcp {
                 }
                 let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
                 config.custom_headers = headers;
-                let transport = StreamableHttpClientTransport::with_client(Http(crate::state::http_client(&self.http)), config);
+                let transport =
+                    StreamableHttpClientTransport::with_client(Http(crate::state::http_client(&self.http)), config);
                 ().serve(transport).await.map_err(|e| format!("{url} did not speak MCP: {e}"))?
             }
             (Some(_), Some(_), _) => return Err("give 'command' or 'url', not both".into()),
