@@ -198,7 +198,15 @@ fn now_millis() -> u128 {
 
 /// Runs schedules when they come due, for as long as the agent runs.
 pub async fn run(state: Arc<AppState>) {
+    let mut pruned = std::time::Instant::now();
     loop {
+        // Stream events are kept a day: forget older ones hourly, not only at start.
+        if pruned.elapsed() >= Duration::from_secs(3600) {
+            pruned = std::time::Instant::now();
+            if let Err(e) = state.store.prune_events() {
+                tracing::warn!("cannot prune old stream events: {e}");
+            }
+        }
         let now = now_secs();
         match state.store.due_schedules(now) {
             Ok(due) => {
@@ -212,7 +220,7 @@ pub async fn run(state: Arc<AppState>) {
             Ok(Some(t)) => {
                 Duration::from_millis((u128::from(t) * 1000).saturating_sub(now_millis()).min(3_600_000) as u64)
             }
-            Ok(None) => Duration::from_secs(3600),
+            Ok(None) => Duration::from_secs(600),
             Err(_) => Duration::from_secs(5),
         };
         tokio::select! {

@@ -266,7 +266,17 @@ impl Store {
 
     /// Deletes a session with its history and responses; false if it did not exist.
     pub fn delete_session(&self, id: &str) -> Result<bool> {
-        self.with(|c| Ok(c.execute("DELETE FROM sessions WHERE id = ?1", [id])? > 0))
+        self.with(|c| {
+            let tx = c.transaction()?;
+            // Stream events hold the session's text too.
+            tx.execute(
+                "DELETE FROM events WHERE response_id IN (SELECT id FROM responses WHERE session_id = ?1)",
+                [id],
+            )?;
+            let gone = tx.execute("DELETE FROM sessions WHERE id = ?1", [id])? > 0;
+            tx.commit()?;
+            Ok(gone)
+        })
     }
 
     /// Appends items to a session's history in one transaction.

@@ -190,6 +190,8 @@ async fn bad_stream_parameters_are_named() {
     let (status, e) = agent.get(&format!("/v1/responses/{id}?stream=true&starting_after=x")).await;
     assert_eq!(status, 400);
     assert_eq!(e["error"]["param"], "starting_after");
+    let (status, e) = agent.get(&format!("/v1/responses/{id}?stream=true&starting_after=18446744073709551615")).await;
+    assert_eq!((status.as_u16(), e["error"]["param"].as_str()), (400, Some("starting_after")));
     let (status, e) = agent.get(&format!("/v1/responses/{id}?stream=maybe")).await;
     assert_eq!(status, 400);
     assert_eq!(e["error"]["param"], "stream");

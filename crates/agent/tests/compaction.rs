@@ -92,6 +92,28 @@ async fn a_session_of_200_turns_against_a_small_window_keeps_answering() {
 }
 
 #[tokio::test]
+async fn a_low_compact_threshold_compacts_now_and_then_not_every_call() {
+    let llm = ScriptedLlm::openai(small_model).await;
+    let dirs = Dirs::new();
+    let agent = Agent::start(&dirs, &llm.base_url, &[]).await;
+    let mut session: Option<String> = None;
+    for n in 1..=30 {
+        let mut body =
+            json!({"input": turn_text(n), "context_management": [{"type": "compaction", "compact_threshold": 1000}]});
+        if let Some(s) = &session {
+            body["session_id"] = s.clone().into();
+        }
+        let (_, r) = agent.post("/v1/responses", &body).await;
+        assert_eq!(r["status"], "completed", "{r}");
+        session = Some(r["session_id"].as_str().unwrap().to_string());
+    }
+    let summaries = llm.requests().iter().filter(|r| is_summary_request(&r.body)).count();
+    // The system prompt and the tools alone pass 1,000 tokens: compacting each call would
+    // be 30 summaries.
+    assert!((1..=10).contains(&summaries), "{summaries} summaries in 30 turns");
+}
+
+#[tokio::test]
 async fn without_compaction_a_turn_that_does_not_fit_fails_or_is_truncated_when_asked() {
     let llm = ScriptedLlm::openai(small_model).await;
     let dirs = Dirs::new();

@@ -204,6 +204,10 @@ status, e = request("GET", f"/v1/responses/{r['id']}")
 assert status == 404, "a store: false response is not kept for GET"
 status, e = request("POST", "/v1/responses", {"model": MODEL, "input": "again", "previous_response_id": r["id"]})
 assert status == 404 and e["error"]["code"] == "previous_response_not_found", e
+status, e = request("POST", f"/v1/responses/{r['id']}/cancel", {})
+assert status == 404, "nor for cancel"
+status, e = request("POST", "/v1/responses/compact", {"model": MODEL, "previous_response_id": r["id"]})
+assert status == 404 and e["error"]["code"] == "previous_response_not_found", "nor for compaction"
 
 status, c = request("POST", "/v1/responses/compact", {
     "model": MODEL, "prompt_cache_key": "openresponses-compact",

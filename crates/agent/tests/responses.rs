@@ -146,6 +146,7 @@ async fn bad_requests_get_openai_errors() {
         ),
         (json!({"input": "x", "text": {"format": {"type": "yaml"}}}), 400, "invalid_value", Some("text.format.type")),
         (json!({"input": "x", "tool_choice": "sometimes"}), 400, "invalid_value", Some("tool_choice")),
+        (json!({"input": "x", "background": true, "store": false}), 400, "invalid_value", Some("store")),
         (
             json!({"input": "x", "text": {"format": {"type": "json_schema", "schema": {}}}}),
             400,

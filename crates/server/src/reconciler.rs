@@ -308,6 +308,8 @@ impl Reconciler {
                 crate::instances::ops::act_noted(state, Actor::Reconciler, id.clone(), Action::Start, why).await
             {
                 tracing::warn!(instance = %id, error = %e, "could not wake an instance for its scheduled work");
+                // Tried again next pass (a start that failed for good leaves it in error, not asleep).
+                activity.set_next_due(Some(due));
             }
         });
     }

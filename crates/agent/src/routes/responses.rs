@@ -110,7 +110,7 @@ async fn fetch(
     };
     let after = match q.get("starting_after") {
         None => None,
-        Some(n) => Some(n.parse::<u64>().map_err(|_| {
+        Some(n) => Some(n.parse::<u64>().ok().filter(|n| *n < i64::MAX as u64).ok_or_else(|| {
             ApiError::invalid_param(
                 "starting_after",
                 format!("'starting_after' is the sequence_number of an event already seen (0 or more), not '{n}'."),
@@ -154,7 +154,7 @@ fn replay(state: &AppState, stored: &Response, after: Option<u64>) -> Result<axu
         Status::Cancelled | Status::InProgress => None,
     };
     if let (false, Some(kind)) = (ended, kind) {
-        let seq = (last + 1).max(after.map_or(0, |a| a + 1));
+        let seq = (last + 1).max(after.map_or(0, |a| a.saturating_add(1)));
         let data = crate::api::events::lifecycle(kind, stored).into_json(seq).to_string();
         frames.push((kind.to_string(), data));
     }
@@ -167,7 +167,7 @@ fn replay(state: &AppState, stored: &Response, after: Option<u64>) -> Result<axu
 /// `POST /v1/responses/{id}/cancel`: stops a running streamed or background turn and
 /// its tools; answers the response (`cancelled`, or as it ended when it had already).
 async fn cancel(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Response>, ApiError> {
-    let stored = state.store.response(&id)?.ok_or_else(|| not_found(&id))?;
+    let stored = state.store.response(&id)?.filter(|r| r.store).ok_or_else(|| not_found(&id))?;
     let live: Option<Arc<LiveTurn>> = state.live.get(&id);
     match live {
         Some(live) => {
@@ -187,5 +187,5 @@ async fn cancel(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> R
         }
         None => {}
     }
-    Ok(Json(state.store.response(&id)?.ok_or_else(|| not_found(&id))?))
+    Ok(Json(state.store.response(&id)?.filter(|r| r.store).ok_or_else(|| not_found(&id))?))
 }

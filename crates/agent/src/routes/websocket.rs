@@ -26,11 +26,17 @@ use tracing::Instrument;
 /// The longest a connection lasts.
 const CONNECTION_LIMIT: Duration = Duration::from_secs(60 * 60);
 
+/// Largest message taken: the HTTP body limit.
+const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Most `response.create` messages waiting behind the running turn.
+const MAX_QUEUED: usize = 8;
+
 /// How many `store: false` responses a connection remembers.
 const LOCAL_RESPONSES: usize = 64;
 
 pub async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(move |socket| serve(state, socket))
+    ws.max_message_size(MAX_MESSAGE_BYTES).on_upgrade(move |socket| serve(state, socket))
 }
 
 /// The `store: false` responses a connection made, oldest first.
@@ -122,7 +128,17 @@ async fn serve(state: Arc<AppState>, mut socket: WebSocket) {
                 },
                 incoming = next_text(&mut socket) => match incoming {
                     // Another turn asked for while this one runs: it waits its turn.
-                    Some(t) => queued.push_back(t),
+                    Some(t) if queued.len() < MAX_QUEUED => queued.push_back(t),
+                    Some(_) => {
+                        let e = ApiError::bad_request(
+                            "too_many_queued",
+                            format!("At most {MAX_QUEUED} turns wait behind the running one on a connection; send this one again later."),
+                        );
+                        if socket.send(error_frame(&e)).await.is_err() {
+                            task.abort();
+                            return;
+                        }
+                    }
                     None => {
                         task.abort();
                         return;

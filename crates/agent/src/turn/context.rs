@@ -186,7 +186,10 @@ impl Turn {
         let fixed = text_tokens(&self.system) + tools_tokens(tools);
         let compact = cfg.auto_compact || self.policy.compact_threshold.is_some();
         if compact && fixed + self.history_tokens() > threshold {
-            self.compact(window, emitter).await?;
+            // What stays verbatim is well under the threshold, so the next compaction
+            // waits until as much again has come.
+            let keep = (window / 4).min(threshold / 2);
+            self.compact(window, keep, emitter).await?;
         }
         let needed = fixed + self.history_tokens() + reserve;
         if needed <= window {
@@ -242,11 +245,15 @@ impl Turn {
     /// Summarises the older turns into a compaction item, kept in the session and
     /// shown in the response's output. A failed summary is logged and the turn goes
     /// on (the window may still hold it).
-    async fn compact(&mut self, window: u64, emitter: &mut Emitter) -> Result<(), StepError> {
+    async fn compact(&mut self, window: u64, keep: u64, emitter: &mut Emitter) -> Result<(), StepError> {
         let first = if self.compacted { 2 } else { 1 };
-        let Some(cut) = choose_cut(&self.history, first, window / 4) else {
+        let Some(cut) = choose_cut(&self.history, first, keep) else {
             return Ok(());
         };
+        // Not worth a model call for a sliver (a threshold the fixed part alone passes).
+        if items_tokens(&self.history[first - 1..cut]) < keep / 2 {
+            return Ok(());
+        }
         let (item, usage) = match summarise(&self.provider, &self.response.model, &self.history[..cut], window).await {
             Ok(done) => done,
             Err(e) => {
@@ -364,7 +371,7 @@ fn compact_target(state: &crate::state::AppState, req: &CompactRequest) -> Resul
         }
     }
     if let Some(prev) = &req.previous_response_id {
-        let r = state.store.response(prev)?.ok_or_else(|| {
+        let r = state.store.response(prev)?.filter(|r| r.store).ok_or_else(|| {
             ApiError::not_found("previous_response_not_found", format!("Previous response with id '{prev}' not found."))
         })?;
         named.push(("previous_response_id", r.session_id));

@@ -129,7 +129,9 @@ impl Turn {
             return self.driven(&driver, emitter).await;
         }
         let mut tools = crate::tools::specs(&self.state.tools);
-        tools.extend(self.state.mcp.specs().await);
+        // A client's tool of the same name wins over an MCP server's.
+        let mcp = self.state.mcp.specs().await;
+        tools.extend(mcp.into_iter().filter(|t| !self.client_tools.iter().any(|c| c.name == t.name)));
         tools.extend(self.client_tools.iter().cloned());
         for step in 1..=self.max_steps {
             // The last step offers no tools, so the model has to answer.

@@ -91,6 +91,12 @@ pub fn prepare_on(
         return Err(ApiError::invalid_param("input", "The agent needs a user message to answer."));
     }
     let policy = context_policy(&req)?;
+    if req.background == Some(true) && req.store == Some(false) {
+        return Err(ApiError::invalid_param(
+            "store",
+            "A background turn is fetched later, so it needs its response stored: 'store': false is refused with 'background': true.",
+        ));
+    }
     let text = text_param(req.text.take())?;
     let no_tools = tool_choice_param(req.tool_choice.as_ref())?;
     let given_tools = req.tools.take().unwrap_or_default();
