@@ -4,7 +4,7 @@
 
 mod support;
 
-use berth_test_util::llm::{last_role, text, Reply, ScriptedLlm};
+use berth_test_util::llm::{last_role, text, tool_names, Reply, ScriptedLlm};
 use serde_json::{json, Value};
 use support::{Agent, Dirs};
 
@@ -92,12 +92,7 @@ async fn bad_client_tools_are_refused_naming_what_is_wrong() {
                        {"type": "web_search_preview"}]);
     let (status, r) = agent.post("/v1/responses", &json!({"input": "hi", "tools": tools})).await;
     assert_eq!(status, 200, "{r}");
-    let offered: Vec<String> = llm.requests()[0].body["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["function"]["name"].as_str().unwrap().to_string())
-        .collect();
+    let offered = tool_names(&llm.requests()[0].body);
     assert_eq!(offered.last().map(String::as_str), Some("lookup"));
     assert!(!offered.iter().any(|n| n.contains("web_search_preview")));
 }

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
-use berth_test_util::llm::{last_role, last_text, text, tool, Reply, ScriptedLlm};
+use berth_test_util::llm::{last_role, last_text, text, tool, tool_names, Reply, ScriptedLlm};
 use serde_json::{json, Value};
 use support::{Agent, Dirs};
 
@@ -89,12 +89,7 @@ async fn mcp_servers_tools_are_listed_offered_and_run() {
     let output = r["output"].as_array().unwrap().iter().find(|i| i["type"] == "function_call_output").unwrap();
     assert_eq!(output["output"], "5", "{r}");
     assert_eq!(r["output"].as_array().unwrap().last().unwrap()["content"][0]["text"], "the tool said 5");
-    let offered: Vec<String> = llm.requests()[0].body["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["function"]["name"].as_str().unwrap().to_string())
-        .collect();
+    let offered = tool_names(&llm.requests()[0].body);
     assert!(offered.contains(&"calc__add".to_string()) && offered.contains(&"web__lookup".to_string()), "{offered:?}");
 
     // The HTTP server's tool, and an error result the model sees as such.

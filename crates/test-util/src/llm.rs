@@ -17,7 +17,7 @@
 //! anyway, and the static agent build does not see dev-dependencies at all.
 //!
 //! A script is a function of the request body; the helpers [`last_text`],
-//! [`last_role`], [`first_user_text`] and [`count_role`] read the conversation
+//! [`last_role`], [`first_user_text`], [`count_role`] and [`tool_names`] read the request
 //! in either protocol:
 //!
 //! ```no_run
@@ -424,4 +424,15 @@ pub fn first_user_text(body: &Value) -> String {
 /// How many messages with this role the request carries.
 pub fn count_role(body: &Value, role: &str) -> usize {
     body["messages"].as_array().map_or(0, |m| m.iter().filter(|m| m["role"] == role).count())
+}
+
+/// Names of the tools a chat-completions request offers.
+pub fn tool_names(body: &Value) -> Vec<String> {
+    body["tools"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|t| t["function"]["name"].as_str().map(str::to_string))
+        .collect()
 }
