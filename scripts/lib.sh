@@ -61,6 +61,12 @@ apt_install() {
     "${missing[@]}" >&2 || die "apt-get install ${missing[*]} failed"
 }
 
+# pg_server_installed: true when PostgreSQL's server binaries are installed (Debian's
+# in /usr/lib/postgresql/VERSION/bin, or initdb on the PATH).
+pg_server_installed() {
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null 2>&1
+}
+
 require_cargo() {
   command -v cargo >/dev/null 2>&1 ||
     die "cargo not found (install the Rust toolchain with rustup; PATH=$PATH)"

@@ -8,7 +8,10 @@
 #
 # Exports for the tests: BERTH_AGENT_BIN (absolute path of the static agent) and
 # BERTH_TEST_IMAGE (berth-test/busybox:latest unless already set), BERTH_AGENT_TEMPLATES
-# (none unless already set: servers build no agent template image).
+# (none unless already set: servers build no agent template image), BERTH_TEST_PG_URL
+# (unless already set: the admin URL of a PostgreSQL cluster started for this run, in a
+# temporary directory, stopped and removed when the script exits, whatever the result;
+# see crates/test-util/src/postgres.rs).
 #   BERTH_TEST_THREADS  parallel tests (default 4)
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
@@ -36,6 +39,23 @@ log "BERTH_TEST_IMAGE=$BERTH_TEST_IMAGE"
 # The end-to-end tests (crates/e2e) drive the real `berth` binary.
 log "cargo build -p berth-cli"
 cargo build -p berth-cli
+
+# One PostgreSQL cluster for the whole run: every test that asks for a database gets a
+# fresh one on it (berth_test_util::postgres::database_url).
+if [ -z "${BERTH_TEST_PG_URL:-}" ]; then
+  pg_server_installed || apt_install postgresql postgresql-client
+  pg_cluster="$BERTH_ROOT/crates/test-util/src/pg_cluster.sh"
+  pg_dir="$(mktemp -d "${TMPDIR:-/tmp}/berth-test-pg.XXXXXX")"
+  stop_pg() {
+    local rc=$?
+    bash "$pg_cluster" stop "$pg_dir" || log "WARNING: could not remove the test cluster in $pg_dir"
+    exit "$rc"
+  }
+  trap stop_pg EXIT
+  BERTH_TEST_PG_URL="$(bash "$pg_cluster" start "$pg_dir")"
+  export BERTH_TEST_PG_URL
+fi
+log "BERTH_TEST_PG_URL=$BERTH_TEST_PG_URL"
 
 if cargo nextest --version >/dev/null 2>&1; then
   log "cargo nextest run --workspace --no-fail-fast --test-threads $threads $*"

@@ -15,6 +15,25 @@ struct Cli {
 enum Command {
     /// Run the control plane (hosting API, edge and reconciler).
     Server(berth_server::ServerArgs),
+    /// Bring the database's schema up to this version (`berth server` also does at start).
+    Migrate(berth_server::db::DbArgs),
+    /// Write every record of an installation's database as JSON Lines (to move it to
+    /// another database with `berth import`; env values stay sealed).
+    Export {
+        #[command(flatten)]
+        db: berth_server::db::DbArgs,
+        /// File to write; default: standard output.
+        #[arg(long, short)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Load a `berth export` into an empty database (migrated first). The server that
+    /// runs on it needs the exporting server's `secret.key` in its data dir.
+    Import {
+        #[command(flatten)]
+        db: berth_server::db::DbArgs,
+        /// The export to load.
+        file: std::path::PathBuf,
+    },
     #[command(flatten)]
     Client(berth_cli::ClientCommand),
     /// Print a shell completion script (bash, zsh, fish, ...).
@@ -40,6 +59,9 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Migrate(db) => exit_on_error(rt.block_on(berth_server::db::migrate(db))),
+        Command::Export { db, out } => exit_on_error(rt.block_on(berth_server::db::export(db, out))),
+        Command::Import { db, file } => exit_on_error(rt.block_on(berth_server::db::import(db, file))),
         Command::Client(command) => {
             let code = rt.block_on(berth_cli::run(command)).unwrap_or_else(|err| {
                 berth_cli::report(&err);
@@ -55,4 +77,13 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Exits 1 after printing the error's chain (like `berth server`).
+fn exit_on_error(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    if let Err(e) = result {
+        eprintln!("Error: {e:?}");
+        std::process::exit(1);
+    }
+    Ok(())
 }

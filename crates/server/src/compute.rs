@@ -245,8 +245,12 @@ pub async fn renew_due(state: &AppState) {
 /// Runs [`renew_due`] every few seconds.
 pub async fn renew_loop(state: AppState, every: std::time::Duration) {
     let mut tick = tokio::time::interval(every);
+    let mut leader = state.leader.clone();
     loop {
         tick.tick().await;
+        // One replica renews (the one that reconciles); a renewal is also guarded by
+        // the instance's lock and its paid-until date, so none is charged twice.
+        leader.wait().await;
         renew_due(&state).await;
     }
 }

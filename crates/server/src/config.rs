@@ -48,9 +48,17 @@ pub struct ServerArgs {
     /// Domain under which instance URLs live (`{label}.{domain}`).
     #[arg(long, env = "BERTH_DOMAIN", default_value = "localhost")]
     pub domain: String,
-    /// Database URL; default: SQLite file `berth.db` in the data dir.
+    /// Database URL: `sqlite:PATH`, or `postgres://USER:PASSWORD@HOST:PORT/DB` for one
+    /// or several replicas sharing a database; default: SQLite file `berth.db` in the
+    /// data dir.
     #[arg(long, env = "BERTH_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Database connections this server keeps at most.
+    #[arg(long, env = "BERTH_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub database_max_connections: u32,
+    /// Seconds a statement waits for a database connection before failing (503).
+    #[arg(long, env = "BERTH_DATABASE_TIMEOUT_SECS", default_value_t = 10)]
+    pub database_timeout_secs: u64,
     /// Runtime driver.
     #[arg(long, env = "BERTH_RUNTIME", value_enum, default_value = "docker")]
     pub runtime: RuntimeKind,
@@ -105,6 +113,10 @@ pub struct ServerArgs {
     /// How home volumes are bounded to their size's disk (`auto`, `loop`, `off`).
     #[arg(long, env = "BERTH_DISK_QUOTA", value_enum, default_value = "auto")]
     pub disk_quota: DiskQuota,
+    /// Where the home volumes' disk images are kept (loop disks); default: `disks` in
+    /// the data dir. Replicas on one Docker host must name the same directory.
+    #[arg(long, env = "BERTH_DISK_DIR")]
+    pub disk_dir: Option<PathBuf>,
     /// Disk (GiB) each workspace's instances may be given in all, soft-deleted ones
     /// (whose homes are kept for the retention period) included; default: the
     /// workspace's instance limit × 80 (its limit's worth of the largest size).

@@ -97,6 +97,13 @@ impl KeyCache {
         }
     }
 
+    /// Forgets every cached key (each is read again at its next use); what they opened
+    /// stays open (a revoked one is closed when its revocation is announced).
+    pub fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.by_digest.write().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// Forgets a key and closes everything opened with it.
     pub fn revoke(&self, id: &KeyId) {
         self.generation.fetch_add(1, Ordering::AcqRel);

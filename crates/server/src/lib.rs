@@ -13,6 +13,7 @@ pub mod bootstrap;
 pub mod builds;
 pub mod compute;
 pub mod config;
+pub mod db;
 pub mod edge;
 pub mod error;
 pub mod extract;

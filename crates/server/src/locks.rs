@@ -1,6 +1,10 @@
 //! Per-instance operation locks: one lifecycle operation at a time per instance,
 //! whether it comes from a client or from the reconciler.
 //!
+//! With replicas on one PostgreSQL database each lock is also taken in the database
+//! (an advisory lock named after the instance), so an operation through one replica
+//! waits for one through another.
+//!
 //! Releases are counted, so the reconciler can tell which instances an operation
 //! touched since it last looked at the runtime (its snapshot of them is stale).
 
@@ -15,6 +19,8 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 pub struct InstanceLocks {
     map: Mutex<HashMap<InstanceId, Arc<AsyncMutex<()>>>>,
     releases: Arc<Releases>,
+    /// The database's locks, when other replicas may operate on the same instances.
+    db: Option<Arc<berth_store::coord::SharedLocks>>,
 }
 
 /// When each instance's lock was last released, in release counts.
@@ -27,6 +33,8 @@ struct Releases {
 /// Held while an operation runs on an instance.
 pub struct InstanceGuard {
     _held: OwnedMutexGuard<()>,
+    /// The database's lock (replicas); released after the local one is.
+    _shared: Option<berth_store::coord::DbLock>,
     id: InstanceId,
     releases: Arc<Releases>,
     /// Whether releasing counts as a change (the reconciler only looked).
@@ -66,20 +74,65 @@ impl InstanceLocks {
         map.entry(id.clone()).or_default().clone()
     }
 
-    fn guard(&self, id: &InstanceId, held: OwnedMutexGuard<()>) -> InstanceGuard {
-        InstanceGuard { _held: held, id: id.clone(), releases: self.releases.clone(), changed: true }
+    fn guard(
+        &self,
+        id: &InstanceId,
+        held: OwnedMutexGuard<()>,
+        shared: Option<berth_store::coord::DbLock>,
+    ) -> InstanceGuard {
+        InstanceGuard { _held: held, _shared: shared, id: id.clone(), releases: self.releases.clone(), changed: true }
     }
 
-    /// Waits for the instance's lock.
+    /// Locks shared with other replicas through `db` (PostgreSQL).
+    pub fn shared(db: berth_store::SqlStore) -> Self {
+        Self { db: Some(berth_store::coord::SharedLocks::new(db)), ..Self::default() }
+    }
+
+    /// Waits for the instance's lock (and, with replicas, the database's).
     pub async fn lock(&self, id: &InstanceId) -> InstanceGuard {
         let held = self.slot(id).lock_owned().await;
-        self.guard(id, held)
+        let mut shared = None;
+        if let Some(db) = &self.db {
+            // The database may be briefly away: wait for it rather than run an operation
+            // another replica may be running too.
+            let mut tries = 0;
+            loop {
+                match db.lock(&lock_name(id)).await {
+                    Ok(l) => {
+                        shared = Some(l);
+                        break;
+                    }
+                    Err(e) if tries < 20 => {
+                        tries += 1;
+                        tracing::warn!(instance = %id, error = %e, "taking the instance's lock in the database");
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(instance = %id, error = %e, "running without the database's lock");
+                        break;
+                    }
+                }
+            }
+        }
+        self.guard(id, held, shared)
     }
 
-    /// Takes the lock only if nobody holds it (the reconciler skips busy instances).
-    pub fn try_lock(&self, id: &InstanceId) -> Option<InstanceGuard> {
+    /// Takes the lock only if nobody holds it, here or on another replica (the
+    /// reconciler skips busy instances).
+    pub async fn try_lock(&self, id: &InstanceId) -> Option<InstanceGuard> {
         let held = self.slot(id).try_lock_owned().ok()?;
-        Some(self.guard(id, held))
+        let shared = match &self.db {
+            None => None,
+            Some(db) => match db.try_lock(&lock_name(id)).await {
+                Ok(Some(l)) => Some(l),
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::warn!(instance = %id, error = %e, "taking the instance's lock in the database");
+                    return None;
+                }
+            },
+        };
+        Some(self.guard(id, held, shared))
     }
 
     /// Counts a change of the instance made outside any operation (its container died,
@@ -110,21 +163,26 @@ impl InstanceLocks {
     }
 }
 
+/// The database lock's name for an instance.
+fn lock_name(id: &InstanceId) -> String {
+    format!("instance:{id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn releases_after_a_mark_are_changes_unless_only_looked() {
+    #[tokio::test]
+    async fn releases_after_a_mark_are_changes_unless_only_looked() {
         let locks = InstanceLocks::default();
         let (a, b) = (InstanceId::generate(), InstanceId::generate());
-        drop(locks.try_lock(&a).unwrap());
+        drop(locks.try_lock(&a).await.unwrap());
         let mark = locks.mark();
         assert!(!locks.changed_since(&a, mark), "released before the mark");
-        locks.try_lock(&b).unwrap().release_unchanged();
+        locks.try_lock(&b).await.unwrap().release_unchanged();
         assert!(!locks.changed_since(&b, mark), "only looked");
-        let held = locks.try_lock(&b).unwrap();
-        assert!(locks.try_lock(&b).is_none(), "one holder at a time");
+        let held = locks.try_lock(&b).await.unwrap();
+        assert!(locks.try_lock(&b).await.is_none(), "one holder at a time");
         drop(held);
         assert!(locks.changed_since(&b, mark));
         assert_eq!(locks.changed_ids_since(mark), vec![b.clone()]);

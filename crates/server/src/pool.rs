@@ -401,12 +401,16 @@ pub async fn evict_one(state: &AppState) -> bool {
 /// left (those still current become ready, the rest are removed); then keeps the pools
 /// filled until the server stops.
 pub async fn run(state: AppState, pool: std::sync::Arc<WarmPool>) {
+    // One replica keeps the pool (the one that reconciles).
+    state.leader.clone().wait().await;
     let ws = match ensure_workspace(&state).await {
         Ok(ws) => std::sync::Arc::new(ws),
         Err(e) => return tracing::error!(error = %e, "the warm pool's workspace could not be made; no warm pool"),
     };
     let mut adopted = false;
+    let mut leader = state.leader.clone();
     loop {
+        leader.wait().await;
         let currents = resolve_all(&state, &pool).await;
         if !adopted {
             adopt(&state, &pool, &currents).await;

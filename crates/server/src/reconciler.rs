@@ -179,9 +179,16 @@ impl Reconciler {
         self.nudge.clone()
     }
 
-    /// Loops with `interval` between passes, or sooner when nudged.
+    /// Loops with `interval` between passes, or sooner when nudged; with replicas,
+    /// only while this one leads.
     pub async fn run(self) {
+        let mut leader = self.state.leader.clone();
         loop {
+            if !leader.is_leader() {
+                leader.wait().await;
+                // What the last leader did is unknown here: list everything again.
+                self.nudge.changed(true);
+            }
             if let Err(e) = self.pass().await {
                 tracing::warn!(error = %e, "reconciler pass failed");
             }
@@ -270,7 +277,7 @@ impl Reconciler {
             if quiet && !sweep && !self.has_duty(rec) {
                 continue;
             }
-            let Some(guard) = self.state.locks.try_lock(&rec.id) else { continue };
+            let Some(guard) = self.state.locks.try_lock(&rec.id).await else { continue };
             let (state, shared, id, rec) = (self.state.clone(), self.shared.clone(), rec.id.clone(), rec.clone());
             let nudge = self.nudge.clone();
             // Slow work (restarts wait for the agent) runs on its own task, holding the lock.
@@ -333,7 +340,7 @@ impl Reconciler {
         for c in containers.values().filter(|c| !live.contains(c.instance_id.as_str())) {
             // Under the instance's lock: a restore of a deleted instance may be under way.
             let _guard = match InstanceId::parse(&c.instance_id) {
-                Some(id) => match self.state.locks.try_lock(&id) {
+                Some(id) => match self.state.locks.try_lock(&id).await {
                     // Asked again under the lock: the records between sweeps are those
                     // read when their operation ended, and one may have ended since.
                     Some(guard) => match self.state.store.instance(None, &id).await {

@@ -18,7 +18,7 @@ use anyhow::{bail, Context};
 use berth_runtime::docker::{DockerConfig, DockerRuntime};
 use berth_runtime::Runtime;
 use berth_runtime::RuntimeEventKind;
-use berth_store::{SqliteStore, Store};
+use berth_store::{Backend, Store};
 use futures_util::StreamExt;
 use hyper_util::service::TowerToHyperService;
 use std::sync::Arc;
@@ -42,12 +42,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     // key: the server's user only, also when it already existed with looser modes.
     make_private(&args.data, 0o700).with_context(|| format!("restricting {}", args.data.display()))?;
     let seal = crate::bootstrap::secret_key(&args.data)?;
-    let sqlite = match args.database_url.as_deref() {
-        None => SqliteStore::open(&args.data.join("berth.db")).await.context("opening the SQLite database")?,
-        Some(url) if url.starts_with("sqlite:") => SqliteStore::open_url(url).await.context("opening the database")?,
-        Some(url) => bail!("unsupported --database-url `{url}`: this build stores state in SQLite (sqlite:PATH)"),
+    let pool_opts = berth_store::PoolOptions {
+        max_connections: args.database_max_connections.max(2),
+        acquire_timeout: Duration::from_secs(args.database_timeout_secs.max(1)),
     };
-    let store: Arc<dyn Store> = Arc::new(sqlite.sealed_with(seal.clone()).await.context("sealing env values")?);
+    let db = crate::db::open(args.database_url.as_deref(), &args.data, &pool_opts).await?;
+    let db = db.sealed_with(seal.clone()).await.context("sealing env values")?;
+    let replicas = db.backend() == Backend::Postgres;
+    let store: Arc<dyn Store> = Arc::new(db.clone());
     for name in ["berth.db", "berth.db-wal", "berth.db-shm", "admin.key", crate::bootstrap::SECRET_KEY_FILE] {
         let path = args.data.join(name);
         if path.exists() {
@@ -124,7 +126,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let (api_tls, tls) = tls_acceptors(&args, &routes)?;
     let capacity = runtime.capacity();
     // No build runs in a server that starts: one cut short by a stop ends `failed`.
-    let cut = store.fail_unfinished_builds("the server stopped during the build; build again").await?;
+    // With replicas, another may be building: only builds older than any build may
+    // run are cut (their replica stopped).
+    let before = match replicas {
+        true => berth_core::now_secs() - args.build_timeout_secs as i64 - 60,
+        false => i64::MAX,
+    };
+    let cut = store.fail_unfinished_builds(before, "the server stopped during the build; build again").await?;
     if cut > 0 {
         tracing::warn!(builds = cut, "template builds cut short by a server stop are marked failed");
     }
@@ -136,9 +144,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         store,
         seal,
         runtime,
-        locks: Arc::new(InstanceLocks::default()),
+        locks: Arc::new(if replicas { InstanceLocks::shared(db.clone()) } else { InstanceLocks::default() }),
+        leader: crate::db::Leader::elect(db.clone()),
         metrics: Arc::new(Metrics::default()),
         settings: Arc::new(Settings {
+            database: if replicas { "postgres" } else { "sqlite" },
             domain: args.domain.clone(),
             edge_port: args.edge_listen.port(),
             instance_limit: args.instance_limit,
@@ -185,6 +195,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         agents: agents.clone(),
     };
     agents.start(state.runtime.clone());
+    if let Some(changes) = db.changes().await.context("listening for other replicas' changes")? {
+        tokio::spawn(crate::db::follow_changes(state.clone(), changes));
+    }
     let reconciler = Reconciler::new(state.clone(), Duration::from_millis(args.reconcile_interval_ms.max(100)));
     let nudge = reconciler.nudge();
     tokio::spawn(reconciler.run());
@@ -518,7 +531,7 @@ fn disk_dir(args: &ServerArgs) -> anyhow::Result<Option<std::path::PathBuf>> {
         return Ok(None);
     }
     match loop_disks_unavailable() {
-        None => Ok(Some(args.data.join("disks"))),
+        None => Ok(Some(args.disk_dir.clone().unwrap_or_else(|| args.data.join("disks")))),
         Some(why) if args.disk_quota == DiskQuota::Loop => bail!("--disk-quota loop: {why}"),
         Some(why) => {
             tracing::warn!(

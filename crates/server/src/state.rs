@@ -23,6 +23,8 @@ pub type InspectCache = std::sync::Mutex<
 /// Settings handlers need at request time.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// `sqlite` or `postgres` (as `/healthz` reports it).
+    pub database: &'static str,
     /// Domain of instance URLs.
     pub domain: String,
     /// Port of the edge, for instance URLs.
@@ -61,6 +63,9 @@ pub struct AppState {
     pub seal: berth_store::seal::SealKey,
     pub runtime: Arc<dyn Runtime>,
     pub locks: Arc<InstanceLocks>,
+    /// Whether this replica runs the reconciler, the warm pool and compute renewals
+    /// (always, on SQLite).
+    pub leader: crate::db::Leader,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
     /// Client for probing agents' `/health`.

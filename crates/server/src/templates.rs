@@ -54,6 +54,14 @@ impl Catalog {
         *v = (*v).max(version);
     }
 
+    /// Reads every template's newest ready version again (another replica changed one).
+    pub async fn reload(&self, store: &dyn Store) -> berth_store::Result<()> {
+        let fresh: HashMap<String, u32> =
+            store.ready_versions().await?.into_iter().map(|(id, v)| (id.as_str().to_string(), v)).collect();
+        *self.latest.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+
     pub fn remove(&self, id: &str) {
         self.latest.write().unwrap_or_else(|e| e.into_inner()).remove(id);
     }

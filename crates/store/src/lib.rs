@@ -1,14 +1,17 @@
 //! Persistence of berth's desired state behind the [`Store`] trait.
 //!
-//! Handlers and the reconciler only see the trait; SQLite is the one backend
-//! today ([`SqliteStore`]), and a PostgreSQL backend implements the same trait.
+//! Handlers and the reconciler only see the trait; [`SqlStore`] implements it on
+//! SQLite (one server) and on PostgreSQL (one or several replicas, which also
+//! coordinate through it: [`coord`]).
 
+pub mod coord;
 mod records;
 pub mod seal;
-mod sqlite;
+mod sql;
+pub mod transfer;
 
 pub use records::*;
-pub use sqlite::SqliteStore;
+pub use sql::{redact, Backend, PoolOptions, SqlStore};
 
 use async_trait::async_trait;
 use berth_core::{InstanceId, KeyId, ShareId, Status, TemplateId, TemplateSpec, TemplateStatus, WorkspaceId};
@@ -28,6 +31,9 @@ pub enum StoreError {
     /// A name that must be unique is taken.
     #[error("{0}")]
     Duplicate(String),
+    /// The store was asked for something it cannot be (an unknown database URL).
+    #[error("{0}")]
+    Config(String),
     /// A stored row could not be decoded.
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -186,9 +192,10 @@ pub trait Store: Send + Sync + 'static {
     async fn template_build(&self, id: &TemplateId, version: u32) -> Result<Option<BuildRecord>>;
     /// Every build of a template, oldest first, without their logs.
     async fn template_builds(&self, id: &TemplateId) -> Result<Vec<BuildRecord>>;
-    /// Marks builds still `building` as failed with `reason` (a server that starts has
-    /// none running); answers how many.
-    async fn fail_unfinished_builds(&self, reason: &str) -> Result<u64>;
+    /// Marks builds still `building` that started before `started_before` as failed with
+    /// `reason` (a server that starts has none running; with replicas, a build older
+    /// than the build timeout runs nowhere); answers how many.
+    async fn fail_unfinished_builds(&self, started_before: i64, reason: &str) -> Result<u64>;
     /// The newest `ready` version of every template that has one.
     async fn ready_versions(&self) -> Result<Vec<(TemplateId, u32)>>;
     /// Removes a template and its versions (instances keep their copies).

@@ -186,6 +186,39 @@ impl TestServer {
         s
     }
 
+    /// Another replica of `of`'s installation: a server of its own (ports, data dir)
+    /// with `of`'s flags — its `--database-url` among them, which must name a
+    /// PostgreSQL database — and `of`'s secret key, admin key, installation id and
+    /// disk images (`--disk-dir`). Drop it before `of` (declared after it), which
+    /// removes what the installation made.
+    pub async fn start_replica(of: &TestServer) -> Self {
+        of.assert_own("start a replica of");
+        let data = tempfile::Builder::new().prefix("berth-test-").tempdir().expect("tempdir");
+        std::fs::copy(of.data_dir().join("secret.key"), data.path().join("secret.key")).expect("copy secret.key");
+        let (port, edge_port) = (free_port(), free_port());
+        let scheme = if of.opts.api_ca.is_some() { "https" } else { "http" };
+        // One Docker host: the homes' disk images are the first replica's.
+        let mut opts = of.opts.clone();
+        opts.extra_args.extend(["--disk-dir".into(), of.data_dir().join("disks").display().to_string()]);
+        let mut s = TestServer {
+            child: None,
+            data: DataDir::Own(data),
+            base: format!("{scheme}://127.0.0.1:{port}"),
+            port,
+            edge_base: format!("{scheme}://127.0.0.1:{edge_port}"),
+            edge_port,
+            key: of.key.clone(),
+            admin_key: of.admin_key.clone(),
+            install_id: of.install_id.clone(),
+            http: client(&of.opts),
+            opts,
+            shared_pid: None,
+            workspace_id: None,
+        };
+        s.spawn().await;
+        s
+    }
+
     /// This test's own workspace on the server shared by the tests of this test
     /// binary that ask for one (default options), started by the first of them.
     ///

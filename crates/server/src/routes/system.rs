@@ -20,10 +20,17 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
+    let started = std::time::Instant::now();
     let db = state.store.ping().await;
+    let ping_ms = (started.elapsed().as_secs_f64() * 1000.0 * 100.0).round() / 100.0;
     let rt = state.runtime.ping().await;
     match (db, rt) {
-        (Ok(()), Ok(())) => Json(json!({"status": "ok"})).into_response(),
+        (Ok(()), Ok(())) => Json(json!({
+            "status": "ok",
+            "database": {"backend": state.settings.database, "ping_ms": ping_ms},
+            "leader": state.leader.is_leader(),
+        }))
+        .into_response(),
         (db, rt) => {
             let mut problems = serde_json::Map::new();
             if let Err(e) = db {

@@ -1,18 +1,61 @@
-//! The SQLite store against a real database file: the atomic limit-checked insert,
-//! cursor pages, keys, traffic batches, admission counts, share links and templates.
+//! The store on both of its backends — a real SQLite file and a real PostgreSQL
+//! database (a fresh one per test, on the cluster the test harness started): the
+//! atomic limit-checked insert, cursor pages, keys, traffic batches, admission counts,
+//! share links, sealed env, templates and builds, and export → import between them.
 
 use berth_core::{InstanceId, KeyId, ShareId, Status, WorkspaceId};
 use berth_store::{
-    ExposedPort, InstanceFilter, InstanceRecord, KeyRecord, ShareRecord, SqliteStore, Store, StoreError, TrafficUpdate,
-    WorkspaceRecord,
+    ExposedPort, InstanceFilter, InstanceRecord, KeyRecord, PoolOptions, ShareRecord, SqlStore, Store, StoreError,
+    TrafficUpdate, WorkspaceRecord,
 };
 
-async fn store() -> (SqliteStore, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    (SqliteStore::open(&dir.path().join("berth.db")).await.unwrap(), dir)
+/// A database of one backend for one test: a SQLite file in a temporary directory, or
+/// a fresh PostgreSQL database.
+struct Db {
+    url: String,
+    _dir: Option<tempfile::TempDir>,
 }
 
-async fn workspace(s: &SqliteStore) -> WorkspaceId {
+impl Db {
+    fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self { url: format!("sqlite://{}", dir.path().join("berth.db").display()), _dir: Some(dir) }
+    }
+
+    fn postgres() -> Self {
+        Self { url: berth_test_util::postgres::database_url(), _dir: None }
+    }
+
+    /// The store, migrated (each call a new pool, like a server start).
+    async fn open(&self) -> SqlStore {
+        SqlStore::connect(&self.url, &PoolOptions::default()).await.unwrap()
+    }
+
+    /// `sql` on the raw database, rows of two text columns.
+    async fn raw(&self, sql: &str) -> Vec<(String, Option<String>)> {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&self.url).await.unwrap();
+        sqlx::query_as(sql).fetch_all(&pool).await.unwrap()
+    }
+}
+
+/// Each case runs once per backend: `NAME::sqlite` and `NAME::postgres`.
+macro_rules! on_both {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$case(super::Db::sqlite()).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$case(super::Db::postgres()).await
+            }
+        }
+    )*};
+}
+
+async fn workspace(s: &SqlStore) -> WorkspaceId {
     let ws = WorkspaceRecord { id: WorkspaceId::generate(), name: "w".into(), instance_limit: 2, created_at: 1 };
     s.create_workspace(&ws).await.unwrap();
     ws.id
@@ -57,9 +100,8 @@ fn instance(ws: &WorkspaceId, size: u32, status: Status) -> InstanceRecord {
     }
 }
 
-#[tokio::test]
-async fn inserts_respect_the_limit_and_records_round_trip() {
-    let (s, _dir) = store().await;
+async fn inserts_respect_the_limit_and_records_round_trip(db: Db) {
+    let s = db.open().await;
     let ws = workspace(&s).await;
     let a = instance(&ws, 1, Status::Running);
     s.insert_instance(&a, 2).await.unwrap();
@@ -81,9 +123,8 @@ async fn inserts_respect_the_limit_and_records_round_trip() {
     assert_eq!((again.idle_stopped, again.hold_until, again.status), (true, Some(99), Status::Stopped));
 }
 
-#[tokio::test]
-async fn a_claim_moves_a_pool_instance_to_the_end_of_its_new_workspace_within_its_limit() {
-    let (s, _dir) = store().await;
+async fn a_claim_moves_a_pool_instance_to_the_end_of_its_new_workspace_within_its_limit(db: Db) {
+    let s = db.open().await;
     let pool = workspace(&s).await;
     let ws = workspace(&s).await; // limit 2
     let older = instance(&ws, 1, Status::Running);
@@ -119,9 +160,8 @@ async fn a_claim_moves_a_pool_instance_to_the_end_of_its_new_workspace_within_it
     assert_eq!(s.events(&warm[1].id, 10).await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn pages_are_newest_first_and_filtered() {
-    let (s, _dir) = store().await;
+async fn pages_are_newest_first_and_filtered(db: Db) {
+    let s = db.open().await;
     let ws = workspace(&s).await;
     for _ in 0..5 {
         s.insert_instance(&instance(&ws, 1, Status::Running), 100).await.unwrap();
@@ -135,9 +175,8 @@ async fn pages_are_newest_first_and_filtered() {
     assert!(s.list_instances(&ws, &none, None, 10).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn traffic_batches_add_up_and_admission_counts_what_holds_memory() {
-    let (s, _dir) = store().await;
+async fn traffic_batches_add_up_and_admission_counts_what_holds_memory(db: Db) {
+    let s = db.open().await;
     let ws = workspace(&s).await;
     let a = instance(&ws, 2, Status::Running);
     s.insert_instance(&a, 100).await.unwrap();
@@ -151,9 +190,8 @@ async fn traffic_batches_add_up_and_admission_counts_what_holds_memory() {
     assert_eq!(s.active_sizes().await.unwrap(), vec![(2, 2)], "a stopped instance holds no memory");
 }
 
-#[tokio::test]
-async fn keys_and_share_links() {
-    let (s, _dir) = store().await;
+async fn keys_and_share_links(db: Db) {
+    let s = db.open().await;
     let ws = workspace(&s).await;
     let key = KeyRecord {
         id: KeyId::generate(),
@@ -192,39 +230,28 @@ async fn keys_and_share_links() {
     assert!(s.all_active_shares(203).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn env_is_sealed_at_rest_and_gateway_tokens_are_derived() {
+async fn env_is_sealed_at_rest_and_gateway_tokens_are_derived(db: Db) {
     use berth_store::seal::SealKey;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("berth.db");
     // A row written in clear (by an earlier version, or before a key was given).
-    let plain = SqliteStore::open(&path).await.unwrap();
+    let plain = db.open().await;
     let ws = workspace(&plain).await;
     let mut old = instance(&ws, 1, Status::Running);
     old.env = [("OLD_SECRET".to_string(), "old-value-123".to_string())].into();
     plain.insert_instance(&old, 10).await.unwrap();
     drop(plain);
-    let raw = |sql: &'static str| {
-        let path = path.clone();
-        async move {
-            let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display())).await.unwrap();
-            let rows: Vec<(String, Option<String>)> = sqlx::query_as(sql).fetch_all(&pool).await.unwrap();
-            rows
-        }
-    };
-    assert!(raw("SELECT env, gateway_token FROM instances").await[0].0.contains("old-value-123"));
+    assert!(db.raw("SELECT env, gateway_token FROM instances").await[0].0.contains("old-value-123"));
 
     let key = SealKey::generate();
-    let s = SqliteStore::open(&path).await.unwrap().sealed_with(key.clone()).await.unwrap();
+    let s = db.open().await.sealed_with(key.clone()).await.unwrap();
     let mut new = instance(&ws, 1, Status::Running);
     new.env = [("NEW_SECRET".to_string(), "new-value-456".to_string())].into();
     new.gateway_token = Some(key.gateway_token(new.id.as_str()));
     s.insert_instance(&new, 10).await.unwrap();
-    for (env, _) in raw("SELECT env, gateway_token FROM instances").await {
+    for (env, _) in db.raw("SELECT env, gateway_token FROM instances").await {
         assert!(env.starts_with("sealed:v1:") && !env.contains("value"), "in clear at rest: {env}");
     }
     let tokens: Vec<Option<String>> =
-        raw("SELECT env, gateway_token FROM instances ORDER BY seq").await.into_iter().map(|r| r.1).collect();
+        db.raw("SELECT env, gateway_token FROM instances ORDER BY seq").await.into_iter().map(|r| r.1).collect();
     assert_eq!(
         tokens,
         vec![Some("tok".to_string()), None],
@@ -239,9 +266,9 @@ async fn env_is_sealed_at_rest_and_gateway_tokens_are_derived() {
     drop(s);
 
     // Without the key (or with another), sealed values do not load.
-    let keyless = SqliteStore::open(&path).await.unwrap();
+    let keyless = db.open().await;
     assert!(matches!(keyless.instance(None, &new.id).await, Err(StoreError::Corrupt(_))));
-    let wrong = SqliteStore::open(&path).await.unwrap().sealed_with(SealKey::generate()).await.unwrap();
+    let wrong = db.open().await.sealed_with(SealKey::generate()).await.unwrap();
     assert!(matches!(wrong.instance(None, &new.id).await, Err(StoreError::Corrupt(_))));
 }
 
@@ -251,13 +278,10 @@ fn got_with_env(r: &InstanceRecord) -> InstanceRecord {
     r
 }
 
-#[tokio::test]
-async fn templates_keep_every_version_sealed_and_instances_keep_their_copy() {
+async fn templates_keep_every_version_sealed_and_instances_keep_their_copy(db: Db) {
     use berth_core::{TemplateId, TemplateSpec, TemplateStatus};
     use berth_store::{seal::SealKey, TemplateRecord, VersionSource};
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("berth.db");
-    let s = SqliteStore::open(&path).await.unwrap().sealed_with(SealKey::generate()).await.unwrap();
+    let s = db.open().await.sealed_with(SealKey::generate()).await.unwrap();
     let ws = workspace(&s).await;
     let other = workspace(&s).await;
     let mut v1 = TemplateSpec::system();
@@ -317,23 +341,25 @@ async fn templates_keep_every_version_sealed_and_instances_keep_their_copy() {
     assert!(s.instance(None, &inst.id).await.unwrap().unwrap().template_spec.is_some());
 
     // Nothing of a template's env is in clear at rest.
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display())).await.unwrap();
-    let texts: Vec<(String,)> =
-        sqlx::query_as("SELECT spec FROM template_versions UNION ALL SELECT template_spec FROM instances WHERE template_spec IS NOT NULL")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    let texts: Vec<String> = db
+        .raw(
+            "SELECT spec, NULL FROM template_versions UNION ALL \
+             SELECT template_spec, NULL FROM instances WHERE template_spec IS NOT NULL",
+        )
+        .await
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
     assert!(texts.len() >= 2);
-    for (text,) in texts {
+    for text in texts {
         assert!(text.starts_with("sealed:v1:") && !text.contains("tpl-value"), "in clear at rest: {text}");
     }
 }
 
-#[tokio::test]
-async fn a_build_is_a_version_that_becomes_ready_or_failed_and_a_restart_fails_unfinished_ones() {
+async fn a_build_is_a_version_that_becomes_ready_or_failed_and_a_restart_fails_unfinished_ones(db: Db) {
     use berth_core::{TemplateId, TemplateSpec, TemplateStatus};
     use berth_store::{BuildLine, TemplateRecord, VersionSource};
-    let (s, _dir) = store().await;
+    let s = db.open().await;
     let ws = workspace(&s).await;
     let mut spec = TemplateSpec::system();
     spec.image = Some("berth/tpl_x:a".into());
@@ -381,7 +407,7 @@ async fn a_build_is_a_version_that_becomes_ready_or_failed_and_a_restart_fails_u
         .unwrap()
         .unwrap();
     assert_eq!((now.version, now.status, now.build), (3, TemplateStatus::Building, Some(3)));
-    assert_eq!(s.fail_unfinished_builds("the server restarted").await.unwrap(), 1);
+    assert_eq!(s.fail_unfinished_builds(i64::MAX, "the server restarted").await.unwrap(), 1);
     let b = s.template_build(&t.id, 3).await.unwrap().unwrap();
     assert_eq!((b.status, b.error.as_deref()), (TemplateStatus::Failed, Some("the server restarted")));
     assert_eq!(s.template_version(&t.id, 3).await.unwrap().unwrap().status, TemplateStatus::Failed);
@@ -389,3 +415,219 @@ async fn a_build_is_a_version_that_becomes_ready_or_failed_and_a_restart_fails_u
     let builds = s.template_builds(&t.id).await.unwrap();
     assert_eq!(builds.iter().map(|b| b.version).collect::<Vec<_>>(), vec![1, 3]);
 }
+
+on_both!(
+    inserts_respect_the_limit_and_records_round_trip,
+    a_claim_moves_a_pool_instance_to_the_end_of_its_new_workspace_within_its_limit,
+    pages_are_newest_first_and_filtered,
+    traffic_batches_add_up_and_admission_counts_what_holds_memory,
+    keys_and_share_links,
+    env_is_sealed_at_rest_and_gateway_tokens_are_derived,
+    templates_keep_every_version_sealed_and_instances_keep_their_copy,
+    a_build_is_a_version_that_becomes_ready_or_failed_and_a_restart_fails_unfinished_ones,
+);
+
+/// Two pools on one database stand for two replicas: 40 creates split across them,
+/// all at once, never put more instances in a workspace than its limit.
+async fn concurrent_creates_on_two_pools_keep_the_limit(db: Db) {
+    let (a, b) = (db.open().await, db.open().await);
+    let ws = workspace(&a).await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let ws = ws.clone();
+        tasks.push(tokio::spawn(async move { s.insert_instance(&instance(&ws, 1, Status::Running), 7).await }));
+    }
+    let mut made = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => made += 1,
+            Err(StoreError::LimitExceeded { limit: 7 }) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(made, 7);
+    assert_eq!(b.live_instance_count(&ws).await.unwrap(), 7);
+}
+
+/// A lock named the same on two replicas is held by one at a time; leadership too,
+/// and it passes on when its holder's connection goes.
+async fn locks_and_leadership_are_exclusive_across_pools(db: Db) {
+    use berth_store::coord::SharedLocks;
+    let (a, b) = (db.open().await, db.open().await);
+    let (locks_a, locks_b) = (SharedLocks::new(a.clone()), SharedLocks::new(b.clone()));
+    let held = locks_a.lock("instance:x").await.unwrap();
+    let also = locks_a.lock("instance:z").await.unwrap();
+    let postgres = a.backend() == berth_store::Backend::Postgres;
+    // SQLite has one server: its locks are the server's own, granted here at once.
+    assert_eq!(locks_b.try_lock("instance:x").await.unwrap().is_none(), postgres);
+    assert!(locks_b.try_lock("instance:y").await.unwrap().is_some());
+    // A waiter gets the lock once it is released.
+    let waiter = tokio::spawn(async move { locks_b.lock("instance:x").await.map(|_| ()) });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(waiter.is_finished(), !postgres);
+    drop(held);
+    tokio::time::timeout(std::time::Duration::from_secs(2), waiter).await.unwrap().unwrap().unwrap();
+    drop(also);
+
+    let mut leader = a.try_lead().await.unwrap().expect("the first replica leads");
+    assert!(leader.holds().await);
+    assert_eq!(b.try_lead().await.unwrap().is_none(), postgres, "one leader at a time");
+    drop(leader);
+    let mut took_over = false;
+    for _ in 0..50 {
+        if b.try_lead().await.unwrap().is_some() {
+            took_over = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(took_over, "leadership passes on when its holder goes");
+}
+
+/// A change committed through one replica is announced to the others.
+async fn changes_are_announced_to_other_replicas(db: Db) {
+    use berth_store::coord::Change;
+    let (a, b) = (db.open().await, db.open().await);
+    let Some(mut changes) = b.changes().await.unwrap() else {
+        assert_eq!(a.backend(), berth_store::Backend::Sqlite, "only SQLite announces nothing");
+        return;
+    };
+    let ws = workspace(&a).await;
+    let mut rec = instance(&ws, 1, Status::Running);
+    a.insert_instance(&rec, 5).await.unwrap();
+    async fn next(changes: &mut tokio::sync::mpsc::Receiver<Change>) -> Change {
+        tokio::time::timeout(std::time::Duration::from_secs(5), changes.recv()).await.unwrap().unwrap()
+    }
+    assert_eq!(next(&mut changes).await, Change::Instance(rec.id.to_string()));
+    // Traffic counters are not announced; a status change is.
+    a.record_traffic(&[TrafficUpdate { id: rec.id.clone(), last_request_at: 5, requests: 1 }]).await.unwrap();
+    rec.status = Status::Stopped;
+    a.update_instance(&rec).await.unwrap();
+    assert_eq!(next(&mut changes).await, Change::Instance(rec.id.to_string()));
+    let key = key_record(&ws, "h-announce");
+    a.create_key(&key).await.unwrap();
+    a.delete_key(&ws, &key.id).await.unwrap();
+    assert_eq!(next(&mut changes).await, Change::Key(key.id.to_string()));
+}
+
+fn key_record(ws: &WorkspaceId, hash: &str) -> KeyRecord {
+    KeyRecord {
+        id: KeyId::generate(),
+        workspace_id: ws.clone(),
+        name: "k".into(),
+        prefix: "sk-x".into(),
+        hash: hash.into(),
+        admin: false,
+        created_at: 1,
+        expires_at: None,
+        instance_id: None,
+    }
+}
+
+/// Everything written to one backend arrives whole in the other through export and
+/// import: workspaces, keys, instances (sealed env, seq), events, shares, the ledger
+/// and templates; and new rows continue the sequences.
+async fn export_then_import_keeps_every_record(from: Db, to: Db) {
+    use berth_store::seal::SealKey;
+    use berth_store::{transfer, EventRecord, LedgerEntry};
+    let key = SealKey::generate();
+    let src = from.open().await.sealed_with(key.clone()).await.unwrap();
+    src.meta_init("install_id", "inst-x").await.unwrap();
+    let ws = workspace(&src).await;
+    let k = key_record(&ws, "h-export");
+    src.create_key(&k).await.unwrap();
+    let a = instance(&ws, 1, Status::Running);
+    src.insert_instance(&a, 5).await.unwrap();
+    src.record_event(&EventRecord {
+        instance_id: a.id.clone(),
+        at: 3,
+        from: Some(Status::Creating),
+        to: Status::Running,
+        actor: "key:x".into(),
+        reason: Some("made".into()),
+    })
+    .await
+    .unwrap();
+    let share = ShareRecord {
+        id: ShareId::generate(),
+        instance_id: a.id.clone(),
+        workspace_id: ws.clone(),
+        port: 3737,
+        created_at: 1,
+        expires_at: i64::MAX / 2,
+        revoked_at: None,
+        created_by: "key:x".into(),
+    };
+    src.create_share(&share).await.unwrap();
+    let topup = LedgerEntry {
+        workspace_id: ws.clone(),
+        instance_id: None,
+        kind: "topup".into(),
+        amount_micros: 5_000_000,
+        description: "top-up".into(),
+        model: None,
+        input_tokens: None,
+        output_tokens: None,
+    };
+    src.post_ledger(&topup).await.unwrap();
+    let charge = LedgerEntry {
+        instance_id: Some(a.id.clone()),
+        kind: "managed_usage".into(),
+        amount_micros: -1_234,
+        model: Some("m".into()),
+        input_tokens: Some(10),
+        output_tokens: Some(2),
+        ..topup.clone()
+    };
+    src.charge_within_balance(&charge, None).await.unwrap().unwrap();
+
+    let mut file = Vec::new();
+    let counts = transfer::export(&src, &mut file).await.unwrap();
+    assert!(
+        counts.contains(&("instances".to_string(), 1)) && counts.contains(&("ledger".to_string(), 2)),
+        "{counts:?}"
+    );
+    let text = String::from_utf8(file.clone()).unwrap();
+    assert!(!text.contains("v1: value") && !text.contains("\"K\":\"v\""), "env stays sealed in the export");
+
+    let dst = to.open().await.sealed_with(key).await.unwrap();
+    let imported = transfer::import(&dst, &mut std::io::Cursor::new(&file)).await.unwrap();
+    assert_eq!(imported, counts);
+    assert_eq!(dst.meta("install_id").await.unwrap().as_deref(), Some("inst-x"));
+    assert_eq!(dst.key_by_hash("h-export").await.unwrap().map(|k| k.id), Some(k.id));
+    let got = dst.instance(Some(&ws), &a.id).await.unwrap().unwrap();
+    let want = src.instance(Some(&ws), &a.id).await.unwrap().unwrap();
+    assert_eq!(format!("{got:?}"), format!("{want:?}"), "the instance, env and seq included");
+    assert_eq!(dst.events(&a.id, 10).await.unwrap().len(), 1);
+    assert_eq!(dst.active_shares(&a.id, 2).await.unwrap().len(), 1);
+    assert_eq!(dst.balance(&ws).await.unwrap(), Some(5_000_000 - 1_234));
+    assert_eq!(
+        format!("{:?}", dst.ledger(&ws, None, 10).await.unwrap()),
+        format!("{:?}", src.ledger(&ws, None, 10).await.unwrap())
+    );
+    // New rows continue after the imported ones.
+    let b = instance(&ws, 1, Status::Running);
+    dst.insert_instance(&b, 5).await.unwrap();
+    let b = dst.instance(None, &b.id).await.unwrap().unwrap();
+    assert!(b.seq > got.seq, "{} after {}", b.seq, got.seq);
+    // A second import into a database that has data is refused, and changes nothing.
+    let err = transfer::import(&dst, &mut std::io::Cursor::new(&file)).await.unwrap_err();
+    assert!(err.to_string().contains("already holds"), "{err}");
+}
+
+#[tokio::test]
+async fn sqlite_export_imports_into_postgres() {
+    export_then_import_keeps_every_record(Db::sqlite(), Db::postgres()).await
+}
+
+#[tokio::test]
+async fn postgres_export_imports_into_sqlite() {
+    export_then_import_keeps_every_record(Db::postgres(), Db::sqlite()).await
+}
+
+on_both!(
+    concurrent_creates_on_two_pools_keep_the_limit,
+    locks_and_leadership_are_exclusive_across_pools,
+    changes_are_announced_to_other_replicas,
+);

@@ -1,4 +1,8 @@
-//! The SQLite backend (sqlx, WAL mode, embedded migrations).
+//! The SQL backends: SQLite (a file, WAL mode) and PostgreSQL, one implementation on
+//! sqlx's `Any` driver. Statements are written once with `?` placeholders
+//! ([`SqlStore::sql`] numbers them for PostgreSQL); where the two differ (locking for
+//! the limit-checked insert) [`Backend`] says which one runs. Each has its own embedded
+//! migrations (`migrations_sqlite`, `migrations_postgres`).
 
 mod ledger;
 mod shares;
@@ -11,48 +15,167 @@ use crate::{
 };
 use async_trait::async_trait;
 use berth_core::{now_secs, InstanceId, KeyId, ShareId, Status, TemplateId, TemplateSpec, TemplateStatus, WorkspaceId};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use std::borrow::Cow;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// [`Store`] on a SQLite file.
+/// Which database a [`SqlStore`] is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a `--database-url` names, or why none does.
+    pub fn of_url(url: &str) -> std::result::Result<Self, String> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            Err(format!("unsupported database URL scheme in `{}`: use sqlite:PATH or postgres://…", redact(url)))
+        }
+    }
+}
+
+/// A database URL with its password replaced by `***`, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let auth = &url[scheme + 3..at];
+            match auth.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &auth[..colon], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// How a [`SqlStore`] connects: pool size and timeouts (`berth server --database-*`).
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// Connections kept at most.
+    pub max_connections: u32,
+    /// How long a statement waits for a free connection (and a new one to open).
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self { max_connections: 16, acquire_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// [`Store`] on SQLite or PostgreSQL.
 #[derive(Clone)]
-pub struct SqliteStore {
-    pool: SqlitePool,
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+    /// The URL of a PostgreSQL database (LISTEN needs a connection of its own).
+    postgres_url: Option<String>,
     /// Seals `env` on write and opens it on read, and derives gateway tokens
-    /// ([`SqliteStore::sealed_with`]); without one, both are kept as given.
+    /// ([`SqlStore::sealed_with`]); without one, both are kept as given.
     seal: Option<crate::seal::SealKey>,
 }
 
-impl SqliteStore {
-    /// Opens (creating when missing) the database file and runs migrations.
+impl SqlStore {
+    /// Opens (creating when missing) a SQLite database file and runs migrations.
     pub async fn open(path: &Path) -> Result<Self> {
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        Self::connect(opts).await
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        Self::connect(&url, &PoolOptions { max_connections: 8, ..PoolOptions::default() }).await
     }
 
-    /// Opens a `sqlite:` URL (as given by `--database-url`).
-    pub async fn open_url(url: &str) -> Result<Self> {
-        let opts = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        Self::connect(opts).await
+    /// Opens the database a `--database-url` names (`sqlite:PATH` or `postgres://…`) and
+    /// runs its migrations (on PostgreSQL under sqlx's advisory lock, so replicas
+    /// starting together migrate once).
+    pub async fn connect(url: &str, opts: &PoolOptions) -> Result<Self> {
+        let store = Self::connect_only(url, opts).await?;
+        store.migrate().await?;
+        Ok(store)
     }
 
-    async fn connect(opts: SqliteConnectOptions) -> Result<Self> {
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool, seal: None })
+    /// Opens the database without migrating it (`berth migrate` and `berth export` use it).
+    pub async fn connect_only(url: &str, opts: &PoolOptions) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of_url(url).map_err(StoreError::Config)?;
+        let mut url = url.to_string();
+        if backend == Backend::Sqlite && !url.contains('?') {
+            url.push_str("?mode=rwc");
+        }
+        let connect = AnyConnectOptions::from_str(&url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(opts.max_connections)
+            .acquire_timeout(opts.acquire_timeout)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // Per connection: WAL (kept by the file), writers wait for each
+                        // other rather than fail, foreign keys enforced.
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA synchronous = NORMAL",
+                            "PRAGMA busy_timeout = 10000",
+                            "PRAGMA foreign_keys = ON",
+                        ] {
+                            sqlx::Executor::execute(&mut *conn, pragma).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(connect)
+            .await?;
+        let postgres_url = (backend == Backend::Postgres).then(|| url.clone());
+        Ok(Self { pool, backend, postgres_url, seal: None })
+    }
+
+    /// Runs the migrations this database lacks.
+    pub async fn migrate(&self) -> Result<()> {
+        match self.backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations_sqlite").run(&self.pool).await?,
+            Backend::Postgres => sqlx::migrate!("./migrations_postgres").run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The PostgreSQL database's URL; `None` on SQLite.
+    pub(crate) fn postgres_url(&self) -> Option<&str> {
+        self.postgres_url.as_deref()
+    }
+
+    /// The connection pool (leases, locks and transfers run their own statements on it).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// `sql` in this backend's placeholders: `?` on SQLite, `$1`, `$2`… on PostgreSQL
+    /// (statements here have no `?` inside string literals).
+    pub fn sql<'a>(&self, sql: &'a str) -> Cow<'a, str> {
+        if self.backend == Backend::Sqlite || !sql.contains('?') {
+            return Cow::Borrowed(sql);
+        }
+        let mut out = String::with_capacity(sql.len() + 16);
+        let mut n = 0;
+        for c in sql.chars() {
+            if c == '?' {
+                n += 1;
+                out.push('$');
+                out.push_str(&n.to_string());
+            } else {
+                out.push(c);
+            }
+        }
+        Cow::Owned(out)
     }
 
     /// From now on `env` values are sealed at rest with `key` (those stored in clear by
@@ -60,9 +183,11 @@ impl SqliteStore {
     /// stored. A value sealed under another key fails to load (`Corrupt`).
     pub async fn sealed_with(mut self, key: crate::seal::SealKey) -> Result<Self> {
         let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT id, env FROM instances WHERE env NOT LIKE 'sealed:%'").fetch_all(&self.pool).await?;
+            sqlx::query_as(&self.sql("SELECT id, env FROM instances WHERE env NOT LIKE 'sealed:%'"))
+                .fetch_all(&self.pool)
+                .await?;
         for (id, env) in rows {
-            sqlx::query("UPDATE instances SET env = ? WHERE id = ?")
+            sqlx::query(&self.sql("UPDATE instances SET env = ? WHERE id = ?"))
                 .bind(key.seal(&env))
                 .bind(&id)
                 .execute(&self.pool)
@@ -91,17 +216,25 @@ impl SqliteStore {
     }
 
     /// Inserts `r` unless its workspace already holds `limit` live instances.
-    async fn insert_row(&self, conn: &mut sqlx::SqliteConnection, r: &InstanceRecord, limit: u32) -> Result<()> {
+    async fn insert_row(&self, conn: &mut sqlx::AnyConnection, r: &InstanceRecord, limit: u32) -> Result<()> {
         // One statement, so the limit check and the insert cannot interleave with
-        // another create: SQLite serialises writers.
-        let done = sqlx::query(
+        // another create: SQLite serialises writers. PostgreSQL lets two transactions
+        // count at once, so there the workspace's row is locked first (the caller runs
+        // this in a transaction): creates in one workspace queue, on every replica.
+        if self.backend == Backend::Postgres {
+            sqlx::query(&self.sql("SELECT id FROM workspaces WHERE id = ? FOR UPDATE"))
+                .bind(r.workspace_id.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
+        }
+        let done = sqlx::query(&self.sql(
             "INSERT INTO instances (id, workspace_id, name, template, template_version, size, user_tag, region, \
              metadata, env, budget_cap_micros, topup_micros, budget_models, lifecycle_mode, idle_timeout, status, \
              status_reason, restart_count, created_at, updated_at, deleted_at, gateway_token, exposed, idle_stopped, \
              hold_until, egress, paid_until, template_spec, resources, pooled) \
              SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
              WHERE (SELECT COUNT(*) FROM instances WHERE workspace_id = ? AND status != 'deleted') < ?",
-        )
+        ))
         .bind(r.id.as_str())
         .bind(r.workspace_id.as_str())
         .bind(&r.name)
@@ -154,7 +287,7 @@ fn resources_json(r: &Option<berth_core::Resources>) -> Option<String> {
 }
 
 /// The `env` column, opened when sealed.
-fn env_map(row: &SqliteRow, seal: Option<&crate::seal::SealKey>) -> Result<std::collections::BTreeMap<String, String>> {
+fn env_map(row: &AnyRow, seal: Option<&crate::seal::SealKey>) -> Result<std::collections::BTreeMap<String, String>> {
     let text: String = row.try_get("env")?;
     if !crate::seal::is_sealed(&text) {
         return serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("env: {e}")));
@@ -165,12 +298,12 @@ fn env_map(row: &SqliteRow, seal: Option<&crate::seal::SealKey>) -> Result<std::
     serde_json::from_str(&plain).map_err(|e| StoreError::Corrupt(format!("env: {e}")))
 }
 
-fn json_map(row: &SqliteRow, col: &str) -> Result<std::collections::BTreeMap<String, String>> {
+fn json_map(row: &AnyRow, col: &str) -> Result<std::collections::BTreeMap<String, String>> {
     let text: String = row.try_get(col)?;
     serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
 }
 
-fn exposed_from_row(row: &SqliteRow) -> Result<Vec<ExposedPort>> {
+fn exposed_from_row(row: &AnyRow) -> Result<Vec<ExposedPort>> {
     let text: String = row.try_get("exposed")?;
     serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("exposed: {e}")))
 }
@@ -179,7 +312,7 @@ fn exposed_json(ports: &[ExposedPort]) -> String {
     serde_json::to_string(ports).unwrap_or_else(|_| "[]".into())
 }
 
-fn egress_from_row(row: &SqliteRow) -> Result<berth_core::Egress> {
+fn egress_from_row(row: &AnyRow) -> Result<berth_core::Egress> {
     match row.try_get::<Option<String>, _>("egress")? {
         None => Ok(berth_core::Egress::Internet),
         Some(text) => serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("egress: {e}"))),
@@ -200,7 +333,7 @@ fn status(text: &str) -> Result<Status> {
 }
 
 /// An instance row: `env` opened when sealed, the gateway token derived when not stored.
-fn instance_from_row(row: &SqliteRow, store: &SqliteStore) -> Result<InstanceRecord> {
+fn instance_from_row(row: &AnyRow, store: &SqlStore) -> Result<InstanceRecord> {
     let seal = store.seal.as_ref();
     let id: String = row.try_get("id")?;
     let stored_token: Option<String> = row.try_get("gateway_token")?;
@@ -255,7 +388,7 @@ fn instance_from_row(row: &SqliteRow, store: &SqliteStore) -> Result<InstanceRec
     })
 }
 
-fn workspace_from_row(row: &SqliteRow) -> Result<WorkspaceRecord> {
+fn workspace_from_row(row: &AnyRow) -> Result<WorkspaceRecord> {
     Ok(WorkspaceRecord {
         id: WorkspaceId::from_trusted(row.try_get("id")?),
         name: row.try_get("name")?,
@@ -264,7 +397,7 @@ fn workspace_from_row(row: &SqliteRow) -> Result<WorkspaceRecord> {
     })
 }
 
-fn key_from_row(row: &SqliteRow) -> Result<KeyRecord> {
+fn key_from_row(row: &AnyRow) -> Result<KeyRecord> {
     Ok(KeyRecord {
         id: KeyId::from_trusted(row.try_get("id")?),
         workspace_id: WorkspaceId::from_trusted(row.try_get("workspace_id")?),
@@ -283,19 +416,20 @@ fn to_json(map: &std::collections::BTreeMap<String, String>) -> String {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Store for SqlStore {
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query(&self.sql("SELECT 1")).execute(&self.pool).await?;
         Ok(())
     }
 
     async fn meta(&self, key: &str) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT value FROM meta WHERE key = ?").bind(key).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query(&self.sql("SELECT value FROM meta WHERE key = ?")).bind(key).fetch_optional(&self.pool).await?;
         Ok(row.map(|r| r.get("value")))
     }
 
     async fn meta_init(&self, key: &str, value: &str) -> Result<String> {
-        sqlx::query("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)")
+        sqlx::query(&self.sql("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING"))
             .bind(key)
             .bind(value)
             .execute(&self.pool)
@@ -304,7 +438,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_workspace(&self, ws: &WorkspaceRecord) -> Result<()> {
-        sqlx::query("INSERT INTO workspaces (id, name, instance_limit, created_at) VALUES (?, ?, ?, ?)")
+        sqlx::query(&self.sql("INSERT INTO workspaces (id, name, instance_limit, created_at) VALUES (?, ?, ?, ?)"))
             .bind(ws.id.as_str())
             .bind(&ws.name)
             .bind(ws.instance_limit as i64)
@@ -315,25 +449,28 @@ impl Store for SqliteStore {
     }
 
     async fn workspace(&self, id: &WorkspaceId) -> Result<Option<WorkspaceRecord>> {
-        let row =
-            sqlx::query("SELECT * FROM workspaces WHERE id = ?").bind(id.as_str()).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&self.sql("SELECT * FROM workspaces WHERE id = ?"))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(workspace_from_row).transpose()
     }
 
     async fn workspaces(&self) -> Result<Vec<WorkspaceRecord>> {
-        let rows = sqlx::query("SELECT * FROM workspaces ORDER BY created_at, id").fetch_all(&self.pool).await?;
+        let rows =
+            sqlx::query(&self.sql("SELECT * FROM workspaces ORDER BY created_at, id")).fetch_all(&self.pool).await?;
         rows.iter().map(workspace_from_row).collect()
     }
 
     async fn workspace_count(&self) -> Result<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM workspaces").fetch_one(&self.pool).await?.get("n"))
+        Ok(sqlx::query(&self.sql("SELECT COUNT(*) AS n FROM workspaces")).fetch_one(&self.pool).await?.get("n"))
     }
 
     async fn create_key(&self, key: &KeyRecord) -> Result<()> {
-        sqlx::query(
+        sqlx::query(&self.sql(
             "INSERT INTO api_keys (id, workspace_id, name, prefix, hash, admin, created_at, expires_at, instance_id) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
+        ))
         .bind(key.id.as_str())
         .bind(key.workspace_id.as_str())
         .bind(&key.name)
@@ -349,12 +486,15 @@ impl Store for SqliteStore {
     }
 
     async fn key_by_hash(&self, hash: &str) -> Result<Option<KeyRecord>> {
-        let row = sqlx::query("SELECT * FROM api_keys WHERE hash = ?").bind(hash).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&self.sql("SELECT * FROM api_keys WHERE hash = ?"))
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(key_from_row).transpose()
     }
 
     async fn keys(&self, ws: &WorkspaceId) -> Result<Vec<KeyRecord>> {
-        let rows = sqlx::query("SELECT * FROM api_keys WHERE workspace_id = ? ORDER BY created_at, id")
+        let rows = sqlx::query(&self.sql("SELECT * FROM api_keys WHERE workspace_id = ? ORDER BY created_at, id"))
             .bind(ws.as_str())
             .fetch_all(&self.pool)
             .await?;
@@ -362,7 +502,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_key(&self, ws: &WorkspaceId, id: &KeyId) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM api_keys WHERE workspace_id = ? AND id = ?")
+        let done = sqlx::query(&self.sql("DELETE FROM api_keys WHERE workspace_id = ? AND id = ?"))
             .bind(ws.as_str())
             .bind(id.as_str())
             .execute(&self.pool)
@@ -371,8 +511,10 @@ impl Store for SqliteStore {
     }
 
     async fn insert_instance(&self, r: &InstanceRecord, limit: u32) -> Result<()> {
-        let mut conn = self.pool.acquire().await?;
-        self.insert_row(&mut conn, r, limit).await
+        let mut tx = self.pool.begin().await?;
+        self.insert_row(&mut tx, r, limit).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn claim_instance(
@@ -385,7 +527,7 @@ impl Store for SqliteStore {
         // The pool's row goes and the claimed one comes as a new row (its own place in
         // the newest-first list), with the pool's audit events, in one transaction.
         let mut tx = self.pool.begin().await?;
-        let gone = sqlx::query("DELETE FROM instances WHERE id = ? AND workspace_id = ?")
+        let gone = sqlx::query(&self.sql("DELETE FROM instances WHERE id = ? AND workspace_id = ?"))
             .bind(pooled.as_str())
             .bind(from.as_str())
             .execute(&mut *tx)
@@ -393,7 +535,10 @@ impl Store for SqliteStore {
         if gone.rows_affected() == 0 {
             return Ok(false);
         }
-        sqlx::query("DELETE FROM events WHERE instance_id = ?").bind(pooled.as_str()).execute(&mut *tx).await?;
+        sqlx::query(&self.sql("DELETE FROM events WHERE instance_id = ?"))
+            .bind(pooled.as_str())
+            .execute(&mut *tx)
+            .await?;
         self.insert_row(&mut tx, r, limit).await?;
         tx.commit().await?;
         Ok(true)
@@ -402,7 +547,7 @@ impl Store for SqliteStore {
     async fn instance(&self, ws: Option<&WorkspaceId>, id: &InstanceId) -> Result<Option<InstanceRecord>> {
         let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = ? AND (? IS NULL OR workspace_id = ?)");
         let ws = ws.map(|w| w.as_str().to_string());
-        let row = sqlx::query(&sql).bind(id.as_str()).bind(&ws).bind(&ws).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&self.sql(&sql)).bind(id.as_str()).bind(&ws).bind(&ws).fetch_optional(&self.pool).await?;
         row.as_ref().map(|r| instance_from_row(r, self)).transpose()
     }
 
@@ -423,7 +568,7 @@ impl Store for SqliteStore {
              ORDER BY seq DESC LIMIT ?"
         );
         let status = f.status.map(|s| s.as_str());
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(&self.sql(&sql))
             .bind(ws.as_str())
             .bind(before_seq)
             .bind(before_seq)
@@ -440,61 +585,71 @@ impl Store for SqliteStore {
     }
 
     async fn live_instance_count(&self, ws: &WorkspaceId) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM instances WHERE workspace_id = ? AND status != 'deleted'")
-            .bind(ws.as_str())
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            &self.sql("SELECT COUNT(*) AS n FROM instances WHERE workspace_id = ? AND status != 'deleted'"),
+        )
+        .bind(ws.as_str())
+        .fetch_one(&self.pool)
+        .await?;
         Ok(row.get("n"))
     }
 
     async fn status_counts(&self) -> Result<Vec<(Status, i64)>> {
-        let rows =
-            sqlx::query("SELECT status, COUNT(*) AS n FROM instances GROUP BY status").fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&self.sql("SELECT status, COUNT(*) AS n FROM instances GROUP BY status"))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(|r| Ok((status(r.try_get("status")?)?, r.try_get("n")?))).collect()
     }
 
     async fn active_sizes(&self) -> Result<Vec<(u32, i64)>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(&self.sql(
             "SELECT size, COUNT(*) AS n FROM instances \
              WHERE status IN ('creating', 'running', 'paused', 'stopping') AND resources IS NULL GROUP BY size",
-        )
+        ))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(|r| Ok((r.try_get::<i64, _>("size")? as u32, r.try_get("n")?))).collect()
     }
 
     async fn active_custom_memory_mb(&self) -> Result<u64> {
-        let mb: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(json_extract(resources, '$.memory_limit_mb')), 0) FROM instances \
+        // Summed here: JSON paths differ between the backends, and only a few instances
+        // have resources of their own.
+        let texts: Vec<String> = sqlx::query_scalar(&self.sql(
+            "SELECT resources FROM instances \
              WHERE status IN ('creating', 'running', 'paused', 'stopping') AND resources IS NOT NULL",
-        )
-        .fetch_one(&self.pool)
+        ))
+        .fetch_all(&self.pool)
         .await?;
-        Ok(mb.max(0) as u64)
+        let mut mb = 0u64;
+        for text in texts {
+            let r: berth_core::Resources =
+                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("instance resources: {e}")))?;
+            mb += r.memory_limit_mb as u64;
+        }
+        Ok(mb)
     }
 
     async fn workspace_sizes(&self, ws: &WorkspaceId) -> Result<Vec<(u32, i64)>> {
-        let rows = sqlx::query("SELECT size, COUNT(*) AS n FROM instances WHERE workspace_id = ? GROUP BY size")
-            .bind(ws.as_str())
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query(&self.sql("SELECT size, COUNT(*) AS n FROM instances WHERE workspace_id = ? GROUP BY size"))
+                .bind(ws.as_str())
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(|r| Ok((r.try_get::<i64, _>("size")? as u32, r.try_get("n")?))).collect()
     }
 
     async fn all_instances(&self) -> Result<Vec<InstanceRecord>> {
         let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances ORDER BY seq");
-        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&self.sql(&sql)).fetch_all(&self.pool).await?;
         rows.iter().map(|r| instance_from_row(r, self)).collect()
     }
 
     async fn update_instance(&self, r: &InstanceRecord) -> Result<()> {
-        sqlx::query(
-            "UPDATE instances SET name = ?, template_version = ?, size = ?, metadata = ?, env = ?, \
+        sqlx::query(&self.sql("UPDATE instances SET name = ?, template_version = ?, size = ?, metadata = ?, env = ?, \
              budget_cap_micros = ?, topup_micros = ?, budget_models = ?, lifecycle_mode = ?, idle_timeout = ?, status = ?, \
              status_reason = ?, restart_count = ?, updated_at = ?, deleted_at = ?, exposed = ?, idle_stopped = ?, \
              hold_until = ?, egress = ?, paid_until = ?, template = ?, template_spec = ?, resources = ?, pooled = ? \
-             WHERE id = ?",
-        )
+             WHERE id = ?",))
         .bind(&r.name)
         .bind(r.template_version as i64)
         .bind(r.size as i64)
@@ -532,10 +687,9 @@ impl Store for SqliteStore {
         // One transaction for the whole batch: one fsync however many instances.
         let mut tx = self.pool.begin().await?;
         for t in batch {
-            sqlx::query(
-                "UPDATE instances SET last_request_at = MAX(COALESCE(last_request_at, 0), ?), \
-                 requests_total = requests_total + ? WHERE id = ?",
-            )
+            sqlx::query(&self.sql("UPDATE instances SET last_request_at = CASE WHEN COALESCE(last_request_at, 0) > ? THEN last_request_at ELSE ? END, \
+                 requests_total = requests_total + ? WHERE id = ?",))
+            .bind(t.last_request_at)
             .bind(t.last_request_at)
             .bind(t.requests as i64)
             .bind(t.id.as_str())
@@ -547,14 +701,14 @@ impl Store for SqliteStore {
     }
 
     async fn delete_instance(&self, id: &InstanceId) -> Result<()> {
-        sqlx::query("DELETE FROM instances WHERE id = ?").bind(id.as_str()).execute(&self.pool).await?;
+        sqlx::query(&self.sql("DELETE FROM instances WHERE id = ?")).bind(id.as_str()).execute(&self.pool).await?;
         Ok(())
     }
 
     async fn record_event(&self, ev: &EventRecord) -> Result<()> {
-        sqlx::query(
+        sqlx::query(&self.sql(
             "INSERT INTO events (instance_id, at, from_status, to_status, actor, reason) VALUES (?, ?, ?, ?, ?, ?)",
-        )
+        ))
         .bind(ev.instance_id.as_str())
         .bind(ev.at)
         .bind(ev.from.map(|s| s.as_str()))
@@ -567,9 +721,7 @@ impl Store for SqliteStore {
     }
 
     async fn events(&self, id: &InstanceId, limit: u32) -> Result<Vec<EventRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM (SELECT * FROM events WHERE instance_id = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq",
-        )
+        let rows = sqlx::query(&self.sql("SELECT * FROM (SELECT * FROM events WHERE instance_id = ? ORDER BY seq DESC LIMIT ?) AS newest ORDER BY seq",))
         .bind(id.as_str())
         .bind(limit as i64)
         .fetch_all(&self.pool)
@@ -590,27 +742,27 @@ impl Store for SqliteStore {
     }
 
     async fn create_share(&self, share: &ShareRecord) -> Result<()> {
-        shares::create(&self.pool, share).await
+        shares::create(self, share).await
     }
 
     async fn active_shares(&self, instance: &InstanceId, now: i64) -> Result<Vec<ShareRecord>> {
-        shares::active(&self.pool, Some(instance), now).await
+        shares::active(self, Some(instance), now).await
     }
 
     async fn all_active_shares(&self, now: i64) -> Result<Vec<ShareRecord>> {
-        shares::active(&self.pool, None, now).await
+        shares::active(self, None, now).await
     }
 
     async fn revoke_share(&self, instance: &InstanceId, id: &ShareId, at: i64) -> Result<bool> {
-        shares::revoke(&self.pool, instance, id, at).await
+        shares::revoke(self, instance, id, at).await
     }
 
     async fn balance(&self, ws: &WorkspaceId) -> Result<Option<i64>> {
-        ledger::balance(&self.pool, ws).await
+        ledger::balance(self, ws).await
     }
 
     async fn post_ledger(&self, entry: &LedgerEntry) -> Result<LedgerRecord> {
-        ledger::post_within(&self.pool, entry, false, None)
+        ledger::post_within(self, entry, false, None)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("ledger entry for unknown workspace {}", entry.workspace_id)))
     }
@@ -620,15 +772,15 @@ impl Store for SqliteStore {
         entry: &LedgerEntry,
         paid_until: Option<i64>,
     ) -> Result<Option<LedgerRecord>> {
-        ledger::post_within(&self.pool, entry, true, paid_until).await
+        ledger::post_within(self, entry, true, paid_until).await
     }
 
     async fn ledger(&self, ws: &WorkspaceId, before_seq: Option<i64>, limit: u32) -> Result<Vec<LedgerRecord>> {
-        ledger::page(&self.pool, ws, before_seq, limit).await
+        ledger::page(self, ws, before_seq, limit).await
     }
 
     async fn daily_usage(&self, ws: &WorkspaceId, since: i64) -> Result<Vec<DailyUsage>> {
-        ledger::daily_usage(&self.pool, ws, since).await
+        ledger::daily_usage(self, ws, since).await
     }
 
     async fn create_template(&self, t: &TemplateRecord, build: Option<(&str, &str)>) -> Result<()> {
@@ -681,8 +833,8 @@ impl Store for SqliteStore {
         self.t_builds(id).await
     }
 
-    async fn fail_unfinished_builds(&self, reason: &str) -> Result<u64> {
-        self.t_fail_unfinished(reason).await
+    async fn fail_unfinished_builds(&self, started_before: i64, reason: &str) -> Result<u64> {
+        self.t_fail_unfinished(started_before, reason).await
     }
 
     async fn ready_versions(&self) -> Result<Vec<(TemplateId, u32)>> {
