@@ -20,7 +20,7 @@ async fn replicas() -> (TestServer, TestServer) {
 }
 
 async fn health(s: &TestServer) -> Value {
-    let r = s.http().get(format!("{}/healthz", s.base)).send().await.unwrap();
+    let r = s.http().get(format!("{}/healthz?verbose=true", s.base)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     r.json().await.unwrap()
 }

@@ -12,6 +12,14 @@ async fn healthz_metrics_openapi_and_docs_answer_without_a_key() {
 
     let (st, h) = s.call(reqwest::Method::GET, "/healthz", None, None).await;
     assert_eq!((st, h), (200, json!({"status": "ok"})));
+    let (st, h) = s.call(reqwest::Method::GET, "/healthz?verbose=true", None, None).await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        (&h["status"], &h["database"]["backend"], &h["leader"]),
+        (&json!("ok"), &json!("sqlite"), &json!(true)),
+        "{h}"
+    );
+    assert!(h["database"]["ping_ms"].as_f64().is_some(), "{h}");
 
     let text = s.http().get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
     for needle in [

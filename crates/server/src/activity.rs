@@ -156,16 +156,21 @@ impl Activity {
     }
 
     /// Writes request times and counts gathered since the last flush, in one batch.
-    pub async fn flush(&self, store: &dyn Store) -> berth_store::Result<()> {
+    /// With `open_is_traffic` (replicas: the one that decides idleness may be another),
+    /// an instance with something open here (a stream, a WebSocket, an exec, a shell,
+    /// a log follow) counts as requested now.
+    pub async fn flush(&self, store: &dyn Store, open_is_traffic: bool) -> berth_store::Result<()> {
         let mut batch = Vec::new();
         let mut marks = Vec::new();
+        let now = berth_core::now_secs();
         for (id, a) in self.map.read().unwrap_or_else(|e| e.into_inner()).iter() {
             let total = a.requests.load(Ordering::Relaxed);
             let flushed = a.flushed.load(Ordering::Relaxed);
-            if total > flushed {
+            let open = open_is_traffic && a.open_count() > 0;
+            if total > flushed || open {
                 batch.push(TrafficUpdate {
                     id: id.clone(),
-                    last_request_at: a.last_request(),
+                    last_request_at: if open { now } else { a.last_request() },
                     requests: total - flushed,
                 });
                 marks.push((a.clone(), total));

@@ -102,7 +102,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let llm_addr = llm_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let served: Vec<u16> = llm_addr.iter().map(|a| a.port()).collect();
     let egress = egress_firewall(&args, runtime.as_ref(), store.as_ref(), &install_id, served).await?;
-    crate::bootstrap::ensure_default_workspace(store.as_ref(), &args.data, args.instance_limit).await?;
+    {
+        // Replicas starting together on an empty database make one default workspace.
+        let _first = berth_store::coord::SharedLocks::new(db.clone()).lock("bootstrap").await?;
+        crate::bootstrap::ensure_default_workspace(store.as_ref(), &args.data, args.instance_limit).await?;
+    }
     if args.billing && llm_cfg.is_none() {
         tracing::warn!("--billing without a managed LLM upstream: only compute (--size-price) is charged");
     }
@@ -433,7 +437,8 @@ async fn flush_activity(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        if let Err(e) = state.activity.flush(state.store.as_ref()).await {
+        let replicas = state.settings.database == "postgres";
+        if let Err(e) = state.activity.flush(state.store.as_ref(), replicas).await {
             tracing::warn!(error = %e, "could not record edge traffic");
         }
     }

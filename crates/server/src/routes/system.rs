@@ -19,18 +19,29 @@ pub fn router() -> Router<AppState> {
         .route("/docs", get(docs))
 }
 
-async fn healthz(State(state): State<AppState>) -> Response {
+/// `?verbose=true` on `/healthz`.
+#[derive(serde::Deserialize)]
+struct HealthQuery {
+    #[serde(default)]
+    verbose: bool,
+}
+
+/// `200 {"status":"ok"}` when the database and the runtime answer; with `?verbose=true`
+/// also which database (and its ping) and whether this replica leads.
+async fn healthz(State(state): State<AppState>, query: axum::extract::Query<HealthQuery>) -> Response {
+    let verbose = query.verbose;
     let started = std::time::Instant::now();
     let db = state.store.ping().await;
     let ping_ms = (started.elapsed().as_secs_f64() * 1000.0 * 100.0).round() / 100.0;
     let rt = state.runtime.ping().await;
     match (db, rt) {
-        (Ok(()), Ok(())) => Json(json!({
+        (Ok(()), Ok(())) if verbose => Json(json!({
             "status": "ok",
             "database": {"backend": state.settings.database, "ping_ms": ping_ms},
             "leader": state.leader.is_leader(),
         }))
         .into_response(),
+        (Ok(()), Ok(())) => Json(json!({"status": "ok"})).into_response(),
         (db, rt) => {
             let mut problems = serde_json::Map::new();
             if let Err(e) = db {
