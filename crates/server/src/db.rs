@@ -163,7 +163,7 @@ impl DbArgs {
             (None, false) => {
                 let path = self.data.join("berth.db");
                 anyhow::ensure!(path.exists(), "no database at {}: give --database-url or --data", path.display());
-                SqlStore::connect_only(&format!("sqlite://{}", path.display()), &opts).await.context("opening")
+                SqlStore::connect_only(&SqlStore::sqlite_url(&path), &opts).await.context("opening the database")
             }
         }
     }

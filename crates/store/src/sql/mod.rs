@@ -86,8 +86,14 @@ pub struct SqlStore {
 impl SqlStore {
     /// Opens (creating when missing) a SQLite database file and runs migrations.
     pub async fn open(path: &Path) -> Result<Self> {
-        let url = format!("sqlite://{}?mode=rwc", path.display());
-        Self::connect(&url, &PoolOptions { max_connections: 8, ..PoolOptions::default() }).await
+        Self::connect(&Self::sqlite_url(path), &PoolOptions { max_connections: 8, ..PoolOptions::default() }).await
+    }
+
+    /// The `sqlite:` URL of a database file (created when missing).
+    pub fn sqlite_url(path: &Path) -> String {
+        // `%`, `?` and `#` would be read as URL syntax in the path.
+        let path = path.display().to_string().replace('%', "%25").replace('?', "%3F").replace('#', "%23");
+        format!("sqlite://{path}?mode=rwc")
     }
 
     /// Opens the database a `--database-url` names (`sqlite:PATH` or `postgres://…`) and
@@ -558,29 +564,37 @@ impl Store for SqlStore {
         before_seq: Option<i64>,
         limit: u32,
     ) -> Result<Vec<InstanceRecord>> {
+        // Only the filters given are in the statement (one statement per combination,
+        // each prepared once): a planner then walks the (workspace_id, seq) index
+        // backwards, where `? IS NULL OR …` leaves PostgreSQL's generic plans a scan.
         // Deleted instances only show when asked for by status.
-        let sql = format!(
-            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE workspace_id = ? \
-             AND (? IS NULL OR seq < ?) \
-             AND (? IS NULL OR user_tag = ?) \
-             AND (? IS NULL OR template = ?) \
-             AND (CASE WHEN ? IS NULL THEN status != 'deleted' ELSE status = ? END) \
-             ORDER BY seq DESC LIMIT ?"
-        );
-        let status = f.status.map(|s| s.as_str());
-        let rows = sqlx::query(&self.sql(&sql))
-            .bind(ws.as_str())
-            .bind(before_seq)
-            .bind(before_seq)
-            .bind(&f.user)
-            .bind(&f.user)
-            .bind(&f.template)
-            .bind(&f.template)
-            .bind(status)
-            .bind(status)
-            .bind(limit as i64)
-            .fetch_all(&self.pool)
-            .await?;
+        let mut sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE workspace_id = ?");
+        if before_seq.is_some() {
+            sql.push_str(" AND seq < ?");
+        }
+        if f.user.is_some() {
+            sql.push_str(" AND user_tag = ?");
+        }
+        if f.template.is_some() {
+            sql.push_str(" AND template = ?");
+        }
+        sql.push_str(if f.status.is_some() { " AND status = ?" } else { " AND status != 'deleted'" });
+        sql.push_str(" ORDER BY seq DESC LIMIT ?");
+        let sql = self.sql(&sql);
+        let mut q = sqlx::query(&sql).bind(ws.as_str());
+        if let Some(seq) = before_seq {
+            q = q.bind(seq);
+        }
+        if let Some(user) = &f.user {
+            q = q.bind(user.as_str());
+        }
+        if let Some(template) = &f.template {
+            q = q.bind(template.as_str());
+        }
+        if let Some(status) = f.status {
+            q = q.bind(status.as_str());
+        }
+        let rows = q.bind(limit as i64).fetch_all(&self.pool).await?;
         rows.iter().map(|r| instance_from_row(r, self)).collect()
     }
 
