@@ -192,6 +192,18 @@ async fn an_installation_moves_from_sqlite_to_postgres_with_export_and_import() 
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(!text.contains("s3cret-value"), "env values stay sealed in the export");
     let url = berth_test_util::postgres::database_url();
+    // Migrating first (as an operator may, before any server starts) changes nothing
+    // import cares about; twice is fine.
+    for _ in 0..2 {
+        let said = berth(&["migrate", "--database-url", &url]);
+        assert!(said.contains("up to date"), "{said}");
+    }
+    let refused = std::process::Command::new(berth_test_util::server::berth_bin())
+        .args(["migrate", "--database-url", "mysql://x@localhost/db"])
+        .output()
+        .unwrap();
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && why.contains("sqlite:PATH or postgres://"), "{why}");
     let said = berth(&["import", "--database-url", &url, &file]);
     assert!(said.contains("instances"), "{said}");
     // Importing twice is refused and changes nothing.

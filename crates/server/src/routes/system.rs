@@ -28,8 +28,8 @@ struct HealthQuery {
 
 /// `200 {"status":"ok"}` when the database and the runtime answer; with `?verbose=true`
 /// also which database (and its ping) and whether this replica leads.
-async fn healthz(State(state): State<AppState>, query: axum::extract::Query<HealthQuery>) -> Response {
-    let verbose = query.verbose;
+async fn healthz(State(state): State<AppState>, query: crate::extract::ApiQuery<HealthQuery>) -> Response {
+    let verbose = query.0.verbose;
     let started = std::time::Instant::now();
     let db = state.store.ping().await;
     let ping_ms = (started.elapsed().as_secs_f64() * 1000.0 * 100.0).round() / 100.0;
