@@ -126,6 +126,10 @@ impl ApiError {
             }
             ApiError::Store(StoreError::LimitExceeded { .. }) => (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
             ApiError::Store(StoreError::Duplicate(_)) => (StatusCode::CONFLICT, "name_taken"),
+            ApiError::Store(e) if e.is_unavailable() => {
+                details.insert("retry_after_secs".into(), json!(1));
+                (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
+            }
             ApiError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         };
         (status, code, details)
@@ -148,6 +152,10 @@ impl IntoResponse for ApiError {
         let (status, code, details) = self.parts();
         let message = match &self {
             ApiError::Store(StoreError::LimitExceeded { .. } | StoreError::Duplicate(_)) => self.to_string(),
+            ApiError::Store(e) if e.is_unavailable() => {
+                tracing::warn!(error = %e, "the database did not answer in time");
+                "the database did not answer in time (it is down, or every connection is busy); try again".to_string()
+            }
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store failure");
                 "internal error: the database failed; try again".to_string()
@@ -156,6 +164,7 @@ impl IntoResponse for ApiError {
         };
         let retry_after = match &self {
             ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
+            ApiError::Store(e) if e.is_unavailable() => Some(1),
             _ => None,
         };
         let body = ErrorBody { error: ErrorDetail { code: code.into(), message, details } };

@@ -94,7 +94,7 @@ fn add_common_responses(doc: &mut Value) {
         "Forbidden": error_response("`forbidden`: the key may not do this (an instance key outside its instance, a non-admin key on an admin route)"),
         "NotFound": error_response("`*_not_found`: no such resource in the key's workspace (another workspace's resources are never revealed)"),
         "RateLimited": rate_limited,
-        "Unavailable": error_response("`runtime_unavailable` (the container runtime failed) or `timeout` (the request outlived `--request-timeout-secs`)"),
+        "Unavailable": error_response("`runtime_unavailable` (the container runtime failed), `database_unavailable` (the database did not answer within `--database-timeout-secs`; `Retry-After`) or `timeout` (the request outlived `--request-timeout-secs`)"),
     });
     let Some(paths) = doc["paths"].as_object_mut() else { return };
     for (path, item) in paths.iter_mut() {

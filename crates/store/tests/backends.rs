@@ -631,3 +631,15 @@ on_both!(
     locks_and_leadership_are_exclusive_across_pools,
     changes_are_announced_to_other_replicas,
 );
+
+/// A database that does not answer is reported as unavailable (the API's 503), not as
+/// a failed statement.
+#[tokio::test]
+async fn an_unreachable_database_is_unavailable_not_broken() {
+    let opts = PoolOptions { max_connections: 1, acquire_timeout: std::time::Duration::from_secs(1) };
+    // Port 1 on loopback: nothing listens there.
+    let err = SqlStore::connect("postgres://postgres@127.0.0.1:1/none", &opts).await.err().expect("no database there");
+    assert!(err.is_unavailable(), "{err:?}");
+    let err = SqlStore::connect("mysql://x@127.0.0.1/none", &opts).await.err().expect("not a database URL we take");
+    assert!(!err.is_unavailable() && err.to_string().contains("sqlite:PATH or postgres://"), "{err}");
+}
