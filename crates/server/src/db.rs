@@ -96,24 +96,8 @@ async fn apply(state: &AppState, change: &Change) -> anyhow::Result<()> {
     match change {
         Change::Instance(id) => {
             let Some(id) = InstanceId::parse(id) else { return Ok(()) };
-            // What the reconciler last saw of it is stale now.
-            state.locks.touch(&id);
-            // Its route, and its egress policy: this replica's firewall syncs would
-            // otherwise take the rules of an instance it did not know for stale.
-            match state.store.instance(None, &id).await? {
-                Some(rec) if rec.status != berth_core::Status::Deleted => {
-                    state.routes.apply(&rec);
-                    state.egress_policy(&rec.id, &rec.egress).await;
-                }
-                Some(rec) => {
-                    state.routes.apply(&rec);
-                    state.egress_forget(&rec.id).await;
-                }
-                None => {
-                    state.routes.remove(&id);
-                    state.egress_forget(&id).await;
-                }
-            }
+            let rec = state.store.instance(None, &id).await?;
+            instance_changed(state, &id, rec.as_ref()).await;
         }
         Change::Key(id) => {
             if let Some(id) = KeyId::parse(id) {
@@ -123,22 +107,43 @@ async fn apply(state: &AppState, change: &Change) -> anyhow::Result<()> {
         Change::Shares(instance) => {
             let Some(instance) = InstanceId::parse(instance) else { return Ok(()) };
             let active = state.store.active_shares(&instance, berth_core::now_secs()).await?;
-            state.shares.sync_instance(&instance, &active);
+            state.shares.sync(Some(&instance), &active);
         }
         Change::Template(_) => state.settings.templates.reload(state.store.as_ref()).await?,
         Change::Resync => {
             tracing::info!("listening to the database again: reading routes, shares and templates anew");
             for rec in state.store.all_instances().await? {
-                state.routes.apply(&rec);
-                state.locks.touch(&rec.id);
+                instance_changed(state, &rec.id, Some(&rec)).await;
             }
             let active = state.store.all_active_shares(berth_core::now_secs()).await?;
-            state.shares.sync_all(&active);
+            state.shares.sync(None, &active);
             state.settings.templates.reload(state.store.as_ref()).await?;
             state.keys.clear();
         }
     }
     Ok(())
+}
+
+/// An instance changed elsewhere (`rec`: as it is now; `None`: gone): what the
+/// reconciler last saw of it is stale, and its route and egress policy are set anew
+/// (this replica's firewall syncs would otherwise take the rules of an instance it did
+/// not know for stale).
+async fn instance_changed(state: &AppState, id: &InstanceId, rec: Option<&berth_store::InstanceRecord>) {
+    state.locks.touch(id);
+    match rec {
+        Some(rec) => {
+            state.routes.apply(rec);
+            if rec.status == berth_core::Status::Deleted {
+                state.egress_forget(id).await;
+            } else {
+                state.egress_policy(id, &rec.egress).await;
+            }
+        }
+        None => {
+            state.routes.remove(id);
+            state.egress_forget(id).await;
+        }
+    }
 }
 
 /// `berth migrate|export|import`: which database.

@@ -152,7 +152,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         leader: crate::db::Leader::elect(db.clone()),
         metrics: Arc::new(Metrics::default()),
         settings: Arc::new(Settings {
-            database: if replicas { "postgres" } else { "sqlite" },
+            database: db.backend(),
             domain: args.domain.clone(),
             edge_port: args.edge_listen.port(),
             instance_limit: args.instance_limit,
@@ -437,7 +437,7 @@ async fn flush_activity(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let replicas = state.settings.database == "postgres";
+        let replicas = state.settings.database == Backend::Postgres;
         if let Err(e) = state.activity.flush(state.store.as_ref(), replicas).await {
             tracing::warn!(error = %e, "could not record edge traffic");
         }

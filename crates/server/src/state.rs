@@ -23,8 +23,8 @@ pub type InspectCache = std::sync::Mutex<
 /// Settings handlers need at request time.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `sqlite` or `postgres` (as `/healthz` reports it).
-    pub database: &'static str,
+    /// The database (PostgreSQL: possibly shared with other replicas).
+    pub database: berth_store::Backend,
     /// Domain of instance URLs.
     pub domain: String,
     /// Port of the edge, for instance URLs.

@@ -297,19 +297,17 @@ fn bin_dir() -> Option<PathBuf> {
     if let Some((_, bin)) = newest {
         return Some(bin);
     }
-    which("initdb").and_then(|p| p.parent().map(Path::to_path_buf))
+    crate::require::find_on_path("initdb").and_then(|p| p.parent().map(Path::to_path_buf))
 }
 
 /// `psql`: the server binaries' own (not Debian's `/usr/bin/psql`, a Perl wrapper
 /// that costs ~15 ms a call), else the `PATH`'s.
 fn psql_bin() -> Option<PathBuf> {
     static PSQL: OnceLock<Option<PathBuf>> = OnceLock::new();
-    PSQL.get_or_init(|| bin_dir().map(|d| d.join("psql")).filter(|p| p.is_file()).or_else(|| which("psql"))).clone()
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    let paths = std::env::var_os("PATH")?;
-    std::env::split_paths(&paths).map(|d| d.join(program)).find(|p| p.is_file())
+    PSQL.get_or_init(|| {
+        bin_dir().map(|d| d.join("psql")).filter(|p| p.is_file()).or_else(|| crate::require::find_on_path("psql"))
+    })
+    .clone()
 }
 
 #[cfg(test)]

@@ -100,36 +100,22 @@ impl Shares {
         });
     }
 
-    /// Makes an instance's live shares those of `active` (read from the database after
-    /// another replica made or revoked one): the others are revoked, new ones added.
-    pub fn sync_instance(self: &Arc<Self>, instance: &InstanceId, active: &[ShareRecord]) {
+    /// Makes the live shares of `instance` (of every instance: `None`) those of
+    /// `active`, as read from the database after another replica made or revoked one:
+    /// the others are revoked, new ones added.
+    pub fn sync(self: &Arc<Self>, instance: Option<&InstanceId>, active: &[ShareRecord]) {
+        let in_scope = |i: &InstanceId| instance.is_none_or(|want| want == i);
         let stale: Vec<ShareId> = {
             let live = self.live.read().unwrap_or_else(|e| e.into_inner());
             live.values()
-                .filter(|s| &s.instance == instance && !active.iter().any(|a| a.id == s.id))
+                .filter(|s| in_scope(&s.instance) && !active.iter().any(|a| a.id == s.id))
                 .map(|s| s.id.clone())
                 .collect()
         };
         for id in stale {
             self.revoke(&id);
         }
-        for s in active.iter().filter(|s| &s.instance_id == instance) {
-            if !self.live.read().unwrap_or_else(|e| e.into_inner()).contains_key(&s.id) {
-                self.add(s);
-            }
-        }
-    }
-
-    /// Makes the live shares those of `active` (every instance's).
-    pub fn sync_all(self: &Arc<Self>, active: &[ShareRecord]) {
-        let stale: Vec<ShareId> = {
-            let live = self.live.read().unwrap_or_else(|e| e.into_inner());
-            live.keys().filter(|id| !active.iter().any(|a| &a.id == *id)).cloned().collect()
-        };
-        for id in stale {
-            self.revoke(&id);
-        }
-        for s in active {
+        for s in active.iter().filter(|s| in_scope(&s.instance_id)) {
             if !self.live.read().unwrap_or_else(|e| e.into_inner()).contains_key(&s.id) {
                 self.add(s);
             }

@@ -37,7 +37,7 @@ async fn healthz(State(state): State<AppState>, query: crate::extract::ApiQuery<
     match (db, rt) {
         (Ok(()), Ok(())) if verbose => Json(json!({
             "status": "ok",
-            "database": {"backend": state.settings.database, "ping_ms": ping_ms},
+            "database": {"backend": state.settings.database.name(), "ping_ms": ping_ms},
             "leader": state.leader.is_leader(),
         }))
         .into_response(),

@@ -30,6 +30,14 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// `sqlite` or `postgres`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+
     /// The backend a `--database-url` names, or why none does.
     pub fn of_url(url: &str) -> std::result::Result<Self, String> {
         if url.starts_with("sqlite:") {
@@ -76,8 +84,8 @@ impl Default for PoolOptions {
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
-    /// The URL of a PostgreSQL database (LISTEN needs a connection of its own).
-    postgres_url: Option<String>,
+    /// The URL it was opened with (PostgreSQL's LISTEN needs a connection of its own).
+    url: String,
     /// Seals `env` on write and opens it on read, and derives gateway tokens
     /// ([`SqlStore::sealed_with`]); without one, both are kept as given.
     seal: Option<crate::seal::SealKey>,
@@ -105,7 +113,7 @@ impl SqlStore {
         Ok(store)
     }
 
-    /// Opens the database without migrating it (`berth migrate` and `berth export` use it).
+    /// Opens the database without migrating it (`berth export` reads one as it is).
     pub async fn connect_only(url: &str, opts: &PoolOptions) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let backend = Backend::of_url(url).map_err(StoreError::Config)?;
@@ -136,8 +144,7 @@ impl SqlStore {
             })
             .connect_with(connect)
             .await?;
-        let postgres_url = (backend == Backend::Postgres).then(|| url.clone());
-        Ok(Self { pool, backend, postgres_url, seal: None })
+        Ok(Self { pool, backend, url, seal: None })
     }
 
     /// Runs the migrations this database lacks.
@@ -156,7 +163,7 @@ impl SqlStore {
 
     /// The PostgreSQL database's URL; `None` on SQLite.
     pub(crate) fn postgres_url(&self) -> Option<&str> {
-        self.postgres_url.as_deref()
+        (self.backend == Backend::Postgres).then_some(self.url.as_str())
     }
 
     /// The connection pool (leases, locks and transfers run their own statements on it).
