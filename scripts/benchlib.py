@@ -141,9 +141,10 @@ class Server:
             time.sleep(0.1)
         sys.exit("berth server did not answer /healthz")
 
-    def stop(self, remove_data=False, parallel=1):
+    def stop(self, remove_data=True, parallel=1):
         """Stops the server and removes its containers and volumes (in batches of 10,
-        `parallel` batches at once); `remove_data`: its data dir too."""
+        `parallel` batches at once) and, unless `remove_data` is False, its data dir with the
+        homes' disk images (GBs a run: leaving them filled the disk)."""
         self.halt()
         for kind in (["ps", "-aq"], ["volume", "ls", "-q"]):
             ids = subprocess.run(["docker", *kind, "--filter", f"label=berth.install={self.install}"],

@@ -58,7 +58,9 @@ pub fn reach_host_port(port: u16) -> serde_json::Value {
     serde_json::json!({"egress": {"allow": [format!("{}/32:{port}", network_gateway(TEST_NETWORK))]}})
 }
 
-/// Removes every container and volume of an installation, a few at a time.
+/// Removes every container, volume and built image (template builds) of an installation,
+/// a few at a time. Images are left to a server's own purge otherwise, and a test server
+/// that ends without purging its templates would leave hundreds of MB each run.
 pub fn remove_install(install_id: &str) {
     let names = containers_with_label("berth.install", install_id);
     for chunk in names.chunks(8) {
@@ -70,6 +72,15 @@ pub fn remove_install(install_id: &str) {
     for chunk in vols.chunks(8) {
         let mut args = vec!["volume", "rm", "-f"];
         args.extend(chunk.iter().map(String::as_str));
+        docker(&args);
+    }
+    let filter = format!("label=berth.install={install_id}");
+    let (_, out, _) = docker(&["images", "-q", "--filter", &filter]);
+    let mut images: Vec<&str> = out.lines().filter(|s| !s.is_empty()).collect();
+    images.dedup();
+    for chunk in images.chunks(8) {
+        let mut args = vec!["rmi", "-f"];
+        args.extend(chunk.iter().copied());
         docker(&args);
     }
 }
