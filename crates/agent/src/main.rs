@@ -24,18 +24,34 @@ struct Args {
     data: Option<PathBuf>,
 }
 
-/// Helpers the control plane runs in the instance (not for people).
+/// Helpers the control plane and its runtimes run in the instance (not for people).
 #[derive(clap::Subcommand)]
 enum Command {
     /// Run a command as the leader of its own marked session (how execs start).
     ExecSession {
+        /// Marks the session: `BERTH_EXEC=TOKEN` in the command's environment.
         #[arg(long)]
         token: String,
+        /// Directory to run the command in (a missing one is an error, exit 126).
+        #[arg(long, value_name = "DIR")]
+        cwd: Option<PathBuf>,
+        /// Add KEY=VALUE to the command's environment (repeatable).
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// Read stdin as frames (4-byte big-endian length, then the bytes; length 0
+        /// ends the input) and run the command as a child with its stdin closed at
+        /// the end frame; exit with its exit code. For exec APIs that cannot
+        /// half-close stdin (Kubernetes).
+        #[arg(long)]
+        stdin_framed: bool,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
     /// Kill every process of the exec session marked with this token.
     ExecKill { token: String },
+    /// Copy this binary to DEST (parents created, mode 0755, atomic rename): how a
+    /// Kubernetes init container puts the agent into a volume shared with the pod.
+    Install { dest: PathBuf },
     /// Run one file tool call read from stdin (as the tool user; see `tools::confine`).
     #[command(hide = true)]
     FileTool,
@@ -54,15 +70,31 @@ fn main() -> std::io::Result<()> {
     };
     let args = Args::parse_from(argv);
     match &args.command {
-        Some(Command::ExecSession { token, command }) => {
-            let err = berth_agent::exec_session::run_session(token, command);
-            eprintln!("{}: {err}", command.first().map_or("exec-session", String::as_str));
-            std::process::exit(if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 });
+        Some(Command::ExecSession { token, cwd, env, stdin_framed, command }) => {
+            use berth_agent::exec_session::{run_framed_session, run_session, SessionOptions};
+            let opts = SessionOptions { cwd: cwd.clone(), env: env.clone() };
+            let err = if *stdin_framed {
+                match run_framed_session(token, &opts, command) {
+                    Ok(code) => std::process::exit(code),
+                    Err(err) => err,
+                }
+            } else {
+                run_session(token, &opts, command)
+            };
+            eprintln!("{err}");
+            std::process::exit(err.code);
         }
         Some(Command::ExecKill { token }) => match berth_agent::exec_session::kill_session(token) {
             Ok(_) => return Ok(()),
             Err(e) => {
                 eprintln!("exec-kill: {e}");
+                std::process::exit(1);
+            }
+        },
+        Some(Command::Install { dest }) => match berth_agent::install::install_self(dest) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                eprintln!("berth-agent install: {e}");
                 std::process::exit(1);
             }
         },
