@@ -1,13 +1,17 @@
 //! Where instances actually run, behind the [`Runtime`] trait.
 //!
 //! Handlers and the reconciler speak only this trait. The Docker driver
-//! ([`docker::DockerRuntime`], feature `docker`) is the one implementation today;
-//! a Kubernetes driver implements the same trait without touching its callers.
+//! ([`docker::DockerRuntime`], feature `docker`) runs instances on one Docker engine;
+//! the Kubernetes driver ([`kubernetes::KubeRuntime`], feature `kubernetes`) runs them
+//! as pods of a cluster. Neither is visible to their callers.
 
 pub mod build;
 #[cfg(feature = "docker")]
 pub mod docker;
 pub mod fair;
+pub mod instance;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 
 use async_trait::async_trait;
 use berth_core::{InstanceId, SizeSpec, WorkspaceId};
@@ -289,6 +293,11 @@ pub trait Runtime: Send + Sync + 'static {
     async fn resume(&self, id: &InstanceId) -> Result<()>;
     /// Applies a new size (and the instance's own resources, if any) to the container in place.
     async fn resize(&self, id: &InstanceId, size: &SizeSpec, resources: Option<&berth_core::Resources>) -> Result<()>;
+    /// Whether [`Runtime::resize`] restarts a running instance (a new address; the
+    /// caller waits for it again) rather than resizing it in place.
+    fn resize_restarts(&self) -> bool {
+        false
+    }
     /// Removes the container; the volume (the instance's data) stays.
     async fn remove(&self, id: &InstanceId) -> Result<()>;
     /// Removes the container and the volume.

@@ -155,6 +155,29 @@ pub struct ServerArgs {
     /// Most Docker Engine API calls in flight at once.
     #[arg(long, env = "BERTH_RUNTIME_CONCURRENCY", default_value_t = 4)]
     pub runtime_concurrency: usize,
+    /// Kubernetes runtime: kubeconfig file; default: the in-cluster configuration inside
+    /// a pod, else `$KUBECONFIG` or `~/.kube/config`.
+    #[arg(long, env = "BERTH_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubernetes runtime: namespace of the instances; default: the kubeconfig's (or
+    /// the pod's own).
+    #[arg(long, env = "BERTH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Kubernetes runtime: image holding only `/berth-agent` (the static agent), which
+    /// an init container copies into every instance. `scripts/build-agent-image.sh`
+    /// builds it into the local Docker as `berth/agent-bin:<hash>`; push it where the
+    /// cluster's nodes pull from. Give it a tag per build: nodes keep a tag they have.
+    #[arg(long, env = "BERTH_K8S_AGENT_IMAGE")]
+    pub k8s_agent_image: Option<String>,
+    /// Kubernetes runtime: StorageClass of instances' homes; default: the cluster's.
+    #[arg(long, env = "BERTH_K8S_STORAGE_CLASS")]
+    pub k8s_storage_class: Option<String>,
+    /// Kubernetes runtime, berth outside the cluster: the address instance pods see
+    /// berth's connections come from (let in by their NetworkPolicy beside berth's own
+    /// pods labelled `app.kubernetes.io/name=berth`), and where the managed LLM proxy
+    /// listens for them.
+    #[arg(long, env = "BERTH_K8S_SERVER_ADDRESS")]
+    pub k8s_server_address: Option<std::net::IpAddr>,
     /// The managed LLM proxy's upstream (OpenAI-compatible base URL, e.g.
     /// `https://api.openai.com/v1`). With it (or `--llm-upstream`), instances get
     /// `BERTH_LLM_BASE_URL`/`BERTH_LLM_API_KEY` pointing at berth's proxy.

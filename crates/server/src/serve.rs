@@ -27,6 +27,35 @@ use std::time::Duration;
 /// How long in-flight requests get after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
+/// The Kubernetes driver, as the flags say.
+#[cfg(feature = "kubernetes")]
+async fn kubernetes_runtime(args: &ServerArgs, install_id: &str) -> anyhow::Result<(Arc<dyn Runtime>, String)> {
+    use berth_runtime::kubernetes::{spec::Setup, KubeConfig, KubeRuntime};
+    let agent_image = args.k8s_agent_image.clone().context(
+        "--runtime kubernetes needs --k8s-agent-image: an image holding only /berth-agent \
+         (scripts/build-agent-image.sh builds one), pullable by the cluster's nodes",
+    )?;
+    let base_image =
+        args.base_image.clone().unwrap_or_else(|| berth_runtime::docker::DEFAULT_BASE_IMAGES[0].to_string());
+    let setup = Setup {
+        install_id: install_id.to_string(),
+        base_image: base_image.clone(),
+        agent_image,
+        storage_class: args.k8s_storage_class.clone(),
+        stop_grace_secs: 10,
+        server_address: args.k8s_server_address,
+    };
+    let cfg = KubeConfig { kubeconfig: args.kubeconfig.clone(), namespace: args.namespace.clone(), setup };
+    let kube = KubeRuntime::connect(cfg).await.context("connecting to Kubernetes")?;
+    tracing::info!(%base_image, namespace = kube.namespace(), "system template image");
+    Ok((Arc::new(kube), base_image))
+}
+
+#[cfg(not(feature = "kubernetes"))]
+async fn kubernetes_runtime(_: &ServerArgs, _: &str) -> anyhow::Result<(Arc<dyn Runtime>, String)> {
+    bail!("this berth was built without the kubernetes feature: build it with `--features kubernetes` (the default of berth-cli)")
+}
+
 /// Runs the server until SIGTERM or Ctrl-C; instances keep running afterwards.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     crate::bootstrap::admin_key_env()?;
@@ -83,7 +112,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             tracing::info!(%base_image, "system template image");
             (Arc::new(docker), base_image)
         }
-        RuntimeKind::Kubernetes => bail!("the kubernetes runtime is not available in this build; use --runtime docker"),
+        RuntimeKind::Kubernetes => kubernetes_runtime(&args, &install_id).await?,
     };
     runtime.prepare().await.context("preparing the runtime")?;
     // The managed LLM proxy listens on the host's address on the instances' network only.

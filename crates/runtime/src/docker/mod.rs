@@ -46,13 +46,7 @@ fn listed_exit_code(status: &str) -> Option<i64> {
     status.strip_prefix("Exited (")?.split_once(')')?.0.parse().ok()
 }
 
-/// Path of the injected agent binary inside every container.
-pub const AGENT_PATH: &str = "/opt/berth/bin/berth-agent";
-
-/// Capabilities an agent computer keeps: enough to install packages, own files and
-/// switch users, not enough to touch the network stack, devices or the kernel.
-const KEPT_CAPS: &[&str] =
-    &["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "NET_BIND_SERVICE"];
+pub use crate::instance::{AGENT_PATH, KEPT_CAPS};
 
 /// The system template's image when none is configured, in order of preference: the
 /// upstream Debian image, then the equivalent `scripts/build-images.sh` builds from the

@@ -1,8 +1,9 @@
 //! The container an instance runs in: hardened host config, limits, the injected agent.
 
 use super::{limits, AGENT_PATH, KEPT_CAPS};
-use crate::build::{CA_PATH, CA_VARS};
-use crate::{InstanceSpec, AGENT_PORT, HOME_DIR};
+use crate::build::CA_PATH;
+use crate::instance::{client_env, main_program, own_env};
+use crate::{InstanceSpec, HOME_DIR};
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, HostConfigLogConfig, Mount, MountTypeEnum, NetworkingConfig,
     RestartPolicy, RestartPolicyNameEnum, ThrottleDevice,
@@ -26,11 +27,6 @@ pub(super) struct Host<'a> {
     pub ca_bundle: Option<&'a Path>,
 }
 
-/// The agent's setting for the user its tools run as.
-const TOOL_USER_VAR: &str = "BERTH_AGENT_TOOL_USER";
-/// The unprivileged user (and group) the agent's tools run as by default.
-pub const TOOL_USER: &str = "1000:1000";
-
 /// The create body of an instance's container: not privileged, capabilities dropped
 /// to [`KEPT_CAPS`], `no-new-privileges`, an init as PID 1, size limits, the home
 /// volume and the read-only agent binary as the only mounts.
@@ -41,20 +37,8 @@ pub(super) fn container_body(
     volume: String,
     labels: HashMap<String, String>,
 ) -> ContainerCreateBody {
-    let mut env: Vec<String> =
-        spec.env.iter().filter(|(k, _)| !k.starts_with("BERTH_INSTANCE")).map(|(k, v)| format!("{k}={v}")).collect();
-    env.push(format!("HOME={HOME_DIR}"));
-    env.push(format!("BERTH_INSTANCE_ID={}", spec.id));
-    // The agent runs its tools as this user, away from its secrets (a tenant may say
-    // otherwise in its own env, e.g. `0` for tools that must be root).
-    if spec.agent && !spec.env.contains_key(TOOL_USER_VAR) {
-        env.push(format!("{TOOL_USER_VAR}={TOOL_USER}"));
-    }
-    // TLS clients trust the host's CA bundle (a TLS-intercepting proxy's CA among
-    // them), unless the template or the instance points them elsewhere.
-    if host.ca_bundle.is_some() {
-        env.extend(CA_VARS.iter().filter(|v| !spec.env.contains_key(**v)).map(|v| format!("{v}={CA_PATH}")));
-    }
+    let mut env: Vec<String> = client_env(spec).map(|(k, v)| format!("{k}={v}")).collect();
+    env.extend(own_env(spec, host.ca_bundle.is_some()).into_iter().map(|(k, v)| format!("{k}={v}")));
     let l = limits(&spec.size, spec.resources.as_ref(), host.cpus);
     let (bps, iops) = host.home_io.clone().unzip();
     let host_config = HostConfig {
@@ -85,22 +69,7 @@ pub(super) fn container_body(
         mounts: Some(mounts(host, volume)),
         ..Default::default()
     };
-    let (entrypoint, cmd, working_dir) = if spec.agent {
-        let mut cmd =
-            vec!["--listen".into(), format!("0.0.0.0:{AGENT_PORT}"), "--data".into(), format!("{HOME_DIR}/.berth")];
-        if let Some(main) = spec.command.as_ref().filter(|c| !c.is_empty()) {
-            cmd.push("--".into());
-            cmd.extend(main.iter().cloned());
-        }
-        (Some(vec![AGENT_PATH.into()]), Some(cmd), Some(HOME_DIR.into()))
-    } else {
-        match spec.command.as_ref().filter(|c| !c.is_empty()) {
-            // The whole command replaces the image's entrypoint and command.
-            Some(main) => (Some(main[..1].to_vec()), Some(main[1..].to_vec()), None),
-            // The image runs as it would under `docker run`.
-            None => (None, None, None),
-        }
-    };
+    let (entrypoint, cmd, working_dir) = main_program(spec);
     let body = ContainerCreateBody {
         // A stdin template's main program reads a standard input that stays open
         // between attaches (`POST /v1/instances/{id}/stdin`).
@@ -148,6 +117,8 @@ fn mounts(host: &Host<'_>, volume: String) -> Vec<Mount> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::instance::{TOOL_USER, TOOL_USER_VAR};
+    use crate::HOME_DIR;
     use berth_core::{size, InstanceId, WorkspaceId};
     use std::collections::BTreeMap;
 

@@ -497,7 +497,7 @@ pub async fn patch(state: AppState, actor: Actor, id: String, v: ValidUpdate) ->
         // Resources alone: applied in place, no price change.
         if r != rec.resources {
             if rec.status != Status::Deleted && state.runtime.inspect(&rec.id).await?.observed != Observed::Missing {
-                state.runtime.resize(&rec.id, &new_size, r.as_ref()).await?;
+                resize_runtime(&state, &rec, &new_size, r.as_ref()).await?;
             }
             rec.resources = r;
             state.store.update_instance(&rec).await?;
@@ -518,7 +518,7 @@ pub async fn patch(state: AppState, actor: Actor, id: String, v: ValidUpdate) ->
         let diff = crate::compute::resize(&state, &rec, size.size).await?;
         let resized = async {
             if rec.status != Status::Deleted && state.runtime.inspect(&rec.id).await?.observed != Observed::Missing {
-                state.runtime.resize(&rec.id, &size, resources.as_ref()).await?;
+                resize_runtime(&state, &rec, &size, resources.as_ref()).await?;
             }
             Ok::<_, RuntimeError>(())
         }
@@ -619,4 +619,25 @@ pub async fn hold(state: AppState, actor: Actor, id: String, ttl_secs: i64) -> A
         }
     }
     act(state, actor, id, Action::Start).await
+}
+
+/// Applies a size to the instance's container. Where the runtime resizes by restarting
+/// (Kubernetes), the instance gets a new address: the edge forgets the old one and a
+/// running instance is waited for again.
+async fn resize_runtime(
+    state: &AppState,
+    rec: &InstanceRecord,
+    size: &berth_core::SizeSpec,
+    resources: Option<&berth_core::Resources>,
+) -> Result<(), RuntimeError> {
+    if !state.runtime.resize_restarts() {
+        return state.runtime.resize(&rec.id, size, resources).await;
+    }
+    address_stale(state, &rec.id);
+    state.runtime.resize(&rec.id, size, resources).await?;
+    addresses_released(state, &rec.id).await;
+    if rec.status == Status::Running {
+        wait_ready(state, rec).await?;
+    }
+    Ok(())
 }
