@@ -15,6 +15,7 @@ pub mod driver;
 pub mod error;
 pub mod exec_session;
 mod ids;
+pub mod init;
 pub mod install;
 pub mod live;
 mod mcp;

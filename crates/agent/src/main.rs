@@ -1,6 +1,11 @@
 //! `berth-agent [--listen ADDR] [--data DIR] [-- COMMAND...]`: thin wrapper over the
 //! library. With a command (a template's main program), the agent runs it as its child
 //! beside its own API and exits with it, so the container lives as long as the program.
+//!
+//! `berth-agent init -- CMD [ARGS...]` is a tiny init for PID 1 (like tini): it runs CMD
+//! as its child with the same stdio and environment, forwards SIGTERM, SIGINT, SIGHUP,
+//! SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH to it, reaps every orphan, and exits with CMD's
+//! exit code (`init.rs`). It is dispatched before anything starts a thread.
 
 use clap::Parser;
 use std::io::IsTerminal;
@@ -47,6 +52,18 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Be PID 1 (like tini): run CMD as a child with the same stdio and environment,
+    /// forward SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH to it,
+    /// reap every orphan, and exit with CMD's exit code (128+N if signal N killed it;
+    /// 127 if CMD does not exist, 126 if it cannot start).
+    Init {
+        /// Internal: init's child, which unblocks these signals (comma-separated
+        /// numbers) and becomes CMD.
+        #[arg(long, hide = true, value_name = "SIGNALS")]
+        exec_unblocking: Option<String>,
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Kill every process of the exec session marked with this token.
     ExecKill { token: String },
     /// Copy this binary to DEST (parents created, mode 0755, atomic rename): how a
@@ -70,6 +87,11 @@ fn main() -> std::io::Result<()> {
     };
     let args = Args::parse_from(argv);
     match &args.command {
+        // First, single-threaded: init blocks signals to take them with sigwait(3).
+        Some(Command::Init { exec_unblocking: None, command }) => std::process::exit(berth_agent::init::run(command)),
+        Some(Command::Init { exec_unblocking: Some(signals), command }) => {
+            std::process::exit(berth_agent::init::exec_unblocking(signals, command))
+        }
         Some(Command::ExecSession { token, cwd, env, stdin_framed, command }) => {
             use berth_agent::exec_session::{run_framed_session, run_session, SessionOptions};
             let opts = SessionOptions { cwd: cwd.clone(), env: env.clone() };

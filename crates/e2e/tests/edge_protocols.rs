@@ -5,7 +5,7 @@
 //! streams, and slow or idle clients cut off.
 
 use berth_test_util::app::{host_of, port_url};
-use berth_test_util::{ServerOptions, TestServer};
+use berth_test_util::{kubernetes, ServerOptions, TestServer};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -143,7 +143,16 @@ async fn exposed_ports_route_authenticate_and_forward_cleanly() {
     assert!(!metrics.contains(id), "no per-instance labels");
     assert!(metrics.contains("berth_edge_request_duration_seconds_bucket"));
     tokio::time::sleep(Duration::from_millis(1500)).await; // one flush of the traffic batch
-    let (_, health) = s.get(&format!("/v1/instances/{id}/health")).await;
+                                                           // Docker counts network bytes live; a kubelet samples them every few seconds.
+    let deadline = Instant::now() + Duration::from_secs(if kubernetes::enabled() { 45 } else { 0 });
+    let health = loop {
+        let (_, health) = s.get(&format!("/v1/instances/{id}/health")).await;
+        let counted = |k: &str| health[k].as_u64().is_some_and(|n| n > 0);
+        if (counted("network_rx_bytes") && counted("network_tx_bytes")) || Instant::now() >= deadline {
+            break health;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
     // Every request above that reached the instance (not the 401s and 404s): at least nine.
     assert!(health["requests_total"].as_u64().unwrap() >= 9, "{health}");
     assert!(health["network_rx_bytes"].as_u64().unwrap() > 0, "{health}");

@@ -2,9 +2,10 @@
 //! tests that leave the server alone share one (each in a workspace of its own).
 
 use berth_test_util::docker::{exec, inspect, volumes_with_label};
-use berth_test_util::TestServer;
+use berth_test_util::{kubernetes, TestServer};
 use reqwest::Method;
 use serde_json::json;
+use std::time::{Duration, Instant};
 
 async fn act(s: &TestServer, id: &str, action: &str) -> (u16, serde_json::Value) {
     s.call(Method::POST, &format!("/v1/instances/{id}/{action}"), Some(&s.key), None).await
@@ -38,6 +39,28 @@ async fn create_answers_a_running_instance_with_a_healthy_agent() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("\"version\""), "{out}");
     // Labels let an operator find it; limits are enforced by the runtime.
+    if kubernetes::enabled() {
+        let pod = kubernetes::pod_json(id);
+        assert_eq!(pod["metadata"]["labels"]["berth.instance"], json!(id));
+        assert!(pod["metadata"]["labels"]["berth.workspace"].as_str().unwrap().starts_with("ws_"));
+        let main = &pod["spec"]["containers"][0];
+        assert_eq!(main["resources"]["limits"], json!({"cpu": "1", "memory": "2Gi"}), "{main}");
+        assert_eq!(main["securityContext"]["privileged"], false);
+        assert_eq!(main["securityContext"]["allowPrivilegeEscalation"], false);
+        assert_eq!(main["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+        assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
+    } else {
+        docker_limits_and_labels(id);
+    }
+    // Retrieve and list agree.
+    let (st, got) = s.get(&format!("/v1/instances/{id}")).await;
+    assert_eq!((st, &got["id"]), (200, &json!(id)));
+    let (_, list) = s.get("/v1/instances").await;
+    assert_eq!(list["object"], "list");
+    assert_eq!(list["data"][0]["id"], json!(id));
+}
+
+fn docker_limits_and_labels(id: &str) {
     let name = format!("berth-{id}");
     assert_eq!(inspect(&name, "{{index .Config.Labels \"berth.instance\"}}"), id);
     assert!(inspect(&name, "{{index .Config.Labels \"berth.workspace\"}}").starts_with("ws_"));
@@ -47,12 +70,16 @@ async fn create_answers_a_running_instance_with_a_healthy_agent() {
     assert_eq!(inspect(&name, "{{.HostConfig.Privileged}}"), "false");
     assert!(inspect(&name, "{{.HostConfig.SecurityOpt}}").contains("no-new-privileges"));
     assert!(inspect(&name, "{{.HostConfig.CapDrop}}").contains("ALL"));
-    // Retrieve and list agree.
-    let (st, got) = s.get(&format!("/v1/instances/{id}")).await;
-    assert_eq!((st, &got["id"]), (200, &json!(id)));
-    let (_, list) = s.get("/v1/instances").await;
-    assert_eq!(list["object"], "list");
-    assert_eq!(list["data"][0]["id"], json!(id));
+}
+
+/// The CPU limit the runtime enforces on the instance, in thousandths of a CPU.
+fn cpu_limit_millis(id: &str) -> u64 {
+    if kubernetes::enabled() {
+        let cpu = kubernetes::pod_json(id)["spec"]["containers"][0]["resources"]["limits"]["cpu"].clone();
+        let cpu = cpu.as_str().unwrap().to_string();
+        return cpu.strip_suffix('m').map_or_else(|| cpu.parse::<u64>().unwrap() * 1000, |m| m.parse().unwrap());
+    }
+    inspect(&format!("berth-{id}"), "{{.HostConfig.NanoCpus}}").parse::<u64>().unwrap() / 1_000_000
 }
 
 #[tokio::test]
@@ -86,19 +113,24 @@ async fn data_survives_every_lifecycle_step() {
 
     let (st, body) = act(&s, &id, "pause").await;
     assert_eq!((st, body["status"].as_str()), (200, Some("paused")));
-    assert_eq!(inspect(&format!("berth-{id}"), "{{.State.Paused}}"), "true");
+    if kubernetes::enabled() {
+        // Kubernetes cannot freeze a pod: a paused instance has none (its home is kept).
+        assert_eq!(kubernetes::pod_of(&id), None, "a paused instance's pod is deleted");
+    } else {
+        assert_eq!(inspect(&format!("berth-{id}"), "{{.State.Paused}}"), "true");
+    }
     let (st, err) = act(&s, &id, "start").await;
     assert_eq!((st, err["error"]["details"]["current_status"].as_str()), (409, Some("paused")));
     let (st, _) = act(&s, &id, "resume").await;
     assert_eq!(st, 200);
     assert_data(&id, "pause/resume");
 
-    // Resize in place: new limits, same data.
+    // Resize (in place on Docker, a new pod on Kubernetes): new limits, same data.
     let (st, body) =
         s.call(Method::PATCH, &format!("/v1/instances/{id}"), Some(&s.key), Some(json!({"size": 2}))).await;
     assert_eq!(st, 200, "{body}");
     assert_eq!(body["size"]["vcpu"], 2);
-    assert_eq!(inspect(&format!("berth-{id}"), "{{.HostConfig.NanoCpus}}"), "2000000000");
+    assert_eq!(cpu_limit_millis(&id), 2000);
     assert_data(&id, "resize");
 
     // New env recreates the container; data stays, the process sees the new value.
@@ -141,7 +173,21 @@ async fn data_survives_every_lifecycle_step() {
     assert_eq!((st, body["purged"].as_bool()), (200, Some(true)), "{body}");
     let (st, _) = s.get(&format!("/v1/instances/{id}")).await;
     assert_eq!(st, 404);
-    assert!(volumes_with_label("berth.instance", &id).is_empty(), "volume left after purge");
+    if kubernetes::enabled() {
+        // The claim goes once the pod that mounted it has terminated (the cluster's
+        // pvc-protection finalizer): gone within a minute.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = kubernetes::names_with_label("pvc,secrets", "berth.instance", &id);
+            if left.is_empty() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "home left after purge: {left:?}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    } else {
+        assert!(volumes_with_label("berth.instance", &id).is_empty(), "volume left after purge");
+    }
 }
 
 #[tokio::test]
@@ -151,7 +197,11 @@ async fn sigterm_stops_the_server_cleanly_and_instances_keep_running() {
     let id = inst["id"].as_str().unwrap().to_string();
     let status = s.terminate().expect("server was running");
     assert!(status.success(), "exit status {status:?}");
-    assert_eq!(inspect(&format!("berth-{id}"), "{{.State.Running}}"), "true");
+    if kubernetes::enabled() {
+        assert!(kubernetes::pod_json(&id)["status"]["containerStatuses"][0]["state"]["running"].is_object());
+    } else {
+        assert_eq!(inspect(&format!("berth-{id}"), "{{.State.Running}}"), "true");
+    }
     s.restart().await;
     let (st, got) = s.get(&format!("/v1/instances/{id}")).await;
     assert_eq!((st, got["status"].as_str(), got["restart_count"].as_u64()), (200, Some("running"), Some(0)));

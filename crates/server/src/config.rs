@@ -178,6 +178,14 @@ pub struct ServerArgs {
     /// listens for them.
     #[arg(long, env = "BERTH_K8S_SERVER_ADDRESS")]
     pub k8s_server_address: Option<std::net::IpAddr>,
+    /// Kubernetes runtime: the percent of an instance's CPU its pod requests (the
+    /// scheduler reserves requests; the limit stays the size's). 100 reserves whole
+    /// CPUs, one size-1 instance per CPU of a node.
+    #[arg(long, env = "BERTH_K8S_CPU_REQUEST_PERCENT", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub k8s_cpu_request_percent: u32,
+    /// Kubernetes runtime: the percent of an instance's memory its pod requests.
+    #[arg(long, env = "BERTH_K8S_MEMORY_REQUEST_PERCENT", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub k8s_memory_request_percent: u32,
     /// The managed LLM proxy's upstream (OpenAI-compatible base URL, e.g.
     /// `https://api.openai.com/v1`). With it (or `--llm-upstream`), instances get
     /// `BERTH_LLM_BASE_URL`/`BERTH_LLM_API_KEY` pointing at berth's proxy.

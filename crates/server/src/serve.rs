@@ -44,6 +44,8 @@ async fn kubernetes_runtime(args: &ServerArgs, install_id: &str) -> anyhow::Resu
         storage_class: args.k8s_storage_class.clone(),
         stop_grace_secs: 10,
         server_address: args.k8s_server_address,
+        cpu_request_percent: args.k8s_cpu_request_percent,
+        memory_request_percent: args.k8s_memory_request_percent,
     };
     let cfg = KubeConfig { kubeconfig: args.kubeconfig.clone(), namespace: args.namespace.clone(), setup };
     let kube = KubeRuntime::connect(cfg).await.context("connecting to Kubernetes")?;

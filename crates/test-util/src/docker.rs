@@ -12,8 +12,12 @@ pub fn docker(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-/// `docker exec` in an instance's container; (exit code, stdout+stderr).
+/// `docker exec` in an instance's container (on the Kubernetes runtime, `kubectl exec`
+/// in its pod); (exit code, stdout+stderr).
 pub fn exec(instance_id: &str, script: &str) -> (i32, String) {
+    if crate::kubernetes::enabled() {
+        return crate::kubernetes::exec(instance_id, script);
+    }
     let out = Command::new("docker")
         .args(["exec", &format!("berth-{instance_id}"), "sh", "-c", script])
         .output()
@@ -62,6 +66,9 @@ pub fn reach_host_port(port: u16) -> serde_json::Value {
 /// a few at a time. Images are left to a server's own purge otherwise, and a test server
 /// that ends without purging its templates would leave hundreds of MB each run.
 pub fn remove_install(install_id: &str) {
+    if crate::kubernetes::enabled() {
+        crate::kubernetes::remove_install(install_id);
+    }
     let names = containers_with_label("berth.install", install_id);
     for chunk in names.chunks(8) {
         let mut args = vec!["rm", "-f"];

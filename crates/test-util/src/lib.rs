@@ -1,5 +1,5 @@
 //! Test fixtures shared by berth's tests: a real `berth server` process on a real
-//! socket, against the real Docker daemon, cleaned up after ([`TestServer`], also
+//! socket, against the real Docker daemon (or a real Kubernetes cluster: [`kubernetes`]), cleaned up after ([`TestServer`], also
 //! shared by the tests of one binary: [`TestServer::shared`]); a fresh database per
 //! test on a real PostgreSQL cluster ([`postgres`]); scripted LLM providers on real
 //! sockets ([`llm`]); and the rule for tests that need a tool the machine may lack
@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod docker;
+pub mod kubernetes;
 pub mod llm;
 pub mod postgres;
 pub mod require;
@@ -14,4 +15,5 @@ pub mod server;
 mod shared;
 pub mod tls;
 
-pub use server::{ServerOptions, TestServer};
+pub use berth_core::ids::random_label;
+pub use server::{free_port, ServerOptions, TestServer};

@@ -105,7 +105,7 @@ pub fn agent_bin() -> PathBuf {
 
 /// A port nothing listens on now, never one this process handed out before (the kernel
 /// may offer a just-released port again: a server's API and edge once got the same one).
-pub(crate) fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     loop {
@@ -141,6 +141,18 @@ pub(crate) fn server_args(data: &Path, port: u16, edge_port: u16, opts: &ServerO
     }
     if !opts.server_picks_agent {
         args.extend(["--agent-bin".into(), agent_bin().display().to_string()]);
+    }
+    if crate::kubernetes::enabled() {
+        args.extend(crate::kubernetes::server_args());
+        // The cluster's node cannot be asked which images it has: name the one the
+        // Docker runtime would pick (the testbed's node runs on the local Docker).
+        if opts.base_image.is_none() {
+            let present = ["debian:bookworm-slim", "berth/base:bookworm"]
+                .into_iter()
+                .find(|i| crate::docker::docker(&["image", "inspect", i]).0)
+                .unwrap_or("debian:bookworm-slim");
+            args.extend(["--base-image".into(), present.into()]);
+        }
     }
     args.extend(opts.extra_args.iter().cloned());
     args

@@ -395,7 +395,7 @@ impl Runtime for KubeRuntime {
         let mut secret = self.definition(id).await?;
         let mut pod = Self::stored_pod(&secret)?;
         if let Some(main) = pod.spec.as_mut().and_then(|s| s.containers.iter_mut().find(|c| c.name == MAIN)) {
-            main.resources = Some(spec::resources(size, resources));
+            main.resources = Some(spec::resources(&self.setup, size, resources));
         }
         let rendered = serde_json::to_string(&pod).map_err(|e| RuntimeError::Failed(e.to_string()))?;
         secret.annotations_mut().insert(POD_ANNOTATION.into(), rendered);
@@ -432,7 +432,9 @@ impl Runtime for KubeRuntime {
     }
 
     async fn inspect(&self, id: &InstanceId) -> Result<ContainerState> {
-        if let Some(pod) = self.current_pod(id).await? {
+        // A pod being deleted is as good as gone: what the instance is now is its
+        // definition's (stopped or paused), and a start makes a new pod beside it.
+        if let Some(pod) = self.current_pod(id).await?.filter(|p| p.metadata.deletion_timestamp.is_none()) {
             return Ok(observe::state(&pod));
         }
         let name = definition_name(id);
@@ -454,9 +456,10 @@ impl Runtime for KubeRuntime {
             let state = ContainerState { observed, agent_addr: None, started_at: None, ipv6_addr: None };
             all.insert(instance.clone(), ManagedContainer { instance_id: instance, name: s.name_any(), state });
         }
-        // The newest pod not being deleted speaks for its instance.
-        let mut pods = pods.items;
-        pods.sort_by_key(|p| (p.metadata.deletion_timestamp.is_none(), p.creation_timestamp()));
+        // The newest pod not being deleted speaks for its instance (one being deleted is
+        // as good as gone).
+        let mut pods: Vec<Pod> = pods.items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+        pods.sort_by_key(|p| p.creation_timestamp());
         for p in pods {
             let Some(instance) = p.labels().get(LABEL_INSTANCE).cloned() else { continue };
             let state = observe::state(&p);
@@ -502,8 +505,12 @@ impl Runtime for KubeRuntime {
         exec::kill(self, exec_id).await
     }
 
+    /// The kubelet applies a resize apart from the input stream: input written at once
+    /// after it could reach the terminal at its old size, so the call lets it land.
     async fn exec_resize(&self, exec_id: &str, cols: u16, rows: u16) -> Result<()> {
-        self.execs.resize(exec_id, cols, rows).await
+        self.execs.resize(exec_id, cols, rows).await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(())
     }
 
     async fn attach(&self, id: &InstanceId) -> Result<ExecSession> {

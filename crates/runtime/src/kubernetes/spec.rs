@@ -52,6 +52,12 @@ pub struct Setup {
     /// The address berth reaches pods from when it runs outside the cluster: allowed
     /// in by the instances' NetworkPolicy beside berth's own pods.
     pub server_address: Option<std::net::IpAddr>,
+    /// The share (percent) of an instance's guaranteed CPU that its pod requests: the
+    /// scheduler reserves requests, so 100 would place one size-1 instance per CPU,
+    /// where Docker shares CPUs between instances by weight.
+    pub cpu_request_percent: u32,
+    /// The share (percent) of an instance's guaranteed memory its pod requests.
+    pub memory_request_percent: u32,
 }
 
 /// The name of an instance's definition Secret and NetworkPolicy, and the prefix of
@@ -95,10 +101,12 @@ pub fn claim(setup: &Setup, spec: &InstanceSpec) -> PersistentVolumeClaim {
     }
 }
 
-/// Requests (what the instance is guaranteed: the scheduler places it by them) and
-/// limits (its CPU quota and OOM limit) of a size or the instance's own resources.
-pub fn resources(size: &SizeSpec, custom: Option<&Resources>) -> ResourceRequirements {
+/// Requests (what the scheduler reserves for the instance: the given shares of what
+/// it is guaranteed) and limits (its CPU quota and OOM limit) of a size or the
+/// instance's own resources.
+pub fn resources(setup: &Setup, size: &SizeSpec, custom: Option<&Resources>) -> ResourceRequirements {
     let r = Resources::effective(size, custom);
+    let share = |v: u64, percent: u32| (v * u64::from(percent.clamp(1, 100)) / 100).max(1);
     let q = |cpu: u32, mem: u64| {
         BTreeMap::from([
             ("cpu".to_string(), Quantity(format!("{cpu}m"))),
@@ -106,7 +114,10 @@ pub fn resources(size: &SizeSpec, custom: Option<&Resources>) -> ResourceRequire
         ])
     };
     ResourceRequirements {
-        requests: Some(q(r.cpu_millis.min(r.cpu_limit_millis), r.memory_mb.min(r.memory_limit_mb))),
+        requests: Some(q(
+            share(u64::from(r.cpu_millis.min(r.cpu_limit_millis)), setup.cpu_request_percent) as u32,
+            share(r.memory_mb.min(r.memory_limit_mb), setup.memory_request_percent),
+        )),
         limits: Some(q(r.cpu_limit_millis, r.memory_limit_mb)),
         ..Default::default()
     }
@@ -115,8 +126,7 @@ pub fn resources(size: &SizeSpec, custom: Option<&Resources>) -> ResourceRequire
 /// The instance's pod: the agent copied in by an init container, the home claim, the
 /// client's environment from the definition Secret, the size's requests and limits,
 /// no service-account token, no privilege escalation, capabilities dropped to
-/// [`KEPT_CAPS`], the runtime's default seccomp profile, and a shared process namespace
-/// (the pod's pause process is PID 1 and reaps orphans, as Docker's init does).
+/// [`KEPT_CAPS`], the runtime's default seccomp profile, and an init as PID 1.
 pub fn pod(setup: &Setup, spec: &InstanceSpec) -> Pod {
     let name = definition_name(&spec.id);
     let hardened = SecurityContext {
@@ -138,7 +148,20 @@ pub fn pod(setup: &Setup, spec: &InstanceSpec) -> Pod {
         .into_iter()
         .map(|(name, value)| EnvVar { name, value: Some(value), ..Default::default() })
         .collect();
-    let (command, args, working_dir) = main_program(spec);
+    // The agent as PID 1's init (`berth-agent init`: signals forwarded, orphans reaped,
+    // the container's stdout and environment PID 1's, as under Docker's init) around
+    // the main program. An image run with its own entrypoint (not known here) gets the
+    // pod's shared process namespace instead, whose pause process reaps.
+    let (entrypoint, args, working_dir) = main_program(spec);
+    let (command, args, shared_pids) = match entrypoint {
+        Some(entry) => {
+            let mut argv = vec![AGENT_PATH.to_string(), "init".into(), "--".into()];
+            argv.extend(entry);
+            argv.extend(args.unwrap_or_default());
+            (Some(argv), None, false)
+        }
+        None => (None, args, true),
+    };
     let main = Container {
         name: MAIN.into(),
         image: Some(spec.image.clone().unwrap_or_else(|| setup.base_image.clone())),
@@ -152,7 +175,7 @@ pub fn pod(setup: &Setup, spec: &InstanceSpec) -> Pod {
             secret_ref: Some(SecretEnvSource { name: name.clone(), optional: Some(false) }),
             ..Default::default()
         }]),
-        resources: Some(resources(&spec.size, spec.resources.as_ref())),
+        resources: Some(resources(setup, &spec.size, spec.resources.as_ref())),
         security_context: Some(hardened.clone()),
         stdin: spec.stdin.then_some(true),
         stdin_once: spec.stdin.then_some(false),
@@ -186,7 +209,7 @@ pub fn pod(setup: &Setup, spec: &InstanceSpec) -> Pod {
         spec: Some(PodSpec {
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
-            share_process_namespace: Some(true),
+            share_process_namespace: shared_pids.then_some(true),
             restart_policy: Some("Never".into()),
             termination_grace_period_seconds: Some(setup.stop_grace_secs),
             hostname: Some(spec.id.label().to_string()),
@@ -335,6 +358,8 @@ mod tests {
             storage_class: Some("fast".into()),
             stop_grace_secs: 10,
             server_address: Some("172.17.0.1".parse().unwrap()),
+            cpu_request_percent: 10,
+            memory_request_percent: 100,
         }
     }
 
@@ -357,6 +382,7 @@ mod tests {
         let lim = r.limits.as_ref().unwrap();
         assert_eq!((lim["cpu"].0.as_str(), lim["memory"].0.as_str()), ("2000m", "4096Mi"));
         assert_eq!(r.requests.as_ref().unwrap()["memory"].0, "4096Mi");
+        assert_eq!(r.requests.as_ref().unwrap()["cpu"].0, "200m", "a tenth of its CPUs is reserved");
         let labels = p.metadata.labels.as_ref().unwrap();
         assert_eq!(labels[LABEL_INSTANCE], s.id.as_str());
         assert_eq!(labels[LABEL_WORKSPACE], s.workspace_id.as_str());
@@ -366,7 +392,14 @@ mod tests {
         assert_eq!(init.image.as_deref(), Some("berth/agent-bin:abc"));
         assert_eq!(init.command.as_ref().unwrap()[1..], ["install".to_string(), AGENT_PATH.into()]);
         assert!(ps.volumes.as_ref().unwrap().iter().all(|v| v.host_path.is_none()), "no host mounts");
-        assert_eq!(main.command.as_deref(), Some(&[AGENT_PATH.to_string()][..]));
+        let argv = main.command.as_ref().unwrap();
+        assert_eq!(
+            argv[..4],
+            [AGENT_PATH.to_string(), "init".into(), "--".into(), AGENT_PATH.into()],
+            "an init as PID 1"
+        );
+        assert_eq!(argv[4..6], ["--listen".to_string(), "0.0.0.0:3737".into()]);
+        assert_eq!(ps.share_process_namespace, None);
         let home = ps.volumes.as_ref().unwrap().iter().find(|v| v.name == "home").unwrap();
         assert_eq!(home.persistent_volume_claim.as_ref().unwrap().claim_name, claim_name(&s.id));
     }
