@@ -91,6 +91,42 @@ async fn an_instance_is_a_hardened_pod_with_its_home_definition_and_policy() {
     assert_eq!(st, 404);
 }
 
+/// The instance's NetworkPolicy egress rules, as stored in the cluster.
+fn policy_egress(id: &str) -> Value {
+    let (ok, out, err) = kubectl(&["get", "networkpolicy", &format!("berth-{}", &id[5..]), "-o", "json"]);
+    assert!(ok, "{err}");
+    serde_json::from_str::<Value>(&out).unwrap()["spec"]["egress"].clone()
+}
+
+#[tokio::test]
+async fn an_egress_policy_is_the_instances_network_policy_and_changes_in_place() {
+    if !cluster() {
+        return;
+    }
+    let s = TestServer::shared().await;
+    let inst = s.create_instance(json!({"network": {"egress": "none"}})).await;
+    let id = inst["id"].as_str().unwrap();
+    let pod = kubernetes::pod_of(id);
+    // `none`: no egress rule at all (Kubernetes omits an empty list), DNS neither.
+    assert!(policy_egress(id).as_array().is_none_or(|r| r.is_empty()), "{}", policy_egress(id));
+    let (st, body) = s
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/instances/{id}"),
+            Some(&s.key),
+            Some(json!({"network": {"egress": {"allow": ["10.9.8.0/24:5432"]}}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let rules = policy_egress(id);
+    assert_eq!(rules.as_array().unwrap().len(), 2, "DNS and the one network: {rules}");
+    assert_eq!(rules[1]["to"][0]["ipBlock"]["cidr"], "10.9.8.0/24");
+    assert!(rules[1]["ports"].as_array().unwrap().iter().all(|p| p["port"] == 5432), "{rules}");
+    assert_eq!(kubernetes::pod_of(id), pod, "the policy changed in place: the same pod runs");
+    let (_, got) = s.get(&format!("/v1/instances/{id}")).await;
+    assert_eq!(got["status"], "running", "{got}");
+}
+
 #[tokio::test]
 async fn a_pod_deleted_behind_berths_back_comes_back_with_its_data() {
     if !cluster() {

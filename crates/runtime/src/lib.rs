@@ -53,6 +53,10 @@ pub struct InstanceSpec {
     /// The main program reads standard input (`POST /v1/instances/{id}/stdin` writes
     /// to it through [`Runtime::attach`]).
     pub stdin: bool,
+    /// Where the instance's traffic may go. The Docker runtime leaves this to the
+    /// server's firewall on the host; Kubernetes writes it into the instance's
+    /// NetworkPolicy (and [`Runtime::set_egress`] changes it there).
+    pub egress: berth_core::Egress,
     /// berth-agent is the container's main process (serving its API on [`AGENT_PORT`]);
     /// false: the image's own entrypoint, or `command`. The agent binary is mounted
     /// either way (execs run under it).
@@ -293,6 +297,12 @@ pub trait Runtime: Send + Sync + 'static {
     async fn resume(&self, id: &InstanceId) -> Result<()>;
     /// Applies a new size (and the instance's own resources, if any) to the container in place.
     async fn resize(&self, id: &InstanceId, size: &SizeSpec, resources: Option<&berth_core::Resources>) -> Result<()>;
+    /// Applies a new egress policy to the instance's existing container at once.
+    /// Nothing to do where the server's host firewall enforces egress (Docker); an
+    /// instance with no container yet takes it from its [`InstanceSpec`] when created.
+    async fn set_egress(&self, _id: &InstanceId, _egress: &berth_core::Egress) -> Result<()> {
+        Ok(())
+    }
     /// Whether [`Runtime::resize`] restarts a running instance (a new address; the
     /// caller waits for it again) rather than resizing it in place.
     fn resize_restarts(&self) -> bool {

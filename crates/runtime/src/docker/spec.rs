@@ -132,6 +132,7 @@ mod tests {
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
             command: None,
             stdin: false,
+            egress: Default::default(),
             agent: true,
         };
         let host = Host {
@@ -213,6 +214,7 @@ mod tests {
             env: BTreeMap::new(),
             command: command.map(|c| c.iter().map(|s| s.to_string()).collect()),
             stdin: false,
+            egress: Default::default(),
             agent,
         };
         let host = Host {

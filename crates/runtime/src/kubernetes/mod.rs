@@ -339,6 +339,17 @@ impl Runtime for KubeRuntime {
         true
     }
 
+    async fn set_egress(&self, id: &InstanceId, egress: &berth_core::Egress) -> Result<()> {
+        // A merge patch replaces the list whole.
+        let patch = serde_json::json!({"spec": {"egress": spec::egress_rules(egress)}});
+        match self.policies.patch(&definition_name(id), &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => Ok(()),
+            // No policy: no instance objects yet; `create` writes it from the spec.
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
     async fn create(&self, spec: &InstanceSpec) -> Result<()> {
         match self.claims.create(&PostParams::default(), &spec::claim(&self.setup, spec)).await {
             Ok(_) => {}

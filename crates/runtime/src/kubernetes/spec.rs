@@ -4,7 +4,7 @@
 
 use crate::instance::{client_env, main_program, own_env, AGENT_PATH, KEPT_CAPS};
 use crate::{InstanceSpec, AGENT_PORT, HOME_DIR, LABEL_INSTALL, LABEL_INSTANCE, LABEL_WORKSPACE};
-use berth_core::{InstanceId, Resources, SizeSpec};
+use berth_core::{Egress, InstanceId, Resources, SizeSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec,
@@ -264,9 +264,8 @@ pub const PRIVATE_V4: &[&str] =
     &["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "127.0.0.0/8"];
 
 /// The instance's NetworkPolicy: in, only berth (its pods, or its address outside the
-/// cluster); out, DNS and the public internet, never a private address (other
-/// instances, the nodes, the API server). Enforced where the cluster's network plugin
-/// enforces policies.
+/// cluster); out, what its egress policy allows ([`egress_rules`]). Enforced where the
+/// cluster's network plugin enforces policies.
 pub fn network_policy(setup: &Setup, spec: &InstanceSpec) -> NetworkPolicy {
     let select = |k: &str, v: &str| LabelSelector {
         match_labels: Some(BTreeMap::from([(k.to_string(), v.to_string())])),
@@ -281,30 +280,54 @@ pub fn network_policy(setup: &Setup, spec: &InstanceSpec) -> NetworkPolicy {
             ..Default::default()
         });
     }
-    let dns = ["UDP", "TCP"]
-        .iter()
-        .map(|p| NetworkPolicyPort { port: Some(IntOrString::Int(53)), protocol: Some(p.to_string()), end_port: None })
-        .collect();
     NetworkPolicy {
         metadata: meta(definition_name(&spec.id), &labels(setup, spec)),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(select(LABEL_INSTANCE, spec.id.as_str())),
             policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
             ingress: Some(vec![NetworkPolicyIngressRule { from: Some(from), ports: None }]),
-            egress: Some(vec![
-                NetworkPolicyEgressRule { to: None, ports: Some(dns) },
-                NetworkPolicyEgressRule {
-                    to: Some(vec![NetworkPolicyPeer {
-                        ip_block: Some(IPBlock {
-                            cidr: "0.0.0.0/0".into(),
-                            except: Some(PRIVATE_V4.iter().map(|c| c.to_string()).collect()),
-                        }),
-                        ..Default::default()
-                    }]),
-                    ports: None,
-                },
-            ]),
+            egress: Some(egress_rules(&spec.egress)),
         }),
+    }
+}
+
+/// The egress rules of an instance's NetworkPolicy, as the host firewall reads the
+/// policy on Docker: `internet` is DNS plus every IPv4 address but the private,
+/// link-local, loopback and CGNAT ranges (other instances, the nodes, the API server);
+/// `none` is no rule (nothing goes out, DNS neither); `allow` is DNS plus exactly the
+/// listed networks (a port covers TCP and UDP). DNS is port 53 to any address: the
+/// cluster's resolver lives at a private one.
+pub fn egress_rules(egress: &Egress) -> Vec<NetworkPolicyEgressRule> {
+    let ports = |port: u16| -> Vec<NetworkPolicyPort> {
+        ["UDP", "TCP"]
+            .iter()
+            .map(|p| NetworkPolicyPort {
+                port: Some(IntOrString::Int(port.into())),
+                protocol: Some(p.to_string()),
+                end_port: None,
+            })
+            .collect()
+    };
+    let dns = NetworkPolicyEgressRule { to: None, ports: Some(ports(53)) };
+    let block = |cidr: String, except: Option<Vec<String>>| NetworkPolicyPeer {
+        ip_block: Some(IPBlock { cidr, except }),
+        ..Default::default()
+    };
+    match egress {
+        Egress::None => Vec::new(),
+        Egress::Internet => vec![
+            dns,
+            NetworkPolicyEgressRule {
+                to: Some(vec![block("0.0.0.0/0".into(), Some(PRIVATE_V4.iter().map(|c| c.to_string()).collect()))]),
+                ports: None,
+            },
+        ],
+        Egress::Allow(list) => std::iter::once(dns)
+            .chain(list.iter().map(|d| NetworkPolicyEgressRule {
+                to: Some(vec![block(format!("{}/{}", d.net.addr, d.net.prefix), None)]),
+                ports: d.port.map(ports),
+            }))
+            .collect(),
     }
 }
 
@@ -346,6 +369,7 @@ mod tests {
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             command: None,
             stdin: false,
+            egress: Default::default(),
             agent: true,
         }
     }
@@ -446,6 +470,33 @@ mod tests {
         for private in ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"] {
             assert!(block.except.as_ref().unwrap().iter().any(|e| e == private), "{private} is excluded");
         }
+    }
+
+    #[test]
+    fn egress_none_is_no_rule_and_allow_is_dns_plus_exactly_the_list() {
+        let mut s = spec(&[]);
+        s.egress = Egress::None;
+        assert_eq!(network_policy(&setup(), &s).spec.unwrap().egress, Some(vec![]), "nothing goes out, DNS neither");
+        let list =
+            ["10.1.2.0/24:5432", "203.0.113.7"].iter().map(|d| berth_core::egress::Destination::parse(d).unwrap());
+        s.egress = Egress::Allow(list.collect());
+        let rules = network_policy(&setup(), &s).spec.unwrap().egress.unwrap();
+        assert_eq!(rules.len(), 3, "{rules:?}");
+        let port_of = |r: &NetworkPolicyEgressRule| {
+            r.ports
+                .as_ref()
+                .map(|ps| ps.iter().map(|p| (p.protocol.clone().unwrap(), p.port.clone())).collect::<Vec<_>>())
+        };
+        assert_eq!(rules[0].to, None);
+        assert_eq!(port_of(&rules[0]).unwrap().len(), 2, "DNS over UDP and TCP");
+        let cidr = |r: &NetworkPolicyEgressRule| r.to.as_ref().unwrap()[0].ip_block.clone().unwrap();
+        assert_eq!((cidr(&rules[1]).cidr.as_str(), cidr(&rules[1]).except), ("10.1.2.0/24", None));
+        assert_eq!(
+            port_of(&rules[1]).unwrap(),
+            [("UDP".to_string(), Some(IntOrString::Int(5432))), ("TCP".to_string(), Some(IntOrString::Int(5432)))]
+        );
+        assert_eq!(cidr(&rules[2]).cidr, "203.0.113.7/32");
+        assert_eq!(rules[2].ports, None, "no port: every port");
     }
 
     #[test]

@@ -87,6 +87,7 @@ pub fn spec_of(state: &AppState, r: &InstanceRecord) -> InstanceSpec {
         command: t.command.clone(),
         stdin: t.stdin,
         agent: t.agent,
+        egress: r.egress.clone(),
     }
 }
 

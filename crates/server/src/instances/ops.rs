@@ -474,6 +474,11 @@ pub async fn patch(state: AppState, actor: Actor, id: String, v: ValidUpdate) ->
         rec.exposed = exposed_ports(&rec.exposed, &routed);
     }
     if let Some(egress) = v.egress {
+        // Where the runtime holds the policy (a Kubernetes NetworkPolicy), it changes
+        // there first: a failure leaves the record as it was.
+        if egress != rec.egress && rec.status != Status::Deleted {
+            state.runtime.set_egress(&rec.id, &egress).await?;
+        }
         rec.egress = egress;
     }
     // The CPU and memory it is to have: a new size drops resources of its own unless
