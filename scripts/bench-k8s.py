@@ -123,6 +123,10 @@ def phase_rss(args, srv):
             st, body = srv.call("POST", "/v1/instances", {"name": f"r{i}"}, timeout=600)
             with lock:
                 (made if st == 201 else errors).append(body if st != 201 else body["id"])
+                if st != 201 and len(errors) == 1:
+                    log(f"a create answered {st}: {body}")
+                if (len(made) + len(errors)) % 10 == 0:
+                    log(f"{len(made)} created, {len(errors)} failed")
     t = time.monotonic()
     threads = [threading.Thread(target=worker) for _ in range(args.clients)]
     for th in threads:

@@ -123,6 +123,29 @@ pub fn resources(setup: &Setup, size: &SizeSpec, custom: Option<&Resources>) -> 
     }
 }
 
+/// The init container's: at most half a CPU and 64 MiB, and requests no larger than the
+/// main container's. A pod reserves the larger of its init and main containers'
+/// requests: an init requesting its whole limit (the default when it names none) would
+/// reserve 500m for every instance, whatever `--k8s-cpu-request-percent` says (four
+/// instances filled a 2-CPU node).
+fn init_resources(main: Option<&ResourceRequirements>) -> ResourceRequirements {
+    const LIMITS: [(&str, &str, f64); 2] = [("cpu", "500m", 0.5), ("memory", "64Mi", 64.0 * 1024.0 * 1024.0)];
+    let main_requests = main.and_then(|r| r.requests.as_ref());
+    let requests = LIMITS
+        .iter()
+        .map(|(name, limit, max)| {
+            let asked =
+                main_requests.and_then(|r| r.get(*name)).filter(|q| parse_quantity(&q.0).is_some_and(|v| v < *max));
+            (name.to_string(), asked.cloned().unwrap_or_else(|| Quantity(limit.to_string())))
+        })
+        .collect();
+    ResourceRequirements {
+        limits: Some(LIMITS.iter().map(|(name, limit, _)| (name.to_string(), Quantity(limit.to_string()))).collect()),
+        requests: Some(requests),
+        ..Default::default()
+    }
+}
+
 /// The instance's pod: the agent copied in by an init container, the home claim, the
 /// client's environment from the definition Secret, the size's requests and limits,
 /// no service-account token, no privilege escalation, capabilities dropped to
@@ -195,13 +218,7 @@ pub fn pod(setup: &Setup, spec: &InstanceSpec) -> Pod {
         command: Some(vec!["/berth-agent".into(), "install".into(), AGENT_PATH.into()]),
         volume_mounts: Some(vec![agent_mount(false)]),
         security_context: Some(hardened),
-        resources: Some(ResourceRequirements {
-            limits: Some(BTreeMap::from([
-                ("cpu".to_string(), Quantity("500m".into())),
-                ("memory".into(), Quantity("64Mi".into())),
-            ])),
-            ..Default::default()
-        }),
+        resources: Some(init_resources(main.resources.as_ref())),
         ..Default::default()
     };
     Pod {
@@ -414,6 +431,10 @@ mod tests {
         // The agent comes from the init container's image, not from a host path.
         let init = &ps.init_containers.as_ref().unwrap()[0];
         assert_eq!(init.image.as_deref(), Some("berth/agent-bin:abc"));
+        let ir = init.resources.as_ref().unwrap();
+        assert_eq!(ir.requests.as_ref().unwrap()["cpu"].0, "200m", "the init reserves no more than main");
+        assert_eq!(ir.requests.as_ref().unwrap()["memory"].0, "64Mi", "nor more than its own limit");
+        assert_eq!(ir.limits.as_ref().unwrap()["cpu"].0, "500m");
         assert_eq!(init.command.as_ref().unwrap()[1..], ["install".to_string(), AGENT_PATH.into()]);
         assert!(ps.volumes.as_ref().unwrap().iter().all(|v| v.host_path.is_none()), "no host mounts");
         let argv = main.command.as_ref().unwrap();
