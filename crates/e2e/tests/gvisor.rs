@@ -56,3 +56,19 @@ fn gvisor_without_its_runtime_is_refused_at_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no runtime `no-such-runtime`") && err.contains("daemon.json"), "{err}");
 }
+
+#[test]
+fn gvisor_on_kubernetes_is_refused_at_start_not_ignored() {
+    let data = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(berth_test_util::server::berth_bin())
+        .args(["server", "--listen", "127.0.0.1:0", "--edge-listen", "127.0.0.1:0", "--isolation", "gvisor"])
+        .args(["--runtime", "kubernetes", "--k8s-agent-image", "berth/agent-bin:x", "--agent-bin"])
+        .arg(berth_test_util::server::agent_bin())
+        .arg("--data")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--isolation gvisor is not available with --runtime kubernetes"), "{err}");
+}

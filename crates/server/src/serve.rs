@@ -31,6 +31,13 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 #[cfg(feature = "kubernetes")]
 async fn kubernetes_runtime(args: &ServerArgs, install_id: &str) -> anyhow::Result<(Arc<dyn Runtime>, String)> {
     use berth_runtime::kubernetes::{spec::Setup, KubeConfig, KubeRuntime};
+    // Refused rather than ignored: instances would run without the isolation asked for.
+    if args.isolation == crate::config::Isolation::Gvisor {
+        bail!(
+            "--isolation gvisor is not available with --runtime kubernetes (a RuntimeClass for it is not \
+             supported yet): leave --isolation at runc, or run instances on Docker"
+        );
+    }
     let agent_image = args.k8s_agent_image.clone().context(
         "--runtime kubernetes needs --k8s-agent-image: an image holding only /berth-agent \
          (scripts/build-agent-image.sh builds one), pullable by the cluster's nodes",
