@@ -47,12 +47,21 @@ pub(super) async fn build(rt: &DockerRuntime, req: BuildRequest, log: UnboundedS
         cpuquota: Some(100_000 * i32::try_from(cpus.saturating_sub(1).max(1)).unwrap_or(1)),
         ..Default::default()
     };
+    let tag = opts.t.clone().unwrap_or_default();
     let mut steps = rt.docker.build_image(opts, None, Some(bollard::body_full(tar.into())));
+    // The image the builder said it made (its `aux` message, or "Successfully built ID").
+    let mut built: Option<String> = None;
     while let Some(step) = steps.next().await {
         match step {
             Ok(info) => {
+                if let Some(id) = info.aux.and_then(|a| a.id) {
+                    built = Some(id);
+                }
                 if let Some(text) = info.stream {
                     for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+                        if let Some(short) = line.strip_prefix("Successfully built ") {
+                            built.get_or_insert_with(|| short.trim().to_string());
+                        }
                         let _ = log.send(line.to_string());
                     }
                 }
@@ -69,10 +78,30 @@ pub(super) async fn build(rt: &DockerRuntime, req: BuildRequest, log: UnboundedS
                 let _ = log.send(error.clone());
                 return Err(RuntimeError::Failed(error));
             }
-            Err(e) => return Err(map_err(e)),
+            // The builder's stream sometimes ends uncleanly after the last step
+            // ("bytes remaining on stream"): the build stands when the tag names
+            // the image the builder reported.
+            Err(e) => {
+                if let Some(id) = &built {
+                    if tagged(rt, &tag, id).await {
+                        tracing::warn!(%tag, error = %e, "the build's output ended uncleanly after the image was built");
+                        return Ok(());
+                    }
+                }
+                return Err(map_err(e));
+            }
         }
     }
     Ok(())
+}
+
+/// Whether `tag` names the image `id` (full `sha256:…` or the builder's short id).
+async fn tagged(rt: &DockerRuntime, tag: &str, id: &str) -> bool {
+    let _p = rt.permit().await;
+    let Ok(image) = rt.docker.inspect_image(tag).await else { return false };
+    let have = image.id.unwrap_or_default();
+    let want = id.strip_prefix("sha256:").unwrap_or(id);
+    !want.is_empty() && have.strip_prefix("sha256:").unwrap_or(&have).starts_with(want)
 }
 
 pub(super) async fn remove(rt: &DockerRuntime, image: &str) -> Result<()> {
