@@ -280,6 +280,7 @@ async fn berth_runs_inside_the_cluster_with_exactly_its_rights() {
         ("create", "persistentvolumeclaims"),
         ("update", "secrets"),
         ("create", "networkpolicies.networking.k8s.io"),
+        ("patch", "networkpolicies.networking.k8s.io"),
         ("get", "nodes/proxy"),
     ] {
         assert!(can(verb, what, &ns), "the server may {verb} {what}");
@@ -328,6 +329,18 @@ async fn berth_runs_inside_the_cluster_with_exactly_its_rights() {
         .unwrap();
     assert_eq!(health.status(), 200);
     assert!(health.text().await.unwrap().contains("\"version\""));
+    // Its egress changes in place: the server may patch the instance's policy.
+    let r = http
+        .patch(format!("{api}/v1/instances/{id}"))
+        .bearer_auth(&admin_key)
+        .json(&json!({"network": {"egress": "none"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let (_, rules, _) =
+        kubectl(&["get", "networkpolicy", "-n", &ns, &format!("berth-{}", &id[5..]), "-o", "jsonpath={.spec.egress}"]);
+    assert!(rules.is_empty() || rules == "[]", "no egress rule left: {rules}");
     let r = http.delete(format!("{api}/v1/instances/{id}?purge=true")).bearer_auth(&admin_key).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
