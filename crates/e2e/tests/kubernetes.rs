@@ -128,6 +128,33 @@ async fn an_egress_policy_is_the_instances_network_policy_and_changes_in_place()
 }
 
 #[tokio::test]
+async fn an_instance_claimed_from_the_warm_pool_gets_its_own_egress_policy() {
+    if !cluster() {
+        return;
+    }
+    let s = TestServer::start_with(berth_test_util::ServerOptions {
+        extra_args: ["--warm-pool", "berth-agent=1"].map(String::from).to_vec(),
+        ..Default::default()
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let metrics = s.http().get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
+        if metrics.lines().any(|l| l == "berth_warm_pool_ready{kind=\"berth-agent:1\"} 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pool never filled\n{}", s.log());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let inst = s.create_instance(json!({"network": {"egress": "none"}})).await;
+    let id = inst["id"].as_str().unwrap();
+    let (_, events) = s.get(&format!("/v1/instances/{id}/events")).await;
+    assert!(events.to_string().contains("created from the warm pool"), "not a warm claim: {events}");
+    // The pool's policy let everything out; the claimed instance's lets nothing.
+    assert!(policy_egress(id).as_array().is_none_or(|r| r.is_empty()), "{}", policy_egress(id));
+}
+
+#[tokio::test]
 async fn a_pod_deleted_behind_berths_back_comes_back_with_its_data() {
     if !cluster() {
         return;

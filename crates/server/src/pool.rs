@@ -318,10 +318,16 @@ pub async fn claim(state: &AppState, auth: &Auth, want: &InstanceRecord) -> ApiR
         reason: Some("created from the warm pool".into()),
     };
     state.store.record_event(&ev).await?;
-    if rec.egress != was.egress {
-        state.egress_policy(&rec.id, &rec.egress).await;
-    }
-    if let Err(e) = claim_agent(state, &rec, ready.ip).await {
+    let handed_over = async {
+        if rec.egress != was.egress {
+            state.egress_policy(&rec.id, &rec.egress).await;
+            // Where the runtime holds the policy (Kubernetes' NetworkPolicy), the
+            // instance must not keep the pool's: a failure sends the create on cold.
+            state.runtime.set_egress(&rec.id, &rec.egress).await.map_err(|e| format!("setting its egress: {e}"))?;
+        }
+        claim_agent(state, &rec, ready.ip).await
+    };
+    if let Err(e) = handed_over.await {
         // The record is the workspace's now and the agent may hold part of its
         // environment: the instance goes, and the create goes on cold.
         tracing::warn!(instance = %rec.id, error = %e, "claiming a warm pool instance failed; removing it");
