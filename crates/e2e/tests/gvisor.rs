@@ -41,34 +41,31 @@ async fn instances_run_under_gvisor() {
     assert_eq!(r["timed_out"], true, "{r}");
 }
 
-#[test]
-fn gvisor_without_its_runtime_is_refused_at_start() {
+/// `berth server --isolation gvisor ARGS` on a fresh data dir, expected to refuse to
+/// start: its stderr.
+fn refused_gvisor_start(args: &[&str]) -> String {
     let data = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(berth_test_util::server::berth_bin())
         .args(["server", "--listen", "127.0.0.1:0", "--edge-listen", "127.0.0.1:0", "--isolation", "gvisor"])
-        .args(["--gvisor-runtime", "no-such-runtime", "--agent-bin"])
+        .args(args)
+        .arg("--agent-bin")
         .arg(berth_test_util::server::agent_bin())
         .arg("--data")
         .arg(data.path())
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn gvisor_without_its_runtime_is_refused_at_start() {
+    let err = refused_gvisor_start(&["--gvisor-runtime", "no-such-runtime"]);
     assert!(err.contains("no runtime `no-such-runtime`") && err.contains("daemon.json"), "{err}");
 }
 
 #[test]
 fn gvisor_on_kubernetes_is_refused_at_start_not_ignored() {
-    let data = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(berth_test_util::server::berth_bin())
-        .args(["server", "--listen", "127.0.0.1:0", "--edge-listen", "127.0.0.1:0", "--isolation", "gvisor"])
-        .args(["--runtime", "kubernetes", "--k8s-agent-image", "berth/agent-bin:x", "--agent-bin"])
-        .arg(berth_test_util::server::agent_bin())
-        .arg("--data")
-        .arg(data.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_gvisor_start(&["--runtime", "kubernetes", "--k8s-agent-image", "berth/agent-bin:x"]);
     assert!(err.contains("--isolation gvisor is not available with --runtime kubernetes"), "{err}");
 }

@@ -25,14 +25,16 @@ fn kubectl_bin() -> String {
     std::env::var("BERTH_TEST_KUBECTL").unwrap_or_else(|_| "kubectl".into())
 }
 
+/// `kubectl ARGS` against the test cluster, ready to run.
+fn kubectl_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(kubectl_bin());
+    cmd.arg("--kubeconfig").arg(kubeconfig()).args(args);
+    cmd
+}
+
 /// Runs `kubectl ARGS` against the test cluster: (success, stdout, stderr).
 pub fn kubectl(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(kubectl_bin())
-        .arg("--kubeconfig")
-        .arg(kubeconfig())
-        .args(args)
-        .output()
-        .expect("kubectl runs (BERTH_TEST_KUBECTL)");
+    let out = kubectl_command(args).output().expect("kubectl runs (BERTH_TEST_KUBECTL)");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).trim().to_string(),
@@ -90,12 +92,7 @@ pub fn pod_of(instance_id: &str) -> Option<String> {
 /// `sh -c SCRIPT` in the instance's pod, as `kubectl exec` runs it: (exit code, output).
 pub fn exec(instance_id: &str, script: &str) -> (i32, String) {
     let pod = pod_of(instance_id).unwrap_or_else(|| panic!("instance {instance_id} has no pod"));
-    let out = Command::new(kubectl_bin())
-        .arg("--kubeconfig")
-        .arg(kubeconfig())
-        .args(["exec", &pod, "-c", "main", "--", "sh", "-c", script])
-        .output()
-        .expect("kubectl runs");
+    let out = kubectl_command(&["exec", &pod, "-c", "main", "--", "sh", "-c", script]).output().expect("kubectl runs");
     let mut text = String::from_utf8_lossy(&out.stdout).to_string();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), text.trim().to_string())

@@ -101,47 +101,47 @@ pub fn claim(setup: &Setup, spec: &InstanceSpec) -> PersistentVolumeClaim {
     }
 }
 
-/// Requests (what the scheduler reserves for the instance: the given shares of what
-/// it is guaranteed) and limits (its CPU quota and OOM limit) of a size or the
+/// CPU (millis) and memory (MiB) as Kubernetes quantities.
+fn quantities(cpu_millis: u64, memory_mb: u64) -> BTreeMap<String, Quantity> {
+    BTreeMap::from([
+        ("cpu".to_string(), Quantity(format!("{cpu_millis}m"))),
+        ("memory".into(), Quantity(format!("{memory_mb}Mi"))),
+    ])
+}
+
+/// What the scheduler reserves for an instance (CPU millis, MiB): the given shares of
+/// what it is guaranteed.
+fn requested(setup: &Setup, r: &Resources) -> (u64, u64) {
+    let share = |v: u64, percent: u32| (v * u64::from(percent.clamp(1, 100)) / 100).max(1);
+    (
+        share(u64::from(r.cpu_millis.min(r.cpu_limit_millis)), setup.cpu_request_percent),
+        share(r.memory_mb.min(r.memory_limit_mb), setup.memory_request_percent),
+    )
+}
+
+/// Requests ([`requested`]) and limits (its CPU quota and OOM limit) of a size or the
 /// instance's own resources.
 pub fn resources(setup: &Setup, size: &SizeSpec, custom: Option<&Resources>) -> ResourceRequirements {
     let r = Resources::effective(size, custom);
-    let share = |v: u64, percent: u32| (v * u64::from(percent.clamp(1, 100)) / 100).max(1);
-    let q = |cpu: u32, mem: u64| {
-        BTreeMap::from([
-            ("cpu".to_string(), Quantity(format!("{cpu}m"))),
-            ("memory".into(), Quantity(format!("{mem}Mi"))),
-        ])
-    };
+    let (cpu, memory) = requested(setup, &r);
     ResourceRequirements {
-        requests: Some(q(
-            share(u64::from(r.cpu_millis.min(r.cpu_limit_millis)), setup.cpu_request_percent) as u32,
-            share(r.memory_mb.min(r.memory_limit_mb), setup.memory_request_percent),
-        )),
-        limits: Some(q(r.cpu_limit_millis, r.memory_limit_mb)),
+        requests: Some(quantities(cpu, memory)),
+        limits: Some(quantities(r.cpu_limit_millis.into(), r.memory_limit_mb)),
         ..Default::default()
     }
 }
 
 /// The init container's: at most half a CPU and 64 MiB, and requests no larger than the
-/// main container's. A pod reserves the larger of its init and main containers'
-/// requests: an init requesting its whole limit (the default when it names none) would
-/// reserve 500m for every instance, whatever `--k8s-cpu-request-percent` says (four
-/// instances filled a 2-CPU node).
-fn init_resources(main: Option<&ResourceRequirements>) -> ResourceRequirements {
-    const LIMITS: [(&str, &str, f64); 2] = [("cpu", "500m", 0.5), ("memory", "64Mi", 64.0 * 1024.0 * 1024.0)];
-    let main_requests = main.and_then(|r| r.requests.as_ref());
-    let requests = LIMITS
-        .iter()
-        .map(|(name, limit, max)| {
-            let asked =
-                main_requests.and_then(|r| r.get(*name)).filter(|q| parse_quantity(&q.0).is_some_and(|v| v < *max));
-            (name.to_string(), asked.cloned().unwrap_or_else(|| Quantity(limit.to_string())))
-        })
-        .collect();
+/// main container's (`main_requests`, as [`requested`]). A pod reserves the larger of its
+/// init and main containers' requests: an init requesting its whole limit (the default
+/// when it names none) would reserve 500m for every instance, whatever
+/// `--k8s-cpu-request-percent` says (four instances filled a 2-CPU node).
+fn init_resources((cpu, memory): (u64, u64)) -> ResourceRequirements {
+    const CPU_MILLIS: u64 = 500;
+    const MEMORY_MB: u64 = 64;
     ResourceRequirements {
-        limits: Some(LIMITS.iter().map(|(name, limit, _)| (name.to_string(), Quantity(limit.to_string()))).collect()),
-        requests: Some(requests),
+        requests: Some(quantities(cpu.min(CPU_MILLIS), memory.min(MEMORY_MB))),
+        limits: Some(quantities(CPU_MILLIS, MEMORY_MB)),
         ..Default::default()
     }
 }
@@ -218,7 +218,7 @@ pub fn pod(setup: &Setup, spec: &InstanceSpec) -> Pod {
         command: Some(vec!["/berth-agent".into(), "install".into(), AGENT_PATH.into()]),
         volume_mounts: Some(vec![agent_mount(false)]),
         security_context: Some(hardened),
-        resources: Some(init_resources(main.resources.as_ref())),
+        resources: Some(init_resources(requested(setup, &Resources::effective(&spec.size, spec.resources.as_ref())))),
         ..Default::default()
     };
     Pod {
