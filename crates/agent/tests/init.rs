@@ -3,8 +3,9 @@
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::io::{BufRead, BufReader, Lines};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_berth-agent");
@@ -22,17 +23,17 @@ fn start(script: &str) -> Child {
         .expect("spawn berth-agent init")
 }
 
-/// Reads lines of stdout until one equals `want`; the lines before it.
-fn read_until(lines: &mut Lines<BufReader<ChildStdout>>, want: &str) -> Vec<String> {
+/// Reads lines until one equals `want`; the lines before it. Fails (see [`next_line`])
+/// when it does not come.
+fn read_until(lines: &mpsc::Receiver<String>, child: &mut Child, want: &str) -> Vec<String> {
     let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.expect("read stdout");
+    loop {
+        let line = next_line(lines, child);
         if line == want {
             return seen;
         }
         seen.push(line);
     }
-    panic!("stdout ended before {want:?}; got {seen:?}");
 }
 
 /// Waits for init to exit, killing it (and failing) if it takes too long.
@@ -98,12 +99,13 @@ fn a_command_that_cannot_start_is_127_when_missing_and_126_otherwise() {
 fn sigterm_is_forwarded_to_the_command() {
     // "ready" comes once the trap is set, so the signal cannot arrive before it.
     let mut child = start("trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.1; done");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    read_until(&mut lines, "ready");
+    let lines = lines_with_deadlines(child.stdout.take().unwrap());
+    read_until(&lines, &mut child, "ready");
     kill(pid(&child), Signal::SIGTERM).unwrap();
-    let rest: Vec<String> = lines.map(Result::unwrap).collect();
-    assert_eq!(rest, ["got-term"]);
+    assert_eq!(next_line(&lines, &mut child), "got-term");
     assert_eq!(wait(&mut child).code(), Some(3));
+    // Nothing more: stdout ended with the command.
+    assert_eq!(lines.recv_timeout(PATIENCE), Err(mpsc::RecvTimeoutError::Disconnected));
 }
 
 #[test]
@@ -112,8 +114,8 @@ fn a_forwarded_signal_kills_a_command_without_a_handler() {
     // `sleep` would never die of it and init would not exit (`wait` fails the test).
     // Both `sh` (before its exec) and `sleep` die of SIGTERM: 128 + 15.
     let mut child = start("echo ready; exec sleep 30");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    read_until(&mut lines, "ready");
+    let lines = lines_with_deadlines(child.stdout.take().unwrap());
+    read_until(&lines, &mut child, "ready");
     kill(pid(&child), Signal::SIGTERM).unwrap();
     assert_eq!(wait(&mut child).code(), Some(143));
 }
@@ -133,6 +135,10 @@ fn a_command_killed_by_sigkill_is_137() {
 /// (so the subreaper took effect and the check is not vacuous), then polls /proc until
 /// the grandchild is gone — no fixed sleeps: a loaded machine only makes it slower, and
 /// an init that does not reap leaves the zombie there until the deadline.
+///
+/// The grandchild's line and the main command's "started" come in either order (the
+/// grandchild may be scheduled before its grandparent wakes from waiting for the middle
+/// shell), and every read has a deadline: a line that never comes fails the test.
 #[test]
 fn orphans_come_to_init_and_are_reaped() {
     // The grandchild waits until its parent is no longer the middle shell, whose pid it
@@ -148,12 +154,14 @@ fn orphans_come_to_init_and_are_reaped() {
         .spawn()
         .unwrap();
     let init = child.id();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    read_until(&mut lines, "started");
-    let line = lines.next().expect("the orphan's line").unwrap();
+    let lines = lines_with_deadlines(child.stdout.take().unwrap());
+    let first_two = [next_line(&lines, &mut child), next_line(&lines, &mut child)];
+    let Some(line) = first_two.iter().find(|line| line.starts_with("orphan ")) else {
+        panic!("no line from the orphan: {first_two:?}");
+    };
+    assert!(first_two.iter().any(|line| line == "started"), "{first_two:?}");
     let fields: Vec<&str> = line.split(' ').collect();
     assert_eq!(fields.len(), 3, "{line:?}");
-    assert_eq!(fields[0], "orphan");
     let (orphan_pid, parent): (u32, u32) = (fields[1].parse().unwrap(), fields[2].parse().unwrap());
     assert_eq!(parent, init, "the orphan was not re-parented to init");
 
@@ -165,11 +173,42 @@ fn orphans_come_to_init_and_are_reaped() {
         if ppid != Some(init.to_string().as_str()) {
             break;
         }
-        assert!(Instant::now() < deadline, "the orphan {orphan_pid} is still init's child: {stat}");
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the orphan {orphan_pid} is still init's child: {stat}");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 
     drop(child.stdin.take()); // the main command's `read` ends
-    assert_eq!(lines.map(Result::unwrap).collect::<Vec<_>>(), ["done"]);
+    assert_eq!(next_line(&lines, &mut child), "done");
     assert_eq!(wait(&mut child).code(), Some(0));
+}
+
+/// The lines of `stdout`, read on a thread of their own so that the test can give up on
+/// one that never comes (see [`next_line`]).
+fn lines_with_deadlines(stdout: ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line from [`lines_with_deadlines`]; kills init and fails when none comes
+/// within [`PATIENCE`] or stdout ends.
+fn next_line(lines: &mpsc::Receiver<String>, child: &mut Child) -> String {
+    match lines.recv_timeout(PATIENCE) {
+        Ok(line) => line,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no line from berth-agent init within {PATIENCE:?}: {e}");
+        }
+    }
 }
