@@ -5,8 +5,8 @@ use crate::build::CA_PATH;
 use crate::instance::{client_env, main_program, own_env};
 use crate::{InstanceSpec, HOME_DIR};
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, HostConfigLogConfig, Mount, MountTypeEnum, NetworkingConfig,
-    RestartPolicy, RestartPolicyNameEnum, ThrottleDevice,
+    ContainerCreateBody, EndpointSettings, HostConfig, HostConfigLogConfig, Mount, MountTypeEnum, MountVolumeOptions,
+    NetworkingConfig, RestartPolicy, RestartPolicyNameEnum, ThrottleDevice,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -66,7 +66,7 @@ pub(super) fn container_body(
             typ: Some("json-file".into()),
             config: Some(HashMap::from([("max-size".into(), "10m".into()), ("max-file".into(), "3".into())])),
         }),
-        mounts: Some(mounts(host, volume)),
+        mounts: Some(mounts(host, volume, &labels)),
         ..Default::default()
     };
     let (entrypoint, cmd, working_dir) = main_program(spec);
@@ -93,7 +93,12 @@ pub(super) fn container_body(
 
 /// The home volume, the read-only agent binary and, when there is one, the read-only
 /// CA bundle: nothing else of the host.
-fn mounts(host: &Host<'_>, volume: String) -> Vec<Mount> {
+///
+/// The home carries the instance's labels in its volume options: Docker creates a
+/// missing volume with them. The volume is made (labelled) before the container, but
+/// when it is removed meanwhile (a delete racing a start), the container's create
+/// makes it again — labelled, so the reconciler and a purge still find it.
+fn mounts(host: &Host<'_>, volume: String, labels: &HashMap<String, String>) -> Vec<Mount> {
     let bind = |source: &Path, target: &str| Mount {
         target: Some(target.into()),
         source: Some(source.display().to_string()),
@@ -106,6 +111,7 @@ fn mounts(host: &Host<'_>, volume: String) -> Vec<Mount> {
             target: Some(HOME_DIR.into()),
             source: Some(volume),
             typ: Some(MountTypeEnum::VOLUME),
+            volume_options: Some(MountVolumeOptions { labels: Some(labels.clone()), ..Default::default() }),
             ..Default::default()
         },
         bind(host.agent_bin, AGENT_PATH),
@@ -182,6 +188,9 @@ mod tests {
         assert_eq!(agent.typ, Some(MountTypeEnum::BIND));
         let home = mounts.iter().find(|m| m.target.as_deref() == Some(HOME_DIR)).unwrap();
         assert_eq!((home.typ, home.source.as_deref()), (Some(MountTypeEnum::VOLUME), Some("vol_1")));
+        // Made again by the container's create when removed meanwhile: labelled all the same.
+        let made_with = home.volume_options.as_ref().and_then(|o| o.labels.as_ref()).unwrap();
+        assert_eq!(made_with["berth.install"], "x");
         assert!(!mounts.iter().any(|m| m.source.as_deref().is_some_and(|s| s.contains("docker.sock"))));
         assert_eq!(b.entrypoint.as_deref(), Some(&[AGENT_PATH.to_string()][..]));
         assert_eq!(b.labels.as_ref().unwrap()["berth.install"], "x");
