@@ -41,7 +41,8 @@ def main():
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=int, default=5)
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="edge threads and floor threads")
-    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+    # Where `cargo build --release` in bench/hyper-floor puts it.
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "bench/hyper-floor/target")
     p.add_argument("--floor-bin", default=os.path.join(target, "release/hyper-floor"))
     a = p.parse_args()
     if not os.path.exists(a.floor_bin):
