@@ -405,8 +405,8 @@ impl Runtime for KubeRuntime {
     async fn resize(&self, id: &InstanceId, size: &SizeSpec, resources: Option<&Resources>) -> Result<()> {
         let mut secret = self.definition(id).await?;
         let mut pod = Self::stored_pod(&secret)?;
-        if let Some(main) = pod.spec.as_mut().and_then(|s| s.containers.iter_mut().find(|c| c.name == MAIN)) {
-            main.resources = Some(spec::resources(&self.setup, size, resources));
+        if let Some(pod_spec) = pod.spec.as_mut() {
+            spec::size_containers(&self.setup, pod_spec, size, resources);
         }
         let rendered = serde_json::to_string(&pod).map_err(|e| RuntimeError::Failed(e.to_string()))?;
         secret.annotations_mut().insert(POD_ANNOTATION.into(), rendered);

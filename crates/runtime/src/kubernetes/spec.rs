@@ -121,18 +121,30 @@ fn requested(setup: &Setup, r: &Resources) -> (u64, u64) {
 
 /// Requests ([`requested`]) and limits (its CPU quota and OOM limit) of a size or the
 /// instance's own resources.
-pub fn resources(setup: &Setup, size: &SizeSpec, custom: Option<&Resources>) -> ResourceRequirements {
-    let r = Resources::effective(size, custom);
-    let (cpu, memory) = requested(setup, &r);
+fn resources(r: &Resources, requested: (u64, u64)) -> ResourceRequirements {
     ResourceRequirements {
-        requests: Some(quantities(cpu, memory)),
+        requests: Some(quantities(requested.0, requested.1)),
         limits: Some(quantities(r.cpu_limit_millis.into(), r.memory_limit_mb)),
         ..Default::default()
     }
 }
 
+/// Sizes a pod's containers for a size or the instance's own resources: the main
+/// container ([`resources`]) and, from the same figures, the init container
+/// ([`init_resources`]). At creation and at every resize, so the two never disagree.
+pub fn size_containers(setup: &Setup, pod: &mut PodSpec, size: &SizeSpec, custom: Option<&Resources>) {
+    let r = Resources::effective(size, custom);
+    let asked = requested(setup, &r);
+    for c in pod.containers.iter_mut().filter(|c| c.name == MAIN) {
+        c.resources = Some(resources(&r, asked));
+    }
+    for c in pod.init_containers.iter_mut().flatten() {
+        c.resources = Some(init_resources(asked));
+    }
+}
+
 /// The init container's: at most half a CPU and 64 MiB, and requests no larger than the
-/// main container's (`main_requests`, as [`requested`]). A pod reserves the larger of its
+/// main container's (both from [`requested`]). A pod reserves the larger of its
 /// init and main containers' requests: an init requesting its whole limit (the default
 /// when it names none) would reserve 500m for every instance, whatever
 /// `--k8s-cpu-request-percent` says (four instances filled a 2-CPU node).
@@ -198,7 +210,6 @@ pub fn pod(setup: &Setup, spec: &InstanceSpec) -> Pod {
             secret_ref: Some(SecretEnvSource { name: name.clone(), optional: Some(false) }),
             ..Default::default()
         }]),
-        resources: Some(resources(setup, &spec.size, spec.resources.as_ref())),
         security_context: Some(hardened.clone()),
         stdin: spec.stdin.then_some(true),
         stdin_once: spec.stdin.then_some(false),
@@ -218,46 +229,43 @@ pub fn pod(setup: &Setup, spec: &InstanceSpec) -> Pod {
         command: Some(vec!["/berth-agent".into(), "install".into(), AGENT_PATH.into()]),
         volume_mounts: Some(vec![agent_mount(false)]),
         security_context: Some(hardened),
-        resources: Some(init_resources(requested(setup, &Resources::effective(&spec.size, spec.resources.as_ref())))),
         ..Default::default()
     };
-    Pod {
-        metadata: meta(name, &labels(setup, spec)),
-        spec: Some(PodSpec {
-            automount_service_account_token: Some(false),
-            enable_service_links: Some(false),
-            share_process_namespace: shared_pids.then_some(true),
-            restart_policy: Some("Never".into()),
-            termination_grace_period_seconds: Some(setup.stop_grace_secs),
-            hostname: Some(spec.id.label().to_string()),
-            security_context: Some(PodSecurityContext {
-                seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
-                ..Default::default()
-            }),
-            init_containers: Some(vec![init]),
-            containers: vec![main],
-            volumes: Some(vec![
-                Volume {
-                    name: "home".into(),
-                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                        claim_name: claim_name(&spec.id),
-                        read_only: None,
-                    }),
-                    ..Default::default()
-                },
-                Volume {
-                    name: AGENT_VOLUME.into(),
-                    empty_dir: Some(EmptyDirVolumeSource {
-                        size_limit: Some(Quantity("128Mi".into())),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-            ]),
+    let mut pod_spec = PodSpec {
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        share_process_namespace: shared_pids.then_some(true),
+        restart_policy: Some("Never".into()),
+        termination_grace_period_seconds: Some(setup.stop_grace_secs),
+        hostname: Some(spec.id.label().to_string()),
+        security_context: Some(PodSecurityContext {
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
             ..Default::default()
         }),
+        init_containers: Some(vec![init]),
+        containers: vec![main],
+        volumes: Some(vec![
+            Volume {
+                name: "home".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim_name(&spec.id),
+                    read_only: None,
+                }),
+                ..Default::default()
+            },
+            Volume {
+                name: AGENT_VOLUME.into(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    size_limit: Some(Quantity("128Mi".into())),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ]),
         ..Default::default()
-    }
+    };
+    size_containers(setup, &mut pod_spec, &spec.size, spec.resources.as_ref());
+    Pod { metadata: meta(name, &labels(setup, spec)), spec: Some(pod_spec), ..Default::default() }
 }
 
 /// The definition: the client's environment (the pod reads it with `envFrom`, so
@@ -447,6 +455,20 @@ mod tests {
         assert_eq!(ps.share_process_namespace, None);
         let home = ps.volumes.as_ref().unwrap().iter().find(|v| v.name == "home").unwrap();
         assert_eq!(home.persistent_volume_claim.as_ref().unwrap().claim_name, claim_name(&s.id));
+    }
+
+    #[test]
+    fn a_resize_sizes_the_init_container_too() {
+        let setup = setup();
+        let mut p = pod(&setup, &spec(&[])).spec.unwrap();
+        // Down to the smallest size: the init's request must follow main's down.
+        size_containers(&setup, &mut p, &size::lookup(1).unwrap(), None);
+        let cpu_request =
+            |r: &Option<ResourceRequirements>| parse_quantity(&r.as_ref().unwrap().requests.as_ref().unwrap()["cpu"].0);
+        let main = cpu_request(&p.containers[0].resources);
+        let init = cpu_request(&p.init_containers.as_ref().unwrap()[0].resources);
+        assert!(main < Some(0.2), "main was resized: {main:?}");
+        assert_eq!(init, main, "the init reserves no more than main after a resize");
     }
 
     #[test]
